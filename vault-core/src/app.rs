@@ -1,0 +1,72 @@
+//! `Vault`: one running instance of the gateway's core — database, key checks, audit
+//! writer and inference — as the server (or an embedding program) uses it.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::audit::AuditLog;
+use crate::config::Config;
+use crate::error::Result;
+use crate::gpu::{self, GpuPresence};
+use crate::inference::vllm::VllmBackend;
+use crate::inference::{Inference, InferenceBackend};
+use crate::keys::Authenticator;
+use crate::manifest::Manifest;
+use crate::storage::Db;
+
+pub struct Vault {
+    pub config: Config,
+    pub db: Arc<Db>,
+    pub auth: Authenticator,
+    pub audit: AuditLog,
+    pub inference: Inference,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Health {
+    /// `ok` when the upstream answers, `degraded` when it does not.
+    pub status: &'static str,
+    pub version: &'static str,
+    pub inference: UpstreamHealth,
+    pub gpu: GpuPresence,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UpstreamHealth {
+    pub reachable: bool,
+}
+
+impl Vault {
+    /// Opens the data dir and database and starts the audit writer, with vLLM at
+    /// `VLLM_BASE_URL` as the upstream.
+    pub async fn open(config: Config) -> Result<Arc<Vault>> {
+        let backend = VllmBackend::new(&config.vllm_base_url, config.upstream_timeout)?;
+        Self::open_with_backend(config, Arc::new(backend)).await
+    }
+
+    pub async fn open_with_backend(config: Config, backend: Arc<dyn InferenceBackend>) -> Result<Arc<Vault>> {
+        config.prepare_data_dir()?;
+        config.secret_key()?;
+        let db = Arc::new(Db::open(&config.db).await?);
+        let auth = Authenticator::new(db.clone()).await?;
+        let audit = AuditLog::start(db.clone()).await?;
+        let inference = Inference::new(backend, Manifest::new(config.models_manifest.clone()));
+        Ok(Arc::new(Vault { config, db, auth, audit, inference }))
+    }
+
+    pub async fn health(&self) -> Health {
+        let reachable = self.inference.upstream_healthy().await;
+        Health {
+            status: if reachable { "ok" } else { "degraded" },
+            version: env!("CARGO_PKG_VERSION"),
+            inference: UpstreamHealth { reachable },
+            gpu: gpu::presence(),
+        }
+    }
+
+    /// Stores every audit row still queued. Call after the server stopped taking requests.
+    pub async fn shutdown(&self) {
+        self.audit.shutdown().await;
+    }
+}

@@ -1,0 +1,372 @@
+//! The audit trail: one row and one JSON log line per request, failed and
+//! unauthenticated ones included. Never a raw key, never a request body.
+//!
+//! Rows go through one writer that commits whatever has queued up in a single
+//! transaction (group commit), so audit writes never serialize requests. A caller may wait
+//! for its row to be committed before it answers, which is how a request that was
+//! answered cannot lose its row in a crash; on shutdown the writer drains its queue.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::{Result, VaultError};
+use crate::storage::{self, Db};
+
+/// What is recorded about one request.
+#[derive(Debug, Clone, Default)]
+pub struct AuditRecord {
+    pub timestamp: String,
+    pub request_id: String,
+    pub method: String,
+    pub path: String,
+    /// The key that was used, to move its `last_used_at`; not stored in the row.
+    pub key_id: Option<i64>,
+    pub key_prefix: Option<String>,
+    pub user_id: Option<String>,
+    pub model: Option<String>,
+    pub status: u16,
+    pub latency_ms: u64,
+    pub tokens_input: Option<u64>,
+    pub tokens_output: Option<u64>,
+    /// False when the answer was cut short (upstream failure, client gone).
+    pub completed: bool,
+    pub error_code: Option<String>,
+}
+
+/// A stored audit row.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub timestamp: String,
+    pub request_id: String,
+    pub method: String,
+    pub path: String,
+    pub key_prefix: Option<String>,
+    pub user_id: Option<String>,
+    pub model: Option<String>,
+    pub status: u16,
+    pub latency_ms: u64,
+    pub tokens_input: Option<u64>,
+    pub tokens_output: Option<u64>,
+    pub completed: bool,
+    pub error_code: Option<String>,
+}
+
+enum Message {
+    Record(Box<AuditRecord>, Option<oneshot::Sender<()>>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// The most rows committed in one transaction.
+const MAX_BATCH: usize = 512;
+/// Attempts to store a batch before its rows are written to the log instead.
+const WRITE_ATTEMPTS: u32 = 6;
+
+/// The handle requests use to record themselves. Cheap to clone.
+#[derive(Clone)]
+pub struct AuditLog {
+    queue: mpsc::UnboundedSender<Message>,
+}
+
+impl AuditLog {
+    /// Starts the writer on a thread of its own, so a database busy with another
+    /// process's write never blocks a thread that serves requests.
+    pub async fn start(db: Arc<Db>) -> Result<AuditLog> {
+        let conn = db.connect().await?;
+        let (queue, rx) = mpsc::unbounded_channel();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|e| VaultError::internal("starting the audit writer", e))?;
+        std::thread::Builder::new()
+            .name("vault-audit".into())
+            .spawn(move || runtime.block_on(write_loop(conn, rx)))
+            .map_err(|e| VaultError::internal("starting the audit writer", e))?;
+        Ok(AuditLog { queue })
+    }
+
+    /// Logs the request line and stores the row; returns once the row is committed.
+    pub async fn record(&self, record: AuditRecord) {
+        let (done, committed) = oneshot::channel();
+        self.enqueue(record, Some(done));
+        // An Err means the writer is gone (shut down): the row went to the log instead.
+        let _ = committed.await;
+    }
+
+    /// Logs the request line and queues the row without waiting (for a request whose
+    /// client has already left, so nobody waits for an answer).
+    pub fn record_detached(&self, record: AuditRecord) {
+        self.enqueue(record, None);
+    }
+
+    fn enqueue(&self, record: AuditRecord, done: Option<oneshot::Sender<()>>) {
+        log_request_line(&record);
+        if let Err(mpsc::error::SendError(Message::Record(record, _))) =
+            self.queue.send(Message::Record(Box::new(record), done))
+        {
+            log_unstored(&record);
+        }
+    }
+
+    /// Stores everything queued so far and stops the writer. Records after this are
+    /// written to the log only.
+    pub async fn shutdown(&self) {
+        let (done, finished) = oneshot::channel();
+        if self.queue.send(Message::Shutdown(done)).is_ok() {
+            let _ = finished.await;
+        }
+    }
+}
+
+async fn write_loop(conn: libsql::Connection, mut rx: mpsc::UnboundedReceiver<Message>) {
+    let mut messages = Vec::with_capacity(MAX_BATCH);
+    loop {
+        if rx.recv_many(&mut messages, MAX_BATCH).await == 0 {
+            return;
+        }
+        let mut shutdown = None;
+        let mut records = Vec::with_capacity(messages.len());
+        let mut waiters = Vec::with_capacity(messages.len());
+        for message in messages.drain(..) {
+            match message {
+                Message::Record(record, done) => {
+                    records.push(record);
+                    waiters.extend(done);
+                }
+                Message::Shutdown(done) => shutdown = Some(done),
+            }
+        }
+        store_with_retries(&conn, &records).await;
+        for waiter in waiters {
+            let _ = waiter.send(());
+        }
+        if let Some(done) = shutdown {
+            // Nothing can be queued behind the shutdown message that we would miss:
+            // anything sent later finds the channel closed and goes to the log.
+            rx.close();
+            while let Ok(Message::Record(record, done)) = rx.try_recv() {
+                store_with_retries(&conn, &[record]).await;
+                drop(done);
+            }
+            let _ = done.send(());
+            return;
+        }
+    }
+}
+
+async fn store_with_retries(conn: &libsql::Connection, records: &[Box<AuditRecord>]) {
+    let refs: Vec<&AuditRecord> = records.iter().map(|r| r.as_ref()).collect();
+    let mut delay = Duration::from_millis(50);
+    for attempt in 1..=WRITE_ATTEMPTS {
+        match storage::audit::insert_batch(conn, &refs).await {
+            Ok(()) => return,
+            Err(err) => {
+                tracing::warn!(attempt, rows = refs.len(), error = %err.message, "audit batch not stored yet");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+        }
+    }
+    for record in refs {
+        log_unstored(record);
+    }
+}
+
+fn log_request_line(r: &AuditRecord) {
+    tracing::info!(
+        target: "vault::request",
+        timestamp = %r.timestamp,
+        request_id = %r.request_id,
+        method = %r.method,
+        path = %r.path,
+        user_key_prefix = r.key_prefix.as_deref(),
+        user_id = r.user_id.as_deref(),
+        model = r.model.as_deref(),
+        status = r.status,
+        latency_ms = r.latency_ms,
+        tokens_input = r.tokens_input,
+        tokens_output = r.tokens_output,
+        completed = r.completed,
+        error_code = r.error_code.as_deref(),
+        "request"
+    );
+}
+
+/// Last resort when the database refuses a row: keep it in the log so the record survives.
+fn log_unstored(r: &AuditRecord) {
+    tracing::error!(
+        target: "vault::audit_unstored",
+        timestamp = %r.timestamp,
+        request_id = %r.request_id,
+        method = %r.method,
+        path = %r.path,
+        user_key_prefix = r.key_prefix.as_deref(),
+        status = r.status,
+        "audit row could not be stored"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(i: usize) -> AuditRecord {
+        AuditRecord {
+            timestamp: crate::time::now_rfc3339(),
+            request_id: format!("req-{i}"),
+            method: "POST".into(),
+            path: "/v1/chat/completions".into(),
+            status: 200,
+            latency_ms: 3,
+            tokens_input: Some(5),
+            tokens_output: Some(7),
+            completed: true,
+            ..AuditRecord::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn recorded_rows_are_committed_before_record_returns() {
+        let (_dir, db) = storage::test_db().await;
+        let db = Arc::new(db);
+        let audit = AuditLog::start(db.clone()).await.unwrap();
+        audit.record(record(1)).await;
+        let conn = db.connect().await.unwrap();
+        let row = storage::audit::by_request_id(&conn, "req-1").await.unwrap().unwrap();
+        assert_eq!((row.tokens_input, row.tokens_output, row.status), (Some(5), Some(7), 200));
+    }
+
+    #[tokio::test]
+    async fn shutdown_stores_every_detached_row() {
+        let (_dir, db) = storage::test_db().await;
+        let db = Arc::new(db);
+        let audit = AuditLog::start(db.clone()).await.unwrap();
+        for i in 0..2000 {
+            audit.record_detached(record(i));
+        }
+        audit.shutdown().await;
+        let conn = db.connect().await.unwrap();
+        assert_eq!(storage::audit::count(&conn).await.unwrap(), 2000);
+    }
+
+    #[tokio::test]
+    async fn concurrent_records_are_grouped_and_all_stored() {
+        let (_dir, db) = storage::test_db().await;
+        let db = Arc::new(db);
+        let audit = AuditLog::start(db.clone()).await.unwrap();
+        let tasks: Vec<_> = (0..300).map(|i| {
+            let audit = audit.clone();
+            tokio::spawn(async move { audit.record(record(i)).await })
+        }).collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let conn = db.connect().await.unwrap();
+        assert_eq!(storage::audit::count(&conn).await.unwrap(), 300);
+    }
+}
+
+/// The audit record of one request as it is being served: opened when the request
+/// arrives, filled in by whoever learns something (auth, the handler), and finished
+/// exactly once — by the response, or by the end of its stream.
+pub struct RequestAudit {
+    log: AuditLog,
+    started: std::time::Instant,
+    record: std::sync::Mutex<AuditRecord>,
+    deferred: std::sync::atomic::AtomicBool,
+    finished: std::sync::atomic::AtomicBool,
+}
+
+impl RequestAudit {
+    pub fn begin(log: AuditLog, method: &str, path: &str, request_id: String) -> Arc<RequestAudit> {
+        Arc::new(RequestAudit {
+            log,
+            started: std::time::Instant::now(),
+            record: std::sync::Mutex::new(AuditRecord {
+                timestamp: crate::time::now_rfc3339(),
+                request_id,
+                method: method.to_string(),
+                path: path.to_string(),
+                completed: true,
+                ..AuditRecord::default()
+            }),
+            deferred: false.into(),
+            finished: false.into(),
+        })
+    }
+
+    fn update(&self, f: impl FnOnce(&mut AuditRecord)) {
+        if let Ok(mut record) = self.record.lock() {
+            f(&mut record);
+        }
+    }
+
+    pub fn request_id(&self) -> String {
+        self.record.lock().map(|r| r.request_id.clone()).unwrap_or_default()
+    }
+
+    pub fn set_principal(&self, principal: &crate::keys::Principal) {
+        self.update(|r| {
+            r.key_id = Some(principal.key_id);
+            r.key_prefix = Some(principal.key_prefix.clone());
+            r.user_id = principal.user_id.clone();
+        });
+    }
+
+    /// For a refused key: its display prefix, when it has the shape of a key.
+    pub fn set_presented_key(&self, raw_key: &str) {
+        if let Some(prefix) = crate::keys::display_prefix(raw_key) {
+            self.update(|r| r.key_prefix = Some(prefix));
+        }
+    }
+
+    pub fn set_model(&self, model: Option<String>) {
+        self.update(|r| r.model = model);
+    }
+
+    pub fn set_usage(&self, usage: Option<crate::inference::Usage>) {
+        self.update(|r| {
+            r.tokens_input = usage.map(|u| u.prompt_tokens);
+            r.tokens_output = usage.map(|u| u.completion_tokens);
+        });
+    }
+
+    /// The response body will finish this record (a stream); the response itself must not.
+    pub fn defer(&self) {
+        self.deferred.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn is_deferred(&self) -> bool {
+        self.deferred.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Completes the record and queues it at once; the returned future resolves when the
+    /// row is committed. A second call does nothing.
+    pub fn finish(
+        &self,
+        status: u16,
+        completed: bool,
+        error_code: Option<String>,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let (done, committed) = oneshot::channel();
+        if !self.finished.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            let latency_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            let record = self.record.lock().map(|mut r| {
+                r.status = status;
+                r.latency_ms = latency_ms;
+                r.completed = completed;
+                r.error_code = error_code;
+                std::mem::take(&mut *r)
+            });
+            if let Ok(record) = record {
+                self.log.enqueue(record, Some(done));
+            }
+        }
+        async move {
+            let _ = committed.await;
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! Configuration: every setting comes from an environment variable (SPEC §2), which a
+//! shell may override with a flag of the same meaning. Parsing happens once, here, and a
+//! bad value stops start-up with one line that names the variable.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::error::{ErrorKind, VaultError};
+
+/// Where the database lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DbLocation {
+    /// An embedded libsql file.
+    Local(PathBuf),
+    /// A libsql server shared by several gateways (`libsql://`, `http(s)://`).
+    Remote { url: String, auth_token: Option<String> },
+}
+
+/// The resolved configuration of one Vault process.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub host: IpAddr,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    pub db: DbLocation,
+    pub vllm_base_url: String,
+    /// Time allowed for the upstream to start answering (response headers).
+    pub upstream_timeout: Duration,
+    pub models_dir: PathBuf,
+    pub models_manifest: PathBuf,
+    /// Whether the manifest was named explicitly (then it must exist).
+    pub models_manifest_explicit: bool,
+    pub setup_flag_path: PathBuf,
+    pub tls_cert_dir: PathBuf,
+    pub cors_origins: Vec<String>,
+    pub log_level: String,
+    secret_key: Option<String>,
+}
+
+/// Named settings a shell passes in; a value here wins over the environment.
+pub type Overrides = HashMap<&'static str, String>;
+
+pub const VAULT_HOST: &str = "VAULT_HOST";
+pub const VAULT_PORT: &str = "VAULT_PORT";
+pub const VAULT_DATA_DIR: &str = "VAULT_DATA_DIR";
+pub const VAULT_DB_URL: &str = "VAULT_DB_URL";
+pub const VAULT_DB_AUTH_TOKEN: &str = "VAULT_DB_AUTH_TOKEN";
+pub const VLLM_BASE_URL: &str = "VLLM_BASE_URL";
+pub const VAULT_UPSTREAM_TIMEOUT: &str = "VAULT_UPSTREAM_TIMEOUT";
+pub const VAULT_SECRET_KEY: &str = "VAULT_SECRET_KEY";
+pub const VAULT_MODELS_DIR: &str = "VAULT_MODELS_DIR";
+pub const VAULT_MODELS_MANIFEST: &str = "VAULT_MODELS_MANIFEST";
+pub const VAULT_SETUP_FLAG_PATH: &str = "VAULT_SETUP_FLAG_PATH";
+pub const VAULT_TLS_CERT_DIR: &str = "VAULT_TLS_CERT_DIR";
+pub const VAULT_CORS_ORIGINS: &str = "VAULT_CORS_ORIGINS";
+pub const VAULT_LOG_LEVEL: &str = "VAULT_LOG_LEVEL";
+
+const DEFAULT_UPSTREAM_TIMEOUT_SECS: f64 = 300.0;
+
+fn bad(var: &str, why: impl std::fmt::Display) -> VaultError {
+    VaultError::new(ErrorKind::Invalid, "invalid_config", format!("{var}: {why}"))
+}
+
+impl Config {
+    /// Reads the configuration from the process environment, with `overrides` first.
+    pub fn load(overrides: &Overrides) -> Result<Config, VaultError> {
+        Self::from_lookup(|name| {
+            overrides
+                .get(name)
+                .cloned()
+                .or_else(|| std::env::var(name).ok())
+                .filter(|value| !value.trim().is_empty())
+        })
+    }
+
+    /// Builds a configuration from any source of named values (used by tests and embedders).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, VaultError> {
+        let host = match lookup(VAULT_HOST) {
+            Some(v) if v == "localhost" => IpAddr::from([127, 0, 0, 1]),
+            Some(v) => v.parse().map_err(|_| bad(VAULT_HOST, format!("`{v}` is not an IP address")))?,
+            None => IpAddr::from([127, 0, 0, 1]),
+        };
+        let port = match lookup(VAULT_PORT) {
+            Some(v) => v.parse().map_err(|_| bad(VAULT_PORT, format!("`{v}` is not a port number (0-65535)")))?,
+            None => 8000,
+        };
+        let data_dir = PathBuf::from(lookup(VAULT_DATA_DIR).unwrap_or_else(|| "./data".into()));
+        let db = match lookup(VAULT_DB_URL) {
+            None => DbLocation::Local(data_dir.join("vault.db")),
+            Some(url) => parse_db_url(&url, lookup(VAULT_DB_AUTH_TOKEN))?,
+        };
+        let vllm_base_url = lookup(VLLM_BASE_URL).unwrap_or_else(|| "http://localhost:8001".into());
+        let vllm_base_url = parse_http_url(&vllm_base_url).map_err(|why| bad(VLLM_BASE_URL, why))?;
+        let upstream_timeout = match lookup(VAULT_UPSTREAM_TIMEOUT) {
+            Some(v) => parse_seconds(&v).map_err(|why| bad(VAULT_UPSTREAM_TIMEOUT, why))?,
+            None => Duration::from_secs_f64(DEFAULT_UPSTREAM_TIMEOUT_SECS),
+        };
+        let models_dir = lookup(VAULT_MODELS_DIR).map(PathBuf::from).unwrap_or_else(|| data_dir.join("models"));
+        let manifest = lookup(VAULT_MODELS_MANIFEST);
+        let models_manifest_explicit = manifest.is_some();
+        let models_manifest = manifest.map(PathBuf::from).unwrap_or_else(|| PathBuf::from("config/models.json"));
+        let setup_flag_path =
+            lookup(VAULT_SETUP_FLAG_PATH).map(PathBuf::from).unwrap_or_else(|| data_dir.join(".setup_complete"));
+        let tls_cert_dir = lookup(VAULT_TLS_CERT_DIR).map(PathBuf::from).unwrap_or_else(|| data_dir.join("tls"));
+        let cors_origins = lookup(VAULT_CORS_ORIGINS)
+            .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect())
+            .unwrap_or_default();
+        let log_level = lookup(VAULT_LOG_LEVEL).unwrap_or_else(|| "info".into());
+        Ok(Config {
+            host,
+            port,
+            data_dir,
+            db,
+            vllm_base_url,
+            upstream_timeout,
+            models_dir,
+            models_manifest,
+            models_manifest_explicit,
+            setup_flag_path,
+            tls_cert_dir,
+            cors_origins,
+            log_level,
+            secret_key: lookup(VAULT_SECRET_KEY),
+        })
+    }
+
+    /// A configuration rooted in `data_dir` with every other setting at its default.
+    pub fn for_data_dir(data_dir: &Path) -> Result<Config, VaultError> {
+        let dir = data_dir.to_string_lossy().into_owned();
+        Self::from_lookup(|name| (name == VAULT_DATA_DIR).then(|| dir.clone()))
+    }
+
+    /// Checks what can only be checked on disk: the data dir is writable and an explicitly
+    /// named manifest exists. Creates the data dir when missing.
+    pub fn prepare_data_dir(&self) -> Result<(), VaultError> {
+        std::fs::create_dir_all(&self.data_dir)
+            .map_err(|e| bad(VAULT_DATA_DIR, format!("cannot create {}: {e}", self.data_dir.display())))?;
+        let probe = self.data_dir.join(".write-test");
+        std::fs::write(&probe, b"")
+            .and_then(|()| std::fs::remove_file(&probe))
+            .map_err(|e| bad(VAULT_DATA_DIR, format!("{} is not writable: {e}", self.data_dir.display())))?;
+        if self.models_manifest_explicit && !self.models_manifest.is_file() {
+            return Err(bad(
+                VAULT_MODELS_MANIFEST,
+                format!("{} does not exist", self.models_manifest.display()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The server secret: the configured one, else the one stored in the data dir,
+    /// else a new one written there (readable by the owner only).
+    pub fn secret_key(&self) -> Result<String, VaultError> {
+        if let Some(secret) = &self.secret_key {
+            return Ok(secret.clone());
+        }
+        let path = self.data_dir.join("secret_key");
+        match std::fs::read_to_string(&path) {
+            Ok(secret) if !secret.trim().is_empty() => Ok(secret.trim().to_string()),
+            _ => {
+                let secret = crate::keys::random_alphanumeric(64)?;
+                write_private_file(&path, secret.as_bytes())
+                    .map_err(|e| bad(VAULT_SECRET_KEY, format!("cannot store a generated secret: {e}")))?;
+                Ok(secret)
+            }
+        }
+    }
+
+    /// The listen address as `host:port`.
+    pub fn listen_addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::new(self.host, self.port)
+    }
+}
+
+fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    options.open(path)?.write_all(contents)
+}
+
+fn parse_db_url(url: &str, auth_token: Option<String>) -> Result<DbLocation, VaultError> {
+    let lower = url.to_ascii_lowercase();
+    if ["libsql://", "http://", "https://", "ws://", "wss://"].iter().any(|s| lower.starts_with(s)) {
+        return Ok(DbLocation::Remote { url: url.to_string(), auth_token });
+    }
+    let path = url.strip_prefix("file:").unwrap_or(url);
+    if path.is_empty() {
+        return Err(bad(VAULT_DB_URL, "empty database path"));
+    }
+    Ok(DbLocation::Local(PathBuf::from(path)))
+}
+
+/// Validates an http(s) base URL and returns it without a trailing slash.
+fn parse_http_url(raw: &str) -> Result<String, String> {
+    let url = reqwest::Url::parse(raw).map_err(|e| format!("`{raw}` is not a URL ({e})"))?;
+    if url.scheme() != "http" && url.scheme() != "https" {
+        return Err(format!("`{raw}` must start with http:// or https://"));
+    }
+    if url.host_str().is_none() {
+        return Err(format!("`{raw}` has no host"));
+    }
+    Ok(raw.trim_end_matches('/').to_string())
+}
+
+fn parse_seconds(raw: &str) -> Result<Duration, String> {
+    match raw.trim().parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs > 0.0 && secs <= 86_400.0 => Ok(Duration::from_secs_f64(secs)),
+        _ => Err(format!("`{raw}` is not a number of seconds between 0 and 86400")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Config, VaultError> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_follow_the_spec() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.listen_addr().to_string(), "127.0.0.1:8000");
+        assert_eq!(c.db, DbLocation::Local(PathBuf::from("./data/vault.db")));
+        assert_eq!(c.vllm_base_url, "http://localhost:8001");
+        assert_eq!(c.setup_flag_path, PathBuf::from("./data/.setup_complete"));
+        assert_eq!(c.models_dir, PathBuf::from("./data/models"));
+        assert_eq!(c.log_level, "info");
+        assert!(!c.models_manifest_explicit);
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (var, value) in [
+            (VAULT_PORT, "80000"),
+            (VAULT_HOST, "not an ip"),
+            (VLLM_BASE_URL, "ftp://x"),
+            (VLLM_BASE_URL, "::::"),
+            (VAULT_UPSTREAM_TIMEOUT, "-1"),
+        ] {
+            let err = config(&[(var, value)]).unwrap_err();
+            assert!(err.message.starts_with(var), "{var}: {}", err.message);
+            assert_eq!(err.code, "invalid_config");
+        }
+    }
+
+    #[test]
+    fn remote_db_urls_are_recognised() {
+        let c = config(&[(VAULT_DB_URL, "libsql://db.example"), (VAULT_DB_AUTH_TOKEN, "t")]).unwrap();
+        assert_eq!(c.db, DbLocation::Remote { url: "libsql://db.example".into(), auth_token: Some("t".into()) });
+        let c = config(&[(VAULT_DB_URL, "file:/tmp/x.db")]).unwrap();
+        assert_eq!(c.db, DbLocation::Local(PathBuf::from("/tmp/x.db")));
+    }
+
+    #[test]
+    fn explicit_manifest_must_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().to_string_lossy().into_owned();
+        let c = config(&[(VAULT_DATA_DIR, &data), (VAULT_MODELS_MANIFEST, "/nonexistent/models.json")]).unwrap();
+        let err = c.prepare_data_dir().unwrap_err();
+        assert!(err.message.starts_with(VAULT_MODELS_MANIFEST));
+    }
+
+    #[test]
+    fn generated_secret_is_stored_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Config::for_data_dir(dir.path()).unwrap();
+        let first = c.secret_key().unwrap();
+        assert_eq!(first.len(), 64);
+        assert_eq!(c.secret_key().unwrap(), first);
+    }
+}

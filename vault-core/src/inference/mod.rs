@@ -1,0 +1,318 @@
+//! Inference proxying: what Vault does between an OpenAI client and the upstream.
+//!
+//! The body is forwarded as the client sent it (fields Vault does not know pass through);
+//! for a stream Vault only adds `stream_options.include_usage` so it can account tokens,
+//! and drops that extra chunk again when the client did not ask for it.
+
+mod stream;
+pub mod vllm;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::stream::BoxStream;
+use serde::Deserialize;
+
+use crate::error::{ErrorKind, Result, VaultError};
+use crate::manifest::Manifest;
+
+pub use stream::{ProxyStream, StreamOutcome};
+
+/// The upstream routes Vault proxies. Nothing else of the upstream is ever exposed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    ChatCompletions,
+    Completions,
+    Embeddings,
+}
+
+impl Route {
+    pub fn path(self) -> &'static str {
+        match self {
+            Route::ChatCompletions => "/v1/chat/completions",
+            Route::Completions => "/v1/completions",
+            Route::Embeddings => "/v1/embeddings",
+        }
+    }
+
+    fn can_stream(self) -> bool {
+        match self {
+            Route::ChatCompletions | Route::Completions => true,
+            Route::Embeddings => false,
+        }
+    }
+}
+
+/// Tokens of one request, as the upstream counted them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub struct Usage {
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    #[serde(default)]
+    pub completion_tokens: u64,
+}
+
+/// What the upstream answered, before Vault looks inside.
+pub enum UpstreamReply {
+    /// A complete JSON body with a success status.
+    Complete(Bytes),
+    /// An event stream, read as it arrives.
+    Stream(BoxStream<'static, std::result::Result<Bytes, String>>),
+}
+
+/// An inference engine Vault can sit in front of. vLLM over HTTP is the one in production;
+/// a router over several instances can implement the same trait.
+pub trait InferenceBackend: Send + Sync {
+    /// Sends `body` to `route`. Errors are already mapped: unreachable → 503, no answer in
+    /// time → 504, the upstream's own errors keep their status and message.
+    fn forward(&self, route: Route, body: Bytes, stream: bool) -> BoxFuture<'_, Result<UpstreamReply>>;
+    /// The upstream's `/v1/models` document.
+    fn list_models(&self) -> BoxFuture<'_, Result<serde_json::Value>>;
+    /// Whether the upstream answers its health check.
+    fn is_healthy(&self) -> BoxFuture<'_, bool>;
+}
+
+/// The result of proxying one request.
+pub enum Proxied {
+    Complete { body: Bytes, model: Option<String>, usage: Option<Usage> },
+    Stream { stream: ProxyStream, model: Option<String> },
+}
+
+/// The fields of a request body Vault needs to read; the rest is not parsed.
+#[derive(Deserialize)]
+struct Peek {
+    #[serde(default)]
+    model: Option<serde_json::Value>,
+    #[serde(default)]
+    stream: Option<serde_json::Value>,
+    #[serde(default)]
+    stream_options: Option<serde_json::Value>,
+}
+
+/// A request body checked and made ready to forward.
+#[derive(Debug)]
+struct Prepared {
+    body: Bytes,
+    model: Option<String>,
+    stream: bool,
+    client_wants_usage: bool,
+}
+
+fn prepare(route: Route, body: Bytes) -> Result<Prepared> {
+    let peek: Peek = match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(serde_json::Value::Object(_)) => serde_json::from_slice(&body)
+            .map_err(|e| VaultError::invalid("invalid_request", format!("body: {e}")))?,
+        Ok(_) => return Err(VaultError::invalid("invalid_request", "body: must be a JSON object")),
+        Err(e) => return Err(VaultError::invalid("invalid_json", format!("body: not valid JSON ({e})"))),
+    };
+    let model = match peek.model {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(m)) => Some(m),
+        Some(_) => return Err(VaultError::invalid("invalid_request", "model: must be a string")),
+    };
+    let stream = match peek.stream {
+        None | Some(serde_json::Value::Null) => false,
+        Some(serde_json::Value::Bool(b)) => b,
+        Some(_) => return Err(VaultError::invalid("invalid_request", "stream: must be a boolean")),
+    };
+    if stream && !route.can_stream() {
+        return Err(VaultError::invalid("invalid_request", "stream: this endpoint does not stream"));
+    }
+    if !stream {
+        // Forwarded byte for byte; the upstream judges everything else (and rejects
+        // stream_options without stream, as vLLM does).
+        return Ok(Prepared { body, model, stream, client_wants_usage: false });
+    }
+    // vLLM: include_usage defaults to true once a stream_options object is present.
+    let client_wants_usage = match &peek.stream_options {
+        Some(serde_json::Value::Object(o)) => o.get("include_usage").and_then(|v| v.as_bool()).unwrap_or(true),
+        _ => false,
+    };
+    if client_wants_usage {
+        return Ok(Prepared { body, model, stream, client_wants_usage });
+    }
+    let mut value: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| VaultError::invalid("invalid_json", format!("body: not valid JSON ({e})")))?;
+    if let Some(object) = value.as_object_mut() {
+        let options = object.entry("stream_options").or_insert_with(|| serde_json::json!({}));
+        if !options.is_object() {
+            *options = serde_json::json!({});
+        }
+        if let Some(options) = options.as_object_mut() {
+            options.insert("include_usage".into(), serde_json::Value::Bool(true));
+        }
+    }
+    let body = serde_json::to_vec(&value).map_err(|e| VaultError::internal("re-encoding a request", e))?;
+    Ok(Prepared { body: body.into(), model, stream, client_wants_usage })
+}
+
+/// The fields of a complete answer Vault records.
+#[derive(Deserialize)]
+struct AnswerPeek {
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    usage: Option<Usage>,
+}
+
+/// Inference as the API offers it: proxying plus the model list enriched from the manifest.
+pub struct Inference {
+    backend: Arc<dyn InferenceBackend>,
+    manifest: Manifest,
+}
+
+impl Inference {
+    pub fn new(backend: Arc<dyn InferenceBackend>, manifest: Manifest) -> Inference {
+        Inference { backend, manifest }
+    }
+
+    /// Forwards one request. A stream is returned as soon as the upstream starts answering.
+    pub async fn proxy(&self, route: Route, body: Bytes) -> Result<Proxied> {
+        let prepared = prepare(route, body)?;
+        match self.backend.forward(route, prepared.body, prepared.stream).await? {
+            UpstreamReply::Complete(body) => {
+                let peek: Option<AnswerPeek> = serde_json::from_slice(&body).ok();
+                let (answer_model, usage) = peek.map(|p| (p.model, p.usage)).unwrap_or((None, None));
+                Ok(Proxied::Complete { model: prepared.model.or(answer_model), usage, body })
+            }
+            UpstreamReply::Stream(upstream) => Ok(Proxied::Stream {
+                stream: ProxyStream::new(upstream, prepared.client_wants_usage),
+                model: prepared.model,
+            }),
+        }
+    }
+
+    /// The upstream's model list, each card enriched with what the manifest says of it.
+    pub async fn list_models(&self) -> Result<serde_json::Value> {
+        let mut list = self.backend.list_models().await?;
+        let manifest = self.manifest.load()?;
+        if let Some(cards) = list.get_mut("data").and_then(|d| d.as_array_mut()) {
+            for card in cards.iter_mut() {
+                manifest.enrich(card);
+            }
+        }
+        Ok(list)
+    }
+
+    /// One model card by id (ids may contain `/`).
+    pub async fn get_model(&self, id: &str) -> Result<serde_json::Value> {
+        let list = self.list_models().await?;
+        list.get("data")
+            .and_then(|d| d.as_array())
+            .and_then(|cards| cards.iter().find(|c| c.get("id").and_then(|v| v.as_str()) == Some(id)))
+            .cloned()
+            .ok_or_else(|| {
+                VaultError::not_found("model_not_found", format!("The model `{id}` is not served here."))
+                    .with_suggestion("List the served models with GET /v1/models.")
+            })
+    }
+
+    pub async fn upstream_healthy(&self) -> bool {
+        self.backend.is_healthy().await
+    }
+}
+
+/// Maps an upstream error answer to Vault's error, keeping its status and message.
+pub(crate) fn upstream_error(status: u16, body: &[u8]) -> VaultError {
+    #[derive(Deserialize)]
+    struct Detail {
+        #[serde(default)]
+        message: Option<String>,
+        #[serde(default, rename = "type")]
+        kind: Option<String>,
+        #[serde(default)]
+        param: Option<String>,
+    }
+    #[derive(Deserialize)]
+    struct Wrapped {
+        error: Detail,
+    }
+    let detail = serde_json::from_slice::<Wrapped>(body)
+        .map(|w| w.error)
+        .or_else(|_| serde_json::from_slice::<Detail>(body))
+        .ok();
+    let code = match status {
+        404 => "model_not_found",
+        400 | 422 => "invalid_request",
+        413 => "payload_too_large",
+        429 => "rate_limited",
+        _ => "upstream_error",
+    };
+    let message = detail
+        .as_ref()
+        .and_then(|d| d.message.clone())
+        .unwrap_or_else(|| format!("The inference service answered with status {status}."));
+    let status = if (400..=599).contains(&status) { status } else { 502 };
+    let mut err = VaultError::new(ErrorKind::Upstream { status }, code, message);
+    if let Some(d) = detail {
+        let mut details = serde_json::Map::new();
+        if let Some(kind) = d.kind {
+            details.insert("upstream_type".into(), kind.into());
+        }
+        if let Some(param) = d.param {
+            details.insert("param".into(), param.into());
+        }
+        if !details.is_empty() {
+            err = err.with_details(details.into());
+        }
+    }
+    err
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prep(route: Route, body: &str) -> Result<Prepared> {
+        prepare(route, Bytes::copy_from_slice(body.as_bytes()))
+    }
+
+    #[test]
+    fn non_stream_bodies_are_forwarded_byte_for_byte() {
+        let raw = r#"{"model":"m",  "top_k": 3, "guided_json": {"a": 1.50}}"#;
+        let p = prep(Route::ChatCompletions, raw).unwrap();
+        assert_eq!(&p.body[..], raw.as_bytes());
+        assert_eq!(p.model.as_deref(), Some("m"));
+        assert!(!p.stream);
+    }
+
+    #[test]
+    fn streams_ask_for_usage_and_remember_whether_the_client_did() {
+        let p = prep(Route::ChatCompletions, r#"{"stream":true,"top_k":3}"#).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&p.body).unwrap();
+        assert_eq!(v["stream_options"]["include_usage"], true);
+        assert_eq!(v["top_k"], 3);
+        assert!(!p.client_wants_usage);
+
+        let p = prep(Route::Completions, r#"{"stream":true,"stream_options":{"include_usage":false}}"#).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&p.body).unwrap();
+        assert_eq!(v["stream_options"]["include_usage"], true);
+        assert!(!p.client_wants_usage);
+
+        let p = prep(Route::Completions, r#"{"stream":true,"stream_options":{"continuous_usage_stats":true}}"#).unwrap();
+        assert!(p.client_wants_usage);
+    }
+
+    #[test]
+    fn bad_bodies_name_the_field() {
+        assert_eq!(prep(Route::ChatCompletions, "{").unwrap_err().code, "invalid_json");
+        assert!(prep(Route::ChatCompletions, "[1]").unwrap_err().message.starts_with("body"));
+        assert!(prep(Route::ChatCompletions, r#"{"stream":"yes"}"#).unwrap_err().message.starts_with("stream"));
+        assert!(prep(Route::ChatCompletions, r#"{"model":5}"#).unwrap_err().message.starts_with("model"));
+        assert!(prep(Route::Embeddings, r#"{"stream":true}"#).is_err());
+    }
+
+    #[test]
+    fn upstream_errors_keep_status_and_message() {
+        let body = br#"{"error":{"message":"The model `gpt-4` does not exist.","type":"NotFoundError","param":"model","code":404}}"#;
+        let err = upstream_error(404, body);
+        assert_eq!(err.status(), 404);
+        assert_eq!(err.code, "model_not_found");
+        assert_eq!(err.message, "The model `gpt-4` does not exist.");
+        assert_eq!(err.details.unwrap()["param"], "model");
+        let flat = br#"{"object":"error","message":"too long","type":"BadRequestError","param":null,"code":400}"#;
+        assert_eq!(upstream_error(400, flat).message, "too long");
+        assert_eq!(upstream_error(500, b"<html>").status(), 500);
+    }
+}

@@ -1,0 +1,309 @@
+//! A streamed answer on its way from the upstream to the client.
+//!
+//! Events are passed on one by one as they arrive. Vault reads each for token usage, drops
+//! the usage chunk it asked for on the client's behalf, turns an upstream failure into a
+//! final `error` event, and runs a finisher (the audit record) before the client gets the
+//! closing `[DONE]`. Dropping the stream (the client left) drops the upstream request at
+//! once and still runs the finisher.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::future::BoxFuture;
+use futures_util::stream::{BoxStream, Stream};
+use futures_util::{FutureExt, StreamExt};
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+
+use super::Usage;
+
+/// How a stream ended, for the audit record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamOutcome {
+    pub usage: Option<Usage>,
+    /// True only when the upstream finished the answer and the client received it.
+    pub completed: bool,
+    pub error_code: Option<String>,
+}
+
+type Finisher = Box<dyn FnOnce(StreamOutcome) -> BoxFuture<'static, ()> + Send>;
+
+const DONE: &[u8] = b"data: [DONE]\n\n";
+
+pub struct ProxyStream {
+    upstream: Option<BoxStream<'static, Result<Bytes, String>>>,
+    buffer: BytesMut,
+    ready: VecDeque<Bytes>,
+    client_wants_usage: bool,
+    usage: Option<Usage>,
+    upstream_error: bool,
+    finisher: Option<Finisher>,
+    finishing: Option<(BoxFuture<'static, ()>, Bytes)>,
+    done: bool,
+}
+
+#[derive(Deserialize)]
+struct ChunkPeek {
+    #[serde(default)]
+    usage: Option<Usage>,
+    #[serde(default)]
+    choices: Option<Vec<IgnoredAny>>,
+    #[serde(default)]
+    error: Option<serde_json::Value>,
+}
+
+impl ProxyStream {
+    pub(crate) fn new(upstream: BoxStream<'static, Result<Bytes, String>>, client_wants_usage: bool) -> ProxyStream {
+        ProxyStream {
+            upstream: Some(upstream),
+            buffer: BytesMut::new(),
+            ready: VecDeque::new(),
+            client_wants_usage,
+            usage: None,
+            upstream_error: false,
+            finisher: None,
+            finishing: None,
+            done: false,
+        }
+    }
+
+    /// Sets what runs when the stream ends, however it ends. The client receives the final
+    /// frame only after the finisher's future completes.
+    pub fn on_finish(mut self, finisher: impl FnOnce(StreamOutcome) -> BoxFuture<'static, ()> + Send + 'static) -> Self {
+        self.finisher = Some(Box::new(finisher));
+        self
+    }
+
+    fn take_events(&mut self) -> Option<Bytes> {
+        loop {
+            let end = find_event_end(&self.buffer)?;
+            let event = self.buffer.split_to(end).freeze();
+            if let Some(final_frame) = self.handle_event(event) {
+                return Some(final_frame);
+            }
+        }
+    }
+
+    /// Queues an event for the client, or returns the closing frame when it is `[DONE]`.
+    fn handle_event(&mut self, event: Bytes) -> Option<Bytes> {
+        let Some(data) = event_data(&event) else {
+            self.ready.push_back(event); // a comment such as `: keep-alive`
+            return None;
+        };
+        if data.trim() == "[DONE]" {
+            return Some(Bytes::from_static(DONE));
+        }
+        if let Ok(peek) = serde_json::from_str::<ChunkPeek>(&data) {
+            if peek.error.as_ref().is_some_and(|e| !e.is_null()) {
+                self.upstream_error = true;
+            }
+            if let Some(usage) = peek.usage {
+                self.usage = Some(usage);
+                let usage_only = peek.choices.as_ref().is_some_and(|c| c.is_empty());
+                if usage_only && !self.client_wants_usage {
+                    return None;
+                }
+            }
+        }
+        self.ready.push_back(event);
+        None
+    }
+
+    fn begin_finish(&mut self, completed: bool, error_code: Option<&str>, final_frame: Bytes) {
+        self.upstream = None;
+        let error_code = error_code.or(self.upstream_error.then_some("upstream_error"));
+        let outcome = StreamOutcome {
+            usage: self.usage,
+            completed: completed && error_code.is_none(),
+            error_code: error_code.map(String::from),
+        };
+        let future = match self.finisher.take() {
+            Some(finisher) => finisher(outcome),
+            None => futures_util::future::ready(()).boxed(),
+        };
+        self.finishing = Some((future, final_frame));
+    }
+}
+
+/// The final event Vault sends when the upstream fails in the middle of an answer.
+fn error_event(code: &str, message: &str) -> Bytes {
+    let body = serde_json::json!({"error": {"code": code, "message": message, "status": 502}});
+    Bytes::from(format!("data: {body}\n\n"))
+}
+
+/// The end of the first complete event in `buf` (after its blank line).
+fn find_event_end(buf: &[u8]) -> Option<usize> {
+    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
+    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The data of an event (its `data:` lines joined), or `None` for a comment-only event.
+fn event_data(event: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(event).ok()?;
+    let mut data: Option<String> = None;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("data:") {
+            let rest = rest.strip_prefix(' ').unwrap_or(rest);
+            match &mut data {
+                Some(d) => {
+                    d.push('\n');
+                    d.push_str(rest);
+                }
+                None => data = Some(rest.to_string()),
+            }
+        }
+    }
+    data
+}
+
+impl Stream for ProxyStream {
+    type Item = Bytes;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        let this = &mut *self;
+        loop {
+            if let Some(event) = this.ready.pop_front() {
+                return Poll::Ready(Some(event));
+            }
+            if let Some((future, _)) = &mut this.finishing {
+                if future.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                let final_frame = this.finishing.take().map(|(_, frame)| frame);
+                this.done = true;
+                return Poll::Ready(final_frame);
+            }
+            if this.done {
+                return Poll::Ready(None);
+            }
+            let Some(upstream) = this.upstream.as_mut() else {
+                this.done = true;
+                continue;
+            };
+            match upstream.poll_next_unpin(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(bytes))) => {
+                    this.buffer.extend_from_slice(&bytes);
+                    if let Some(final_frame) = this.take_events() {
+                        this.begin_finish(true, None, final_frame);
+                    }
+                }
+                Poll::Ready(Some(Err(cause))) => {
+                    tracing::warn!(error = %cause, "inference stream broke off");
+                    let frame = error_event(
+                        "upstream_stream_error",
+                        "The inference service stopped in the middle of the answer.",
+                    );
+                    this.begin_finish(false, Some("upstream_stream_error"), frame);
+                }
+                Poll::Ready(None) => {
+                    let frame = error_event(
+                        "upstream_stream_error",
+                        "The inference service ended the answer without finishing it.",
+                    );
+                    this.begin_finish(false, Some("upstream_stream_error"), frame);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for ProxyStream {
+    fn drop(&mut self) {
+        // The client left before the end: the upstream request is dropped with `self`, and
+        // the partial result is still recorded.
+        if let Some(finisher) = self.finisher.take() {
+            let outcome =
+                StreamOutcome { usage: self.usage, completed: false, error_code: Some("client_disconnected".into()) };
+            let future = finisher(outcome);
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(future);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    fn chunks(parts: &[&'static str]) -> BoxStream<'static, Result<Bytes, String>> {
+        futures_util::stream::iter(parts.to_vec().into_iter().map(|p| Ok(Bytes::from_static(p.as_bytes())))).boxed()
+    }
+
+    async fn run(stream: ProxyStream) -> (String, Option<StreamOutcome>) {
+        let seen = Arc::new(Mutex::new(None));
+        let sink = seen.clone();
+        let stream = stream.on_finish(move |outcome| {
+            *sink.lock().unwrap() = Some(outcome);
+            futures_util::future::ready(()).boxed()
+        });
+        let out: Vec<Bytes> = stream.collect().await;
+        let text = out.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect();
+        let outcome = seen.lock().unwrap().clone();
+        (text, outcome)
+    }
+
+    const USAGE: &str = "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":12,\"total_tokens\":21}}\n\n";
+
+    #[tokio::test]
+    async fn usage_chunk_is_read_and_dropped_when_not_asked_for() {
+        let upstream = chunks(&["data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n", "\n", USAGE, "data: [DONE]\n\n"]);
+        let (text, outcome) = run(ProxyStream::new(upstream, false)).await;
+        assert_eq!(text, "data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\ndata: [DONE]\n\n");
+        let outcome = outcome.unwrap();
+        assert!(outcome.completed);
+        assert_eq!(outcome.usage, Some(Usage { prompt_tokens: 9, completion_tokens: 12 }));
+    }
+
+    #[tokio::test]
+    async fn usage_chunk_is_kept_when_the_client_asked() {
+        let (text, _) = run(ProxyStream::new(chunks(&[USAGE, "data: [DONE]\n\n"]), true)).await;
+        assert!(text.starts_with(USAGE));
+    }
+
+    #[tokio::test]
+    async fn a_cut_stream_ends_with_an_error_event() {
+        let upstream = futures_util::stream::iter(vec![
+            Ok(Bytes::from_static(b": keep-alive\n\ndata: {\"choices\":[{}]}\n\n")),
+            Err("connection reset".to_string()),
+        ])
+        .boxed();
+        let (text, outcome) = run(ProxyStream::new(upstream, false)).await;
+        assert!(text.starts_with(": keep-alive\n\ndata: {\"choices\":[{}]}\n\n"));
+        assert!(text.ends_with("\n\n") && text.contains("\"code\":\"upstream_stream_error\""), "{text}");
+        let outcome = outcome.unwrap();
+        assert!(!outcome.completed);
+        assert_eq!(outcome.error_code.as_deref(), Some("upstream_stream_error"));
+    }
+
+    #[tokio::test]
+    async fn an_upstream_error_event_is_passed_on_and_marks_the_stream_incomplete() {
+        let upstream = chunks(&["data: {\"error\":{\"message\":\"boom\"}}\r\n\r\n", "data: [DONE]\n\n"]);
+        let (text, outcome) = run(ProxyStream::new(upstream, false)).await;
+        assert!(text.contains("boom") && text.ends_with("[DONE]\n\n"));
+        assert_eq!(outcome.unwrap().error_code.as_deref(), Some("upstream_error"));
+    }
+
+    #[tokio::test]
+    async fn dropping_the_stream_records_a_client_disconnect() {
+        let seen = Arc::new(Mutex::new(None));
+        let sink = seen.clone();
+        let pending = futures_util::stream::pending::<Result<Bytes, String>>().boxed();
+        let stream = ProxyStream::new(pending, false).on_finish(move |outcome| {
+            *sink.lock().unwrap() = Some(outcome);
+            futures_util::future::ready(()).boxed()
+        });
+        drop(stream);
+        tokio::task::yield_now().await;
+        let outcome = seen.lock().unwrap().clone().unwrap();
+        assert_eq!(outcome.error_code.as_deref(), Some("client_disconnected"));
+    }
+}

@@ -1,0 +1,372 @@
+//! API keys: minting, hashing, revoking, and checking them on every request.
+//!
+//! A key is `vault_sk_` + 48 random alphanumerics. Only its SHA-256 and a display prefix
+//! are stored. The [`Authenticator`] keeps usable keys in memory so a request does not
+//! wait on a database read, and notices a change made by any process (the CLI included)
+//! before the next request is checked.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Result, VaultError};
+use crate::storage::{self, Db};
+
+pub const KEY_PREFIX: &str = "vault_sk_";
+const KEY_RANDOM_LEN: usize = 48;
+/// Characters of the random part shown in the display prefix.
+const DISPLAY_CHARS: usize = 4;
+const MAX_LABEL_LEN: usize = 200;
+
+/// What a key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Inference, own conversations, read endpoints.
+    User,
+    /// Everything.
+    Admin,
+}
+
+impl Scope {
+    pub fn parse(raw: &str) -> Option<Scope> {
+        match raw {
+            "user" => Some(Scope::User),
+            "admin" => Some(Scope::Admin),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::User => "user",
+            Scope::Admin => "admin",
+        }
+    }
+}
+
+/// A key as listed: everything but the secret.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ApiKeyInfo {
+    pub id: i64,
+    pub prefix: String,
+    pub label: String,
+    pub scope: Scope,
+    pub user_id: Option<String>,
+    pub is_active: bool,
+    pub created_at: String,
+    pub last_used_at: Option<String>,
+    pub revoked_at: Option<String>,
+}
+
+/// A key just created: the only time the raw key exists outside the client's hands.
+#[derive(Debug, Clone, Serialize)]
+pub struct CreatedKey {
+    #[serde(flatten)]
+    pub info: ApiKeyInfo,
+    pub key: String,
+}
+
+/// The identity a request acts as, resolved from its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub key_id: i64,
+    pub key_prefix: String,
+    pub scope: Scope,
+    pub user_id: Option<String>,
+}
+
+impl Principal {
+    pub fn require_admin(&self) -> Result<()> {
+        match self.scope {
+            Scope::Admin => Ok(()),
+            Scope::User => Err(VaultError::forbidden("This operation needs a key with the admin scope.")),
+        }
+    }
+}
+
+/// `len` characters from [A-Za-z0-9], drawn from the OS CSPRNG without modulo bias.
+pub fn random_alphanumeric(len: usize) -> Result<String> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut out = String::with_capacity(len);
+    let mut buf = [0u8; 64];
+    while out.len() < len {
+        getrandom::fill(&mut buf).map_err(|e| VaultError::internal("drawing random bytes", e))?;
+        // 62 * 4 = 248: bytes at or above it are rejected so every character is equally likely.
+        for byte in buf.iter().filter(|b| **b < 248) {
+            if out.len() == len {
+                break;
+            }
+            out.push(char::from(ALPHABET[usize::from(*byte % 62)]));
+        }
+    }
+    Ok(out)
+}
+
+pub fn hash_key(raw: &str) -> String {
+    let digest = Sha256::digest(raw.as_bytes());
+    let mut hex = String::with_capacity(64);
+    for byte in digest {
+        hex.push(char::from(b"0123456789abcdef"[usize::from(byte >> 4)]));
+        hex.push(char::from(b"0123456789abcdef"[usize::from(byte & 15)]));
+    }
+    hex
+}
+
+/// Whether `raw` has the shape of a Vault key (it may still be unknown).
+pub fn is_well_formed(raw: &str) -> bool {
+    raw.strip_prefix(KEY_PREFIX)
+        .is_some_and(|rest| rest.len() == KEY_RANDOM_LEN && rest.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
+/// The display prefix of a well-formed key: `vault_sk_` + 4 characters.
+pub fn display_prefix(raw: &str) -> Option<String> {
+    is_well_formed(raw).then(|| raw[..KEY_PREFIX.len() + DISPLAY_CHARS].to_string())
+}
+
+/// Creates a key. `user_id`, when given, must name an active user.
+pub async fn create(db: &Db, label: &str, scope: Scope, user_id: Option<&str>) -> Result<CreatedKey> {
+    let label = label.trim();
+    if label.is_empty() || label.chars().count() > MAX_LABEL_LEN {
+        return Err(VaultError::invalid(
+            "invalid_label",
+            format!("label: must be 1 to {MAX_LABEL_LEN} characters"),
+        ));
+    }
+    let conn = db.connect().await?;
+    if let Some(user_id) = user_id {
+        match storage::users::is_active(&conn, user_id).await? {
+            Some(true) => {}
+            Some(false) => return Err(VaultError::conflict("user_inactive", format!("user {user_id} is deactivated"))),
+            None => return Err(VaultError::not_found("user_not_found", format!("no user with id {user_id}"))),
+        }
+    }
+    let raw = format!("{KEY_PREFIX}{}", random_alphanumeric(KEY_RANDOM_LEN)?);
+    let prefix = raw[..KEY_PREFIX.len() + DISPLAY_CHARS].to_string();
+    let created_at = crate::time::now_rfc3339();
+    let id = storage::keys::insert(
+        &conn,
+        &storage::keys::NewKey {
+            key_hash: &hash_key(&raw),
+            key_prefix: &prefix,
+            label,
+            scope,
+            user_id,
+            created_at: &created_at,
+        },
+    )
+    .await?;
+    let info = storage::keys::find_by_id(&conn, id)
+        .await?
+        .ok_or_else(|| VaultError::internal("creating a key", "the new key was not found"))?;
+    Ok(CreatedKey { info, key: raw })
+}
+
+pub async fn list(db: &Db, include_revoked: bool) -> Result<Vec<ApiKeyInfo>> {
+    storage::keys::list(&db.connect().await?, include_revoked).await
+}
+
+/// Revokes a key named by its raw value, its display prefix or its numeric id. A prefix
+/// shared by several active keys is refused, naming their ids.
+pub async fn revoke(db: &Db, which: &str) -> Result<ApiKeyInfo> {
+    let conn = db.connect().await?;
+    let which = which.trim();
+    let key = if which.starts_with(KEY_PREFIX) && which.len() > KEY_PREFIX.len() + DISPLAY_CHARS {
+        storage::keys::find_by_hash(&conn, &hash_key(which)).await?
+    } else if which.starts_with(KEY_PREFIX) {
+        let mut matches = storage::keys::find_by_prefix(&conn, which).await?;
+        let active: Vec<&ApiKeyInfo> = matches.iter().filter(|k| k.is_active).collect();
+        match active.len() {
+            0 => matches.pop(),
+            1 => active.first().map(|k| (*k).clone()),
+            _ => {
+                let ids: Vec<String> = active.iter().map(|k| k.id.to_string()).collect();
+                return Err(VaultError::conflict(
+                    "ambiguous_prefix",
+                    format!("prefix {which} matches several active keys (ids {}); give the id or the whole key", ids.join(", ")),
+                ));
+            }
+        }
+    } else if let Ok(id) = which.parse::<i64>() {
+        storage::keys::find_by_id(&conn, id).await?
+    } else {
+        return Err(VaultError::invalid("invalid_key_reference", "give a key, its vault_sk_ prefix, or its numeric id"));
+    };
+    let key = key.ok_or_else(|| VaultError::not_found("key_not_found", format!("no key matches {}", redact(which))))?;
+    if !storage::keys::revoke(&conn, key.id, &crate::time::now_rfc3339()).await? && !key.is_active {
+        return Err(VaultError::conflict("key_already_revoked", format!("key {} is already revoked", key.prefix)));
+    }
+    storage::keys::find_by_id(&conn, key.id)
+        .await?
+        .ok_or_else(|| VaultError::internal("revoking a key", "the key vanished"))
+}
+
+/// Never echo a whole key back: keep its display prefix.
+fn redact(which: &str) -> String {
+    match display_prefix(which) {
+        Some(prefix) => format!("{prefix}…"),
+        None => which.chars().take(16).collect(),
+    }
+}
+
+/// Checks keys on every request against an in-memory cache that is re-validated against
+/// the database's change counters before each check.
+pub struct Authenticator {
+    db: Arc<Db>,
+    watch: tokio::sync::Mutex<Watch>,
+    cache: RwLock<Cache>,
+}
+
+/// A connection that only reads change counters. SQLite's `data_version` moves when any
+/// other connection (in this process or another) commits; only then is `auth_epoch` read.
+struct Watch {
+    conn: libsql::Connection,
+    data_version: i64,
+    epoch: i64,
+}
+
+#[derive(Default)]
+struct Cache {
+    /// Moves on every invalidation, so a lookup that raced one does not refill the cache
+    /// with what it read before.
+    generation: u64,
+    usable: HashMap<String, Principal>,
+}
+
+impl Authenticator {
+    pub async fn new(db: Arc<Db>) -> Result<Authenticator> {
+        let conn = db.connect().await?;
+        let data_version = storage::keys::data_version(&conn).await?;
+        let epoch = storage::keys::auth_epoch(&conn).await?;
+        Ok(Authenticator {
+            db,
+            watch: tokio::sync::Mutex::new(Watch { conn, data_version, epoch }),
+            cache: RwLock::new(Cache::default()),
+        })
+    }
+
+    /// Resolves a raw key to the principal it acts as, or 401.
+    pub async fn authenticate(&self, raw_key: &str) -> Result<Principal> {
+        if !is_well_formed(raw_key) {
+            return Err(VaultError::unauthorized("The API key is malformed.").with_suggestion(
+                "Send `Authorization: Bearer vault_sk_…` with a key created by an admin.",
+            ));
+        }
+        let hash = hash_key(raw_key);
+        let generation = self.revalidate().await?;
+        if let Some(principal) = self.read_cache(|c| c.usable.get(&hash).cloned()).flatten() {
+            return Ok(principal);
+        }
+        let conn = self.db.connect().await?;
+        let Some(key) = storage::keys::find_usable_by_hash(&conn, &hash).await? else {
+            return Err(VaultError::unauthorized("The API key is unknown, revoked, or belongs to a deactivated user."));
+        };
+        let principal = Principal { key_id: key.id, key_prefix: key.prefix, scope: key.scope, user_id: key.user_id };
+        if let Ok(mut cache) = self.cache.write()
+            && cache.generation == generation
+        {
+            cache.usable.insert(hash, principal.clone());
+        }
+        Ok(principal)
+    }
+
+    /// Clears the cache when authentication data changed since the last check; returns
+    /// the cache generation that is current now.
+    async fn revalidate(&self) -> Result<u64> {
+        let mut watch = self.watch.lock().await;
+        let data_version = storage::keys::data_version(&watch.conn).await?;
+        if data_version != watch.data_version {
+            watch.data_version = data_version;
+            let epoch = storage::keys::auth_epoch(&watch.conn).await?;
+            if epoch != watch.epoch {
+                watch.epoch = epoch;
+                if let Ok(mut cache) = self.cache.write() {
+                    cache.generation += 1;
+                    cache.usable.clear();
+                }
+            }
+        }
+        Ok(self.read_cache(|c| c.generation).unwrap_or(u64::MAX))
+    }
+
+    fn read_cache<T>(&self, f: impl FnOnce(&Cache) -> T) -> Option<T> {
+        self.cache.read().ok().map(|cache| f(&cache))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_keys_have_the_documented_shape() {
+        let raw = format!("{KEY_PREFIX}{}", random_alphanumeric(KEY_RANDOM_LEN).unwrap());
+        assert!(is_well_formed(&raw));
+        assert_eq!(display_prefix(&raw).unwrap().len(), 13);
+        assert!(!is_well_formed("vault_sk_short"));
+        assert!(!is_well_formed(&format!("{KEY_PREFIX}{}", "-".repeat(48))));
+        assert_eq!(hash_key("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+
+    #[tokio::test]
+    async fn created_key_authenticates_until_revoked() {
+        let (_dir, db) = storage::test_db().await;
+        let db = Arc::new(db);
+        let auth = Authenticator::new(db.clone()).await.unwrap();
+        let created = create(&db, "Dr. Smith", Scope::User, None).await.unwrap();
+        let principal = auth.authenticate(&created.key).await.unwrap();
+        assert_eq!(principal.scope, Scope::User);
+        assert_eq!(principal.key_prefix, created.info.prefix);
+        // Cached now; a revocation through another connection must still count at once.
+        auth.authenticate(&created.key).await.unwrap();
+        revoke(&db, &created.info.prefix).await.unwrap();
+        let err = auth.authenticate(&created.key).await.unwrap_err();
+        assert_eq!(err.status(), 401);
+        let listed = list(&db, true).await.unwrap();
+        assert!(!listed[0].is_active && listed[0].revoked_at.is_some());
+        assert!(list(&db, false).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn deactivated_users_keys_stop_working() {
+        let (_dir, db) = storage::test_db().await;
+        let db = Arc::new(db);
+        let conn = db.connect().await.unwrap();
+        let now = crate::time::now_rfc3339();
+        storage::users::insert(
+            &conn,
+            &storage::users::NewUser { id: "u1", name: "A", email: "a@x", role: "user", created_at: &now },
+        )
+        .await
+        .unwrap();
+        let key = create(&db, "a", Scope::User, Some("u1")).await.unwrap();
+        let auth = Authenticator::new(db.clone()).await.unwrap();
+        assert_eq!(auth.authenticate(&key.key).await.unwrap().user_id.as_deref(), Some("u1"));
+        storage::users::set_active(&conn, "u1", false, &now).await.unwrap();
+        assert_eq!(auth.authenticate(&key.key).await.unwrap_err().status(), 401);
+        let err = create(&db, "b", Scope::User, Some("u1")).await.unwrap_err();
+        assert_eq!(err.code, "user_inactive");
+    }
+
+    #[tokio::test]
+    async fn revoke_rejects_bad_references() {
+        let (_dir, db) = storage::test_db().await;
+        assert_eq!(revoke(&db, "nonsense").await.unwrap_err().status(), 400);
+        assert_eq!(revoke(&db, "999").await.unwrap_err().status(), 404);
+        let key = create(&db, "x", Scope::Admin, None).await.unwrap();
+        revoke(&db, &key.key).await.unwrap();
+        assert_eq!(revoke(&db, &key.info.id.to_string()).await.unwrap_err().code, "key_already_revoked");
+        assert_eq!(create(&db, "  ", Scope::User, None).await.unwrap_err().status(), 400);
+    }
+
+    #[tokio::test]
+    async fn malformed_and_unknown_keys_are_unauthorized() {
+        let (_dir, db) = storage::test_db().await;
+        let auth = Authenticator::new(Arc::new(db)).await.unwrap();
+        assert_eq!(auth.authenticate("nope").await.unwrap_err().status(), 401);
+        let unknown = format!("{KEY_PREFIX}{}", "a".repeat(48));
+        assert_eq!(auth.authenticate(&unknown).await.unwrap_err().status(), 401);
+    }
+}

@@ -1,0 +1,108 @@
+//! SQL for the `api_keys` table and the `auth_epoch` counter its triggers move.
+
+use libsql::{Connection, Row};
+
+use crate::error::{Result, VaultError};
+use crate::keys::{ApiKeyInfo, Scope};
+
+const COLUMNS: &str = "id, key_prefix, label, scope, user_id, is_active, created_at, last_used_at, revoked_at";
+
+/// A key as written at creation.
+pub struct NewKey<'a> {
+    pub key_hash: &'a str,
+    pub key_prefix: &'a str,
+    pub label: &'a str,
+    pub scope: Scope,
+    pub user_id: Option<&'a str>,
+    pub created_at: &'a str,
+}
+
+fn from_row(row: &Row) -> Result<ApiKeyInfo> {
+    let scope: String = row.get(3)?;
+    Ok(ApiKeyInfo {
+        id: row.get(0)?,
+        prefix: row.get(1)?,
+        label: row.get(2)?,
+        scope: Scope::parse(&scope)
+            .ok_or_else(|| VaultError::internal("reading a key", format!("unknown scope {scope}")))?,
+        user_id: row.get(4)?,
+        is_active: row.get::<i64>(5)? != 0,
+        created_at: row.get(6)?,
+        last_used_at: row.get(7)?,
+        revoked_at: row.get(8)?,
+    })
+}
+
+async fn collect(conn: &Connection, sql: &str, params: impl libsql::params::IntoParams) -> Result<Vec<ApiKeyInfo>> {
+    let mut rows = conn.query(sql, params).await?;
+    let mut keys = Vec::new();
+    while let Some(row) = rows.next().await? {
+        keys.push(from_row(&row)?);
+    }
+    Ok(keys)
+}
+
+pub async fn insert(conn: &Connection, key: &NewKey<'_>) -> Result<i64> {
+    conn.execute(
+        "INSERT INTO api_keys (key_hash, key_prefix, label, scope, user_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        libsql::params![key.key_hash, key.key_prefix, key.label, key.scope.as_str(), key.user_id, key.created_at],
+    )
+    .await?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// The key with this hash, if it exists and may be used: not revoked, and its user (if any)
+/// is active.
+pub async fn find_usable_by_hash(conn: &Connection, key_hash: &str) -> Result<Option<ApiKeyInfo>> {
+    let sql = format!(
+        "SELECT {} FROM api_keys k LEFT JOIN users u ON u.id = k.user_id \
+         WHERE k.key_hash = ?1 AND k.is_active = 1 AND (k.user_id IS NULL OR u.is_active = 1)",
+        COLUMNS.split(", ").map(|c| format!("k.{c}")).collect::<Vec<_>>().join(", ")
+    );
+    Ok(collect(conn, &sql, [key_hash]).await?.pop())
+}
+
+pub async fn find_by_hash(conn: &Connection, key_hash: &str) -> Result<Option<ApiKeyInfo>> {
+    Ok(collect(conn, &format!("SELECT {COLUMNS} FROM api_keys WHERE key_hash = ?1"), [key_hash]).await?.pop())
+}
+
+pub async fn find_by_id(conn: &Connection, id: i64) -> Result<Option<ApiKeyInfo>> {
+    Ok(collect(conn, &format!("SELECT {COLUMNS} FROM api_keys WHERE id = ?1"), [id]).await?.pop())
+}
+
+pub async fn find_by_prefix(conn: &Connection, prefix: &str) -> Result<Vec<ApiKeyInfo>> {
+    collect(conn, &format!("SELECT {COLUMNS} FROM api_keys WHERE key_prefix = ?1 ORDER BY id"), [prefix]).await
+}
+
+pub async fn list(conn: &Connection, include_revoked: bool) -> Result<Vec<ApiKeyInfo>> {
+    let filter = if include_revoked { "" } else { "WHERE is_active = 1" };
+    collect(conn, &format!("SELECT {COLUMNS} FROM api_keys {filter} ORDER BY id"), ()).await
+}
+
+/// Marks a key revoked; false when it was not active.
+pub async fn revoke(conn: &Connection, id: i64, at: &str) -> Result<bool> {
+    let changed = conn
+        .execute("UPDATE api_keys SET is_active = 0, revoked_at = ?2 WHERE id = ?1 AND is_active = 1", libsql::params![id, at])
+        .await?;
+    Ok(changed > 0)
+}
+
+/// Records when a key was last used; never moves the time backwards.
+pub async fn touch_last_used(conn: &Connection, id: i64, at: &str) -> Result<()> {
+    conn.execute(
+        "UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at < ?2)",
+        libsql::params![id, at],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The counter that moves whenever a key or a user's standing changes.
+pub async fn auth_epoch(conn: &Connection) -> Result<i64> {
+    super::query_i64(conn, "SELECT epoch FROM auth_epoch WHERE id = 1", ()).await
+}
+
+/// SQLite's per-connection counter that moves when another connection commits.
+pub async fn data_version(conn: &Connection) -> Result<i64> {
+    super::query_i64(conn, "PRAGMA data_version", ()).await
+}

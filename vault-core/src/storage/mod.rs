@@ -1,0 +1,148 @@
+//! The storage layer: the only place in Vault that holds SQL. Each table has its own
+//! module of functions; services call those and never write SQL themselves, so a second
+//! engine can be added behind the same functions.
+//!
+//! Every connection gets WAL, a busy timeout and foreign keys, so the CLI can write while a
+//! server runs without "database is locked".
+
+pub mod audit;
+pub mod keys;
+pub mod users;
+
+use std::time::Duration;
+
+use libsql::{Connection, Database, TransactionBehavior};
+
+use crate::config::DbLocation;
+use crate::error::{ErrorKind, Result, VaultError};
+
+/// How long a writer waits for another process's write to finish before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Migrations in order; a database records the highest version applied.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "initial", include_str!("../../migrations/0001_initial.sql"))];
+
+/// An open Vault database.
+pub struct Db {
+    database: Database,
+}
+
+impl Db {
+    /// Opens (creating if needed) the database and brings its schema up to date.
+    pub async fn open(location: &DbLocation) -> Result<Db> {
+        let database = match location {
+            DbLocation::Local(path) => {
+                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(parent).map_err(|e| {
+                        VaultError::new(
+                            ErrorKind::Invalid,
+                            "invalid_config",
+                            format!("VAULT_DB_URL: cannot create {}: {e}", parent.display()),
+                        )
+                    })?;
+                }
+                libsql::Builder::new_local(path).build().await.map_err(|e| {
+                    VaultError::new(
+                        ErrorKind::Invalid,
+                        "invalid_config",
+                        format!("VAULT_DB_URL: cannot open {}: {e}", path.display()),
+                    )
+                })?
+            }
+            DbLocation::Remote { url, .. } => {
+                return Err(VaultError::new(
+                    ErrorKind::Invalid,
+                    "invalid_config",
+                    format!("VAULT_DB_URL: `{url}` is a remote database; this build supports embedded database files only"),
+                ));
+            }
+        };
+        let db = Db { database };
+        let conn = db.connect().await?;
+        // WAL is a property of the file: set once, kept by every later connection.
+        conn.query("PRAGMA journal_mode = WAL", ()).await?;
+        migrate(&conn).await?;
+        Ok(db)
+    }
+
+    /// A new connection with the per-connection settings applied.
+    pub async fn connect(&self) -> Result<Connection> {
+        let conn = self.database.connect()?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        // synchronous=NORMAL in WAL mode: a commit survives a crash of the process; only an
+        // OS crash or power loss can lose the last commits.
+        conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;").await?;
+        Ok(conn)
+    }
+}
+
+/// Starts a write transaction that takes the write lock at once, so a busy database makes
+/// it wait (busy timeout) instead of failing on a lock upgrade.
+pub async fn write_transaction(conn: &Connection) -> Result<libsql::Transaction> {
+    Ok(conn.transaction_with_behavior(TransactionBehavior::Immediate).await?)
+}
+
+async fn migrate(conn: &Connection) -> Result<()> {
+    let tx = write_transaction(conn).await?;
+    tx.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)",
+        (),
+    )
+    .await?;
+    let mut rows = tx.query("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", ()).await?;
+    let current: i64 = match rows.next().await? {
+        Some(row) => row.get(0)?,
+        None => 0,
+    };
+    drop(rows);
+    for (version, name, sql) in MIGRATIONS.iter().filter(|(v, _, _)| *v > current) {
+        tx.execute_batch(sql).await?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+            libsql::params![*version, *name, crate::time::now_rfc3339()],
+        )
+        .await?;
+        tracing::info!(version, name, "applied database migration");
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Reads the first column of the first row as an integer.
+pub(crate) async fn query_i64(conn: &Connection, sql: &str, params: impl libsql::params::IntoParams) -> Result<i64> {
+    let mut rows = conn.query(sql, params).await?;
+    match rows.next().await? {
+        Some(row) => Ok(row.get(0)?),
+        None => Err(VaultError::internal("reading a number from the database", sql)),
+    }
+}
+
+#[cfg(test)]
+pub(crate) async fn test_db() -> (tempfile::TempDir, Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(&DbLocation::Local(dir.path().join("vault.db"))).await.unwrap();
+    (dir, db)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn opening_twice_applies_migrations_once() {
+        let (dir, db) = test_db().await;
+        drop(db);
+        let db = Db::open(&DbLocation::Local(dir.path().join("vault.db"))).await.unwrap();
+        let conn = db.connect().await.unwrap();
+        let n = query_i64(&conn, "SELECT COUNT(*) FROM schema_migrations", ()).await.unwrap();
+        assert_eq!(n, MIGRATIONS.len() as i64);
+        let mode = conn.query("PRAGMA journal_mode", ()).await.unwrap().next().await.unwrap().unwrap();
+        assert_eq!(mode.get::<String>(0).unwrap(), "wal");
+    }
+
+    #[tokio::test]
+    async fn remote_urls_are_refused_with_a_clear_line() {
+        let err = Db::open(&DbLocation::Remote { url: "libsql://x".into(), auth_token: None }).await.err().unwrap();
+        assert!(err.message.starts_with("VAULT_DB_URL"));
+    }
+}
