@@ -45,14 +45,23 @@ impl Vault {
         Self::open_with_backend(config, Arc::new(backend)).await
     }
 
-    pub async fn open_with_backend(config: Config, backend: Arc<dyn InferenceBackend>) -> Result<Arc<Vault>> {
+    pub async fn open_with_backend(
+        config: Config,
+        backend: Arc<dyn InferenceBackend>,
+    ) -> Result<Arc<Vault>> {
         config.prepare_data_dir()?;
         config.secret_key()?;
         let db = Arc::new(Db::open(&config.db).await?);
         let auth = Authenticator::new(db.clone()).await?;
         let audit = AuditLog::start(db.clone()).await?;
         let inference = Inference::new(backend, Manifest::new(config.models_manifest.clone()));
-        Ok(Arc::new(Vault { config, db, auth, audit, inference }))
+        Ok(Arc::new(Vault {
+            config,
+            db,
+            auth,
+            audit,
+            inference,
+        }))
     }
 
     pub async fn health(&self) -> Health {

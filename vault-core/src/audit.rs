@@ -178,7 +178,6 @@ async fn store_with_retries(conn: &libsql::Connection, records: &[Box<AuditRecor
 fn log_request_line(r: &AuditRecord) {
     tracing::info!(
         target: "vault::request",
-        timestamp = %r.timestamp,
         request_id = %r.request_id,
         method = %r.method,
         path = %r.path,
@@ -207,66 +206,6 @@ fn log_unstored(r: &AuditRecord) {
         status = r.status,
         "audit row could not be stored"
     );
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn record(i: usize) -> AuditRecord {
-        AuditRecord {
-            timestamp: crate::time::now_rfc3339(),
-            request_id: format!("req-{i}"),
-            method: "POST".into(),
-            path: "/v1/chat/completions".into(),
-            status: 200,
-            latency_ms: 3,
-            tokens_input: Some(5),
-            tokens_output: Some(7),
-            completed: true,
-            ..AuditRecord::default()
-        }
-    }
-
-    #[tokio::test]
-    async fn recorded_rows_are_committed_before_record_returns() {
-        let (_dir, db) = storage::test_db().await;
-        let db = Arc::new(db);
-        let audit = AuditLog::start(db.clone()).await.unwrap();
-        audit.record(record(1)).await;
-        let conn = db.connect().await.unwrap();
-        let row = storage::audit::by_request_id(&conn, "req-1").await.unwrap().unwrap();
-        assert_eq!((row.tokens_input, row.tokens_output, row.status), (Some(5), Some(7), 200));
-    }
-
-    #[tokio::test]
-    async fn shutdown_stores_every_detached_row() {
-        let (_dir, db) = storage::test_db().await;
-        let db = Arc::new(db);
-        let audit = AuditLog::start(db.clone()).await.unwrap();
-        for i in 0..2000 {
-            audit.record_detached(record(i));
-        }
-        audit.shutdown().await;
-        let conn = db.connect().await.unwrap();
-        assert_eq!(storage::audit::count(&conn).await.unwrap(), 2000);
-    }
-
-    #[tokio::test]
-    async fn concurrent_records_are_grouped_and_all_stored() {
-        let (_dir, db) = storage::test_db().await;
-        let db = Arc::new(db);
-        let audit = AuditLog::start(db.clone()).await.unwrap();
-        let tasks: Vec<_> = (0..300).map(|i| {
-            let audit = audit.clone();
-            tokio::spawn(async move { audit.record(record(i)).await })
-        }).collect();
-        for t in tasks {
-            t.await.unwrap();
-        }
-        let conn = db.connect().await.unwrap();
-        assert_eq!(storage::audit::count(&conn).await.unwrap(), 300);
-    }
 }
 
 /// The audit record of one request as it is being served: opened when the request
@@ -305,7 +244,10 @@ impl RequestAudit {
     }
 
     pub fn request_id(&self) -> String {
-        self.record.lock().map(|r| r.request_id.clone()).unwrap_or_default()
+        self.record
+            .lock()
+            .map(|r| r.request_id.clone())
+            .unwrap_or_default()
     }
 
     pub fn set_principal(&self, principal: &crate::keys::Principal) {
@@ -336,7 +278,8 @@ impl RequestAudit {
 
     /// The response body will finish this record (a stream); the response itself must not.
     pub fn defer(&self) {
-        self.deferred.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.deferred
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn is_deferred(&self) -> bool {
@@ -352,7 +295,10 @@ impl RequestAudit {
         error_code: Option<String>,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let (done, committed) = oneshot::channel();
-        if !self.finished.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        if !self
+            .finished
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
             let latency_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
             let record = self.record.lock().map(|mut r| {
                 r.status = status;
@@ -368,5 +314,73 @@ impl RequestAudit {
         async move {
             let _ = committed.await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(i: usize) -> AuditRecord {
+        AuditRecord {
+            timestamp: crate::time::now_rfc3339(),
+            request_id: format!("req-{i}"),
+            method: "POST".into(),
+            path: "/v1/chat/completions".into(),
+            status: 200,
+            latency_ms: 3,
+            tokens_input: Some(5),
+            tokens_output: Some(7),
+            completed: true,
+            ..AuditRecord::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn recorded_rows_are_committed_before_record_returns() {
+        let (_dir, db) = storage::test_db().await;
+        let db = Arc::new(db);
+        let audit = AuditLog::start(db.clone()).await.unwrap();
+        audit.record(record(1)).await;
+        let conn = db.connect().await.unwrap();
+        let row = storage::audit::by_request_id(&conn, "req-1")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (row.tokens_input, row.tokens_output, row.status),
+            (Some(5), Some(7), 200)
+        );
+    }
+
+    #[tokio::test]
+    async fn shutdown_stores_every_detached_row() {
+        let (_dir, db) = storage::test_db().await;
+        let db = Arc::new(db);
+        let audit = AuditLog::start(db.clone()).await.unwrap();
+        for i in 0..2000 {
+            audit.record_detached(record(i));
+        }
+        audit.shutdown().await;
+        let conn = db.connect().await.unwrap();
+        assert_eq!(storage::audit::count(&conn).await.unwrap(), 2000);
+    }
+
+    #[tokio::test]
+    async fn concurrent_records_are_grouped_and_all_stored() {
+        let (_dir, db) = storage::test_db().await;
+        let db = Arc::new(db);
+        let audit = AuditLog::start(db.clone()).await.unwrap();
+        let tasks: Vec<_> = (0..300)
+            .map(|i| {
+                let audit = audit.clone();
+                tokio::spawn(async move { audit.record(record(i)).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let conn = db.connect().await.unwrap();
+        assert_eq!(storage::audit::count(&conn).await.unwrap(), 300);
     }
 }

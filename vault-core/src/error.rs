@@ -63,18 +63,27 @@ pub struct VaultError {
     pub kind: ErrorKind,
     pub code: Cow<'static, str>,
     pub message: String,
-    pub details: Option<serde_json::Value>,
+    pub details: Option<Box<serde_json::Value>>,
 }
 
 pub type Result<T, E = VaultError> = std::result::Result<T, E>;
 
 impl VaultError {
-    pub fn new(kind: ErrorKind, code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
-        VaultError { kind, code: code.into(), message: message.into(), details: None }
+    pub fn new(
+        kind: ErrorKind,
+        code: impl Into<Cow<'static, str>>,
+        message: impl Into<String>,
+    ) -> Self {
+        VaultError {
+            kind,
+            code: code.into(),
+            message: message.into(),
+            details: None,
+        }
     }
 
     pub fn with_details(mut self, details: serde_json::Value) -> Self {
-        self.details = Some(details);
+        self.details = Some(Box::new(details));
         self
     }
 
@@ -106,7 +115,11 @@ impl VaultError {
     /// gets a generic sentence: internal details never reach a response.
     pub fn internal(context: &str, cause: impl std::fmt::Display) -> Self {
         tracing::error!(context, error = %cause, "internal error");
-        Self::new(ErrorKind::Internal, "internal_error", format!("Internal error while {context}."))
+        Self::new(
+            ErrorKind::Internal,
+            "internal_error",
+            format!("Internal error while {context}."),
+        )
     }
 
     pub fn status(&self) -> u16 {
@@ -121,7 +134,7 @@ impl VaultError {
             "status": self.status(),
         });
         if let (Some(details), Some(map)) = (&self.details, error.as_object_mut()) {
-            map.insert("details".into(), details.clone());
+            map.insert("details".into(), (**details).clone());
         }
         serde_json::json!({ "error": error })
     }
@@ -139,8 +152,12 @@ mod tests {
 
     #[test]
     fn error_body_has_the_api_shape() {
-        let err = VaultError::new(ErrorKind::UpstreamUnavailable, "inference_unavailable", "down")
-            .with_suggestion("start vLLM");
+        let err = VaultError::new(
+            ErrorKind::UpstreamUnavailable,
+            "inference_unavailable",
+            "down",
+        )
+        .with_suggestion("start vLLM");
         let body = err.to_body();
         assert_eq!(body["error"]["code"], "inference_unavailable");
         assert_eq!(body["error"]["status"], 503);
@@ -155,7 +172,10 @@ mod tests {
 
     #[test]
     fn internal_errors_do_not_leak_their_cause() {
-        let err = VaultError::internal("opening the database", "/secret/path/vault.db: permission denied");
+        let err = VaultError::internal(
+            "opening the database",
+            "/secret/path/vault.db: permission denied",
+        );
         assert!(!err.message.contains("/secret"));
         assert_eq!(err.status(), 500);
     }

@@ -27,7 +27,13 @@ fn nvml() -> Option<&'static Nvml> {
 
 pub fn presence() -> GpuPresence {
     match nvml().map(|n| n.device_count()) {
-        Some(Ok(count)) => GpuPresence { available: count > 0, count },
-        _ => GpuPresence { available: false, count: 0 },
+        Some(Ok(count)) => GpuPresence {
+            available: count > 0,
+            count,
+        },
+        _ => GpuPresence {
+            available: false,
+            count: 0,
+        },
     }
 }

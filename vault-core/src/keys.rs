@@ -82,7 +82,9 @@ impl Principal {
     pub fn require_admin(&self) -> Result<()> {
         match self.scope {
             Scope::Admin => Ok(()),
-            Scope::User => Err(VaultError::forbidden("This operation needs a key with the admin scope.")),
+            Scope::User => Err(VaultError::forbidden(
+                "This operation needs a key with the admin scope.",
+            )),
         }
     }
 }
@@ -117,8 +119,9 @@ pub fn hash_key(raw: &str) -> String {
 
 /// Whether `raw` has the shape of a Vault key (it may still be unknown).
 pub fn is_well_formed(raw: &str) -> bool {
-    raw.strip_prefix(KEY_PREFIX)
-        .is_some_and(|rest| rest.len() == KEY_RANDOM_LEN && rest.bytes().all(|b| b.is_ascii_alphanumeric()))
+    raw.strip_prefix(KEY_PREFIX).is_some_and(|rest| {
+        rest.len() == KEY_RANDOM_LEN && rest.bytes().all(|b| b.is_ascii_alphanumeric())
+    })
 }
 
 /// The display prefix of a well-formed key: `vault_sk_` + 4 characters.
@@ -127,7 +130,12 @@ pub fn display_prefix(raw: &str) -> Option<String> {
 }
 
 /// Creates a key. `user_id`, when given, must name an active user.
-pub async fn create(db: &Db, label: &str, scope: Scope, user_id: Option<&str>) -> Result<CreatedKey> {
+pub async fn create(
+    db: &Db,
+    label: &str,
+    scope: Scope,
+    user_id: Option<&str>,
+) -> Result<CreatedKey> {
     let label = label.trim();
     if label.is_empty() || label.chars().count() > MAX_LABEL_LEN {
         return Err(VaultError::invalid(
@@ -139,8 +147,18 @@ pub async fn create(db: &Db, label: &str, scope: Scope, user_id: Option<&str>) -
     if let Some(user_id) = user_id {
         match storage::users::is_active(&conn, user_id).await? {
             Some(true) => {}
-            Some(false) => return Err(VaultError::conflict("user_inactive", format!("user {user_id} is deactivated"))),
-            None => return Err(VaultError::not_found("user_not_found", format!("no user with id {user_id}"))),
+            Some(false) => {
+                return Err(VaultError::conflict(
+                    "user_inactive",
+                    format!("user {user_id} is deactivated"),
+                ));
+            }
+            None => {
+                return Err(VaultError::not_found(
+                    "user_not_found",
+                    format!("no user with id {user_id}"),
+                ));
+            }
         }
     }
     let raw = format!("{KEY_PREFIX}{}", random_alphanumeric(KEY_RANDOM_LEN)?);
@@ -185,18 +203,29 @@ pub async fn revoke(db: &Db, which: &str) -> Result<ApiKeyInfo> {
                 let ids: Vec<String> = active.iter().map(|k| k.id.to_string()).collect();
                 return Err(VaultError::conflict(
                     "ambiguous_prefix",
-                    format!("prefix {which} matches several active keys (ids {}); give the id or the whole key", ids.join(", ")),
+                    format!(
+                        "prefix {which} matches several active keys (ids {}); give the id or the whole key",
+                        ids.join(", ")
+                    ),
                 ));
             }
         }
     } else if let Ok(id) = which.parse::<i64>() {
         storage::keys::find_by_id(&conn, id).await?
     } else {
-        return Err(VaultError::invalid("invalid_key_reference", "give a key, its vault_sk_ prefix, or its numeric id"));
+        return Err(VaultError::invalid(
+            "invalid_key_reference",
+            "give a key, its vault_sk_ prefix, or its numeric id",
+        ));
     };
-    let key = key.ok_or_else(|| VaultError::not_found("key_not_found", format!("no key matches {}", redact(which))))?;
+    let key = key.ok_or_else(|| {
+        VaultError::not_found("key_not_found", format!("no key matches {}", redact(which)))
+    })?;
     if !storage::keys::revoke(&conn, key.id, &crate::time::now_rfc3339()).await? && !key.is_active {
-        return Err(VaultError::conflict("key_already_revoked", format!("key {} is already revoked", key.prefix)));
+        return Err(VaultError::conflict(
+            "key_already_revoked",
+            format!("key {} is already revoked", key.prefix),
+        ));
     }
     storage::keys::find_by_id(&conn, key.id)
         .await?
@@ -242,7 +271,11 @@ impl Authenticator {
         let epoch = storage::keys::auth_epoch(&conn).await?;
         Ok(Authenticator {
             db,
-            watch: tokio::sync::Mutex::new(Watch { conn, data_version, epoch }),
+            watch: tokio::sync::Mutex::new(Watch {
+                conn,
+                data_version,
+                epoch,
+            }),
             cache: RwLock::new(Cache::default()),
         })
     }
@@ -250,9 +283,11 @@ impl Authenticator {
     /// Resolves a raw key to the principal it acts as, or 401.
     pub async fn authenticate(&self, raw_key: &str) -> Result<Principal> {
         if !is_well_formed(raw_key) {
-            return Err(VaultError::unauthorized("The API key is malformed.").with_suggestion(
-                "Send `Authorization: Bearer vault_sk_…` with a key created by an admin.",
-            ));
+            return Err(
+                VaultError::unauthorized("The API key is malformed.").with_suggestion(
+                    "Send `Authorization: Bearer vault_sk_…` with a key created by an admin.",
+                ),
+            );
         }
         let hash = hash_key(raw_key);
         let generation = self.revalidate().await?;
@@ -261,9 +296,16 @@ impl Authenticator {
         }
         let conn = self.db.connect().await?;
         let Some(key) = storage::keys::find_usable_by_hash(&conn, &hash).await? else {
-            return Err(VaultError::unauthorized("The API key is unknown, revoked, or belongs to a deactivated user."));
+            return Err(VaultError::unauthorized(
+                "The API key is unknown, revoked, or belongs to a deactivated user.",
+            ));
         };
-        let principal = Principal { key_id: key.id, key_prefix: key.prefix, scope: key.scope, user_id: key.user_id };
+        let principal = Principal {
+            key_id: key.id,
+            key_prefix: key.prefix,
+            scope: key.scope,
+            user_id: key.user_id,
+        };
         if let Ok(mut cache) = self.cache.write()
             && cache.generation == generation
         {
@@ -302,12 +344,18 @@ mod tests {
 
     #[test]
     fn generated_keys_have_the_documented_shape() {
-        let raw = format!("{KEY_PREFIX}{}", random_alphanumeric(KEY_RANDOM_LEN).unwrap());
+        let raw = format!(
+            "{KEY_PREFIX}{}",
+            random_alphanumeric(KEY_RANDOM_LEN).unwrap()
+        );
         assert!(is_well_formed(&raw));
         assert_eq!(display_prefix(&raw).unwrap().len(), 13);
         assert!(!is_well_formed("vault_sk_short"));
         assert!(!is_well_formed(&format!("{KEY_PREFIX}{}", "-".repeat(48))));
-        assert_eq!(hash_key("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            hash_key("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 
     #[tokio::test]
@@ -337,14 +385,29 @@ mod tests {
         let now = crate::time::now_rfc3339();
         storage::users::insert(
             &conn,
-            &storage::users::NewUser { id: "u1", name: "A", email: "a@x", role: "user", created_at: &now },
+            &storage::users::NewUser {
+                id: "u1",
+                name: "A",
+                email: "a@x",
+                role: "user",
+                created_at: &now,
+            },
         )
         .await
         .unwrap();
         let key = create(&db, "a", Scope::User, Some("u1")).await.unwrap();
         let auth = Authenticator::new(db.clone()).await.unwrap();
-        assert_eq!(auth.authenticate(&key.key).await.unwrap().user_id.as_deref(), Some("u1"));
-        storage::users::set_active(&conn, "u1", false, &now).await.unwrap();
+        assert_eq!(
+            auth.authenticate(&key.key)
+                .await
+                .unwrap()
+                .user_id
+                .as_deref(),
+            Some("u1")
+        );
+        storage::users::set_active(&conn, "u1", false, &now)
+            .await
+            .unwrap();
         assert_eq!(auth.authenticate(&key.key).await.unwrap_err().status(), 401);
         let err = create(&db, "b", Scope::User, Some("u1")).await.unwrap_err();
         assert_eq!(err.code, "user_inactive");
@@ -357,8 +420,20 @@ mod tests {
         assert_eq!(revoke(&db, "999").await.unwrap_err().status(), 404);
         let key = create(&db, "x", Scope::Admin, None).await.unwrap();
         revoke(&db, &key.key).await.unwrap();
-        assert_eq!(revoke(&db, &key.info.id.to_string()).await.unwrap_err().code, "key_already_revoked");
-        assert_eq!(create(&db, "  ", Scope::User, None).await.unwrap_err().status(), 400);
+        assert_eq!(
+            revoke(&db, &key.info.id.to_string())
+                .await
+                .unwrap_err()
+                .code,
+            "key_already_revoked"
+        );
+        assert_eq!(
+            create(&db, "  ", Scope::User, None)
+                .await
+                .unwrap_err()
+                .status(),
+            400
+        );
     }
 
     #[tokio::test]

@@ -20,8 +20,14 @@ pub struct Manifest {
 }
 
 /// The fields of a manifest entry copied onto a model card (never overwriting the card).
-const ENRICHING_FIELDS: &[&str] =
-    &["name", "description", "parameters", "quantization", "context_window", "vram_required_gb"];
+const ENRICHING_FIELDS: &[&str] = &[
+    "name",
+    "description",
+    "parameters",
+    "quantization",
+    "context_window",
+    "vram_required_gb",
+];
 
 impl Manifest {
     pub fn new(path: PathBuf) -> Manifest {
@@ -35,10 +41,15 @@ impl Manifest {
 
     /// The manifest's contents; a missing file is an empty manifest.
     pub fn load(&self) -> Result<ManifestFile> {
-        let Some(path) = &self.path else { return Ok(ManifestFile::default()) };
+        let Some(path) = &self.path else {
+            return Ok(ManifestFile::default());
+        };
         match std::fs::read(path) {
             Ok(raw) => serde_json::from_slice(&raw).map_err(|e| {
-                VaultError::internal("reading the model manifest", format!("{}: {e}", path.display()))
+                VaultError::internal(
+                    "reading the model manifest",
+                    format!("{}: {e}", path.display()),
+                )
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ManifestFile::default()),
             Err(e) => Err(VaultError::internal("reading the model manifest", e)),
@@ -49,8 +60,13 @@ impl Manifest {
 impl ManifestFile {
     /// Adds the manifest's fields for this card's model, if the manifest knows it.
     pub fn enrich(&self, card: &mut serde_json::Value) {
-        let Some(id) = card.get("id").and_then(|v| v.as_str()).map(String::from) else { return };
-        let Some(entry) = self.models.iter().find(|m| m.get("id").and_then(|v| v.as_str()) == Some(id.as_str()))
+        let Some(id) = card.get("id").and_then(|v| v.as_str()).map(String::from) else {
+            return;
+        };
+        let Some(entry) = self
+            .models
+            .iter()
+            .find(|m| m.get("id").and_then(|v| v.as_str()) == Some(id.as_str()))
         else {
             return;
         };
@@ -74,7 +90,8 @@ mod tests {
             r#"{"models":[{"id":"Qwen/Q","name":"Qwen","context_window":32768,"path":"/opt/x"}]}"#,
         )
         .unwrap();
-        let mut card = serde_json::json!({"id": "Qwen/Q", "object": "model", "name": "upstream name"});
+        let mut card =
+            serde_json::json!({"id": "Qwen/Q", "object": "model", "name": "upstream name"});
         manifest.enrich(&mut card);
         assert_eq!(card["context_window"], 32768);
         assert_eq!(card["name"], "upstream name");

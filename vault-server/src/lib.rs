@@ -1,0 +1,13 @@
+//! vault-server: the HTTP shell over vault-core. Handlers translate HTTP to core calls;
+//! the OpenAPI document is generated from their types.
+
+mod api;
+pub mod auth;
+pub mod config;
+mod error;
+mod gateway;
+mod passthrough;
+mod schemas;
+mod server;
+
+pub use server::{Server, app, openapi_service, shutdown_signal, spec_json};

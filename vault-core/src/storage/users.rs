@@ -23,7 +23,9 @@ pub async fn insert(conn: &Connection, user: &NewUser<'_>) -> Result<()> {
 
 /// Whether a user with this id exists and is active.
 pub async fn is_active(conn: &Connection, id: &str) -> Result<Option<bool>> {
-    let mut rows = conn.query("SELECT is_active FROM users WHERE id = ?1", [id]).await?;
+    let mut rows = conn
+        .query("SELECT is_active FROM users WHERE id = ?1", [id])
+        .await?;
     Ok(match rows.next().await? {
         Some(row) => Some(row.get::<i64>(0)? != 0),
         None => None,

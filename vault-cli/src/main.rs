@@ -1,0 +1,201 @@
+//! `vault-cli`: administer a Vault box offline — the same database as the server, whether
+//! the server runs or not. Every command takes `--json` for scripts.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+use vault_core::config::{self, Config, Overrides};
+use vault_core::keys::{self, ApiKeyInfo, Scope};
+use vault_core::storage::Db;
+use vault_core::{ErrorKind, VaultError};
+
+/// Offline administration of a Vault box: API keys.
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    /// The data directory [default: ./data].
+    #[arg(long, env = config::VAULT_DATA_DIR, global = true)]
+    data_dir: Option<String>,
+    /// The database: a file path [default: <data dir>/vault.db].
+    #[arg(long, env = config::VAULT_DB_URL, global = true)]
+    db_url: Option<String>,
+    /// Token for a remote database.
+    #[arg(long, env = config::VAULT_DB_AUTH_TOKEN, hide_env_values = true, global = true)]
+    db_auth_token: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create an API key and print it (the only time it is shown).
+    CreateKey {
+        /// Who or what the key is for, e.g. "Dr. Smith".
+        #[arg(long)]
+        label: String,
+        /// `user` (inference, own data) or `admin` (everything).
+        #[arg(long, value_parser = ["user", "admin"], default_value = "user")]
+        scope: String,
+        /// Link the key to a user id (its requests are then that user's).
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// List API keys (display prefixes only; never the keys).
+    ListKeys {
+        /// Include revoked keys.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Revoke a key, named by the whole key, its vault_sk_ prefix, or its id. Takes effect
+    /// on the running server's next request.
+    RevokeKey {
+        /// The key, its display prefix (vault_sk_ + 4 characters), or its numeric id.
+        key: String,
+    },
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            if cli.json {
+                let _ = writeln!(std::io::stderr(), "{}", err.to_body());
+            } else {
+                let _ = writeln!(std::io::stderr(), "vault-cli: {}", err.message);
+            }
+            ExitCode::from(exit_code(err.kind))
+        }
+    }
+}
+
+/// Exit codes scripts can switch on.
+fn exit_code(kind: ErrorKind) -> u8 {
+    match kind {
+        ErrorKind::Invalid | ErrorKind::PayloadTooLarge | ErrorKind::UnsupportedMediaType => 2,
+        ErrorKind::NotFound | ErrorKind::MethodNotAllowed => 3,
+        ErrorKind::Conflict => 4,
+        ErrorKind::Unauthorized | ErrorKind::Forbidden => 5,
+        ErrorKind::Upstream { .. }
+        | ErrorKind::UpstreamUnavailable
+        | ErrorKind::UpstreamTimeout
+        | ErrorKind::RateLimited => 6,
+        ErrorKind::Internal => 1,
+    }
+}
+
+async fn open_db(cli: &Cli) -> Result<Db, VaultError> {
+    let mut overrides = Overrides::new();
+    for (name, value) in [
+        (config::VAULT_DATA_DIR, &cli.data_dir),
+        (config::VAULT_DB_URL, &cli.db_url),
+        (config::VAULT_DB_AUTH_TOKEN, &cli.db_auth_token),
+    ] {
+        if let Some(value) = value {
+            overrides.insert(name, value.clone());
+        }
+    }
+    let config = Config::load(&overrides)?;
+    Db::open(&config.db).await
+}
+
+async fn run(cli: &Cli) -> Result<(), VaultError> {
+    let db = open_db(cli).await?;
+    match &cli.command {
+        Command::CreateKey { label, scope, user } => {
+            let scope = Scope::parse(scope)
+                .ok_or_else(|| VaultError::invalid("invalid_scope", "scope: user or admin"))?;
+            let created = keys::create(&db, label, scope, user.as_deref()).await?;
+            if cli.json {
+                return print_json(&created);
+            }
+            print_text(&format!(
+                "Created {} key {} (id {}, label \"{}\")\n\n  {}\n\nStore it now: it is not shown again.",
+                created.info.scope.as_str(),
+                created.info.prefix,
+                created.info.id,
+                created.info.label,
+                created.key
+            ))
+        }
+        Command::ListKeys { all } => {
+            let listed = keys::list(&db, *all).await?;
+            if cli.json {
+                return print_json(&listed);
+            }
+            print_text(&key_table(&listed))
+        }
+        Command::RevokeKey { key } => {
+            let revoked = keys::revoke(&db, key).await?;
+            if cli.json {
+                return print_json(&revoked);
+            }
+            print_text(&format!(
+                "Revoked key {} (id {}, label \"{}\").",
+                revoked.prefix, revoked.id, revoked.label
+            ))
+        }
+    }
+}
+
+fn key_table(keys: &[ApiKeyInfo]) -> String {
+    if keys.is_empty() {
+        return "No keys. Create one with: vault-cli create-key --label NAME --scope admin".into();
+    }
+    let mut rows = vec![
+        [
+            "ID",
+            "PREFIX",
+            "SCOPE",
+            "STATUS",
+            "LABEL",
+            "USER",
+            "CREATED",
+            "LAST USED",
+        ]
+        .map(String::from),
+    ];
+    for k in keys {
+        rows.push([
+            k.id.to_string(),
+            k.prefix.clone(),
+            k.scope.as_str().into(),
+            if k.is_active { "active" } else { "revoked" }.into(),
+            k.label.clone(),
+            k.user_id.clone().unwrap_or_else(|| "-".into()),
+            k.created_at.clone(),
+            k.last_used_at.clone().unwrap_or_else(|| "never".into()),
+        ]);
+    }
+    let widths: Vec<usize> = (0..8)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    rows.iter()
+        .map(|row| {
+            row.iter()
+                .zip(&widths)
+                .map(|(cell, w)| format!("{cell:<w$}"))
+                .collect::<Vec<_>>()
+                .join("  ")
+                .trim_end()
+                .to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn print_json(value: &impl Serialize) -> Result<(), VaultError> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| VaultError::internal("printing JSON", e))?;
+    print_text(&text)
+}
+
+fn print_text(text: &str) -> Result<(), VaultError> {
+    writeln!(std::io::stdout(), "{text}").map_err(|e| VaultError::internal("printing", e))
+}

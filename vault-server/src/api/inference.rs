@@ -1,0 +1,144 @@
+//! `/v1/*`: the OpenAI-compatible routes.
+
+use std::sync::Arc;
+
+use futures_util::{FutureExt, StreamExt};
+use poem::web::Data;
+use poem::{Body, Response};
+use poem_openapi::OpenApi;
+use poem_openapi::param::Path;
+use vault_core::Vault;
+use vault_core::audit::RequestAudit;
+use vault_core::inference::{Proxied, Route};
+
+use super::Tag;
+use crate::auth::UserKey;
+use crate::error::ApiError;
+use crate::passthrough::{ForwardedJson, Generation, UpstreamJson};
+use crate::schemas::{
+    ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Completion, CompletionRequest,
+    EmbeddingList, EmbeddingRequest, ModelCard, ModelList,
+};
+
+pub struct InferenceApi;
+
+type ApiResult<T> = Result<T, ApiError>;
+
+#[OpenApi(prefix_path = "/v1", tag = "Tag::Inference")]
+impl InferenceApi {
+    /// Create a chat completion
+    ///
+    /// Forwarded to the engine as sent. With `"stream": true` the answer arrives as
+    /// server-sent events, chunk by chunk.
+    #[oai(path = "/chat/completions", method = "post")]
+    async fn chat_completions(
+        &self,
+        vault: Data<&Arc<Vault>>,
+        audit: Data<&Arc<RequestAudit>>,
+        _key: UserKey,
+        body: ForwardedJson<ChatCompletionRequest>,
+    ) -> ApiResult<Generation<ChatCompletion, ChatCompletionChunk>> {
+        generate(&vault, &audit, Route::ChatCompletions, body.bytes)
+            .await
+            .map(Generation::new)
+    }
+
+    /// Create a text completion
+    #[oai(path = "/completions", method = "post")]
+    async fn completions(
+        &self,
+        vault: Data<&Arc<Vault>>,
+        audit: Data<&Arc<RequestAudit>>,
+        _key: UserKey,
+        body: ForwardedJson<CompletionRequest>,
+    ) -> ApiResult<Generation<Completion, Completion>> {
+        generate(&vault, &audit, Route::Completions, body.bytes)
+            .await
+            .map(Generation::new)
+    }
+
+    /// Create embeddings
+    #[oai(path = "/embeddings", method = "post")]
+    async fn embeddings(
+        &self,
+        vault: Data<&Arc<Vault>>,
+        audit: Data<&Arc<RequestAudit>>,
+        _key: UserKey,
+        body: ForwardedJson<EmbeddingRequest>,
+    ) -> ApiResult<UpstreamJson<EmbeddingList>> {
+        match vault.inference.proxy(Route::Embeddings, body.bytes).await? {
+            Proxied::Complete { body, model, usage } => {
+                audit.set_model(model);
+                audit.set_usage(usage);
+                Ok(UpstreamJson::new(body))
+            }
+            Proxied::Stream { .. } => Err(ApiError(vault_core::VaultError::internal(
+                "creating embeddings",
+                "the upstream answered with a stream",
+            ))),
+        }
+    }
+
+    /// List the served models
+    #[oai(path = "/models", method = "get")]
+    async fn list_models(
+        &self,
+        vault: Data<&Arc<Vault>>,
+        _key: UserKey,
+    ) -> ApiResult<UpstreamJson<ModelList>> {
+        json_answer(&vault.inference.list_models().await?)
+    }
+
+    /// Get one served model
+    ///
+    /// The id may contain `/` (`Qwen/Qwen2.5-7B-Instruct`), written as is in the path.
+    #[oai(path = "/models/:model_id", method = "get")]
+    async fn get_model(
+        &self,
+        vault: Data<&Arc<Vault>>,
+        _key: UserKey,
+        model_id: Path<String>,
+    ) -> ApiResult<UpstreamJson<ModelCard>> {
+        json_answer(&vault.inference.get_model(&model_id).await?)
+    }
+}
+
+/// Proxies a generation request; a stream finishes its own audit record when it ends.
+async fn generate(
+    vault: &Vault,
+    audit: &Arc<RequestAudit>,
+    route: Route,
+    body: bytes::Bytes,
+) -> ApiResult<Response> {
+    match vault.inference.proxy(route, body).await? {
+        Proxied::Complete { body, model, usage } => {
+            audit.set_model(model);
+            audit.set_usage(usage);
+            Ok(Response::builder()
+                .content_type("application/json")
+                .body(body))
+        }
+        Proxied::Stream { stream, model } => {
+            audit.set_model(model);
+            audit.defer();
+            let record = audit.clone();
+            let stream = stream.on_finish(move |outcome| {
+                record.set_usage(outcome.usage);
+                record
+                    .finish(200, outcome.completed, outcome.error_code)
+                    .boxed()
+            });
+            Ok(Response::builder()
+                .content_type("text/event-stream; charset=utf-8")
+                .header("cache-control", "no-cache")
+                .header("x-accel-buffering", "no")
+                .body(Body::from_bytes_stream(stream.map(Ok::<_, std::io::Error>))))
+        }
+    }
+}
+
+fn json_answer<T>(value: &serde_json::Value) -> ApiResult<UpstreamJson<T>> {
+    serde_json::to_vec(value)
+        .map(UpstreamJson::new)
+        .map_err(|e| ApiError(vault_core::VaultError::internal("encoding an answer", e)))
+}

@@ -1,0 +1,76 @@
+//! Command-line flags for every setting of SPEC §2; each also reads its environment variable.
+
+use clap::Args;
+use vault_core::config::{self, Overrides};
+
+#[derive(Args, Debug, Default, Clone)]
+pub struct ConfigArgs {
+    /// Address to listen on.
+    #[arg(long, env = config::VAULT_HOST, global = true)]
+    pub host: Option<String>,
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, env = config::VAULT_PORT, global = true)]
+    pub port: Option<String>,
+    /// Where the database, secret, flag file, TLS files and models live by default [default: ./data].
+    #[arg(long, env = config::VAULT_DATA_DIR, global = true)]
+    pub data_dir: Option<String>,
+    /// Database: a file path, or libsql://… for a shared server [default: <data dir>/vault.db].
+    #[arg(long, env = config::VAULT_DB_URL, global = true)]
+    pub db_url: Option<String>,
+    /// Token for a remote database.
+    #[arg(long, env = config::VAULT_DB_AUTH_TOKEN, hide_env_values = true, global = true)]
+    pub db_auth_token: Option<String>,
+    /// The vLLM server [default: http://localhost:8001].
+    #[arg(long, env = config::VLLM_BASE_URL, global = true)]
+    pub vllm_base_url: Option<String>,
+    /// Seconds the upstream may take to start answering before a 504 [default: 300].
+    #[arg(long, env = config::VAULT_UPSTREAM_TIMEOUT, global = true)]
+    pub upstream_timeout: Option<String>,
+    /// Server secret [default: generated into the data dir].
+    #[arg(long, env = config::VAULT_SECRET_KEY, hide_env_values = true, global = true)]
+    pub secret_key: Option<String>,
+    /// Models on disk [default: <data dir>/models].
+    #[arg(long, env = config::VAULT_MODELS_DIR, global = true)]
+    pub models_dir: Option<String>,
+    /// The model manifest [default: config/models.json].
+    #[arg(long, env = config::VAULT_MODELS_MANIFEST, global = true)]
+    pub models_manifest: Option<String>,
+    /// First-boot wizard lock file [default: <data dir>/.setup_complete].
+    #[arg(long, env = config::VAULT_SETUP_FLAG_PATH, global = true)]
+    pub setup_flag_path: Option<String>,
+    /// Certificate and key directory [default: <data dir>/tls].
+    #[arg(long, env = config::VAULT_TLS_CERT_DIR, global = true)]
+    pub tls_cert_dir: Option<String>,
+    /// Comma-separated origins allowed by CORS [default: none].
+    #[arg(long, env = config::VAULT_CORS_ORIGINS, global = true)]
+    pub cors_origins: Option<String>,
+    /// Log filter, e.g. `info` or `vault_core=debug` [default: info].
+    #[arg(long, env = config::VAULT_LOG_LEVEL, global = true)]
+    pub log_level: Option<String>,
+}
+
+impl ConfigArgs {
+    /// The given settings, keyed by their variable names.
+    pub fn overrides(&self) -> Overrides {
+        let pairs = [
+            (config::VAULT_HOST, &self.host),
+            (config::VAULT_PORT, &self.port),
+            (config::VAULT_DATA_DIR, &self.data_dir),
+            (config::VAULT_DB_URL, &self.db_url),
+            (config::VAULT_DB_AUTH_TOKEN, &self.db_auth_token),
+            (config::VLLM_BASE_URL, &self.vllm_base_url),
+            (config::VAULT_UPSTREAM_TIMEOUT, &self.upstream_timeout),
+            (config::VAULT_SECRET_KEY, &self.secret_key),
+            (config::VAULT_MODELS_DIR, &self.models_dir),
+            (config::VAULT_MODELS_MANIFEST, &self.models_manifest),
+            (config::VAULT_SETUP_FLAG_PATH, &self.setup_flag_path),
+            (config::VAULT_TLS_CERT_DIR, &self.tls_cert_dir),
+            (config::VAULT_CORS_ORIGINS, &self.cors_origins),
+            (config::VAULT_LOG_LEVEL, &self.log_level),
+        ];
+        pairs
+            .into_iter()
+            .filter_map(|(name, value)| value.clone().map(|v| (name, v)))
+            .collect()
+    }
+}

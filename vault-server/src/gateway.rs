@@ -1,0 +1,133 @@
+//! The outermost layer of every request: request id, audit record, body-size check,
+//! the error shape for every failure, and `/v1/models/{id}` ids that contain `/`.
+
+use std::sync::Arc;
+
+use poem::http::{HeaderValue, Uri};
+use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
+use vault_core::audit::RequestAudit;
+use vault_core::{ErrorKind, Vault, VaultError};
+
+use crate::error::{ErrorCode, error_response, from_poem_error};
+use crate::passthrough::MAX_BODY_BYTES;
+
+pub struct Gateway {
+    vault: Arc<Vault>,
+}
+
+impl Gateway {
+    pub fn new(vault: Arc<Vault>) -> Gateway {
+        Gateway { vault }
+    }
+}
+
+impl<E: Endpoint> Middleware<E> for Gateway {
+    type Output = GatewayEndpoint<E>;
+
+    fn transform(&self, inner: E) -> Self::Output {
+        GatewayEndpoint {
+            inner,
+            vault: self.vault.clone(),
+        }
+    }
+}
+
+pub struct GatewayEndpoint<E> {
+    inner: E,
+    vault: Arc<Vault>,
+}
+
+impl<E: Endpoint> Endpoint for GatewayEndpoint<E> {
+    type Output = Response;
+
+    async fn call(&self, mut req: Request) -> poem::Result<Response> {
+        let request_id = request_id(&req);
+        // The path only: a query string may carry a token and is never recorded.
+        let audit = RequestAudit::begin(
+            self.vault.audit.clone(),
+            req.method().as_str(),
+            req.uri().path(),
+            request_id,
+        );
+        req.extensions_mut().insert(audit.clone());
+        req.extensions_mut().insert(self.vault.clone());
+
+        let mut response = if declared_length(&req).is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+            error_response(&VaultError::new(
+                ErrorKind::PayloadTooLarge,
+                "payload_too_large",
+                format!("The request body is larger than {MAX_BODY_BYTES} bytes."),
+            ))
+        } else {
+            encode_slashes_in_model_id(&mut req);
+            match self.inner.call(req).await {
+                Ok(response) => response.into_response(),
+                Err(err) => error_response(&from_poem_error(err)),
+            }
+        };
+        if response.status().as_u16() >= 400 && response.extensions().get::<ErrorCode>().is_none() {
+            // An error the framework answered itself: give it the API's shape.
+            let err = from_poem_error(poem::Error::from_status(response.status()));
+            response = error_response(&err);
+        }
+        if let Ok(value) = HeaderValue::from_str(&audit.request_id()) {
+            response.headers_mut().insert("x-request-id", value);
+        }
+        if !audit.is_deferred() {
+            let status = response.status().as_u16();
+            let code = response
+                .extensions()
+                .get::<ErrorCode>()
+                .map(|c| c.0.clone());
+            // The row is committed before the answer leaves, so an answered request
+            // cannot lose its record in a crash.
+            audit.finish(status, true, code).await;
+        }
+        Ok(response)
+    }
+}
+
+/// The client's `X-Request-Id` when it is a plain token, else a new one.
+fn request_id(req: &Request) -> String {
+    req.headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 128
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        })
+        .map(String::from)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+fn declared_length(req: &Request) -> Option<u64> {
+    req.headers()
+        .get("content-length")?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// vLLM model ids contain `/` and clients put them in the path as is
+/// (`/v1/models/Qwen/Qwen2.5-7B`); the router sees one segment once they are encoded.
+fn encode_slashes_in_model_id(req: &mut Request) {
+    const PREFIX: &str = "/v1/models/";
+    let path = req.uri().path();
+    let Some(id) = path.strip_prefix(PREFIX) else {
+        return;
+    };
+    if !id.contains('/') {
+        return;
+    }
+    let encoded = format!("{PREFIX}{}", id.replace('/', "%2F"));
+    let rebuilt = match req.uri().query() {
+        Some(query) => format!("{encoded}?{query}"),
+        None => encoded,
+    };
+    if let Ok(uri) = rebuilt.parse::<Uri>() {
+        *req.uri_mut() = uri;
+    }
+}

@@ -1,0 +1,167 @@
+//! JSON that Vault passes along without re-encoding it — request bodies forwarded to the
+//! upstream byte for byte, and upstream answers — documented in the spec by a schema type.
+
+use std::marker::PhantomData;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use poem::{IntoResponse, Request, RequestBody, Response};
+use poem_openapi::payload::{ParsePayload, Payload};
+use poem_openapi::registry::{MetaMediaType, MetaResponse, MetaResponses, MetaSchemaRef, Registry};
+use poem_openapi::types::Type;
+use poem_openapi::{ApiResponse, impl_apirequest_for_payload};
+use vault_core::{ErrorKind, VaultError};
+
+use crate::error::ApiError;
+
+/// The largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+/// A JSON request body kept as the client sent it; `T` only documents it.
+pub struct ForwardedJson<T> {
+    pub bytes: Bytes,
+    _schema: PhantomData<fn() -> T>,
+}
+
+impl<T: Type> Payload for ForwardedJson<T> {
+    const CONTENT_TYPE: &'static str = "application/json";
+
+    fn check_content_type(content_type: &str) -> bool {
+        content_type
+            .to_ascii_lowercase()
+            .starts_with("application/json")
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        T::schema_ref()
+    }
+
+    fn register(registry: &mut Registry) {
+        T::register(registry);
+    }
+}
+
+impl<T: Type> ParsePayload for ForwardedJson<T> {
+    const IS_REQUIRED: bool = true;
+
+    async fn from_request(_request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
+        let mut stream = body.take()?.into_bytes_stream();
+        let mut collected = bytes::BytesMut::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| {
+                ApiError(VaultError::invalid("invalid_request", format!("body: {e}")))
+            })?;
+            if collected.len() + chunk.len() > MAX_BODY_BYTES {
+                return Err(ApiError(VaultError::new(
+                    ErrorKind::PayloadTooLarge,
+                    "payload_too_large",
+                    format!("The request body is larger than {MAX_BODY_BYTES} bytes."),
+                ))
+                .into());
+            }
+            collected.extend_from_slice(&chunk);
+        }
+        Ok(ForwardedJson {
+            bytes: collected.freeze(),
+            _schema: PhantomData,
+        })
+    }
+}
+
+impl_apirequest_for_payload!(ForwardedJson<T>, T: Type);
+
+/// An upstream JSON answer passed on as is; `T` only documents it.
+pub struct UpstreamJson<T> {
+    body: Bytes,
+    _schema: PhantomData<fn() -> T>,
+}
+
+impl<T> UpstreamJson<T> {
+    pub fn new(body: impl Into<Bytes>) -> Self {
+        UpstreamJson {
+            body: body.into(),
+            _schema: PhantomData,
+        }
+    }
+}
+
+impl<T: Send> IntoResponse for UpstreamJson<T> {
+    fn into_response(self) -> Response {
+        Response::builder()
+            .content_type("application/json")
+            .body(self.body)
+    }
+}
+
+impl<T: Type + Send> ApiResponse for UpstreamJson<T> {
+    fn meta() -> MetaResponses {
+        MetaResponses {
+            responses: vec![MetaResponse {
+                description: "The upstream's answer.",
+                status: Some(200),
+                status_range: None,
+                content: vec![MetaMediaType {
+                    content_type: "application/json",
+                    schema: T::schema_ref(),
+                }],
+                headers: vec![],
+            }],
+        }
+    }
+
+    fn register(registry: &mut Registry) {
+        T::register(registry);
+    }
+}
+
+/// The answer of a generation route: JSON, or an event stream when the request asked for
+/// `"stream": true`. `T` documents the JSON form, `C` one streamed chunk.
+pub struct Generation<T, C> {
+    response: Response,
+    _schema: PhantomData<fn() -> (T, C)>,
+}
+
+impl<T, C> Generation<T, C> {
+    pub fn new(response: Response) -> Self {
+        Generation {
+            response,
+            _schema: PhantomData,
+        }
+    }
+}
+
+impl<T: Send, C: Send> IntoResponse for Generation<T, C> {
+    fn into_response(self) -> Response {
+        self.response
+    }
+}
+
+impl<T: Type + Send, C: Type + Send> ApiResponse for Generation<T, C> {
+    fn meta() -> MetaResponses {
+        MetaResponses {
+            responses: vec![MetaResponse {
+                description: "The completion; with `stream: true`, server-sent events of chunks \
+                              (`data: {chunk}`), ending with `data: [DONE]`, or with a final \
+                              `data: {\"error\": …}` event if the upstream fails mid-answer.",
+                status: Some(200),
+                status_range: None,
+                content: vec![
+                    MetaMediaType {
+                        content_type: "application/json",
+                        schema: T::schema_ref(),
+                    },
+                    MetaMediaType {
+                        content_type: "text/event-stream",
+                        schema: C::schema_ref(),
+                    },
+                ],
+                headers: vec![],
+            }],
+        }
+    }
+
+    fn register(registry: &mut Registry) {
+        T::register(registry);
+        C::register(registry);
+    }
+}

@@ -1,0 +1,130 @@
+//! Building and running the HTTP server: routes, docs, middleware, graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
+use poem::middleware::Cors;
+use poem::{Endpoint, EndpointExt, Route};
+use poem_openapi::OpenApiService;
+use vault_core::{ErrorKind, Vault, VaultError};
+
+use crate::api::{Api, api};
+use crate::gateway::Gateway;
+
+/// How long in-flight requests (streams included) may run on after a shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+pub fn openapi_service() -> OpenApiService<Api, ()> {
+    OpenApiService::new(api(), "Vault", env!("CARGO_PKG_VERSION")).description(
+        "The gateway of an on-premises AI appliance: an OpenAI-compatible API with per-user keys \
+         and an audit trail of every request. Every error answers `{\"error\": {\"code\", \"message\", \
+         \"status\", \"details\"}}`.",
+    )
+}
+
+/// The OpenAPI document the code describes (committed under `openapi/`).
+pub fn spec_json() -> String {
+    openapi_service().spec()
+}
+
+/// All routes with the gateway layer around them.
+pub fn app(vault: Arc<Vault>) -> impl Endpoint + 'static {
+    let service = openapi_service();
+    let docs = service.swagger_ui();
+    let spec = service.spec_endpoint();
+    let routes = Route::new()
+        .at("/openapi.json", spec)
+        .nest("/docs", docs)
+        .nest("/", service);
+    let origins = vault.config.cors_origins.clone();
+    let cors = (!origins.is_empty()).then(|| {
+        Cors::new()
+            .allow_origins(origins)
+            .allow_headers(["authorization", "content-type", "x-request-id"])
+            .expose_headers(["x-request-id"])
+    });
+    routes
+        .with_if(cors.is_some(), cors.unwrap_or_default())
+        .with(Gateway::new(vault))
+}
+
+/// A bound server, not yet serving.
+pub struct Server {
+    acceptor: TcpAcceptor,
+    addr: SocketAddr,
+    vault: Arc<Vault>,
+}
+
+impl Server {
+    /// Binds the configured address (port 0 picks a free one).
+    pub async fn bind(vault: Arc<Vault>) -> Result<Server, VaultError> {
+        let wanted = vault.config.listen_addr();
+        let acceptor = TcpListener::bind(wanted)
+            .into_acceptor()
+            .await
+            .map_err(|e| {
+                VaultError::new(
+                    ErrorKind::Invalid,
+                    "invalid_config",
+                    format!("VAULT_PORT: cannot listen on {wanted}: {e}"),
+                )
+            })?;
+        let addr = acceptor
+            .local_addr()
+            .first()
+            .and_then(|a| a.as_socket_addr().copied())
+            .unwrap_or(wanted);
+        Ok(Server {
+            acceptor,
+            addr,
+            vault,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until `shutdown` resolves, lets in-flight requests finish, then stores every
+    /// queued audit row.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send,
+    ) -> std::io::Result<()> {
+        let Server {
+            acceptor, vault, ..
+        } = self;
+        let served = poem::Server::new_with_acceptor(acceptor)
+            .run_with_graceful_shutdown(app(vault.clone()), shutdown, Some(SHUTDOWN_GRACE))
+            .await;
+        vault.shutdown().await;
+        tracing::info!("stopped; audit log flushed");
+        served
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+    tracing::info!("shutdown requested; finishing in-flight requests");
+}
