@@ -640,6 +640,6 @@ mod tests {
         let (tokens, finish) = answer_tokens(&json!({"max_tokens": 3}), "hello there");
         assert_eq!((tokens.concat().as_str(), finish), ("This is a", "length"));
         let (tokens, finish) = answer_tokens(&json!({}), "hello");
-        assert_eq!((tokens.len(), finish), (9, "stop"));
+        assert_eq!((tokens.len(), finish), (8, "stop"));
     }
 }

@@ -1,0 +1,313 @@
+//! The OpenAI-compatible routes, proxied to fake-vllm, with their audit rows.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use vault_e2e::{FakeVllm, Gateway, client};
+
+use crate::support::{assert_error, chat_body, request_id, sse_data};
+
+async fn setup() -> (FakeVllm, Gateway, String) {
+    let fake = FakeVllm::start().await;
+    let gateway = Gateway::start(&fake.url).await;
+    let key = gateway.create_key("user").await;
+    (fake, gateway, key)
+}
+
+#[tokio::test]
+async fn non_stream_chat_is_proxied_and_audited_with_token_counts() {
+    let (_fake, gateway, key) = setup().await;
+    let response = client()
+        .post(format!("{}/v1/chat/completions", gateway.url))
+        .bearer_auth(&key)
+        .json(&chat_body(false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let id = request_id(&response);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["object"], "chat.completion");
+    assert!(
+        body["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .starts_with("This is a reply")
+    );
+    let usage = &body["usage"];
+    let row = gateway.audit_row(&id).await.expect("audit row");
+    assert_eq!(row.status, 200);
+    assert_eq!(row.path, "/v1/chat/completions");
+    assert_eq!(row.model.as_deref(), Some("qwen2.5-32b-awq"));
+    assert_eq!(row.tokens_input, usage["prompt_tokens"].as_u64());
+    assert_eq!(row.tokens_output, usage["completion_tokens"].as_u64());
+    assert_eq!(row.key_prefix.as_deref(), Some(&key[..13]));
+    assert!(row.completed);
+}
+
+#[tokio::test]
+async fn streamed_chat_arrives_chunk_by_chunk() {
+    let (_fake, gateway, key) = setup().await;
+    let mut body = chat_body(true);
+    body["fake_mode"] = json!("delay:150");
+    let response = client()
+        .post(format!("{}/v1/chat/completions", gateway.url))
+        .bearer_auth(&key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let started = Instant::now();
+    let mut arrivals = Vec::new();
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.unwrap();
+        arrivals.push((
+            started.elapsed(),
+            String::from_utf8_lossy(&chunk).into_owned(),
+        ));
+    }
+    let first_content = arrivals
+        .iter()
+        .find(|(_, text)| text.contains("\"content\":\"This\""))
+        .unwrap()
+        .0;
+    let done = arrivals.last().unwrap();
+    assert!(done.1.ends_with("data: [DONE]\n\n"));
+    // 10 chunks 150 ms apart: the first token must be out long before the end.
+    assert!(
+        done.0 - first_content >= Duration::from_millis(900),
+        "chunks were buffered: {arrivals:?}"
+    );
+}
+
+#[tokio::test]
+async fn stream_usage_is_audited_and_the_extra_chunk_hidden_unless_asked_for() {
+    let (fake, gateway, key) = setup().await;
+    let response = client()
+        .post(format!("{}/v1/chat/completions", gateway.url))
+        .bearer_auth(&key)
+        .json(&chat_body(true))
+        .send()
+        .await
+        .unwrap();
+    let id = request_id(&response);
+    let events = sse_data(&response.text().await.unwrap());
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    assert!(
+        events.iter().all(|e| !e.contains("\"usage\"")),
+        "usage chunk leaked: {events:?}"
+    );
+    let sent = fake.received().await;
+    assert_eq!(
+        sent.last().unwrap()["stream_options"]["include_usage"],
+        true,
+        "gateway must ask for usage"
+    );
+    let row = gateway.audit_row(&id).await.expect("audit row");
+    // 5 words + 1 for the message; the answer is the 7 words of "This is a reply from
+    // fake-vllm to:" and the 5 words of the prompt.
+    assert_eq!((row.tokens_input, row.tokens_output), (Some(6), Some(12)));
+    assert!(row.completed);
+
+    let mut asked = chat_body(true);
+    asked["stream_options"] = json!({"include_usage": true});
+    let text = client()
+        .post(format!("{}/v1/chat/completions", gateway.url))
+        .bearer_auth(&key)
+        .json(&asked)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let events = sse_data(&text);
+    let usage: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
+    assert_eq!(usage["usage"]["completion_tokens"], 12);
+}
+
+#[tokio::test]
+async fn completions_work_streamed_and_not() {
+    let (_fake, gateway, key) = setup().await;
+    let url = format!("{}/v1/completions", gateway.url);
+    let body: Value = client()
+        .post(&url)
+        .bearer_auth(&key)
+        .json(&json!({"prompt": "Once upon a time", "max_tokens": 4}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["object"], "text_completion");
+    assert_eq!(body["choices"][0]["text"], "This is a reply");
+    assert_eq!(body["choices"][0]["finish_reason"], "length");
+
+    let response = client()
+        .post(&url)
+        .bearer_auth(&key)
+        .json(&json!({"prompt": ["a b", "c"], "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    let id = request_id(&response);
+    let events = sse_data(&response.text().await.unwrap());
+    let text: String = events
+        .iter()
+        .filter(|e| *e != "[DONE]")
+        .map(|e| {
+            serde_json::from_str::<Value>(e).unwrap()["choices"][0]["text"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    assert!(
+        text.starts_with("This is a reply from fake-vllm to: c"),
+        "{text}"
+    );
+    let row = gateway.audit_row(&id).await.unwrap();
+    assert_eq!(row.tokens_input, Some(3));
+}
+
+#[tokio::test]
+async fn embeddings_come_as_floats_or_base64() {
+    let (_fake, gateway, key) = setup().await;
+    let url = format!("{}/v1/embeddings", gateway.url);
+    let response = client()
+        .post(&url)
+        .bearer_auth(&key)
+        .json(&json!({"input": ["one two", "three"], "dimensions": 8}))
+        .send()
+        .await
+        .unwrap();
+    let id = request_id(&response);
+    let floats: Value = response.json().await.unwrap();
+    assert_eq!(floats["data"].as_array().unwrap().len(), 2);
+    let first: Vec<f64> = floats["data"][0]["embedding"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(first.len(), 8);
+    assert_eq!(gateway.audit_row(&id).await.unwrap().tokens_input, Some(3));
+
+    let encoded: Value = client()
+        .post(&url)
+        .bearer_auth(&key)
+        .json(&json!({"input": ["one two", "three"], "dimensions": 8, "encoding_format": "base64"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let b64 = encoded["data"][0]["embedding"].as_str().unwrap();
+    assert_eq!(b64.len(), 44, "8 float32 = 32 bytes = 44 base64 characters");
+}
+
+#[tokio::test]
+async fn models_are_listed_and_ids_with_slashes_resolve() {
+    let (_fake, gateway, key) = setup().await;
+    let list: Value = client()
+        .get(format!("{}/v1/models", gateway.url))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["qwen2.5-32b-awq", "Qwen/Qwen2.5-7B-Instruct"]);
+    let card: Value = client()
+        .get(format!(
+            "{}/v1/models/Qwen/Qwen2.5-7B-Instruct",
+            gateway.url
+        ))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(card["id"], "Qwen/Qwen2.5-7B-Instruct");
+    let missing = client()
+        .get(format!("{}/v1/models/no/such", gateway.url))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_error(missing, 404, "model_not_found").await;
+}
+
+#[tokio::test]
+async fn unknown_fields_reach_the_upstream_unchanged() {
+    let (fake, gateway, key) = setup().await;
+    let mut body = chat_body(false);
+    body["top_k"] = json!(7);
+    body["guided_json"] = json!({"type": "object", "properties": {"a": {"type": "number"}}});
+    body["chat_template_kwargs"] = json!({"enable_thinking": false});
+    let response = client()
+        .post(format!("{}/v1/chat/completions", gateway.url))
+        .bearer_auth(&key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(fake.received().await.last().unwrap(), &body);
+}
+
+#[tokio::test]
+async fn upstream_errors_keep_their_status_and_message() {
+    let (_fake, gateway, key) = setup().await;
+    let mut body = chat_body(false);
+    body["model"] = json!("gpt-4");
+    let response = client()
+        .post(format!("{}/v1/chat/completions", gateway.url))
+        .bearer_auth(&key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let id = request_id(&response);
+    let error = assert_error(response, 404, "model_not_found").await;
+    assert_eq!(
+        error["error"]["message"],
+        "The model `gpt-4` does not exist."
+    );
+    let row = gateway.audit_row(&id).await.unwrap();
+    assert_eq!(
+        (row.status, row.error_code.as_deref()),
+        (404, Some("model_not_found"))
+    );
+
+    let mut body = chat_body(true);
+    body["fake_mode"] = json!("error:422");
+    let response = client()
+        .post(format!("{}/v1/chat/completions", gateway.url))
+        .bearer_auth(&key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_error(response, 422, "invalid_request").await;
+}
