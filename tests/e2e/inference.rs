@@ -311,3 +311,36 @@ async fn upstream_errors_keep_their_status_and_message() {
         .unwrap();
     assert_error(response, 422, "invalid_request").await;
 }
+
+#[tokio::test]
+async fn model_cards_are_enriched_from_the_manifest() {
+    let fake = FakeVllm::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("models.json");
+    std::fs::write(
+        &manifest,
+        r#"{"models": [{"id": "Qwen/Qwen2.5-7B-Instruct", "name": "Qwen 7B", "context_window": 32768, "path": "/secret"}]}"#,
+    )
+    .unwrap();
+    let gateway = Gateway::start_with(
+        &fake.url,
+        &[("VAULT_MODELS_MANIFEST", manifest.to_str().unwrap())],
+    )
+    .await;
+    let key = gateway.create_key("user").await;
+    let card: Value = client()
+        .get(format!(
+            "{}/v1/models/Qwen/Qwen2.5-7B-Instruct",
+            gateway.url
+        ))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(card["name"], "Qwen 7B");
+    assert_eq!(card["context_window"], 32768);
+    assert!(card.get("path").is_none(), "paths on disk stay private");
+}

@@ -8,4 +8,5 @@ mod auth;
 mod concurrency;
 mod faults;
 mod inference;
+mod startup;
 mod support;
