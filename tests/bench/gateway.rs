@@ -108,7 +108,9 @@ async fn main() {
     let concurrency = env_usize("BENCH_CONCURRENCY", 64);
     let total = env_usize("BENCH_REQUESTS", 20_000);
     let fake = FakeVllm::start().await;
-    let gateway = Arc::new(Gateway::start_with(&fake.url, &[("VAULT_LOG_LEVEL", "warn")]).await);
+    let gateway = Arc::new(
+        Gateway::start_with(&fake.url, &[("VAULT_LOG_LEVEL", "warn,vault_server=info")]).await,
+    );
     let key = gateway.create_key("user").await;
     let body = r#"{"model":"qwen2.5-32b-awq","messages":[{"role":"user","content":"Hello there"}],"max_tokens":8}"#;
     let direct_url = format!("{}/v1/chat/completions", fake.url);

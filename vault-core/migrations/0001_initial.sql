@@ -64,8 +64,9 @@ CREATE TABLE training_jobs (
 );
 CREATE INDEX training_jobs_created ON training_jobs(created_at DESC);
 
+-- Plain INTEGER PRIMARY KEY (no AUTOINCREMENT): one page less to write per insert.
 CREATE TABLE audit_log (
-    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    id            INTEGER PRIMARY KEY,
     timestamp     TEXT NOT NULL,
     request_id    TEXT NOT NULL,
     method        TEXT NOT NULL,

@@ -62,6 +62,9 @@ enum Message {
 
 /// The most rows committed in one transaction.
 const MAX_BATCH: usize = 512;
+/// A key's `last_used_at` is written at most this often: it is for humans, and writing it
+/// with every batch would add a page to every commit.
+const LAST_USED_RESOLUTION: Duration = Duration::from_secs(60);
 /// Attempts to store a batch before its rows are written to the log instead.
 const WRITE_ATTEMPTS: u32 = 6;
 
@@ -123,6 +126,7 @@ impl AuditLog {
 
 async fn write_loop(conn: libsql::Connection, mut rx: mpsc::UnboundedReceiver<Message>) {
     let mut messages = Vec::with_capacity(MAX_BATCH);
+    let mut last_used = LastUsed::default();
     loop {
         if rx.recv_many(&mut messages, MAX_BATCH).await == 0 {
             return;
@@ -139,7 +143,7 @@ async fn write_loop(conn: libsql::Connection, mut rx: mpsc::UnboundedReceiver<Me
                 Message::Shutdown(done) => shutdown = Some(done),
             }
         }
-        store_with_retries(&conn, &records).await;
+        store_with_retries(&conn, &records, &last_used.due(&records)).await;
         for waiter in waiters {
             let _ = waiter.send(());
         }
@@ -148,7 +152,7 @@ async fn write_loop(conn: libsql::Connection, mut rx: mpsc::UnboundedReceiver<Me
             // anything sent later finds the channel closed and goes to the log.
             rx.close();
             while let Ok(Message::Record(record, done)) = rx.try_recv() {
-                store_with_retries(&conn, &[record]).await;
+                store_with_retries(&conn, &[record], &[]).await;
                 drop(done);
             }
             let _ = done.send(());
@@ -157,11 +161,51 @@ async fn write_loop(conn: libsql::Connection, mut rx: mpsc::UnboundedReceiver<Me
     }
 }
 
-async fn store_with_retries(conn: &libsql::Connection, records: &[Box<AuditRecord>]) {
+/// When each key's `last_used_at` was last written by this writer.
+#[derive(Default)]
+struct LastUsed {
+    written: std::collections::HashMap<i64, std::time::Instant>,
+}
+
+impl LastUsed {
+    /// The keys of `records` whose `last_used_at` is due, with their newest use.
+    fn due(&mut self, records: &[Box<AuditRecord>]) -> Vec<(i64, String)> {
+        let now = std::time::Instant::now();
+        let mut due: Vec<(i64, String)> = Vec::new();
+        for r in records {
+            let Some(key_id) = r.key_id else { continue };
+            if let Some(entry) = due.iter_mut().find(|(id, _)| *id == key_id) {
+                if entry.1 < r.timestamp {
+                    entry.1 = r.timestamp.clone();
+                }
+                continue;
+            }
+            if self
+                .written
+                .get(&key_id)
+                .is_none_or(|at| now.duration_since(*at) >= LAST_USED_RESOLUTION)
+            {
+                self.written.insert(key_id, now);
+                due.push((key_id, r.timestamp.clone()));
+            }
+        }
+        due
+    }
+}
+
+async fn store_with_retries(
+    conn: &libsql::Connection,
+    records: &[Box<AuditRecord>],
+    last_used: &[(i64, String)],
+) {
     let refs: Vec<&AuditRecord> = records.iter().map(|r| r.as_ref()).collect();
+    let last_used: Vec<(i64, &str)> = last_used
+        .iter()
+        .map(|(id, at)| (*id, at.as_str()))
+        .collect();
     let mut delay = Duration::from_millis(50);
     for attempt in 1..=WRITE_ATTEMPTS {
-        match storage::audit::insert_batch(conn, &refs).await {
+        match storage::audit::insert_batch(conn, &refs, &last_used).await {
             Ok(()) => return,
             Err(err) => {
                 tracing::warn!(attempt, rows = refs.len(), error = %err.message, "audit batch not stored yet");
@@ -317,6 +361,24 @@ impl RequestAudit {
     }
 }
 
+/// The status recorded for a request whose client left before it was answered (the
+/// convention nginx uses; it is never sent).
+pub const CLIENT_CLOSED_REQUEST: u16 = 499;
+
+impl Drop for RequestAudit {
+    /// A request dropped before it was answered (the client went away while the gateway
+    /// waited on the upstream) still leaves its row.
+    fn drop(&mut self) {
+        if !self.finished.load(std::sync::atomic::Ordering::SeqCst) {
+            drop(self.finish(
+                CLIENT_CLOSED_REQUEST,
+                false,
+                Some("client_disconnected".into()),
+            ));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -364,6 +426,24 @@ mod tests {
         audit.shutdown().await;
         let conn = db.connect().await.unwrap();
         assert_eq!(storage::audit::count(&conn).await.unwrap(), 2000);
+    }
+
+    #[tokio::test]
+    async fn a_request_dropped_before_its_answer_is_still_recorded() {
+        let (_dir, db) = storage::test_db().await;
+        let db = Arc::new(db);
+        let audit = AuditLog::start(db.clone()).await.unwrap();
+        let request =
+            RequestAudit::begin(audit.clone(), "POST", "/v1/completions", "gone-1".into());
+        drop(request);
+        audit.shutdown().await;
+        let conn = db.connect().await.unwrap();
+        let row = storage::audit::by_request_id(&conn, "gone-1")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((row.status, row.completed), (CLIENT_CLOSED_REQUEST, false));
+        assert_eq!(row.error_code.as_deref(), Some("client_disconnected"));
     }
 
     #[tokio::test]

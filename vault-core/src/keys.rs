@@ -251,6 +251,8 @@ pub struct Authenticator {
 /// A connection that only reads change counters. SQLite's `data_version` moves when any
 /// other connection (in this process or another) commits; only then is `auth_epoch` read.
 struct Watch {
+    /// `PRAGMA data_version`, prepared once: it runs before every key check.
+    data_version_query: libsql::Statement,
     conn: libsql::Connection,
     data_version: i64,
     epoch: i64,
@@ -267,11 +269,13 @@ struct Cache {
 impl Authenticator {
     pub async fn new(db: Arc<Db>) -> Result<Authenticator> {
         let conn = db.connect().await?;
-        let data_version = storage::keys::data_version(&conn).await?;
+        let data_version_query = conn.prepare(storage::keys::DATA_VERSION).await?;
+        let data_version = storage::keys::data_version(&data_version_query).await?;
         let epoch = storage::keys::auth_epoch(&conn).await?;
         Ok(Authenticator {
             db,
             watch: tokio::sync::Mutex::new(Watch {
+                data_version_query,
                 conn,
                 data_version,
                 epoch,
@@ -318,7 +322,7 @@ impl Authenticator {
     /// the cache generation that is current now.
     async fn revalidate(&self) -> Result<u64> {
         let mut watch = self.watch.lock().await;
-        let data_version = storage::keys::data_version(&watch.conn).await?;
+        let data_version = storage::keys::data_version(&watch.data_version_query).await?;
         if data_version != watch.data_version {
             watch.data_version = data_version;
             let epoch = storage::keys::auth_epoch(&watch.conn).await?;

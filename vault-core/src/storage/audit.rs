@@ -12,16 +12,23 @@ fn opt_u64(value: Option<u64>) -> Option<i64> {
     value.map(|v| i64::try_from(v).unwrap_or(i64::MAX))
 }
 
-/// Inserts a batch of records, and moves `last_used_at` of the keys they name, in one
-/// transaction: either all of the batch is stored or none of it.
-pub async fn insert_batch(conn: &Connection, records: &[&AuditRecord]) -> Result<()> {
+/// Inserts a batch of records, and moves `last_used_at` of the keys in `last_used`, in
+/// one transaction: either all of the batch is stored or none of it.
+pub async fn insert_batch(
+    conn: &Connection,
+    records: &[&AuditRecord],
+    last_used: &[(i64, &str)],
+) -> Result<()> {
     let tx = super::write_transaction(conn).await?;
-    let mut last_used: Vec<(i64, &str)> = Vec::new();
-    for r in records {
-        tx.execute(
+    let insert = tx
+        .prepare(
             "INSERT INTO audit_log (timestamp, request_id, method, path, key_prefix, user_id, model, status, latency_ms, \
              tokens_input, tokens_output, completed, error_code) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-            libsql::params![
+        )
+        .await?;
+    for r in records {
+        insert
+            .execute(libsql::params![
                 r.timestamp.as_str(),
                 r.request_id.as_str(),
                 r.method.as_str(),
@@ -35,19 +42,13 @@ pub async fn insert_batch(conn: &Connection, records: &[&AuditRecord]) -> Result
                 opt_u64(r.tokens_output),
                 i64::from(r.completed),
                 r.error_code.as_deref(),
-            ],
-        )
-        .await?;
-        if let Some(key_id) = r.key_id {
-            match last_used.iter_mut().find(|(id, _)| *id == key_id) {
-                Some(entry) if entry.1 < r.timestamp.as_str() => entry.1 = &r.timestamp,
-                Some(_) => {}
-                None => last_used.push((key_id, &r.timestamp)),
-            }
-        }
+            ])
+            .await?;
+        insert.reset();
     }
+    drop(insert);
     for (key_id, at) in last_used {
-        super::keys::touch_last_used(&tx, key_id, at).await?;
+        super::keys::touch_last_used(&tx, *key_id, at).await?;
     }
     tx.commit().await?;
     Ok(())

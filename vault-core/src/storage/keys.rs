@@ -141,7 +141,20 @@ pub async fn auth_epoch(conn: &Connection) -> Result<i64> {
     super::query_i64(conn, "SELECT epoch FROM auth_epoch WHERE id = 1", ()).await
 }
 
-/// SQLite's per-connection counter that moves when another connection commits.
-pub async fn data_version(conn: &Connection) -> Result<i64> {
-    super::query_i64(conn, "PRAGMA data_version", ()).await
+pub const DATA_VERSION: &str = "PRAGMA data_version";
+
+/// SQLite's per-connection counter that moves when another connection commits, read
+/// through a statement prepared from [`DATA_VERSION`] on the watching connection.
+pub async fn data_version(statement: &libsql::Statement) -> Result<i64> {
+    let value = match statement.query(()).await?.next().await? {
+        Some(row) => row.get(0)?,
+        None => {
+            return Err(crate::error::VaultError::internal(
+                "reading the data version",
+                "no row",
+            ));
+        }
+    };
+    statement.reset();
+    Ok(value)
 }
