@@ -79,6 +79,19 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// Who owns what this key creates: its user, or the key itself when it has none.
+    pub fn owner(&self) -> String {
+        match &self.user_id {
+            Some(user_id) => user_id.clone(),
+            None => format!("key:{}", self.key_id),
+        }
+    }
+
+    /// How the activity feed names this principal: its user id, else its key prefix.
+    pub fn actor(&self) -> &str {
+        self.user_id.as_deref().unwrap_or(&self.key_prefix)
+    }
+
     pub fn require_admin(&self) -> Result<()> {
         match self.scope {
             Scope::Admin => Ok(()),
@@ -130,12 +143,7 @@ pub fn display_prefix(raw: &str) -> Option<String> {
 }
 
 /// Creates a key. `user_id`, when given, must name an active user.
-pub async fn create(
-    db: &Db,
-    label: &str,
-    scope: Scope,
-    user_id: Option<&str>,
-) -> Result<CreatedKey> {
+pub async fn create(db: &Db, label: &str, scope: Scope, user_id: Option<&str>, actor: Option<&str>) -> Result<CreatedKey> {
     let label = label.trim();
     if label.is_empty() || label.chars().count() > MAX_LABEL_LEN {
         return Err(VaultError::invalid(
@@ -179,6 +187,14 @@ pub async fn create(
     let info = storage::keys::find_by_id(&conn, id)
         .await?
         .ok_or_else(|| VaultError::internal("creating a key", "the new key was not found"))?;
+    crate::activity::record(
+        db,
+        "key.created",
+        actor,
+        Some(&id.to_string()),
+        format!("{} key {} created for {}", scope.as_str(), info.prefix, info.label),
+    )
+    .await;
     Ok(CreatedKey { info, key: raw })
 }
 
@@ -188,7 +204,7 @@ pub async fn list(db: &Db, include_revoked: bool) -> Result<Vec<ApiKeyInfo>> {
 
 /// Revokes a key named by its raw value, its display prefix or its numeric id. A prefix
 /// shared by several active keys is refused, naming their ids.
-pub async fn revoke(db: &Db, which: &str) -> Result<ApiKeyInfo> {
+pub async fn revoke(db: &Db, which: &str, actor: Option<&str>) -> Result<ApiKeyInfo> {
     let conn = db.connect().await?;
     let which = which.trim();
     let key = if which.starts_with(KEY_PREFIX) && which.len() > KEY_PREFIX.len() + DISPLAY_CHARS {
@@ -227,9 +243,18 @@ pub async fn revoke(db: &Db, which: &str) -> Result<ApiKeyInfo> {
             format!("key {} is already revoked", key.prefix),
         ));
     }
-    storage::keys::find_by_id(&conn, key.id)
+    let revoked = storage::keys::find_by_id(&conn, key.id)
         .await?
-        .ok_or_else(|| VaultError::internal("revoking a key", "the key vanished"))
+        .ok_or_else(|| VaultError::internal("revoking a key", "the key vanished"))?;
+    crate::activity::record(
+        db,
+        "key.revoked",
+        actor,
+        Some(&revoked.id.to_string()),
+        format!("key {} ({}) revoked", revoked.prefix, revoked.label),
+    )
+    .await;
+    Ok(revoked)
 }
 
 /// Never echo a whole key back: keep its display prefix.
@@ -367,13 +392,13 @@ mod tests {
         let (_dir, db) = storage::test_db().await;
         let db = Arc::new(db);
         let auth = Authenticator::new(db.clone()).await.unwrap();
-        let created = create(&db, "Dr. Smith", Scope::User, None).await.unwrap();
+        let created = create(&db, "Dr. Smith", Scope::User, None, None).await.unwrap();
         let principal = auth.authenticate(&created.key).await.unwrap();
         assert_eq!(principal.scope, Scope::User);
         assert_eq!(principal.key_prefix, created.info.prefix);
         // Cached now; a revocation through another connection must still count at once.
         auth.authenticate(&created.key).await.unwrap();
-        revoke(&db, &created.info.prefix).await.unwrap();
+        revoke(&db, &created.info.prefix, None).await.unwrap();
         let err = auth.authenticate(&created.key).await.unwrap_err();
         assert_eq!(err.status(), 401);
         let listed = list(&db, true).await.unwrap();
@@ -399,7 +424,7 @@ mod tests {
         )
         .await
         .unwrap();
-        let key = create(&db, "a", Scope::User, Some("u1")).await.unwrap();
+        let key = create(&db, "a", Scope::User, Some("u1"), None).await.unwrap();
         let auth = Authenticator::new(db.clone()).await.unwrap();
         assert_eq!(
             auth.authenticate(&key.key)
@@ -413,26 +438,26 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(auth.authenticate(&key.key).await.unwrap_err().status(), 401);
-        let err = create(&db, "b", Scope::User, Some("u1")).await.unwrap_err();
+        let err = create(&db, "b", Scope::User, Some("u1"), None).await.unwrap_err();
         assert_eq!(err.code, "user_inactive");
     }
 
     #[tokio::test]
     async fn revoke_rejects_bad_references() {
         let (_dir, db) = storage::test_db().await;
-        assert_eq!(revoke(&db, "nonsense").await.unwrap_err().status(), 400);
-        assert_eq!(revoke(&db, "999").await.unwrap_err().status(), 404);
-        let key = create(&db, "x", Scope::Admin, None).await.unwrap();
-        revoke(&db, &key.key).await.unwrap();
+        assert_eq!(revoke(&db, "nonsense", None).await.unwrap_err().status(), 400);
+        assert_eq!(revoke(&db, "999", None).await.unwrap_err().status(), 404);
+        let key = create(&db, "x", Scope::Admin, None, None).await.unwrap();
+        revoke(&db, &key.key, None).await.unwrap();
         assert_eq!(
-            revoke(&db, &key.info.id.to_string())
+            revoke(&db, &key.info.id.to_string(), None)
                 .await
                 .unwrap_err()
                 .code,
             "key_already_revoked"
         );
         assert_eq!(
-            create(&db, "  ", Scope::User, None)
+            create(&db, "  ", Scope::User, None, None)
                 .await
                 .unwrap_err()
                 .status(),

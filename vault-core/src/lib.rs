@@ -1,16 +1,25 @@
 //! vault-core: all behaviour of the Vault gateway. The server, the CLI and the Python
 //! bindings are thin shells over this crate.
 
+pub mod activity;
 pub mod app;
 pub mod audit;
 pub mod config;
+pub mod controller;
+pub mod conversations;
 pub mod error;
 pub mod gpu;
 pub mod inference;
+pub mod insights;
 pub mod keys;
 pub mod manifest;
+pub mod settings;
 pub mod storage;
+pub mod system;
 pub mod time;
+pub mod training;
+pub mod users;
+pub mod validate;
 
 pub use app::Vault;
 pub use config::Config;

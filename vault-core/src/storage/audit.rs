@@ -47,6 +47,7 @@ pub async fn insert_batch(
         insert.reset();
     }
     drop(insert);
+    super::usage::add(&tx, records).await?;
     for (key_id, at) in last_used {
         super::keys::touch_last_used(&tx, *key_id, at).await?;
     }

@@ -5,8 +5,13 @@
 //! Every connection gets WAL, a busy timeout and foreign keys, so the CLI can write while a
 //! server runs without "database is locked".
 
+pub mod activity;
 pub mod audit;
+pub mod conversations;
 pub mod keys;
+pub mod settings;
+pub mod training;
+pub mod usage;
 pub mod users;
 
 use std::time::Duration;
@@ -20,11 +25,11 @@ use crate::error::{ErrorKind, Result, VaultError};
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Migrations in order; a database records the highest version applied.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../../migrations/0001_initial.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "initial", include_str!("../../migrations/0001_initial.sql")),
+    (2, "activity", include_str!("../../migrations/0002_activity.sql")),
+    (3, "usage_rollups", include_str!("../../migrations/0003_usage_rollups.sql")),
+];
 
 /// An open Vault database.
 pub struct Db {

@@ -1,8 +1,11 @@
 //! SQL for the `users` table.
 
-use libsql::Connection;
+use libsql::{Connection, Row};
 
 use crate::error::Result;
+use crate::users::User;
+
+const COLUMNS: &str = "id, name, email, role, is_active, created_at, updated_at";
 
 pub struct NewUser<'a> {
     pub id: &'a str,
@@ -10,6 +13,18 @@ pub struct NewUser<'a> {
     pub email: &'a str,
     pub role: &'a str,
     pub created_at: &'a str,
+}
+
+fn from_row(row: &Row) -> Result<User> {
+    Ok(User {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        email: row.get(2)?,
+        role: row.get(3)?,
+        is_active: row.get::<i64>(4)? != 0,
+        created_at: row.get(5)?,
+        updated_at: row.get(6)?,
+    })
 }
 
 pub async fn insert(conn: &Connection, user: &NewUser<'_>) -> Result<()> {
@@ -21,15 +36,52 @@ pub async fn insert(conn: &Connection, user: &NewUser<'_>) -> Result<()> {
     Ok(())
 }
 
+pub async fn get(conn: &Connection, id: &str) -> Result<Option<User>> {
+    let mut rows = conn.query(&format!("SELECT {COLUMNS} FROM users WHERE id = ?1"), [id]).await?;
+    match rows.next().await? {
+        Some(row) => Ok(Some(from_row(&row)?)),
+        None => Ok(None),
+    }
+}
+
+pub async fn email_taken(conn: &Connection, email: &str, except_id: &str) -> Result<bool> {
+    let n = super::query_i64(
+        conn,
+        "SELECT COUNT(*) FROM users WHERE email = ?1 COLLATE NOCASE AND id != ?2",
+        libsql::params![email, except_id],
+    )
+    .await?;
+    Ok(n > 0)
+}
+
+pub async fn list(conn: &Connection) -> Result<Vec<User>> {
+    let mut rows = conn.query(&format!("SELECT {COLUMNS} FROM users ORDER BY created_at, id"), ()).await?;
+    let mut users = Vec::new();
+    while let Some(row) = rows.next().await? {
+        users.push(from_row(&row)?);
+    }
+    Ok(users)
+}
+
 /// Whether a user with this id exists and is active.
 pub async fn is_active(conn: &Connection, id: &str) -> Result<Option<bool>> {
-    let mut rows = conn
-        .query("SELECT is_active FROM users WHERE id = ?1", [id])
-        .await?;
-    Ok(match rows.next().await? {
-        Some(row) => Some(row.get::<i64>(0)? != 0),
-        None => None,
-    })
+    Ok(get(conn, id).await?.map(|u| u.is_active))
+}
+
+pub async fn update(conn: &Connection, user: &User) -> Result<()> {
+    conn.execute(
+        "UPDATE users SET name = ?2, email = ?3, role = ?4, is_active = ?5, updated_at = ?6 WHERE id = ?1",
+        libsql::params![
+            user.id.as_str(),
+            user.name.as_str(),
+            user.email.as_str(),
+            user.role.as_str(),
+            i64::from(user.is_active),
+            user.updated_at.as_str()
+        ],
+    )
+    .await?;
+    Ok(())
 }
 
 /// Sets a user's active flag; false when no such user exists.

@@ -1,0 +1,180 @@
+//! Server-side conversations. A conversation belongs to the owner of the key that created
+//! it (its user, or the key itself); anyone else asking for it gets 404, as if it did not
+//! exist.
+
+use serde::Serialize;
+
+use crate::activity;
+use crate::error::{Result, VaultError};
+use crate::keys::Principal;
+use crate::storage::{self, Db};
+use crate::validate::{self, Page};
+
+pub const MAX_TITLE_CHARS: usize = 200;
+pub const MAX_MESSAGE_CHARS: usize = 200_000;
+pub const ROLES: &[&str] = &["system", "user", "assistant"];
+const DEFAULT_TITLE: &str = "New conversation";
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Conversation {
+    pub id: String,
+    pub title: String,
+    pub model_id: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub message_count: u64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Message {
+    pub id: String,
+    pub role: String,
+    pub content: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConversationWithMessages {
+    #[serde(flatten)]
+    pub conversation: Conversation,
+    pub messages: Vec<Message>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConversationPage {
+    pub items: Vec<Conversation>,
+    pub total: u64,
+    pub limit: u32,
+    pub offset: u32,
+}
+
+fn not_found(id: &str) -> VaultError {
+    VaultError::not_found("conversation_not_found", format!("No conversation with id {id}."))
+}
+
+fn model_id(model_id: Option<&str>) -> Result<Option<String>> {
+    model_id.map(|m| validate::text("model_id", m, 256)).transpose()
+}
+
+/// The owner's conversations, most recently updated first.
+pub async fn list(db: &Db, who: &Principal, page: Page) -> Result<ConversationPage> {
+    let conn = db.connect().await?;
+    let owner = who.owner();
+    Ok(ConversationPage {
+        items: storage::conversations::list(&conn, &owner, page.limit, page.offset).await?,
+        total: storage::conversations::count(&conn, &owner).await?,
+        limit: page.limit,
+        offset: page.offset,
+    })
+}
+
+pub async fn create(db: &Db, who: &Principal, title: Option<&str>, model: Option<&str>) -> Result<Conversation> {
+    let title = validate::text("title", title.unwrap_or(DEFAULT_TITLE), MAX_TITLE_CHARS)?;
+    let model = model_id(model)?;
+    let id = validate::new_id();
+    let conn = db.connect().await?;
+    storage::conversations::insert(&conn, &id, &who.owner(), &title, model.as_deref(), &crate::time::now_rfc3339())
+        .await?;
+    activity::record(db, "conversation.created", Some(who.actor()), Some(&id), format!("Conversation \"{title}\" created"))
+        .await;
+    storage::conversations::get(&conn, &who.owner(), &id).await?.ok_or_else(|| not_found(&id))
+}
+
+pub async fn get(db: &Db, who: &Principal, id: &str) -> Result<ConversationWithMessages> {
+    let conn = db.connect().await?;
+    let conversation = storage::conversations::get(&conn, &who.owner(), id).await?.ok_or_else(|| not_found(id))?;
+    let messages = storage::conversations::messages(&conn, id).await?;
+    Ok(ConversationWithMessages { conversation, messages })
+}
+
+pub async fn rename(db: &Db, who: &Principal, id: &str, title: &str) -> Result<Conversation> {
+    let title = validate::text("title", title, MAX_TITLE_CHARS)?;
+    let conn = db.connect().await?;
+    if !storage::conversations::rename(&conn, &who.owner(), id, &title, &crate::time::now_rfc3339()).await? {
+        return Err(not_found(id));
+    }
+    storage::conversations::get(&conn, &who.owner(), id).await?.ok_or_else(|| not_found(id))
+}
+
+pub async fn delete(db: &Db, who: &Principal, id: &str) -> Result<()> {
+    if !storage::conversations::delete(&db.connect().await?, &who.owner(), id).await? {
+        return Err(not_found(id));
+    }
+    Ok(())
+}
+
+pub async fn add_message(db: &Db, who: &Principal, id: &str, role: &str, content: &str) -> Result<Message> {
+    let role = validate::one_of("role", role, ROLES)?;
+    if content.is_empty() {
+        return Err(VaultError::invalid("invalid_request", "content: must not be empty"));
+    }
+    if content.chars().count() > MAX_MESSAGE_CHARS {
+        return Err(VaultError::invalid("invalid_request", format!("content: at most {MAX_MESSAGE_CHARS} characters")));
+    }
+    let message =
+        Message { id: validate::new_id(), role, content: content.to_string(), created_at: crate::time::now_rfc3339() };
+    if !storage::conversations::add_message(&db.connect().await?, &who.owner(), id, &message).await? {
+        return Err(not_found(id));
+    }
+    Ok(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::Scope;
+
+    fn principal(key_id: i64, user: Option<&str>) -> Principal {
+        Principal { key_id, key_prefix: format!("vault_sk_{key_id:04}"), scope: Scope::User, user_id: user.map(String::from) }
+    }
+
+    #[tokio::test]
+    async fn conversations_are_private_to_their_owner() {
+        let (_dir, db) = storage::test_db().await;
+        let alice = principal(1, Some("alice"));
+        let alice_other_key = principal(2, Some("alice"));
+        let bob = principal(3, None);
+        let c = create(&db, &alice, Some("Notes"), Some("m")).await.unwrap();
+        add_message(&db, &alice, &c.id, "user", "hello").await.unwrap();
+        add_message(&db, &alice_other_key, &c.id, "assistant", "hi").await.unwrap();
+        let full = get(&db, &alice, &c.id).await.unwrap();
+        assert_eq!(full.messages.iter().map(|m| m.role.as_str()).collect::<Vec<_>>(), ["user", "assistant"]);
+        assert_eq!(full.conversation.message_count, 2);
+
+        assert_eq!(list(&db, &bob, Page { limit: 10, offset: 0 }).await.unwrap().total, 0);
+        assert_eq!(get(&db, &bob, &c.id).await.unwrap_err().status(), 404);
+        assert_eq!(rename(&db, &bob, &c.id, "x").await.unwrap_err().status(), 404);
+        assert_eq!(add_message(&db, &bob, &c.id, "user", "x").await.unwrap_err().status(), 404);
+        assert_eq!(delete(&db, &bob, &c.id).await.unwrap_err().status(), 404);
+
+        delete(&db, &alice, &c.id).await.unwrap();
+        assert_eq!(get(&db, &alice, &c.id).await.unwrap_err().status(), 404);
+    }
+
+    #[tokio::test]
+    async fn listing_is_paginated_by_last_update() {
+        let (_dir, db) = storage::test_db().await;
+        let me = principal(1, None);
+        let first = create(&db, &me, Some("first"), None).await.unwrap();
+        let second = create(&db, &me, Some("second"), None).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        add_message(&db, &me, &first.id, "user", "bump").await.unwrap();
+        let page = list(&db, &me, Page { limit: 1, offset: 0 }).await.unwrap();
+        assert_eq!((page.total, page.items[0].id.as_str()), (2, first.id.as_str()));
+        let page = list(&db, &me, Page { limit: 1, offset: 1 }).await.unwrap();
+        assert_eq!(page.items[0].id, second.id);
+    }
+
+    #[tokio::test]
+    async fn bad_input_names_the_field() {
+        let (_dir, db) = storage::test_db().await;
+        let me = principal(1, None);
+        let c = create(&db, &me, None, None).await.unwrap();
+        assert_eq!(c.title, DEFAULT_TITLE);
+        assert!(add_message(&db, &me, &c.id, "robot", "x").await.unwrap_err().message.starts_with("role"));
+        assert!(add_message(&db, &me, &c.id, "user", "").await.unwrap_err().message.starts_with("content"));
+        let huge = "x".repeat(MAX_MESSAGE_CHARS + 1);
+        assert!(add_message(&db, &me, &c.id, "user", &huge).await.unwrap_err().message.starts_with("content"));
+        assert!(rename(&db, &me, &c.id, " ").await.unwrap_err().message.starts_with("title"));
+    }
+}

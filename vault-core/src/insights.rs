@@ -1,0 +1,237 @@
+//! Usage insights for the dashboard: requests and tokens over time, active users,
+//! per-model usage, and average and p95 latency — read from hourly rollups the audit
+//! writer keeps, so the answer costs the same for a thousand audit rows as for a billion.
+//!
+//! p95 comes from a histogram of quarter-octave buckets, so it is an estimate: the upper
+//! edge of the bucket the 95th percentile falls in, at most 19% above the true value.
+
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::error::{Result, VaultError};
+use crate::storage::{self, Db};
+
+/// Buckets per doubling of latency.
+const BUCKETS_PER_OCTAVE: f64 = 4.0;
+
+/// The histogram bucket of a latency: `floor(4 · log2(ms + 1))`.
+pub fn latency_bucket(latency_ms: u64) -> i64 {
+    ((latency_ms as f64 + 1.0).log2() * BUCKETS_PER_OCTAVE).floor() as i64
+}
+
+/// The largest latency (ms) that falls in `bucket`.
+fn bucket_upper_ms(bucket: i64) -> f64 {
+    (2f64.powf((bucket + 1) as f64 / BUCKETS_PER_OCTAVE) - 1.0).max(0.0)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Range {
+    Day,
+    Week,
+    Month,
+    Quarter,
+}
+
+impl Range {
+    pub fn parse(raw: &str) -> Result<Range> {
+        match raw {
+            "24h" => Ok(Range::Day),
+            "7d" => Ok(Range::Week),
+            "30d" => Ok(Range::Month),
+            "90d" => Ok(Range::Quarter),
+            _ => Err(VaultError::invalid("invalid_request", "range: must be one of 24h, 7d, 30d, 90d")),
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Range::Day => "24h",
+            Range::Week => "7d",
+            Range::Month => "30d",
+            Range::Quarter => "90d",
+        }
+    }
+
+    fn hours(self) -> u64 {
+        match self {
+            Range::Day => 24,
+            Range::Week => 7 * 24,
+            Range::Month => 30 * 24,
+            Range::Quarter => 90 * 24,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Insights {
+    pub range: String,
+    /// `hour` for 24h, `day` otherwise.
+    pub bucket: String,
+    /// Start of the range (UTC, on the hour).
+    pub since: String,
+    pub totals: Totals,
+    pub series: Vec<SeriesPoint>,
+    pub models: Vec<ModelUsage>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Totals {
+    pub requests: i64,
+    pub errors: i64,
+    pub tokens_input: i64,
+    pub tokens_output: i64,
+    /// Distinct users (or keys without a user) that made inference requests.
+    pub active_users: i64,
+    pub avg_latency_ms: Option<f64>,
+    pub p95_latency_ms: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SeriesPoint {
+    /// `YYYY-MM-DDTHH` (hours) or `YYYY-MM-DD` (days).
+    pub bucket: String,
+    pub requests: i64,
+    pub errors: i64,
+    pub tokens_input: i64,
+    pub tokens_output: i64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ModelUsage {
+    /// Empty when the request named no model.
+    pub model: String,
+    pub requests: i64,
+    pub tokens_input: i64,
+    pub tokens_output: i64,
+}
+
+fn percentile(histogram: &[(i64, i64)], fraction: f64) -> Option<f64> {
+    let total: i64 = histogram.iter().map(|(_, n)| n).sum();
+    if total == 0 {
+        return None;
+    }
+    let target = (total as f64 * fraction).ceil() as i64;
+    let mut seen = 0;
+    for (bucket, n) in histogram {
+        seen += n;
+        if seen >= target {
+            return Some((bucket_upper_ms(*bucket) * 10.0).round() / 10.0);
+        }
+    }
+    None
+}
+
+pub async fn insights(db: &Db, range: Range) -> Result<Insights> {
+    insights_at(db, range, SystemTime::now()).await
+}
+
+/// Insights for the `range` ending at `now`.
+pub async fn insights_at(db: &Db, range: Range, now: SystemTime) -> Result<Insights> {
+    let start = now.checked_sub(Duration::from_secs(range.hours().saturating_sub(1) * 3600)).unwrap_or(now);
+    let since_hour = crate::time::format_rfc3339(start)[..13].to_string();
+    let (bucket_len, bucket) = if range == Range::Day { (13, "hour") } else { (10, "day") };
+    let conn = db.connect().await?;
+    let rows = storage::usage::series(&conn, &since_hour, bucket_len).await?;
+    let series: Vec<SeriesPoint> = rows
+        .iter()
+        .map(|(b, [requests, errors, tokens_input, tokens_output, _])| SeriesPoint {
+            bucket: b.clone(),
+            requests: *requests,
+            errors: *errors,
+            tokens_input: *tokens_input,
+            tokens_output: *tokens_output,
+        })
+        .collect();
+    let requests: i64 = series.iter().map(|p| p.requests).sum();
+    let latency_sum: i64 = rows.iter().map(|(_, v)| v[4]).sum();
+    let histogram = storage::usage::latency_histogram(&conn, &since_hour).await?;
+    let totals = Totals {
+        requests,
+        errors: series.iter().map(|p| p.errors).sum(),
+        tokens_input: series.iter().map(|p| p.tokens_input).sum(),
+        tokens_output: series.iter().map(|p| p.tokens_output).sum(),
+        active_users: storage::usage::active_principals(&conn, &since_hour).await?,
+        avg_latency_ms: (requests > 0).then(|| (latency_sum as f64 / requests as f64 * 10.0).round() / 10.0),
+        p95_latency_ms: percentile(&histogram, 0.95),
+    };
+    let models = storage::usage::per_model(&conn, &since_hour)
+        .await?
+        .into_iter()
+        .map(|(model, [requests, tokens_input, tokens_output])| ModelUsage { model, requests, tokens_input, tokens_output })
+        .collect();
+    Ok(Insights {
+        range: range.as_str().into(),
+        bucket: bucket.into(),
+        since: format!("{since_hour}:00:00Z"),
+        totals,
+        series,
+        models,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::AuditRecord;
+
+    #[test]
+    fn latency_buckets_bound_the_error() {
+        for ms in [0u64, 1, 7, 100, 999, 12_345, 600_000] {
+            let upper = bucket_upper_ms(latency_bucket(ms));
+            assert!(upper >= ms as f64, "{ms} > {upper}");
+            assert!(upper <= (ms as f64 + 1.0) * 1.19 + 1.0, "{ms}: {upper}");
+        }
+    }
+
+    fn record(at: SystemTime, path: &str, model: &str, user: &str, latency_ms: u64, status: u16) -> AuditRecord {
+        AuditRecord {
+            timestamp: crate::time::format_rfc3339(at),
+            request_id: crate::validate::new_id(),
+            method: "POST".into(),
+            path: path.into(),
+            user_id: Some(user.into()),
+            model: Some(model.into()),
+            status,
+            latency_ms,
+            tokens_input: Some(10),
+            tokens_output: Some(5),
+            completed: true,
+            ..AuditRecord::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn insights_sum_inference_requests_in_range() {
+        let (_dir, db) = storage::test_db().await;
+        let now = SystemTime::now();
+        let hours_ago = |h: u64| now - Duration::from_secs(h * 3600);
+        let mut records = Vec::new();
+        for i in 0..100u64 {
+            records.push(record(hours_ago(1), "/v1/chat/completions", "a", &format!("u{}", i % 3), i + 1, 200));
+        }
+        records.push(record(hours_ago(2), "/v1/embeddings", "b", "u9", 5, 500));
+        records.push(record(hours_ago(1), "/vault/health", "", "u8", 1, 200));
+        records.push(record(hours_ago(24 * 10), "/v1/completions", "a", "u7", 1, 200));
+        let refs: Vec<&AuditRecord> = records.iter().collect();
+        storage::audit::insert_batch(&db.connect().await.unwrap(), &refs, &[]).await.unwrap();
+
+        let day = insights_at(&db, Range::Day, now).await.unwrap();
+        assert_eq!(day.totals.requests, 101, "health checks and old rows are not counted");
+        assert_eq!(day.totals.errors, 1);
+        assert_eq!(day.totals.tokens_input, 1010);
+        assert_eq!(day.totals.active_users, 4);
+        assert_eq!(day.bucket, "hour");
+        assert_eq!(day.series.len(), 2);
+        assert_eq!(day.models[0].model, "a");
+        assert_eq!(day.models[0].requests, 100);
+        let p95 = day.totals.p95_latency_ms.unwrap();
+        assert!((95.0..=115.0).contains(&p95), "p95 {p95}");
+        let avg = day.totals.avg_latency_ms.unwrap();
+        assert!((avg - 50.05).abs() < 0.2, "avg {avg}");
+
+        let month = insights_at(&db, Range::Month, now).await.unwrap();
+        assert_eq!((month.totals.requests, month.bucket.as_str()), (102, "day"));
+        assert!(Range::parse("1y").unwrap_err().message.starts_with("range"));
+    }
+}

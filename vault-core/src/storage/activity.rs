@@ -1,0 +1,32 @@
+//! SQL for the `activity` table.
+
+use libsql::Connection;
+
+use crate::activity::ActivityItem;
+use crate::error::Result;
+
+pub async fn insert(conn: &Connection, item: &ActivityItem) -> Result<()> {
+    conn.execute(
+        "INSERT INTO activity (timestamp, kind, actor, subject, summary) VALUES (?1, ?2, ?3, ?4, ?5)",
+        libsql::params![item.timestamp.as_str(), item.kind.as_str(), item.actor.as_deref(), item.subject.as_deref(), item.summary.as_str()],
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn recent(conn: &Connection, limit: u32) -> Result<Vec<ActivityItem>> {
+    let mut rows = conn
+        .query("SELECT timestamp, kind, actor, subject, summary FROM activity ORDER BY id DESC LIMIT ?1", [limit])
+        .await?;
+    let mut items = Vec::new();
+    while let Some(row) = rows.next().await? {
+        items.push(ActivityItem {
+            timestamp: row.get(0)?,
+            kind: row.get(1)?,
+            actor: row.get(2)?,
+            subject: row.get(3)?,
+            summary: row.get(4)?,
+        });
+    }
+    Ok(items)
+}

@@ -1,0 +1,23 @@
+//! SQL for the `system_config` key-value table.
+
+use libsql::Connection;
+
+use crate::error::Result;
+
+pub async fn get(conn: &Connection, key: &str) -> Result<Option<String>> {
+    let mut rows = conn.query("SELECT value FROM system_config WHERE key = ?1", [key]).await?;
+    Ok(match rows.next().await? {
+        Some(row) => Some(row.get(0)?),
+        None => None,
+    })
+}
+
+pub async fn put(conn: &Connection, key: &str, value: &str, at: &str) -> Result<()> {
+    conn.execute(
+        "INSERT INTO system_config (key, value, updated_at) VALUES (?1, ?2, ?3) \
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        libsql::params![key, value, at],
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,133 @@
+//! Users: the people keys belong to. Deactivating a user stops all of their keys on the
+//! next request (the key check joins on the user's state).
+
+use serde::Serialize;
+
+use crate::activity;
+use crate::error::{Result, VaultError};
+use crate::storage::{self, Db};
+use crate::validate;
+
+pub const ROLES: &[&str] = &["user", "admin"];
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct User {
+    pub id: String,
+    pub name: String,
+    pub email: String,
+    /// `user` or `admin`.
+    pub role: String,
+    pub is_active: bool,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// Changes to a user; absent fields stay as they are.
+#[derive(Debug, Clone, Default)]
+pub struct UserUpdate {
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub role: Option<String>,
+    pub is_active: Option<bool>,
+}
+
+fn email(value: &str) -> Result<String> {
+    let value = validate::text("email", value, 254)?;
+    let valid = value.split_once('@').is_some_and(|(local, domain)| {
+        !local.is_empty() && !domain.is_empty() && !domain.starts_with('.') && !value.contains(char::is_whitespace)
+    });
+    if valid { Ok(value) } else { Err(VaultError::invalid("invalid_request", "email: not an email address")) }
+}
+
+async fn ensure_email_free(conn: &libsql::Connection, email: &str, except_id: &str) -> Result<()> {
+    if storage::users::email_taken(conn, email, except_id).await? {
+        return Err(VaultError::conflict("email_taken", format!("email: {email} is already used by another user")));
+    }
+    Ok(())
+}
+
+pub async fn create(db: &Db, name: &str, email_address: &str, role: &str, actor: Option<&str>) -> Result<User> {
+    let name = validate::text("name", name, 200)?;
+    let email_address = email(email_address)?;
+    let role = validate::one_of("role", role, ROLES)?;
+    let conn = db.connect().await?;
+    ensure_email_free(&conn, &email_address, "").await?;
+    let id = validate::new_id();
+    let now = crate::time::now_rfc3339();
+    storage::users::insert(
+        &conn,
+        &storage::users::NewUser { id: &id, name: &name, email: &email_address, role: &role, created_at: &now },
+    )
+    .await?;
+    activity::record(db, "user.created", actor, Some(&id), format!("User {name} ({role}) created")).await;
+    get(db, &id).await
+}
+
+pub async fn get(db: &Db, id: &str) -> Result<User> {
+    storage::users::get(&db.connect().await?, id)
+        .await?
+        .ok_or_else(|| VaultError::not_found("user_not_found", format!("No user with id {id}.")))
+}
+
+pub async fn list(db: &Db) -> Result<Vec<User>> {
+    storage::users::list(&db.connect().await?).await
+}
+
+pub async fn update(db: &Db, id: &str, changes: UserUpdate, actor: Option<&str>) -> Result<User> {
+    let conn = db.connect().await?;
+    let mut user = storage::users::get(&conn, id)
+        .await?
+        .ok_or_else(|| VaultError::not_found("user_not_found", format!("No user with id {id}.")))?;
+    if let Some(name) = changes.name {
+        user.name = validate::text("name", &name, 200)?;
+    }
+    if let Some(address) = changes.email {
+        user.email = email(&address)?;
+        ensure_email_free(&conn, &user.email, id).await?;
+    }
+    if let Some(role) = changes.role {
+        user.role = validate::one_of("role", &role, ROLES)?;
+    }
+    if let Some(active) = changes.is_active {
+        user.is_active = active;
+    }
+    user.updated_at = crate::time::now_rfc3339();
+    storage::users::update(&conn, &user).await?;
+    activity::record(db, "user.updated", actor, Some(id), format!("User {} updated", user.name)).await;
+    Ok(user)
+}
+
+/// Soft-deletes a user: the record stays, its keys stop working.
+pub async fn deactivate(db: &Db, id: &str, actor: Option<&str>) -> Result<User> {
+    let conn = db.connect().await?;
+    if !storage::users::set_active(&conn, id, false, &crate::time::now_rfc3339()).await? {
+        return Err(VaultError::not_found("user_not_found", format!("No user with id {id}.")));
+    }
+    let user = get(db, id).await?;
+    activity::record(db, "user.deactivated", actor, Some(id), format!("User {} deactivated", user.name)).await;
+    Ok(user)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn users_are_created_validated_updated_and_deactivated() {
+        let (_dir, db) = storage::test_db().await;
+        let user = create(&db, "Dr. Smith", "smith@clinic.example", "user", Some("admin")).await.unwrap();
+        assert!(user.is_active);
+        assert_eq!(create(&db, "Other", "SMITH@clinic.example", "user", None).await.unwrap_err().code, "email_taken");
+        assert!(create(&db, "", "a@b", "user", None).await.unwrap_err().message.starts_with("name"));
+        assert!(create(&db, "A", "nope", "user", None).await.unwrap_err().message.starts_with("email"));
+        assert!(create(&db, "A", "a@b", "root", None).await.unwrap_err().message.starts_with("role"));
+        let changed =
+            update(&db, &user.id, UserUpdate { role: Some("admin".into()), ..UserUpdate::default() }, None).await.unwrap();
+        assert_eq!(changed.role, "admin");
+        assert!(!deactivate(&db, &user.id, None).await.unwrap().is_active);
+        assert_eq!(deactivate(&db, "missing", None).await.unwrap_err().status(), 404);
+        let feed = activity::recent(&db, None).await.unwrap();
+        assert_eq!(feed[0].kind, "user.deactivated");
+        assert_eq!(feed.last().unwrap().actor.as_deref(), Some("admin"));
+    }
+}
