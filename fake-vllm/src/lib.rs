@@ -125,9 +125,5 @@ pub async fn start(addr: SocketAddr, options: Options) -> std::io::Result<Runnin
             tracing::error!(error = %e, "fake-vllm stopped");
         }
     });
-    Ok(RunningFake {
-        addr,
-        stop: Some(stop),
-        task,
-    })
+    Ok(RunningFake { addr, stop: Some(stop), task })
 }

@@ -29,24 +29,16 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .init();
+    tracing_subscriber::fmt().with_writer(std::io::stderr).init();
     let args = Args::parse();
-    let mut options = fake_vllm::Options {
-        token_delay: Duration::from_millis(args.token_delay_ms),
-        ..Default::default()
-    };
+    let mut options =
+        fake_vllm::Options { token_delay: Duration::from_millis(args.token_delay_ms), ..Default::default() };
     if !args.models.is_empty() {
         options.models = args.models;
     }
     let fake = fake_vllm::start(SocketAddr::new(args.host, args.port), options).await?;
     // Tests read this line to learn the port.
-    writeln!(
-        std::io::stdout(),
-        "fake-vllm listening on {}",
-        fake.base_url()
-    )?;
+    writeln!(std::io::stdout(), "fake-vllm listening on {}", fake.base_url())?;
     std::io::stdout().flush()?;
     let _ = tokio::signal::ctrl_c().await;
     fake.stop().await;

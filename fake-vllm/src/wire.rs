@@ -43,10 +43,7 @@ impl Mode {
 }
 
 fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 fn random_hex() -> String {
@@ -54,19 +51,13 @@ fn random_hex() -> String {
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response {
-    Response::builder()
-        .status(status)
-        .content_type("application/json")
-        .body(body.to_string())
+    Response::builder().status(status).content_type("application/json").body(body.to_string())
 }
 
 /// vLLM's error shape (v0.10.1 and later).
 fn error_response(status: u16, kind: &str, message: &str, param: Option<&str>) -> Response {
     let body = json!({"error": {"message": message, "type": kind, "param": param, "code": status}});
-    json_response(
-        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        &body,
-    )
+    json_response(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), &body)
 }
 
 fn error_type(status: u16) -> &'static str {
@@ -102,12 +93,7 @@ fn model_card(id: &str, parent: Option<&str>) -> Value {
 
 #[handler]
 pub async fn models(state: Data<&Arc<State>>) -> Response {
-    let data: Vec<Value> = state
-        .options
-        .models
-        .iter()
-        .map(|id| model_card(id, None))
-        .collect();
+    let data: Vec<Value> = state.options.models.iter().map(|id| model_card(id, None)).collect();
     json_response(StatusCode::OK, &json!({"object": "list", "data": data}))
 }
 
@@ -124,11 +110,7 @@ pub async fn stats(state: Data<&Arc<State>>) -> Response {
 
 #[handler]
 pub async fn recent_requests(state: Data<&Arc<State>>) -> Response {
-    let bodies: Vec<Value> = state
-        .recent_bodies
-        .lock()
-        .map(|r| r.iter().cloned().collect())
-        .unwrap_or_default();
+    let bodies: Vec<Value> = state.recent_bodies.lock().map(|r| r.iter().cloned().collect()).unwrap_or_default();
     json_response(StatusCode::OK, &Value::Array(bodies))
 }
 
@@ -156,36 +138,21 @@ async fn parse(state: &State, headers: &HeaderMap, raw: Bytes) -> Result<Parsed,
     let body: Value = match serde_json::from_slice(&raw) {
         Ok(v @ Value::Object(_)) => v,
         _ => {
-            return Err(error_response(
-                400,
-                "BadRequestError",
-                "Invalid JSON body",
-                None,
-            ));
+            return Err(error_response(400, "BadRequestError", "Invalid JSON body", None));
         }
     };
     state.remember(&body);
     let mode = match body.get("fake_mode").and_then(Value::as_str) {
         None => Mode::Normal,
         Some(raw) => Mode::parse(raw).ok_or_else(|| {
-            error_response(
-                400,
-                "BadRequestError",
-                &format!("unknown fake_mode {raw}"),
-                Some("fake_mode"),
-            )
+            error_response(400, "BadRequestError", &format!("unknown fake_mode {raw}"), Some("fake_mode"))
         })?,
     };
     match mode {
         Mode::Slow(delay) => tokio::time::sleep(delay).await,
         Mode::Hang => futures_util::future::pending::<()>().await,
         Mode::Error(status) => {
-            return Err(error_response(
-                status,
-                error_type(status),
-                "Injected failure",
-                None,
-            ));
+            return Err(error_response(status, error_type(status), "Injected failure", None));
         }
         _ => {}
     }
@@ -193,10 +160,7 @@ async fn parse(state: &State, headers: &HeaderMap, raw: Bytes) -> Result<Parsed,
         None | Some(Value::Null) => state.options.models.first().cloned().unwrap_or_default(),
         Some(Value::String(m)) if state.options.models.contains(m) => m.clone(),
         Some(other) => {
-            let name = other
-                .as_str()
-                .map(String::from)
-                .unwrap_or_else(|| other.to_string());
+            let name = other.as_str().map(String::from).unwrap_or_else(|| other.to_string());
             return Err(error_response(
                 404,
                 "NotFoundError",
@@ -223,21 +187,13 @@ fn words(text: &str) -> u64 {
 
 /// Tokens of a chat prompt: the words of every message, plus one per message for its role.
 fn chat_prompt_tokens(body: &Value) -> u64 {
-    let messages = body
-        .get("messages")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or(&[]);
+    let messages = body.get("messages").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
     messages
         .iter()
         .map(|m| {
             1 + match m.get("content") {
                 Some(Value::String(s)) => words(s),
-                Some(Value::Array(parts)) => parts
-                    .iter()
-                    .filter_map(|p| p.get("text")?.as_str())
-                    .map(words)
-                    .sum(),
+                Some(Value::Array(parts)) => parts.iter().filter_map(|p| p.get("text")?.as_str()).map(words).sum(),
                 _ => 0,
             }
         })
@@ -247,11 +203,7 @@ fn chat_prompt_tokens(body: &Value) -> u64 {
 fn last_user_text(body: &Value) -> String {
     body.get("messages")
         .and_then(Value::as_array)
-        .and_then(|m| {
-            m.iter()
-                .rev()
-                .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
-        })
+        .and_then(|m| m.iter().rev().find(|m| m.get("role").and_then(Value::as_str) == Some("user")))
         .and_then(|m| m.get("content")?.as_str())
         .unwrap_or("")
         .to_string()
@@ -273,17 +225,7 @@ fn answer_tokens(body: &Value, prompt: &str) -> (Vec<String>, &'static str) {
         }
         _ => "stop",
     };
-    let tokens = words
-        .iter()
-        .enumerate()
-        .map(|(i, w)| {
-            if i == 0 {
-                w.to_string()
-            } else {
-                format!(" {w}")
-            }
-        })
-        .collect();
+    let tokens = words.iter().enumerate().map(|(i, w)| if i == 0 { w.to_string() } else { format!(" {w}") }).collect();
     (tokens, finish)
 }
 
@@ -296,12 +238,8 @@ fn usage(prompt: u64, completion: u64) -> Value {
 fn stream_usage_wanted(body: &Value) -> (bool, bool) {
     match body.get("stream_options") {
         Some(Value::Object(o)) => (
-            o.get("include_usage")
-                .and_then(Value::as_bool)
-                .unwrap_or(true),
-            o.get("continuous_usage_stats")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
+            o.get("include_usage").and_then(Value::as_bool).unwrap_or(true),
+            o.get("continuous_usage_stats").and_then(Value::as_bool).unwrap_or(false),
         ),
         _ => (false, false),
     }
@@ -314,12 +252,7 @@ pub async fn chat(state: Data<&Arc<State>>, headers: &HeaderMap, raw: Bytes) -> 
         Err(response) => return response,
     };
     if !p.body.get("messages").is_some_and(Value::is_array) {
-        return error_response(
-            400,
-            "BadRequestError",
-            "Field required: messages",
-            Some("messages"),
-        );
+        return error_response(400, "BadRequestError", "Field required: messages", Some("messages"));
     }
     let prompt_tokens = chat_prompt_tokens(&p.body);
     let (tokens, finish) = answer_tokens(&p.body, &last_user_text(&p.body));
@@ -328,12 +261,7 @@ pub async fn chat(state: Data<&Arc<State>>, headers: &HeaderMap, raw: Bytes) -> 
         None => format!("chatcmpl-{}", random_hex()),
     };
     let created = now();
-    if !p
-        .body
-        .get("stream")
-        .and_then(Value::as_bool)
-        .unwrap_or(false)
-    {
+    if !p.body.get("stream").and_then(Value::as_bool).unwrap_or(false) {
         let content: String = tokens.concat();
         return json_response(
             StatusCode::OK,
@@ -355,7 +283,9 @@ pub async fn chat(state: Data<&Arc<State>>, headers: &HeaderMap, raw: Bytes) -> 
     for token in &tokens {
         chunks.push(chunk(json!({"index": 0, "delta": {"content": token}, "logprobs": null, "finish_reason": null})));
     }
-    chunks.push(chunk(json!({"index": 0, "delta": {"content": ""}, "logprobs": null, "finish_reason": finish, "stop_reason": null})));
+    chunks.push(chunk(
+        json!({"index": 0, "delta": {"content": ""}, "logprobs": null, "finish_reason": finish, "stop_reason": null}),
+    ));
     let usage_chunk = json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": p.model,
         "choices": [], "usage": usage(prompt_tokens, tokens.len() as u64)});
     stream_response(&state, &p, chunks, usage_chunk, prompt_tokens)
@@ -392,23 +322,13 @@ pub async fn completions(state: Data<&Arc<State>>, headers: &HeaderMap, raw: Byt
         Err(response) => return response,
     };
     if p.body.get("prompt").is_none() {
-        return error_response(
-            400,
-            "BadRequestError",
-            "Field required: prompt",
-            Some("prompt"),
-        );
+        return error_response(400, "BadRequestError", "Field required: prompt", Some("prompt"));
     }
     let (prompt_tokens, prompt_text) = completion_prompt(&p.body);
     let (tokens, finish) = answer_tokens(&p.body, &prompt_text);
     let id = format!("cmpl-{}", random_hex());
     let created = now();
-    if !p
-        .body
-        .get("stream")
-        .and_then(Value::as_bool)
-        .unwrap_or(false)
-    {
+    if !p.body.get("stream").and_then(Value::as_bool).unwrap_or(false) {
         return json_response(
             StatusCode::OK,
             &json!({
@@ -471,8 +391,7 @@ fn stream_response(
     if let Some(n) = break_after {
         chunks.truncate(n);
     }
-    let mut frames: Vec<Result<Bytes, std::io::Error>> =
-        chunks.iter().map(|c| Ok(frame(c))).collect();
+    let mut frames: Vec<Result<Bytes, std::io::Error>> = chunks.iter().map(|c| Ok(frame(c))).collect();
     match p.mode {
         Mode::Cut(_) => {}
         Mode::StreamError(_) => {
@@ -499,9 +418,7 @@ fn stream_response(
             item
         }
     });
-    let mut response = Response::builder()
-        .status(StatusCode::OK)
-        .content_type("text/event-stream; charset=utf-8");
+    let mut response = Response::builder().status(StatusCode::OK).content_type("text/event-stream; charset=utf-8");
     if let Mode::Cut(_) = p.mode {
         // Announce more than will come: the connection then ends short of it, which every
         // client sees as a broken transfer (an error in a chunked body would still be
@@ -524,12 +441,7 @@ fn embed(input: &Value, dims: usize) -> Vec<f32> {
         }
         seed = Sha256::digest(&seed).to_vec();
     }
-    let norm = values
-        .iter()
-        .map(|v| v * v)
-        .sum::<f32>()
-        .sqrt()
-        .max(f32::EPSILON);
+    let norm = values.iter().map(|v| v * v).sum::<f32>().sqrt().max(f32::EPSILON);
     values.iter().map(|v| v / norm).collect()
 }
 
@@ -564,27 +476,12 @@ pub async fn embeddings(state: Data<&Arc<State>>, headers: &HeaderMap, raw: Byte
         }
         Some(Value::Array(items)) if !items.is_empty() => items.clone(),
         _ => {
-            return error_response(
-                400,
-                "BadRequestError",
-                "Field required: input",
-                Some("input"),
-            );
+            return error_response(400, "BadRequestError", "Field required: input", Some("input"));
         }
     };
-    let dims = p
-        .body
-        .get("dimensions")
-        .and_then(Value::as_u64)
-        .map(|d| d as usize)
-        .unwrap_or(16);
+    let dims = p.body.get("dimensions").and_then(Value::as_u64).map(|d| d as usize).unwrap_or(16);
     if dims == 0 || dims > 4096 {
-        return error_response(
-            400,
-            "BadRequestError",
-            "dimensions must be between 1 and 4096",
-            Some("dimensions"),
-        );
+        return error_response(400, "BadRequestError", "dimensions must be between 1 and 4096", Some("dimensions"));
     }
     let base64_wanted = p.body.get("encoding_format").and_then(Value::as_str) == Some("base64");
     let mut prompt_tokens = 0;

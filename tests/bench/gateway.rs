@@ -4,12 +4,7 @@
 //! Run: `cargo build --release --workspace --bins && cargo bench -p vault-e2e --bench gateway`
 //! Knobs: BENCH_CONCURRENCY (default 64), BENCH_REQUESTS per side (default 20000).
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::print_stdout
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,24 +29,12 @@ impl Run {
 }
 
 fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 /// Sends `total` copies of `body` to `url` from `concurrency` workers over kept-alive connections.
-async fn drive(
-    url: &str,
-    key: Option<&str>,
-    body: &'static str,
-    concurrency: usize,
-    total: usize,
-) -> Run {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(concurrency)
-        .build()
-        .unwrap();
+async fn drive(url: &str, key: Option<&str>, body: &'static str, concurrency: usize, total: usize) -> Run {
+    let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build().unwrap();
     let per_worker = total / concurrency;
     let started = Instant::now();
     let workers: Vec<_> = (0..concurrency)
@@ -63,10 +46,7 @@ async fn drive(
                 let mut latencies = Vec::with_capacity(per_worker);
                 let mut failures = 0;
                 for _ in 0..per_worker {
-                    let mut request = client
-                        .post(&url)
-                        .header("content-type", "application/json")
-                        .body(body);
+                    let mut request = client.post(&url).header("content-type", "application/json").body(body);
                     if let Some(key) = &key {
                         request = request.bearer_auth(key);
                     }
@@ -92,11 +72,7 @@ async fn drive(
     }
     let elapsed = started.elapsed();
     latencies.sort();
-    Run {
-        latencies,
-        elapsed,
-        failures,
-    }
+    Run { latencies, elapsed, failures }
 }
 
 fn ms(d: Duration) -> f64 {
@@ -108,9 +84,7 @@ async fn main() {
     let concurrency = env_usize("BENCH_CONCURRENCY", 64);
     let total = env_usize("BENCH_REQUESTS", 20_000);
     let fake = FakeVllm::start().await;
-    let gateway = Arc::new(
-        Gateway::start_with(&fake.url, &[("VAULT_LOG_LEVEL", "warn,vault_server=info")]).await,
-    );
+    let gateway = Arc::new(Gateway::start_with(&fake.url, &[("VAULT_LOG_LEVEL", "warn,vault_server=info")]).await);
     let key = gateway.create_key("user").await;
     let body = r#"{"model":"qwen2.5-32b-awq","messages":[{"role":"user","content":"Hello there"}],"max_tokens":8}"#;
     let direct_url = format!("{}/v1/chat/completions", fake.url);
@@ -118,29 +92,14 @@ async fn main() {
 
     // Warm both paths (connections, caches) before measuring.
     drive(&direct_url, None, body, concurrency, concurrency * 20).await;
-    drive(
-        &gateway_url,
-        Some(&key),
-        body,
-        concurrency,
-        concurrency * 20,
-    )
-    .await;
+    drive(&gateway_url, Some(&key), body, concurrency, concurrency * 20).await;
 
     let direct = drive(&direct_url, None, body, concurrency, total).await;
     let through = drive(&gateway_url, Some(&key), body, concurrency, total).await;
 
-    println!(
-        "non-stream chat completions, {concurrency} concurrent connections, {total} requests each"
-    );
-    println!(
-        "{:<22} {:>10} {:>10} {:>10} {:>9}",
-        "", "req/s", "p50 ms", "p99 ms", "failures"
-    );
-    for (name, run) in [
-        ("fake-vllm directly", &direct),
-        ("through vault-server", &through),
-    ] {
+    println!("non-stream chat completions, {concurrency} concurrent connections, {total} requests each");
+    println!("{:<22} {:>10} {:>10} {:>10} {:>9}", "", "req/s", "p50 ms", "p99 ms", "failures");
+    for (name, run) in [("fake-vllm directly", &direct), ("through vault-server", &through)] {
         println!(
             "{name:<22} {:>10.0} {:>10.3} {:>10.3} {:>9}",
             run.rps(),

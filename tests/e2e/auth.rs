@@ -12,13 +12,7 @@ async fn requests_without_a_usable_key_get_401_in_the_error_shape_and_are_audite
     let url = format!("{}/v1/models", gateway.url);
     let unknown = format!("vault_sk_{}", "Z".repeat(48));
     let revoked = gateway.create_key("user").await;
-    assert!(
-        gateway
-            .cli(&["revoke-key", &revoked])
-            .await
-            .status
-            .success()
-    );
+    assert!(gateway.cli(&["revoke-key", &revoked]).await.status.success());
 
     let cases: Vec<(&str, Option<String>)> = vec![
         ("no header", None),
@@ -36,18 +30,12 @@ async fn requests_without_a_usable_key_get_401_in_the_error_shape_and_are_audite
         let response = request.send().await.unwrap();
         let id = request_id(&response);
         assert_error(response, 401, "invalid_api_key").await;
-        let row = gateway
-            .audit_row(&id)
-            .await
-            .unwrap_or_else(|| panic!("{case}: no audit row"));
+        let row = gateway.audit_row(&id).await.unwrap_or_else(|| panic!("{case}: no audit row"));
         assert_eq!(row.status, 401, "{case}");
     }
     // A refused but well-formed key is recorded by its prefix, never whole.
     let log = gateway.log.lock().unwrap().join("\n");
-    assert!(
-        !log.contains(&unknown) && !log.contains(&revoked),
-        "a raw key reached the log"
-    );
+    assert!(!log.contains(&unknown) && !log.contains(&revoked), "a raw key reached the log");
     assert!(log.contains(&revoked[..13]));
 }
 
@@ -59,37 +47,19 @@ async fn a_key_revoked_with_the_cli_is_refused_on_the_next_request() {
     let url = format!("{}/v1/models", gateway.url);
     for _ in 0..3 {
         // Warm the key cache.
-        assert_eq!(
-            client()
-                .get(&url)
-                .bearer_auth(&key)
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            200
-        );
+        assert_eq!(client().get(&url).bearer_auth(&key).send().await.unwrap().status(), 200);
     }
     let out = gateway.cli(&["revoke-key", &key[..13], "--json"]).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let revoked: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(revoked["is_active"], false);
     let response = client().get(&url).bearer_auth(&key).send().await.unwrap();
     assert_error(response, 401, "invalid_api_key").await;
     // Still listed, as revoked.
-    let listed: Value =
-        serde_json::from_slice(&gateway.cli(&["list-keys", "--all", "--json"]).await.stdout)
-            .unwrap();
+    let listed: Value = serde_json::from_slice(&gateway.cli(&["list-keys", "--all", "--json"]).await.stdout).unwrap();
     assert_eq!(listed[0]["is_active"], false);
     assert!(listed[0]["revoked_at"].is_string());
-    assert!(
-        listed[0]["last_used_at"].is_string(),
-        "use before revocation was recorded"
-    );
+    assert!(listed[0]["last_used_at"].is_string(), "use before revocation was recorded");
 }
 
 #[tokio::test]
@@ -97,99 +67,31 @@ async fn health_and_docs_need_no_key_and_the_framework_errors_keep_the_shape() {
     let fake = FakeVllm::start().await;
     let gateway = Gateway::start(&fake.url).await;
     let key = gateway.create_key("user").await;
-    let health: Value = client()
-        .get(format!("{}/vault/health", gateway.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: Value =
+        client().get(format!("{}/vault/health", gateway.url)).send().await.unwrap().json().await.unwrap();
     assert_eq!(health["status"], "ok");
     assert_eq!(health["inference"]["reachable"], true);
     assert_eq!(health["gpu"]["available"], false);
-    let spec: Value = client()
-        .get(format!("{}/openapi.json", gateway.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let spec: Value = client().get(format!("{}/openapi.json", gateway.url)).send().await.unwrap().json().await.unwrap();
     assert!(spec["paths"]["/v1/chat/completions"].is_object());
-    let docs = client()
-        .get(format!("{}/docs", gateway.url))
-        .send()
-        .await
-        .unwrap();
+    let docs = client().get(format!("{}/docs", gateway.url)).send().await.unwrap();
     assert_eq!(docs.status(), 200);
 
     let c = client();
-    assert_error(
-        c.get(format!("{}/no/such/route", gateway.url))
-            .send()
-            .await
-            .unwrap(),
-        404,
-        "not_found",
-    )
-    .await;
-    assert_error(
-        c.delete(format!("{}/v1/models", gateway.url))
-            .send()
-            .await
-            .unwrap(),
-        405,
-        "method_not_allowed",
-    )
-    .await;
+    assert_error(c.get(format!("{}/no/such/route", gateway.url)).send().await.unwrap(), 404, "not_found").await;
+    assert_error(c.delete(format!("{}/v1/models", gateway.url)).send().await.unwrap(), 405, "method_not_allowed").await;
     let url = format!("{}/v1/chat/completions", gateway.url);
-    let form = c
-        .post(&url)
-        .bearer_auth(&key)
-        .header("content-type", "text/plain")
-        .body("hi")
-        .send()
-        .await
-        .unwrap();
+    let form = c.post(&url).bearer_auth(&key).header("content-type", "text/plain").body("hi").send().await.unwrap();
     assert_error(form, 415, "unsupported_media_type").await;
-    let bad = c
-        .post(&url)
-        .bearer_auth(&key)
-        .header("content-type", "application/json")
-        .body("{nope")
-        .send()
-        .await
-        .unwrap();
+    let bad =
+        c.post(&url).bearer_auth(&key).header("content-type", "application/json").body("{nope").send().await.unwrap();
     let body = assert_error(bad, 400, "invalid_json").await;
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("body")
-    );
-    let wrong_type = c
-        .post(&url)
-        .bearer_auth(&key)
-        .json(&serde_json::json!({"stream": "yes"}))
-        .send()
-        .await
-        .unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().starts_with("body"));
+    let wrong_type = c.post(&url).bearer_auth(&key).json(&serde_json::json!({"stream": "yes"})).send().await.unwrap();
     let body = assert_error(wrong_type, 400, "invalid_request").await;
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("stream")
-    );
+    assert!(body["error"]["message"].as_str().unwrap().starts_with("stream"));
     let huge = vec![b' '; 33 * 1024 * 1024];
-    let too_large = c
-        .post(&url)
-        .bearer_auth(&key)
-        .header("content-type", "application/json")
-        .body(huge)
-        .send()
-        .await
-        .unwrap();
+    let too_large =
+        c.post(&url).bearer_auth(&key).header("content-type", "application/json").body(huge).send().await.unwrap();
     assert_error(too_large, 413, "payload_too_large").await;
 }

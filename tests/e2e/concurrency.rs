@@ -19,11 +19,7 @@ async fn two_hundred_concurrent_requests_during_cli_key_churn_all_succeed_and_ar
             for _ in 0..10 {
                 let created = gateway.create_key("user").await;
                 let out = gateway.cli(&["revoke-key", &created]).await;
-                assert!(
-                    out.status.success(),
-                    "{}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
+                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
             }
         })
     };
@@ -56,10 +52,7 @@ async fn two_hundred_concurrent_requests_during_cli_key_churn_all_succeed_and_ar
     }
     let mut seen = HashSet::new();
     for (id, _, _) in &results {
-        let row = gateway
-            .audit_row(id)
-            .await
-            .unwrap_or_else(|| panic!("{id} has no audit row"));
+        let row = gateway.audit_row(id).await.unwrap_or_else(|| panic!("{id} has no audit row"));
         assert_eq!(row.status, 200);
         seen.insert(row.request_id);
     }

@@ -11,11 +11,7 @@ use crate::support::{assert_error, chat_body, request_id, sse_data};
 #[tokio::test]
 async fn an_unreachable_upstream_answers_503_quickly() {
     // A port that was free a moment ago: nothing listens there.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let gateway = Gateway::start(&format!("http://127.0.0.1:{port}")).await;
     let key = gateway.create_key("user").await;
     let started = Instant::now();
@@ -28,14 +24,8 @@ async fn an_unreachable_upstream_answers_503_quickly() {
         .unwrap();
     assert_error(response, 503, "inference_unavailable").await;
     assert!(started.elapsed() < Duration::from_secs(2));
-    let health: serde_json::Value = client()
-        .get(format!("{}/vault/health", gateway.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: serde_json::Value =
+        client().get(format!("{}/vault/health", gateway.url)).send().await.unwrap().json().await.unwrap();
     assert_eq!(health["status"], "degraded");
 }
 
@@ -58,10 +48,7 @@ async fn an_upstream_that_hangs_answers_504_within_the_timeout() {
         let id = request_id(&response);
         assert_error(response, 504, "inference_timeout").await;
         let took = started.elapsed();
-        assert!(
-            took >= Duration::from_millis(900) && took < Duration::from_secs(3),
-            "took {took:?}"
-        );
+        assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(3), "took {took:?}");
         assert_eq!(gateway.audit_row(&id).await.unwrap().status, 504);
     }
 }
@@ -112,16 +99,10 @@ async fn a_client_that_leaves_mid_stream_closes_the_upstream_request() {
     drop(stream);
     let deadline = Instant::now() + Duration::from_secs(3);
     while fake.stats().await["open_streams"] != 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the upstream stream stayed open after the client left"
-        );
+        assert!(Instant::now() < deadline, "the upstream stream stayed open after the client left");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let row = gateway
-        .audit_row(&id)
-        .await
-        .expect("a partial stream is still audited");
+    let row = gateway.audit_row(&id).await.expect("a partial stream is still audited");
     assert!(!row.completed);
     assert_eq!(row.error_code.as_deref(), Some("client_disconnected"));
 }
@@ -146,14 +127,8 @@ async fn sigterm_lets_an_in_flight_stream_finish_and_flushes_its_audit_row() {
     let (status, gateway) = gateway.terminate().await;
     assert!(status.success(), "graceful shutdown exits 0, got {status}");
     let text = reader.await.unwrap();
-    assert!(
-        text.ends_with("data: [DONE]\n\n"),
-        "the stream was cut by shutdown: {text}"
-    );
-    let row = gateway
-        .audit_row(&id)
-        .await
-        .expect("the row was flushed before exit");
+    assert!(text.ends_with("data: [DONE]\n\n"), "the stream was cut by shutdown: {text}");
+    let row = gateway.audit_row(&id).await.expect("the row was flushed before exit");
     assert!(row.completed);
     assert_eq!(row.tokens_output, Some(12));
 }

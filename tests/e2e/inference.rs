@@ -29,12 +29,7 @@ async fn non_stream_chat_is_proxied_and_audited_with_token_counts() {
     let id = request_id(&response);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["object"], "chat.completion");
-    assert!(
-        body["choices"][0]["message"]["content"]
-            .as_str()
-            .unwrap()
-            .starts_with("This is a reply")
-    );
+    assert!(body["choices"][0]["message"]["content"].as_str().unwrap().starts_with("This is a reply"));
     let usage = &body["usage"];
     let row = gateway.audit_row(&id).await.expect("audit row");
     assert_eq!(row.status, 200);
@@ -59,34 +54,19 @@ async fn streamed_chat_arrives_chunk_by_chunk() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    assert!(
-        response.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/event-stream")
-    );
+    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
     let started = Instant::now();
     let mut arrivals = Vec::new();
     let mut stream = response.bytes_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.unwrap();
-        arrivals.push((
-            started.elapsed(),
-            String::from_utf8_lossy(&chunk).into_owned(),
-        ));
+        arrivals.push((started.elapsed(), String::from_utf8_lossy(&chunk).into_owned()));
     }
-    let first_content = arrivals
-        .iter()
-        .find(|(_, text)| text.contains("\"content\":\"This\""))
-        .unwrap()
-        .0;
+    let first_content = arrivals.iter().find(|(_, text)| text.contains("\"content\":\"This\"")).unwrap().0;
     let done = arrivals.last().unwrap();
     assert!(done.1.ends_with("data: [DONE]\n\n"));
     // 10 chunks 150 ms apart: the first token must be out long before the end.
-    assert!(
-        done.0 - first_content >= Duration::from_millis(900),
-        "chunks were buffered: {arrivals:?}"
-    );
+    assert!(done.0 - first_content >= Duration::from_millis(900), "chunks were buffered: {arrivals:?}");
 }
 
 #[tokio::test]
@@ -102,16 +82,9 @@ async fn stream_usage_is_audited_and_the_extra_chunk_hidden_unless_asked_for() {
     let id = request_id(&response);
     let events = sse_data(&response.text().await.unwrap());
     assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
-    assert!(
-        events.iter().all(|e| !e.contains("\"usage\"")),
-        "usage chunk leaked: {events:?}"
-    );
+    assert!(events.iter().all(|e| !e.contains("\"usage\"")), "usage chunk leaked: {events:?}");
     let sent = fake.received().await;
-    assert_eq!(
-        sent.last().unwrap()["stream_options"]["include_usage"],
-        true,
-        "gateway must ask for usage"
-    );
+    assert_eq!(sent.last().unwrap()["stream_options"]["include_usage"], true, "gateway must ask for usage");
     let row = gateway.audit_row(&id).await.expect("audit row");
     // 5 words + 1 for the message; the answer is the 7 words of "This is a reply from
     // fake-vllm to:" and the 5 words of the prompt.
@@ -165,17 +138,9 @@ async fn completions_work_streamed_and_not() {
     let text: String = events
         .iter()
         .filter(|e| *e != "[DONE]")
-        .map(|e| {
-            serde_json::from_str::<Value>(e).unwrap()["choices"][0]["text"]
-                .as_str()
-                .unwrap_or("")
-                .to_string()
-        })
+        .map(|e| serde_json::from_str::<Value>(e).unwrap()["choices"][0]["text"].as_str().unwrap_or("").to_string())
         .collect();
-    assert!(
-        text.starts_with("This is a reply from fake-vllm to: c"),
-        "{text}"
-    );
+    assert!(text.starts_with("This is a reply from fake-vllm to: c"), "{text}");
     let row = gateway.audit_row(&id).await.unwrap();
     assert_eq!(row.tokens_input, Some(3));
 }
@@ -194,12 +159,8 @@ async fn embeddings_come_as_floats_or_base64() {
     let id = request_id(&response);
     let floats: Value = response.json().await.unwrap();
     assert_eq!(floats["data"].as_array().unwrap().len(), 2);
-    let first: Vec<f64> = floats["data"][0]["embedding"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap())
-        .collect();
+    let first: Vec<f64> =
+        floats["data"][0]["embedding"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
     assert_eq!(first.len(), 8);
     assert_eq!(gateway.audit_row(&id).await.unwrap().tokens_input, Some(3));
 
@@ -229,18 +190,10 @@ async fn models_are_listed_and_ids_with_slashes_resolve() {
         .json()
         .await
         .unwrap();
-    let ids: Vec<&str> = list["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap())
-        .collect();
+    let ids: Vec<&str> = list["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["qwen2.5-32b-awq", "Qwen/Qwen2.5-7B-Instruct"]);
     let card: Value = client()
-        .get(format!(
-            "{}/v1/models/Qwen/Qwen2.5-7B-Instruct",
-            gateway.url
-        ))
+        .get(format!("{}/v1/models/Qwen/Qwen2.5-7B-Instruct", gateway.url))
         .bearer_auth(&key)
         .send()
         .await
@@ -249,12 +202,7 @@ async fn models_are_listed_and_ids_with_slashes_resolve() {
         .await
         .unwrap();
     assert_eq!(card["id"], "Qwen/Qwen2.5-7B-Instruct");
-    let missing = client()
-        .get(format!("{}/v1/models/no/such", gateway.url))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
+    let missing = client().get(format!("{}/v1/models/no/such", gateway.url)).bearer_auth(&key).send().await.unwrap();
     assert_error(missing, 404, "model_not_found").await;
 }
 
@@ -290,15 +238,9 @@ async fn upstream_errors_keep_their_status_and_message() {
         .unwrap();
     let id = request_id(&response);
     let error = assert_error(response, 404, "model_not_found").await;
-    assert_eq!(
-        error["error"]["message"],
-        "The model `gpt-4` does not exist."
-    );
+    assert_eq!(error["error"]["message"], "The model `gpt-4` does not exist.");
     let row = gateway.audit_row(&id).await.unwrap();
-    assert_eq!(
-        (row.status, row.error_code.as_deref()),
-        (404, Some("model_not_found"))
-    );
+    assert_eq!((row.status, row.error_code.as_deref()), (404, Some("model_not_found")));
 
     let mut body = chat_body(true);
     body["fake_mode"] = json!("error:422");
@@ -322,17 +264,10 @@ async fn model_cards_are_enriched_from_the_manifest() {
         r#"{"models": [{"id": "Qwen/Qwen2.5-7B-Instruct", "name": "Qwen 7B", "context_window": 32768, "path": "/secret"}]}"#,
     )
     .unwrap();
-    let gateway = Gateway::start_with(
-        &fake.url,
-        &[("VAULT_MODELS_MANIFEST", manifest.to_str().unwrap())],
-    )
-    .await;
+    let gateway = Gateway::start_with(&fake.url, &[("VAULT_MODELS_MANIFEST", manifest.to_str().unwrap())]).await;
     let key = gateway.create_key("user").await;
     let card: Value = client()
-        .get(format!(
-            "{}/v1/models/Qwen/Qwen2.5-7B-Instruct",
-            gateway.url
-        ))
+        .get(format!("{}/v1/models/Qwen/Qwen2.5-7B-Instruct", gateway.url))
         .bearer_auth(&key)
         .send()
         .await

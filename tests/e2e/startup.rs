@@ -12,10 +12,7 @@ async fn start_with(env: &[(&str, &str)]) -> (Option<i32>, String) {
         .output()
         .await
         .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 #[tokio::test]
@@ -33,9 +30,6 @@ async fn bad_settings_stop_start_up_with_one_line_naming_the_variable() {
         assert_eq!(code, Some(2), "{var}={value}: {stderr}");
         let lines: Vec<&str> = stderr.lines().collect();
         assert_eq!(lines.len(), 1, "{var}: {stderr}");
-        assert!(
-            lines[0].starts_with(&format!("vault-server: {var}:")),
-            "{var}: {stderr}"
-        );
+        assert!(lines[0].starts_with(&format!("vault-server: {var}:")), "{var}: {stderr}");
     }
 }

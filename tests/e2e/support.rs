@@ -9,32 +9,19 @@ pub async fn assert_error(response: Response, status: u16, code: &str) -> Value 
     let body: Value = response.json().await.expect("error bodies are JSON");
     assert_eq!(body["error"]["status"], status, "{body}");
     assert_eq!(body["error"]["code"], code, "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()),
-        "{body}"
-    );
+    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
     body
 }
 
 /// The request id the gateway gave a response.
 pub fn request_id(response: &Response) -> String {
-    response.headers()["x-request-id"]
-        .to_str()
-        .unwrap()
-        .to_string()
+    response.headers()["x-request-id"].to_str().unwrap().to_string()
 }
 
 /// The `data:` payloads of an SSE body, in order.
 pub fn sse_data(body: &str) -> Vec<String> {
     body.split("\n\n")
-        .filter_map(|event| {
-            event
-                .lines()
-                .find_map(|l| l.strip_prefix("data: "))
-                .map(String::from)
-        })
+        .filter_map(|event| event.lines().find_map(|l| l.strip_prefix("data: ")).map(String::from))
         .collect()
 }
 

@@ -22,11 +22,7 @@ use vault_core::storage::{self, Db};
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_default();
     // target/<profile>/deps/<test-exe> → target/<profile>/<name>
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
+    let dir = exe.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
     let path = dir.join(name);
     assert!(
         path.is_file(),
@@ -85,32 +81,19 @@ impl FakeVllm {
             .spawn()
             .expect("fake-vllm starts");
         let lines = Arc::new(Mutex::new(Vec::new()));
-        let url = wait_for_line(&mut child, lines, |l| {
-            l.strip_prefix("fake-vllm listening on ")
-                .map(str::to_string)
-        })
-        .await;
+        let url =
+            wait_for_line(&mut child, lines, |l| l.strip_prefix("fake-vllm listening on ").map(str::to_string)).await;
         FakeVllm { url, _child: child }
     }
 
     /// `GET /_fake/stats`: open streams and requests served.
     pub async fn stats(&self) -> serde_json::Value {
-        reqwest::get(format!("{}/_fake/stats", self.url))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        reqwest::get(format!("{}/_fake/stats", self.url)).await.unwrap().json().await.unwrap()
     }
 
     /// The last request bodies the fake received.
     pub async fn received(&self) -> Vec<serde_json::Value> {
-        reqwest::get(format!("{}/_fake/requests", self.url))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        reqwest::get(format!("{}/_fake/requests", self.url)).await.unwrap().json().await.unwrap()
     }
 }
 
@@ -147,17 +130,10 @@ impl Gateway {
         let log = Arc::new(Mutex::new(Vec::new()));
         let addr = wait_for_line(&mut child, log.clone(), |l| {
             let v: serde_json::Value = serde_json::from_str(l).ok()?;
-            (v["message"] == "vault-server listening")
-                .then(|| v["addr"].as_str().unwrap_or_default().to_string())
+            (v["message"] == "vault-server listening").then(|| v["addr"].as_str().unwrap_or_default().to_string())
         })
         .await;
-        Gateway {
-            url: format!("http://{addr}"),
-            data_dir,
-            log,
-            child,
-            _dir: dir,
-        }
+        Gateway { url: format!("http://{addr}"), data_dir, log, child, _dir: dir }
     }
 
     /// Runs `vault-cli` against this gateway's database.
@@ -173,22 +149,14 @@ impl Gateway {
 
     /// Creates a key with the CLI and returns the raw key.
     pub async fn create_key(&self, scope: &str) -> String {
-        let out = self
-            .cli(&["create-key", "--label", "test", "--scope", scope, "--json"])
-            .await;
-        assert!(
-            out.status.success(),
-            "create-key failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = self.cli(&["create-key", "--label", "test", "--scope", scope, "--json"]).await;
+        assert!(out.status.success(), "create-key failed: {}", String::from_utf8_lossy(&out.stderr));
         let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         created["key"].as_str().unwrap().to_string()
     }
 
     async fn db(&self) -> Db {
-        Db::open(&DbLocation::Local(self.data_dir.join("vault.db")))
-            .await
-            .unwrap()
+        Db::open(&DbLocation::Local(self.data_dir.join("vault.db"))).await.unwrap()
     }
 
     /// The audit row of a request, by its request id; waits a little for rows that are
@@ -197,10 +165,7 @@ impl Gateway {
         let db = self.db().await;
         let conn = db.connect().await.unwrap();
         for _ in 0..50 {
-            if let Some(row) = storage::audit::by_request_id(&conn, request_id)
-                .await
-                .unwrap()
-            {
+            if let Some(row) = storage::audit::by_request_id(&conn, request_id).await.unwrap() {
                 return Some(row);
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -210,32 +175,20 @@ impl Gateway {
 
     pub async fn audit_count(&self) -> i64 {
         let db = self.db().await;
-        storage::audit::count(&db.connect().await.unwrap())
-            .await
-            .unwrap()
+        storage::audit::count(&db.connect().await.unwrap()).await.unwrap()
     }
 
     /// Sends SIGTERM and waits for the process to exit.
     pub async fn terminate(mut self) -> (std::process::ExitStatus, Self) {
         let pid = self.child.id().expect("running").to_string();
-        let sent = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .await
-            .unwrap();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
         assert!(sent.success());
-        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
-            .await
-            .unwrap()
-            .unwrap();
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await.unwrap().unwrap();
         (status, self)
     }
 }
 
 /// A client that never retries and keeps no connection secrets.
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
+    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
 }

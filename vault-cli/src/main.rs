@@ -9,9 +9,10 @@ use serde::Serialize;
 use vault_core::config::{self, Config, Overrides};
 use vault_core::keys::{self, ApiKeyInfo, Scope};
 use vault_core::storage::Db;
+use vault_core::users::{self, User};
 use vault_core::{ErrorKind, VaultError};
 
-/// Offline administration of a Vault box: API keys.
+/// Offline administration of a Vault box: API keys and users.
 #[derive(Parser)]
 #[command(version)]
 struct Cli {
@@ -56,6 +57,23 @@ enum Command {
     RevokeKey {
         /// The key, its display prefix (vault_sk_ + 4 characters), or its numeric id.
         key: String,
+    },
+    /// Create a user (then give them a key with `create-key --user ID`).
+    CreateUser {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        email: String,
+        /// `user` or `admin`.
+        #[arg(long, value_parser = ["user", "admin"], default_value = "user")]
+        role: String,
+    },
+    /// List users.
+    ListUsers,
+    /// Deactivate a user: their keys stop working on the running server's next request.
+    DeactivateUser {
+        /// The user's id.
+        id: String,
     },
 }
 
@@ -109,9 +127,9 @@ async fn run(cli: &Cli) -> Result<(), VaultError> {
     let db = open_db(cli).await?;
     match &cli.command {
         Command::CreateKey { label, scope, user } => {
-            let scope = Scope::parse(scope)
-                .ok_or_else(|| VaultError::invalid("invalid_scope", "scope: user or admin"))?;
-            let created = keys::create(&db, label, scope, user.as_deref()).await?;
+            let scope =
+                Scope::parse(scope).ok_or_else(|| VaultError::invalid("invalid_scope", "scope: user or admin"))?;
+            let created = keys::create(&db, label, scope, user.as_deref(), Some("cli")).await?;
             if cli.json {
                 return print_json(&created);
             }
@@ -132,67 +150,95 @@ async fn run(cli: &Cli) -> Result<(), VaultError> {
             print_text(&key_table(&listed))
         }
         Command::RevokeKey { key } => {
-            let revoked = keys::revoke(&db, key).await?;
+            let revoked = keys::revoke(&db, key, Some("cli")).await?;
             if cli.json {
                 return print_json(&revoked);
             }
-            print_text(&format!(
-                "Revoked key {} (id {}, label \"{}\").",
-                revoked.prefix, revoked.id, revoked.label
-            ))
+            print_text(&format!("Revoked key {} (id {}, label \"{}\").", revoked.prefix, revoked.id, revoked.label))
+        }
+        Command::CreateUser { name, email, role } => {
+            let user = users::create(&db, name, email, role, Some("cli")).await?;
+            if cli.json {
+                return print_json(&user);
+            }
+            print_text(&format!("Created {} {} <{}> with id {}", user.role, user.name, user.email, user.id))
+        }
+        Command::ListUsers => {
+            let listed = users::list(&db).await?;
+            if cli.json {
+                return print_json(&listed);
+            }
+            print_text(&user_table(&listed))
+        }
+        Command::DeactivateUser { id } => {
+            let user = users::deactivate(&db, id, Some("cli")).await?;
+            if cli.json {
+                return print_json(&user);
+            }
+            print_text(&format!("Deactivated {} <{}>; their keys no longer work.", user.name, user.email))
         }
     }
+}
+
+fn user_table(users: &[User]) -> String {
+    if users.is_empty() {
+        return "No users. Create one with: vault-cli create-user --name NAME --email EMAIL".into();
+    }
+    let header = ["ID", "NAME", "EMAIL", "ROLE", "STATUS", "CREATED"].map(String::from).to_vec();
+    let rows: Vec<Vec<String>> = std::iter::once(header)
+        .chain(users.iter().map(|u| {
+            vec![
+                u.id.clone(),
+                u.name.clone(),
+                u.email.clone(),
+                u.role.clone(),
+                if u.is_active { "active" } else { "deactivated" }.into(),
+                u.created_at.clone(),
+            ]
+        }))
+        .collect();
+    table(&rows)
 }
 
 fn key_table(keys: &[ApiKeyInfo]) -> String {
     if keys.is_empty() {
         return "No keys. Create one with: vault-cli create-key --label NAME --scope admin".into();
     }
-    let mut rows = vec![
-        [
-            "ID",
-            "PREFIX",
-            "SCOPE",
-            "STATUS",
-            "LABEL",
-            "USER",
-            "CREATED",
-            "LAST USED",
-        ]
-        .map(String::from),
-    ];
-    for k in keys {
-        rows.push([
-            k.id.to_string(),
-            k.prefix.clone(),
-            k.scope.as_str().into(),
-            if k.is_active { "active" } else { "revoked" }.into(),
-            k.label.clone(),
-            k.user_id.clone().unwrap_or_else(|| "-".into()),
-            k.created_at.clone(),
-            k.last_used_at.clone().unwrap_or_else(|| "never".into()),
-        ]);
-    }
-    let widths: Vec<usize> = (0..8)
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+    let header =
+        ["ID", "PREFIX", "SCOPE", "STATUS", "LABEL", "USER", "CREATED", "LAST USED"].map(String::from).to_vec();
+    let rows: Vec<Vec<String>> = std::iter::once(header)
+        .chain(keys.iter().map(|k| {
+            vec![
+                k.id.to_string(),
+                k.prefix.clone(),
+                k.scope.as_str().into(),
+                if k.is_active { "active" } else { "revoked" }.into(),
+                k.label.clone(),
+                k.user_id.clone().unwrap_or_else(|| "-".into()),
+                k.created_at.clone(),
+                k.last_used_at.clone().unwrap_or_else(|| "never".into()),
+            ]
+        }))
         .collect();
+    table(&rows)
+}
+
+/// Left-aligned columns, two spaces apart.
+fn table(rows: &[Vec<String>]) -> String {
+    let columns = rows.first().map_or(0, Vec::len);
+    let widths: Vec<usize> =
+        (0..columns).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
     rows.iter()
         .map(|row| {
-            row.iter()
-                .zip(&widths)
-                .map(|(cell, w)| format!("{cell:<w$}"))
-                .collect::<Vec<_>>()
-                .join("  ")
-                .trim_end()
-                .to_string()
+            let cells: Vec<String> = row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
+            cells.join("  ").trim_end().to_string()
         })
         .collect::<Vec<_>>()
         .join("\n")
 }
 
 fn print_json(value: &impl Serialize) -> Result<(), VaultError> {
-    let text = serde_json::to_string_pretty(value)
-        .map_err(|e| VaultError::internal("printing JSON", e))?;
+    let text = serde_json::to_string_pretty(value).map_err(|e| VaultError::internal("printing JSON", e))?;
     print_text(&text)
 }
 

@@ -15,7 +15,8 @@ CREATE TABLE usage_hourly (
 -- Request latencies per hour in quarter-octave buckets (see vault-core/src/insights.rs).
 CREATE TABLE latency_hourly (
     hour      TEXT NOT NULL,
+    principal TEXT NOT NULL DEFAULT '',
     bucket    INTEGER NOT NULL,
     requests  INTEGER NOT NULL,
-    PRIMARY KEY (hour, bucket)
+    PRIMARY KEY (hour, principal, bucket)
 ) WITHOUT ROWID;

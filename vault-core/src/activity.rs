@@ -35,8 +35,8 @@ pub async fn record(db: &Db, kind: &str, actor: Option<&str>, subject: Option<&s
     }
 }
 
-/// The newest events first; `limit` 1..=200, default 20.
-pub async fn recent(db: &Db, limit: Option<u32>) -> Result<Vec<ActivityItem>> {
+/// The newest events first; `limit` 1..=200, default 20. With `actor`, only that actor's.
+pub async fn recent(db: &Db, limit: Option<u32>, actor: Option<&str>) -> Result<Vec<ActivityItem>> {
     let page = crate::validate::Page::new(limit, None, 20, 200)?;
-    storage::activity::recent(&db.connect().await?, page.limit).await
+    storage::activity::recent(&db.connect().await?, page.limit, actor).await
 }

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::audit::AuditLog;
-use crate::config::Config;
+use crate::config::{Config, SystemControl};
+use crate::controller::{DryRunController, HostController, SystemController};
 use crate::error::Result;
 use crate::gpu::{self, GpuPresence};
 use crate::inference::vllm::VllmBackend;
@@ -14,6 +15,7 @@ use crate::inference::{Inference, InferenceBackend};
 use crate::keys::Authenticator;
 use crate::manifest::Manifest;
 use crate::storage::Db;
+use crate::system::SystemMonitor;
 
 pub struct Vault {
     pub config: Config,
@@ -21,6 +23,8 @@ pub struct Vault {
     pub auth: Authenticator,
     pub audit: AuditLog,
     pub inference: Inference,
+    pub controller: Box<dyn SystemController>,
+    pub monitor: SystemMonitor,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -45,23 +49,19 @@ impl Vault {
         Self::open_with_backend(config, Arc::new(backend)).await
     }
 
-    pub async fn open_with_backend(
-        config: Config,
-        backend: Arc<dyn InferenceBackend>,
-    ) -> Result<Arc<Vault>> {
+    pub async fn open_with_backend(config: Config, backend: Arc<dyn InferenceBackend>) -> Result<Arc<Vault>> {
         config.prepare_data_dir()?;
         config.secret_key()?;
         let db = Arc::new(Db::open(&config.db).await?);
         let auth = Authenticator::new(db.clone()).await?;
         let audit = AuditLog::start(db.clone()).await?;
         let inference = Inference::new(backend, Manifest::new(config.models_manifest.clone()));
-        Ok(Arc::new(Vault {
-            config,
-            db,
-            auth,
-            audit,
-            inference,
-        }))
+        let controller: Box<dyn SystemController> = match config.system_control {
+            SystemControl::DryRun => Box::new(DryRunController::default()),
+            SystemControl::Host => Box::new(HostController),
+        };
+        let monitor = SystemMonitor::new()?;
+        Ok(Arc::new(Vault { config, db, auth, audit, inference, controller, monitor }))
     }
 
     pub async fn health(&self) -> Health {

@@ -180,11 +180,7 @@ impl LastUsed {
                 }
                 continue;
             }
-            if self
-                .written
-                .get(&key_id)
-                .is_none_or(|at| now.duration_since(*at) >= LAST_USED_RESOLUTION)
-            {
+            if self.written.get(&key_id).is_none_or(|at| now.duration_since(*at) >= LAST_USED_RESOLUTION) {
                 self.written.insert(key_id, now);
                 due.push((key_id, r.timestamp.clone()));
             }
@@ -193,16 +189,9 @@ impl LastUsed {
     }
 }
 
-async fn store_with_retries(
-    conn: &libsql::Connection,
-    records: &[Box<AuditRecord>],
-    last_used: &[(i64, String)],
-) {
+async fn store_with_retries(conn: &libsql::Connection, records: &[Box<AuditRecord>], last_used: &[(i64, String)]) {
     let refs: Vec<&AuditRecord> = records.iter().map(|r| r.as_ref()).collect();
-    let last_used: Vec<(i64, &str)> = last_used
-        .iter()
-        .map(|(id, at)| (*id, at.as_str()))
-        .collect();
+    let last_used: Vec<(i64, &str)> = last_used.iter().map(|(id, at)| (*id, at.as_str())).collect();
     let mut delay = Duration::from_millis(50);
     for attempt in 1..=WRITE_ATTEMPTS {
         match storage::audit::insert_batch(conn, &refs, &last_used).await {
@@ -288,10 +277,7 @@ impl RequestAudit {
     }
 
     pub fn request_id(&self) -> String {
-        self.record
-            .lock()
-            .map(|r| r.request_id.clone())
-            .unwrap_or_default()
+        self.record.lock().map(|r| r.request_id.clone()).unwrap_or_default()
     }
 
     pub fn set_principal(&self, principal: &crate::keys::Principal) {
@@ -322,8 +308,7 @@ impl RequestAudit {
 
     /// The response body will finish this record (a stream); the response itself must not.
     pub fn defer(&self) {
-        self.deferred
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.deferred.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn is_deferred(&self) -> bool {
@@ -339,10 +324,7 @@ impl RequestAudit {
         error_code: Option<String>,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let (done, committed) = oneshot::channel();
-        if !self
-            .finished
-            .swap(true, std::sync::atomic::Ordering::SeqCst)
-        {
+        if !self.finished.swap(true, std::sync::atomic::Ordering::SeqCst) {
             let latency_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
             let record = self.record.lock().map(|mut r| {
                 r.status = status;
@@ -370,11 +352,7 @@ impl Drop for RequestAudit {
     /// waited on the upstream) still leaves its row.
     fn drop(&mut self) {
         if !self.finished.load(std::sync::atomic::Ordering::SeqCst) {
-            drop(self.finish(
-                CLIENT_CLOSED_REQUEST,
-                false,
-                Some("client_disconnected".into()),
-            ));
+            drop(self.finish(CLIENT_CLOSED_REQUEST, false, Some("client_disconnected".into())));
         }
     }
 }
@@ -405,14 +383,8 @@ mod tests {
         let audit = AuditLog::start(db.clone()).await.unwrap();
         audit.record(record(1)).await;
         let conn = db.connect().await.unwrap();
-        let row = storage::audit::by_request_id(&conn, "req-1")
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            (row.tokens_input, row.tokens_output, row.status),
-            (Some(5), Some(7), 200)
-        );
+        let row = storage::audit::by_request_id(&conn, "req-1").await.unwrap().unwrap();
+        assert_eq!((row.tokens_input, row.tokens_output, row.status), (Some(5), Some(7), 200));
     }
 
     #[tokio::test]
@@ -433,15 +405,11 @@ mod tests {
         let (_dir, db) = storage::test_db().await;
         let db = Arc::new(db);
         let audit = AuditLog::start(db.clone()).await.unwrap();
-        let request =
-            RequestAudit::begin(audit.clone(), "POST", "/v1/completions", "gone-1".into());
+        let request = RequestAudit::begin(audit.clone(), "POST", "/v1/completions", "gone-1".into());
         drop(request);
         audit.shutdown().await;
         let conn = db.connect().await.unwrap();
-        let row = storage::audit::by_request_id(&conn, "gone-1")
-            .await
-            .unwrap()
-            .unwrap();
+        let row = storage::audit::by_request_id(&conn, "gone-1").await.unwrap().unwrap();
         assert_eq!((row.status, row.completed), (CLIENT_CLOSED_REQUEST, false));
         assert_eq!(row.error_code.as_deref(), Some("client_disconnected"));
     }

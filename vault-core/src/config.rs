@@ -15,10 +15,7 @@ pub enum DbLocation {
     /// An embedded libsql file.
     Local(PathBuf),
     /// A libsql server shared by several gateways (`libsql://`, `http(s)://`).
-    Remote {
-        url: String,
-        auth_token: Option<String>,
-    },
+    Remote { url: String, auth_token: Option<String> },
 }
 
 /// The resolved configuration of one Vault process.
@@ -39,7 +36,18 @@ pub struct Config {
     pub tls_cert_dir: PathBuf,
     pub cors_origins: Vec<String>,
     pub log_level: String,
+    /// Whether host changes (network, time zone) are applied or only recorded.
+    pub system_control: SystemControl,
     secret_key: Option<String>,
+}
+
+/// How host changes are carried out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SystemControl {
+    /// Record the commands, change nothing (the default).
+    DryRun,
+    /// Run them on this host (hostnamectl, nmcli, timedatectl).
+    Host,
 }
 
 /// Named settings a shell passes in; a value here wins over the environment.
@@ -59,26 +67,19 @@ pub const VAULT_SETUP_FLAG_PATH: &str = "VAULT_SETUP_FLAG_PATH";
 pub const VAULT_TLS_CERT_DIR: &str = "VAULT_TLS_CERT_DIR";
 pub const VAULT_CORS_ORIGINS: &str = "VAULT_CORS_ORIGINS";
 pub const VAULT_LOG_LEVEL: &str = "VAULT_LOG_LEVEL";
+pub const VAULT_SYSTEM_CONTROL: &str = "VAULT_SYSTEM_CONTROL";
 
 const DEFAULT_UPSTREAM_TIMEOUT_SECS: f64 = 300.0;
 
 fn bad(var: &str, why: impl std::fmt::Display) -> VaultError {
-    VaultError::new(
-        ErrorKind::Invalid,
-        "invalid_config",
-        format!("{var}: {why}"),
-    )
+    VaultError::new(ErrorKind::Invalid, "invalid_config", format!("{var}: {why}"))
 }
 
 impl Config {
     /// Reads the configuration from the process environment, with `overrides` first.
     pub fn load(overrides: &Overrides) -> Result<Config, VaultError> {
         Self::from_lookup(|name| {
-            overrides
-                .get(name)
-                .cloned()
-                .or_else(|| std::env::var(name).ok())
-                .filter(|value| !value.trim().is_empty())
+            overrides.get(name).cloned().or_else(|| std::env::var(name).ok()).filter(|value| !value.trim().is_empty())
         })
     }
 
@@ -86,15 +87,11 @@ impl Config {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, VaultError> {
         let host = match lookup(VAULT_HOST) {
             Some(v) if v == "localhost" => IpAddr::from([127, 0, 0, 1]),
-            Some(v) => v
-                .parse()
-                .map_err(|_| bad(VAULT_HOST, format!("`{v}` is not an IP address")))?,
+            Some(v) => v.parse().map_err(|_| bad(VAULT_HOST, format!("`{v}` is not an IP address")))?,
             None => IpAddr::from([127, 0, 0, 1]),
         };
         let port = match lookup(VAULT_PORT) {
-            Some(v) => v
-                .parse()
-                .map_err(|_| bad(VAULT_PORT, format!("`{v}` is not a port number (0-65535)")))?,
+            Some(v) => v.parse().map_err(|_| bad(VAULT_PORT, format!("`{v}` is not a port number (0-65535)")))?,
             None => 8000,
         };
         let data_dir = PathBuf::from(lookup(VAULT_DATA_DIR).unwrap_or_else(|| "./data".into()));
@@ -103,36 +100,27 @@ impl Config {
             Some(url) => parse_db_url(&url, lookup(VAULT_DB_AUTH_TOKEN))?,
         };
         let vllm_base_url = lookup(VLLM_BASE_URL).unwrap_or_else(|| "http://localhost:8001".into());
-        let vllm_base_url =
-            parse_http_url(&vllm_base_url).map_err(|why| bad(VLLM_BASE_URL, why))?;
+        let vllm_base_url = parse_http_url(&vllm_base_url).map_err(|why| bad(VLLM_BASE_URL, why))?;
         let upstream_timeout = match lookup(VAULT_UPSTREAM_TIMEOUT) {
             Some(v) => parse_seconds(&v).map_err(|why| bad(VAULT_UPSTREAM_TIMEOUT, why))?,
             None => Duration::from_secs_f64(DEFAULT_UPSTREAM_TIMEOUT_SECS),
         };
-        let models_dir = lookup(VAULT_MODELS_DIR)
-            .map(PathBuf::from)
-            .unwrap_or_else(|| data_dir.join("models"));
+        let models_dir = lookup(VAULT_MODELS_DIR).map(PathBuf::from).unwrap_or_else(|| data_dir.join("models"));
         let manifest = lookup(VAULT_MODELS_MANIFEST);
         let models_manifest_explicit = manifest.is_some();
-        let models_manifest = manifest
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("config/models.json"));
-        let setup_flag_path = lookup(VAULT_SETUP_FLAG_PATH)
-            .map(PathBuf::from)
-            .unwrap_or_else(|| data_dir.join(".setup_complete"));
-        let tls_cert_dir = lookup(VAULT_TLS_CERT_DIR)
-            .map(PathBuf::from)
-            .unwrap_or_else(|| data_dir.join("tls"));
+        let models_manifest = manifest.map(PathBuf::from).unwrap_or_else(|| PathBuf::from("config/models.json"));
+        let setup_flag_path =
+            lookup(VAULT_SETUP_FLAG_PATH).map(PathBuf::from).unwrap_or_else(|| data_dir.join(".setup_complete"));
+        let tls_cert_dir = lookup(VAULT_TLS_CERT_DIR).map(PathBuf::from).unwrap_or_else(|| data_dir.join("tls"));
         let cors_origins = lookup(VAULT_CORS_ORIGINS)
-            .map(|v| {
-                v.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(String::from)
-                    .collect()
-            })
+            .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect())
             .unwrap_or_default();
         let log_level = lookup(VAULT_LOG_LEVEL).unwrap_or_else(|| "info".into());
+        let system_control = match lookup(VAULT_SYSTEM_CONTROL).as_deref() {
+            None | Some("dry-run") => SystemControl::DryRun,
+            Some("host") => SystemControl::Host,
+            Some(other) => return Err(bad(VAULT_SYSTEM_CONTROL, format!("`{other}` must be dry-run or host"))),
+        };
         Ok(Config {
             host,
             port,
@@ -147,6 +135,7 @@ impl Config {
             tls_cert_dir,
             cors_origins,
             log_level,
+            system_control,
             secret_key: lookup(VAULT_SECRET_KEY),
         })
     }
@@ -160,26 +149,14 @@ impl Config {
     /// Checks what can only be checked on disk: the data dir is writable and an explicitly
     /// named manifest exists. Creates the data dir when missing.
     pub fn prepare_data_dir(&self) -> Result<(), VaultError> {
-        std::fs::create_dir_all(&self.data_dir).map_err(|e| {
-            bad(
-                VAULT_DATA_DIR,
-                format!("cannot create {}: {e}", self.data_dir.display()),
-            )
-        })?;
+        std::fs::create_dir_all(&self.data_dir)
+            .map_err(|e| bad(VAULT_DATA_DIR, format!("cannot create {}: {e}", self.data_dir.display())))?;
         let probe = self.data_dir.join(".write-test");
         std::fs::write(&probe, b"")
             .and_then(|()| std::fs::remove_file(&probe))
-            .map_err(|e| {
-                bad(
-                    VAULT_DATA_DIR,
-                    format!("{} is not writable: {e}", self.data_dir.display()),
-                )
-            })?;
+            .map_err(|e| bad(VAULT_DATA_DIR, format!("{} is not writable: {e}", self.data_dir.display())))?;
         if self.models_manifest_explicit && !self.models_manifest.is_file() {
-            return Err(bad(
-                VAULT_MODELS_MANIFEST,
-                format!("{} does not exist", self.models_manifest.display()),
-            ));
+            return Err(bad(VAULT_MODELS_MANIFEST, format!("{} does not exist", self.models_manifest.display())));
         }
         Ok(())
     }
@@ -195,12 +172,8 @@ impl Config {
             Ok(secret) if !secret.trim().is_empty() => Ok(secret.trim().to_string()),
             _ => {
                 let secret = crate::keys::random_alphanumeric(64)?;
-                write_private_file(&path, secret.as_bytes()).map_err(|e| {
-                    bad(
-                        VAULT_SECRET_KEY,
-                        format!("cannot store a generated secret: {e}"),
-                    )
-                })?;
+                write_private_file(&path, secret.as_bytes())
+                    .map_err(|e| bad(VAULT_SECRET_KEY, format!("cannot store a generated secret: {e}")))?;
                 Ok(secret)
             }
         }
@@ -225,14 +198,8 @@ fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
 
 fn parse_db_url(url: &str, auth_token: Option<String>) -> Result<DbLocation, VaultError> {
     let lower = url.to_ascii_lowercase();
-    if ["libsql://", "http://", "https://", "ws://", "wss://"]
-        .iter()
-        .any(|s| lower.starts_with(s))
-    {
-        return Ok(DbLocation::Remote {
-            url: url.to_string(),
-            auth_token,
-        });
+    if ["libsql://", "http://", "https://", "ws://", "wss://"].iter().any(|s| lower.starts_with(s)) {
+        return Ok(DbLocation::Remote { url: url.to_string(), auth_token });
     }
     let path = url.strip_prefix("file:").unwrap_or(url);
     if path.is_empty() {
@@ -255,12 +222,8 @@ fn parse_http_url(raw: &str) -> Result<String, String> {
 
 fn parse_seconds(raw: &str) -> Result<Duration, String> {
     match raw.trim().parse::<f64>() {
-        Ok(secs) if secs.is_finite() && secs > 0.0 && secs <= 86_400.0 => {
-            Ok(Duration::from_secs_f64(secs))
-        }
-        _ => Err(format!(
-            "`{raw}` is not a number of seconds between 0 and 86400"
-        )),
+        Ok(secs) if secs.is_finite() && secs > 0.0 && secs <= 86_400.0 => Ok(Duration::from_secs_f64(secs)),
+        _ => Err(format!("`{raw}` is not a number of seconds between 0 and 86400")),
     }
 }
 
@@ -269,10 +232,7 @@ mod tests {
     use super::*;
 
     fn config(pairs: &[(&str, &str)]) -> Result<Config, VaultError> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Config::from_lookup(|name| map.get(name).cloned())
     }
 
@@ -285,6 +245,7 @@ mod tests {
         assert_eq!(c.setup_flag_path, PathBuf::from("./data/.setup_complete"));
         assert_eq!(c.models_dir, PathBuf::from("./data/models"));
         assert_eq!(c.log_level, "info");
+        assert_eq!(c.system_control, SystemControl::DryRun);
         assert!(!c.models_manifest_explicit);
     }
 
@@ -296,6 +257,7 @@ mod tests {
             (VLLM_BASE_URL, "ftp://x"),
             (VLLM_BASE_URL, "::::"),
             (VAULT_UPSTREAM_TIMEOUT, "-1"),
+            (VAULT_SYSTEM_CONTROL, "yes"),
         ] {
             let err = config(&[(var, value)]).unwrap_err();
             assert!(err.message.starts_with(var), "{var}: {}", err.message);
@@ -305,18 +267,8 @@ mod tests {
 
     #[test]
     fn remote_db_urls_are_recognised() {
-        let c = config(&[
-            (VAULT_DB_URL, "libsql://db.example"),
-            (VAULT_DB_AUTH_TOKEN, "t"),
-        ])
-        .unwrap();
-        assert_eq!(
-            c.db,
-            DbLocation::Remote {
-                url: "libsql://db.example".into(),
-                auth_token: Some("t".into())
-            }
-        );
+        let c = config(&[(VAULT_DB_URL, "libsql://db.example"), (VAULT_DB_AUTH_TOKEN, "t")]).unwrap();
+        assert_eq!(c.db, DbLocation::Remote { url: "libsql://db.example".into(), auth_token: Some("t".into()) });
         let c = config(&[(VAULT_DB_URL, "file:/tmp/x.db")]).unwrap();
         assert_eq!(c.db, DbLocation::Local(PathBuf::from("/tmp/x.db")));
     }
@@ -325,11 +277,7 @@ mod tests {
     fn explicit_manifest_must_exist() {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().to_string_lossy().into_owned();
-        let c = config(&[
-            (VAULT_DATA_DIR, &data),
-            (VAULT_MODELS_MANIFEST, "/nonexistent/models.json"),
-        ])
-        .unwrap();
+        let c = config(&[(VAULT_DATA_DIR, &data), (VAULT_MODELS_MANIFEST, "/nonexistent/models.json")]).unwrap();
         let err = c.prepare_data_dir().unwrap_err();
         assert!(err.message.starts_with(VAULT_MODELS_MANIFEST));
     }

@@ -12,7 +12,10 @@ use crate::error::{ErrorKind, Result, VaultError};
 pub enum HostChange {
     Hostname(String),
     /// Address configuration of the primary connection: DHCP, or a static address.
-    Address { static_ip: Option<(String, u8)>, gateway: Option<String> },
+    Address {
+        static_ip: Option<(String, u8)>,
+        gateway: Option<String>,
+    },
     Dns(Vec<String>),
     Timezone(String),
 }
@@ -114,7 +117,8 @@ mod tests {
     fn changes_become_argument_vectors_never_shell_strings() {
         let argv = HostChange::Hostname("vault-1; rm -rf /".into()).argv();
         assert_eq!(argv, ["hostnamectl", "set-hostname", "vault-1; rm -rf /"]);
-        let argv = HostChange::Address { static_ip: Some(("10.0.0.5".into(), 24)), gateway: Some("10.0.0.1".into()) }.argv();
+        let argv =
+            HostChange::Address { static_ip: Some(("10.0.0.5".into(), 24)), gateway: Some("10.0.0.1".into()) }.argv();
         assert_eq!(argv[argv.len() - 3..], ["10.0.0.5/24", "ipv4.gateway", "10.0.0.1"]);
         let dry = DryRunController::default();
         dry.apply(&HostChange::Timezone("Europe/Berlin".into())).unwrap();

@@ -75,8 +75,14 @@ pub async fn create(db: &Db, who: &Principal, title: Option<&str>, model: Option
     let conn = db.connect().await?;
     storage::conversations::insert(&conn, &id, &who.owner(), &title, model.as_deref(), &crate::time::now_rfc3339())
         .await?;
-    activity::record(db, "conversation.created", Some(who.actor()), Some(&id), format!("Conversation \"{title}\" created"))
-        .await;
+    activity::record(
+        db,
+        "conversation.created",
+        Some(who.actor()),
+        Some(&id),
+        format!("Conversation \"{title}\" created"),
+    )
+    .await;
     storage::conversations::get(&conn, &who.owner(), &id).await?.ok_or_else(|| not_found(&id))
 }
 
@@ -125,7 +131,12 @@ mod tests {
     use crate::keys::Scope;
 
     fn principal(key_id: i64, user: Option<&str>) -> Principal {
-        Principal { key_id, key_prefix: format!("vault_sk_{key_id:04}"), scope: Scope::User, user_id: user.map(String::from) }
+        Principal {
+            key_id,
+            key_prefix: format!("vault_sk_{key_id:04}"),
+            scope: Scope::User,
+            user_id: user.map(String::from),
+        }
     }
 
     #[tokio::test]

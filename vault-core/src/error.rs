@@ -69,17 +69,8 @@ pub struct VaultError {
 pub type Result<T, E = VaultError> = std::result::Result<T, E>;
 
 impl VaultError {
-    pub fn new(
-        kind: ErrorKind,
-        code: impl Into<Cow<'static, str>>,
-        message: impl Into<String>,
-    ) -> Self {
-        VaultError {
-            kind,
-            code: code.into(),
-            message: message.into(),
-            details: None,
-        }
+    pub fn new(kind: ErrorKind, code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
+        VaultError { kind, code: code.into(), message: message.into(), details: None }
     }
 
     pub fn with_details(mut self, details: serde_json::Value) -> Self {
@@ -115,11 +106,7 @@ impl VaultError {
     /// gets a generic sentence: internal details never reach a response.
     pub fn internal(context: &str, cause: impl std::fmt::Display) -> Self {
         tracing::error!(context, error = %cause, "internal error");
-        Self::new(
-            ErrorKind::Internal,
-            "internal_error",
-            format!("Internal error while {context}."),
-        )
+        Self::new(ErrorKind::Internal, "internal_error", format!("Internal error while {context}."))
     }
 
     pub fn status(&self) -> u16 {
@@ -152,12 +139,8 @@ mod tests {
 
     #[test]
     fn error_body_has_the_api_shape() {
-        let err = VaultError::new(
-            ErrorKind::UpstreamUnavailable,
-            "inference_unavailable",
-            "down",
-        )
-        .with_suggestion("start vLLM");
+        let err = VaultError::new(ErrorKind::UpstreamUnavailable, "inference_unavailable", "down")
+            .with_suggestion("start vLLM");
         let body = err.to_body();
         assert_eq!(body["error"]["code"], "inference_unavailable");
         assert_eq!(body["error"]["status"], 503);
@@ -172,10 +155,7 @@ mod tests {
 
     #[test]
     fn internal_errors_do_not_leak_their_cause() {
-        let err = VaultError::internal(
-            "opening the database",
-            "/secret/path/vault.db: permission denied",
-        );
+        let err = VaultError::internal("opening the database", "/secret/path/vault.db: permission denied");
         assert!(!err.message.contains("/secret"));
         assert_eq!(err.status(), 500);
     }

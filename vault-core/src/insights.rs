@@ -122,17 +122,29 @@ fn percentile(histogram: &[(i64, i64)], fraction: f64) -> Option<f64> {
     None
 }
 
-pub async fn insights(db: &Db, range: Range) -> Result<Insights> {
-    insights_at(db, range, SystemTime::now()).await
+/// Whose usage an insights answer covers.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    Everyone,
+    /// One user (or one key without a user): what a `user` key sees of itself.
+    Principal(&'a str),
+}
+
+pub async fn insights(db: &Db, range: Range, scope: Scope<'_>) -> Result<Insights> {
+    insights_at(db, range, scope, SystemTime::now()).await
 }
 
 /// Insights for the `range` ending at `now`.
-pub async fn insights_at(db: &Db, range: Range, now: SystemTime) -> Result<Insights> {
+pub async fn insights_at(db: &Db, range: Range, scope: Scope<'_>, now: SystemTime) -> Result<Insights> {
+    let principal = match scope {
+        Scope::Everyone => None,
+        Scope::Principal(p) => Some(p),
+    };
     let start = now.checked_sub(Duration::from_secs(range.hours().saturating_sub(1) * 3600)).unwrap_or(now);
     let since_hour = crate::time::format_rfc3339(start)[..13].to_string();
     let (bucket_len, bucket) = if range == Range::Day { (13, "hour") } else { (10, "day") };
     let conn = db.connect().await?;
-    let rows = storage::usage::series(&conn, &since_hour, bucket_len).await?;
+    let rows = storage::usage::series(&conn, &since_hour, principal, bucket_len).await?;
     let series: Vec<SeriesPoint> = rows
         .iter()
         .map(|(b, [requests, errors, tokens_input, tokens_output, _])| SeriesPoint {
@@ -145,20 +157,25 @@ pub async fn insights_at(db: &Db, range: Range, now: SystemTime) -> Result<Insig
         .collect();
     let requests: i64 = series.iter().map(|p| p.requests).sum();
     let latency_sum: i64 = rows.iter().map(|(_, v)| v[4]).sum();
-    let histogram = storage::usage::latency_histogram(&conn, &since_hour).await?;
+    let histogram = storage::usage::latency_histogram(&conn, &since_hour, principal).await?;
     let totals = Totals {
         requests,
         errors: series.iter().map(|p| p.errors).sum(),
         tokens_input: series.iter().map(|p| p.tokens_input).sum(),
         tokens_output: series.iter().map(|p| p.tokens_output).sum(),
-        active_users: storage::usage::active_principals(&conn, &since_hour).await?,
+        active_users: storage::usage::active_principals(&conn, &since_hour, principal).await?,
         avg_latency_ms: (requests > 0).then(|| (latency_sum as f64 / requests as f64 * 10.0).round() / 10.0),
         p95_latency_ms: percentile(&histogram, 0.95),
     };
-    let models = storage::usage::per_model(&conn, &since_hour)
+    let models = storage::usage::per_model(&conn, &since_hour, principal)
         .await?
         .into_iter()
-        .map(|(model, [requests, tokens_input, tokens_output])| ModelUsage { model, requests, tokens_input, tokens_output })
+        .map(|(model, [requests, tokens_input, tokens_output])| ModelUsage {
+            model,
+            requests,
+            tokens_input,
+            tokens_output,
+        })
         .collect();
     Ok(Insights {
         range: range.as_str().into(),
@@ -216,7 +233,7 @@ mod tests {
         let refs: Vec<&AuditRecord> = records.iter().collect();
         storage::audit::insert_batch(&db.connect().await.unwrap(), &refs, &[]).await.unwrap();
 
-        let day = insights_at(&db, Range::Day, now).await.unwrap();
+        let day = insights_at(&db, Range::Day, Scope::Everyone, now).await.unwrap();
         assert_eq!(day.totals.requests, 101, "health checks and old rows are not counted");
         assert_eq!(day.totals.errors, 1);
         assert_eq!(day.totals.tokens_input, 1010);
@@ -230,7 +247,11 @@ mod tests {
         let avg = day.totals.avg_latency_ms.unwrap();
         assert!((avg - 50.05).abs() < 0.2, "avg {avg}");
 
-        let month = insights_at(&db, Range::Month, now).await.unwrap();
+        let mine = insights_at(&db, Range::Day, Scope::Principal("u9"), now).await.unwrap();
+        assert_eq!((mine.totals.requests, mine.totals.active_users, mine.totals.errors), (1, 1, 1));
+        assert_eq!(mine.models[0].model, "b");
+
+        let month = insights_at(&db, Range::Month, Scope::Everyone, now).await.unwrap();
         assert_eq!((month.totals.requests, month.bucket.as_str()), (102, "day"));
         assert!(Range::parse("1y").unwrap_err().message.starts_with("range"));
     }

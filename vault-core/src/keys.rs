@@ -95,9 +95,7 @@ impl Principal {
     pub fn require_admin(&self) -> Result<()> {
         match self.scope {
             Scope::Admin => Ok(()),
-            Scope::User => Err(VaultError::forbidden(
-                "This operation needs a key with the admin scope.",
-            )),
+            Scope::User => Err(VaultError::forbidden("This operation needs a key with the admin scope.")),
         }
     }
 }
@@ -132,9 +130,8 @@ pub fn hash_key(raw: &str) -> String {
 
 /// Whether `raw` has the shape of a Vault key (it may still be unknown).
 pub fn is_well_formed(raw: &str) -> bool {
-    raw.strip_prefix(KEY_PREFIX).is_some_and(|rest| {
-        rest.len() == KEY_RANDOM_LEN && rest.bytes().all(|b| b.is_ascii_alphanumeric())
-    })
+    raw.strip_prefix(KEY_PREFIX)
+        .is_some_and(|rest| rest.len() == KEY_RANDOM_LEN && rest.bytes().all(|b| b.is_ascii_alphanumeric()))
 }
 
 /// The display prefix of a well-formed key: `vault_sk_` + 4 characters.
@@ -143,29 +140,26 @@ pub fn display_prefix(raw: &str) -> Option<String> {
 }
 
 /// Creates a key. `user_id`, when given, must name an active user.
-pub async fn create(db: &Db, label: &str, scope: Scope, user_id: Option<&str>, actor: Option<&str>) -> Result<CreatedKey> {
+pub async fn create(
+    db: &Db,
+    label: &str,
+    scope: Scope,
+    user_id: Option<&str>,
+    actor: Option<&str>,
+) -> Result<CreatedKey> {
     let label = label.trim();
     if label.is_empty() || label.chars().count() > MAX_LABEL_LEN {
-        return Err(VaultError::invalid(
-            "invalid_label",
-            format!("label: must be 1 to {MAX_LABEL_LEN} characters"),
-        ));
+        return Err(VaultError::invalid("invalid_label", format!("label: must be 1 to {MAX_LABEL_LEN} characters")));
     }
     let conn = db.connect().await?;
     if let Some(user_id) = user_id {
         match storage::users::is_active(&conn, user_id).await? {
             Some(true) => {}
             Some(false) => {
-                return Err(VaultError::conflict(
-                    "user_inactive",
-                    format!("user {user_id} is deactivated"),
-                ));
+                return Err(VaultError::conflict("user_inactive", format!("user {user_id} is deactivated")));
             }
             None => {
-                return Err(VaultError::not_found(
-                    "user_not_found",
-                    format!("no user with id {user_id}"),
-                ));
+                return Err(VaultError::not_found("user_not_found", format!("no user with id {user_id}")));
             }
         }
     }
@@ -234,14 +228,9 @@ pub async fn revoke(db: &Db, which: &str, actor: Option<&str>) -> Result<ApiKeyI
             "give a key, its vault_sk_ prefix, or its numeric id",
         ));
     };
-    let key = key.ok_or_else(|| {
-        VaultError::not_found("key_not_found", format!("no key matches {}", redact(which)))
-    })?;
+    let key = key.ok_or_else(|| VaultError::not_found("key_not_found", format!("no key matches {}", redact(which))))?;
     if !storage::keys::revoke(&conn, key.id, &crate::time::now_rfc3339()).await? && !key.is_active {
-        return Err(VaultError::conflict(
-            "key_already_revoked",
-            format!("key {} is already revoked", key.prefix),
-        ));
+        return Err(VaultError::conflict("key_already_revoked", format!("key {} is already revoked", key.prefix)));
     }
     let revoked = storage::keys::find_by_id(&conn, key.id)
         .await?
@@ -299,12 +288,7 @@ impl Authenticator {
         let epoch = storage::keys::auth_epoch(&conn).await?;
         Ok(Authenticator {
             db,
-            watch: tokio::sync::Mutex::new(Watch {
-                data_version_query,
-                conn,
-                data_version,
-                epoch,
-            }),
+            watch: tokio::sync::Mutex::new(Watch { data_version_query, conn, data_version, epoch }),
             cache: RwLock::new(Cache::default()),
         })
     }
@@ -312,11 +296,8 @@ impl Authenticator {
     /// Resolves a raw key to the principal it acts as, or 401.
     pub async fn authenticate(&self, raw_key: &str) -> Result<Principal> {
         if !is_well_formed(raw_key) {
-            return Err(
-                VaultError::unauthorized("The API key is malformed.").with_suggestion(
-                    "Send `Authorization: Bearer vault_sk_…` with a key created by an admin.",
-                ),
-            );
+            return Err(VaultError::unauthorized("The API key is malformed.")
+                .with_suggestion("Send `Authorization: Bearer vault_sk_…` with a key created by an admin."));
         }
         let hash = hash_key(raw_key);
         let generation = self.revalidate().await?;
@@ -325,16 +306,9 @@ impl Authenticator {
         }
         let conn = self.db.connect().await?;
         let Some(key) = storage::keys::find_usable_by_hash(&conn, &hash).await? else {
-            return Err(VaultError::unauthorized(
-                "The API key is unknown, revoked, or belongs to a deactivated user.",
-            ));
+            return Err(VaultError::unauthorized("The API key is unknown, revoked, or belongs to a deactivated user."));
         };
-        let principal = Principal {
-            key_id: key.id,
-            key_prefix: key.prefix,
-            scope: key.scope,
-            user_id: key.user_id,
-        };
+        let principal = Principal { key_id: key.id, key_prefix: key.prefix, scope: key.scope, user_id: key.user_id };
         if let Ok(mut cache) = self.cache.write()
             && cache.generation == generation
         {
@@ -373,18 +347,12 @@ mod tests {
 
     #[test]
     fn generated_keys_have_the_documented_shape() {
-        let raw = format!(
-            "{KEY_PREFIX}{}",
-            random_alphanumeric(KEY_RANDOM_LEN).unwrap()
-        );
+        let raw = format!("{KEY_PREFIX}{}", random_alphanumeric(KEY_RANDOM_LEN).unwrap());
         assert!(is_well_formed(&raw));
         assert_eq!(display_prefix(&raw).unwrap().len(), 13);
         assert!(!is_well_formed("vault_sk_short"));
         assert!(!is_well_formed(&format!("{KEY_PREFIX}{}", "-".repeat(48))));
-        assert_eq!(
-            hash_key("abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        assert_eq!(hash_key("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }
 
     #[tokio::test]
@@ -414,29 +382,14 @@ mod tests {
         let now = crate::time::now_rfc3339();
         storage::users::insert(
             &conn,
-            &storage::users::NewUser {
-                id: "u1",
-                name: "A",
-                email: "a@x",
-                role: "user",
-                created_at: &now,
-            },
+            &storage::users::NewUser { id: "u1", name: "A", email: "a@x", role: "user", created_at: &now },
         )
         .await
         .unwrap();
         let key = create(&db, "a", Scope::User, Some("u1"), None).await.unwrap();
         let auth = Authenticator::new(db.clone()).await.unwrap();
-        assert_eq!(
-            auth.authenticate(&key.key)
-                .await
-                .unwrap()
-                .user_id
-                .as_deref(),
-            Some("u1")
-        );
-        storage::users::set_active(&conn, "u1", false, &now)
-            .await
-            .unwrap();
+        assert_eq!(auth.authenticate(&key.key).await.unwrap().user_id.as_deref(), Some("u1"));
+        storage::users::set_active(&conn, "u1", false, &now).await.unwrap();
         assert_eq!(auth.authenticate(&key.key).await.unwrap_err().status(), 401);
         let err = create(&db, "b", Scope::User, Some("u1"), None).await.unwrap_err();
         assert_eq!(err.code, "user_inactive");
@@ -449,20 +402,8 @@ mod tests {
         assert_eq!(revoke(&db, "999", None).await.unwrap_err().status(), 404);
         let key = create(&db, "x", Scope::Admin, None, None).await.unwrap();
         revoke(&db, &key.key, None).await.unwrap();
-        assert_eq!(
-            revoke(&db, &key.info.id.to_string(), None)
-                .await
-                .unwrap_err()
-                .code,
-            "key_already_revoked"
-        );
-        assert_eq!(
-            create(&db, "  ", Scope::User, None, None)
-                .await
-                .unwrap_err()
-                .status(),
-            400
-        );
+        assert_eq!(revoke(&db, &key.info.id.to_string(), None).await.unwrap_err().code, "key_already_revoked");
+        assert_eq!(create(&db, "  ", Scope::User, None, None).await.unwrap_err().status(), 400);
     }
 
     #[tokio::test]

@@ -20,14 +20,8 @@ pub struct Manifest {
 }
 
 /// The fields of a manifest entry copied onto a model card (never overwriting the card).
-const ENRICHING_FIELDS: &[&str] = &[
-    "name",
-    "description",
-    "parameters",
-    "quantization",
-    "context_window",
-    "vram_required_gb",
-];
+const ENRICHING_FIELDS: &[&str] =
+    &["name", "description", "parameters", "quantization", "context_window", "vram_required_gb"];
 
 impl Manifest {
     pub fn new(path: PathBuf) -> Manifest {
@@ -45,12 +39,8 @@ impl Manifest {
             return Ok(ManifestFile::default());
         };
         match std::fs::read(path) {
-            Ok(raw) => serde_json::from_slice(&raw).map_err(|e| {
-                VaultError::internal(
-                    "reading the model manifest",
-                    format!("{}: {e}", path.display()),
-                )
-            }),
+            Ok(raw) => serde_json::from_slice(&raw)
+                .map_err(|e| VaultError::internal("reading the model manifest", format!("{}: {e}", path.display()))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ManifestFile::default()),
             Err(e) => Err(VaultError::internal("reading the model manifest", e)),
         }
@@ -63,11 +53,7 @@ impl ManifestFile {
         let Some(id) = card.get("id").and_then(|v| v.as_str()).map(String::from) else {
             return;
         };
-        let Some(entry) = self
-            .models
-            .iter()
-            .find(|m| m.get("id").and_then(|v| v.as_str()) == Some(id.as_str()))
-        else {
+        let Some(entry) = self.models.iter().find(|m| m.get("id").and_then(|v| v.as_str()) == Some(id.as_str())) else {
             return;
         };
         if let Some(card) = card.as_object_mut() {
@@ -90,8 +76,7 @@ mod tests {
             r#"{"models":[{"id":"Qwen/Q","name":"Qwen","context_window":32768,"path":"/opt/x"}]}"#,
         )
         .unwrap();
-        let mut card =
-            serde_json::json!({"id": "Qwen/Q", "object": "model", "name": "upstream name"});
+        let mut card = serde_json::json!({"id": "Qwen/Q", "object": "model", "name": "upstream name"});
         manifest.enrich(&mut card);
         assert_eq!(card["context_window"], 32768);
         assert_eq!(card["name"], "upstream name");

@@ -94,7 +94,9 @@ impl NetworkConfig {
     fn validated(mut self) -> Result<NetworkConfig> {
         self.hostname = self.hostname.trim().to_ascii_lowercase();
         if !is_valid_hostname(&self.hostname) {
-            return Err(invalid("hostname: must be an RFC 1123 host name (letters, digits, hyphens; labels up to 63 characters)".into()));
+            return Err(invalid(
+                "hostname: must be an RFC 1123 host name (letters, digits, hyphens; labels up to 63 characters)".into(),
+            ));
         }
         match self.ip_mode.as_str() {
             "dhcp" => {
@@ -103,7 +105,10 @@ impl NetworkConfig {
                 self.gateway = None;
             }
             "static" => {
-                let ip = self.ip_address.as_deref().ok_or_else(|| invalid("ip_address: required when ip_mode is static".into()))?;
+                let ip = self
+                    .ip_address
+                    .as_deref()
+                    .ok_or_else(|| invalid("ip_address: required when ip_mode is static".into()))?;
                 let ip = parse_ip("ip_address", ip)?;
                 let max_prefix = if ip.is_ipv4() { 32 } else { 128 };
                 match self.prefix_length {

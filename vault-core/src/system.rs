@@ -75,7 +75,8 @@ impl SystemMonitor {
     pub fn new() -> Result<SystemMonitor> {
         let mut system = System::new().map_err(|e| VaultError::internal("reading system metrics", e))?;
         system.refresh_cpu_usage();
-        let networks = Networks::new_with_refreshed_list().map_err(|e| VaultError::internal("reading network metrics", e))?;
+        let networks =
+            Networks::new_with_refreshed_list().map_err(|e| VaultError::internal("reading network metrics", e))?;
         Ok(SystemMonitor { samples: Mutex::new(Samples { system, networks, taken: Instant::now() }) })
     }
 

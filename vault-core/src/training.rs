@@ -159,8 +159,14 @@ pub async fn create(db: &Db, job: NewJob<'_>, actor: Option<&str>) -> Result<Tra
         completed_at: None,
     };
     storage::training::insert(&db.connect().await?, &record).await?;
-    activity::record(db, "training.created", actor, Some(&record.id), format!("Training job \"{}\" queued", record.name))
-        .await;
+    activity::record(
+        db,
+        "training.created",
+        actor,
+        Some(&record.id),
+        format!("Training job \"{}\" queued", record.name),
+    )
+    .await;
     Ok(record)
 }
 
@@ -169,7 +175,10 @@ pub async fn list(db: &Db, status: Option<&str>) -> Result<Vec<TrainingJob>> {
         Some(raw) => Some(
             JobStatus::parse(raw)
                 .ok_or_else(|| {
-                    VaultError::invalid("invalid_request", "status: must be one of queued, running, paused, completed, failed, cancelled")
+                    VaultError::invalid(
+                        "invalid_request",
+                        "status: must be one of queued, running, paused, completed, failed, cancelled",
+                    )
                 })?
                 .as_str(),
         ),

@@ -121,12 +121,13 @@ mod tests {
         assert!(create(&db, "", "a@b", "user", None).await.unwrap_err().message.starts_with("name"));
         assert!(create(&db, "A", "nope", "user", None).await.unwrap_err().message.starts_with("email"));
         assert!(create(&db, "A", "a@b", "root", None).await.unwrap_err().message.starts_with("role"));
-        let changed =
-            update(&db, &user.id, UserUpdate { role: Some("admin".into()), ..UserUpdate::default() }, None).await.unwrap();
+        let changed = update(&db, &user.id, UserUpdate { role: Some("admin".into()), ..UserUpdate::default() }, None)
+            .await
+            .unwrap();
         assert_eq!(changed.role, "admin");
         assert!(!deactivate(&db, &user.id, None).await.unwrap().is_active);
         assert_eq!(deactivate(&db, "missing", None).await.unwrap_err().status(), 404);
-        let feed = activity::recent(&db, None).await.unwrap();
+        let feed = activity::recent(&db, None, None).await.unwrap();
         assert_eq!(feed[0].kind, "user.deactivated");
         assert_eq!(feed.last().unwrap().actor.as_deref(), Some("admin"));
     }

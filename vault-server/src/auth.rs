@@ -14,21 +14,12 @@ use crate::error::ApiError;
 
 /// Any valid key (`user` or `admin` scope).
 #[derive(SecurityScheme)]
-#[oai(
-    ty = "bearer",
-    bearer_format = "vault_sk_…",
-    checker = "check_any_scope"
-)]
+#[oai(ty = "bearer", bearer_format = "vault_sk_…", checker = "check_any_scope")]
 pub struct UserKey(pub Principal);
 
 /// A valid key with the `admin` scope.
 #[derive(SecurityScheme)]
-#[oai(
-    rename = "AdminKey",
-    ty = "bearer",
-    bearer_format = "vault_sk_…",
-    checker = "check_admin_scope"
-)]
+#[oai(rename = "AdminKey", ty = "bearer", bearer_format = "vault_sk_…", checker = "check_admin_scope")]
 pub struct AdminKey(pub Principal);
 
 async fn check_any_scope(req: &Request, bearer: Bearer) -> poem::Result<Principal> {
@@ -42,12 +33,9 @@ async fn check_admin_scope(req: &Request, bearer: Bearer) -> poem::Result<Princi
 }
 
 async fn authenticate(req: &Request, token: &str) -> poem::Result<Principal> {
-    let vault = req.data::<Arc<Vault>>().ok_or_else(|| {
-        ApiError(vault_core::VaultError::internal(
-            "checking a key",
-            "the server state is missing",
-        ))
-    })?;
+    let vault = req
+        .data::<Arc<Vault>>()
+        .ok_or_else(|| ApiError(vault_core::VaultError::internal("checking a key", "the server state is missing")))?;
     let audit = req.extensions().get::<Arc<RequestAudit>>();
     match vault.auth.authenticate(token).await {
         Ok(principal) => {

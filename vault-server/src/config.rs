@@ -47,6 +47,9 @@ pub struct ConfigArgs {
     /// Log filter, e.g. `info` or `vault_core=debug` [default: info].
     #[arg(long, env = config::VAULT_LOG_LEVEL, global = true)]
     pub log_level: Option<String>,
+    /// `dry-run` records host changes (network, time zone) without making them; `host` makes them [default: dry-run].
+    #[arg(long, env = config::VAULT_SYSTEM_CONTROL, global = true)]
+    pub system_control: Option<String>,
 }
 
 impl ConfigArgs {
@@ -67,10 +70,8 @@ impl ConfigArgs {
             (config::VAULT_TLS_CERT_DIR, &self.tls_cert_dir),
             (config::VAULT_CORS_ORIGINS, &self.cors_origins),
             (config::VAULT_LOG_LEVEL, &self.log_level),
+            (config::VAULT_SYSTEM_CONTROL, &self.system_control),
         ];
-        pairs
-            .into_iter()
-            .filter_map(|(name, value)| value.clone().map(|v| (name, v)))
-            .collect()
+        pairs.into_iter().filter_map(|(name, value)| value.clone().map(|v| (name, v))).collect()
     }
 }

@@ -32,18 +32,12 @@ pub struct ErrorCode(pub String);
 /// Renders an error as a response in the API's shape.
 pub fn error_response(err: &VaultError) -> Response {
     let status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = Response::builder()
-        .status(status)
-        .content_type("application/json")
-        .body(err.to_body().to_string());
+    let mut response =
+        Response::builder().status(status).content_type("application/json").body(err.to_body().to_string());
     if err.kind == ErrorKind::RateLimited {
-        response
-            .headers_mut()
-            .insert("retry-after", poem::http::HeaderValue::from_static("1"));
+        response.headers_mut().insert("retry-after", poem::http::HeaderValue::from_static("1"));
     }
-    response
-        .extensions_mut()
-        .insert(ErrorCode(err.code.to_string()));
+    response.extensions_mut().insert(ErrorCode(err.code.to_string()));
     response
 }
 
@@ -83,14 +77,8 @@ pub struct ErrorDetail {
 
 /// The statuses any operation may answer with, documented once.
 const DOCUMENTED: &[(u16, &str)] = &[
-    (
-        400,
-        "The request is malformed; the message names the field.",
-    ),
-    (
-        401,
-        "No key, a malformed key, or an unknown, revoked or deactivated key.",
-    ),
+    (400, "The request is malformed; the message names the field."),
+    (401, "No key, a malformed key, or an unknown, revoked or deactivated key."),
     (403, "The key lacks the scope this operation needs."),
     (404, "Not found."),
     (413, "The body is too large."),
@@ -126,24 +114,17 @@ impl ApiResponse for ApiError {
 
 /// Turns whatever error reached the edge of the server into the API's error shape.
 pub fn from_poem_error(err: poem::Error) -> VaultError {
-    use poem_openapi::error::{
-        AuthorizationError, ContentTypeError, ParseParamError, ParseRequestPayloadError,
-    };
+    use poem_openapi::error::{AuthorizationError, ContentTypeError, ParseParamError, ParseRequestPayloadError};
     if let Some(api) = err.downcast_ref::<ApiError>() {
         return api.0.clone();
     }
     if err.is::<AuthorizationError>() {
-        return VaultError::unauthorized("An API key is required.").with_suggestion(
-            "Send `Authorization: Bearer vault_sk_…` with a key created by an admin.",
-        );
+        return VaultError::unauthorized("An API key is required.")
+            .with_suggestion("Send `Authorization: Bearer vault_sk_…` with a key created by an admin.");
     }
     if err.is::<ContentTypeError>() {
-        return VaultError::new(
-            ErrorKind::UnsupportedMediaType,
-            "unsupported_media_type",
-            err.to_string(),
-        )
-        .with_suggestion("Send the body as JSON with `Content-Type: application/json`.");
+        return VaultError::new(ErrorKind::UnsupportedMediaType, "unsupported_media_type", err.to_string())
+            .with_suggestion("Send the body as JSON with `Content-Type: application/json`.");
     }
     if err.is::<ParseRequestPayloadError>() || err.is::<ParseParamError>() {
         return VaultError::invalid("invalid_request", err.to_string());
@@ -156,16 +137,12 @@ pub fn from_poem_error(err: poem::Error) -> VaultError {
             "method_not_allowed",
             "This route does not accept this method.",
         ),
-        StatusCode::PAYLOAD_TOO_LARGE => VaultError::new(
-            ErrorKind::PayloadTooLarge,
-            "payload_too_large",
-            "The request body is too large.",
-        ),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => VaultError::new(
-            ErrorKind::UnsupportedMediaType,
-            "unsupported_media_type",
-            err.to_string(),
-        ),
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            VaultError::new(ErrorKind::PayloadTooLarge, "payload_too_large", "The request body is too large.")
+        }
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            VaultError::new(ErrorKind::UnsupportedMediaType, "unsupported_media_type", err.to_string())
+        }
         s if s.is_client_error() => VaultError::invalid("invalid_request", err.to_string()),
         _ => VaultError::internal("serving a request", err),
     }

@@ -25,10 +25,7 @@ impl<E: Endpoint> Middleware<E> for Gateway {
     type Output = GatewayEndpoint<E>;
 
     fn transform(&self, inner: E) -> Self::Output {
-        GatewayEndpoint {
-            inner,
-            vault: self.vault.clone(),
-        }
+        GatewayEndpoint { inner, vault: self.vault.clone() }
     }
 }
 
@@ -43,12 +40,7 @@ impl<E: Endpoint> Endpoint for GatewayEndpoint<E> {
     async fn call(&self, mut req: Request) -> poem::Result<Response> {
         let request_id = request_id(&req);
         // The path only: a query string may carry a token and is never recorded.
-        let audit = RequestAudit::begin(
-            self.vault.audit.clone(),
-            req.method().as_str(),
-            req.uri().path(),
-            request_id,
-        );
+        let audit = RequestAudit::begin(self.vault.audit.clone(), req.method().as_str(), req.uri().path(), request_id);
         req.extensions_mut().insert(audit.clone());
         req.extensions_mut().insert(self.vault.clone());
 
@@ -75,10 +67,7 @@ impl<E: Endpoint> Endpoint for GatewayEndpoint<E> {
         }
         if !audit.is_deferred() {
             let status = response.status().as_u16();
-            let code = response
-                .extensions()
-                .get::<ErrorCode>()
-                .map(|c| c.0.clone());
+            let code = response.extensions().get::<ErrorCode>().map(|c| c.0.clone());
             // The row is committed before the answer leaves, so an answered request
             // cannot lose its record in a crash.
             audit.finish(status, true, code).await;
@@ -93,22 +82,14 @@ fn request_id(req: &Request) -> String {
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .filter(|v| {
-            !v.is_empty()
-                && v.len() <= 128
-                && v.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+            !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
         })
         .map(String::from)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
 }
 
 fn declared_length(req: &Request) -> Option<u64> {
-    req.headers()
-        .get("content-length")?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
+    req.headers().get("content-length")?.to_str().ok()?.parse().ok()
 }
 
 /// vLLM model ids contain `/` and clients put them in the path as is

@@ -4,6 +4,7 @@
 mod api;
 pub mod auth;
 pub mod config;
+mod dto;
 mod error;
 mod gateway;
 mod passthrough;

@@ -75,21 +75,13 @@ async fn serve(args: &ConfigArgs) -> Result<(), VaultError> {
         data_dir = %vault.config.data_dir.display(),
         "vault-server listening"
     );
-    server
-        .run(vault_server::shutdown_signal())
-        .await
-        .map_err(|e| VaultError::internal("serving", e))
+    server.run(vault_server::shutdown_signal()).await.map_err(|e| VaultError::internal("serving", e))
 }
 
 async fn demo(args: &ConfigArgs) -> Result<(), VaultError> {
     let mut overrides = args.overrides();
-    overrides
-        .entry(VAULT_DATA_DIR)
-        .or_insert_with(|| "./data/demo".into());
-    let fake_options = fake_vllm::Options {
-        token_delay: Duration::from_millis(40),
-        ..Default::default()
-    };
+    overrides.entry(VAULT_DATA_DIR).or_insert_with(|| "./data/demo".into());
+    let fake_options = fake_vllm::Options { token_delay: Duration::from_millis(40), ..Default::default() };
     let model = fake_options.models.first().cloned().unwrap_or_default();
     let fake = fake_vllm::start(SocketAddr::from(([127, 0, 0, 1], 0)), fake_options)
         .await
@@ -98,7 +90,7 @@ async fn demo(args: &ConfigArgs) -> Result<(), VaultError> {
     let config = Config::load(&overrides)?;
     init_logging(&config)?;
     let vault = Vault::open(config).await?;
-    let admin = keys::create(&vault.db, "demo admin", Scope::Admin, None).await?;
+    let admin = keys::create(&vault.db, "demo admin", Scope::Admin, None, Some("demo")).await?;
     let server = Server::bind(vault.clone()).await?;
     let url = format!("http://{}", server.local_addr());
     let banner = format!(

@@ -27,9 +27,7 @@ impl<T: Type> Payload for ForwardedJson<T> {
     const CONTENT_TYPE: &'static str = "application/json";
 
     fn check_content_type(content_type: &str) -> bool {
-        content_type
-            .to_ascii_lowercase()
-            .starts_with("application/json")
+        content_type.to_ascii_lowercase().starts_with("application/json")
     }
 
     fn schema_ref() -> MetaSchemaRef {
@@ -48,9 +46,7 @@ impl<T: Type> ParsePayload for ForwardedJson<T> {
         let mut stream = body.take()?.into_bytes_stream();
         let mut collected = bytes::BytesMut::new();
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| {
-                ApiError(VaultError::invalid("invalid_request", format!("body: {e}")))
-            })?;
+            let chunk = chunk.map_err(|e| ApiError(VaultError::invalid("invalid_request", format!("body: {e}"))))?;
             if collected.len() + chunk.len() > MAX_BODY_BYTES {
                 return Err(ApiError(VaultError::new(
                     ErrorKind::PayloadTooLarge,
@@ -61,10 +57,7 @@ impl<T: Type> ParsePayload for ForwardedJson<T> {
             }
             collected.extend_from_slice(&chunk);
         }
-        Ok(ForwardedJson {
-            bytes: collected.freeze(),
-            _schema: PhantomData,
-        })
+        Ok(ForwardedJson { bytes: collected.freeze(), _schema: PhantomData })
     }
 }
 
@@ -78,18 +71,13 @@ pub struct UpstreamJson<T> {
 
 impl<T> UpstreamJson<T> {
     pub fn new(body: impl Into<Bytes>) -> Self {
-        UpstreamJson {
-            body: body.into(),
-            _schema: PhantomData,
-        }
+        UpstreamJson { body: body.into(), _schema: PhantomData }
     }
 }
 
 impl<T: Send> IntoResponse for UpstreamJson<T> {
     fn into_response(self) -> Response {
-        Response::builder()
-            .content_type("application/json")
-            .body(self.body)
+        Response::builder().content_type("application/json").body(self.body)
     }
 }
 
@@ -100,10 +88,7 @@ impl<T: Type + Send> ApiResponse for UpstreamJson<T> {
                 description: "The upstream's answer.",
                 status: Some(200),
                 status_range: None,
-                content: vec![MetaMediaType {
-                    content_type: "application/json",
-                    schema: T::schema_ref(),
-                }],
+                content: vec![MetaMediaType { content_type: "application/json", schema: T::schema_ref() }],
                 headers: vec![],
             }],
         }
@@ -123,10 +108,7 @@ pub struct Generation<T, C> {
 
 impl<T, C> Generation<T, C> {
     pub fn new(response: Response) -> Self {
-        Generation {
-            response,
-            _schema: PhantomData,
-        }
+        Generation { response, _schema: PhantomData }
     }
 }
 
@@ -146,14 +128,8 @@ impl<T: Type + Send, C: Type + Send> ApiResponse for Generation<T, C> {
                 status: Some(200),
                 status_range: None,
                 content: vec![
-                    MetaMediaType {
-                        content_type: "application/json",
-                        schema: T::schema_ref(),
-                    },
-                    MetaMediaType {
-                        content_type: "text/event-stream",
-                        schema: C::schema_ref(),
-                    },
+                    MetaMediaType { content_type: "application/json", schema: T::schema_ref() },
+                    MetaMediaType { content_type: "text/event-stream", schema: C::schema_ref() },
                 ],
                 headers: vec![],
             }],

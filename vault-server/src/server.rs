@@ -34,10 +34,7 @@ pub fn app(vault: Arc<Vault>) -> impl Endpoint + 'static {
     let service = openapi_service();
     let docs = service.swagger_ui();
     let spec = service.spec_endpoint();
-    let routes = Route::new()
-        .at("/openapi.json", spec)
-        .nest("/docs", docs)
-        .nest("/", service);
+    let routes = Route::new().at("/openapi.json", spec).nest("/docs", docs).nest("/", service);
     let origins = vault.config.cors_origins.clone();
     let cors = (!origins.is_empty()).then(|| {
         Cors::new()
@@ -45,9 +42,7 @@ pub fn app(vault: Arc<Vault>) -> impl Endpoint + 'static {
             .allow_headers(["authorization", "content-type", "x-request-id"])
             .expose_headers(["x-request-id"])
     });
-    routes
-        .with_if(cors.is_some(), cors.unwrap_or_default())
-        .with(Gateway::new(vault))
+    routes.with_if(cors.is_some(), cors.unwrap_or_default()).with(Gateway::new(vault))
 }
 
 /// A bound server, not yet serving.
@@ -61,26 +56,11 @@ impl Server {
     /// Binds the configured address (port 0 picks a free one).
     pub async fn bind(vault: Arc<Vault>) -> Result<Server, VaultError> {
         let wanted = vault.config.listen_addr();
-        let acceptor = TcpListener::bind(wanted)
-            .into_acceptor()
-            .await
-            .map_err(|e| {
-                VaultError::new(
-                    ErrorKind::Invalid,
-                    "invalid_config",
-                    format!("VAULT_PORT: cannot listen on {wanted}: {e}"),
-                )
-            })?;
-        let addr = acceptor
-            .local_addr()
-            .first()
-            .and_then(|a| a.as_socket_addr().copied())
-            .unwrap_or(wanted);
-        Ok(Server {
-            acceptor,
-            addr,
-            vault,
-        })
+        let acceptor = TcpListener::bind(wanted).into_acceptor().await.map_err(|e| {
+            VaultError::new(ErrorKind::Invalid, "invalid_config", format!("VAULT_PORT: cannot listen on {wanted}: {e}"))
+        })?;
+        let addr = acceptor.local_addr().first().and_then(|a| a.as_socket_addr().copied()).unwrap_or(wanted);
+        Ok(Server { acceptor, addr, vault })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -89,13 +69,8 @@ impl Server {
 
     /// Serves until `shutdown` resolves, lets in-flight requests finish, then stores every
     /// queued audit row.
-    pub async fn run(
-        self,
-        shutdown: impl std::future::Future<Output = ()> + Send,
-    ) -> std::io::Result<()> {
-        let Server {
-            acceptor, vault, ..
-        } = self;
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send) -> std::io::Result<()> {
+        let Server { acceptor, vault, .. } = self;
         let served = poem::Server::new_with_acceptor(acceptor)
             .run_with_graceful_shutdown(app(vault.clone()), shutdown, Some(SHUTDOWN_GRACE))
             .await;

@@ -27,9 +27,7 @@ fn every_inference_route_requires_a_key_and_health_does_not() {
     let spec: serde_json::Value = serde_json::from_str(&vault_server::spec_json()).unwrap();
     for (path, methods) in spec["paths"].as_object().unwrap() {
         for (method, operation) in methods.as_object().unwrap() {
-            let secured = operation["security"]
-                .as_array()
-                .is_some_and(|s| !s.is_empty());
+            let secured = operation["security"].as_array().is_some_and(|s| !s.is_empty());
             assert_eq!(secured, path != "/vault/health", "{method} {path}");
         }
     }

@@ -66,12 +66,7 @@ pub enum UpstreamReply {
 pub trait InferenceBackend: Send + Sync {
     /// Sends `body` to `route`. Errors are already mapped: unreachable → 503, no answer in
     /// time → 504, the upstream's own errors keep their status and message.
-    fn forward(
-        &self,
-        route: Route,
-        body: Bytes,
-        stream: bool,
-    ) -> BoxFuture<'_, Result<UpstreamReply>>;
+    fn forward(&self, route: Route, body: Bytes, stream: bool) -> BoxFuture<'_, Result<UpstreamReply>>;
     /// The upstream's `/v1/models` document.
     fn list_models(&self) -> BoxFuture<'_, Result<serde_json::Value>>;
     /// Whether the upstream answers its health check.
@@ -80,15 +75,8 @@ pub trait InferenceBackend: Send + Sync {
 
 /// The result of proxying one request.
 pub enum Proxied {
-    Complete {
-        body: Bytes,
-        model: Option<String>,
-        usage: Option<Usage>,
-    },
-    Stream {
-        stream: ProxyStream,
-        model: Option<String>,
-    },
+    Complete { body: Bytes, model: Option<String>, usage: Option<Usage> },
+    Stream { stream: ProxyStream, model: Option<String> },
 }
 
 /// The fields of a request body Vault needs to read; the rest is not parsed.
@@ -117,22 +105,13 @@ fn prepare(route: Route, body: Bytes) -> Result<Prepared> {
     let peek: Peek = match serde_json::from_slice(&body) {
         Ok(peek) if first == Some(&b'{') => peek,
         Ok(_) => {
-            return Err(VaultError::invalid(
-                "invalid_request",
-                "body: must be a JSON object",
-            ));
+            return Err(VaultError::invalid("invalid_request", "body: must be a JSON object"));
         }
         Err(e) if e.is_syntax() || e.is_eof() => {
-            return Err(VaultError::invalid(
-                "invalid_json",
-                format!("body: not valid JSON ({e})"),
-            ));
+            return Err(VaultError::invalid("invalid_json", format!("body: not valid JSON ({e})")));
         }
         Err(_) if first != Some(&b'{') => {
-            return Err(VaultError::invalid(
-                "invalid_request",
-                "body: must be a JSON object",
-            ));
+            return Err(VaultError::invalid("invalid_request", "body: must be a JSON object"));
         }
         Err(e) => return Err(VaultError::invalid("invalid_request", format!("body: {e}"))),
     };
@@ -140,60 +119,36 @@ fn prepare(route: Route, body: Bytes) -> Result<Prepared> {
         None | Some(serde_json::Value::Null) => None,
         Some(serde_json::Value::String(m)) => Some(m),
         Some(_) => {
-            return Err(VaultError::invalid(
-                "invalid_request",
-                "model: must be a string",
-            ));
+            return Err(VaultError::invalid("invalid_request", "model: must be a string"));
         }
     };
     let stream = match peek.stream {
         None | Some(serde_json::Value::Null) => false,
         Some(serde_json::Value::Bool(b)) => b,
         Some(_) => {
-            return Err(VaultError::invalid(
-                "invalid_request",
-                "stream: must be a boolean",
-            ));
+            return Err(VaultError::invalid("invalid_request", "stream: must be a boolean"));
         }
     };
     if stream && !route.can_stream() {
-        return Err(VaultError::invalid(
-            "invalid_request",
-            "stream: this endpoint does not stream",
-        ));
+        return Err(VaultError::invalid("invalid_request", "stream: this endpoint does not stream"));
     }
     if !stream {
         // Forwarded byte for byte; the upstream judges everything else (and rejects
         // stream_options without stream, as vLLM does).
-        return Ok(Prepared {
-            body,
-            model,
-            stream,
-            client_wants_usage: false,
-        });
+        return Ok(Prepared { body, model, stream, client_wants_usage: false });
     }
     // vLLM: include_usage defaults to true once a stream_options object is present.
     let client_wants_usage = match &peek.stream_options {
-        Some(serde_json::Value::Object(o)) => o
-            .get("include_usage")
-            .and_then(|v| v.as_bool())
-            .unwrap_or(true),
+        Some(serde_json::Value::Object(o)) => o.get("include_usage").and_then(|v| v.as_bool()).unwrap_or(true),
         _ => false,
     };
     if client_wants_usage {
-        return Ok(Prepared {
-            body,
-            model,
-            stream,
-            client_wants_usage,
-        });
+        return Ok(Prepared { body, model, stream, client_wants_usage });
     }
     let mut value: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| VaultError::invalid("invalid_json", format!("body: not valid JSON ({e})")))?;
     if let Some(object) = value.as_object_mut() {
-        let options = object
-            .entry("stream_options")
-            .or_insert_with(|| serde_json::json!({}));
+        let options = object.entry("stream_options").or_insert_with(|| serde_json::json!({}));
         if !options.is_object() {
             *options = serde_json::json!({});
         }
@@ -201,14 +156,8 @@ fn prepare(route: Route, body: Bytes) -> Result<Prepared> {
             options.insert("include_usage".into(), serde_json::Value::Bool(true));
         }
     }
-    let body =
-        serde_json::to_vec(&value).map_err(|e| VaultError::internal("re-encoding a request", e))?;
-    Ok(Prepared {
-        body: body.into(),
-        model,
-        stream,
-        client_wants_usage,
-    })
+    let body = serde_json::to_vec(&value).map_err(|e| VaultError::internal("re-encoding a request", e))?;
+    Ok(Prepared { body: body.into(), model, stream, client_wants_usage })
 }
 
 /// The fields of a complete answer Vault records.
@@ -234,20 +183,11 @@ impl Inference {
     /// Forwards one request. A stream is returned as soon as the upstream starts answering.
     pub async fn proxy(&self, route: Route, body: Bytes) -> Result<Proxied> {
         let prepared = prepare(route, body)?;
-        match self
-            .backend
-            .forward(route, prepared.body, prepared.stream)
-            .await?
-        {
+        match self.backend.forward(route, prepared.body, prepared.stream).await? {
             UpstreamReply::Complete(body) => {
                 let peek: Option<AnswerPeek> = serde_json::from_slice(&body).ok();
-                let (answer_model, usage) =
-                    peek.map(|p| (p.model, p.usage)).unwrap_or((None, None));
-                Ok(Proxied::Complete {
-                    model: prepared.model.or(answer_model),
-                    usage,
-                    body,
-                })
+                let (answer_model, usage) = peek.map(|p| (p.model, p.usage)).unwrap_or((None, None));
+                Ok(Proxied::Complete { model: prepared.model.or(answer_model), usage, body })
             }
             UpstreamReply::Stream(upstream) => Ok(Proxied::Stream {
                 stream: ProxyStream::new(upstream, prepared.client_wants_usage),
@@ -273,18 +213,11 @@ impl Inference {
         let list = self.list_models().await?;
         list.get("data")
             .and_then(|d| d.as_array())
-            .and_then(|cards| {
-                cards
-                    .iter()
-                    .find(|c| c.get("id").and_then(|v| v.as_str()) == Some(id))
-            })
+            .and_then(|cards| cards.iter().find(|c| c.get("id").and_then(|v| v.as_str()) == Some(id)))
             .cloned()
             .ok_or_else(|| {
-                VaultError::not_found(
-                    "model_not_found",
-                    format!("The model `{id}` is not served here."),
-                )
-                .with_suggestion("List the served models with GET /v1/models.")
+                VaultError::not_found("model_not_found", format!("The model `{id}` is not served here."))
+                    .with_suggestion("List the served models with GET /v1/models.")
             })
     }
 
@@ -323,11 +256,7 @@ pub(crate) fn upstream_error(status: u16, body: &[u8]) -> VaultError {
         .as_ref()
         .and_then(|d| d.message.clone())
         .unwrap_or_else(|| format!("The inference service answered with status {status}."));
-    let status = if (400..=599).contains(&status) {
-        status
-    } else {
-        502
-    };
+    let status = if (400..=599).contains(&status) { status } else { 502 };
     let mut err = VaultError::new(ErrorKind::Upstream { status }, code, message);
     if let Some(d) = detail {
         let mut details = serde_json::Map::new();
@@ -369,47 +298,22 @@ mod tests {
         assert_eq!(v["top_k"], 3);
         assert!(!p.client_wants_usage);
 
-        let p = prep(
-            Route::Completions,
-            r#"{"stream":true,"stream_options":{"include_usage":false}}"#,
-        )
-        .unwrap();
+        let p = prep(Route::Completions, r#"{"stream":true,"stream_options":{"include_usage":false}}"#).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&p.body).unwrap();
         assert_eq!(v["stream_options"]["include_usage"], true);
         assert!(!p.client_wants_usage);
 
-        let p = prep(
-            Route::Completions,
-            r#"{"stream":true,"stream_options":{"continuous_usage_stats":true}}"#,
-        )
-        .unwrap();
+        let p =
+            prep(Route::Completions, r#"{"stream":true,"stream_options":{"continuous_usage_stats":true}}"#).unwrap();
         assert!(p.client_wants_usage);
     }
 
     #[test]
     fn bad_bodies_name_the_field() {
-        assert_eq!(
-            prep(Route::ChatCompletions, "{").unwrap_err().code,
-            "invalid_json"
-        );
-        assert!(
-            prep(Route::ChatCompletions, "[1]")
-                .unwrap_err()
-                .message
-                .starts_with("body")
-        );
-        assert!(
-            prep(Route::ChatCompletions, r#"{"stream":"yes"}"#)
-                .unwrap_err()
-                .message
-                .starts_with("stream")
-        );
-        assert!(
-            prep(Route::ChatCompletions, r#"{"model":5}"#)
-                .unwrap_err()
-                .message
-                .starts_with("model")
-        );
+        assert_eq!(prep(Route::ChatCompletions, "{").unwrap_err().code, "invalid_json");
+        assert!(prep(Route::ChatCompletions, "[1]").unwrap_err().message.starts_with("body"));
+        assert!(prep(Route::ChatCompletions, r#"{"stream":"yes"}"#).unwrap_err().message.starts_with("stream"));
+        assert!(prep(Route::ChatCompletions, r#"{"model":5}"#).unwrap_err().message.starts_with("model"));
         assert!(prep(Route::Embeddings, r#"{"stream":true}"#).is_err());
     }
 

@@ -55,10 +55,7 @@ struct ChunkPeek {
 }
 
 impl ProxyStream {
-    pub(crate) fn new(
-        upstream: BoxStream<'static, Result<Bytes, String>>,
-        client_wants_usage: bool,
-    ) -> ProxyStream {
+    pub(crate) fn new(upstream: BoxStream<'static, Result<Bytes, String>>, client_wants_usage: bool) -> ProxyStream {
         ProxyStream {
             upstream: Some(upstream),
             buffer: BytesMut::new(),
@@ -225,11 +222,8 @@ impl Drop for ProxyStream {
         // The client left before the end: the upstream request is dropped with `self`, and
         // the partial result is still recorded.
         if let Some(finisher) = self.finisher.take() {
-            let outcome = StreamOutcome {
-                usage: self.usage,
-                completed: false,
-                error_code: Some("client_disconnected".into()),
-            };
+            let outcome =
+                StreamOutcome { usage: self.usage, completed: false, error_code: Some("client_disconnected".into()) };
             let future = finisher(outcome);
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 runtime.spawn(future);
@@ -244,8 +238,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     fn chunks(parts: &'static [&'static str]) -> BoxStream<'static, Result<Bytes, String>> {
-        futures_util::stream::iter(parts.iter().map(|p| Ok(Bytes::from_static(p.as_bytes()))))
-            .boxed()
+        futures_util::stream::iter(parts.iter().map(|p| Ok(Bytes::from_static(p.as_bytes())))).boxed()
     }
 
     async fn run(stream: ProxyStream) -> (String, Option<StreamOutcome>) {
@@ -256,38 +249,23 @@ mod tests {
             futures_util::future::ready(()).boxed()
         });
         let out: Vec<Bytes> = stream.collect().await;
-        let text = out
-            .iter()
-            .map(|b| String::from_utf8_lossy(b).into_owned())
-            .collect();
+        let text = out.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect();
         let outcome = seen.lock().unwrap().clone();
         (text, outcome)
     }
 
-    const USAGE: &str = "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":12,\"total_tokens\":21}}\n\n";
+    const USAGE: &str =
+        "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":12,\"total_tokens\":21}}\n\n";
 
     #[tokio::test]
     async fn usage_chunk_is_read_and_dropped_when_not_asked_for() {
-        let upstream = chunks(&[
-            "data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n",
-            "\n",
-            USAGE,
-            "data: [DONE]\n\n",
-        ]);
+        let upstream =
+            chunks(&["data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n", "\n", USAGE, "data: [DONE]\n\n"]);
         let (text, outcome) = run(ProxyStream::new(upstream, false)).await;
-        assert_eq!(
-            text,
-            "data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\ndata: [DONE]\n\n"
-        );
+        assert_eq!(text, "data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\ndata: [DONE]\n\n");
         let outcome = outcome.unwrap();
         assert!(outcome.completed);
-        assert_eq!(
-            outcome.usage,
-            Some(Usage {
-                prompt_tokens: 9,
-                completion_tokens: 12
-            })
-        );
+        assert_eq!(outcome.usage, Some(Usage { prompt_tokens: 9, completion_tokens: 12 }));
     }
 
     #[tokio::test]
@@ -299,18 +277,13 @@ mod tests {
     #[tokio::test]
     async fn a_cut_stream_ends_with_an_error_event() {
         let upstream = futures_util::stream::iter(vec![
-            Ok(Bytes::from_static(
-                b": keep-alive\n\ndata: {\"choices\":[{}]}\n\n",
-            )),
+            Ok(Bytes::from_static(b": keep-alive\n\ndata: {\"choices\":[{}]}\n\n")),
             Err("connection reset".to_string()),
         ])
         .boxed();
         let (text, outcome) = run(ProxyStream::new(upstream, false)).await;
         assert!(text.starts_with(": keep-alive\n\ndata: {\"choices\":[{}]}\n\n"));
-        assert!(
-            text.ends_with("\n\n") && text.contains("\"code\":\"upstream_stream_error\""),
-            "{text}"
-        );
+        assert!(text.ends_with("\n\n") && text.contains("\"code\":\"upstream_stream_error\""), "{text}");
         let outcome = outcome.unwrap();
         assert!(!outcome.completed);
         assert_eq!(outcome.error_code.as_deref(), Some("upstream_stream_error"));
@@ -318,16 +291,10 @@ mod tests {
 
     #[tokio::test]
     async fn an_upstream_error_event_is_passed_on_and_marks_the_stream_incomplete() {
-        let upstream = chunks(&[
-            "data: {\"error\":{\"message\":\"boom\"}}\r\n\r\n",
-            "data: [DONE]\n\n",
-        ]);
+        let upstream = chunks(&["data: {\"error\":{\"message\":\"boom\"}}\r\n\r\n", "data: [DONE]\n\n"]);
         let (text, outcome) = run(ProxyStream::new(upstream, false)).await;
         assert!(text.contains("boom") && text.ends_with("[DONE]\n\n"));
-        assert_eq!(
-            outcome.unwrap().error_code.as_deref(),
-            Some("upstream_error")
-        );
+        assert_eq!(outcome.unwrap().error_code.as_deref(), Some("upstream_error"));
     }
 
     #[tokio::test]

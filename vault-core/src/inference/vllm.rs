@@ -28,11 +28,7 @@ impl VllmBackend {
             .tcp_nodelay(true)
             .build()
             .map_err(|e| VaultError::internal("building the upstream client", e))?;
-        Ok(VllmBackend {
-            client,
-            base_url: base_url.trim_end_matches('/').to_string(),
-            first_byte_timeout,
-        })
+        Ok(VllmBackend { client, base_url: base_url.trim_end_matches('/').to_string(), first_byte_timeout })
     }
 
     fn unavailable(&self, err: &reqwest::Error) -> VaultError {
@@ -42,19 +38,14 @@ impl VllmBackend {
             "inference_unavailable",
             "The inference service is not reachable.",
         )
-        .with_suggestion(
-            "Check that vLLM is running; the administrator can see its state in /vault/health.",
-        )
+        .with_suggestion("Check that vLLM is running; the administrator can see its state in /vault/health.")
     }
 
     fn timed_out(&self) -> VaultError {
         VaultError::new(
             ErrorKind::UpstreamTimeout,
             "inference_timeout",
-            format!(
-                "The inference service did not answer within {} s.",
-                self.first_byte_timeout.as_secs_f64()
-            ),
+            format!("The inference service did not answer within {} s.", self.first_byte_timeout.as_secs_f64()),
         )
         .with_suggestion("Retry later, or ask for fewer tokens.")
     }
@@ -82,12 +73,7 @@ impl VllmBackend {
 }
 
 impl InferenceBackend for VllmBackend {
-    fn forward(
-        &self,
-        route: Route,
-        body: Bytes,
-        stream: bool,
-    ) -> BoxFuture<'_, Result<UpstreamReply>> {
+    fn forward(&self, route: Route, body: Bytes, stream: bool) -> BoxFuture<'_, Result<UpstreamReply>> {
         async move {
             let request = self
                 .client
@@ -110,9 +96,7 @@ impl InferenceBackend for VllmBackend {
                 }
                 return Ok(UpstreamReply::Complete(body));
             }
-            Ok(UpstreamReply::Stream(
-                response.bytes_stream().map_err(|e| e.to_string()).boxed(),
-            ))
+            Ok(UpstreamReply::Stream(response.bytes_stream().map_err(|e| e.to_string()).boxed()))
         }
         .boxed()
     }
@@ -123,11 +107,7 @@ impl InferenceBackend for VllmBackend {
 
     fn is_healthy(&self) -> BoxFuture<'_, bool> {
         async move {
-            let request = self
-                .client
-                .get(format!("{}/health", self.base_url))
-                .timeout(HEALTH_TIMEOUT)
-                .send();
+            let request = self.client.get(format!("{}/health", self.base_url)).timeout(HEALTH_TIMEOUT).send();
             matches!(request.await, Ok(r) if r.status().is_success())
         }
         .boxed()

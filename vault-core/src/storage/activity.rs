@@ -8,15 +8,26 @@ use crate::error::Result;
 pub async fn insert(conn: &Connection, item: &ActivityItem) -> Result<()> {
     conn.execute(
         "INSERT INTO activity (timestamp, kind, actor, subject, summary) VALUES (?1, ?2, ?3, ?4, ?5)",
-        libsql::params![item.timestamp.as_str(), item.kind.as_str(), item.actor.as_deref(), item.subject.as_deref(), item.summary.as_str()],
+        libsql::params![
+            item.timestamp.as_str(),
+            item.kind.as_str(),
+            item.actor.as_deref(),
+            item.subject.as_deref(),
+            item.summary.as_str()
+        ],
     )
     .await?;
     Ok(())
 }
 
-pub async fn recent(conn: &Connection, limit: u32) -> Result<Vec<ActivityItem>> {
+/// The newest events, optionally only those of one actor.
+pub async fn recent(conn: &Connection, limit: u32, actor: Option<&str>) -> Result<Vec<ActivityItem>> {
     let mut rows = conn
-        .query("SELECT timestamp, kind, actor, subject, summary FROM activity ORDER BY id DESC LIMIT ?1", [limit])
+        .query(
+            "SELECT timestamp, kind, actor, subject, summary FROM activity WHERE (?2 IS NULL OR actor = ?2) \
+             ORDER BY id DESC LIMIT ?1",
+            libsql::params![limit, actor],
+        )
         .await?;
     let mut items = Vec::new();
     while let Some(row) = rows.next().await? {

@@ -14,11 +14,7 @@ fn opt_u64(value: Option<u64>) -> Option<i64> {
 
 /// Inserts a batch of records, and moves `last_used_at` of the keys in `last_used`, in
 /// one transaction: either all of the batch is stored or none of it.
-pub async fn insert_batch(
-    conn: &Connection,
-    records: &[&AuditRecord],
-    last_used: &[(i64, &str)],
-) -> Result<()> {
+pub async fn insert_batch(conn: &Connection, records: &[&AuditRecord], last_used: &[(i64, &str)]) -> Result<()> {
     let tx = super::write_transaction(conn).await?;
     let insert = tx
         .prepare(
@@ -56,8 +52,7 @@ pub async fn insert_batch(
 }
 
 fn from_row(row: &Row) -> Result<AuditEntry> {
-    let opt =
-        |i: i32| -> Result<Option<u64>> { Ok(row.get::<Option<i64>>(i)?.map(|v| v.max(0) as u64)) };
+    let opt = |i: i32| -> Result<Option<u64>> { Ok(row.get::<Option<i64>>(i)?.map(|v| v.max(0) as u64)) };
     Ok(AuditEntry {
         id: row.get(0)?,
         timestamp: row.get(1)?,
@@ -78,12 +73,7 @@ fn from_row(row: &Row) -> Result<AuditEntry> {
 
 /// The newest entries first, at most `limit` of them.
 pub async fn recent(conn: &Connection, limit: u32) -> Result<Vec<AuditEntry>> {
-    let mut rows = conn
-        .query(
-            &format!("SELECT {COLUMNS} FROM audit_log ORDER BY id DESC LIMIT ?1"),
-            [limit],
-        )
-        .await?;
+    let mut rows = conn.query(&format!("SELECT {COLUMNS} FROM audit_log ORDER BY id DESC LIMIT ?1"), [limit]).await?;
     let mut entries = Vec::new();
     while let Some(row) = rows.next().await? {
         entries.push(from_row(&row)?);
@@ -93,12 +83,7 @@ pub async fn recent(conn: &Connection, limit: u32) -> Result<Vec<AuditEntry>> {
 
 /// The entry a request wrote, found by its request id.
 pub async fn by_request_id(conn: &Connection, request_id: &str) -> Result<Option<AuditEntry>> {
-    let mut rows = conn
-        .query(
-            &format!("SELECT {COLUMNS} FROM audit_log WHERE request_id = ?1"),
-            [request_id],
-        )
-        .await?;
+    let mut rows = conn.query(&format!("SELECT {COLUMNS} FROM audit_log WHERE request_id = ?1"), [request_id]).await?;
     match rows.next().await? {
         Some(row) => Ok(Some(from_row(&row)?)),
         None => Ok(None),

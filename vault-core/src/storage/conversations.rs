@@ -20,7 +20,14 @@ fn from_row(row: &Row) -> Result<Conversation> {
     })
 }
 
-pub async fn insert(conn: &Connection, id: &str, owner: &str, title: &str, model_id: Option<&str>, at: &str) -> Result<()> {
+pub async fn insert(
+    conn: &Connection,
+    id: &str,
+    owner: &str,
+    title: &str,
+    model_id: Option<&str>,
+    at: &str,
+) -> Result<()> {
     conn.execute(
         "INSERT INTO conversations (id, owner, title, model_id, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
         libsql::params![id, owner, title, model_id, at],

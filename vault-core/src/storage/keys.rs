@@ -5,8 +5,7 @@ use libsql::{Connection, Row};
 use crate::error::{Result, VaultError};
 use crate::keys::{ApiKeyInfo, Scope};
 
-const COLUMNS: &str =
-    "id, key_prefix, label, scope, user_id, is_active, created_at, last_used_at, revoked_at";
+const COLUMNS: &str = "id, key_prefix, label, scope, user_id, is_active, created_at, last_used_at, revoked_at";
 
 /// A key as written at creation.
 pub struct NewKey<'a> {
@@ -24,9 +23,8 @@ fn from_row(row: &Row) -> Result<ApiKeyInfo> {
         id: row.get(0)?,
         prefix: row.get(1)?,
         label: row.get(2)?,
-        scope: Scope::parse(&scope).ok_or_else(|| {
-            VaultError::internal("reading a key", format!("unknown scope {scope}"))
-        })?,
+        scope: Scope::parse(&scope)
+            .ok_or_else(|| VaultError::internal("reading a key", format!("unknown scope {scope}")))?,
         user_id: row.get(4)?,
         is_active: row.get::<i64>(5)? != 0,
         created_at: row.get(6)?,
@@ -35,11 +33,7 @@ fn from_row(row: &Row) -> Result<ApiKeyInfo> {
     })
 }
 
-async fn collect(
-    conn: &Connection,
-    sql: &str,
-    params: impl libsql::params::IntoParams,
-) -> Result<Vec<ApiKeyInfo>> {
+async fn collect(conn: &Connection, sql: &str, params: impl libsql::params::IntoParams) -> Result<Vec<ApiKeyInfo>> {
     let mut rows = conn.query(sql, params).await?;
     let mut keys = Vec::new();
     while let Some(row) = rows.next().await? {
@@ -63,56 +57,26 @@ pub async fn find_usable_by_hash(conn: &Connection, key_hash: &str) -> Result<Op
     let sql = format!(
         "SELECT {} FROM api_keys k LEFT JOIN users u ON u.id = k.user_id \
          WHERE k.key_hash = ?1 AND k.is_active = 1 AND (k.user_id IS NULL OR u.is_active = 1)",
-        COLUMNS
-            .split(", ")
-            .map(|c| format!("k.{c}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        COLUMNS.split(", ").map(|c| format!("k.{c}")).collect::<Vec<_>>().join(", ")
     );
     Ok(collect(conn, &sql, [key_hash]).await?.pop())
 }
 
 pub async fn find_by_hash(conn: &Connection, key_hash: &str) -> Result<Option<ApiKeyInfo>> {
-    Ok(collect(
-        conn,
-        &format!("SELECT {COLUMNS} FROM api_keys WHERE key_hash = ?1"),
-        [key_hash],
-    )
-    .await?
-    .pop())
+    Ok(collect(conn, &format!("SELECT {COLUMNS} FROM api_keys WHERE key_hash = ?1"), [key_hash]).await?.pop())
 }
 
 pub async fn find_by_id(conn: &Connection, id: i64) -> Result<Option<ApiKeyInfo>> {
-    Ok(collect(
-        conn,
-        &format!("SELECT {COLUMNS} FROM api_keys WHERE id = ?1"),
-        [id],
-    )
-    .await?
-    .pop())
+    Ok(collect(conn, &format!("SELECT {COLUMNS} FROM api_keys WHERE id = ?1"), [id]).await?.pop())
 }
 
 pub async fn find_by_prefix(conn: &Connection, prefix: &str) -> Result<Vec<ApiKeyInfo>> {
-    collect(
-        conn,
-        &format!("SELECT {COLUMNS} FROM api_keys WHERE key_prefix = ?1 ORDER BY id"),
-        [prefix],
-    )
-    .await
+    collect(conn, &format!("SELECT {COLUMNS} FROM api_keys WHERE key_prefix = ?1 ORDER BY id"), [prefix]).await
 }
 
 pub async fn list(conn: &Connection, include_revoked: bool) -> Result<Vec<ApiKeyInfo>> {
-    let filter = if include_revoked {
-        ""
-    } else {
-        "WHERE is_active = 1"
-    };
-    collect(
-        conn,
-        &format!("SELECT {COLUMNS} FROM api_keys {filter} ORDER BY id"),
-        (),
-    )
-    .await
+    let filter = if include_revoked { "" } else { "WHERE is_active = 1" };
+    collect(conn, &format!("SELECT {COLUMNS} FROM api_keys {filter} ORDER BY id"), ()).await
 }
 
 /// Marks a key revoked; false when it was not active.
@@ -149,10 +113,7 @@ pub async fn data_version(statement: &libsql::Statement) -> Result<i64> {
     let value = match statement.query(()).await?.next().await? {
         Some(row) => row.get(0)?,
         None => {
-            return Err(crate::error::VaultError::internal(
-                "reading the data version",
-                "no row",
-            ));
+            return Err(crate::error::VaultError::internal("reading the data version", "no row"));
         }
     };
     statement.reset();

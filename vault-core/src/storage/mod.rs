@@ -50,16 +50,13 @@ impl Db {
                         )
                     })?;
                 }
-                libsql::Builder::new_local(path)
-                    .build()
-                    .await
-                    .map_err(|e| {
-                        VaultError::new(
-                            ErrorKind::Invalid,
-                            "invalid_config",
-                            format!("VAULT_DB_URL: cannot open {}: {e}", path.display()),
-                        )
-                    })?
+                libsql::Builder::new_local(path).build().await.map_err(|e| {
+                    VaultError::new(
+                        ErrorKind::Invalid,
+                        "invalid_config",
+                        format!("VAULT_DB_URL: cannot open {}: {e}", path.display()),
+                    )
+                })?
             }
             DbLocation::Remote { url, .. } => {
                 return Err(VaultError::new(
@@ -85,8 +82,7 @@ impl Db {
         conn.busy_timeout(BUSY_TIMEOUT)?;
         // synchronous=NORMAL in WAL mode: a commit survives a crash of the process; only an
         // OS crash or power loss can lose the last commits.
-        conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;")
-            .await?;
+        conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;").await?;
         Ok(conn)
     }
 }
@@ -94,9 +90,7 @@ impl Db {
 /// Starts a write transaction that takes the write lock at once, so a busy database makes
 /// it wait (busy timeout) instead of failing on a lock upgrade.
 pub async fn write_transaction(conn: &Connection) -> Result<libsql::Transaction> {
-    Ok(conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .await?)
+    Ok(conn.transaction_with_behavior(TransactionBehavior::Immediate).await?)
 }
 
 async fn migrate(conn: &Connection) -> Result<()> {
@@ -106,12 +100,7 @@ async fn migrate(conn: &Connection) -> Result<()> {
         (),
     )
     .await?;
-    let mut rows = tx
-        .query(
-            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
-            (),
-        )
-        .await?;
+    let mut rows = tx.query("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", ()).await?;
     let current: i64 = match rows.next().await? {
         Some(row) => row.get(0)?,
         None => 0,
@@ -131,27 +120,18 @@ async fn migrate(conn: &Connection) -> Result<()> {
 }
 
 /// Reads the first column of the first row as an integer.
-pub(crate) async fn query_i64(
-    conn: &Connection,
-    sql: &str,
-    params: impl libsql::params::IntoParams,
-) -> Result<i64> {
+pub(crate) async fn query_i64(conn: &Connection, sql: &str, params: impl libsql::params::IntoParams) -> Result<i64> {
     let mut rows = conn.query(sql, params).await?;
     match rows.next().await? {
         Some(row) => Ok(row.get(0)?),
-        None => Err(VaultError::internal(
-            "reading a number from the database",
-            sql,
-        )),
+        None => Err(VaultError::internal("reading a number from the database", sql)),
     }
 }
 
 #[cfg(test)]
 pub(crate) async fn test_db() -> (tempfile::TempDir, Db) {
     let dir = tempfile::tempdir().unwrap();
-    let db = Db::open(&DbLocation::Local(dir.path().join("vault.db")))
-        .await
-        .unwrap();
+    let db = Db::open(&DbLocation::Local(dir.path().join("vault.db"))).await.unwrap();
     (dir, db)
 }
 
@@ -163,34 +143,17 @@ mod tests {
     async fn opening_twice_applies_migrations_once() {
         let (dir, db) = test_db().await;
         drop(db);
-        let db = Db::open(&DbLocation::Local(dir.path().join("vault.db")))
-            .await
-            .unwrap();
+        let db = Db::open(&DbLocation::Local(dir.path().join("vault.db"))).await.unwrap();
         let conn = db.connect().await.unwrap();
-        let n = query_i64(&conn, "SELECT COUNT(*) FROM schema_migrations", ())
-            .await
-            .unwrap();
+        let n = query_i64(&conn, "SELECT COUNT(*) FROM schema_migrations", ()).await.unwrap();
         assert_eq!(n, MIGRATIONS.len() as i64);
-        let mode = conn
-            .query("PRAGMA journal_mode", ())
-            .await
-            .unwrap()
-            .next()
-            .await
-            .unwrap()
-            .unwrap();
+        let mode = conn.query("PRAGMA journal_mode", ()).await.unwrap().next().await.unwrap().unwrap();
         assert_eq!(mode.get::<String>(0).unwrap(), "wal");
     }
 
     #[tokio::test]
     async fn remote_urls_are_refused_with_a_clear_line() {
-        let err = Db::open(&DbLocation::Remote {
-            url: "libsql://x".into(),
-            auth_token: None,
-        })
-        .await
-        .err()
-        .unwrap();
+        let err = Db::open(&DbLocation::Remote { url: "libsql://x".into(), auth_token: None }).await.err().unwrap();
         assert!(err.message.starts_with("VAULT_DB_URL"));
     }
 }

@@ -24,7 +24,7 @@ fn clamp(v: u64) -> i64 {
 /// Adds a batch of audit records to the rollups; only inference requests count.
 pub async fn add(conn: &Connection, records: &[&AuditRecord]) -> Result<()> {
     let mut usage: HashMap<(&str, &str, &str), Sums> = HashMap::new();
-    let mut latency: HashMap<(&str, i64), i64> = HashMap::new();
+    let mut latency: HashMap<(&str, &str, i64), i64> = HashMap::new();
     for r in records.iter().filter(|r| r.path.starts_with("/v1/") && r.timestamp.len() >= 13) {
         let hour = &r.timestamp[..13];
         let principal = r.user_id.as_deref().or(r.key_prefix.as_deref()).unwrap_or("");
@@ -34,7 +34,7 @@ pub async fn add(conn: &Connection, records: &[&AuditRecord]) -> Result<()> {
         sums.tokens_input += clamp(r.tokens_input.unwrap_or(0));
         sums.tokens_output += clamp(r.tokens_output.unwrap_or(0));
         sums.latency_ms_sum += clamp(r.latency_ms);
-        *latency.entry((hour, latency_bucket(r.latency_ms))).or_default() += 1;
+        *latency.entry((hour, principal, latency_bucket(r.latency_ms))).or_default() += 1;
     }
     for ((hour, model, principal), s) in usage {
         conn.execute(
@@ -47,11 +47,11 @@ pub async fn add(conn: &Connection, records: &[&AuditRecord]) -> Result<()> {
         )
         .await?;
     }
-    for ((hour, bucket), requests) in latency {
+    for ((hour, principal, bucket), requests) in latency {
         conn.execute(
-            "INSERT INTO latency_hourly (hour, bucket, requests) VALUES (?1, ?2, ?3) \
-             ON CONFLICT(hour, bucket) DO UPDATE SET requests = requests + excluded.requests",
-            libsql::params![hour, bucket, requests],
+            "INSERT INTO latency_hourly (hour, principal, bucket, requests) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT(hour, principal, bucket) DO UPDATE SET requests = requests + excluded.requests",
+            libsql::params![hour, principal, bucket, requests],
         )
         .await?;
     }
@@ -59,12 +59,22 @@ pub async fn add(conn: &Connection, records: &[&AuditRecord]) -> Result<()> {
 }
 
 /// Sums per time bucket since `since_hour`; `bucket_len` is 13 (hours) or 10 (days).
-pub async fn series(conn: &Connection, since_hour: &str, bucket_len: u32) -> Result<Vec<(String, [i64; 5])>> {
+/// `principal` narrows every query to one user's (or key's) requests; `None` is everyone.
+const FOR_PRINCIPAL: &str = "(?2 IS NULL OR principal = ?2)";
+
+pub async fn series(
+    conn: &Connection,
+    since_hour: &str,
+    principal: Option<&str>,
+    bucket_len: u32,
+) -> Result<Vec<(String, [i64; 5])>> {
     let mut rows = conn
         .query(
-            "SELECT substr(hour, 1, ?2) AS b, SUM(requests), SUM(errors), SUM(tokens_input), SUM(tokens_output), \
-             SUM(latency_ms_sum) FROM usage_hourly WHERE hour >= ?1 GROUP BY b ORDER BY b",
-            libsql::params![since_hour, bucket_len],
+            &format!(
+                "SELECT substr(hour, 1, ?3) AS b, SUM(requests), SUM(errors), SUM(tokens_input), SUM(tokens_output), \
+                 SUM(latency_ms_sum) FROM usage_hourly WHERE hour >= ?1 AND {FOR_PRINCIPAL} GROUP BY b ORDER BY b"
+            ),
+            libsql::params![since_hour, principal, bucket_len],
         )
         .await?;
     let mut out = Vec::new();
@@ -75,12 +85,18 @@ pub async fn series(conn: &Connection, since_hour: &str, bucket_len: u32) -> Res
 }
 
 /// Requests and tokens per model since `since_hour`, busiest first.
-pub async fn per_model(conn: &Connection, since_hour: &str) -> Result<Vec<(String, [i64; 3])>> {
+pub async fn per_model(
+    conn: &Connection,
+    since_hour: &str,
+    principal: Option<&str>,
+) -> Result<Vec<(String, [i64; 3])>> {
     let mut rows = conn
         .query(
-            "SELECT model, SUM(requests) AS n, SUM(tokens_input), SUM(tokens_output) FROM usage_hourly \
-             WHERE hour >= ?1 GROUP BY model ORDER BY n DESC, model",
-            [since_hour],
+            &format!(
+                "SELECT model, SUM(requests) AS n, SUM(tokens_input), SUM(tokens_output) FROM usage_hourly \
+                 WHERE hour >= ?1 AND {FOR_PRINCIPAL} GROUP BY model ORDER BY n DESC, model"
+            ),
+            libsql::params![since_hour, principal],
         )
         .await?;
     let mut out = Vec::new();
@@ -90,21 +106,28 @@ pub async fn per_model(conn: &Connection, since_hour: &str) -> Result<Vec<(Strin
     Ok(out)
 }
 
-pub async fn active_principals(conn: &Connection, since_hour: &str) -> Result<i64> {
+pub async fn active_principals(conn: &Connection, since_hour: &str, principal: Option<&str>) -> Result<i64> {
     super::query_i64(
         conn,
-        "SELECT COUNT(DISTINCT principal) FROM usage_hourly WHERE hour >= ?1 AND principal != ''",
-        [since_hour],
+        &format!("SELECT COUNT(DISTINCT principal) FROM usage_hourly WHERE hour >= ?1 AND principal != '' AND {FOR_PRINCIPAL}"),
+        libsql::params![since_hour, principal],
     )
     .await
 }
 
 /// Requests per latency bucket since `since_hour`.
-pub async fn latency_histogram(conn: &Connection, since_hour: &str) -> Result<Vec<(i64, i64)>> {
+pub async fn latency_histogram(
+    conn: &Connection,
+    since_hour: &str,
+    principal: Option<&str>,
+) -> Result<Vec<(i64, i64)>> {
     let mut rows = conn
         .query(
-            "SELECT bucket, SUM(requests) FROM latency_hourly WHERE hour >= ?1 GROUP BY bucket ORDER BY bucket",
-            [since_hour],
+            &format!(
+                "SELECT bucket, SUM(requests) FROM latency_hourly WHERE hour >= ?1 AND {FOR_PRINCIPAL} \
+                 GROUP BY bucket ORDER BY bucket"
+            ),
+            libsql::params![since_hour, principal],
         )
         .await?;
     let mut out = Vec::new();

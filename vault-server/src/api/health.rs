@@ -41,13 +41,8 @@ impl HealthApi {
         Json(HealthResponse {
             status: health.status.to_string(),
             version: health.version.to_string(),
-            inference: InferenceHealth {
-                reachable: health.inference.reachable,
-            },
-            gpu: GpuHealth {
-                available: health.gpu.available,
-                count: health.gpu.count,
-            },
+            inference: InferenceHealth { reachable: health.inference.reachable },
+            gpu: GpuHealth { available: health.gpu.available, count: health.gpu.count },
         })
     }
 }

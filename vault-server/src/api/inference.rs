@@ -11,18 +11,16 @@ use vault_core::Vault;
 use vault_core::audit::RequestAudit;
 use vault_core::inference::{Proxied, Route};
 
-use super::Tag;
+use super::{ApiResult, Tag};
 use crate::auth::UserKey;
 use crate::error::ApiError;
 use crate::passthrough::{ForwardedJson, Generation, UpstreamJson};
 use crate::schemas::{
-    ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Completion, CompletionRequest,
-    EmbeddingList, EmbeddingRequest, ModelCard, ModelList,
+    ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Completion, CompletionRequest, EmbeddingList,
+    EmbeddingRequest, ModelCard, ModelList,
 };
 
 pub struct InferenceApi;
-
-type ApiResult<T> = Result<T, ApiError>;
 
 #[OpenApi(prefix_path = "/v1", tag = "Tag::Inference")]
 impl InferenceApi {
@@ -38,9 +36,7 @@ impl InferenceApi {
         _key: UserKey,
         body: ForwardedJson<ChatCompletionRequest>,
     ) -> ApiResult<Generation<ChatCompletion, ChatCompletionChunk>> {
-        generate(&vault, &audit, Route::ChatCompletions, body.bytes)
-            .await
-            .map(Generation::new)
+        generate(&vault, &audit, Route::ChatCompletions, body.bytes).await.map(Generation::new)
     }
 
     /// Create a text completion
@@ -52,9 +48,7 @@ impl InferenceApi {
         _key: UserKey,
         body: ForwardedJson<CompletionRequest>,
     ) -> ApiResult<Generation<Completion, Completion>> {
-        generate(&vault, &audit, Route::Completions, body.bytes)
-            .await
-            .map(Generation::new)
+        generate(&vault, &audit, Route::Completions, body.bytes).await.map(Generation::new)
     }
 
     /// Create embeddings
@@ -81,11 +75,7 @@ impl InferenceApi {
 
     /// List the served models
     #[oai(path = "/models", method = "get")]
-    async fn list_models(
-        &self,
-        vault: Data<&Arc<Vault>>,
-        _key: UserKey,
-    ) -> ApiResult<UpstreamJson<ModelList>> {
+    async fn list_models(&self, vault: Data<&Arc<Vault>>, _key: UserKey) -> ApiResult<UpstreamJson<ModelList>> {
         json_answer(&vault.inference.list_models().await?)
     }
 
@@ -104,19 +94,12 @@ impl InferenceApi {
 }
 
 /// Proxies a generation request; a stream finishes its own audit record when it ends.
-async fn generate(
-    vault: &Vault,
-    audit: &Arc<RequestAudit>,
-    route: Route,
-    body: bytes::Bytes,
-) -> ApiResult<Response> {
+async fn generate(vault: &Vault, audit: &Arc<RequestAudit>, route: Route, body: bytes::Bytes) -> ApiResult<Response> {
     match vault.inference.proxy(route, body).await? {
         Proxied::Complete { body, model, usage } => {
             audit.set_model(model);
             audit.set_usage(usage);
-            Ok(Response::builder()
-                .content_type("application/json")
-                .body(body))
+            Ok(Response::builder().content_type("application/json").body(body))
         }
         Proxied::Stream { stream, model } => {
             audit.set_model(model);
@@ -124,9 +107,7 @@ async fn generate(
             let record = audit.clone();
             let stream = stream.on_finish(move |outcome| {
                 record.set_usage(outcome.usage);
-                record
-                    .finish(200, outcome.completed, outcome.error_code)
-                    .boxed()
+                record.finish(200, outcome.completed, outcome.error_code).boxed()
             });
             Ok(Response::builder()
                 .content_type("text/event-stream; charset=utf-8")

@@ -1,12 +1,24 @@
 //! The routes. Each handler parses, calls one core function, and maps the result.
 
+mod admin;
+mod conversations;
 mod health;
 mod inference;
+mod system;
+mod training;
 
-use poem_openapi::Tags;
+use poem_openapi::{ApiResponse, Tags};
 
+pub use admin::AdminApi;
+pub use conversations::ConversationsApi;
 pub use health::HealthApi;
 pub use inference::InferenceApi;
+pub use system::SystemApi;
+pub use training::TrainingApi;
+
+use crate::error::ApiError;
+
+pub type ApiResult<T> = Result<T, ApiError>;
 
 #[derive(Tags)]
 pub enum Tag {
@@ -14,11 +26,26 @@ pub enum Tag {
     Inference,
     /// Liveness and readiness.
     Health,
+    /// Server-side conversations, private to their owner.
+    Conversations,
+    /// Training job records and their state machine.
+    Training,
+    /// Users, keys and configuration (admin keys only).
+    Admin,
+    /// Host metrics, usage insights and the activity feed.
+    System,
+}
+
+#[derive(ApiResponse)]
+pub enum NoContent {
+    /// Deleted.
+    #[oai(status = 204)]
+    Deleted,
 }
 
 /// Every route of the API, as one type for `OpenApiService`.
-pub type Api = (InferenceApi, HealthApi);
+pub type Api = (InferenceApi, HealthApi, ConversationsApi, TrainingApi, AdminApi, SystemApi);
 
 pub fn api() -> Api {
-    (InferenceApi, HealthApi)
+    (InferenceApi, HealthApi, ConversationsApi, TrainingApi, AdminApi, SystemApi)
 }

@@ -1,0 +1,166 @@
+//! `/vault/admin/*`: users, keys and configuration. Every route needs an admin key.
+
+use std::sync::Arc;
+
+use poem::web::Data;
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, OpenApi};
+use vault_core::keys::{self, Scope};
+use vault_core::users::{self, UserUpdate};
+use vault_core::{Vault, VaultError, settings};
+
+use super::{ApiResult, Tag};
+use crate::auth::AdminKey;
+use crate::dto::{
+    ApiKey, ApiKeyList, AppliedNetworkConfig, AppliedSystemSettings, CreateApiKey, CreateUser, CreatedApiKey,
+    NetworkConfig, SystemSettings, UpdateUser, User, UserList,
+};
+
+pub struct AdminApi;
+
+#[derive(ApiResponse)]
+pub enum UserCreated {
+    /// The new user.
+    #[oai(status = 201)]
+    Created(Json<User>),
+}
+
+#[derive(ApiResponse)]
+pub enum KeyCreated {
+    /// The new key; `key` is shown this once.
+    #[oai(status = 201)]
+    Created(Json<CreatedApiKey>),
+}
+
+#[OpenApi(prefix_path = "/vault/admin", tag = "Tag::Admin")]
+impl AdminApi {
+    /// List users
+    #[oai(path = "/users", method = "get")]
+    async fn list_users(&self, vault: Data<&Arc<Vault>>, _key: AdminKey) -> ApiResult<Json<UserList>> {
+        let items = users::list(&vault.db).await?.into_iter().map(User::from).collect();
+        Ok(Json(UserList { items }))
+    }
+
+    /// Create a user
+    #[oai(path = "/users", method = "post")]
+    async fn create_user(
+        &self,
+        vault: Data<&Arc<Vault>>,
+        key: AdminKey,
+        body: Json<CreateUser>,
+    ) -> ApiResult<UserCreated> {
+        let role = body.role.as_deref().unwrap_or("user");
+        let user = users::create(&vault.db, &body.name, &body.email, role, Some(key.0.actor())).await?;
+        Ok(UserCreated::Created(Json(user.into())))
+    }
+
+    /// Update a user
+    ///
+    /// Deactivating (`is_active: false`) stops all of the user's keys on their next request.
+    #[oai(path = "/users/:id", method = "put")]
+    async fn update_user(
+        &self,
+        vault: Data<&Arc<Vault>>,
+        key: AdminKey,
+        id: Path<String>,
+        body: Json<UpdateUser>,
+    ) -> ApiResult<Json<User>> {
+        let body = body.0;
+        let changes = UserUpdate { name: body.name, email: body.email, role: body.role, is_active: body.is_active };
+        Ok(Json(users::update(&vault.db, &id, changes, Some(key.0.actor())).await?.into()))
+    }
+
+    /// Deactivate a user
+    ///
+    /// A soft delete: the record stays; the user's keys stop working on the next request.
+    #[oai(path = "/users/:id", method = "delete")]
+    async fn deactivate_user(
+        &self,
+        vault: Data<&Arc<Vault>>,
+        key: AdminKey,
+        id: Path<String>,
+    ) -> ApiResult<Json<User>> {
+        Ok(Json(users::deactivate(&vault.db, &id, Some(key.0.actor())).await?.into()))
+    }
+
+    /// List API keys
+    ///
+    /// Prefixes only: keys and their hashes are never shown.
+    #[oai(path = "/keys", method = "get")]
+    async fn list_keys(
+        &self,
+        vault: Data<&Arc<Vault>>,
+        _key: AdminKey,
+        /// Include revoked keys [default: true].
+        include_revoked: Query<Option<bool>>,
+    ) -> ApiResult<Json<ApiKeyList>> {
+        let listed = keys::list(&vault.db, include_revoked.unwrap_or(true)).await?;
+        Ok(Json(ApiKeyList { items: listed.into_iter().map(ApiKey::from).collect() }))
+    }
+
+    /// Create an API key
+    #[oai(path = "/keys", method = "post")]
+    async fn create_key(
+        &self,
+        vault: Data<&Arc<Vault>>,
+        key: AdminKey,
+        body: Json<CreateApiKey>,
+    ) -> ApiResult<KeyCreated> {
+        let scope = match body.scope.as_deref() {
+            None => Scope::User,
+            Some(raw) => Scope::parse(raw)
+                .ok_or_else(|| VaultError::invalid("invalid_request", "scope: must be one of user, admin"))?,
+        };
+        let created = keys::create(&vault.db, &body.label, scope, body.user_id.as_deref(), Some(key.0.actor())).await?;
+        Ok(KeyCreated::Created(Json(created.into())))
+    }
+
+    /// Revoke an API key
+    ///
+    /// It stops working on the next request and stays listed as revoked.
+    #[oai(path = "/keys/:id", method = "delete")]
+    async fn revoke_key(&self, vault: Data<&Arc<Vault>>, key: AdminKey, id: Path<i64>) -> ApiResult<Json<ApiKey>> {
+        Ok(Json(keys::revoke(&vault.db, &id.0.to_string(), Some(key.0.actor())).await?.into()))
+    }
+
+    /// Get the network configuration
+    #[oai(path = "/config/network", method = "get")]
+    async fn get_network(&self, vault: Data<&Arc<Vault>>, _key: AdminKey) -> ApiResult<Json<NetworkConfig>> {
+        Ok(Json(settings::network(&vault.db).await?.into()))
+    }
+
+    /// Change the network configuration
+    ///
+    /// Applied through the system controller (a dry run unless `VAULT_SYSTEM_CONTROL=host`).
+    #[oai(path = "/config/network", method = "put")]
+    async fn put_network(
+        &self,
+        vault: Data<&Arc<Vault>>,
+        key: AdminKey,
+        body: Json<NetworkConfig>,
+    ) -> ApiResult<Json<AppliedNetworkConfig>> {
+        let applied =
+            settings::set_network(&vault.db, vault.controller.as_ref(), body.0.into(), Some(key.0.actor())).await?;
+        Ok(Json(applied.into()))
+    }
+
+    /// Get the system settings
+    #[oai(path = "/config/system", method = "get")]
+    async fn get_system(&self, vault: Data<&Arc<Vault>>, _key: AdminKey) -> ApiResult<Json<SystemSettings>> {
+        Ok(Json(settings::system(&vault.db).await?.into()))
+    }
+
+    /// Change the system settings
+    #[oai(path = "/config/system", method = "put")]
+    async fn put_system(
+        &self,
+        vault: Data<&Arc<Vault>>,
+        key: AdminKey,
+        body: Json<SystemSettings>,
+    ) -> ApiResult<Json<AppliedSystemSettings>> {
+        let applied =
+            settings::set_system(&vault.db, vault.controller.as_ref(), body.0.into(), Some(key.0.actor())).await?;
+        Ok(Json(applied.into()))
+    }
+}

@@ -1,0 +1,108 @@
+//! `/vault/conversations`: a caller's own conversations; another owner's id answers 404.
+
+use std::sync::Arc;
+
+use poem::web::Data;
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, OpenApi};
+use vault_core::validate::Page;
+use vault_core::{Vault, conversations};
+
+use super::{ApiResult, NoContent, Tag};
+use crate::auth::UserKey;
+use crate::dto::{
+    AddMessage, Conversation, ConversationPage, ConversationWithMessages, CreateConversation, Message,
+    RenameConversation,
+};
+
+pub struct ConversationsApi;
+
+#[derive(ApiResponse)]
+pub enum ConversationCreated {
+    /// The new conversation.
+    #[oai(status = 201)]
+    Created(Json<Conversation>),
+}
+
+#[derive(ApiResponse)]
+pub enum MessageAdded {
+    /// The stored message.
+    #[oai(status = 201)]
+    Created(Json<Message>),
+}
+
+#[OpenApi(prefix_path = "/vault/conversations", tag = "Tag::Conversations")]
+impl ConversationsApi {
+    /// List your conversations
+    ///
+    /// Most recently updated first.
+    #[oai(path = "/", method = "get")]
+    async fn list(
+        &self,
+        vault: Data<&Arc<Vault>>,
+        key: UserKey,
+        /// 1 to 100 [default: 20].
+        limit: Query<Option<u32>>,
+        /// [default: 0]
+        offset: Query<Option<u32>>,
+    ) -> ApiResult<Json<ConversationPage>> {
+        let page = Page::new(limit.0, offset.0, 20, 100)?;
+        Ok(Json(conversations::list(&vault.db, &key.0, page).await?.into()))
+    }
+
+    /// Create a conversation
+    #[oai(path = "/", method = "post")]
+    async fn create(
+        &self,
+        vault: Data<&Arc<Vault>>,
+        key: UserKey,
+        body: Json<CreateConversation>,
+    ) -> ApiResult<ConversationCreated> {
+        let created = conversations::create(&vault.db, &key.0, body.title.as_deref(), body.model_id.as_deref()).await?;
+        Ok(ConversationCreated::Created(Json(created.into())))
+    }
+
+    /// Get a conversation with its messages
+    #[oai(path = "/:id", method = "get")]
+    async fn get(
+        &self,
+        vault: Data<&Arc<Vault>>,
+        key: UserKey,
+        id: Path<String>,
+    ) -> ApiResult<Json<ConversationWithMessages>> {
+        Ok(Json(conversations::get(&vault.db, &key.0, &id).await?.into()))
+    }
+
+    /// Rename a conversation
+    #[oai(path = "/:id", method = "put")]
+    async fn rename(
+        &self,
+        vault: Data<&Arc<Vault>>,
+        key: UserKey,
+        id: Path<String>,
+        body: Json<RenameConversation>,
+    ) -> ApiResult<Json<Conversation>> {
+        Ok(Json(conversations::rename(&vault.db, &key.0, &id, &body.title).await?.into()))
+    }
+
+    /// Delete a conversation and its messages
+    #[oai(path = "/:id", method = "delete")]
+    async fn delete(&self, vault: Data<&Arc<Vault>>, key: UserKey, id: Path<String>) -> ApiResult<NoContent> {
+        conversations::delete(&vault.db, &key.0, &id).await?;
+        Ok(NoContent::Deleted)
+    }
+
+    /// Add a message to a conversation
+    #[oai(path = "/:id/messages", method = "post")]
+    async fn add_message(
+        &self,
+        vault: Data<&Arc<Vault>>,
+        key: UserKey,
+        id: Path<String>,
+        body: Json<AddMessage>,
+    ) -> ApiResult<MessageAdded> {
+        let message = conversations::add_message(&vault.db, &key.0, &id, &body.role, &body.content).await?;
+        Ok(MessageAdded::Created(Json(message.into())))
+    }
+}

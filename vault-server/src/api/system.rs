@@ -1,0 +1,77 @@
+//! `/vault/system/*`, `/vault/insights`, `/vault/activity`: what the dashboards read.
+
+use std::sync::Arc;
+
+use poem::web::Data;
+use poem_openapi::OpenApi;
+use poem_openapi::param::Query;
+use poem_openapi::payload::Json;
+use vault_core::insights::{self, Range};
+use vault_core::keys::Scope;
+use vault_core::{Vault, VaultError, activity, gpu};
+
+use super::{ApiResult, Tag};
+use crate::auth::UserKey;
+use crate::dto::{ActivityFeed, ActivityItem, GpuReport, Insights, Resources};
+
+pub struct SystemApi;
+
+#[OpenApi(prefix_path = "/vault", tag = "Tag::System")]
+impl SystemApi {
+    /// CPU, memory, disk and network usage
+    #[oai(path = "/system/resources", method = "get")]
+    async fn resources(&self, vault: Data<&Arc<Vault>>, _key: UserKey) -> ApiResult<Json<Resources>> {
+        Ok(Json(vault.monitor.resources().await?.into()))
+    }
+
+    /// Per-GPU metrics
+    ///
+    /// `{"gpus": [], "available": false}` on a box without NVML.
+    #[oai(path = "/system/gpu", method = "get")]
+    async fn gpu(&self, _key: UserKey) -> ApiResult<Json<GpuReport>> {
+        let report = tokio::task::spawn_blocking(gpu::report)
+            .await
+            .map_err(|e| VaultError::internal("reading GPU metrics", e))?;
+        Ok(Json(report.into()))
+    }
+
+    /// Usage insights
+    ///
+    /// Inference requests and tokens over time, active users, per-model usage, average and
+    /// p95 latency. An admin key sees everyone's usage; a user key sees its own.
+    #[oai(path = "/insights", method = "get")]
+    async fn insights(
+        &self,
+        vault: Data<&Arc<Vault>>,
+        key: UserKey,
+        /// `24h`, `7d` (default), `30d` or `90d`.
+        range: Query<Option<String>>,
+    ) -> ApiResult<Json<Insights>> {
+        let range = Range::parse(range.as_deref().unwrap_or("7d"))?;
+        let scope = match key.0.scope {
+            Scope::Admin => insights::Scope::Everyone,
+            Scope::User => insights::Scope::Principal(key.0.actor()),
+        };
+        Ok(Json(insights::insights(&vault.db, range, scope).await?.into()))
+    }
+
+    /// Recent activity
+    ///
+    /// Keys, users, conversations and training jobs, newest first. An admin key sees
+    /// everyone's; a user key sees its own.
+    #[oai(path = "/activity", method = "get")]
+    async fn activity(
+        &self,
+        vault: Data<&Arc<Vault>>,
+        key: UserKey,
+        /// 1 to 200 [default: 20].
+        limit: Query<Option<u32>>,
+    ) -> ApiResult<Json<ActivityFeed>> {
+        let actor = match key.0.scope {
+            Scope::Admin => None,
+            Scope::User => Some(key.0.actor()),
+        };
+        let items = activity::recent(&vault.db, limit.0, actor).await?;
+        Ok(Json(ActivityFeed { items: items.into_iter().map(ActivityItem::from).collect() }))
+    }
+}
