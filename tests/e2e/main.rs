@@ -10,3 +10,4 @@ mod faults;
 mod inference;
 mod startup;
 mod support;
+mod workspace;

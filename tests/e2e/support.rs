@@ -32,3 +32,44 @@ pub fn chat_body(stream: bool) -> Value {
         "stream": stream,
     })
 }
+
+/// A running stack with an admin key and a user key, and small request helpers.
+pub struct Stack {
+    pub fake: vault_e2e::FakeVllm,
+    pub gateway: vault_e2e::Gateway,
+    pub admin: String,
+    pub user: String,
+    http: reqwest::Client,
+}
+
+impl Stack {
+    pub async fn start() -> Stack {
+        let fake = vault_e2e::FakeVllm::start().await;
+        let gateway = vault_e2e::Gateway::start(&fake.url).await;
+        let admin = gateway.create_key("admin").await;
+        let user = gateway.create_key("user").await;
+        Stack { fake, gateway, admin, user, http: vault_e2e::client() }
+    }
+
+    /// Sends a request; `key` None sends no Authorization header.
+    pub async fn send(&self, method: &str, path: &str, key: Option<&str>, body: Option<Value>) -> Response {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = self.http.request(method, format!("{}{path}", self.gateway.url));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// Sends a request and expects `status`; returns the JSON body (Null when empty).
+    pub async fn expect(&self, status: u16, method: &str, path: &str, key: &str, body: Option<Value>) -> Value {
+        let response = self.send(method, path, Some(key), body).await;
+        let got = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        assert_eq!(got, status, "{method} {path}: {text}");
+        if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() }
+    }
+}

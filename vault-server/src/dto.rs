@@ -2,6 +2,7 @@
 //! conversions from vault-core's types. Validation happens in the core, not here.
 
 use poem_openapi::Object;
+use serde::Deserialize;
 use vault_core::{activity, conversations, gpu, insights, keys, settings, system, training, users};
 
 /// A page of conversations, most recently updated first.
@@ -44,20 +45,20 @@ pub struct Message {
     pub created_at: String,
 }
 
-#[derive(Object)]
+#[derive(Object, Deserialize)]
 pub struct CreateConversation {
     /// Up to 200 characters [default: "New conversation"].
     pub title: Option<String>,
     pub model_id: Option<String>,
 }
 
-#[derive(Object)]
+#[derive(Object, Deserialize)]
 pub struct RenameConversation {
     /// Up to 200 characters.
     pub title: String,
 }
 
-#[derive(Object)]
+#[derive(Object, Deserialize)]
 pub struct AddMessage {
     /// `system`, `user` or `assistant`.
     pub role: String,
@@ -135,7 +136,7 @@ pub struct TrainingJobList {
     pub items: Vec<TrainingJob>,
 }
 
-#[derive(Object)]
+#[derive(Object, Deserialize)]
 pub struct CreateTrainingJob {
     pub name: String,
     /// The base model.
@@ -184,7 +185,7 @@ pub struct UserList {
     pub items: Vec<User>,
 }
 
-#[derive(Object)]
+#[derive(Object, Deserialize)]
 pub struct CreateUser {
     pub name: String,
     pub email: String,
@@ -192,7 +193,7 @@ pub struct CreateUser {
     pub role: Option<String>,
 }
 
-#[derive(Object)]
+#[derive(Object, Deserialize)]
 pub struct UpdateUser {
     pub name: Option<String>,
     pub email: Option<String>,
@@ -247,7 +248,7 @@ pub struct CreatedApiKey {
     pub created_at: String,
 }
 
-#[derive(Object)]
+#[derive(Object, Deserialize)]
 pub struct CreateApiKey {
     /// Who or what the key is for.
     pub label: String,
@@ -287,7 +288,7 @@ impl From<keys::CreatedKey> for CreatedApiKey {
     }
 }
 
-#[derive(Object)]
+#[derive(Object, Deserialize)]
 pub struct NetworkConfig {
     /// An RFC 1123 host name.
     pub hostname: String,
@@ -301,7 +302,7 @@ pub struct NetworkConfig {
     pub dns_servers: Vec<String>,
 }
 
-#[derive(Object)]
+#[derive(Object, Deserialize)]
 pub struct SystemSettings {
     /// An IANA time zone name, e.g. `Europe/Berlin`.
     pub timezone: String,

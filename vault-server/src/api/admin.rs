@@ -16,6 +16,7 @@ use crate::dto::{
     ApiKey, ApiKeyList, AppliedNetworkConfig, AppliedSystemSettings, CreateApiKey, CreateUser, CreatedApiKey,
     NetworkConfig, SystemSettings, UpdateUser, User, UserList,
 };
+use crate::passthrough::JsonBody;
 
 pub struct AdminApi;
 
@@ -48,7 +49,7 @@ impl AdminApi {
         &self,
         vault: Data<&Arc<Vault>>,
         key: AdminKey,
-        body: Json<CreateUser>,
+        body: JsonBody<CreateUser>,
     ) -> ApiResult<UserCreated> {
         let role = body.role.as_deref().unwrap_or("user");
         let user = users::create(&vault.db, &body.name, &body.email, role, Some(key.0.actor())).await?;
@@ -64,7 +65,7 @@ impl AdminApi {
         vault: Data<&Arc<Vault>>,
         key: AdminKey,
         id: Path<String>,
-        body: Json<UpdateUser>,
+        body: JsonBody<UpdateUser>,
     ) -> ApiResult<Json<User>> {
         let body = body.0;
         let changes = UserUpdate { name: body.name, email: body.email, role: body.role, is_active: body.is_active };
@@ -105,7 +106,7 @@ impl AdminApi {
         &self,
         vault: Data<&Arc<Vault>>,
         key: AdminKey,
-        body: Json<CreateApiKey>,
+        body: JsonBody<CreateApiKey>,
     ) -> ApiResult<KeyCreated> {
         let scope = match body.scope.as_deref() {
             None => Scope::User,
@@ -138,7 +139,7 @@ impl AdminApi {
         &self,
         vault: Data<&Arc<Vault>>,
         key: AdminKey,
-        body: Json<NetworkConfig>,
+        body: JsonBody<NetworkConfig>,
     ) -> ApiResult<Json<AppliedNetworkConfig>> {
         let applied =
             settings::set_network(&vault.db, vault.controller.as_ref(), body.0.into(), Some(key.0.actor())).await?;
@@ -157,7 +158,7 @@ impl AdminApi {
         &self,
         vault: Data<&Arc<Vault>>,
         key: AdminKey,
-        body: Json<SystemSettings>,
+        body: JsonBody<SystemSettings>,
     ) -> ApiResult<Json<AppliedSystemSettings>> {
         let applied =
             settings::set_system(&vault.db, vault.controller.as_ref(), body.0.into(), Some(key.0.actor())).await?;

@@ -15,6 +15,7 @@ use crate::dto::{
     AddMessage, Conversation, ConversationPage, ConversationWithMessages, CreateConversation, Message,
     RenameConversation,
 };
+use crate::passthrough::JsonBody;
 
 pub struct ConversationsApi;
 
@@ -57,7 +58,7 @@ impl ConversationsApi {
         &self,
         vault: Data<&Arc<Vault>>,
         key: UserKey,
-        body: Json<CreateConversation>,
+        body: JsonBody<CreateConversation>,
     ) -> ApiResult<ConversationCreated> {
         let created = conversations::create(&vault.db, &key.0, body.title.as_deref(), body.model_id.as_deref()).await?;
         Ok(ConversationCreated::Created(Json(created.into())))
@@ -81,7 +82,7 @@ impl ConversationsApi {
         vault: Data<&Arc<Vault>>,
         key: UserKey,
         id: Path<String>,
-        body: Json<RenameConversation>,
+        body: JsonBody<RenameConversation>,
     ) -> ApiResult<Json<Conversation>> {
         Ok(Json(conversations::rename(&vault.db, &key.0, &id, &body.title).await?.into()))
     }
@@ -100,7 +101,7 @@ impl ConversationsApi {
         vault: Data<&Arc<Vault>>,
         key: UserKey,
         id: Path<String>,
-        body: Json<AddMessage>,
+        body: JsonBody<AddMessage>,
     ) -> ApiResult<MessageAdded> {
         let message = conversations::add_message(&vault.db, &key.0, &id, &body.role, &body.content).await?;
         Ok(MessageAdded::Created(Json(message.into())))

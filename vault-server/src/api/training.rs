@@ -13,6 +13,7 @@ use vault_core::training::{self, JobEvent, NewJob};
 use super::{ApiResult, NoContent, Tag};
 use crate::auth::{AdminKey, UserKey};
 use crate::dto::{CreateTrainingJob, TrainingJob, TrainingJobList};
+use crate::passthrough::JsonBody;
 
 pub struct TrainingApi;
 
@@ -50,7 +51,7 @@ impl TrainingApi {
         &self,
         vault: Data<&Arc<Vault>>,
         key: AdminKey,
-        body: Json<CreateTrainingJob>,
+        body: JsonBody<CreateTrainingJob>,
     ) -> ApiResult<JobCreated> {
         let body = body.0;
         let job = NewJob { name: &body.name, model: &body.model, dataset: &body.dataset, config: body.config };
