@@ -35,7 +35,8 @@ pub fn chat_body(stream: bool) -> Value {
 
 /// A running stack with an admin key and a user key, and small request helpers.
 pub struct Stack {
-    pub fake: vault_e2e::FakeVllm,
+    /// Kept so the upstream lives as long as the stack.
+    _fake: vault_e2e::FakeVllm,
     pub gateway: vault_e2e::Gateway,
     pub admin: String,
     pub user: String,
@@ -48,7 +49,7 @@ impl Stack {
         let gateway = vault_e2e::Gateway::start(&fake.url).await;
         let admin = gateway.create_key("admin").await;
         let user = gateway.create_key("user").await;
-        Stack { fake, gateway, admin, user, http: vault_e2e::client() }
+        Stack { _fake: fake, gateway, admin, user, http: vault_e2e::client() }
     }
 
     /// Sends a request; `key` None sends no Authorization header.
