@@ -1,4 +1,5 @@
-//! SQL for the usage rollups (`usage_hourly`, `latency_hourly`).
+//! SQL for the usage rollups (see migrations/0003_usage_rollups.sql). With a principal,
+//! every query reads that principal's tables only; without, the everyone tables.
 
 use std::collections::HashMap;
 
@@ -17,102 +18,183 @@ struct Sums {
     latency_ms_sum: i64,
 }
 
+impl Sums {
+    fn add(&mut self, r: &AuditRecord) {
+        self.requests += 1;
+        self.errors += i64::from(r.status >= 400 || !r.completed);
+        self.tokens_input += clamp(r.tokens_input.unwrap_or(0));
+        self.tokens_output += clamp(r.tokens_output.unwrap_or(0));
+        self.latency_ms_sum += clamp(r.latency_ms);
+    }
+}
+
 fn clamp(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 /// Adds a batch of audit records to the rollups; only inference requests count.
 pub async fn add(conn: &Connection, records: &[&AuditRecord]) -> Result<()> {
-    let mut usage: HashMap<(&str, &str, &str), Sums> = HashMap::new();
-    let mut latency: HashMap<(&str, &str, i64), i64> = HashMap::new();
+    let mut hourly: HashMap<&str, Sums> = HashMap::new();
+    let mut by_model: HashMap<(&str, &str), Sums> = HashMap::new();
+    let mut by_principal: HashMap<(&str, &str, &str), Sums> = HashMap::new();
+    let mut latency: HashMap<(&str, i64), i64> = HashMap::new();
+    let mut latency_by_principal: HashMap<(&str, &str, i64), i64> = HashMap::new();
     for r in records.iter().filter(|r| r.path.starts_with("/v1/") && r.timestamp.len() >= 13) {
         let hour = &r.timestamp[..13];
+        let model = r.model.as_deref().unwrap_or("");
         let principal = r.user_id.as_deref().or(r.key_prefix.as_deref()).unwrap_or("");
-        let sums = usage.entry((hour, r.model.as_deref().unwrap_or(""), principal)).or_default();
-        sums.requests += 1;
-        sums.errors += i64::from(r.status >= 400 || !r.completed);
-        sums.tokens_input += clamp(r.tokens_input.unwrap_or(0));
-        sums.tokens_output += clamp(r.tokens_output.unwrap_or(0));
-        sums.latency_ms_sum += clamp(r.latency_ms);
-        *latency.entry((hour, principal, latency_bucket(r.latency_ms))).or_default() += 1;
+        let bucket = latency_bucket(r.latency_ms);
+        hourly.entry(hour).or_default().add(r);
+        by_model.entry((hour, model)).or_default().add(r);
+        by_principal.entry((principal, hour, model)).or_default().add(r);
+        *latency.entry((hour, bucket)).or_default() += 1;
+        *latency_by_principal.entry((principal, hour, bucket)).or_default() += 1;
     }
-    for ((hour, model, principal), s) in usage {
+    for (hour, s) in hourly {
         conn.execute(
-            "INSERT INTO usage_hourly (hour, model, principal, requests, errors, tokens_input, tokens_output, latency_ms_sum) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT(hour, model, principal) DO UPDATE SET \
+            "INSERT INTO usage_hourly (hour, requests, errors, tokens_input, tokens_output, latency_ms_sum) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(hour) DO UPDATE SET \
              requests = requests + excluded.requests, errors = errors + excluded.errors, \
              tokens_input = tokens_input + excluded.tokens_input, tokens_output = tokens_output + excluded.tokens_output, \
              latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum",
-            libsql::params![hour, model, principal, s.requests, s.errors, s.tokens_input, s.tokens_output, s.latency_ms_sum],
+            libsql::params![hour, s.requests, s.errors, s.tokens_input, s.tokens_output, s.latency_ms_sum],
         )
         .await?;
     }
-    for ((hour, principal, bucket), requests) in latency {
+    for ((hour, model), s) in by_model {
         conn.execute(
-            "INSERT INTO latency_hourly (hour, principal, bucket, requests) VALUES (?1, ?2, ?3, ?4) \
-             ON CONFLICT(hour, principal, bucket) DO UPDATE SET requests = requests + excluded.requests",
-            libsql::params![hour, principal, bucket, requests],
+            "INSERT INTO usage_hourly_model (hour, model, requests, tokens_input, tokens_output) VALUES (?1, ?2, ?3, ?4, ?5) \
+             ON CONFLICT(hour, model) DO UPDATE SET requests = requests + excluded.requests, \
+             tokens_input = tokens_input + excluded.tokens_input, tokens_output = tokens_output + excluded.tokens_output",
+            libsql::params![hour, model, s.requests, s.tokens_input, s.tokens_output],
+        )
+        .await?;
+    }
+    for ((principal, hour, model), s) in by_principal {
+        conn.execute(
+            "INSERT INTO usage_hourly_principal (principal, hour, model, requests, errors, tokens_input, tokens_output, \
+             latency_ms_sum) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT(principal, hour, model) DO UPDATE SET \
+             requests = requests + excluded.requests, errors = errors + excluded.errors, \
+             tokens_input = tokens_input + excluded.tokens_input, tokens_output = tokens_output + excluded.tokens_output, \
+             latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum",
+            libsql::params![principal, hour, model, s.requests, s.errors, s.tokens_input, s.tokens_output, s.latency_ms_sum],
+        )
+        .await?;
+    }
+    for ((hour, bucket), requests) in latency {
+        conn.execute(
+            "INSERT INTO latency_hourly (hour, bucket, requests) VALUES (?1, ?2, ?3) \
+             ON CONFLICT(hour, bucket) DO UPDATE SET requests = requests + excluded.requests",
+            libsql::params![hour, bucket, requests],
+        )
+        .await?;
+    }
+    for ((principal, hour, bucket), requests) in latency_by_principal {
+        conn.execute(
+            "INSERT INTO latency_hourly_principal (principal, hour, bucket, requests) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT(principal, hour, bucket) DO UPDATE SET requests = requests + excluded.requests",
+            libsql::params![principal, hour, bucket, requests],
         )
         .await?;
     }
     Ok(())
 }
 
-/// Sums per time bucket since `since_hour`; `bucket_len` is 13 (hours) or 10 (days).
-/// `principal` narrows every query to one user's (or key's) requests; `None` is everyone.
-const FOR_PRINCIPAL: &str = "(?2 IS NULL OR principal = ?2)";
+async fn collect<const N: usize>(mut rows: libsql::Rows) -> Result<Vec<(String, [i64; N])>> {
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().await? {
+        let mut values = [0i64; N];
+        for (i, value) in values.iter_mut().enumerate() {
+            *value = row.get::<Option<i64>>(i as i32 + 1)?.unwrap_or(0);
+        }
+        out.push((row.get(0)?, values));
+    }
+    Ok(out)
+}
 
+/// Requests, errors, tokens in and out, and latency sum per time bucket since
+/// `since_hour`; `bucket_len` is 13 (hours) or 10 (days).
 pub async fn series(
     conn: &Connection,
     since_hour: &str,
     principal: Option<&str>,
     bucket_len: u32,
 ) -> Result<Vec<(String, [i64; 5])>> {
-    let mut rows = conn
-        .query(
-            &format!(
-                "SELECT substr(hour, 1, ?3) AS b, SUM(requests), SUM(errors), SUM(tokens_input), SUM(tokens_output), \
-                 SUM(latency_ms_sum) FROM usage_hourly WHERE hour >= ?1 AND {FOR_PRINCIPAL} GROUP BY b ORDER BY b"
-            ),
-            libsql::params![since_hour, principal, bucket_len],
-        )
-        .await?;
-    let mut out = Vec::new();
-    while let Some(row) = rows.next().await? {
-        out.push((row.get(0)?, [row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?]));
-    }
-    Ok(out)
+    let sums = "SUM(requests), SUM(errors), SUM(tokens_input), SUM(tokens_output), SUM(latency_ms_sum)";
+    let rows = match principal {
+        None => {
+            conn.query(
+                &format!(
+                    "SELECT substr(hour, 1, ?2) AS b, {sums} FROM usage_hourly WHERE hour >= ?1 GROUP BY b ORDER BY b"
+                ),
+                libsql::params![since_hour, bucket_len],
+            )
+            .await?
+        }
+        Some(p) => {
+            conn.query(
+                &format!(
+                    "SELECT substr(hour, 1, ?2) AS b, {sums} FROM usage_hourly_principal \
+                     WHERE principal = ?3 AND hour >= ?1 GROUP BY b ORDER BY b"
+                ),
+                libsql::params![since_hour, bucket_len, p],
+            )
+            .await?
+        }
+    };
+    collect(rows).await
 }
 
-/// Requests and tokens per model since `since_hour`, busiest first.
+/// Requests and tokens in and out per model since `since_hour`, busiest first.
 pub async fn per_model(
     conn: &Connection,
     since_hour: &str,
     principal: Option<&str>,
 ) -> Result<Vec<(String, [i64; 3])>> {
-    let mut rows = conn
-        .query(
-            &format!(
-                "SELECT model, SUM(requests) AS n, SUM(tokens_input), SUM(tokens_output) FROM usage_hourly \
-                 WHERE hour >= ?1 AND {FOR_PRINCIPAL} GROUP BY model ORDER BY n DESC, model"
-            ),
-            libsql::params![since_hour, principal],
-        )
-        .await?;
-    let mut out = Vec::new();
-    while let Some(row) = rows.next().await? {
-        out.push((row.get(0)?, [row.get(1)?, row.get(2)?, row.get(3)?]));
-    }
-    Ok(out)
+    let sums = "SUM(requests) AS n, SUM(tokens_input), SUM(tokens_output)";
+    let rows = match principal {
+        None => {
+            conn.query(
+                &format!("SELECT model, {sums} FROM usage_hourly_model WHERE hour >= ?1 GROUP BY model ORDER BY n DESC, model"),
+                [since_hour],
+            )
+            .await?
+        }
+        Some(p) => {
+            conn.query(
+                &format!(
+                    "SELECT model, {sums} FROM usage_hourly_principal WHERE principal = ?2 AND hour >= ?1 \
+                     GROUP BY model ORDER BY n DESC, model"
+                ),
+                [since_hour, p],
+            )
+            .await?
+        }
+    };
+    collect(rows).await
 }
 
+/// Distinct principals with inference requests since `since_hour`.
 pub async fn active_principals(conn: &Connection, since_hour: &str, principal: Option<&str>) -> Result<i64> {
-    super::query_i64(
-        conn,
-        &format!("SELECT COUNT(DISTINCT principal) FROM usage_hourly WHERE hour >= ?1 AND principal != '' AND {FOR_PRINCIPAL}"),
-        libsql::params![since_hour, principal],
-    )
-    .await
+    match principal {
+        None => {
+            super::query_i64(
+                conn,
+                "SELECT COUNT(DISTINCT principal) FROM usage_hourly_principal WHERE hour >= ?1 AND principal != ''",
+                [since_hour],
+            )
+            .await
+        }
+        Some(p) => {
+            let active = super::query_i64(
+                conn,
+                "SELECT EXISTS (SELECT 1 FROM usage_hourly_principal WHERE principal = ?2 AND hour >= ?1)",
+                [since_hour, p],
+            )
+            .await?;
+            Ok(active)
+        }
+    }
 }
 
 /// Requests per latency bucket since `since_hour`.
@@ -121,15 +203,23 @@ pub async fn latency_histogram(
     since_hour: &str,
     principal: Option<&str>,
 ) -> Result<Vec<(i64, i64)>> {
-    let mut rows = conn
-        .query(
-            &format!(
-                "SELECT bucket, SUM(requests) FROM latency_hourly WHERE hour >= ?1 AND {FOR_PRINCIPAL} \
-                 GROUP BY bucket ORDER BY bucket"
-            ),
-            libsql::params![since_hour, principal],
-        )
-        .await?;
+    let mut rows = match principal {
+        None => {
+            conn.query(
+                "SELECT bucket, SUM(requests) FROM latency_hourly WHERE hour >= ?1 GROUP BY bucket ORDER BY bucket",
+                [since_hour],
+            )
+            .await?
+        }
+        Some(p) => {
+            conn.query(
+                "SELECT bucket, SUM(requests) FROM latency_hourly_principal WHERE principal = ?2 AND hour >= ?1 \
+                 GROUP BY bucket ORDER BY bucket",
+                [since_hour, p],
+            )
+            .await?
+        }
+    };
     let mut out = Vec::new();
     while let Some(row) = rows.next().await? {
         out.push((row.get(0)?, row.get(1)?));
