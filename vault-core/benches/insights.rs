@@ -61,7 +61,7 @@ async fn main() {
                     key_prefix: Some(format!("vault_sk_{:04}", rng.next() % 50)),
                     user_id: Some(format!("user-{}", rng.next() % 50)),
                     model: Some(models[(rng.next() % 3) as usize].into()),
-                    status: if rng.next() % 50 == 0 { 500 } else { 200 },
+                    status: if rng.next().is_multiple_of(50) { 500 } else { 200 },
                     latency_ms: 20 + rng.next() % 3000,
                     tokens_input: Some(rng.next() % 2000),
                     tokens_output: Some(rng.next() % 800),
