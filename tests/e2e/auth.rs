@@ -95,3 +95,37 @@ async fn health_and_docs_need_no_key_and_the_framework_errors_keep_the_shape() {
         c.post(&url).bearer_auth(&key).header("content-type", "application/json").body(huge).send().await.unwrap();
     assert_error(too_large, 413, "payload_too_large").await;
 }
+
+#[tokio::test]
+async fn a_user_deactivated_with_the_cli_loses_every_key_on_the_next_request() {
+    let fake = FakeVllm::start().await;
+    let gateway = Gateway::start(&fake.url).await;
+    let out = gateway.cli(&["create-user", "--name", "Dr. Ng", "--email", "ng@clinic.example", "--json"]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let user: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let user_id = user["id"].as_str().unwrap();
+    let mut keys = Vec::new();
+    for label in ["desk", "laptop"] {
+        let out = gateway.cli(&["create-key", "--label", label, "--user", user_id, "--json"]).await;
+        let created: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(created["user_id"], user_id);
+        keys.push(created["key"].as_str().unwrap().to_string());
+    }
+    let url = format!("{}/v1/models", gateway.url);
+    for key in &keys {
+        assert_eq!(client().get(&url).bearer_auth(key).send().await.unwrap().status(), 200);
+    }
+    let out = gateway.cli(&["deactivate-user", user_id]).await;
+    assert!(out.status.success());
+    for key in &keys {
+        assert_error(client().get(&url).bearer_auth(key).send().await.unwrap(), 401, "invalid_api_key").await;
+    }
+    let listed: Value = serde_json::from_slice(&gateway.cli(&["list-users", "--json"]).await.stdout).unwrap();
+    assert_eq!(listed[0]["is_active"], false);
+    // Errors: a clear line on stderr and an exit code per kind.
+    let missing = gateway.cli(&["deactivate-user", "nobody"]).await;
+    assert_eq!(missing.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&missing.stderr).starts_with("vault-cli: No user with id nobody."));
+    let bad = gateway.cli(&["create-user", "--name", "X", "--email", "not-an-email"]).await;
+    assert_eq!(bad.status.code(), Some(2));
+}
