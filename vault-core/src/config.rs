@@ -179,6 +179,33 @@ impl Config {
         }
     }
 
+    /// The settings as a reader may see them: everything but secrets (the server secret,
+    /// the database token).
+    pub fn summary(&self) -> serde_json::Value {
+        let db = match &self.db {
+            DbLocation::Local(path) => path.display().to_string(),
+            DbLocation::Remote { url, .. } => url.clone(),
+        };
+        serde_json::json!({
+            "host": self.host.to_string(),
+            "port": self.port,
+            "data_dir": self.data_dir.display().to_string(),
+            "db_url": db,
+            "vllm_base_url": self.vllm_base_url,
+            "upstream_timeout_seconds": self.upstream_timeout.as_secs_f64(),
+            "models_dir": self.models_dir.display().to_string(),
+            "models_manifest": self.models_manifest.display().to_string(),
+            "setup_flag_path": self.setup_flag_path.display().to_string(),
+            "tls_cert_dir": self.tls_cert_dir.display().to_string(),
+            "cors_origins": self.cors_origins,
+            "log_level": self.log_level,
+            "system_control": match self.system_control {
+                SystemControl::DryRun => "dry-run",
+                SystemControl::Host => "host",
+            },
+        })
+    }
+
     /// The listen address as `host:port`.
     pub fn listen_addr(&self) -> std::net::SocketAddr {
         std::net::SocketAddr::new(self.host, self.port)
@@ -209,7 +236,7 @@ fn parse_db_url(url: &str, auth_token: Option<String>) -> Result<DbLocation, Vau
 }
 
 /// Validates an http(s) base URL and returns it without a trailing slash.
-fn parse_http_url(raw: &str) -> Result<String, String> {
+pub(crate) fn parse_http_url(raw: &str) -> Result<String, String> {
     let url = reqwest::Url::parse(raw).map_err(|e| format!("`{raw}` is not a URL ({e})"))?;
     if url.scheme() != "http" && url.scheme() != "https" {
         return Err(format!("`{raw}` must start with http:// or https://"));
@@ -263,6 +290,15 @@ mod tests {
             assert!(err.message.starts_with(var), "{var}: {}", err.message);
             assert_eq!(err.code, "invalid_config");
         }
+    }
+
+    #[test]
+    fn the_summary_never_shows_secrets() {
+        let c = config(&[(VAULT_SECRET_KEY, "topsecret"), (VAULT_DB_AUTH_TOKEN, "tok"), (VAULT_DB_URL, "libsql://db")])
+            .unwrap();
+        let text = c.summary().to_string();
+        assert!(!text.contains("topsecret") && !text.contains("tok\""));
+        assert_eq!(c.summary()["db_url"], "libsql://db");
     }
 
     #[test]

@@ -125,6 +125,51 @@ pub async fn add_message(db: &Db, who: &Principal, id: &str, role: &str, content
     Ok(message)
 }
 
+/// Export formats of a conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    Json,
+    Markdown,
+}
+
+impl ExportFormat {
+    pub fn parse(raw: &str) -> Result<ExportFormat> {
+        match raw {
+            "json" => Ok(ExportFormat::Json),
+            "markdown" | "md" => Ok(ExportFormat::Markdown),
+            _ => Err(VaultError::invalid("invalid_request", "format: must be one of json, markdown")),
+        }
+    }
+}
+
+/// A conversation with its messages as a document: pretty JSON, or Markdown with one
+/// section per message.
+pub async fn export(db: &Db, who: &Principal, id: &str, format: ExportFormat) -> Result<String> {
+    let full = get(db, who, id).await?;
+    match format {
+        ExportFormat::Json => {
+            serde_json::to_string_pretty(&full).map_err(|e| VaultError::internal("exporting a conversation", e))
+        }
+        ExportFormat::Markdown => {
+            let c = &full.conversation;
+            let mut out = format!("# {}\n\n", c.title);
+            out.push_str(&format!("- Created: {}\n- Updated: {}\n", c.created_at, c.updated_at));
+            if let Some(model) = &c.model_id {
+                out.push_str(&format!("- Model: {model}\n"));
+            }
+            for m in &full.messages {
+                let role = match m.role.as_str() {
+                    "system" => "System",
+                    "assistant" => "Assistant",
+                    _ => "User",
+                };
+                out.push_str(&format!("\n## {role} ({})\n\n{}\n", m.created_at, m.content));
+            }
+            Ok(out)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,6 +202,15 @@ mod tests {
         assert_eq!(rename(&db, &bob, &c.id, "x").await.unwrap_err().status(), 404);
         assert_eq!(add_message(&db, &bob, &c.id, "user", "x").await.unwrap_err().status(), 404);
         assert_eq!(delete(&db, &bob, &c.id).await.unwrap_err().status(), 404);
+
+        let markdown = export(&db, &alice, &c.id, ExportFormat::Markdown).await.unwrap();
+        assert!(markdown.starts_with("# Notes\n") && markdown.contains("## User (") && markdown.contains("\nhello\n"));
+        let json: serde_json::Value =
+            serde_json::from_str(&export(&db, &Principal::for_user("alice"), &c.id, ExportFormat::Json).await.unwrap())
+                .unwrap();
+        assert_eq!(json["messages"][1]["content"], "hi");
+        assert_eq!(export(&db, &bob, &c.id, ExportFormat::Json).await.unwrap_err().status(), 404);
+        assert!(ExportFormat::parse("pdf").is_err());
 
         delete(&db, &alice, &c.id).await.unwrap();
         assert_eq!(get(&db, &alice, &c.id).await.unwrap_err().status(), 404);

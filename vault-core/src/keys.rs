@@ -79,6 +79,11 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// A user acting through an offline tool (the CLI, `import vault`) rather than a key.
+    pub fn for_user(user_id: &str) -> Principal {
+        Principal { key_id: 0, key_prefix: String::new(), scope: Scope::User, user_id: Some(user_id.to_string()) }
+    }
+
     /// Who owns what this key creates: its user, or the key itself when it has none.
     pub fn owner(&self) -> String {
         match &self.user_id {

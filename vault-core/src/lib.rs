@@ -14,6 +14,7 @@ pub mod insights;
 pub mod keys;
 pub mod manifest;
 pub mod settings;
+pub mod setup;
 pub mod storage;
 pub mod system;
 pub mod time;

@@ -22,13 +22,15 @@ pub struct VllmBackend {
 
 impl VllmBackend {
     pub fn new(base_url: &str, first_byte_timeout: Duration) -> Result<VllmBackend> {
+        let base_url = crate::config::parse_http_url(base_url)
+            .map_err(|why| VaultError::invalid("invalid_request", format!("url: {why}")))?;
         let client = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_nodelay(true)
             .build()
             .map_err(|e| VaultError::internal("building the upstream client", e))?;
-        Ok(VllmBackend { client, base_url: base_url.trim_end_matches('/').to_string(), first_byte_timeout })
+        Ok(VllmBackend { client, base_url, first_byte_timeout })
     }
 
     fn unavailable(&self, err: &reqwest::Error) -> VaultError {

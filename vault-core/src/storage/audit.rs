@@ -71,6 +71,84 @@ fn from_row(row: &Row) -> Result<AuditEntry> {
     })
 }
 
+/// Conditions on audit rows; every one given must hold.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub user_id: Option<String>,
+    pub key_prefix: Option<String>,
+    pub method: Option<String>,
+    /// Rows whose path starts with this.
+    pub path_prefix: Option<String>,
+    pub status: Option<u16>,
+    pub model: Option<String>,
+    /// RFC 3339, inclusive.
+    pub since: Option<String>,
+    /// RFC 3339, exclusive.
+    pub until: Option<String>,
+}
+
+impl Filter {
+    /// The WHERE clause and its bound values. Values are always bound, never formatted in.
+    fn clause(&self) -> (String, Vec<libsql::Value>) {
+        let mut values: Vec<libsql::Value> = Vec::new();
+        let mut bind = |value: libsql::Value| {
+            values.push(value);
+            format!("?{}", values.len())
+        };
+        let mut conditions = Vec::new();
+        if let Some(v) = &self.user_id {
+            conditions.push(format!("user_id = {}", bind(v.clone().into())));
+        }
+        if let Some(v) = &self.key_prefix {
+            conditions.push(format!("key_prefix = {}", bind(v.clone().into())));
+        }
+        if let Some(v) = &self.method {
+            conditions.push(format!("method = {}", bind(v.to_ascii_uppercase().into())));
+        }
+        if let Some(v) = &self.path_prefix {
+            let p = bind(v.clone().into());
+            conditions.push(format!("substr(path, 1, length({p})) = {p}"));
+        }
+        if let Some(v) = self.status {
+            conditions.push(format!("status = {}", bind(i64::from(v).into())));
+        }
+        if let Some(v) = &self.model {
+            conditions.push(format!("model = {}", bind(v.clone().into())));
+        }
+        if let Some(v) = &self.since {
+            conditions.push(format!("timestamp >= {}", bind(v.clone().into())));
+        }
+        if let Some(v) = &self.until {
+            conditions.push(format!("timestamp < {}", bind(v.clone().into())));
+        }
+        (conditions.join(" AND "), values)
+    }
+}
+
+/// Rows matching `filter`, oldest first from `after_id` (exclusive), at most `limit`.
+pub async fn query(
+    conn: &Connection,
+    filter: &Filter,
+    after_id: i64,
+    limit: u32,
+    newest_first: bool,
+) -> Result<Vec<AuditEntry>> {
+    let (conditions, mut values) = filter.clause();
+    let n = values.len();
+    let (cursor, order) = if newest_first { ("<", "DESC") } else { (">", "ASC") };
+    let cursor = format!("id {cursor} ?{}", n + 1);
+    let clause = if conditions.is_empty() { cursor } else { format!("{conditions} AND {cursor}") };
+    values.push(after_id.into());
+    values.push(i64::from(limit).into());
+    let sql = format!("SELECT {COLUMNS} FROM audit_log WHERE {clause} ORDER BY id {order} LIMIT ?{}", n + 2);
+    let mut rows = conn.query(&sql, values).await?;
+    let mut entries = Vec::new();
+    while let Some(row) = rows.next().await? {
+        entries.push(from_row(&row)?);
+    }
+    Ok(entries)
+}
+
 /// The newest entries first, at most `limit` of them.
 pub async fn recent(conn: &Connection, limit: u32) -> Result<Vec<AuditEntry>> {
     let mut rows = conn.query(&format!("SELECT {COLUMNS} FROM audit_log ORDER BY id DESC LIMIT ?1"), [limit]).await?;

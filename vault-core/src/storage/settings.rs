@@ -21,3 +21,14 @@ pub async fn put(conn: &Connection, key: &str, value: &str, at: &str) -> Result<
     .await?;
     Ok(())
 }
+
+/// Whether any key starts with `prefix`.
+pub async fn any_with_prefix(conn: &Connection, prefix: &str) -> Result<bool> {
+    let n = super::query_i64(
+        conn,
+        "SELECT EXISTS (SELECT 1 FROM system_config WHERE substr(key, 1, length(?1)) = ?1)",
+        [prefix],
+    )
+    .await?;
+    Ok(n != 0)
+}
