@@ -35,6 +35,15 @@ pub async fn record(db: &Db, kind: &str, actor: Option<&str>, subject: Option<&s
     }
 }
 
+/// What a key may see: every event with an admin key, its own with a user key.
+pub async fn visible_to(db: &Db, limit: Option<u32>, who: &crate::keys::Principal) -> Result<Vec<ActivityItem>> {
+    let actor = match who.scope {
+        crate::keys::Scope::Admin => None,
+        crate::keys::Scope::User => Some(who.actor()),
+    };
+    recent(db, limit, actor).await
+}
+
 /// The newest events first; `limit` 1..=200, default 20. With `actor`, only that actor's.
 pub async fn recent(db: &Db, limit: Option<u32>, actor: Option<&str>) -> Result<Vec<ActivityItem>> {
     let page = crate::validate::Page::new(limit, None, 20, 200)?;

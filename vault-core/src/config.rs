@@ -235,11 +235,15 @@ fn parse_db_url(url: &str, auth_token: Option<String>) -> Result<DbLocation, Vau
     Ok(DbLocation::Local(PathBuf::from(path)))
 }
 
-/// Validates an http(s) base URL and returns it without a trailing slash.
+/// Validates an http base URL and returns it without a trailing slash.
 pub(crate) fn parse_http_url(raw: &str) -> Result<String, String> {
     let url = reqwest::Url::parse(raw).map_err(|e| format!("`{raw}` is not a URL ({e})"))?;
-    if url.scheme() != "http" && url.scheme() != "https" {
-        return Err(format!("`{raw}` must start with http:// or https://"));
+    if url.scheme() == "https" {
+        // The upstream client is built without TLS (vLLM sits beside the gateway on the box).
+        return Err(format!("`{raw}`: https upstreams are not supported; reach vLLM over http on the appliance"));
+    }
+    if url.scheme() != "http" {
+        return Err(format!("`{raw}` must start with http://"));
     }
     if url.host_str().is_none() {
         return Err(format!("`{raw}` has no host"));
@@ -283,6 +287,7 @@ mod tests {
             (VAULT_HOST, "not an ip"),
             (VLLM_BASE_URL, "ftp://x"),
             (VLLM_BASE_URL, "::::"),
+            (VLLM_BASE_URL, "https://vllm.example"),
             (VAULT_UPSTREAM_TIMEOUT, "-1"),
             (VAULT_SYSTEM_CONTROL, "yes"),
         ] {

@@ -134,6 +134,15 @@ pub async fn insights(db: &Db, range: Range, scope: Scope<'_>) -> Result<Insight
     insights_at(db, range, scope, SystemTime::now()).await
 }
 
+/// What a key may see: everyone's usage with an admin key, its own with a user key.
+pub async fn visible_to(db: &Db, range: Range, who: &crate::keys::Principal) -> Result<Insights> {
+    let scope = match who.scope {
+        crate::keys::Scope::Admin => Scope::Everyone,
+        crate::keys::Scope::User => Scope::Principal(who.actor()),
+    };
+    insights(db, range, scope).await
+}
+
 /// Insights for the `range` ending at `now`.
 pub async fn insights_at(db: &Db, range: Range, scope: Scope<'_>, now: SystemTime) -> Result<Insights> {
     let principal = match scope {

@@ -7,7 +7,6 @@ use poem_openapi::OpenApi;
 use poem_openapi::param::Query;
 use poem_openapi::payload::Json;
 use vault_core::insights::{self, Range};
-use vault_core::keys::Scope;
 use vault_core::{Vault, VaultError, activity, gpu};
 
 use super::{ApiResult, Tag};
@@ -48,11 +47,7 @@ impl SystemApi {
         range: Query<Option<String>>,
     ) -> ApiResult<Json<Insights>> {
         let range = Range::parse(range.as_deref().unwrap_or("7d"))?;
-        let scope = match key.0.scope {
-            Scope::Admin => insights::Scope::Everyone,
-            Scope::User => insights::Scope::Principal(key.0.actor()),
-        };
-        Ok(Json(insights::insights(&vault.db, range, scope).await?.into()))
+        Ok(Json(insights::visible_to(&vault.db, range, &key.0).await?.into()))
     }
 
     /// Recent activity
@@ -67,11 +62,7 @@ impl SystemApi {
         /// 1 to 200 [default: 20].
         limit: Query<Option<u32>>,
     ) -> ApiResult<Json<ActivityFeed>> {
-        let actor = match key.0.scope {
-            Scope::Admin => None,
-            Scope::User => Some(key.0.actor()),
-        };
-        let items = activity::recent(&vault.db, limit.0, actor).await?;
+        let items = activity::visible_to(&vault.db, limit.0, &key.0).await?;
         Ok(Json(ActivityFeed { items: items.into_iter().map(ActivityItem::from).collect() }))
     }
 }
