@@ -14,6 +14,11 @@ use vault_core::{ErrorKind, VaultError};
 
 use crate::error::ApiError;
 
+/// `application/json`, with or without parameters such as a charset.
+fn is_json(content_type: &str) -> bool {
+    content_type.to_ascii_lowercase().starts_with("application/json")
+}
+
 /// The largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 
@@ -27,7 +32,7 @@ impl<T: Type> Payload for ForwardedJson<T> {
     const CONTENT_TYPE: &'static str = "application/json";
 
     fn check_content_type(content_type: &str) -> bool {
-        content_type.to_ascii_lowercase().starts_with("application/json")
+        is_json(content_type)
     }
 
     fn schema_ref() -> MetaSchemaRef {
@@ -85,7 +90,7 @@ impl<T: Type> Payload for JsonBody<T> {
     const CONTENT_TYPE: &'static str = "application/json";
 
     fn check_content_type(content_type: &str) -> bool {
-        content_type.to_ascii_lowercase().starts_with("application/json")
+        is_json(content_type)
     }
 
     fn schema_ref() -> MetaSchemaRef {
