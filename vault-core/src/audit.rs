@@ -78,7 +78,7 @@ impl AuditLog {
     /// Starts the writer on a thread of its own, so a database busy with another
     /// process's write never blocks a thread that serves requests.
     pub async fn start(db: Arc<Db>) -> Result<AuditLog> {
-        let conn = db.connect().await?;
+        let writer = storage::audit::BatchWriter::new(db.connect().await?).await?;
         let (queue, rx) = mpsc::unbounded_channel();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
@@ -86,7 +86,7 @@ impl AuditLog {
             .map_err(|e| VaultError::internal("starting the audit writer", e))?;
         std::thread::Builder::new()
             .name("vault-audit".into())
-            .spawn(move || runtime.block_on(write_loop(conn, rx)))
+            .spawn(move || runtime.block_on(write_loop(writer, rx)))
             .map_err(|e| VaultError::internal("starting the audit writer", e))?;
         Ok(AuditLog { queue })
     }
@@ -124,7 +124,7 @@ impl AuditLog {
     }
 }
 
-async fn write_loop(conn: libsql::Connection, mut rx: mpsc::UnboundedReceiver<Message>) {
+async fn write_loop(writer: storage::audit::BatchWriter, mut rx: mpsc::UnboundedReceiver<Message>) {
     let mut messages = Vec::with_capacity(MAX_BATCH);
     let mut last_used = LastUsed::default();
     loop {
@@ -143,7 +143,7 @@ async fn write_loop(conn: libsql::Connection, mut rx: mpsc::UnboundedReceiver<Me
                 Message::Shutdown(done) => shutdown = Some(done),
             }
         }
-        store_with_retries(&conn, &records, &last_used.due(&records)).await;
+        store_with_retries(&writer, &records, &last_used.due(&records)).await;
         for waiter in waiters {
             let _ = waiter.send(());
         }
@@ -152,7 +152,7 @@ async fn write_loop(conn: libsql::Connection, mut rx: mpsc::UnboundedReceiver<Me
             // anything sent later finds the channel closed and goes to the log.
             rx.close();
             while let Ok(Message::Record(record, done)) = rx.try_recv() {
-                store_with_retries(&conn, &[record], &[]).await;
+                store_with_retries(&writer, &[record], &[]).await;
                 drop(done);
             }
             let _ = done.send(());
@@ -189,12 +189,16 @@ impl LastUsed {
     }
 }
 
-async fn store_with_retries(conn: &libsql::Connection, records: &[Box<AuditRecord>], last_used: &[(i64, String)]) {
+async fn store_with_retries(
+    writer: &storage::audit::BatchWriter,
+    records: &[Box<AuditRecord>],
+    last_used: &[(i64, String)],
+) {
     let refs: Vec<&AuditRecord> = records.iter().map(|r| r.as_ref()).collect();
     let last_used: Vec<(i64, &str)> = last_used.iter().map(|(id, at)| (*id, at.as_str())).collect();
     let mut delay = Duration::from_millis(50);
     for attempt in 1..=WRITE_ATTEMPTS {
-        match storage::audit::insert_batch(conn, &refs, &last_used).await {
+        match writer.write(&refs, &last_used).await {
             Ok(()) => return,
             Err(err) => {
                 tracing::warn!(attempt, rows = refs.len(), error = %err.message, "audit batch not stored yet");
@@ -522,7 +526,7 @@ mod tests {
             })
             .collect();
         let refs: Vec<&AuditRecord> = records.iter().collect();
-        storage::audit::insert_batch(&db.connect().await.unwrap(), &refs, &[]).await.unwrap();
+        storage::audit::BatchWriter::new(db.connect().await.unwrap()).await.unwrap().write(&refs, &[]).await.unwrap();
 
         let filter = Filter { user_id: Some("even".into()), path_prefix: Some("/v1/".into()), ..Filter::default() };
         let newest = query(&db, &filter, Some(10), None).await.unwrap();

@@ -1,6 +1,6 @@
 //! SQL for the `audit_log` table.
 
-use libsql::{Connection, Row};
+use libsql::{Connection, Row, Statement};
 
 use crate::audit::{AuditEntry, AuditRecord};
 use crate::error::Result;
@@ -12,43 +12,81 @@ fn opt_u64(value: Option<u64>) -> Option<i64> {
     value.map(|v| i64::try_from(v).unwrap_or(i64::MAX))
 }
 
-/// Inserts a batch of records, and moves `last_used_at` of the keys in `last_used`, in
-/// one transaction: either all of the batch is stored or none of it.
-pub async fn insert_batch(conn: &Connection, records: &[&AuditRecord], last_used: &[(i64, &str)]) -> Result<()> {
-    let tx = super::write_transaction(conn).await?;
-    let insert = tx
-        .prepare(
-            "INSERT INTO audit_log (timestamp, request_id, method, path, key_prefix, user_id, model, status, latency_ms, \
-             tokens_input, tokens_output, completed, error_code) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-        )
-        .await?;
-    for r in records {
-        insert
-            .execute(libsql::params![
-                r.timestamp.as_str(),
-                r.request_id.as_str(),
-                r.method.as_str(),
-                r.path.as_str(),
-                r.key_prefix.as_deref(),
-                r.user_id.as_deref(),
-                r.model.as_deref(),
-                i64::from(r.status),
-                opt_u64(Some(r.latency_ms)),
-                opt_u64(r.tokens_input),
-                opt_u64(r.tokens_output),
-                i64::from(r.completed),
-                r.error_code.as_deref(),
-            ])
-            .await?;
-        insert.reset();
-    }
-    drop(insert);
-    super::usage::add(&tx, records).await?;
-    for (key_id, at) in last_used {
-        super::keys::touch_last_used(&tx, *key_id, at).await?;
-    }
-    tx.commit().await?;
+const INSERT: &str = "INSERT INTO audit_log (timestamp, request_id, method, path, key_prefix, user_id, model, status, \
+                      latency_ms, tokens_input, tokens_output, completed, error_code) \
+                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
+
+/// Runs a prepared statement once and leaves it ready for the next run.
+pub(crate) async fn run(statement: &Statement, params: impl libsql::params::IntoParams) -> Result<()> {
+    statement.reset();
+    let outcome = statement.execute(params).await;
+    statement.reset();
+    outcome?;
     Ok(())
+}
+
+/// Writes batches of audit rows, their usage rollups and keys' `last_used_at`, through
+/// statements prepared once: the audit writer runs them for every request, and preparing
+/// them anew was a large share of its cost.
+pub struct BatchWriter {
+    conn: Connection,
+    insert: Statement,
+    rollups: super::usage::Rollups,
+    touch_last_used: Statement,
+}
+
+impl BatchWriter {
+    pub async fn new(conn: Connection) -> Result<BatchWriter> {
+        Ok(BatchWriter {
+            insert: conn.prepare(INSERT).await?,
+            rollups: super::usage::Rollups::prepare(&conn).await?,
+            touch_last_used: conn.prepare(super::keys::TOUCH_LAST_USED).await?,
+            conn,
+        })
+    }
+
+    /// Stores a batch of records and moves `last_used_at` of the keys in `last_used`, in one
+    /// transaction: either all of the batch is stored or none of it.
+    pub async fn write(&self, records: &[&AuditRecord], last_used: &[(i64, &str)]) -> Result<()> {
+        let tx = super::write_transaction(&self.conn).await?;
+        match self.write_rows(records, last_used).await {
+            Ok(()) => Ok(tx.commit().await?),
+            Err(err) => {
+                // Roll back here rather than on drop, where a failure would panic.
+                let _ = tx.rollback().await;
+                Err(err)
+            }
+        }
+    }
+
+    async fn write_rows(&self, records: &[&AuditRecord], last_used: &[(i64, &str)]) -> Result<()> {
+        for r in records {
+            run(
+                &self.insert,
+                libsql::params![
+                    r.timestamp.as_str(),
+                    r.request_id.as_str(),
+                    r.method.as_str(),
+                    r.path.as_str(),
+                    r.key_prefix.as_deref(),
+                    r.user_id.as_deref(),
+                    r.model.as_deref(),
+                    i64::from(r.status),
+                    opt_u64(Some(r.latency_ms)),
+                    opt_u64(r.tokens_input),
+                    opt_u64(r.tokens_output),
+                    i64::from(r.completed),
+                    r.error_code.as_deref(),
+                ],
+            )
+            .await?;
+        }
+        self.rollups.add(records).await?;
+        for (key_id, at) in last_used {
+            run(&self.touch_last_used, libsql::params![*key_id, *at]).await?;
+        }
+        Ok(())
+    }
 }
 
 fn from_row(row: &Row) -> Result<AuditEntry> {

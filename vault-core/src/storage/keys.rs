@@ -90,15 +90,9 @@ pub async fn revoke(conn: &Connection, id: i64, at: &str) -> Result<bool> {
     Ok(changed > 0)
 }
 
-/// Records when a key was last used; never moves the time backwards.
-pub async fn touch_last_used(conn: &Connection, id: i64, at: &str) -> Result<()> {
-    conn.execute(
-        "UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at < ?2)",
-        libsql::params![id, at],
-    )
-    .await?;
-    Ok(())
-}
+/// Records when a key (?1) was last used (?2); never moves the time backwards.
+pub const TOUCH_LAST_USED: &str =
+    "UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at < ?2)";
 
 /// The counter that moves whenever a key or a user's standing changes.
 pub async fn auth_epoch(conn: &Connection) -> Result<i64> {

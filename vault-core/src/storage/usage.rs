@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use libsql::Connection;
 
+use super::audit::run;
 use crate::audit::AuditRecord;
 use crate::error::Result;
 use crate::insights::latency_bucket;
@@ -32,72 +33,91 @@ fn clamp(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// Adds a batch of audit records to the rollups; only inference requests count.
-pub async fn add(conn: &Connection, records: &[&AuditRecord]) -> Result<()> {
-    let mut hourly: HashMap<&str, Sums> = HashMap::new();
-    let mut by_model: HashMap<(&str, &str), Sums> = HashMap::new();
-    let mut by_principal: HashMap<(&str, &str, &str), Sums> = HashMap::new();
-    let mut latency: HashMap<(&str, i64), i64> = HashMap::new();
-    let mut latency_by_principal: HashMap<(&str, &str, i64), i64> = HashMap::new();
-    for r in records.iter().filter(|r| r.path.starts_with("/v1/") && r.timestamp.len() >= 13) {
-        let hour = &r.timestamp[..13];
-        let model = r.model.as_deref().unwrap_or("");
-        let principal = r.user_id.as_deref().or(r.key_prefix.as_deref()).unwrap_or("");
-        let bucket = latency_bucket(r.latency_ms);
-        hourly.entry(hour).or_default().add(r);
-        by_model.entry((hour, model)).or_default().add(r);
-        by_principal.entry((principal, hour, model)).or_default().add(r);
-        *latency.entry((hour, bucket)).or_default() += 1;
-        *latency_by_principal.entry((principal, hour, bucket)).or_default() += 1;
+const UPSERT_HOURLY: &str = "INSERT INTO usage_hourly (hour, requests, errors, tokens_input, tokens_output, latency_ms_sum) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(hour) DO UPDATE SET \
+     requests = requests + excluded.requests, errors = errors + excluded.errors, \
+     tokens_input = tokens_input + excluded.tokens_input, tokens_output = tokens_output + excluded.tokens_output, \
+     latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum";
+const UPSERT_MODEL: &str = "INSERT INTO usage_hourly_model (hour, model, requests, tokens_input, tokens_output) \
+     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(hour, model) DO UPDATE SET requests = requests + excluded.requests, \
+     tokens_input = tokens_input + excluded.tokens_input, tokens_output = tokens_output + excluded.tokens_output";
+const UPSERT_PRINCIPAL: &str = "INSERT INTO usage_hourly_principal (principal, hour, model, requests, errors, \
+     tokens_input, tokens_output, latency_ms_sum) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+     ON CONFLICT(principal, hour, model) DO UPDATE SET \
+     requests = requests + excluded.requests, errors = errors + excluded.errors, \
+     tokens_input = tokens_input + excluded.tokens_input, tokens_output = tokens_output + excluded.tokens_output, \
+     latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum";
+const UPSERT_LATENCY: &str = "INSERT INTO latency_hourly (hour, bucket, requests) VALUES (?1, ?2, ?3) \
+     ON CONFLICT(hour, bucket) DO UPDATE SET requests = requests + excluded.requests";
+const UPSERT_LATENCY_PRINCIPAL: &str = "INSERT INTO latency_hourly_principal (principal, hour, bucket, requests) \
+     VALUES (?1, ?2, ?3, ?4) ON CONFLICT(principal, hour, bucket) DO UPDATE SET requests = requests + excluded.requests";
+
+/// The rollup upserts, prepared once on the audit writer's connection.
+pub struct Rollups {
+    hourly: libsql::Statement,
+    model: libsql::Statement,
+    principal: libsql::Statement,
+    latency: libsql::Statement,
+    latency_principal: libsql::Statement,
+}
+
+impl Rollups {
+    pub async fn prepare(conn: &Connection) -> Result<Rollups> {
+        Ok(Rollups {
+            hourly: conn.prepare(UPSERT_HOURLY).await?,
+            model: conn.prepare(UPSERT_MODEL).await?,
+            principal: conn.prepare(UPSERT_PRINCIPAL).await?,
+            latency: conn.prepare(UPSERT_LATENCY).await?,
+            latency_principal: conn.prepare(UPSERT_LATENCY_PRINCIPAL).await?,
+        })
     }
-    for (hour, s) in hourly {
-        conn.execute(
-            "INSERT INTO usage_hourly (hour, requests, errors, tokens_input, tokens_output, latency_ms_sum) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(hour) DO UPDATE SET \
-             requests = requests + excluded.requests, errors = errors + excluded.errors, \
-             tokens_input = tokens_input + excluded.tokens_input, tokens_output = tokens_output + excluded.tokens_output, \
-             latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum",
-            libsql::params![hour, s.requests, s.errors, s.tokens_input, s.tokens_output, s.latency_ms_sum],
-        )
-        .await?;
+
+    /// Adds a batch of audit records to the rollups; only inference requests count.
+    pub async fn add(&self, records: &[&AuditRecord]) -> Result<()> {
+        let mut hourly: HashMap<&str, Sums> = HashMap::new();
+        let mut by_model: HashMap<(&str, &str), Sums> = HashMap::new();
+        let mut by_principal: HashMap<(&str, &str, &str), Sums> = HashMap::new();
+        let mut latency: HashMap<(&str, i64), i64> = HashMap::new();
+        let mut latency_by_principal: HashMap<(&str, &str, i64), i64> = HashMap::new();
+        for r in records.iter().filter(|r| r.path.starts_with("/v1/") && r.timestamp.len() >= 13) {
+            let hour = &r.timestamp[..13];
+            let model = r.model.as_deref().unwrap_or("");
+            let principal = r.user_id.as_deref().or(r.key_prefix.as_deref()).unwrap_or("");
+            let bucket = latency_bucket(r.latency_ms);
+            hourly.entry(hour).or_default().add(r);
+            by_model.entry((hour, model)).or_default().add(r);
+            by_principal.entry((principal, hour, model)).or_default().add(r);
+            *latency.entry((hour, bucket)).or_default() += 1;
+            *latency_by_principal.entry((principal, hour, bucket)).or_default() += 1;
+        }
+        for (hour, s) in hourly {
+            let params = libsql::params![hour, s.requests, s.errors, s.tokens_input, s.tokens_output, s.latency_ms_sum];
+            run(&self.hourly, params).await?;
+        }
+        for ((hour, model), s) in by_model {
+            run(&self.model, libsql::params![hour, model, s.requests, s.tokens_input, s.tokens_output]).await?;
+        }
+        for ((principal, hour, model), s) in by_principal {
+            let params = libsql::params![
+                principal,
+                hour,
+                model,
+                s.requests,
+                s.errors,
+                s.tokens_input,
+                s.tokens_output,
+                s.latency_ms_sum
+            ];
+            run(&self.principal, params).await?;
+        }
+        for ((hour, bucket), requests) in latency {
+            run(&self.latency, libsql::params![hour, bucket, requests]).await?;
+        }
+        for ((principal, hour, bucket), requests) in latency_by_principal {
+            run(&self.latency_principal, libsql::params![principal, hour, bucket, requests]).await?;
+        }
+        Ok(())
     }
-    for ((hour, model), s) in by_model {
-        conn.execute(
-            "INSERT INTO usage_hourly_model (hour, model, requests, tokens_input, tokens_output) VALUES (?1, ?2, ?3, ?4, ?5) \
-             ON CONFLICT(hour, model) DO UPDATE SET requests = requests + excluded.requests, \
-             tokens_input = tokens_input + excluded.tokens_input, tokens_output = tokens_output + excluded.tokens_output",
-            libsql::params![hour, model, s.requests, s.tokens_input, s.tokens_output],
-        )
-        .await?;
-    }
-    for ((principal, hour, model), s) in by_principal {
-        conn.execute(
-            "INSERT INTO usage_hourly_principal (principal, hour, model, requests, errors, tokens_input, tokens_output, \
-             latency_ms_sum) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT(principal, hour, model) DO UPDATE SET \
-             requests = requests + excluded.requests, errors = errors + excluded.errors, \
-             tokens_input = tokens_input + excluded.tokens_input, tokens_output = tokens_output + excluded.tokens_output, \
-             latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum",
-            libsql::params![principal, hour, model, s.requests, s.errors, s.tokens_input, s.tokens_output, s.latency_ms_sum],
-        )
-        .await?;
-    }
-    for ((hour, bucket), requests) in latency {
-        conn.execute(
-            "INSERT INTO latency_hourly (hour, bucket, requests) VALUES (?1, ?2, ?3) \
-             ON CONFLICT(hour, bucket) DO UPDATE SET requests = requests + excluded.requests",
-            libsql::params![hour, bucket, requests],
-        )
-        .await?;
-    }
-    for ((principal, hour, bucket), requests) in latency_by_principal {
-        conn.execute(
-            "INSERT INTO latency_hourly_principal (principal, hour, bucket, requests) VALUES (?1, ?2, ?3, ?4) \
-             ON CONFLICT(principal, hour, bucket) DO UPDATE SET requests = requests + excluded.requests",
-            libsql::params![principal, hour, bucket, requests],
-        )
-        .await?;
-    }
-    Ok(())
 }
 
 async fn collect<const N: usize>(mut rows: libsql::Rows) -> Result<Vec<(String, [i64; N])>> {
