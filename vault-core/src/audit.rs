@@ -77,16 +77,34 @@ pub struct AuditLog {
 impl AuditLog {
     /// Starts the writer on a thread of its own, so a database busy with another
     /// process's write never blocks a thread that serves requests.
+    ///
+    /// The writer never checkpoints the WAL itself (a checkpoint's fsync would stall the
+    /// requests waiting on its commit); a second thread does, in the background, until the
+    /// writer stops.
     pub async fn start(db: Arc<Db>) -> Result<AuditLog> {
-        let writer = storage::audit::BatchWriter::new(db.connect().await?).await?;
+        let writer_conn = db.connect().await?;
+        storage::disable_autocheckpoint(&writer_conn).await?;
+        let writer = storage::audit::BatchWriter::new(writer_conn).await?;
+        let checkpoint_conn = db.connect().await?;
         let (queue, rx) = mpsc::unbounded_channel();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
+        let (stopped, stop) = tokio::sync::watch::channel(false);
+        let threads = |name: &str| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .map(|runtime| (runtime, std::thread::Builder::new().name(name.into())))
+                .map_err(|e| VaultError::internal("starting the audit writer", e))
+        };
+        let (runtime, thread) = threads("vault-audit")?;
+        thread
+            .spawn(move || {
+                runtime.block_on(write_loop(writer, rx));
+                let _ = stopped.send(true);
+            })
             .map_err(|e| VaultError::internal("starting the audit writer", e))?;
-        std::thread::Builder::new()
-            .name("vault-audit".into())
-            .spawn(move || runtime.block_on(write_loop(writer, rx)))
+        let (runtime, thread) = threads("vault-checkpoint")?;
+        thread
+            .spawn(move || runtime.block_on(checkpoint_loop(checkpoint_conn, stop)))
             .map_err(|e| VaultError::internal("starting the audit writer", e))?;
         Ok(AuditLog { queue })
     }
@@ -120,6 +138,22 @@ impl AuditLog {
         let (done, finished) = oneshot::channel();
         if self.queue.send(Message::Shutdown(done)).is_ok() {
             let _ = finished.await;
+        }
+    }
+}
+
+/// How often the WAL is copied back into the database file.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+
+async fn checkpoint_loop(conn: libsql::Connection, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        let stopping = tokio::time::timeout(CHECKPOINT_INTERVAL, stop.changed()).await.is_ok();
+        // PASSIVE: copies what it can without waiting on, or blocking, the writer.
+        if let Err(err) = storage::checkpoint(&conn).await {
+            tracing::warn!(error = %err.message, "WAL checkpoint failed; retrying");
+        }
+        if stopping {
+            return;
         }
     }
 }

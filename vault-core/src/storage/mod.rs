@@ -87,6 +87,18 @@ impl Db {
     }
 }
 
+/// Stops this connection from checkpointing the WAL after its commits.
+pub async fn disable_autocheckpoint(conn: &Connection) -> Result<()> {
+    conn.query("PRAGMA wal_autocheckpoint = 0", ()).await?;
+    Ok(())
+}
+
+/// Copies committed pages from the WAL into the database file, without blocking writers.
+pub async fn checkpoint(conn: &Connection) -> Result<()> {
+    conn.query("PRAGMA wal_checkpoint(PASSIVE)", ()).await?;
+    Ok(())
+}
+
 /// Starts a write transaction that takes the write lock at once, so a busy database makes
 /// it wait (busy timeout) instead of failing on a lock upgrade.
 pub async fn write_transaction(conn: &Connection) -> Result<libsql::Transaction> {
