@@ -6,7 +6,7 @@ use futures_util::StreamExt;
 use serde_json::json;
 use vault_e2e::{FakeVllm, Gateway, client};
 
-use crate::support::{assert_error, chat_body, request_id, sse_data};
+use crate::support::{assert_error, chat_body, post_json, request_id, sse_data};
 
 #[tokio::test]
 async fn an_unreachable_upstream_answers_503_quickly() {
@@ -15,13 +15,7 @@ async fn an_unreachable_upstream_answers_503_quickly() {
     let gateway = Gateway::start(&format!("http://127.0.0.1:{port}")).await;
     let key = gateway.create_key("user").await;
     let started = Instant::now();
-    let response = client()
-        .post(format!("{}/v1/chat/completions", gateway.url))
-        .bearer_auth(&key)
-        .json(&chat_body(false))
-        .send()
-        .await
-        .unwrap();
+    let response = post_json(format!("{}/v1/chat/completions", gateway.url), &key, &chat_body(false)).await;
     assert_error(response, 503, "inference_unavailable").await;
     assert!(started.elapsed() < Duration::from_secs(2));
     let health: serde_json::Value =
@@ -38,13 +32,7 @@ async fn an_upstream_that_hangs_answers_504_within_the_timeout() {
         let mut body = chat_body(stream);
         body["fake_mode"] = json!("hang");
         let started = Instant::now();
-        let response = client()
-            .post(format!("{}/v1/chat/completions", gateway.url))
-            .bearer_auth(&key)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let response = post_json(format!("{}/v1/chat/completions", gateway.url), &key, &body).await;
         let id = request_id(&response);
         assert_error(response, 504, "inference_timeout").await;
         let took = started.elapsed();
@@ -60,13 +48,7 @@ async fn a_stream_cut_by_the_upstream_ends_with_an_error_event_and_an_incomplete
     let key = gateway.create_key("user").await;
     let mut body = chat_body(true);
     body["fake_mode"] = json!("cut:3");
-    let response = client()
-        .post(format!("{}/v1/chat/completions", gateway.url))
-        .bearer_auth(&key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let response = post_json(format!("{}/v1/chat/completions", gateway.url), &key, &body).await;
     assert_eq!(response.status(), 200);
     let id = request_id(&response);
     let events = sse_data(&response.text().await.unwrap());
@@ -85,13 +67,7 @@ async fn a_client_that_leaves_mid_stream_closes_the_upstream_request() {
     let key = gateway.create_key("user").await;
     let mut body = chat_body(true);
     body["fake_mode"] = json!("delay:200");
-    let response = client()
-        .post(format!("{}/v1/chat/completions", gateway.url))
-        .bearer_auth(&key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let response = post_json(format!("{}/v1/chat/completions", gateway.url), &key, &body).await;
     let id = request_id(&response);
     let mut stream = response.bytes_stream();
     stream.next().await.unwrap().unwrap();
@@ -114,13 +90,7 @@ async fn sigterm_lets_an_in_flight_stream_finish_and_flushes_its_audit_row() {
     let key = gateway.create_key("user").await;
     let mut body = chat_body(true);
     body["fake_mode"] = json!("delay:100");
-    let response = client()
-        .post(format!("{}/v1/chat/completions", gateway.url))
-        .bearer_auth(&key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let response = post_json(format!("{}/v1/chat/completions", gateway.url), &key, &body).await;
     let id = request_id(&response);
     let reader = tokio::spawn(async move { response.text().await.unwrap() });
     tokio::time::sleep(Duration::from_millis(250)).await;

@@ -6,7 +6,7 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 use vault_e2e::{FakeVllm, Gateway, client};
 
-use crate::support::{assert_error, chat_body, request_id, sse_data};
+use crate::support::{assert_error, chat_body, post_json, request_id, sse_data};
 
 async fn setup() -> (FakeVllm, Gateway, String) {
     let fake = FakeVllm::start().await;
@@ -18,13 +18,7 @@ async fn setup() -> (FakeVllm, Gateway, String) {
 #[tokio::test]
 async fn non_stream_chat_is_proxied_and_audited_with_token_counts() {
     let (_fake, gateway, key) = setup().await;
-    let response = client()
-        .post(format!("{}/v1/chat/completions", gateway.url))
-        .bearer_auth(&key)
-        .json(&chat_body(false))
-        .send()
-        .await
-        .unwrap();
+    let response = post_json(format!("{}/v1/chat/completions", gateway.url), &key, &chat_body(false)).await;
     assert_eq!(response.status(), 200);
     let id = request_id(&response);
     let body: Value = response.json().await.unwrap();
@@ -46,13 +40,7 @@ async fn streamed_chat_arrives_chunk_by_chunk() {
     let (_fake, gateway, key) = setup().await;
     let mut body = chat_body(true);
     body["fake_mode"] = json!("delay:150");
-    let response = client()
-        .post(format!("{}/v1/chat/completions", gateway.url))
-        .bearer_auth(&key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let response = post_json(format!("{}/v1/chat/completions", gateway.url), &key, &body).await;
     assert_eq!(response.status(), 200);
     assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
     let started = Instant::now();
@@ -72,13 +60,7 @@ async fn streamed_chat_arrives_chunk_by_chunk() {
 #[tokio::test]
 async fn stream_usage_is_audited_and_the_extra_chunk_hidden_unless_asked_for() {
     let (fake, gateway, key) = setup().await;
-    let response = client()
-        .post(format!("{}/v1/chat/completions", gateway.url))
-        .bearer_auth(&key)
-        .json(&chat_body(true))
-        .send()
-        .await
-        .unwrap();
+    let response = post_json(format!("{}/v1/chat/completions", gateway.url), &key, &chat_body(true)).await;
     let id = request_id(&response);
     let events = sse_data(&response.text().await.unwrap());
     assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
@@ -93,16 +75,7 @@ async fn stream_usage_is_audited_and_the_extra_chunk_hidden_unless_asked_for() {
 
     let mut asked = chat_body(true);
     asked["stream_options"] = json!({"include_usage": true});
-    let text = client()
-        .post(format!("{}/v1/chat/completions", gateway.url))
-        .bearer_auth(&key)
-        .json(&asked)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = post_json(format!("{}/v1/chat/completions", gateway.url), &key, &asked).await.text().await.unwrap();
     let events = sse_data(&text);
     let usage: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
     assert_eq!(usage["usage"]["completion_tokens"], 12);
@@ -112,27 +85,13 @@ async fn stream_usage_is_audited_and_the_extra_chunk_hidden_unless_asked_for() {
 async fn completions_work_streamed_and_not() {
     let (_fake, gateway, key) = setup().await;
     let url = format!("{}/v1/completions", gateway.url);
-    let body: Value = client()
-        .post(&url)
-        .bearer_auth(&key)
-        .json(&json!({"prompt": "Once upon a time", "max_tokens": 4}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: Value =
+        post_json(&url, &key, &json!({"prompt": "Once upon a time", "max_tokens": 4})).await.json().await.unwrap();
     assert_eq!(body["object"], "text_completion");
     assert_eq!(body["choices"][0]["text"], "This is a reply");
     assert_eq!(body["choices"][0]["finish_reason"], "length");
 
-    let response = client()
-        .post(&url)
-        .bearer_auth(&key)
-        .json(&json!({"prompt": ["a b", "c"], "stream": true}))
-        .send()
-        .await
-        .unwrap();
+    let response = post_json(&url, &key, &json!({"prompt": ["a b", "c"], "stream": true})).await;
     let id = request_id(&response);
     let events = sse_data(&response.text().await.unwrap());
     let text: String = events
@@ -149,13 +108,7 @@ async fn completions_work_streamed_and_not() {
 async fn embeddings_come_as_floats_or_base64() {
     let (_fake, gateway, key) = setup().await;
     let url = format!("{}/v1/embeddings", gateway.url);
-    let response = client()
-        .post(&url)
-        .bearer_auth(&key)
-        .json(&json!({"input": ["one two", "three"], "dimensions": 8}))
-        .send()
-        .await
-        .unwrap();
+    let response = post_json(&url, &key, &json!({"input": ["one two", "three"], "dimensions": 8})).await;
     let id = request_id(&response);
     let floats: Value = response.json().await.unwrap();
     assert_eq!(floats["data"].as_array().unwrap().len(), 2);
@@ -164,16 +117,12 @@ async fn embeddings_come_as_floats_or_base64() {
     assert_eq!(first.len(), 8);
     assert_eq!(gateway.audit_row(&id).await.unwrap().tokens_input, Some(3));
 
-    let encoded: Value = client()
-        .post(&url)
-        .bearer_auth(&key)
-        .json(&json!({"input": ["one two", "three"], "dimensions": 8, "encoding_format": "base64"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let encoded: Value =
+        post_json(&url, &key, &json!({"input": ["one two", "three"], "dimensions": 8, "encoding_format": "base64"}))
+            .await
+            .json()
+            .await
+            .unwrap();
     let b64 = encoded["data"][0]["embedding"].as_str().unwrap();
     assert_eq!(b64.len(), 44, "8 float32 = 32 bytes = 44 base64 characters");
 }
@@ -213,13 +162,7 @@ async fn unknown_fields_reach_the_upstream_unchanged() {
     body["top_k"] = json!(7);
     body["guided_json"] = json!({"type": "object", "properties": {"a": {"type": "number"}}});
     body["chat_template_kwargs"] = json!({"enable_thinking": false});
-    let response = client()
-        .post(format!("{}/v1/chat/completions", gateway.url))
-        .bearer_auth(&key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let response = post_json(format!("{}/v1/chat/completions", gateway.url), &key, &body).await;
     assert_eq!(response.status(), 200);
     assert_eq!(fake.received().await.last().unwrap(), &body);
 }
@@ -229,13 +172,7 @@ async fn upstream_errors_keep_their_status_and_message() {
     let (_fake, gateway, key) = setup().await;
     let mut body = chat_body(false);
     body["model"] = json!("gpt-4");
-    let response = client()
-        .post(format!("{}/v1/chat/completions", gateway.url))
-        .bearer_auth(&key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let response = post_json(format!("{}/v1/chat/completions", gateway.url), &key, &body).await;
     let id = request_id(&response);
     let error = assert_error(response, 404, "model_not_found").await;
     assert_eq!(error["error"]["message"], "The model `gpt-4` does not exist.");
@@ -244,13 +181,7 @@ async fn upstream_errors_keep_their_status_and_message() {
 
     let mut body = chat_body(true);
     body["fake_mode"] = json!("error:422");
-    let response = client()
-        .post(format!("{}/v1/chat/completions", gateway.url))
-        .bearer_auth(&key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let response = post_json(format!("{}/v1/chat/completions", gateway.url), &key, &body).await;
     assert_error(response, 422, "invalid_request").await;
 }
 

@@ -13,6 +13,11 @@ pub async fn assert_error(response: Response, status: u16, code: &str) -> Value 
     body
 }
 
+/// POSTs a JSON body with a key.
+pub async fn post_json(url: impl reqwest::IntoUrl, key: &str, body: &Value) -> Response {
+    vault_e2e::client().post(url).bearer_auth(key).json(body).send().await.unwrap()
+}
+
 /// The request id the gateway gave a response.
 pub fn request_id(response: &Response) -> String {
     response.headers()["x-request-id"].to_str().unwrap().to_string()
