@@ -179,22 +179,14 @@ pub async fn query(
     values.push(after_id.into());
     values.push(i64::from(limit).into());
     let sql = format!("SELECT {COLUMNS} FROM audit_log WHERE {clause} ORDER BY id {order} LIMIT ?{}", n + 2);
-    let mut rows = conn.query(&sql, values).await?;
-    let mut entries = Vec::new();
-    while let Some(row) = rows.next().await? {
-        entries.push(from_row(&row)?);
-    }
-    Ok(entries)
+    let rows = conn.query(&sql, values).await?;
+    super::collect_rows(rows, from_row).await
 }
 
 /// The newest entries first, at most `limit` of them.
 pub async fn recent(conn: &Connection, limit: u32) -> Result<Vec<AuditEntry>> {
-    let mut rows = conn.query(&format!("SELECT {COLUMNS} FROM audit_log ORDER BY id DESC LIMIT ?1"), [limit]).await?;
-    let mut entries = Vec::new();
-    while let Some(row) = rows.next().await? {
-        entries.push(from_row(&row)?);
-    }
-    Ok(entries)
+    let rows = conn.query(&format!("SELECT {COLUMNS} FROM audit_log ORDER BY id DESC LIMIT ?1"), [limit]).await?;
+    super::collect_rows(rows, from_row).await
 }
 
 /// The entry a request wrote, found by its request id.

@@ -38,7 +38,7 @@ pub async fn insert(
 
 /// A page of an owner's conversations, most recently updated first.
 pub async fn list(conn: &Connection, owner: &str, limit: u32, offset: u32) -> Result<Vec<Conversation>> {
-    let mut rows = conn
+    let rows = conn
         .query(
             &format!(
                 "SELECT {COLUMNS} FROM conversations c WHERE c.owner = ?1 \
@@ -47,11 +47,7 @@ pub async fn list(conn: &Connection, owner: &str, limit: u32, offset: u32) -> Re
             libsql::params![owner, limit, offset],
         )
         .await?;
-    let mut out = Vec::new();
-    while let Some(row) = rows.next().await? {
-        out.push(from_row(&row)?);
-    }
-    Ok(out)
+    super::collect_rows(rows, from_row).await
 }
 
 pub async fn count(conn: &Connection, owner: &str) -> Result<u64> {

@@ -34,12 +34,8 @@ fn from_row(row: &Row) -> Result<ApiKeyInfo> {
 }
 
 async fn collect(conn: &Connection, sql: &str, params: impl libsql::params::IntoParams) -> Result<Vec<ApiKeyInfo>> {
-    let mut rows = conn.query(sql, params).await?;
-    let mut keys = Vec::new();
-    while let Some(row) = rows.next().await? {
-        keys.push(from_row(&row)?);
-    }
-    Ok(keys)
+    let rows = conn.query(sql, params).await?;
+    super::collect_rows(rows, from_row).await
 }
 
 pub async fn insert(conn: &Connection, key: &NewKey<'_>) -> Result<i64> {

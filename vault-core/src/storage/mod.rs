@@ -131,6 +131,18 @@ async fn migrate(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
+/// Maps every row of a result with `from_row`.
+pub(crate) async fn collect_rows<T>(
+    mut rows: libsql::Rows,
+    from_row: impl Fn(&libsql::Row) -> Result<T>,
+) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().await? {
+        out.push(from_row(&row)?);
+    }
+    Ok(out)
+}
+
 /// Reads the first column of the first row as an integer.
 pub(crate) async fn query_i64(conn: &Connection, sql: &str, params: impl libsql::params::IntoParams) -> Result<i64> {
     let mut rows = conn.query(sql, params).await?;

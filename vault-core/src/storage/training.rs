@@ -57,7 +57,7 @@ pub async fn insert(conn: &Connection, job: &TrainingJob) -> Result<()> {
 }
 
 pub async fn list(conn: &Connection, status: Option<&str>) -> Result<Vec<TrainingJob>> {
-    let mut rows = match status {
+    let rows = match status {
         Some(status) => {
             conn.query(
                 &format!("SELECT {COLUMNS} FROM training_jobs WHERE status = ?1 ORDER BY created_at DESC, id"),
@@ -67,11 +67,7 @@ pub async fn list(conn: &Connection, status: Option<&str>) -> Result<Vec<Trainin
         }
         None => conn.query(&format!("SELECT {COLUMNS} FROM training_jobs ORDER BY created_at DESC, id"), ()).await?,
     };
-    let mut out = Vec::new();
-    while let Some(row) = rows.next().await? {
-        out.push(from_row(&row)?);
-    }
-    Ok(out)
+    super::collect_rows(rows, from_row).await
 }
 
 pub async fn get(conn: &Connection, id: &str) -> Result<Option<TrainingJob>> {

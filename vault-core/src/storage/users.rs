@@ -55,12 +55,8 @@ pub async fn email_taken(conn: &Connection, email: &str, except_id: &str) -> Res
 }
 
 pub async fn list(conn: &Connection) -> Result<Vec<User>> {
-    let mut rows = conn.query(&format!("SELECT {COLUMNS} FROM users ORDER BY created_at, id"), ()).await?;
-    let mut users = Vec::new();
-    while let Some(row) = rows.next().await? {
-        users.push(from_row(&row)?);
-    }
-    Ok(users)
+    let rows = conn.query(&format!("SELECT {COLUMNS} FROM users ORDER BY created_at, id"), ()).await?;
+    super::collect_rows(rows, from_row).await
 }
 
 /// Whether a user with this id exists and is active.
