@@ -4,9 +4,9 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use vault_e2e::{FakeVllm, Gateway, client};
+use vault_e2e::{FakeVllm, Gateway};
 
-use crate::support::{assert_error, chat_body, post_json, request_id, sse_data};
+use crate::support::{assert_error, chat_body, get_with_key, post_json, request_id, sse_data};
 
 async fn setup() -> (FakeVllm, Gateway, String) {
     let fake = FakeVllm::start().await;
@@ -130,28 +130,13 @@ async fn embeddings_come_as_floats_or_base64() {
 #[tokio::test]
 async fn models_are_listed_and_ids_with_slashes_resolve() {
     let (_fake, gateway, key) = setup().await;
-    let list: Value = client()
-        .get(format!("{}/v1/models", gateway.url))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = get_with_key(format!("{}/v1/models", gateway.url), &key).await.json().await.unwrap();
     let ids: Vec<&str> = list["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["qwen2.5-32b-awq", "Qwen/Qwen2.5-7B-Instruct"]);
-    let card: Value = client()
-        .get(format!("{}/v1/models/Qwen/Qwen2.5-7B-Instruct", gateway.url))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let card: Value =
+        get_with_key(format!("{}/v1/models/Qwen/Qwen2.5-7B-Instruct", gateway.url), &key).await.json().await.unwrap();
     assert_eq!(card["id"], "Qwen/Qwen2.5-7B-Instruct");
-    let missing = client().get(format!("{}/v1/models/no/such", gateway.url)).bearer_auth(&key).send().await.unwrap();
+    let missing = get_with_key(format!("{}/v1/models/no/such", gateway.url), &key).await;
     assert_error(missing, 404, "model_not_found").await;
 }
 
@@ -197,15 +182,8 @@ async fn model_cards_are_enriched_from_the_manifest() {
     .unwrap();
     let gateway = Gateway::start_with(&fake.url, &[("VAULT_MODELS_MANIFEST", manifest.to_str().unwrap())]).await;
     let key = gateway.create_key("user").await;
-    let card: Value = client()
-        .get(format!("{}/v1/models/Qwen/Qwen2.5-7B-Instruct", gateway.url))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let card: Value =
+        get_with_key(format!("{}/v1/models/Qwen/Qwen2.5-7B-Instruct", gateway.url), &key).await.json().await.unwrap();
     assert_eq!(card["name"], "Qwen 7B");
     assert_eq!(card["context_window"], 32768);
     assert!(card.get("path").is_none(), "paths on disk stay private");

@@ -18,6 +18,11 @@ pub async fn post_json(url: impl reqwest::IntoUrl, key: &str, body: &Value) -> R
     vault_e2e::client().post(url).bearer_auth(key).json(body).send().await.unwrap()
 }
 
+/// GETs with a key.
+pub async fn get_with_key(url: impl reqwest::IntoUrl, key: &str) -> Response {
+    vault_e2e::client().get(url).bearer_auth(key).send().await.unwrap()
+}
+
 /// The request id the gateway gave a response.
 pub fn request_id(response: &Response) -> String {
     response.headers()["x-request-id"].to_str().unwrap().to_string()
