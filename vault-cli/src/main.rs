@@ -127,8 +127,7 @@ async fn run(cli: &Cli) -> Result<(), VaultError> {
     let db = open_db(cli).await?;
     match &cli.command {
         Command::CreateKey { label, scope, user } => {
-            let scope =
-                Scope::parse(scope).ok_or_else(|| VaultError::invalid("invalid_scope", "scope: user or admin"))?;
+            let scope: Scope = scope.parse()?;
             let created = keys::create(&db, label, scope, user.as_deref(), Some("cli")).await?;
             if cli.json {
                 return print_json(&created);
@@ -157,11 +156,11 @@ async fn run(cli: &Cli) -> Result<(), VaultError> {
             print_text(&format!("Revoked key {} (id {}, label \"{}\").", revoked.prefix, revoked.id, revoked.label))
         }
         Command::CreateUser { name, email, role } => {
-            let user = users::create(&db, name, email, role, Some("cli")).await?;
+            let user = users::create(&db, name, email, role.parse()?, Some("cli")).await?;
             if cli.json {
                 return print_json(&user);
             }
-            print_text(&format!("Created {} {} <{}> with id {}", user.role, user.name, user.email, user.id))
+            print_text(&format!("Created {} {} <{}> with id {}", user.role.as_str(), user.name, user.email, user.id))
         }
         Command::ListUsers => {
             let listed = users::list(&db).await?;
@@ -191,7 +190,7 @@ fn user_table(users: &[User]) -> String {
                 u.id.clone(),
                 u.name.clone(),
                 u.email.clone(),
-                u.role.clone(),
+                u.role.as_str().into(),
                 if u.is_active { "active" } else { "deactivated" }.into(),
                 u.created_at.clone(),
             ]

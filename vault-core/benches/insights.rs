@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use vault_core::audit::AuditRecord;
 use vault_core::config::DbLocation;
-use vault_core::insights::{self, Range, Scope};
+use vault_core::insights::{self, Range, UsageOf};
 use vault_core::storage::{self, Db};
 
 /// A small deterministic generator, so every run seeds the same log.
@@ -93,7 +93,7 @@ async fn main() {
         let mut requests = 0;
         for _ in 0..5 {
             let started = Instant::now();
-            let answer = insights::insights(&db, range, Scope::Everyone).await.unwrap();
+            let answer = insights::insights(&db, range, UsageOf::Everyone).await.unwrap();
             fast.push(started.elapsed());
             requests = answer.totals.requests;
         }

@@ -5,14 +5,14 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::audit::AuditLog;
+use crate::audit::{AuditLog, RequestAudit};
 use crate::config::{Config, SystemControl};
 use crate::controller::{DryRunController, HostController, SystemController};
 use crate::error::Result;
 use crate::gpu::{self, GpuPresence};
 use crate::inference::vllm::VllmBackend;
 use crate::inference::{Inference, InferenceBackend};
-use crate::keys::Authenticator;
+use crate::keys::{self, Authenticator, Principal};
 use crate::manifest::Manifest;
 use crate::storage::Db;
 use crate::system::SystemMonitor;
@@ -62,6 +62,17 @@ impl Vault {
         };
         let monitor = SystemMonitor::new()?;
         Ok(Arc::new(Vault { config, db, auth, audit, inference, controller, monitor }))
+    }
+
+    /// Resolves the raw key a request presented and records in its audit record who it
+    /// acts as — or, for a refused key, only its display prefix: the raw key goes no further.
+    pub async fn authenticate(&self, raw_key: &str, audit: &RequestAudit) -> Result<Principal> {
+        let outcome = self.auth.authenticate(raw_key).await;
+        match &outcome {
+            Ok(principal) => audit.set_principal(principal),
+            Err(_) => audit.set_refused_key_prefix(keys::display_prefix(raw_key)),
+        }
+        outcome
     }
 
     pub async fn health(&self) -> Health {

@@ -1,5 +1,5 @@
-//! Configuration: every setting comes from an environment variable (SPEC §2), which a
-//! shell may override with a flag of the same meaning. Parsing happens once, here, and a
+//! Configuration: every setting comes from an environment variable (listed in the
+//! README), which a shell may override with a flag of the same meaning. Parsing happens once, here, and a
 //! bad value stops start-up with one line that names the variable.
 
 use std::collections::HashMap;
@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::error::{ErrorKind, VaultError};
+use crate::error::VaultError;
 
 /// Where the database lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,7 +72,7 @@ pub const VAULT_SYSTEM_CONTROL: &str = "VAULT_SYSTEM_CONTROL";
 const DEFAULT_UPSTREAM_TIMEOUT_SECS: f64 = 300.0;
 
 fn bad(var: &str, why: impl std::fmt::Display) -> VaultError {
-    VaultError::new(ErrorKind::Invalid, "invalid_config", format!("{var}: {why}"))
+    VaultError::config(format!("{var}: {why}"))
 }
 
 impl Config {
@@ -171,7 +171,7 @@ impl Config {
         match std::fs::read_to_string(&path) {
             Ok(secret) if !secret.trim().is_empty() => Ok(secret.trim().to_string()),
             _ => {
-                let secret = crate::keys::random_alphanumeric(64)?;
+                let secret = crate::secrets::random_alphanumeric(64)?;
                 write_private_file(&path, secret.as_bytes())
                     .map_err(|e| bad(VAULT_SECRET_KEY, format!("cannot store a generated secret: {e}")))?;
                 Ok(secret)

@@ -5,7 +5,7 @@
 
 use std::sync::Mutex;
 
-use crate::error::{ErrorKind, Result, VaultError};
+use crate::error::{ErrorCode, ErrorKind, Result, VaultError};
 
 /// A change to the host, before it becomes a command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,7 +97,7 @@ impl SystemController for HostController {
             tracing::error!(command = ?argv, stderr = %String::from_utf8_lossy(&output.stderr), "host change failed");
             return Err(VaultError::new(
                 ErrorKind::Internal,
-                "host_change_failed",
+                ErrorCode::HostChangeFailed,
                 format!("The host refused the change ({program} exited with {}).", output.status),
             ));
         }

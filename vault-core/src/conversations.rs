@@ -2,64 +2,35 @@
 //! it (its user, or the key itself); anyone else asking for it gets 404, as if it did not
 //! exist.
 
-use serde::Serialize;
-
 use crate::activity;
-use crate::error::{Result, VaultError};
-use crate::keys::Principal;
+use crate::error::{ErrorCode, Result, VaultError};
+pub use crate::model::conversations::{Conversation, ConversationPage, ConversationWithMessages, Message};
+use crate::model::keys::Principal;
+use crate::model::page::PageBounds;
 use crate::storage::{self, Db};
-use crate::validate::{self, Page};
+use crate::validate;
 
 pub const MAX_TITLE_CHARS: usize = 200;
 pub const MAX_MESSAGE_CHARS: usize = 200_000;
 pub const ROLES: &[&str] = &["system", "user", "assistant"];
 const DEFAULT_TITLE: &str = "New conversation";
-
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Conversation {
-    pub id: String,
-    pub title: String,
-    pub model_id: Option<String>,
-    pub created_at: String,
-    pub updated_at: String,
-    pub message_count: u64,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Message {
-    pub id: String,
-    pub role: String,
-    pub content: String,
-    pub created_at: String,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ConversationWithMessages {
-    #[serde(flatten)]
-    pub conversation: Conversation,
-    pub messages: Vec<Message>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ConversationPage {
-    pub items: Vec<Conversation>,
-    pub total: u64,
-    pub limit: u32,
-    pub offset: u32,
-}
+/// Listing pages: 20 conversations unless asked, at most 100.
+pub const PAGES: PageBounds = PageBounds { default: 20, max: 100 };
 
 fn not_found(id: &str) -> VaultError {
-    VaultError::not_found("conversation_not_found", format!("No conversation with id {id}."))
+    VaultError::not_found(ErrorCode::ConversationNotFound, format!("No conversation with id {id}."))
 }
 
 fn model_id(model_id: Option<&str>) -> Result<Option<String>> {
     model_id.map(|m| validate::text("model_id", m, 256)).transpose()
 }
 
-/// The owner's conversations, most recently updated first.
-pub async fn list(db: &Db, who: &Principal, page: Page) -> Result<ConversationPage> {
+/// The account's conversations, most recently updated first; `limit` and `offset` as
+/// [`PAGES`] allows.
+pub async fn list(db: &Db, who: &Principal, limit: Option<u32>, offset: Option<u32>) -> Result<ConversationPage> {
+    let page = PAGES.page(limit, offset)?;
     let conn = db.connect().await?;
-    let owner = who.owner();
+    let owner = who.account();
     Ok(ConversationPage {
         items: storage::conversations::list(&conn, &owner, page.limit, page.offset).await?,
         total: storage::conversations::count(&conn, &owner).await?,
@@ -71,24 +42,24 @@ pub async fn list(db: &Db, who: &Principal, page: Page) -> Result<ConversationPa
 pub async fn create(db: &Db, who: &Principal, title: Option<&str>, model: Option<&str>) -> Result<Conversation> {
     let title = validate::text("title", title.unwrap_or(DEFAULT_TITLE), MAX_TITLE_CHARS)?;
     let model = model_id(model)?;
-    let id = validate::new_id();
+    let id = crate::secrets::new_id();
     let conn = db.connect().await?;
-    storage::conversations::insert(&conn, &id, &who.owner(), &title, model.as_deref(), &crate::time::now_rfc3339())
+    storage::conversations::insert(&conn, &id, &who.account(), &title, model.as_deref(), &crate::time::now_rfc3339())
         .await?;
     activity::record(
         db,
         "conversation.created",
-        Some(who.actor()),
+        Some(&who.account()),
         Some(&id),
         format!("Conversation \"{title}\" created"),
     )
     .await;
-    storage::conversations::get(&conn, &who.owner(), &id).await?.ok_or_else(|| not_found(&id))
+    storage::conversations::get(&conn, &who.account(), &id).await?.ok_or_else(|| not_found(&id))
 }
 
 pub async fn get(db: &Db, who: &Principal, id: &str) -> Result<ConversationWithMessages> {
     let conn = db.connect().await?;
-    let conversation = storage::conversations::get(&conn, &who.owner(), id).await?.ok_or_else(|| not_found(id))?;
+    let conversation = storage::conversations::get(&conn, &who.account(), id).await?.ok_or_else(|| not_found(id))?;
     let messages = storage::conversations::messages(&conn, id).await?;
     Ok(ConversationWithMessages { conversation, messages })
 }
@@ -96,14 +67,14 @@ pub async fn get(db: &Db, who: &Principal, id: &str) -> Result<ConversationWithM
 pub async fn rename(db: &Db, who: &Principal, id: &str, title: &str) -> Result<Conversation> {
     let title = validate::text("title", title, MAX_TITLE_CHARS)?;
     let conn = db.connect().await?;
-    if !storage::conversations::rename(&conn, &who.owner(), id, &title, &crate::time::now_rfc3339()).await? {
+    if !storage::conversations::rename(&conn, &who.account(), id, &title, &crate::time::now_rfc3339()).await? {
         return Err(not_found(id));
     }
-    storage::conversations::get(&conn, &who.owner(), id).await?.ok_or_else(|| not_found(id))
+    storage::conversations::get(&conn, &who.account(), id).await?.ok_or_else(|| not_found(id))
 }
 
 pub async fn delete(db: &Db, who: &Principal, id: &str) -> Result<()> {
-    if !storage::conversations::delete(&db.connect().await?, &who.owner(), id).await? {
+    if !storage::conversations::delete(&db.connect().await?, &who.account(), id).await? {
         return Err(not_found(id));
     }
     Ok(())
@@ -112,14 +83,18 @@ pub async fn delete(db: &Db, who: &Principal, id: &str) -> Result<()> {
 pub async fn add_message(db: &Db, who: &Principal, id: &str, role: &str, content: &str) -> Result<Message> {
     let role = validate::one_of("role", role, ROLES)?;
     if content.is_empty() {
-        return Err(VaultError::invalid("invalid_request", "content: must not be empty"));
+        return Err(VaultError::invalid_field("content: must not be empty"));
     }
     if content.chars().count() > MAX_MESSAGE_CHARS {
-        return Err(VaultError::invalid("invalid_request", format!("content: at most {MAX_MESSAGE_CHARS} characters")));
+        return Err(VaultError::invalid_field(format!("content: at most {MAX_MESSAGE_CHARS} characters")));
     }
-    let message =
-        Message { id: validate::new_id(), role, content: content.to_string(), created_at: crate::time::now_rfc3339() };
-    if !storage::conversations::add_message(&db.connect().await?, &who.owner(), id, &message).await? {
+    let message = Message {
+        id: crate::secrets::new_id(),
+        role,
+        content: content.to_string(),
+        created_at: crate::time::now_rfc3339(),
+    };
+    if !storage::conversations::add_message(&db.connect().await?, &who.account(), id, &message).await? {
         return Err(not_found(id));
     }
     Ok(message)
@@ -132,12 +107,14 @@ pub enum ExportFormat {
     Markdown,
 }
 
-impl ExportFormat {
-    pub fn parse(raw: &str) -> Result<ExportFormat> {
+impl std::str::FromStr for ExportFormat {
+    type Err = VaultError;
+
+    fn from_str(raw: &str) -> Result<ExportFormat> {
         match raw {
             "json" => Ok(ExportFormat::Json),
             "markdown" | "md" => Ok(ExportFormat::Markdown),
-            _ => Err(VaultError::invalid("invalid_request", "format: must be one of json, markdown")),
+            _ => Err(VaultError::invalid_field("format: must be one of json, markdown")),
         }
     }
 }
@@ -197,7 +174,7 @@ mod tests {
         assert_eq!(full.messages.iter().map(|m| m.role.as_str()).collect::<Vec<_>>(), ["user", "assistant"]);
         assert_eq!(full.conversation.message_count, 2);
 
-        assert_eq!(list(&db, &bob, Page { limit: 10, offset: 0 }).await.unwrap().total, 0);
+        assert_eq!(list(&db, &bob, Some(10), None).await.unwrap().total, 0);
         assert_eq!(get(&db, &bob, &c.id).await.unwrap_err().status(), 404);
         assert_eq!(rename(&db, &bob, &c.id, "x").await.unwrap_err().status(), 404);
         assert_eq!(add_message(&db, &bob, &c.id, "user", "x").await.unwrap_err().status(), 404);
@@ -210,7 +187,7 @@ mod tests {
                 .unwrap();
         assert_eq!(json["messages"][1]["content"], "hi");
         assert_eq!(export(&db, &bob, &c.id, ExportFormat::Json).await.unwrap_err().status(), 404);
-        assert!(ExportFormat::parse("pdf").is_err());
+        assert!("pdf".parse::<ExportFormat>().is_err());
 
         delete(&db, &alice, &c.id).await.unwrap();
         assert_eq!(get(&db, &alice, &c.id).await.unwrap_err().status(), 404);
@@ -224,9 +201,9 @@ mod tests {
         let second = create(&db, &me, Some("second"), None).await.unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         add_message(&db, &me, &first.id, "user", "bump").await.unwrap();
-        let page = list(&db, &me, Page { limit: 1, offset: 0 }).await.unwrap();
+        let page = list(&db, &me, Some(1), None).await.unwrap();
         assert_eq!((page.total, page.items[0].id.as_str()), (2, first.id.as_str()));
-        let page = list(&db, &me, Page { limit: 1, offset: 1 }).await.unwrap();
+        let page = list(&db, &me, Some(1), Some(1)).await.unwrap();
         assert_eq!(page.items[0].id, second.id);
     }
 

@@ -2,8 +2,6 @@
 //! a kind (which decides the HTTP status, the CLI exit code and the Python exception),
 //! a stable snake_case `code` clients can switch on, a human message, and optional details.
 
-use std::borrow::Cow;
-
 /// What went wrong, in the terms a caller can act on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -56,12 +54,104 @@ impl ErrorKind {
     }
 }
 
+/// Declares the catalogue: the enum, its `ALL` list and its names, from one table, so no
+/// code can be left out of the list.
+macro_rules! error_codes {
+    ($($(#[$doc:meta])* $variant:ident => $name:literal,)+) => {
+        /// Every error code Vault answers with: the stable snake_case identifiers clients
+        /// switch on. One catalogue, so the spec and the README can list them.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ErrorCode {
+            $($(#[$doc])* $variant,)+
+        }
+
+        impl ErrorCode {
+            pub const ALL: &[ErrorCode] = &[$(ErrorCode::$variant,)+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $name,)+
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    /// A field, parameter or body failed validation; the message names it.
+    InvalidRequest => "invalid_request",
+    /// The body is not valid JSON.
+    InvalidJson => "invalid_json",
+    /// A setting of the configuration is wrong; the message names the variable.
+    InvalidConfig => "invalid_config",
+    /// No key, a malformed key, or an unknown, revoked or deactivated one.
+    InvalidApiKey => "invalid_api_key",
+    /// A valid key without the scope the operation needs.
+    InsufficientScope => "insufficient_scope",
+    /// No such route.
+    NotFound => "not_found",
+    MethodNotAllowed => "method_not_allowed",
+    PayloadTooLarge => "payload_too_large",
+    UnsupportedMediaType => "unsupported_media_type",
+    RateLimited => "rate_limited",
+    UserNotFound => "user_not_found",
+    UserInactive => "user_inactive",
+    EmailTaken => "email_taken",
+    KeyNotFound => "key_not_found",
+    KeyAlreadyRevoked => "key_already_revoked",
+    /// A key prefix shared by several active keys.
+    AmbiguousPrefix => "ambiguous_prefix",
+    /// Neither a key, a key prefix nor a key id.
+    InvalidKeyReference => "invalid_key_reference",
+    ConversationNotFound => "conversation_not_found",
+    TrainingJobNotFound => "training_job_not_found",
+    /// A state machine refused the transition.
+    InvalidState => "invalid_state",
+    ModelNotFound => "model_not_found",
+    /// The inference upstream cannot be reached.
+    InferenceUnavailable => "inference_unavailable",
+    /// The inference upstream did not answer in time.
+    InferenceTimeout => "inference_timeout",
+    /// The inference upstream answered with an error or something unreadable.
+    UpstreamError => "upstream_error",
+    /// The inference upstream broke off a stream.
+    UpstreamStreamError => "upstream_stream_error",
+    /// The client left before its answer was complete (recorded, never sent).
+    ClientDisconnected => "client_disconnected",
+    /// A host command (hostnamectl, nmcli, …) failed.
+    HostChangeFailed => "host_change_failed",
+    /// An in-process gateway of the Python package is already running.
+    GatewayRunning => "gateway_running",
+    /// An in-process gateway of the Python package is not running.
+    GatewayNotRunning => "gateway_not_running",
+    InternalError => "internal_error",
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for ErrorCode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+/// So a test can say `assert_eq!(err.code, "invalid_state")`.
+impl PartialEq<&str> for ErrorCode {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 /// A failure with everything needed to report it in the error shape of the API.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct VaultError {
     pub kind: ErrorKind,
-    pub code: Cow<'static, str>,
+    pub code: ErrorCode,
     pub message: String,
     pub details: Option<Box<serde_json::Value>>,
 }
@@ -69,8 +159,8 @@ pub struct VaultError {
 pub type Result<T, E = VaultError> = std::result::Result<T, E>;
 
 impl VaultError {
-    pub fn new(kind: ErrorKind, code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
-        VaultError { kind, code: code.into(), message: message.into(), details: None }
+    pub fn new(kind: ErrorKind, code: ErrorCode, message: impl Into<String>) -> Self {
+        VaultError { kind, code, message: message.into(), details: None }
     }
 
     pub fn with_details(mut self, details: serde_json::Value) -> Self {
@@ -82,23 +172,33 @@ impl VaultError {
         self.with_details(serde_json::json!({ "suggestion": suggestion }))
     }
 
-    pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
+    /// A value that failed validation; `message` starts with the field it is about.
+    pub fn invalid_field(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Invalid, ErrorCode::InvalidRequest, message)
+    }
+
+    pub fn invalid(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Invalid, code, message)
     }
 
+    /// A bad setting; `message` starts with the variable's name.
+    pub fn config(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Invalid, ErrorCode::InvalidConfig, message)
+    }
+
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(ErrorKind::Unauthorized, "invalid_api_key", message)
+        Self::new(ErrorKind::Unauthorized, ErrorCode::InvalidApiKey, message)
     }
 
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(ErrorKind::Forbidden, "insufficient_scope", message)
+        Self::new(ErrorKind::Forbidden, ErrorCode::InsufficientScope, message)
     }
 
-    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn not_found(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(ErrorKind::NotFound, code, message)
     }
 
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn conflict(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Conflict, code, message)
     }
 
@@ -106,7 +206,7 @@ impl VaultError {
     /// gets a generic sentence: internal details never reach a response.
     pub fn internal(context: &str, cause: impl std::fmt::Display) -> Self {
         tracing::error!(context, error = %cause, "internal error");
-        Self::new(ErrorKind::Internal, "internal_error", format!("Internal error while {context}."))
+        Self::new(ErrorKind::Internal, ErrorCode::InternalError, format!("Internal error while {context}."))
     }
 
     pub fn status(&self) -> u16 {
@@ -116,7 +216,7 @@ impl VaultError {
     /// The error shape of the API: `{"error": {"code", "message", "status", "details"}}`.
     pub fn to_body(&self) -> serde_json::Value {
         let mut error = serde_json::json!({
-            "code": self.code,
+            "code": self.code.as_str(),
             "message": self.message,
             "status": self.status(),
         });
@@ -139,13 +239,20 @@ mod tests {
 
     #[test]
     fn error_body_has_the_api_shape() {
-        let err = VaultError::new(ErrorKind::UpstreamUnavailable, "inference_unavailable", "down")
+        let err = VaultError::new(ErrorKind::UpstreamUnavailable, ErrorCode::InferenceUnavailable, "down")
             .with_suggestion("start vLLM");
         let body = err.to_body();
         assert_eq!(body["error"]["code"], "inference_unavailable");
         assert_eq!(body["error"]["status"], 503);
         assert_eq!(body["error"]["message"], "down");
         assert_eq!(body["error"]["details"]["suggestion"], "start vLLM");
+    }
+
+    #[test]
+    fn the_catalogue_lists_every_code_once_in_snake_case() {
+        let names: std::collections::HashSet<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(names.len(), ErrorCode::ALL.len());
+        assert!(names.iter().all(|n| n.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')));
     }
 
     #[test]

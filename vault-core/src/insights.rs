@@ -2,49 +2,44 @@
 //! per-model usage, and average and p95 latency — read from hourly rollups the audit
 //! writer keeps, so the answer costs the same for a thousand audit rows as for a billion.
 //!
-//! p95 comes from a histogram of quarter-octave buckets, so it is an estimate: the upper
-//! edge of the bucket the 95th percentile falls in, at most 19% above the true value.
+//! p95 comes from a histogram of quarter-octave buckets (`model::usage`), so it is an
+//! estimate: at most 19% above the true value.
 
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
 use crate::error::{Result, VaultError};
+use crate::model::keys::{Principal, Scope};
+use crate::model::usage::percentile;
 use crate::storage::{self, Db};
 
-/// Buckets per doubling of latency.
-const BUCKETS_PER_OCTAVE: f64 = 4.0;
-
-/// The histogram bucket of a latency: `floor(4 · log2(ms + 1))`.
-pub fn latency_bucket(latency_ms: u64) -> i64 {
-    ((latency_ms as f64 + 1.0).log2() * BUCKETS_PER_OCTAVE).floor() as i64
-}
-
-/// The largest latency (ms) that falls in `bucket`.
-fn bucket_upper_ms(bucket: i64) -> f64 {
-    (2f64.powf((bucket + 1) as f64 / BUCKETS_PER_OCTAVE) - 1.0).max(0.0)
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The period an insights answer covers, ending now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Range {
     Day,
+    #[default]
     Week,
     Month,
     Quarter,
 }
 
-impl Range {
-    pub fn parse(raw: &str) -> Result<Range> {
+impl std::str::FromStr for Range {
+    type Err = VaultError;
+
+    fn from_str(raw: &str) -> Result<Range> {
         match raw {
             "24h" => Ok(Range::Day),
             "7d" => Ok(Range::Week),
             "30d" => Ok(Range::Month),
             "90d" => Ok(Range::Quarter),
-            _ => Err(VaultError::invalid("invalid_request", "range: must be one of 24h, 7d, 30d, 90d")),
+            _ => Err(VaultError::invalid_field("range: must be one of 24h, 7d, 30d, 90d")),
         }
     }
+}
 
-    fn as_str(self) -> &'static str {
+impl Range {
+    pub fn as_str(self) -> &'static str {
         match self {
             Range::Day => "24h",
             Range::Week => "7d",
@@ -106,54 +101,39 @@ pub struct ModelUsage {
     pub tokens_output: i64,
 }
 
-fn percentile(histogram: &[(i64, i64)], fraction: f64) -> Option<f64> {
-    let total: i64 = histogram.iter().map(|(_, n)| n).sum();
-    if total == 0 {
-        return None;
-    }
-    let target = (total as f64 * fraction).ceil() as i64;
-    let mut seen = 0;
-    for (bucket, n) in histogram {
-        seen += n;
-        if seen >= target {
-            return Some((bucket_upper_ms(*bucket) * 10.0).round() / 10.0);
-        }
-    }
-    None
-}
-
 /// Whose usage an insights answer covers.
 #[derive(Debug, Clone, Copy)]
-pub enum Scope<'a> {
+pub enum UsageOf<'a> {
     Everyone,
-    /// One user (or one key without a user): what a `user` key sees of itself.
-    Principal(&'a str),
+    /// One account (see `Principal`): what a `user` key sees of itself.
+    Account(&'a str),
 }
 
-pub async fn insights(db: &Db, range: Range, scope: Scope<'_>) -> Result<Insights> {
-    insights_at(db, range, scope, SystemTime::now()).await
+pub async fn insights(db: &Db, range: Range, of: UsageOf<'_>) -> Result<Insights> {
+    insights_at(db, range, of, SystemTime::now()).await
 }
 
-/// What a key may see: everyone's usage with an admin key, its own with a user key.
-pub async fn visible_to(db: &Db, range: Range, who: &crate::keys::Principal) -> Result<Insights> {
-    let scope = match who.scope {
-        crate::keys::Scope::Admin => Scope::Everyone,
-        crate::keys::Scope::User => Scope::Principal(who.actor()),
+/// What a key may see: everyone's usage with an admin key, its account's with a user key.
+pub async fn visible_to(db: &Db, range: Range, who: &Principal) -> Result<Insights> {
+    let account = who.account();
+    let of = match who.scope {
+        Scope::Admin => UsageOf::Everyone,
+        Scope::User => UsageOf::Account(&account),
     };
-    insights(db, range, scope).await
+    insights(db, range, of).await
 }
 
 /// Insights for the `range` ending at `now`.
-pub async fn insights_at(db: &Db, range: Range, scope: Scope<'_>, now: SystemTime) -> Result<Insights> {
-    let principal = match scope {
-        Scope::Everyone => None,
-        Scope::Principal(p) => Some(p),
+pub async fn insights_at(db: &Db, range: Range, of: UsageOf<'_>, now: SystemTime) -> Result<Insights> {
+    let account = match of {
+        UsageOf::Everyone => None,
+        UsageOf::Account(a) => Some(a),
     };
     let start = now.checked_sub(Duration::from_secs(range.hours().saturating_sub(1) * 3600)).unwrap_or(now);
     let since_hour = crate::time::format_rfc3339(start)[..13].to_string();
     let (bucket_len, bucket) = if range == Range::Day { (13, "hour") } else { (10, "day") };
     let conn = db.connect().await?;
-    let rows = storage::usage::series(&conn, &since_hour, principal, bucket_len).await?;
+    let rows = storage::usage::series(&conn, &since_hour, account, bucket_len).await?;
     let series: Vec<SeriesPoint> = rows
         .iter()
         .map(|(b, [requests, errors, tokens_input, tokens_output, _])| SeriesPoint {
@@ -166,17 +146,17 @@ pub async fn insights_at(db: &Db, range: Range, scope: Scope<'_>, now: SystemTim
         .collect();
     let requests: i64 = series.iter().map(|p| p.requests).sum();
     let latency_sum: i64 = rows.iter().map(|(_, v)| v[4]).sum();
-    let histogram = storage::usage::latency_histogram(&conn, &since_hour, principal).await?;
+    let histogram = storage::usage::latency_histogram(&conn, &since_hour, account).await?;
     let totals = Totals {
         requests,
         errors: series.iter().map(|p| p.errors).sum(),
         tokens_input: series.iter().map(|p| p.tokens_input).sum(),
         tokens_output: series.iter().map(|p| p.tokens_output).sum(),
-        active_users: storage::usage::active_principals(&conn, &since_hour, principal).await?,
+        active_users: storage::usage::active_accounts(&conn, &since_hour, account).await?,
         avg_latency_ms: (requests > 0).then(|| (latency_sum as f64 / requests as f64 * 10.0).round() / 10.0),
         p95_latency_ms: percentile(&histogram, 0.95),
     };
-    let models = storage::usage::per_model(&conn, &since_hour, principal)
+    let models = storage::usage::per_model(&conn, &since_hour, account)
         .await?
         .into_iter()
         .map(|(model, [requests, tokens_input, tokens_output])| ModelUsage {
@@ -199,21 +179,12 @@ pub async fn insights_at(db: &Db, range: Range, scope: Scope<'_>, now: SystemTim
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::AuditRecord;
-
-    #[test]
-    fn latency_buckets_bound_the_error() {
-        for ms in [0u64, 1, 7, 100, 999, 12_345, 600_000] {
-            let upper = bucket_upper_ms(latency_bucket(ms));
-            assert!(upper >= ms as f64, "{ms} > {upper}");
-            assert!(upper <= (ms as f64 + 1.0) * 1.19 + 1.0, "{ms}: {upper}");
-        }
-    }
+    use crate::model::audit::AuditRecord;
 
     fn record(at: SystemTime, path: &str, model: &str, user: &str, latency_ms: u64, status: u16) -> AuditRecord {
         AuditRecord {
             timestamp: crate::time::format_rfc3339(at),
-            request_id: crate::validate::new_id(),
+            request_id: crate::secrets::new_id(),
             method: "POST".into(),
             path: path.into(),
             user_id: Some(user.into()),
@@ -242,7 +213,7 @@ mod tests {
         let refs: Vec<&AuditRecord> = records.iter().collect();
         storage::audit::BatchWriter::new(db.connect().await.unwrap()).await.unwrap().write(&refs, &[]).await.unwrap();
 
-        let day = insights_at(&db, Range::Day, Scope::Everyone, now).await.unwrap();
+        let day = insights_at(&db, Range::Day, UsageOf::Everyone, now).await.unwrap();
         assert_eq!(day.totals.requests, 101, "health checks and old rows are not counted");
         assert_eq!(day.totals.errors, 1);
         assert_eq!(day.totals.tokens_input, 1010);
@@ -256,12 +227,12 @@ mod tests {
         let avg = day.totals.avg_latency_ms.unwrap();
         assert!((avg - 50.05).abs() < 0.2, "avg {avg}");
 
-        let mine = insights_at(&db, Range::Day, Scope::Principal("u9"), now).await.unwrap();
+        let mine = insights_at(&db, Range::Day, UsageOf::Account("u9"), now).await.unwrap();
         assert_eq!((mine.totals.requests, mine.totals.active_users, mine.totals.errors), (1, 1, 1));
         assert_eq!(mine.models[0].model, "b");
 
-        let month = insights_at(&db, Range::Month, Scope::Everyone, now).await.unwrap();
+        let month = insights_at(&db, Range::Month, UsageOf::Everyone, now).await.unwrap();
         assert_eq!((month.totals.requests, month.bucket.as_str()), (102, "day"));
-        assert!(Range::parse("1y").unwrap_err().message.starts_with("range"));
+        assert!("1y".parse::<Range>().unwrap_err().message.starts_with("range"));
     }
 }

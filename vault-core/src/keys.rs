@@ -8,10 +8,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use serde::Serialize;
-use sha2::{Digest, Sha256};
-
-use crate::error::{Result, VaultError};
+use crate::error::{ErrorCode, Result, VaultError};
+pub use crate::model::keys::{ApiKeyInfo, CreatedKey, Principal, Scope};
+use crate::model::users::Role;
+use crate::secrets;
 use crate::storage::{self, Db};
 
 pub const KEY_PREFIX: &str = "vault_sk_";
@@ -20,117 +20,9 @@ const KEY_RANDOM_LEN: usize = 48;
 const DISPLAY_CHARS: usize = 4;
 const MAX_LABEL_LEN: usize = 200;
 
-/// What a key may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Scope {
-    /// Inference, own conversations, read endpoints.
-    User,
-    /// Everything.
-    Admin,
-}
-
-impl Scope {
-    pub fn parse(raw: &str) -> Option<Scope> {
-        match raw {
-            "user" => Some(Scope::User),
-            "admin" => Some(Scope::Admin),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scope::User => "user",
-            Scope::Admin => "admin",
-        }
-    }
-}
-
-/// A key as listed: everything but the secret.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct ApiKeyInfo {
-    pub id: i64,
-    pub prefix: String,
-    pub label: String,
-    pub scope: Scope,
-    pub user_id: Option<String>,
-    pub is_active: bool,
-    pub created_at: String,
-    pub last_used_at: Option<String>,
-    pub revoked_at: Option<String>,
-}
-
-/// A key just created: the only time the raw key exists outside the client's hands.
-#[derive(Debug, Clone, Serialize)]
-pub struct CreatedKey {
-    #[serde(flatten)]
-    pub info: ApiKeyInfo,
-    pub key: String,
-}
-
-/// The identity a request acts as, resolved from its key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
-    pub key_id: i64,
-    pub key_prefix: String,
-    pub scope: Scope,
-    pub user_id: Option<String>,
-}
-
-impl Principal {
-    /// A user acting through an offline tool (the CLI, `import vault`) rather than a key.
-    pub fn for_user(user_id: &str) -> Principal {
-        Principal { key_id: 0, key_prefix: String::new(), scope: Scope::User, user_id: Some(user_id.to_string()) }
-    }
-
-    /// Who owns what this key creates: its user, or the key itself when it has none.
-    pub fn owner(&self) -> String {
-        match &self.user_id {
-            Some(user_id) => user_id.clone(),
-            None => format!("key:{}", self.key_id),
-        }
-    }
-
-    /// How the activity feed names this principal: its user id, else its key prefix.
-    pub fn actor(&self) -> &str {
-        self.user_id.as_deref().unwrap_or(&self.key_prefix)
-    }
-
-    pub fn require_admin(&self) -> Result<()> {
-        match self.scope {
-            Scope::Admin => Ok(()),
-            Scope::User => Err(VaultError::forbidden("This operation needs a key with the admin scope.")),
-        }
-    }
-}
-
-/// `len` characters from [A-Za-z0-9], drawn from the OS CSPRNG without modulo bias.
-pub fn random_alphanumeric(len: usize) -> Result<String> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut out = String::with_capacity(len);
-    let mut buf = [0u8; 64];
-    while out.len() < len {
-        getrandom::fill(&mut buf).map_err(|e| VaultError::internal("drawing random bytes", e))?;
-        // 62 * 4 = 248: bytes at or above it are rejected so every character is equally likely.
-        for byte in buf.iter().filter(|b| **b < 248) {
-            if out.len() == len {
-                break;
-            }
-            out.push(char::from(ALPHABET[usize::from(*byte % 62)]));
-        }
-    }
-    Ok(out)
-}
-
+/// The hash a key is stored and looked up under.
 pub fn hash_key(raw: &str) -> String {
-    let digest = Sha256::digest(raw.as_bytes());
-    let mut hex = String::with_capacity(64);
-    for byte in digest {
-        hex.push(char::from(b"0123456789abcdef"[usize::from(byte >> 4)]));
-        hex.push(char::from(b"0123456789abcdef"[usize::from(byte & 15)]));
-    }
-    hex
+    secrets::sha256_hex(raw)
 }
 
 /// Whether `raw` has the shape of a Vault key (it may still be unknown).
@@ -152,23 +44,23 @@ pub async fn create(
     user_id: Option<&str>,
     actor: Option<&str>,
 ) -> Result<CreatedKey> {
-    let label = label.trim();
-    if label.is_empty() || label.chars().count() > MAX_LABEL_LEN {
-        return Err(VaultError::invalid("invalid_label", format!("label: must be 1 to {MAX_LABEL_LEN} characters")));
-    }
+    let label = crate::validate::text("label", label, MAX_LABEL_LEN)?;
     let conn = db.connect().await?;
     if let Some(user_id) = user_id {
-        match storage::users::is_active(&conn, user_id).await? {
-            Some(true) => {}
-            Some(false) => {
-                return Err(VaultError::conflict("user_inactive", format!("user {user_id} is deactivated")));
-            }
-            None => {
-                return Err(VaultError::not_found("user_not_found", format!("no user with id {user_id}")));
-            }
+        let user = storage::users::get(&conn, user_id)
+            .await?
+            .ok_or_else(|| VaultError::not_found(ErrorCode::UserNotFound, format!("No user with id {user_id}.")))?;
+        if !user.is_active {
+            return Err(VaultError::conflict(ErrorCode::UserInactive, format!("User {user_id} is deactivated.")));
+        }
+        if scope == Scope::Admin && user.role != Role::Admin {
+            return Err(VaultError::invalid_field(format!(
+                "scope: user {user_id} has the role user; only an admin user may hold admin keys"
+            )));
         }
     }
-    let raw = format!("{KEY_PREFIX}{}", random_alphanumeric(KEY_RANDOM_LEN)?);
+    let label = label.as_str();
+    let raw = format!("{KEY_PREFIX}{}", secrets::random_alphanumeric(KEY_RANDOM_LEN)?);
     let prefix = raw[..KEY_PREFIX.len() + DISPLAY_CHARS].to_string();
     let created_at = crate::time::now_rfc3339();
     let id = storage::keys::insert(
@@ -217,7 +109,7 @@ pub async fn revoke(db: &Db, which: &str, actor: Option<&str>) -> Result<ApiKeyI
             _ => {
                 let ids: Vec<String> = active.iter().map(|k| k.id.to_string()).collect();
                 return Err(VaultError::conflict(
-                    "ambiguous_prefix",
+                    ErrorCode::AmbiguousPrefix,
                     format!(
                         "prefix {which} matches several active keys (ids {}); give the id or the whole key",
                         ids.join(", ")
@@ -226,20 +118,30 @@ pub async fn revoke(db: &Db, which: &str, actor: Option<&str>) -> Result<ApiKeyI
             }
         }
     } else if let Ok(id) = which.parse::<i64>() {
-        storage::keys::find_by_id(&conn, id).await?
+        return revoke_by_id(db, id, actor).await;
     } else {
         return Err(VaultError::invalid(
-            "invalid_key_reference",
+            ErrorCode::InvalidKeyReference,
             "give a key, its vault_sk_ prefix, or its numeric id",
         ));
     };
-    let key = key.ok_or_else(|| VaultError::not_found("key_not_found", format!("no key matches {}", redact(which))))?;
-    if !storage::keys::revoke(&conn, key.id, &crate::time::now_rfc3339()).await? && !key.is_active {
-        return Err(VaultError::conflict("key_already_revoked", format!("key {} is already revoked", key.prefix)));
+    let key =
+        key.ok_or_else(|| VaultError::not_found(ErrorCode::KeyNotFound, format!("No key matches {}.", redact(which))))?;
+    revoke_by_id(db, key.id, actor).await
+}
+
+/// Revokes the key with this id.
+pub async fn revoke_by_id(db: &Db, id: i64, actor: Option<&str>) -> Result<ApiKeyInfo> {
+    let conn = db.connect().await?;
+    let not_found = || VaultError::not_found(ErrorCode::KeyNotFound, format!("No key with id {id}."));
+    let key = storage::keys::find_by_id(&conn, id).await?.ok_or_else(not_found)?;
+    if !storage::keys::revoke(&conn, key.id, &crate::time::now_rfc3339()).await? {
+        return Err(VaultError::conflict(
+            ErrorCode::KeyAlreadyRevoked,
+            format!("Key {} is already revoked.", key.prefix),
+        ));
     }
-    let revoked = storage::keys::find_by_id(&conn, key.id)
-        .await?
-        .ok_or_else(|| VaultError::internal("revoking a key", "the key vanished"))?;
+    let revoked = storage::keys::find_by_id(&conn, key.id).await?.ok_or_else(not_found)?;
     crate::activity::record(
         db,
         "key.revoked",
@@ -352,12 +254,11 @@ mod tests {
 
     #[test]
     fn generated_keys_have_the_documented_shape() {
-        let raw = format!("{KEY_PREFIX}{}", random_alphanumeric(KEY_RANDOM_LEN).unwrap());
+        let raw = format!("{KEY_PREFIX}{}", secrets::random_alphanumeric(KEY_RANDOM_LEN).unwrap());
         assert!(is_well_formed(&raw));
         assert_eq!(display_prefix(&raw).unwrap().len(), 13);
         assert!(!is_well_formed("vault_sk_short"));
         assert!(!is_well_formed(&format!("{KEY_PREFIX}{}", "-".repeat(48))));
-        assert_eq!(hash_key("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }
 
     #[tokio::test]
@@ -383,21 +284,30 @@ mod tests {
     async fn deactivated_users_keys_stop_working() {
         let (_dir, db) = storage::test_db().await;
         let db = Arc::new(db);
-        let conn = db.connect().await.unwrap();
-        let now = crate::time::now_rfc3339();
-        storage::users::insert(
-            &conn,
-            &storage::users::NewUser { id: "u1", name: "A", email: "a@x", role: "user", created_at: &now },
-        )
-        .await
-        .unwrap();
-        let key = create(&db, "a", Scope::User, Some("u1"), None).await.unwrap();
+        let user = crate::users::create(&db, "A", "a@x.org", Role::User, None).await.unwrap();
+        let key = create(&db, "a", Scope::User, Some(&user.id), None).await.unwrap();
         let auth = Authenticator::new(db.clone()).await.unwrap();
-        assert_eq!(auth.authenticate(&key.key).await.unwrap().user_id.as_deref(), Some("u1"));
-        storage::users::set_active(&conn, "u1", false, &now).await.unwrap();
+        assert_eq!(auth.authenticate(&key.key).await.unwrap().user_id, Some(user.id.clone()));
+        crate::users::deactivate(&db, &user.id, None).await.unwrap();
         assert_eq!(auth.authenticate(&key.key).await.unwrap_err().status(), 401);
-        let err = create(&db, "b", Scope::User, Some("u1"), None).await.unwrap_err();
+        let err = create(&db, "b", Scope::User, Some(&user.id), None).await.unwrap_err();
         assert_eq!(err.code, "user_inactive");
+    }
+
+    #[tokio::test]
+    async fn only_admin_users_hold_admin_keys_and_a_demotion_counts_at_once() {
+        let (_dir, db) = storage::test_db().await;
+        let db = Arc::new(db);
+        let plain = crate::users::create(&db, "P", "p@x.org", Role::User, None).await.unwrap();
+        let err = create(&db, "p", Scope::Admin, Some(&plain.id), None).await.unwrap_err();
+        assert!(err.message.starts_with("scope"), "{}", err.message);
+        let admin = crate::users::create(&db, "A", "a@x.org", Role::Admin, None).await.unwrap();
+        let key = create(&db, "a", Scope::Admin, Some(&admin.id), None).await.unwrap();
+        let auth = Authenticator::new(db.clone()).await.unwrap();
+        assert_eq!(auth.authenticate(&key.key).await.unwrap().scope, Scope::Admin);
+        let demote = crate::users::UserUpdate { role: Some(Role::User), ..Default::default() };
+        crate::users::update(&db, &admin.id, demote, None).await.unwrap();
+        assert_eq!(auth.authenticate(&key.key).await.unwrap().scope, Scope::User);
     }
 
     #[tokio::test]
@@ -408,6 +318,7 @@ mod tests {
         let key = create(&db, "x", Scope::Admin, None, None).await.unwrap();
         revoke(&db, &key.key, None).await.unwrap();
         assert_eq!(revoke(&db, &key.info.id.to_string(), None).await.unwrap_err().code, "key_already_revoked");
+        assert_eq!(revoke_by_id(&db, 999, None).await.unwrap_err().code, "key_not_found");
         assert_eq!(create(&db, "  ", Scope::User, None, None).await.unwrap_err().status(), 400);
     }
 

@@ -13,6 +13,8 @@ pub mod inference;
 pub mod insights;
 pub mod keys;
 pub mod manifest;
+pub mod model;
+pub mod secrets;
 pub mod settings;
 pub mod setup;
 pub mod storage;
@@ -24,4 +26,4 @@ pub mod validate;
 
 pub use app::Vault;
 pub use config::Config;
-pub use error::{ErrorKind, Result, VaultError};
+pub use error::{ErrorCode, ErrorKind, Result, VaultError};

@@ -54,7 +54,7 @@ impl Default for SystemSettings {
 }
 
 fn invalid(message: String) -> VaultError {
-    VaultError::invalid("invalid_request", message)
+    VaultError::invalid_field(message)
 }
 
 /// RFC 1123: labels of 1–63 letters, digits and hyphens, not starting or ending with a

@@ -11,52 +11,11 @@
 //! A transition that is not an arrow answers 409 `invalid_state`; only a job in a
 //! terminal state may be deleted.
 
-use serde::Serialize;
-
 use crate::activity;
-use crate::error::{Result, VaultError};
+use crate::error::{ErrorCode, Result, VaultError};
+pub use crate::model::training::{JobStatus, TrainingJob};
 use crate::storage::{self, Db};
 use crate::validate;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JobStatus {
-    Queued,
-    Running,
-    Paused,
-    Completed,
-    Failed,
-    Cancelled,
-}
-
-impl JobStatus {
-    pub const ALL: [JobStatus; 6] = [
-        JobStatus::Queued,
-        JobStatus::Running,
-        JobStatus::Paused,
-        JobStatus::Completed,
-        JobStatus::Failed,
-        JobStatus::Cancelled,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobStatus::Queued => "queued",
-            JobStatus::Running => "running",
-            JobStatus::Paused => "paused",
-            JobStatus::Completed => "completed",
-            JobStatus::Failed => "failed",
-            JobStatus::Cancelled => "cancelled",
-        }
-    }
-
-    pub fn parse(raw: &str) -> Option<JobStatus> {
-        JobStatus::ALL.into_iter().find(|s| s.as_str() == raw)
-    }
-
-    pub fn is_terminal(self) -> bool {
-        matches!(self, JobStatus::Completed | JobStatus::Failed | JobStatus::Cancelled)
-    }
-}
 
 /// What can happen to a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,25 +59,6 @@ pub fn next_status(status: JobStatus, event: JobEvent) -> Option<JobStatus> {
     }
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct TrainingJob {
-    pub id: String,
-    pub name: String,
-    pub status: String,
-    pub model: String,
-    pub dataset: String,
-    pub config: serde_json::Value,
-    pub metrics: serde_json::Value,
-    /// 0.0 to 1.0.
-    pub progress: f64,
-    pub error: Option<String>,
-    pub created_by: Option<String>,
-    pub created_at: String,
-    pub updated_at: String,
-    pub started_at: Option<String>,
-    pub completed_at: Option<String>,
-}
-
 /// What a new job is made of.
 pub struct NewJob<'a> {
     pub name: &'a str,
@@ -130,22 +70,22 @@ pub struct NewJob<'a> {
 const MAX_CONFIG_BYTES: usize = 64 * 1024;
 
 fn not_found(id: &str) -> VaultError {
-    VaultError::not_found("training_job_not_found", format!("No training job with id {id}."))
+    VaultError::not_found(ErrorCode::TrainingJobNotFound, format!("No training job with id {id}."))
 }
 
 pub async fn create(db: &Db, job: NewJob<'_>, actor: Option<&str>) -> Result<TrainingJob> {
     let config = job.config.unwrap_or_else(|| serde_json::json!({}));
     if !config.is_object() {
-        return Err(VaultError::invalid("invalid_request", "config: must be a JSON object"));
+        return Err(VaultError::invalid_field("config: must be a JSON object"));
     }
     if config.to_string().len() > MAX_CONFIG_BYTES {
-        return Err(VaultError::invalid("invalid_request", format!("config: at most {MAX_CONFIG_BYTES} bytes")));
+        return Err(VaultError::invalid_field(format!("config: at most {MAX_CONFIG_BYTES} bytes")));
     }
     let now = crate::time::now_rfc3339();
     let record = TrainingJob {
-        id: validate::new_id(),
+        id: crate::secrets::new_id(),
         name: validate::text("name", job.name, 200)?,
-        status: JobStatus::Queued.as_str().into(),
+        status: JobStatus::Queued,
         model: validate::text("model", job.model, 256)?,
         dataset: validate::text("dataset", job.dataset, 1024)?,
         config,
@@ -170,20 +110,8 @@ pub async fn create(db: &Db, job: NewJob<'_>, actor: Option<&str>) -> Result<Tra
     Ok(record)
 }
 
-pub async fn list(db: &Db, status: Option<&str>) -> Result<Vec<TrainingJob>> {
-    let status = match status {
-        Some(raw) => Some(
-            JobStatus::parse(raw)
-                .ok_or_else(|| {
-                    VaultError::invalid(
-                        "invalid_request",
-                        "status: must be one of queued, running, paused, completed, failed, cancelled",
-                    )
-                })?
-                .as_str(),
-        ),
-        None => None,
-    };
+/// Jobs, newest first; with `status`, only those in it.
+pub async fn list(db: &Db, status: Option<JobStatus>) -> Result<Vec<TrainingJob>> {
     storage::training::list(&db.connect().await?, status).await
 }
 
@@ -195,17 +123,16 @@ pub async fn get(db: &Db, id: &str) -> Result<TrainingJob> {
 pub async fn apply(db: &Db, id: &str, event: JobEvent, actor: Option<&str>) -> Result<TrainingJob> {
     let conn = db.connect().await?;
     let mut job = storage::training::get(&conn, id).await?.ok_or_else(|| not_found(id))?;
-    let current = JobStatus::parse(&job.status)
-        .ok_or_else(|| VaultError::internal("reading a training job", format!("unknown status {}", job.status)))?;
+    let current = job.status;
     let Some(next) = next_status(current, event) else {
         return Err(VaultError::conflict(
-            "invalid_state",
+            ErrorCode::InvalidState,
             format!("Cannot {} a training job that is {}.", event.verb(), current.as_str()),
         )
         .with_details(serde_json::json!({"status": current.as_str()})));
     };
     let now = crate::time::now_rfc3339();
-    job.status = next.as_str().into();
+    job.status = next;
     job.updated_at = now.clone();
     if next == JobStatus::Running && job.started_at.is_none() {
         job.started_at = Some(now.clone());
@@ -216,8 +143,8 @@ pub async fn apply(db: &Db, id: &str, event: JobEvent, actor: Option<&str>) -> R
     if next.is_terminal() {
         job.completed_at = Some(now);
     }
-    if !storage::training::update_if_status(&conn, &job, current.as_str()).await? {
-        return Err(VaultError::conflict("invalid_state", "The training job changed state meanwhile; retry."));
+    if !storage::training::update_if_status(&conn, &job, current).await? {
+        return Err(VaultError::conflict(ErrorCode::InvalidState, "The training job changed state meanwhile; retry."));
     }
     activity::record(
         db,
@@ -234,11 +161,10 @@ pub async fn apply(db: &Db, id: &str, event: JobEvent, actor: Option<&str>) -> R
 pub async fn delete(db: &Db, id: &str, actor: Option<&str>) -> Result<()> {
     let conn = db.connect().await?;
     let job = storage::training::get(&conn, id).await?.ok_or_else(|| not_found(id))?;
-    let terminal = JobStatus::parse(&job.status).is_some_and(JobStatus::is_terminal);
-    if !terminal || !storage::training::delete_if_status(&conn, id, &job.status).await? {
+    if !job.status.is_terminal() || !storage::training::delete_if_status(&conn, id, job.status).await? {
         return Err(VaultError::conflict(
-            "invalid_state",
-            format!("Cannot delete a training job that is {}; cancel it first.", job.status),
+            ErrorCode::InvalidState,
+            format!("Cannot delete a training job that is {}; cancel it first.", job.status.as_str()),
         ));
     }
     activity::record(db, "training.deleted", actor, Some(id), format!("Training job \"{}\" deleted", job.name)).await;
@@ -277,16 +203,16 @@ mod tests {
         let job = create(&db, NewJob { name: "ft", model: "m", dataset: "d.jsonl", config: None }, Some("admin"))
             .await
             .unwrap();
-        assert_eq!(job.status, "queued");
+        assert_eq!(job.status, JobStatus::Queued);
         let err = apply(&db, &job.id, JobEvent::Pause, None).await.unwrap_err();
-        assert_eq!((err.status(), err.code.as_ref()), (409, "invalid_state"));
+        assert_eq!((err.status(), err.code), (409, ErrorCode::InvalidState));
         assert_eq!(delete(&db, &job.id, None).await.unwrap_err().code, "invalid_state");
         let running = apply(&db, &job.id, JobEvent::Start, None).await.unwrap();
         assert!(running.started_at.is_some());
         apply(&db, &job.id, JobEvent::Pause, None).await.unwrap();
         apply(&db, &job.id, JobEvent::Resume, None).await.unwrap();
         let done = apply(&db, &job.id, JobEvent::Complete, None).await.unwrap();
-        assert_eq!((done.status.as_str(), done.progress), ("completed", 1.0));
+        assert_eq!((done.status, done.progress), (JobStatus::Completed, 1.0));
         assert!(done.completed_at.is_some());
         assert_eq!(apply(&db, &job.id, JobEvent::Cancel, None).await.unwrap_err().status(), 409);
         delete(&db, &job.id, None).await.unwrap();
@@ -300,6 +226,6 @@ mod tests {
         assert!(create(&db, bad_config, None).await.unwrap_err().message.starts_with("config"));
         let no_name = NewJob { name: " ", model: "m", dataset: "d", config: None };
         assert!(create(&db, no_name, None).await.unwrap_err().message.starts_with("name"));
-        assert!(list(&db, Some("sleeping")).await.unwrap_err().message.starts_with("status"));
+        assert!("sleeping".parse::<JobStatus>().unwrap_err().message.starts_with("status"));
     }
 }

@@ -1,34 +1,23 @@
 //! Users: the people keys belong to. Deactivating a user stops all of their keys on the
 //! next request (the key check joins on the user's state).
 
-use serde::Serialize;
-
 use crate::activity;
-use crate::error::{Result, VaultError};
+use crate::error::{ErrorCode, Result, VaultError};
+pub use crate::model::users::{Role, User};
 use crate::storage::{self, Db};
 use crate::validate;
-
-pub const ROLES: &[&str] = &["user", "admin"];
-
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct User {
-    pub id: String,
-    pub name: String,
-    pub email: String,
-    /// `user` or `admin`.
-    pub role: String,
-    pub is_active: bool,
-    pub created_at: String,
-    pub updated_at: String,
-}
 
 /// Changes to a user; absent fields stay as they are.
 #[derive(Debug, Clone, Default)]
 pub struct UserUpdate {
     pub name: Option<String>,
     pub email: Option<String>,
-    pub role: Option<String>,
+    pub role: Option<Role>,
     pub is_active: Option<bool>,
+}
+
+fn not_found(id: &str) -> VaultError {
+    VaultError::not_found(ErrorCode::UserNotFound, format!("No user with id {id}."))
 }
 
 fn email(value: &str) -> Result<String> {
@@ -36,37 +25,37 @@ fn email(value: &str) -> Result<String> {
     let valid = value.split_once('@').is_some_and(|(local, domain)| {
         !local.is_empty() && !domain.is_empty() && !domain.starts_with('.') && !value.contains(char::is_whitespace)
     });
-    if valid { Ok(value) } else { Err(VaultError::invalid("invalid_request", "email: not an email address")) }
+    if valid { Ok(value) } else { Err(VaultError::invalid_field("email: not an email address")) }
 }
 
 async fn ensure_email_free(conn: &libsql::Connection, email: &str, except_id: &str) -> Result<()> {
     if storage::users::email_taken(conn, email, except_id).await? {
-        return Err(VaultError::conflict("email_taken", format!("email: {email} is already used by another user")));
+        return Err(VaultError::conflict(
+            ErrorCode::EmailTaken,
+            format!("email: {email} is already used by another user"),
+        ));
     }
     Ok(())
 }
 
-pub async fn create(db: &Db, name: &str, email_address: &str, role: &str, actor: Option<&str>) -> Result<User> {
+pub async fn create(db: &Db, name: &str, email_address: &str, role: Role, actor: Option<&str>) -> Result<User> {
     let name = validate::text("name", name, 200)?;
     let email_address = email(email_address)?;
-    let role = validate::one_of("role", role, ROLES)?;
     let conn = db.connect().await?;
     ensure_email_free(&conn, &email_address, "").await?;
-    let id = validate::new_id();
+    let id = crate::secrets::new_id();
     let now = crate::time::now_rfc3339();
     storage::users::insert(
         &conn,
-        &storage::users::NewUser { id: &id, name: &name, email: &email_address, role: &role, created_at: &now },
+        &storage::users::NewUser { id: &id, name: &name, email: &email_address, role, created_at: &now },
     )
     .await?;
-    activity::record(db, "user.created", actor, Some(&id), format!("User {name} ({role}) created")).await;
+    activity::record(db, "user.created", actor, Some(&id), format!("User {name} ({}) created", role.as_str())).await;
     get(db, &id).await
 }
 
 pub async fn get(db: &Db, id: &str) -> Result<User> {
-    storage::users::get(&db.connect().await?, id)
-        .await?
-        .ok_or_else(|| VaultError::not_found("user_not_found", format!("No user with id {id}.")))
+    storage::users::get(&db.connect().await?, id).await?.ok_or_else(|| not_found(id))
 }
 
 pub async fn list(db: &Db) -> Result<Vec<User>> {
@@ -75,9 +64,7 @@ pub async fn list(db: &Db) -> Result<Vec<User>> {
 
 pub async fn update(db: &Db, id: &str, changes: UserUpdate, actor: Option<&str>) -> Result<User> {
     let conn = db.connect().await?;
-    let mut user = storage::users::get(&conn, id)
-        .await?
-        .ok_or_else(|| VaultError::not_found("user_not_found", format!("No user with id {id}.")))?;
+    let mut user = storage::users::get(&conn, id).await?.ok_or_else(|| not_found(id))?;
     if let Some(name) = changes.name {
         user.name = validate::text("name", &name, 200)?;
     }
@@ -86,7 +73,7 @@ pub async fn update(db: &Db, id: &str, changes: UserUpdate, actor: Option<&str>)
         ensure_email_free(&conn, &user.email, id).await?;
     }
     if let Some(role) = changes.role {
-        user.role = validate::one_of("role", &role, ROLES)?;
+        user.role = role;
     }
     if let Some(active) = changes.is_active {
         user.is_active = active;
@@ -101,7 +88,7 @@ pub async fn update(db: &Db, id: &str, changes: UserUpdate, actor: Option<&str>)
 pub async fn deactivate(db: &Db, id: &str, actor: Option<&str>) -> Result<User> {
     let conn = db.connect().await?;
     if !storage::users::set_active(&conn, id, false, &crate::time::now_rfc3339()).await? {
-        return Err(VaultError::not_found("user_not_found", format!("No user with id {id}.")));
+        return Err(not_found(id));
     }
     let user = get(db, id).await?;
     activity::record(db, "user.deactivated", actor, Some(id), format!("User {} deactivated", user.name)).await;
@@ -115,16 +102,15 @@ mod tests {
     #[tokio::test]
     async fn users_are_created_validated_updated_and_deactivated() {
         let (_dir, db) = storage::test_db().await;
-        let user = create(&db, "Dr. Smith", "smith@clinic.example", "user", Some("admin")).await.unwrap();
+        let user = create(&db, "Dr. Smith", "smith@clinic.example", Role::User, Some("admin")).await.unwrap();
         assert!(user.is_active);
-        assert_eq!(create(&db, "Other", "SMITH@clinic.example", "user", None).await.unwrap_err().code, "email_taken");
-        assert!(create(&db, "", "a@b", "user", None).await.unwrap_err().message.starts_with("name"));
-        assert!(create(&db, "A", "nope", "user", None).await.unwrap_err().message.starts_with("email"));
-        assert!(create(&db, "A", "a@b", "root", None).await.unwrap_err().message.starts_with("role"));
-        let changed = update(&db, &user.id, UserUpdate { role: Some("admin".into()), ..UserUpdate::default() }, None)
-            .await
-            .unwrap();
-        assert_eq!(changed.role, "admin");
+        let taken = create(&db, "Other", "SMITH@clinic.example", Role::User, None).await.unwrap_err();
+        assert_eq!(taken.code, "email_taken");
+        assert!(create(&db, "", "a@b", Role::User, None).await.unwrap_err().message.starts_with("name"));
+        assert!(create(&db, "A", "nope", Role::User, None).await.unwrap_err().message.starts_with("email"));
+        let changed =
+            update(&db, &user.id, UserUpdate { role: Some(Role::Admin), ..UserUpdate::default() }, None).await.unwrap();
+        assert_eq!(changed.role, Role::Admin);
         assert!(!deactivate(&db, &user.id, None).await.unwrap().is_active);
         assert_eq!(deactivate(&db, "missing", None).await.unwrap_err().status(), 404);
         let feed = activity::recent(&db, None, None).await.unwrap();

@@ -2,24 +2,16 @@
 //! front of a given upstream or the built-in fake one — for test harnesses and notebooks.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use pyo3::prelude::*;
-use vault_core::config::{self, Config};
-use vault_core::{Vault, VaultError};
+use vault_core::config;
+use vault_core::{ErrorCode, VaultError};
+use vault_server::embedded::{EmbeddedGateway, FakeOptions, Upstream};
 
 use crate::convert::{run, to_py_err};
-
-struct Running {
-    url: String,
-    upstream_url: String,
-    stop: tokio::sync::oneshot::Sender<()>,
-    served: tokio::task::JoinHandle<std::io::Result<()>>,
-    fake: Option<fake_vllm::RunningFake>,
-}
 
 /// A gateway running in this process on ``127.0.0.1`` and a free port.
 ///
@@ -35,14 +27,14 @@ struct Running {
 ///     db_url: the database file (default: ``<data_dir>/vault.db``).
 ///     token_delay_ms: the fake upstream's delay between streamed tokens.
 ///     upstream_timeout: seconds the upstream may take to start answering.
-#[pyclass(module = "vault._vault")]
-pub struct Gateway {
+#[pyclass(name = "Gateway", module = "vault._vault")]
+pub struct PyGateway {
     upstream: Option<String>,
     data_dir: String,
     db_url: Option<String>,
     token_delay_ms: u64,
     upstream_timeout: Option<f64>,
-    running: Mutex<Option<Running>>,
+    running: Mutex<Option<EmbeddedGateway>>,
 }
 
 fn fresh_data_dir() -> String {
@@ -52,18 +44,21 @@ fn fresh_data_dir() -> String {
 }
 
 fn not_running() -> PyErr {
-    to_py_err(VaultError::conflict("gateway_not_running", "The gateway is not running; call start() or use `with`."))
+    to_py_err(VaultError::conflict(
+        ErrorCode::GatewayNotRunning,
+        "The gateway is not running; call start() or use `with`.",
+    ))
 }
 
-impl Gateway {
-    fn with_running<T>(&self, f: impl FnOnce(&Running) -> T) -> PyResult<T> {
+impl PyGateway {
+    fn with_running<T>(&self, f: impl FnOnce(&EmbeddedGateway) -> T) -> PyResult<T> {
         let running = self.running.lock().map_err(|_| not_running())?;
         running.as_ref().map(f).ok_or_else(not_running)
     }
 }
 
 #[pymethods]
-impl Gateway {
+impl PyGateway {
     #[new]
     #[pyo3(signature = (upstream=None, *, data_dir=None, db_url=None, token_delay_ms=0, upstream_timeout=None))]
     fn new(
@@ -72,8 +67,8 @@ impl Gateway {
         db_url: Option<String>,
         token_delay_ms: u64,
         upstream_timeout: Option<f64>,
-    ) -> Gateway {
-        Gateway {
+    ) -> PyGateway {
+        PyGateway {
             upstream,
             data_dir: data_dir.unwrap_or_else(fresh_data_dir),
             db_url,
@@ -87,7 +82,7 @@ impl Gateway {
     fn start(&self, py: Python<'_>) -> PyResult<()> {
         let mut running = self.running.lock().map_err(|_| not_running())?;
         if running.is_some() {
-            return Err(to_py_err(VaultError::conflict("gateway_running", "The gateway is already running.")));
+            return Err(to_py_err(VaultError::conflict(ErrorCode::GatewayRunning, "The gateway is already running.")));
         }
         let mut overrides: config::Overrides = HashMap::new();
         overrides.insert(config::VAULT_HOST, "127.0.0.1".into());
@@ -99,32 +94,14 @@ impl Gateway {
         if let Some(timeout) = self.upstream_timeout {
             overrides.insert(config::VAULT_UPSTREAM_TIMEOUT, timeout.to_string());
         }
-        let upstream = self.upstream.clone();
-        let token_delay = Duration::from_millis(self.token_delay_ms);
-        let started = run(py, async move {
-            let fake = match upstream {
-                Some(_) => None,
-                None => {
-                    let options = fake_vllm::Options { token_delay, ..Default::default() };
-                    Some(
-                        fake_vllm::start(SocketAddr::from(([127, 0, 0, 1], 0)), options)
-                            .await
-                            .map_err(|e| VaultError::internal("starting the fake upstream", e))?,
-                    )
-                }
-            };
-            let upstream_url = upstream.unwrap_or_else(|| fake.as_ref().map(|f| f.base_url()).unwrap_or_default());
-            overrides.insert(config::VLLM_BASE_URL, upstream_url.clone());
-            let vault = Vault::open(Config::load(&overrides)?).await?;
-            let server = vault_server::Server::bind(vault).await?;
-            let url = format!("http://{}", server.local_addr());
-            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let served = tokio::spawn(server.run(async move {
-                let _ = stopped.await;
-            }));
-            Ok(Running { url, upstream_url, stop, served, fake })
-        })?;
-        *running = Some(started);
+        let upstream = match &self.upstream {
+            Some(url) => Upstream::Url(url.clone()),
+            None => Upstream::Fake(FakeOptions {
+                token_delay: Duration::from_millis(self.token_delay_ms),
+                ..Default::default()
+            }),
+        };
+        *running = Some(run(py, EmbeddedGateway::start(overrides, upstream))?);
         Ok(())
     }
 
@@ -132,14 +109,7 @@ impl Gateway {
     fn stop(&self, py: Python<'_>) -> PyResult<()> {
         let taken = self.running.lock().map_err(|_| not_running())?.take();
         let Some(running) = taken else { return Ok(()) };
-        run(py, async move {
-            let _ = running.stop.send(());
-            let served = running.served.await.map_err(|e| VaultError::internal("stopping the gateway", e))?;
-            if let Some(fake) = running.fake {
-                fake.stop().await;
-            }
-            served.map_err(|e| VaultError::internal("serving", e))
-        })
+        run(py, running.stop())
     }
 
     /// Whether it is serving.
@@ -151,13 +121,13 @@ impl Gateway {
     /// ``http://127.0.0.1:<port>``; add ``/v1`` for an OpenAI client.
     #[getter]
     fn url(&self) -> PyResult<String> {
-        self.with_running(|r| r.url.clone())
+        self.with_running(|r| r.url().to_string())
     }
 
     /// The upstream it forwards to (the fake's URL when it runs the fake).
     #[getter]
     fn upstream_url(&self) -> PyResult<String> {
-        self.with_running(|r| r.upstream_url.clone())
+        self.with_running(|r| r.upstream_url().to_string())
     }
 
     /// Its data directory; ``vault.Vault.open(data_dir=gw.data_dir)`` reads its database.
@@ -178,20 +148,20 @@ impl Gateway {
     }
 
     fn __repr__(&self) -> String {
-        match self.with_running(|r| r.url.clone()) {
+        match self.with_running(|r| r.url().to_string()) {
             Ok(url) => format!("Gateway(url={url:?})"),
             Err(_) => "Gateway(stopped)".into(),
         }
     }
 }
 
-impl Drop for Gateway {
+impl Drop for PyGateway {
     fn drop(&mut self) {
         // Dropped while running (no `with`, no stop()): ask it to stop; the runtime finishes it.
         if let Ok(mut running) = self.running.lock()
             && let Some(running) = running.take()
         {
-            let _ = running.stop.send(());
+            running.stop_in_background();
         }
     }
 }

@@ -10,11 +10,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use pyo3::prelude::*;
-use vault_core::audit::{self, ExportFormat, Filter};
+use vault_core::audit::{self, AuditFilter, ExportFormat};
 use vault_core::config::{self, Config};
 use vault_core::keys::{self, Principal, Scope};
 use vault_core::storage::Db;
-use vault_core::validate::Page;
 use vault_core::{VaultError, conversations, setup, training, users};
 
 use crate::convert::{run, to_py, to_py_err};
@@ -132,8 +131,7 @@ impl Keys {
     ///     user_id: the user the key acts for.
     #[pyo3(signature = (label, scope="user", user_id=None))]
     fn create(&self, py: Python<'_>, label: String, scope: &str, user_id: Option<String>) -> PyResult<Py<PyAny>> {
-        let scope = Scope::parse(scope)
-            .ok_or_else(|| to_py_err(VaultError::invalid("invalid_request", "scope: must be one of user, admin")))?;
+        let scope: Scope = scope.parse().map_err(to_py_err)?;
         let db = self.db.clone();
         let created =
             run(py, async move { keys::create(&db, &label, scope, user_id.as_deref(), Some("python")).await })?;
@@ -152,13 +150,7 @@ impl Keys {
     /// revoked or deactivated key, and ``Forbidden`` when ``scope="admin"`` is asked of a user key.
     #[pyo3(signature = (key, scope=None))]
     fn check(&self, py: Python<'_>, key: String, scope: Option<&str>) -> PyResult<Py<PyAny>> {
-        let need_admin = match scope {
-            None | Some("user") => false,
-            Some("admin") => true,
-            Some(_) => {
-                return Err(to_py_err(VaultError::invalid("invalid_request", "scope: must be one of user, admin")));
-            }
-        };
+        let need_admin = scope.map(str::parse).transpose().map_err(to_py_err)? == Some(Scope::Admin);
         let db = self.db.clone();
         let principal = run(py, async move {
             let principal = keys::Authenticator::new(db).await?.authenticate(&key).await?;
@@ -199,8 +191,9 @@ impl Users {
     ///     role: ``"user"`` or ``"admin"``.
     #[pyo3(signature = (name, email, role="user"))]
     fn create(&self, py: Python<'_>, name: String, email: String, role: &str) -> PyResult<Py<PyAny>> {
-        let (db, role) = (self.db.clone(), role.to_string());
-        to_py(py, &run(py, async move { users::create(&db, &name, &email, &role, Some("python")).await })?)
+        let role: users::Role = role.parse().map_err(to_py_err)?;
+        let db = self.db.clone();
+        to_py(py, &run(py, async move { users::create(&db, &name, &email, role, Some("python")).await })?)
     }
 
     /// Lists users, oldest first.
@@ -228,9 +221,9 @@ impl Conversations {
     /// ``{"items": [...], "total": n, "limit": l, "offset": o}``.
     #[pyo3(signature = (user_id, limit=20, offset=0))]
     fn list(&self, py: Python<'_>, user_id: String, limit: u32, offset: u32) -> PyResult<Py<PyAny>> {
-        let page = Page::new(Some(limit), Some(offset), 20, 100).map_err(to_py_err)?;
         let db = self.db.clone();
-        to_py(py, &run(py, async move { conversations::list(&db, &Principal::for_user(&user_id), page).await })?)
+        let who = Principal::for_user(&user_id);
+        to_py(py, &run(py, async move { conversations::list(&db, &who, Some(limit), Some(offset)).await })?)
     }
 
     /// One of the user's conversations with its messages.
@@ -245,7 +238,7 @@ impl Conversations {
     /// One of the user's conversations as a document: ``format`` is ``"json"`` or ``"markdown"``.
     #[pyo3(signature = (user_id, conversation_id, format="json"))]
     fn export(&self, py: Python<'_>, user_id: String, conversation_id: String, format: &str) -> PyResult<String> {
-        let format = conversations::ExportFormat::parse(format).map_err(to_py_err)?;
+        let format: conversations::ExportFormat = format.parse().map_err(to_py_err)?;
         let db = self.db.clone();
         run(
             py,
@@ -265,8 +258,9 @@ impl TrainingJobs {
     /// Jobs, newest first; ``status`` keeps only jobs in that state.
     #[pyo3(signature = (status=None))]
     fn list(&self, py: Python<'_>, status: Option<String>) -> PyResult<Py<PyAny>> {
+        let status = status.as_deref().map(str::parse).transpose().map_err(to_py_err)?;
         let db = self.db.clone();
-        to_py(py, &run(py, async move { training::list(&db, status.as_deref()).await })?)
+        to_py(py, &run(py, async move { training::list(&db, status).await })?)
     }
 
     /// One job with its config and metrics.
@@ -292,8 +286,8 @@ fn filter(
     model: Option<String>,
     since: Option<String>,
     until: Option<String>,
-) -> Filter {
-    Filter { user_id, key_prefix, method, path_prefix: path, status, model, since, until }
+) -> AuditFilter {
+    AuditFilter { user_id, key_prefix, method, path_prefix: path, status, model, since, until }
 }
 
 #[pymethods]
@@ -347,13 +341,12 @@ impl Audit {
         since: Option<String>,
         until: Option<String>,
     ) -> PyResult<u64> {
-        let format = ExportFormat::parse(format).map_err(to_py_err)?;
+        let format: ExportFormat = format.parse().map_err(to_py_err)?;
         let filter = filter(user_id, key_prefix, method, path_prefix, status, model, since, until);
         let db = self.db.clone();
         run(py, async move {
-            let file = std::fs::File::create(&path).map_err(|e| {
-                VaultError::invalid("invalid_request", format!("path: cannot create {}: {e}", path.display()))
-            })?;
+            let file = std::fs::File::create(&path)
+                .map_err(|e| VaultError::invalid_field(format!("path: cannot create {}: {e}", path.display())))?;
             let mut out = std::io::BufWriter::new(file);
             audit::export(&db, &filter, format, &mut out).await
         })
@@ -368,7 +361,7 @@ impl Audit {
 fn check_upstream(py: Python<'_>, url: String, timeout: f64) -> PyResult<Py<PyAny>> {
     use vault_core::inference::InferenceBackend;
     if !(timeout.is_finite() && timeout > 0.0) {
-        return Err(to_py_err(VaultError::invalid("invalid_request", "timeout: must be a positive number of seconds")));
+        return Err(to_py_err(VaultError::invalid_field("timeout: must be a positive number of seconds")));
     }
     let models = run(py, async move {
         let backend = vault_core::inference::vllm::VllmBackend::new(&url, std::time::Duration::from_secs_f64(timeout))?;
@@ -386,7 +379,7 @@ fn _vault(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Conversations>()?;
     m.add_class::<TrainingJobs>()?;
     m.add_class::<Audit>()?;
-    m.add_class::<gateway::Gateway>()?;
+    m.add_class::<gateway::PyGateway>()?;
     m.add_function(wrap_pyfunction!(check_upstream, m)?)?;
     Ok(())
 }

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use poem::Request;
 use poem_openapi::SecurityScheme;
 use poem_openapi::auth::Bearer;
-use vault_core::Vault;
 use vault_core::audit::RequestAudit;
 use vault_core::keys::Principal;
+use vault_core::{Vault, VaultError};
 
 use crate::error::ApiError;
 
@@ -33,22 +33,8 @@ async fn check_admin_scope(req: &Request, bearer: Bearer) -> poem::Result<Princi
 }
 
 async fn authenticate(req: &Request, token: &str) -> poem::Result<Principal> {
-    let vault = req
-        .data::<Arc<Vault>>()
-        .ok_or_else(|| ApiError(vault_core::VaultError::internal("checking a key", "the server state is missing")))?;
-    let audit = req.extensions().get::<Arc<RequestAudit>>();
-    match vault.auth.authenticate(token).await {
-        Ok(principal) => {
-            if let Some(audit) = audit {
-                audit.set_principal(&principal);
-            }
-            Ok(principal)
-        }
-        Err(err) => {
-            if let Some(audit) = audit {
-                audit.set_presented_key(token);
-            }
-            Err(ApiError(err).into())
-        }
-    }
+    let missing = || ApiError(VaultError::internal("checking a key", "the request state is missing"));
+    let vault = req.data::<Arc<Vault>>().ok_or_else(missing)?;
+    let audit = req.extensions().get::<Arc<RequestAudit>>().ok_or_else(missing)?;
+    Ok(vault.authenticate(token, audit).await.map_err(ApiError)?)
 }

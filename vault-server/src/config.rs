@@ -1,4 +1,5 @@
-//! Command-line flags for every setting of SPEC §2; each also reads its environment variable.
+//! Command-line flags for every setting (the README lists them); each also reads its
+//! environment variable.
 
 use clap::Args;
 use vault_core::config::{self, Overrides};

@@ -1,11 +1,12 @@
-//! Every error the server answers, in the one shape of SPEC §4 — the framework's own
+//! Every error the server answers, in the one shape the README documents
+//! (`{"error": {"code", "message", "status", "details"}}`) — the framework's own
 //! (unknown route, wrong method, unreadable body, missing key) included.
 
 use poem::http::StatusCode;
 use poem::{IntoResponse, Response};
 use poem_openapi::registry::{MetaMediaType, MetaResponse, MetaResponses, Registry};
 use poem_openapi::{ApiResponse, Object};
-use vault_core::{ErrorKind, VaultError};
+use vault_core::{ErrorCode, ErrorKind, VaultError};
 
 /// A core error on its way out of a handler.
 #[derive(Debug)]
@@ -25,10 +26,6 @@ impl std::fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
-/// The error code of a response, kept for the audit row.
-#[derive(Debug, Clone)]
-pub struct ErrorCode(pub String);
-
 /// Renders an error as a response in the API's shape.
 pub fn error_response(err: &VaultError) -> Response {
     let status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -37,7 +34,8 @@ pub fn error_response(err: &VaultError) -> Response {
     if err.kind == ErrorKind::RateLimited {
         response.headers_mut().insert("retry-after", poem::http::HeaderValue::from_static("1"));
     }
-    response.extensions_mut().insert(ErrorCode(err.code.to_string()));
+    // Kept on the response for the audit row.
+    response.extensions_mut().insert(err.code);
     response
 }
 
@@ -66,13 +64,57 @@ pub struct ErrorBody {
 #[derive(Object)]
 pub struct ErrorDetail {
     /// A stable snake_case identifier clients can switch on.
-    pub code: String,
+    pub code: CodeName,
     /// A sentence for humans.
     pub message: String,
     /// The HTTP status, repeated.
     pub status: u16,
     /// More about the error, such as a `suggestion`.
     pub details: Option<serde_json::Value>,
+}
+
+/// An error code in the spec: a string, one of the catalogue's.
+pub struct CodeName(pub ErrorCode);
+
+impl poem_openapi::types::Type for CodeName {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> std::borrow::Cow<'static, str> {
+        "ErrorCode".into()
+    }
+
+    fn schema_ref() -> poem_openapi::registry::MetaSchemaRef {
+        let mut schema = poem_openapi::registry::MetaSchema::new("string");
+        schema.enum_items = ErrorCode::ALL.iter().map(|c| c.as_str().into()).collect();
+        poem_openapi::registry::MetaSchemaRef::Inline(Box::new(schema))
+    }
+
+    fn as_raw_value(&self) -> Option<&Self> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self> + 'a> {
+        Box::new(std::iter::once(self))
+    }
+}
+
+impl poem_openapi::types::ToJSON for CodeName {
+    fn to_json(&self) -> Option<serde_json::Value> {
+        Some(self.0.as_str().into())
+    }
+}
+
+impl poem_openapi::types::ParseFromJSON for CodeName {
+    fn parse_from_json(value: Option<serde_json::Value>) -> poem_openapi::types::ParseResult<Self> {
+        let name = value.as_ref().and_then(|v| v.as_str()).unwrap_or_default();
+        ErrorCode::ALL
+            .iter()
+            .find(|c| c.as_str() == name)
+            .map(|c| CodeName(*c))
+            .ok_or_else(|| poem_openapi::types::ParseError::custom("not an error code"))
+    }
 }
 
 /// The statuses any operation may answer with, documented once.
@@ -123,27 +165,27 @@ pub fn from_poem_error(err: poem::Error) -> VaultError {
             .with_suggestion("Send `Authorization: Bearer vault_sk_…` with a key created by an admin.");
     }
     if err.is::<ContentTypeError>() {
-        return VaultError::new(ErrorKind::UnsupportedMediaType, "unsupported_media_type", err.to_string())
+        return VaultError::new(ErrorKind::UnsupportedMediaType, ErrorCode::UnsupportedMediaType, err.to_string())
             .with_suggestion("Send the body as JSON with `Content-Type: application/json`.");
     }
     if err.is::<ParseRequestPayloadError>() || err.is::<ParseParamError>() {
-        return VaultError::invalid("invalid_request", err.to_string());
+        return VaultError::invalid_field(err.to_string());
     }
     let status = err.status();
     match status {
-        StatusCode::NOT_FOUND => VaultError::not_found("not_found", "There is no such route."),
+        StatusCode::NOT_FOUND => VaultError::not_found(ErrorCode::NotFound, "There is no such route."),
         StatusCode::METHOD_NOT_ALLOWED => VaultError::new(
             ErrorKind::MethodNotAllowed,
-            "method_not_allowed",
+            ErrorCode::MethodNotAllowed,
             "This route does not accept this method.",
         ),
         StatusCode::PAYLOAD_TOO_LARGE => {
-            VaultError::new(ErrorKind::PayloadTooLarge, "payload_too_large", "The request body is too large.")
+            VaultError::new(ErrorKind::PayloadTooLarge, ErrorCode::PayloadTooLarge, "The request body is too large.")
         }
         StatusCode::UNSUPPORTED_MEDIA_TYPE => {
-            VaultError::new(ErrorKind::UnsupportedMediaType, "unsupported_media_type", err.to_string())
+            VaultError::new(ErrorKind::UnsupportedMediaType, ErrorCode::UnsupportedMediaType, err.to_string())
         }
-        s if s.is_client_error() => VaultError::invalid("invalid_request", err.to_string()),
+        s if s.is_client_error() => VaultError::invalid_field(err.to_string()),
         _ => VaultError::internal("serving a request", err),
     }
 }

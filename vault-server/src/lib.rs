@@ -5,9 +5,12 @@ mod api;
 pub mod auth;
 pub mod config;
 mod dto;
+mod edge;
+#[cfg(feature = "demo")]
+pub mod embedded;
 mod error;
-mod gateway;
 mod passthrough;
+mod payload;
 mod schemas;
 mod server;
 

@@ -1,14 +1,11 @@
 //! `vault-server`: serve the gateway, or `vault-server demo` for a self-contained try-out.
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use vault_core::config::{Config, VAULT_DATA_DIR, VAULT_LOG_LEVEL, VLLM_BASE_URL};
-use vault_core::keys::{self, Scope};
-use vault_core::{Vault, VaultError};
+use vault_core::config::{Config, VAULT_LOG_LEVEL};
+use vault_core::{ErrorCode, Vault, VaultError};
 use vault_server::Server;
 use vault_server::config::ConfigArgs;
 
@@ -28,6 +25,7 @@ enum Command {
     /// Serve the API (the default).
     Serve,
     /// Serve with a built-in fake upstream and a fresh admin key, to try Vault at once.
+    #[cfg(feature = "demo")]
     Demo,
     /// Print the OpenAPI document and exit.
     Openapi,
@@ -38,6 +36,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(&cli.config).await,
+        #[cfg(feature = "demo")]
         Command::Demo => demo(&cli.config).await,
         Command::Openapi => writeln!(std::io::stdout(), "{}", vault_server::spec_json())
             .map_err(|e| VaultError::internal("printing the spec", e)),
@@ -46,14 +45,14 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             let _ = writeln!(std::io::stderr(), "vault-server: {}", err.message);
-            ExitCode::from(if err.code == "invalid_config" { 2 } else { 1 })
+            ExitCode::from(if err.code == ErrorCode::InvalidConfig { 2 } else { 1 })
         }
     }
 }
 
 fn init_logging(config: &Config) -> Result<(), VaultError> {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
-        .map_err(|e| VaultError::invalid("invalid_config", format!("{VAULT_LOG_LEVEL}: {e}")))?;
+        .map_err(|e| VaultError::config(format!("{VAULT_LOG_LEVEL}: {e}")))?;
     tracing_subscriber::fmt()
         .json()
         .flatten_event(true)
@@ -78,21 +77,21 @@ async fn serve(args: &ConfigArgs) -> Result<(), VaultError> {
     server.run(vault_server::shutdown_signal()).await.map_err(|e| VaultError::internal("serving", e))
 }
 
+#[cfg(feature = "demo")]
 async fn demo(args: &ConfigArgs) -> Result<(), VaultError> {
+    use vault_core::config::VAULT_DATA_DIR;
+    use vault_core::keys::{self, Scope};
+    use vault_server::embedded::{EmbeddedGateway, FakeOptions, Upstream};
+
     let mut overrides = args.overrides();
     overrides.entry(VAULT_DATA_DIR).or_insert_with(|| "./data/demo".into());
-    let fake_options = fake_vllm::Options { token_delay: Duration::from_millis(40), ..Default::default() };
-    let model = fake_options.models.first().cloned().unwrap_or_default();
-    let fake = fake_vllm::start(SocketAddr::from(([127, 0, 0, 1], 0)), fake_options)
-        .await
-        .map_err(|e| VaultError::internal("starting the fake upstream", e))?;
-    overrides.insert(VLLM_BASE_URL, fake.base_url());
-    let config = Config::load(&overrides)?;
-    init_logging(&config)?;
-    let vault = Vault::open(config).await?;
+    init_logging(&Config::load(&overrides)?)?;
+    let fake = FakeOptions { token_delay: std::time::Duration::from_millis(40), ..Default::default() };
+    let model = fake.models.first().cloned().unwrap_or_default();
+    let gateway = EmbeddedGateway::start(overrides, Upstream::Fake(fake)).await?;
+    let vault = gateway.vault.clone();
     let admin = keys::create(&vault.db, "demo admin", Scope::Admin, None, Some("demo")).await?;
-    let server = Server::bind(vault.clone()).await?;
-    let url = format!("http://{}", server.local_addr());
+    let url = gateway.url();
     let banner = format!(
         "\nVault demo is running at {url}\n\
          \x20 upstream : built-in fake vLLM at {upstream} (no GPU needed)\n\
@@ -103,13 +102,12 @@ async fn demo(args: &ConfigArgs) -> Result<(), VaultError> {
          \x20   -H \"Authorization: Bearer {key}\" -H \"Content-Type: application/json\" \\\n\
          \x20   -d '{{\"model\": \"{model}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Hello\"}}], \"stream\": true}}'\n\n\
          API docs: {url}/docs    Stop: Ctrl-C\n",
-        upstream = fake.base_url(),
+        upstream = gateway.upstream_url(),
         db = vault.config.data_dir.join("vault.db").display(),
         key = admin.key,
         prefix = admin.info.prefix,
     );
     let _ = writeln!(std::io::stdout(), "{banner}");
-    let served = server.run(vault_server::shutdown_signal()).await;
-    fake.stop().await;
-    served.map_err(|e| VaultError::internal("serving", e))
+    vault_server::shutdown_signal().await;
+    gateway.stop().await
 }

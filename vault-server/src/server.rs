@@ -8,10 +8,10 @@ use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
 use poem::middleware::Cors;
 use poem::{Endpoint, EndpointExt, Route};
 use poem_openapi::OpenApiService;
-use vault_core::{ErrorKind, Vault, VaultError};
+use vault_core::{Vault, VaultError};
 
 use crate::api::{Api, api};
-use crate::gateway::Gateway;
+use crate::edge::Edge;
 
 /// How long in-flight requests (streams included) may run on after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -42,7 +42,7 @@ pub fn app(vault: Arc<Vault>) -> impl Endpoint + 'static {
             .allow_headers(["authorization", "content-type", "x-request-id"])
             .expose_headers(["x-request-id"])
     });
-    routes.with_if(cors.is_some(), cors.unwrap_or_default()).with(Gateway::new(vault))
+    routes.with_if(cors.is_some(), cors.unwrap_or_default()).with(Edge::new(vault))
 }
 
 /// A bound server, not yet serving.
@@ -56,9 +56,10 @@ impl Server {
     /// Binds the configured address (port 0 picks a free one).
     pub async fn bind(vault: Arc<Vault>) -> Result<Server, VaultError> {
         let wanted = vault.config.listen_addr();
-        let acceptor = TcpListener::bind(wanted).into_acceptor().await.map_err(|e| {
-            VaultError::new(ErrorKind::Invalid, "invalid_config", format!("VAULT_PORT: cannot listen on {wanted}: {e}"))
-        })?;
+        let acceptor = TcpListener::bind(wanted)
+            .into_acceptor()
+            .await
+            .map_err(|e| VaultError::config(format!("VAULT_PORT: cannot listen on {wanted}: {e}")))?;
         let addr = acceptor.local_addr().first().and_then(|a| a.as_socket_addr().copied()).unwrap_or(wanted);
         Ok(Server { acceptor, addr, vault })
     }

@@ -10,12 +10,15 @@ pub mod vllm;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
 use serde::Deserialize;
 
-use crate::error::{ErrorKind, Result, VaultError};
+use crate::audit::RequestAudit;
+use crate::error::{ErrorCode, ErrorKind, Result, VaultError};
 use crate::manifest::Manifest;
+pub use crate::model::usage::Usage;
 
 pub use stream::{ProxyStream, StreamOutcome};
 
@@ -44,15 +47,6 @@ impl Route {
     }
 }
 
-/// Tokens of one request, as the upstream counted them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-pub struct Usage {
-    #[serde(default)]
-    pub prompt_tokens: u64,
-    #[serde(default)]
-    pub completion_tokens: u64,
-}
-
 /// What the upstream answered, before Vault looks inside.
 pub enum UpstreamReply {
     /// A complete JSON body with a success status.
@@ -77,6 +71,13 @@ pub trait InferenceBackend: Send + Sync {
 pub enum Proxied {
     Complete { body: Bytes, model: Option<String>, usage: Option<Usage> },
     Stream { stream: ProxyStream, model: Option<String> },
+}
+
+/// An answer ready to send, whose audit record is taken care of: a JSON body (the record
+/// is complete), or an event stream (the stream completes the record when it ends).
+pub enum Answer {
+    Json(Bytes),
+    Stream(ProxyStream),
 }
 
 /// The fields of a request body Vault needs to read; the rest is not parsed.
@@ -105,32 +106,32 @@ fn prepare(route: Route, body: Bytes) -> Result<Prepared> {
     let peek: Peek = match serde_json::from_slice(&body) {
         Ok(peek) if first == Some(&b'{') => peek,
         Ok(_) => {
-            return Err(VaultError::invalid("invalid_request", "body: must be a JSON object"));
+            return Err(VaultError::invalid_field("body: must be a JSON object"));
         }
         Err(e) if e.is_syntax() || e.is_eof() => {
-            return Err(VaultError::invalid("invalid_json", format!("body: not valid JSON ({e})")));
+            return Err(VaultError::invalid(ErrorCode::InvalidJson, format!("body: not valid JSON ({e})")));
         }
         Err(_) if first != Some(&b'{') => {
-            return Err(VaultError::invalid("invalid_request", "body: must be a JSON object"));
+            return Err(VaultError::invalid_field("body: must be a JSON object"));
         }
-        Err(e) => return Err(VaultError::invalid("invalid_request", format!("body: {e}"))),
+        Err(e) => return Err(VaultError::invalid_field(format!("body: {e}"))),
     };
     let model = match peek.model {
         None | Some(serde_json::Value::Null) => None,
         Some(serde_json::Value::String(m)) => Some(m),
         Some(_) => {
-            return Err(VaultError::invalid("invalid_request", "model: must be a string"));
+            return Err(VaultError::invalid_field("model: must be a string"));
         }
     };
     let stream = match peek.stream {
         None | Some(serde_json::Value::Null) => false,
         Some(serde_json::Value::Bool(b)) => b,
         Some(_) => {
-            return Err(VaultError::invalid("invalid_request", "stream: must be a boolean"));
+            return Err(VaultError::invalid_field("stream: must be a boolean"));
         }
     };
     if stream && !route.can_stream() {
-        return Err(VaultError::invalid("invalid_request", "stream: this endpoint does not stream"));
+        return Err(VaultError::invalid_field("stream: this endpoint does not stream"));
     }
     if !stream {
         // Forwarded byte for byte; the upstream judges everything else (and rejects
@@ -146,7 +147,7 @@ fn prepare(route: Route, body: Bytes) -> Result<Prepared> {
         return Ok(Prepared { body, model, stream, client_wants_usage });
     }
     let mut value: serde_json::Value = serde_json::from_slice(&body)
-        .map_err(|e| VaultError::invalid("invalid_json", format!("body: not valid JSON ({e})")))?;
+        .map_err(|e| VaultError::invalid(ErrorCode::InvalidJson, format!("body: not valid JSON ({e})")))?;
     if let Some(object) = value.as_object_mut() {
         let options = object.entry("stream_options").or_insert_with(|| serde_json::json!({}));
         if !options.is_object() {
@@ -178,6 +179,28 @@ pub struct Inference {
 impl Inference {
     pub fn new(backend: Arc<dyn InferenceBackend>, manifest: Manifest) -> Inference {
         Inference { backend, manifest }
+    }
+
+    /// Forwards one request and completes its audit record: model and token usage, and
+    /// for a stream, the outcome when it ends (its row is committed before the client gets
+    /// the closing frame). An error leaves the record to whoever answers it.
+    pub async fn serve(&self, route: Route, body: Bytes, audit: &Arc<RequestAudit>) -> Result<Answer> {
+        match self.proxy(route, body).await? {
+            Proxied::Complete { body, model, usage } => {
+                audit.set_model(model);
+                audit.set_usage(usage);
+                Ok(Answer::Json(body))
+            }
+            Proxied::Stream { stream, model } => {
+                audit.set_model(model);
+                audit.defer();
+                let record = audit.clone();
+                Ok(Answer::Stream(stream.on_finish(move |outcome| {
+                    record.set_usage(outcome.usage);
+                    record.finish(200, outcome.completed, outcome.error_code).boxed()
+                })))
+            }
+        }
     }
 
     /// Forwards one request. A stream is returned as soon as the upstream starts answering.
@@ -216,7 +239,7 @@ impl Inference {
             .and_then(|cards| cards.iter().find(|c| c.get("id").and_then(|v| v.as_str()) == Some(id)))
             .cloned()
             .ok_or_else(|| {
-                VaultError::not_found("model_not_found", format!("The model `{id}` is not served here."))
+                VaultError::not_found(ErrorCode::ModelNotFound, format!("The model `{id}` is not served here."))
                     .with_suggestion("List the served models with GET /v1/models.")
             })
     }
@@ -246,11 +269,11 @@ pub(crate) fn upstream_error(status: u16, body: &[u8]) -> VaultError {
         .or_else(|_| serde_json::from_slice::<Detail>(body))
         .ok();
     let code = match status {
-        404 => "model_not_found",
-        400 | 422 => "invalid_request",
-        413 => "payload_too_large",
-        429 => "rate_limited",
-        _ => "upstream_error",
+        404 => ErrorCode::ModelNotFound,
+        400 | 422 => ErrorCode::InvalidRequest,
+        413 => ErrorCode::PayloadTooLarge,
+        429 => ErrorCode::RateLimited,
+        _ => ErrorCode::UpstreamError,
     };
     let message = detail
         .as_ref()

@@ -18,6 +18,7 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use super::Usage;
+use crate::error::ErrorCode;
 
 /// How a stream ended, for the audit record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,7 +26,7 @@ pub struct StreamOutcome {
     pub usage: Option<Usage>,
     /// True only when the upstream finished the answer and the client received it.
     pub completed: bool,
-    pub error_code: Option<String>,
+    pub error_code: Option<ErrorCode>,
 }
 
 type Finisher = Box<dyn FnOnce(StreamOutcome) -> BoxFuture<'static, ()> + Send>;
@@ -114,14 +115,10 @@ impl ProxyStream {
         None
     }
 
-    fn begin_finish(&mut self, completed: bool, error_code: Option<&str>, final_frame: Bytes) {
+    fn begin_finish(&mut self, completed: bool, error_code: Option<ErrorCode>, final_frame: Bytes) {
         self.upstream = None;
-        let error_code = error_code.or(self.upstream_error.then_some("upstream_error"));
-        let outcome = StreamOutcome {
-            usage: self.usage,
-            completed: completed && error_code.is_none(),
-            error_code: error_code.map(String::from),
-        };
+        let error_code = error_code.or(self.upstream_error.then_some(ErrorCode::UpstreamError));
+        let outcome = StreamOutcome { usage: self.usage, completed: completed && error_code.is_none(), error_code };
         let future = match self.finisher.take() {
             Some(finisher) => finisher(outcome),
             None => futures_util::future::ready(()).boxed(),
@@ -131,8 +128,8 @@ impl ProxyStream {
 }
 
 /// The final event Vault sends when the upstream fails in the middle of an answer.
-fn error_event(code: &str, message: &str) -> Bytes {
-    let body = serde_json::json!({"error": {"code": code, "message": message, "status": 502}});
+fn error_event(code: ErrorCode, message: &str) -> Bytes {
+    let body = serde_json::json!({"error": {"code": code.as_str(), "message": message, "status": 502}});
     Bytes::from(format!("data: {body}\n\n"))
 }
 
@@ -200,17 +197,17 @@ impl Stream for ProxyStream {
                 Poll::Ready(Some(Err(cause))) => {
                     tracing::warn!(error = %cause, "inference stream broke off");
                     let frame = error_event(
-                        "upstream_stream_error",
+                        ErrorCode::UpstreamStreamError,
                         "The inference service stopped in the middle of the answer.",
                     );
-                    this.begin_finish(false, Some("upstream_stream_error"), frame);
+                    this.begin_finish(false, Some(ErrorCode::UpstreamStreamError), frame);
                 }
                 Poll::Ready(None) => {
                     let frame = error_event(
-                        "upstream_stream_error",
+                        ErrorCode::UpstreamStreamError,
                         "The inference service ended the answer without finishing it.",
                     );
-                    this.begin_finish(false, Some("upstream_stream_error"), frame);
+                    this.begin_finish(false, Some(ErrorCode::UpstreamStreamError), frame);
                 }
             }
         }
@@ -223,7 +220,7 @@ impl Drop for ProxyStream {
         // the partial result is still recorded.
         if let Some(finisher) = self.finisher.take() {
             let outcome =
-                StreamOutcome { usage: self.usage, completed: false, error_code: Some("client_disconnected".into()) };
+                StreamOutcome { usage: self.usage, completed: false, error_code: Some(ErrorCode::ClientDisconnected) };
             let future = finisher(outcome);
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 runtime.spawn(future);
@@ -286,7 +283,7 @@ mod tests {
         assert!(text.ends_with("\n\n") && text.contains("\"code\":\"upstream_stream_error\""), "{text}");
         let outcome = outcome.unwrap();
         assert!(!outcome.completed);
-        assert_eq!(outcome.error_code.as_deref(), Some("upstream_stream_error"));
+        assert_eq!(outcome.error_code, Some(ErrorCode::UpstreamStreamError));
     }
 
     #[tokio::test]
@@ -294,7 +291,7 @@ mod tests {
         let upstream = chunks(&["data: {\"error\":{\"message\":\"boom\"}}\r\n\r\n", "data: [DONE]\n\n"]);
         let (text, outcome) = run(ProxyStream::new(upstream, false)).await;
         assert!(text.contains("boom") && text.ends_with("[DONE]\n\n"));
-        assert_eq!(outcome.unwrap().error_code.as_deref(), Some("upstream_error"));
+        assert_eq!(outcome.unwrap().error_code, Some(ErrorCode::UpstreamError));
     }
 
     #[tokio::test]
@@ -309,6 +306,6 @@ mod tests {
         drop(stream);
         tokio::task::yield_now().await;
         let outcome = seen.lock().unwrap().clone().unwrap();
-        assert_eq!(outcome.error_code.as_deref(), Some("client_disconnected"));
+        assert_eq!(outcome.error_code, Some(ErrorCode::ClientDisconnected));
     }
 }

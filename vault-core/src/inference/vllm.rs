@@ -7,7 +7,7 @@ use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt, TryStreamExt};
 
 use super::{InferenceBackend, Route, UpstreamReply, upstream_error};
-use crate::error::{ErrorKind, Result, VaultError};
+use crate::error::{ErrorCode, ErrorKind, Result, VaultError};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -22,8 +22,8 @@ pub struct VllmBackend {
 
 impl VllmBackend {
     pub fn new(base_url: &str, first_byte_timeout: Duration) -> Result<VllmBackend> {
-        let base_url = crate::config::parse_http_url(base_url)
-            .map_err(|why| VaultError::invalid("invalid_request", format!("url: {why}")))?;
+        let base_url =
+            crate::config::parse_http_url(base_url).map_err(|why| VaultError::invalid_field(format!("url: {why}")))?;
         let client = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .pool_idle_timeout(Duration::from_secs(60))
@@ -37,7 +37,7 @@ impl VllmBackend {
         tracing::warn!(error = %err, "inference upstream unreachable");
         VaultError::new(
             ErrorKind::UpstreamUnavailable,
-            "inference_unavailable",
+            ErrorCode::InferenceUnavailable,
             "The inference service is not reachable.",
         )
         .with_suggestion("Check that vLLM is running; the administrator can see its state in /vault/health.")
@@ -46,7 +46,7 @@ impl VllmBackend {
     fn timed_out(&self) -> VaultError {
         VaultError::new(
             ErrorKind::UpstreamTimeout,
-            "inference_timeout",
+            ErrorCode::InferenceTimeout,
             format!("The inference service did not answer within {} s.", self.first_byte_timeout.as_secs_f64()),
         )
         .with_suggestion("Retry later, or ask for fewer tokens.")
@@ -67,7 +67,7 @@ impl VllmBackend {
             tracing::warn!(error = %e, path, "upstream answered something that is not JSON");
             VaultError::new(
                 ErrorKind::Upstream { status: 502 },
-                "upstream_error",
+                ErrorCode::UpstreamError,
                 "The inference service gave an answer that could not be read.",
             )
         })

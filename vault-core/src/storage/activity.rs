@@ -2,8 +2,8 @@
 
 use libsql::Connection;
 
-use crate::activity::ActivityItem;
 use crate::error::Result;
+use crate::model::activity::ActivityItem;
 
 pub async fn insert(conn: &Connection, item: &ActivityItem) -> Result<()> {
     conn.execute(

@@ -2,8 +2,8 @@
 
 use libsql::{Connection, Row, Statement};
 
-use crate::audit::{AuditEntry, AuditRecord};
 use crate::error::Result;
+use crate::model::audit::{AuditEntry, AuditFilter, AuditRecord};
 
 const COLUMNS: &str = "id, timestamp, request_id, method, path, key_prefix, user_id, model, status, latency_ms, \
                        tokens_input, tokens_output, completed, error_code";
@@ -76,7 +76,7 @@ impl BatchWriter {
                     opt_u64(r.tokens_input),
                     opt_u64(r.tokens_output),
                     i64::from(r.completed),
-                    r.error_code.as_deref(),
+                    r.error_code.map(|code| code.as_str()),
                 ],
             )
             .await?;
@@ -109,69 +109,52 @@ fn from_row(row: &Row) -> Result<AuditEntry> {
     })
 }
 
-/// Conditions on audit rows; every one given must hold.
-#[derive(Debug, Clone, Default)]
-pub struct Filter {
-    pub user_id: Option<String>,
-    pub key_prefix: Option<String>,
-    pub method: Option<String>,
-    /// Rows whose path starts with this.
-    pub path_prefix: Option<String>,
-    pub status: Option<u16>,
-    pub model: Option<String>,
-    /// RFC 3339, inclusive.
-    pub since: Option<String>,
-    /// RFC 3339, exclusive.
-    pub until: Option<String>,
-}
-
-impl Filter {
-    /// The WHERE clause and its bound values. Values are always bound, never formatted in.
-    fn clause(&self) -> (String, Vec<libsql::Value>) {
-        let mut values: Vec<libsql::Value> = Vec::new();
-        let mut bind = |value: libsql::Value| {
-            values.push(value);
-            format!("?{}", values.len())
-        };
-        let mut conditions = Vec::new();
-        if let Some(v) = &self.user_id {
-            conditions.push(format!("user_id = {}", bind(v.clone().into())));
-        }
-        if let Some(v) = &self.key_prefix {
-            conditions.push(format!("key_prefix = {}", bind(v.clone().into())));
-        }
-        if let Some(v) = &self.method {
-            conditions.push(format!("method = {}", bind(v.to_ascii_uppercase().into())));
-        }
-        if let Some(v) = &self.path_prefix {
-            let p = bind(v.clone().into());
-            conditions.push(format!("substr(path, 1, length({p})) = {p}"));
-        }
-        if let Some(v) = self.status {
-            conditions.push(format!("status = {}", bind(i64::from(v).into())));
-        }
-        if let Some(v) = &self.model {
-            conditions.push(format!("model = {}", bind(v.clone().into())));
-        }
-        if let Some(v) = &self.since {
-            conditions.push(format!("timestamp >= {}", bind(v.clone().into())));
-        }
-        if let Some(v) = &self.until {
-            conditions.push(format!("timestamp < {}", bind(v.clone().into())));
-        }
-        (conditions.join(" AND "), values)
+/// The WHERE clause of a filter and its bound values. Values are always bound, never
+/// formatted in.
+fn clause(filter: &AuditFilter) -> (String, Vec<libsql::Value>) {
+    let mut values: Vec<libsql::Value> = Vec::new();
+    let mut bind = |value: libsql::Value| {
+        values.push(value);
+        format!("?{}", values.len())
+    };
+    let mut conditions = Vec::new();
+    if let Some(v) = &filter.user_id {
+        conditions.push(format!("user_id = {}", bind(v.clone().into())));
     }
+    if let Some(v) = &filter.key_prefix {
+        conditions.push(format!("key_prefix = {}", bind(v.clone().into())));
+    }
+    if let Some(v) = &filter.method {
+        conditions.push(format!("method = {}", bind(v.to_ascii_uppercase().into())));
+    }
+    if let Some(v) = &filter.path_prefix {
+        let p = bind(v.clone().into());
+        conditions.push(format!("substr(path, 1, length({p})) = {p}"));
+    }
+    if let Some(v) = filter.status {
+        conditions.push(format!("status = {}", bind(i64::from(v).into())));
+    }
+    if let Some(v) = &filter.model {
+        conditions.push(format!("model = {}", bind(v.clone().into())));
+    }
+    if let Some(v) = &filter.since {
+        conditions.push(format!("timestamp >= {}", bind(v.clone().into())));
+    }
+    if let Some(v) = &filter.until {
+        conditions.push(format!("timestamp < {}", bind(v.clone().into())));
+    }
+    (conditions.join(" AND "), values)
 }
 
 /// Rows matching `filter`, oldest first from `after_id` (exclusive), at most `limit`.
 pub async fn query(
     conn: &Connection,
-    filter: &Filter,
+    filter: &AuditFilter,
     after_id: i64,
     limit: u32,
     newest_first: bool,
 ) -> Result<Vec<AuditEntry>> {
-    let (conditions, mut values) = filter.clause();
+    let (conditions, mut values) = clause(filter);
     let n = values.len();
     let (cursor, order) = if newest_first { ("<", "DESC") } else { (">", "ASC") };
     let cursor = format!("id {cursor} ?{}", n + 1);

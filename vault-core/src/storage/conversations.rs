@@ -3,8 +3,8 @@
 
 use libsql::{Connection, Row};
 
-use crate::conversations::{Conversation, Message};
 use crate::error::Result;
+use crate::model::conversations::{Conversation, Message};
 
 const COLUMNS: &str = "c.id, c.title, c.model_id, c.created_at, c.updated_at, \
                        (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id)";

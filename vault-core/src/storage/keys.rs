@@ -2,8 +2,8 @@
 
 use libsql::{Connection, Row};
 
-use crate::error::{Result, VaultError};
-use crate::keys::{ApiKeyInfo, Scope};
+use crate::error::Result;
+use crate::model::keys::{ApiKeyInfo, Scope};
 
 const COLUMNS: &str = "id, key_prefix, label, scope, user_id, is_active, created_at, last_used_at, revoked_at";
 
@@ -18,13 +18,11 @@ pub struct NewKey<'a> {
 }
 
 fn from_row(row: &Row) -> Result<ApiKeyInfo> {
-    let scope: String = row.get(3)?;
     Ok(ApiKeyInfo {
         id: row.get(0)?,
         prefix: row.get(1)?,
         label: row.get(2)?,
-        scope: Scope::parse(&scope)
-            .ok_or_else(|| VaultError::internal("reading a key", format!("unknown scope {scope}")))?,
+        scope: super::parse_column(row, 3, "reading a key")?,
         user_id: row.get(4)?,
         is_active: row.get::<i64>(5)? != 0,
         created_at: row.get(6)?,
@@ -48,14 +46,14 @@ pub async fn insert(conn: &Connection, key: &NewKey<'_>) -> Result<i64> {
 }
 
 /// The key with this hash, if it exists and may be used: not revoked, and its user (if any)
-/// is active.
+/// is active. Its scope is what it may do now: a key of a user whose role is `user` acts
+/// with the `user` scope, whatever it was created with.
 pub async fn find_usable_by_hash(conn: &Connection, key_hash: &str) -> Result<Option<ApiKeyInfo>> {
-    let sql = format!(
-        "SELECT {} FROM api_keys k LEFT JOIN users u ON u.id = k.user_id \
-         WHERE k.key_hash = ?1 AND k.is_active = 1 AND (k.user_id IS NULL OR u.is_active = 1)",
-        COLUMNS.split(", ").map(|c| format!("k.{c}")).collect::<Vec<_>>().join(", ")
-    );
-    Ok(collect(conn, &sql, [key_hash]).await?.pop())
+    let sql = "SELECT k.id, k.key_prefix, k.label, CASE WHEN u.role = 'user' THEN 'user' ELSE k.scope END, \
+               k.user_id, k.is_active, k.created_at, k.last_used_at, k.revoked_at \
+               FROM api_keys k LEFT JOIN users u ON u.id = k.user_id \
+               WHERE k.key_hash = ?1 AND k.is_active = 1 AND (k.user_id IS NULL OR u.is_active = 1)";
+    Ok(collect(conn, sql, [key_hash]).await?.pop())
 }
 
 pub async fn find_by_hash(conn: &Connection, key_hash: &str) -> Result<Option<ApiKeyInfo>> {

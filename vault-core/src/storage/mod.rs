@@ -19,7 +19,7 @@ use std::time::Duration;
 use libsql::{Connection, Database, TransactionBehavior};
 
 use crate::config::DbLocation;
-use crate::error::{ErrorKind, Result, VaultError};
+use crate::error::{Result, VaultError};
 
 /// How long a writer waits for another process's write to finish before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -29,6 +29,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "initial", include_str!("../../migrations/0001_initial.sql")),
     (2, "activity", include_str!("../../migrations/0002_activity.sql")),
     (3, "usage_rollups", include_str!("../../migrations/0003_usage_rollups.sql")),
+    (4, "usage_per_account", include_str!("../../migrations/0004_usage_per_account.sql")),
 ];
 
 /// An open Vault database.
@@ -43,29 +44,18 @@ impl Db {
             DbLocation::Local(path) => {
                 if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                     std::fs::create_dir_all(parent).map_err(|e| {
-                        VaultError::new(
-                            ErrorKind::Invalid,
-                            "invalid_config",
-                            format!("VAULT_DB_URL: cannot create {}: {e}", parent.display()),
-                        )
+                        VaultError::config(format!("VAULT_DB_URL: cannot create {}: {e}", parent.display()))
                     })?;
                 }
-                libsql::Builder::new_local(path).build().await.map_err(|e| {
-                    VaultError::new(
-                        ErrorKind::Invalid,
-                        "invalid_config",
-                        format!("VAULT_DB_URL: cannot open {}: {e}", path.display()),
-                    )
-                })?
+                libsql::Builder::new_local(path)
+                    .build()
+                    .await
+                    .map_err(|e| VaultError::config(format!("VAULT_DB_URL: cannot open {}: {e}", path.display())))?
             }
             DbLocation::Remote { url, .. } => {
-                return Err(VaultError::new(
-                    ErrorKind::Invalid,
-                    "invalid_config",
-                    format!(
-                        "VAULT_DB_URL: `{url}` is a remote database; this build supports embedded database files only"
-                    ),
-                ));
+                return Err(VaultError::config(format!(
+                    "VAULT_DB_URL: `{url}` is a remote database; this build supports embedded database files only"
+                )));
             }
         };
         let db = Db { database };
@@ -129,6 +119,13 @@ async fn migrate(conn: &Connection) -> Result<()> {
     }
     tx.commit().await?;
     Ok(())
+}
+
+/// Reads a text column into its type. A value the type refuses means the database was
+/// changed by hand, which is an internal error, not the caller's.
+pub(crate) fn parse_column<T: std::str::FromStr>(row: &libsql::Row, index: i32, what: &str) -> Result<T> {
+    let raw: String = row.get(index)?;
+    raw.parse().map_err(|_| VaultError::internal(what, format!("unexpected stored value `{raw}`")))
 }
 
 /// Maps every row of a result with `from_row`.

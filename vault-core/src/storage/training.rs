@@ -3,7 +3,7 @@
 use libsql::{Connection, Row};
 
 use crate::error::Result;
-use crate::training::TrainingJob;
+use crate::model::training::{JobStatus, TrainingJob};
 
 const COLUMNS: &str = "id, name, status, model, dataset, config, metrics, progress, error, created_by, \
                        created_at, updated_at, started_at, completed_at";
@@ -16,7 +16,7 @@ fn from_row(row: &Row) -> Result<TrainingJob> {
     Ok(TrainingJob {
         id: row.get(0)?,
         name: row.get(1)?,
-        status: row.get(2)?,
+        status: super::parse_column(row, 2, "reading a training job")?,
         model: row.get(3)?,
         dataset: row.get(4)?,
         config: json(5)?,
@@ -56,12 +56,12 @@ pub async fn insert(conn: &Connection, job: &TrainingJob) -> Result<()> {
     Ok(())
 }
 
-pub async fn list(conn: &Connection, status: Option<&str>) -> Result<Vec<TrainingJob>> {
+pub async fn list(conn: &Connection, status: Option<JobStatus>) -> Result<Vec<TrainingJob>> {
     let rows = match status {
         Some(status) => {
             conn.query(
                 &format!("SELECT {COLUMNS} FROM training_jobs WHERE status = ?1 ORDER BY created_at DESC, id"),
-                [status],
+                [status.as_str()],
             )
             .await?
         }
@@ -80,7 +80,7 @@ pub async fn get(conn: &Connection, id: &str) -> Result<Option<TrainingJob>> {
 
 /// Writes a job's new state only if it is still in `expected_status`, so two concurrent
 /// transitions cannot both win; false when it was not.
-pub async fn update_if_status(conn: &Connection, job: &TrainingJob, expected_status: &str) -> Result<bool> {
+pub async fn update_if_status(conn: &Connection, job: &TrainingJob, expected_status: JobStatus) -> Result<bool> {
     let changed = conn
         .execute(
             "UPDATE training_jobs SET status = ?2, metrics = ?3, progress = ?4, error = ?5, updated_at = ?6, \
@@ -94,7 +94,7 @@ pub async fn update_if_status(conn: &Connection, job: &TrainingJob, expected_sta
                 job.updated_at.as_str(),
                 job.started_at.as_deref(),
                 job.completed_at.as_deref(),
-                expected_status
+                expected_status.as_str()
             ],
         )
         .await?;
@@ -102,6 +102,6 @@ pub async fn update_if_status(conn: &Connection, job: &TrainingJob, expected_sta
 }
 
 /// Deletes a job only if it is in `status`; false when it was not.
-pub async fn delete_if_status(conn: &Connection, id: &str, status: &str) -> Result<bool> {
-    Ok(conn.execute("DELETE FROM training_jobs WHERE id = ?1 AND status = ?2", [id, status]).await? > 0)
+pub async fn delete_if_status(conn: &Connection, id: &str, status: JobStatus) -> Result<bool> {
+    Ok(conn.execute("DELETE FROM training_jobs WHERE id = ?1 AND status = ?2", [id, status.as_str()]).await? > 0)
 }

@@ -1,14 +1,14 @@
-//! SQL for the usage rollups (see migrations/0003_usage_rollups.sql). With a principal,
-//! every query reads that principal's tables only; without, the everyone tables.
+//! SQL for the usage rollups (migrations 0003 and 0004). With an account, every query reads
+//! the per-account tables; without, the everyone tables.
 
 use std::collections::HashMap;
 
 use libsql::Connection;
 
 use super::audit::run;
-use crate::audit::AuditRecord;
 use crate::error::Result;
-use crate::insights::latency_bucket;
+use crate::model::audit::AuditRecord;
+use crate::model::usage::latency_bucket;
 
 #[derive(Default)]
 struct Sums {
@@ -41,24 +41,24 @@ const UPSERT_HOURLY: &str = "INSERT INTO usage_hourly (hour, requests, errors, t
 const UPSERT_MODEL: &str = "INSERT INTO usage_hourly_model (hour, model, requests, tokens_input, tokens_output) \
      VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(hour, model) DO UPDATE SET requests = requests + excluded.requests, \
      tokens_input = tokens_input + excluded.tokens_input, tokens_output = tokens_output + excluded.tokens_output";
-const UPSERT_PRINCIPAL: &str = "INSERT INTO usage_hourly_principal (principal, hour, model, requests, errors, \
+const UPSERT_ACCOUNT: &str = "INSERT INTO usage_hourly_account (account, hour, model, requests, errors, \
      tokens_input, tokens_output, latency_ms_sum) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
-     ON CONFLICT(principal, hour, model) DO UPDATE SET \
+     ON CONFLICT(account, hour, model) DO UPDATE SET \
      requests = requests + excluded.requests, errors = errors + excluded.errors, \
      tokens_input = tokens_input + excluded.tokens_input, tokens_output = tokens_output + excluded.tokens_output, \
      latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum";
 const UPSERT_LATENCY: &str = "INSERT INTO latency_hourly (hour, bucket, requests) VALUES (?1, ?2, ?3) \
      ON CONFLICT(hour, bucket) DO UPDATE SET requests = requests + excluded.requests";
-const UPSERT_LATENCY_PRINCIPAL: &str = "INSERT INTO latency_hourly_principal (principal, hour, bucket, requests) \
-     VALUES (?1, ?2, ?3, ?4) ON CONFLICT(principal, hour, bucket) DO UPDATE SET requests = requests + excluded.requests";
+const UPSERT_LATENCY_ACCOUNT: &str = "INSERT INTO latency_hourly_account (account, hour, bucket, requests) \
+     VALUES (?1, ?2, ?3, ?4) ON CONFLICT(account, hour, bucket) DO UPDATE SET requests = requests + excluded.requests";
 
 /// The rollup upserts, prepared once on the audit writer's connection.
 pub struct Rollups {
     hourly: libsql::Statement,
     model: libsql::Statement,
-    principal: libsql::Statement,
+    account: libsql::Statement,
     latency: libsql::Statement,
-    latency_principal: libsql::Statement,
+    latency_account: libsql::Statement,
 }
 
 impl Rollups {
@@ -66,9 +66,9 @@ impl Rollups {
         Ok(Rollups {
             hourly: conn.prepare(UPSERT_HOURLY).await?,
             model: conn.prepare(UPSERT_MODEL).await?,
-            principal: conn.prepare(UPSERT_PRINCIPAL).await?,
+            account: conn.prepare(UPSERT_ACCOUNT).await?,
             latency: conn.prepare(UPSERT_LATENCY).await?,
-            latency_principal: conn.prepare(UPSERT_LATENCY_PRINCIPAL).await?,
+            latency_account: conn.prepare(UPSERT_LATENCY_ACCOUNT).await?,
         })
     }
 
@@ -76,19 +76,18 @@ impl Rollups {
     pub async fn add(&self, records: &[&AuditRecord]) -> Result<()> {
         let mut hourly: HashMap<&str, Sums> = HashMap::new();
         let mut by_model: HashMap<(&str, &str), Sums> = HashMap::new();
-        let mut by_principal: HashMap<(&str, &str, &str), Sums> = HashMap::new();
+        let mut by_account: HashMap<(String, &str, &str), Sums> = HashMap::new();
         let mut latency: HashMap<(&str, i64), i64> = HashMap::new();
-        let mut latency_by_principal: HashMap<(&str, &str, i64), i64> = HashMap::new();
-        for r in records.iter().filter(|r| r.path.starts_with("/v1/") && r.timestamp.len() >= 13) {
+        let mut latency_by_account: HashMap<(String, &str, i64), i64> = HashMap::new();
+        for r in records.iter().filter(|r| r.is_inference() && r.timestamp.len() >= 13) {
             let hour = &r.timestamp[..13];
             let model = r.model.as_deref().unwrap_or("");
-            let principal = r.user_id.as_deref().or(r.key_prefix.as_deref()).unwrap_or("");
             let bucket = latency_bucket(r.latency_ms);
             hourly.entry(hour).or_default().add(r);
             by_model.entry((hour, model)).or_default().add(r);
-            by_principal.entry((principal, hour, model)).or_default().add(r);
+            by_account.entry((r.account(), hour, model)).or_default().add(r);
             *latency.entry((hour, bucket)).or_default() += 1;
-            *latency_by_principal.entry((principal, hour, bucket)).or_default() += 1;
+            *latency_by_account.entry((r.account(), hour, bucket)).or_default() += 1;
         }
         for (hour, s) in hourly {
             let params = libsql::params![hour, s.requests, s.errors, s.tokens_input, s.tokens_output, s.latency_ms_sum];
@@ -97,9 +96,9 @@ impl Rollups {
         for ((hour, model), s) in by_model {
             run(&self.model, libsql::params![hour, model, s.requests, s.tokens_input, s.tokens_output]).await?;
         }
-        for ((principal, hour, model), s) in by_principal {
+        for ((account, hour, model), s) in by_account {
             let params = libsql::params![
-                principal,
+                account,
                 hour,
                 model,
                 s.requests,
@@ -108,13 +107,13 @@ impl Rollups {
                 s.tokens_output,
                 s.latency_ms_sum
             ];
-            run(&self.principal, params).await?;
+            run(&self.account, params).await?;
         }
         for ((hour, bucket), requests) in latency {
             run(&self.latency, libsql::params![hour, bucket, requests]).await?;
         }
-        for ((principal, hour, bucket), requests) in latency_by_principal {
-            run(&self.latency_principal, libsql::params![principal, hour, bucket, requests]).await?;
+        for ((account, hour, bucket), requests) in latency_by_account {
+            run(&self.latency_account, libsql::params![account, hour, bucket, requests]).await?;
         }
         Ok(())
     }
@@ -137,11 +136,11 @@ async fn collect<const N: usize>(mut rows: libsql::Rows) -> Result<Vec<(String, 
 pub async fn series(
     conn: &Connection,
     since_hour: &str,
-    principal: Option<&str>,
+    account: Option<&str>,
     bucket_len: u32,
 ) -> Result<Vec<(String, [i64; 5])>> {
     let sums = "SUM(requests), SUM(errors), SUM(tokens_input), SUM(tokens_output), SUM(latency_ms_sum)";
-    let rows = match principal {
+    let rows = match account {
         None => {
             conn.query(
                 &format!(
@@ -154,8 +153,8 @@ pub async fn series(
         Some(p) => {
             conn.query(
                 &format!(
-                    "SELECT substr(hour, 1, ?2) AS b, {sums} FROM usage_hourly_principal \
-                     WHERE principal = ?3 AND hour >= ?1 GROUP BY b ORDER BY b"
+                    "SELECT substr(hour, 1, ?2) AS b, {sums} FROM usage_hourly_account \
+                     WHERE account = ?3 AND hour >= ?1 GROUP BY b ORDER BY b"
                 ),
                 libsql::params![since_hour, bucket_len, p],
             )
@@ -166,13 +165,9 @@ pub async fn series(
 }
 
 /// Requests and tokens in and out per model since `since_hour`, busiest first.
-pub async fn per_model(
-    conn: &Connection,
-    since_hour: &str,
-    principal: Option<&str>,
-) -> Result<Vec<(String, [i64; 3])>> {
+pub async fn per_model(conn: &Connection, since_hour: &str, account: Option<&str>) -> Result<Vec<(String, [i64; 3])>> {
     let sums = "SUM(requests) AS n, SUM(tokens_input), SUM(tokens_output)";
-    let rows = match principal {
+    let rows = match account {
         None => {
             conn.query(
                 &format!("SELECT model, {sums} FROM usage_hourly_model WHERE hour >= ?1 GROUP BY model ORDER BY n DESC, model"),
@@ -183,7 +178,7 @@ pub async fn per_model(
         Some(p) => {
             conn.query(
                 &format!(
-                    "SELECT model, {sums} FROM usage_hourly_principal WHERE principal = ?2 AND hour >= ?1 \
+                    "SELECT model, {sums} FROM usage_hourly_account WHERE account = ?2 AND hour >= ?1 \
                      GROUP BY model ORDER BY n DESC, model"
                 ),
                 [since_hour, p],
@@ -194,13 +189,13 @@ pub async fn per_model(
     collect(rows).await
 }
 
-/// Distinct principals with inference requests since `since_hour`.
-pub async fn active_principals(conn: &Connection, since_hour: &str, principal: Option<&str>) -> Result<i64> {
-    match principal {
+/// Distinct accounts with inference requests since `since_hour`.
+pub async fn active_accounts(conn: &Connection, since_hour: &str, account: Option<&str>) -> Result<i64> {
+    match account {
         None => {
             super::query_i64(
                 conn,
-                "SELECT COUNT(DISTINCT principal) FROM usage_hourly_principal WHERE hour >= ?1 AND principal != ''",
+                "SELECT COUNT(DISTINCT account) FROM usage_hourly_account WHERE hour >= ?1 AND account != ''",
                 [since_hour],
             )
             .await
@@ -208,7 +203,7 @@ pub async fn active_principals(conn: &Connection, since_hour: &str, principal: O
         Some(p) => {
             let active = super::query_i64(
                 conn,
-                "SELECT EXISTS (SELECT 1 FROM usage_hourly_principal WHERE principal = ?2 AND hour >= ?1)",
+                "SELECT EXISTS (SELECT 1 FROM usage_hourly_account WHERE account = ?2 AND hour >= ?1)",
                 [since_hour, p],
             )
             .await?;
@@ -218,12 +213,8 @@ pub async fn active_principals(conn: &Connection, since_hour: &str, principal: O
 }
 
 /// Requests per latency bucket since `since_hour`.
-pub async fn latency_histogram(
-    conn: &Connection,
-    since_hour: &str,
-    principal: Option<&str>,
-) -> Result<Vec<(i64, i64)>> {
-    let mut rows = match principal {
+pub async fn latency_histogram(conn: &Connection, since_hour: &str, account: Option<&str>) -> Result<Vec<(i64, i64)>> {
+    let mut rows = match account {
         None => {
             conn.query(
                 "SELECT bucket, SUM(requests) FROM latency_hourly WHERE hour >= ?1 GROUP BY bucket ORDER BY bucket",
@@ -233,7 +224,7 @@ pub async fn latency_histogram(
         }
         Some(p) => {
             conn.query(
-                "SELECT bucket, SUM(requests) FROM latency_hourly_principal WHERE principal = ?2 AND hour >= ?1 \
+                "SELECT bucket, SUM(requests) FROM latency_hourly_account WHERE account = ?2 AND hour >= ?1 \
                  GROUP BY bucket ORDER BY bucket",
                 [since_hour, p],
             )

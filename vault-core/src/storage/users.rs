@@ -3,7 +3,7 @@
 use libsql::{Connection, Row};
 
 use crate::error::Result;
-use crate::users::User;
+use crate::model::users::{Role, User};
 
 const COLUMNS: &str = "id, name, email, role, is_active, created_at, updated_at";
 
@@ -11,7 +11,7 @@ pub struct NewUser<'a> {
     pub id: &'a str,
     pub name: &'a str,
     pub email: &'a str,
-    pub role: &'a str,
+    pub role: Role,
     pub created_at: &'a str,
 }
 
@@ -20,7 +20,7 @@ fn from_row(row: &Row) -> Result<User> {
         id: row.get(0)?,
         name: row.get(1)?,
         email: row.get(2)?,
-        role: row.get(3)?,
+        role: super::parse_column(row, 3, "reading a user")?,
         is_active: row.get::<i64>(4)? != 0,
         created_at: row.get(5)?,
         updated_at: row.get(6)?,
@@ -30,7 +30,7 @@ fn from_row(row: &Row) -> Result<User> {
 pub async fn insert(conn: &Connection, user: &NewUser<'_>) -> Result<()> {
     conn.execute(
         "INSERT INTO users (id, name, email, role, is_active, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, 1, ?5, ?5)",
-        libsql::params![user.id, user.name, user.email, user.role, user.created_at],
+        libsql::params![user.id, user.name, user.email, user.role.as_str(), user.created_at],
     )
     .await?;
     Ok(())
@@ -57,11 +57,6 @@ pub async fn email_taken(conn: &Connection, email: &str, except_id: &str) -> Res
 pub async fn list(conn: &Connection) -> Result<Vec<User>> {
     let rows = conn.query(&format!("SELECT {COLUMNS} FROM users ORDER BY created_at, id"), ()).await?;
     super::collect_rows(rows, from_row).await
-}
-
-/// Whether a user with this id exists and is active.
-pub async fn is_active(conn: &Connection, id: &str) -> Result<Option<bool>> {
-    Ok(get(conn, id).await?.map(|u| u.is_active))
 }
 
 pub async fn update(conn: &Connection, user: &User) -> Result<()> {

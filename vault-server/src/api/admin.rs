@@ -7,8 +7,8 @@ use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi};
 use vault_core::keys::{self, Scope};
-use vault_core::users::{self, UserUpdate};
-use vault_core::{Vault, VaultError, settings};
+use vault_core::users::{self, Role, UserUpdate};
+use vault_core::{Vault, settings};
 
 use super::{ApiResult, Tag};
 use crate::auth::AdminKey;
@@ -16,7 +16,7 @@ use crate::dto::{
     ApiKey, ApiKeyList, AppliedNetworkConfig, AppliedSystemSettings, CreateApiKey, CreateUser, CreatedApiKey,
     NetworkConfig, SystemSettings, UpdateUser, User, UserList,
 };
-use crate::passthrough::JsonBody;
+use crate::payload::JsonBody;
 
 pub struct AdminApi;
 
@@ -51,8 +51,8 @@ impl AdminApi {
         key: AdminKey,
         body: JsonBody<CreateUser>,
     ) -> ApiResult<UserCreated> {
-        let role = body.role.as_deref().unwrap_or("user");
-        let user = users::create(&vault.db, &body.name, &body.email, role, Some(key.0.actor())).await?;
+        let role: Role = body.role.as_deref().map(str::parse).transpose()?.unwrap_or_default();
+        let user = users::create(&vault.db, &body.name, &body.email, role, Some(&key.0.account())).await?;
         Ok(UserCreated::Created(Json(user.into())))
     }
 
@@ -68,8 +68,9 @@ impl AdminApi {
         body: JsonBody<UpdateUser>,
     ) -> ApiResult<Json<User>> {
         let body = body.0;
-        let changes = UserUpdate { name: body.name, email: body.email, role: body.role, is_active: body.is_active };
-        Ok(Json(users::update(&vault.db, &id, changes, Some(key.0.actor())).await?.into()))
+        let role = body.role.as_deref().map(str::parse).transpose()?;
+        let changes = UserUpdate { name: body.name, email: body.email, role, is_active: body.is_active };
+        Ok(Json(users::update(&vault.db, &id, changes, Some(&key.0.account())).await?.into()))
     }
 
     /// Deactivate a user
@@ -82,7 +83,7 @@ impl AdminApi {
         key: AdminKey,
         id: Path<String>,
     ) -> ApiResult<Json<User>> {
-        Ok(Json(users::deactivate(&vault.db, &id, Some(key.0.actor())).await?.into()))
+        Ok(Json(users::deactivate(&vault.db, &id, Some(&key.0.account())).await?.into()))
     }
 
     /// List API keys
@@ -108,12 +109,9 @@ impl AdminApi {
         key: AdminKey,
         body: JsonBody<CreateApiKey>,
     ) -> ApiResult<KeyCreated> {
-        let scope = match body.scope.as_deref() {
-            None => Scope::User,
-            Some(raw) => Scope::parse(raw)
-                .ok_or_else(|| VaultError::invalid("invalid_request", "scope: must be one of user, admin"))?,
-        };
-        let created = keys::create(&vault.db, &body.label, scope, body.user_id.as_deref(), Some(key.0.actor())).await?;
+        let scope: Scope = body.scope.as_deref().map(str::parse).transpose()?.unwrap_or_default();
+        let actor = key.0.account();
+        let created = keys::create(&vault.db, &body.label, scope, body.user_id.as_deref(), Some(&actor)).await?;
         Ok(KeyCreated::Created(Json(created.into())))
     }
 
@@ -122,7 +120,7 @@ impl AdminApi {
     /// It stops working on the next request and stays listed as revoked.
     #[oai(path = "/keys/:id", method = "delete")]
     async fn revoke_key(&self, vault: Data<&Arc<Vault>>, key: AdminKey, id: Path<i64>) -> ApiResult<Json<ApiKey>> {
-        Ok(Json(keys::revoke(&vault.db, &id.0.to_string(), Some(key.0.actor())).await?.into()))
+        Ok(Json(keys::revoke_by_id(&vault.db, id.0, Some(&key.0.account())).await?.into()))
     }
 
     /// Get the network configuration
@@ -142,7 +140,7 @@ impl AdminApi {
         body: JsonBody<NetworkConfig>,
     ) -> ApiResult<Json<AppliedNetworkConfig>> {
         let applied =
-            settings::set_network(&vault.db, vault.controller.as_ref(), body.0.into(), Some(key.0.actor())).await?;
+            settings::set_network(&vault.db, vault.controller.as_ref(), body.0.into(), Some(&key.0.account())).await?;
         Ok(Json(applied.into()))
     }
 
@@ -161,7 +159,7 @@ impl AdminApi {
         body: JsonBody<SystemSettings>,
     ) -> ApiResult<Json<AppliedSystemSettings>> {
         let applied =
-            settings::set_system(&vault.db, vault.controller.as_ref(), body.0.into(), Some(key.0.actor())).await?;
+            settings::set_system(&vault.db, vault.controller.as_ref(), body.0.into(), Some(&key.0.account())).await?;
         Ok(Json(applied.into()))
     }
 }

@@ -6,7 +6,6 @@ use poem::web::Data;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi};
-use vault_core::validate::Page;
 use vault_core::{Vault, conversations};
 
 use super::{ApiResult, NoContent, Tag};
@@ -15,7 +14,7 @@ use crate::dto::{
     AddMessage, Conversation, ConversationPage, ConversationWithMessages, CreateConversation, Message,
     RenameConversation,
 };
-use crate::passthrough::JsonBody;
+use crate::payload::JsonBody;
 
 pub struct ConversationsApi;
 
@@ -48,8 +47,7 @@ impl ConversationsApi {
         /// [default: 0]
         offset: Query<Option<u32>>,
     ) -> ApiResult<Json<ConversationPage>> {
-        let page = Page::new(limit.0, offset.0, 20, 100)?;
-        Ok(Json(conversations::list(&vault.db, &key.0, page).await?.into()))
+        Ok(Json(conversations::list(&vault.db, &key.0, limit.0, offset.0).await?.into()))
     }
 
     /// Create a conversation

@@ -2,19 +2,20 @@
 
 use std::sync::Arc;
 
-use futures_util::{FutureExt, StreamExt};
+use futures_util::StreamExt;
 use poem::web::Data;
 use poem::{Body, Response};
 use poem_openapi::OpenApi;
 use poem_openapi::param::Path;
-use vault_core::Vault;
 use vault_core::audit::RequestAudit;
-use vault_core::inference::{Proxied, Route};
+use vault_core::inference::{Answer, Route};
+use vault_core::{Vault, VaultError};
 
 use super::{ApiResult, Tag};
 use crate::auth::UserKey;
 use crate::error::ApiError;
-use crate::passthrough::{ForwardedJson, Generation, UpstreamJson};
+use crate::passthrough::{Generation, UpstreamJson};
+use crate::payload::ForwardedJson;
 use crate::schemas::{
     ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Completion, CompletionRequest, EmbeddingList,
     EmbeddingRequest, ModelCard, ModelList,
@@ -60,16 +61,11 @@ impl InferenceApi {
         _key: UserKey,
         body: ForwardedJson<EmbeddingRequest>,
     ) -> ApiResult<UpstreamJson<EmbeddingList>> {
-        match vault.inference.proxy(Route::Embeddings, body.bytes).await? {
-            Proxied::Complete { body, model, usage } => {
-                audit.set_model(model);
-                audit.set_usage(usage);
-                Ok(UpstreamJson::new(body))
+        match vault.inference.serve(Route::Embeddings, body.bytes, &audit).await? {
+            Answer::Json(body) => Ok(UpstreamJson::new(body)),
+            Answer::Stream(_) => {
+                Err(ApiError(VaultError::internal("creating embeddings", "the upstream answered with a stream")))
             }
-            Proxied::Stream { .. } => Err(ApiError(vault_core::VaultError::internal(
-                "creating embeddings",
-                "the upstream answered with a stream",
-            ))),
         }
     }
 
@@ -93,33 +89,20 @@ impl InferenceApi {
     }
 }
 
-/// Proxies a generation request; a stream finishes its own audit record when it ends.
+/// Proxies a generation request and frames its answer: JSON, or server-sent events.
 async fn generate(vault: &Vault, audit: &Arc<RequestAudit>, route: Route, body: bytes::Bytes) -> ApiResult<Response> {
-    match vault.inference.proxy(route, body).await? {
-        Proxied::Complete { body, model, usage } => {
-            audit.set_model(model);
-            audit.set_usage(usage);
-            Ok(Response::builder().content_type("application/json").body(body))
-        }
-        Proxied::Stream { stream, model } => {
-            audit.set_model(model);
-            audit.defer();
-            let record = audit.clone();
-            let stream = stream.on_finish(move |outcome| {
-                record.set_usage(outcome.usage);
-                record.finish(200, outcome.completed, outcome.error_code).boxed()
-            });
-            Ok(Response::builder()
-                .content_type("text/event-stream; charset=utf-8")
-                .header("cache-control", "no-cache")
-                .header("x-accel-buffering", "no")
-                .body(Body::from_bytes_stream(stream.map(Ok::<_, std::io::Error>))))
-        }
-    }
+    Ok(match vault.inference.serve(route, body, audit).await? {
+        Answer::Json(body) => Response::builder().content_type("application/json").body(body),
+        Answer::Stream(stream) => Response::builder()
+            .content_type("text/event-stream; charset=utf-8")
+            .header("cache-control", "no-cache")
+            .header("x-accel-buffering", "no")
+            .body(Body::from_bytes_stream(stream.map(Ok::<_, std::io::Error>))),
+    })
 }
 
 fn json_answer<T>(value: &serde_json::Value) -> ApiResult<UpstreamJson<T>> {
     serde_json::to_vec(value)
         .map(UpstreamJson::new)
-        .map_err(|e| ApiError(vault_core::VaultError::internal("encoding an answer", e)))
+        .map_err(|e| ApiError(VaultError::internal("encoding an answer", e)))
 }

@@ -46,7 +46,7 @@ impl SystemApi {
         /// `24h`, `7d` (default), `30d` or `90d`.
         range: Query<Option<String>>,
     ) -> ApiResult<Json<Insights>> {
-        let range = Range::parse(range.as_deref().unwrap_or("7d"))?;
+        let range: Range = range.as_deref().map(str::parse).transpose()?.unwrap_or_default();
         Ok(Json(insights::visible_to(&vault.db, range, &key.0).await?.into()))
     }
 

@@ -13,7 +13,7 @@ use vault_core::training::{self, JobEvent, NewJob};
 use super::{ApiResult, NoContent, Tag};
 use crate::auth::{AdminKey, UserKey};
 use crate::dto::{CreateTrainingJob, TrainingJob, TrainingJobList};
-use crate::passthrough::JsonBody;
+use crate::payload::JsonBody;
 
 pub struct TrainingApi;
 
@@ -25,7 +25,7 @@ pub enum JobCreated {
 }
 
 async fn transition(vault: &Vault, key: &AdminKey, id: &str, event: JobEvent) -> ApiResult<Json<TrainingJob>> {
-    Ok(Json(training::apply(&vault.db, id, event, Some(key.0.actor())).await?.into()))
+    Ok(Json(training::apply(&vault.db, id, event, Some(&key.0.account())).await?.into()))
 }
 
 #[OpenApi(prefix_path = "/vault/training/jobs", tag = "Tag::Training")]
@@ -39,7 +39,8 @@ impl TrainingApi {
         /// Only jobs in this state.
         status: Query<Option<String>>,
     ) -> ApiResult<Json<TrainingJobList>> {
-        let jobs = training::list(&vault.db, status.as_deref()).await?;
+        let status = status.as_deref().map(str::parse).transpose()?;
+        let jobs = training::list(&vault.db, status).await?;
         Ok(Json(TrainingJobList { items: jobs.into_iter().map(TrainingJob::from).collect() }))
     }
 
@@ -55,7 +56,7 @@ impl TrainingApi {
     ) -> ApiResult<JobCreated> {
         let body = body.0;
         let job = NewJob { name: &body.name, model: &body.model, dataset: &body.dataset, config: body.config };
-        let created = training::create(&vault.db, job, Some(key.0.actor())).await?;
+        let created = training::create(&vault.db, job, Some(&key.0.account())).await?;
         Ok(JobCreated::Created(Json(created.into())))
     }
 
@@ -94,7 +95,7 @@ impl TrainingApi {
     /// 409 `invalid_state` unless the job is completed, failed or cancelled.
     #[oai(path = "/:id", method = "delete")]
     async fn delete(&self, vault: Data<&Arc<Vault>>, key: AdminKey, id: Path<String>) -> ApiResult<NoContent> {
-        training::delete(&vault.db, &id, Some(key.0.actor())).await?;
+        training::delete(&vault.db, &id, Some(&key.0.account())).await?;
         Ok(NoContent::Deleted)
     }
 }

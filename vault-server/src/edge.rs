@@ -6,35 +6,36 @@ use std::sync::Arc;
 use poem::http::{HeaderValue, Uri};
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
 use vault_core::audit::RequestAudit;
-use vault_core::{ErrorKind, Vault, VaultError};
+use vault_core::{ErrorCode, ErrorKind, Vault, VaultError};
 
-use crate::error::{ErrorCode, error_response, from_poem_error};
-use crate::passthrough::MAX_BODY_BYTES;
+use crate::error::{error_response, from_poem_error};
+use crate::payload::MAX_BODY_BYTES;
 
-pub struct Gateway {
+/// The middleware every request passes first and its answer last.
+pub struct Edge {
     vault: Arc<Vault>,
 }
 
-impl Gateway {
-    pub fn new(vault: Arc<Vault>) -> Gateway {
-        Gateway { vault }
+impl Edge {
+    pub fn new(vault: Arc<Vault>) -> Edge {
+        Edge { vault }
     }
 }
 
-impl<E: Endpoint> Middleware<E> for Gateway {
-    type Output = GatewayEndpoint<E>;
+impl<E: Endpoint> Middleware<E> for Edge {
+    type Output = EdgeEndpoint<E>;
 
     fn transform(&self, inner: E) -> Self::Output {
-        GatewayEndpoint { inner, vault: self.vault.clone() }
+        EdgeEndpoint { inner, vault: self.vault.clone() }
     }
 }
 
-pub struct GatewayEndpoint<E> {
+pub struct EdgeEndpoint<E> {
     inner: E,
     vault: Arc<Vault>,
 }
 
-impl<E: Endpoint> Endpoint for GatewayEndpoint<E> {
+impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
     type Output = Response;
 
     async fn call(&self, mut req: Request) -> poem::Result<Response> {
@@ -47,7 +48,7 @@ impl<E: Endpoint> Endpoint for GatewayEndpoint<E> {
         let mut response = if declared_length(&req).is_some_and(|n| n > MAX_BODY_BYTES as u64) {
             error_response(&VaultError::new(
                 ErrorKind::PayloadTooLarge,
-                "payload_too_large",
+                ErrorCode::PayloadTooLarge,
                 format!("The request body is larger than {MAX_BODY_BYTES} bytes."),
             ))
         } else {
@@ -67,7 +68,7 @@ impl<E: Endpoint> Endpoint for GatewayEndpoint<E> {
         }
         if !audit.is_deferred() {
             let status = response.status().as_u16();
-            let code = response.extensions().get::<ErrorCode>().map(|c| c.0.clone());
+            let code = response.extensions().get::<ErrorCode>().copied();
             // The row is committed before the answer leaves, so an answered request
             // cannot lose its record in a crash.
             audit.finish(status, true, code).await;

@@ -1,0 +1,148 @@
+//! The audit record of one request while it is served.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use tokio::sync::oneshot;
+
+use super::AuditLog;
+use crate::error::ErrorCode;
+use crate::model::audit::AuditRecord;
+use crate::model::keys::Principal;
+use crate::model::usage::Usage;
+
+/// The audit record of one request as it is being served: opened when the request
+/// arrives, filled in by whoever learns something (auth, the handler), and finished
+/// exactly once — by the response, or by the end of its stream.
+pub struct RequestAudit {
+    log: AuditLog,
+    started: Instant,
+    record: std::sync::Mutex<AuditRecord>,
+    deferred: AtomicBool,
+    finished: AtomicBool,
+}
+
+impl RequestAudit {
+    pub fn begin(log: AuditLog, method: &str, path: &str, request_id: String) -> Arc<RequestAudit> {
+        Arc::new(RequestAudit {
+            log,
+            started: Instant::now(),
+            record: std::sync::Mutex::new(AuditRecord {
+                timestamp: crate::time::now_rfc3339(),
+                request_id,
+                method: method.to_string(),
+                path: path.to_string(),
+                completed: true,
+                ..AuditRecord::default()
+            }),
+            deferred: false.into(),
+            finished: false.into(),
+        })
+    }
+
+    fn update(&self, f: impl FnOnce(&mut AuditRecord)) {
+        if let Ok(mut record) = self.record.lock() {
+            f(&mut record);
+        }
+    }
+
+    pub fn request_id(&self) -> String {
+        self.record.lock().map(|r| r.request_id.clone()).unwrap_or_default()
+    }
+
+    /// Records who the request acts as.
+    pub fn set_principal(&self, principal: &Principal) {
+        self.update(|r| {
+            r.key_id = Some(principal.key_id);
+            r.key_prefix = Some(principal.key_prefix.clone());
+            r.user_id = principal.user_id.clone();
+        });
+    }
+
+    /// Records the display prefix of a key that was refused.
+    pub fn set_refused_key_prefix(&self, prefix: Option<String>) {
+        self.update(|r| r.key_prefix = prefix);
+    }
+
+    pub(crate) fn set_model(&self, model: Option<String>) {
+        self.update(|r| r.model = model);
+    }
+
+    pub(crate) fn set_usage(&self, usage: Option<Usage>) {
+        self.update(|r| {
+            r.tokens_input = usage.map(|u| u.prompt_tokens);
+            r.tokens_output = usage.map(|u| u.completion_tokens);
+        });
+    }
+
+    /// The response body will finish this record (a stream); the response itself must not.
+    pub(crate) fn defer(&self) {
+        self.deferred.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_deferred(&self) -> bool {
+        self.deferred.load(Ordering::SeqCst)
+    }
+
+    /// Completes the record and queues it at once; the returned future resolves when the
+    /// row is committed. A second call does nothing.
+    pub fn finish(
+        &self,
+        status: u16,
+        completed: bool,
+        error_code: Option<ErrorCode>,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let (done, committed) = oneshot::channel();
+        if !self.finished.swap(true, Ordering::SeqCst) {
+            let latency_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            let record = self.record.lock().map(|mut r| {
+                r.status = status;
+                r.latency_ms = latency_ms;
+                r.completed = completed;
+                r.error_code = error_code;
+                std::mem::take(&mut *r)
+            });
+            if let Ok(record) = record {
+                self.log.enqueue(record, Some(done));
+            }
+        }
+        async move {
+            let _ = committed.await;
+        }
+    }
+}
+
+/// The status recorded for a request whose client left before it was answered (the
+/// convention nginx uses; it is never sent).
+pub const CLIENT_CLOSED_REQUEST: u16 = 499;
+
+impl Drop for RequestAudit {
+    /// A request dropped before it was answered (the client went away while the gateway
+    /// waited on the upstream) still leaves its row.
+    fn drop(&mut self) {
+        if !self.finished.load(Ordering::SeqCst) {
+            drop(self.finish(CLIENT_CLOSED_REQUEST, false, Some(ErrorCode::ClientDisconnected)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage;
+
+    #[tokio::test]
+    async fn a_request_dropped_before_its_answer_is_still_recorded() {
+        let (_dir, db) = storage::test_db().await;
+        let db = Arc::new(db);
+        let audit = AuditLog::start(db.clone()).await.unwrap();
+        let request = RequestAudit::begin(audit.clone(), "POST", "/v1/completions", "gone-1".into());
+        drop(request);
+        audit.shutdown().await;
+        let conn = db.connect().await.unwrap();
+        let row = storage::audit::by_request_id(&conn, "gone-1").await.unwrap().unwrap();
+        assert_eq!((row.status, row.completed), (CLIENT_CLOSED_REQUEST, false));
+        assert_eq!(row.error_code.as_deref(), Some("client_disconnected"));
+    }
+}

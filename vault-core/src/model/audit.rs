@@ -1,0 +1,73 @@
+//! What the audit trail records about one request, and how it is asked for.
+
+use serde::Serialize;
+
+use crate::error::ErrorCode;
+
+/// What is recorded about one request, as it is written.
+#[derive(Debug, Clone, Default)]
+pub struct AuditRecord {
+    pub timestamp: String,
+    pub request_id: String,
+    pub method: String,
+    pub path: String,
+    /// The key that was used, to move its `last_used_at`; not stored in the row.
+    pub key_id: Option<i64>,
+    pub key_prefix: Option<String>,
+    pub user_id: Option<String>,
+    pub model: Option<String>,
+    pub status: u16,
+    pub latency_ms: u64,
+    pub tokens_input: Option<u64>,
+    pub tokens_output: Option<u64>,
+    /// False when the answer was cut short (upstream failure, client gone).
+    pub completed: bool,
+    pub error_code: Option<ErrorCode>,
+}
+
+impl AuditRecord {
+    /// The account the request counts for in usage insights (see `Principal`).
+    pub fn account(&self) -> String {
+        super::keys::account(self.user_id.as_deref(), self.key_id)
+    }
+
+    /// Whether it was an inference request, the only kind usage insights count.
+    pub fn is_inference(&self) -> bool {
+        self.path.starts_with("/v1/")
+    }
+}
+
+/// A stored audit row.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub timestamp: String,
+    pub request_id: String,
+    pub method: String,
+    pub path: String,
+    pub key_prefix: Option<String>,
+    pub user_id: Option<String>,
+    pub model: Option<String>,
+    pub status: u16,
+    pub latency_ms: u64,
+    pub tokens_input: Option<u64>,
+    pub tokens_output: Option<u64>,
+    pub completed: bool,
+    pub error_code: Option<String>,
+}
+
+/// Conditions on audit rows; every one given must hold.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub user_id: Option<String>,
+    pub key_prefix: Option<String>,
+    pub method: Option<String>,
+    /// Rows whose path starts with this.
+    pub path_prefix: Option<String>,
+    pub status: Option<u16>,
+    pub model: Option<String>,
+    /// RFC 3339, inclusive.
+    pub since: Option<String>,
+    /// RFC 3339, exclusive.
+    pub until: Option<String>,
+}

@@ -1,0 +1,256 @@
+//! The JSON shapes of `/vault/system/*`, `/vault/insights` and `/vault/activity`.
+
+use poem_openapi::Object;
+use vault_core::{activity, gpu, insights, system};
+
+#[derive(Object)]
+pub struct Resources {
+    pub cpu: CpuUsage,
+    pub memory: MemoryUsage,
+    pub disks: Vec<DiskUsage>,
+    pub network: Vec<NetworkUsage>,
+    pub uptime_seconds: Option<u64>,
+    /// 1, 5 and 15 minute load averages.
+    pub load_average: Option<Vec<f64>>,
+}
+
+#[derive(Object)]
+pub struct CpuUsage {
+    pub usage_percent: f32,
+    pub cores: usize,
+    pub per_core_percent: Vec<f32>,
+}
+
+#[derive(Object)]
+pub struct MemoryUsage {
+    pub total_bytes: u64,
+    pub used_bytes: u64,
+    pub available_bytes: u64,
+    pub usage_percent: f64,
+}
+
+#[derive(Object)]
+pub struct DiskUsage {
+    pub mount_point: String,
+    pub file_system: String,
+    pub total_bytes: u64,
+    pub available_bytes: u64,
+    pub usage_percent: f64,
+}
+
+#[derive(Object)]
+pub struct NetworkUsage {
+    pub interface: String,
+    pub received_bytes_total: u64,
+    pub transmitted_bytes_total: u64,
+    pub received_bytes_per_second: f64,
+    pub transmitted_bytes_per_second: f64,
+}
+
+impl From<system::Resources> for Resources {
+    fn from(r: system::Resources) -> Self {
+        Resources {
+            cpu: CpuUsage {
+                usage_percent: r.cpu.usage_percent,
+                cores: r.cpu.cores,
+                per_core_percent: r.cpu.per_core_percent,
+            },
+            memory: MemoryUsage {
+                total_bytes: r.memory.total_bytes,
+                used_bytes: r.memory.used_bytes,
+                available_bytes: r.memory.available_bytes,
+                usage_percent: r.memory.usage_percent,
+            },
+            disks: r
+                .disks
+                .into_iter()
+                .map(|d| DiskUsage {
+                    mount_point: d.mount_point,
+                    file_system: d.file_system,
+                    total_bytes: d.total_bytes,
+                    available_bytes: d.available_bytes,
+                    usage_percent: d.usage_percent,
+                })
+                .collect(),
+            network: r
+                .network
+                .into_iter()
+                .map(|n| NetworkUsage {
+                    interface: n.interface,
+                    received_bytes_total: n.received_bytes_total,
+                    transmitted_bytes_total: n.transmitted_bytes_total,
+                    received_bytes_per_second: n.received_bytes_per_second,
+                    transmitted_bytes_per_second: n.transmitted_bytes_per_second,
+                })
+                .collect(),
+            uptime_seconds: r.uptime_seconds,
+            load_average: r.load_average.map(|l| l.to_vec()),
+        }
+    }
+}
+
+/// Readings of one GPU; a reading the GPU does not offer is null.
+#[derive(Object)]
+pub struct Gpu {
+    pub index: u32,
+    pub name: Option<String>,
+    pub uuid: Option<String>,
+    pub pci_bus_id: Option<String>,
+    pub memory_total_bytes: Option<u64>,
+    pub memory_used_bytes: Option<u64>,
+    pub memory_free_bytes: Option<u64>,
+    pub utilization_gpu_percent: Option<u32>,
+    pub utilization_memory_percent: Option<u32>,
+    pub temperature_celsius: Option<u32>,
+    pub power_draw_watts: Option<f64>,
+    pub power_limit_watts: Option<f64>,
+    pub sm_clock_mhz: Option<u32>,
+    /// `P0` (fastest) to `P15`.
+    pub performance_state: Option<String>,
+    pub fan_speed_percent: Option<u32>,
+    pub ecc_errors_corrected: Option<u64>,
+    pub ecc_errors_uncorrected: Option<u64>,
+}
+
+/// All GPUs; `{"gpus": [], "available": false}` on a box without NVML.
+#[derive(Object)]
+pub struct GpuReport {
+    pub gpus: Vec<Gpu>,
+    pub available: bool,
+}
+
+impl From<gpu::GpuReport> for GpuReport {
+    fn from(r: gpu::GpuReport) -> Self {
+        GpuReport {
+            available: r.available,
+            gpus: r
+                .gpus
+                .into_iter()
+                .map(|g| Gpu {
+                    index: g.index,
+                    name: g.name,
+                    uuid: g.uuid,
+                    pci_bus_id: g.pci_bus_id,
+                    memory_total_bytes: g.memory_total_bytes,
+                    memory_used_bytes: g.memory_used_bytes,
+                    memory_free_bytes: g.memory_free_bytes,
+                    utilization_gpu_percent: g.utilization_gpu_percent,
+                    utilization_memory_percent: g.utilization_memory_percent,
+                    temperature_celsius: g.temperature_celsius,
+                    power_draw_watts: g.power_draw_watts,
+                    power_limit_watts: g.power_limit_watts,
+                    sm_clock_mhz: g.sm_clock_mhz,
+                    performance_state: g.performance_state,
+                    fan_speed_percent: g.fan_speed_percent,
+                    ecc_errors_corrected: g.ecc_errors_corrected,
+                    ecc_errors_uncorrected: g.ecc_errors_uncorrected,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Usage over a range. An admin key sees everyone's; a user key sees its own.
+#[derive(Object)]
+pub struct Insights {
+    /// `24h`, `7d`, `30d` or `90d`.
+    pub range: String,
+    /// `hour` or `day`.
+    pub bucket: String,
+    pub since: String,
+    pub totals: InsightTotals,
+    pub series: Vec<InsightPoint>,
+    pub models: Vec<ModelUsage>,
+}
+
+#[derive(Object)]
+pub struct InsightTotals {
+    pub requests: i64,
+    pub errors: i64,
+    pub tokens_input: i64,
+    pub tokens_output: i64,
+    pub active_users: i64,
+    pub avg_latency_ms: Option<f64>,
+    /// An estimate from a latency histogram (at most 19% high).
+    pub p95_latency_ms: Option<f64>,
+}
+
+#[derive(Object)]
+pub struct InsightPoint {
+    pub bucket: String,
+    pub requests: i64,
+    pub errors: i64,
+    pub tokens_input: i64,
+    pub tokens_output: i64,
+}
+
+#[derive(Object)]
+pub struct ModelUsage {
+    pub model: String,
+    pub requests: i64,
+    pub tokens_input: i64,
+    pub tokens_output: i64,
+}
+
+impl From<insights::Insights> for Insights {
+    fn from(i: insights::Insights) -> Self {
+        let t = i.totals;
+        Insights {
+            range: i.range,
+            bucket: i.bucket,
+            since: i.since,
+            totals: InsightTotals {
+                requests: t.requests,
+                errors: t.errors,
+                tokens_input: t.tokens_input,
+                tokens_output: t.tokens_output,
+                active_users: t.active_users,
+                avg_latency_ms: t.avg_latency_ms,
+                p95_latency_ms: t.p95_latency_ms,
+            },
+            series: i
+                .series
+                .into_iter()
+                .map(|p| InsightPoint {
+                    bucket: p.bucket,
+                    requests: p.requests,
+                    errors: p.errors,
+                    tokens_input: p.tokens_input,
+                    tokens_output: p.tokens_output,
+                })
+                .collect(),
+            models: i
+                .models
+                .into_iter()
+                .map(|m| ModelUsage {
+                    model: m.model,
+                    requests: m.requests,
+                    tokens_input: m.tokens_input,
+                    tokens_output: m.tokens_output,
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Object)]
+pub struct ActivityItem {
+    pub timestamp: String,
+    /// e.g. `key.created`, `user.deactivated`, `training.paused`.
+    pub kind: String,
+    /// The user id or key prefix that acted.
+    pub actor: Option<String>,
+    pub subject: Option<String>,
+    pub summary: String,
+}
+
+#[derive(Object)]
+pub struct ActivityFeed {
+    pub items: Vec<ActivityItem>,
+}
+
+impl From<activity::ActivityItem> for ActivityItem {
+    fn from(a: activity::ActivityItem) -> Self {
+        ActivityItem { timestamp: a.timestamp, kind: a.kind, actor: a.actor, subject: a.subject, summary: a.summary }
+    }
+}
