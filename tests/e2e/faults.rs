@@ -4,18 +4,23 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use serde_json::json;
-use vault_e2e::{FakeVllm, Gateway, client};
+use vault_core::keys::Scope;
+use vault_e2e::{FakeOptions, TestApp, Upstream, assert_error, chat_body, client, request_id};
 
-use crate::support::{assert_error, chat_body, post_json, request_id, sse_data};
+use crate::inference::sse_data;
+
+async fn post_json(app: &TestApp, key: &str, body: &serde_json::Value) -> reqwest::Response {
+    app.send("POST", "/v1/chat/completions", Some(key), Some(body)).await
+}
 
 #[tokio::test]
 async fn an_unreachable_upstream_answers_503_quickly() {
     // A port that was free a moment ago: nothing listens there.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let gateway = Gateway::start(&format!("http://127.0.0.1:{port}")).await;
-    let key = gateway.create_key("user").await;
+    let gateway = TestApp::spawn_with(Upstream::Url(format!("http://127.0.0.1:{port}")), &[]).await;
+    let key = gateway.create_key(Scope::User).await;
     let started = Instant::now();
-    let response = post_json(format!("{}/v1/chat/completions", gateway.url), &key, &chat_body(false)).await;
+    let response = post_json(&gateway, &key, &chat_body(false)).await;
     assert_error(response, 503, "inference_unavailable").await;
     assert!(started.elapsed() < Duration::from_secs(2));
     let health: serde_json::Value =
@@ -25,14 +30,13 @@ async fn an_unreachable_upstream_answers_503_quickly() {
 
 #[tokio::test]
 async fn an_upstream_that_hangs_answers_504_within_the_timeout() {
-    let fake = FakeVllm::start().await;
-    let gateway = Gateway::start_with(&fake.url, &[("VAULT_UPSTREAM_TIMEOUT", "1")]).await;
-    let key = gateway.create_key("user").await;
+    let gateway = TestApp::spawn_with(Upstream::Fake(FakeOptions::default()), &[("VAULT_UPSTREAM_TIMEOUT", "1")]).await;
+    let key = gateway.create_key(Scope::User).await;
     for stream in [false, true] {
         let mut body = chat_body(stream);
         body["fake_mode"] = json!("hang");
         let started = Instant::now();
-        let response = post_json(format!("{}/v1/chat/completions", gateway.url), &key, &body).await;
+        let response = post_json(&gateway, &key, &body).await;
         let id = request_id(&response);
         assert_error(response, 504, "inference_timeout").await;
         let took = started.elapsed();
@@ -43,12 +47,11 @@ async fn an_upstream_that_hangs_answers_504_within_the_timeout() {
 
 #[tokio::test]
 async fn a_stream_cut_by_the_upstream_ends_with_an_error_event_and_an_incomplete_audit_row() {
-    let fake = FakeVllm::start().await;
-    let gateway = Gateway::start(&fake.url).await;
-    let key = gateway.create_key("user").await;
+    let gateway = TestApp::spawn().await;
+    let key = gateway.create_key(Scope::User).await;
     let mut body = chat_body(true);
     body["fake_mode"] = json!("cut:3");
-    let response = post_json(format!("{}/v1/chat/completions", gateway.url), &key, &body).await;
+    let response = post_json(&gateway, &key, &body).await;
     assert_eq!(response.status(), 200);
     let id = request_id(&response);
     let events = sse_data(&response.text().await.unwrap());
@@ -62,43 +65,22 @@ async fn a_stream_cut_by_the_upstream_ends_with_an_error_event_and_an_incomplete
 
 #[tokio::test]
 async fn a_client_that_leaves_mid_stream_closes_the_upstream_request() {
-    let fake = FakeVllm::start().await;
-    let gateway = Gateway::start(&fake.url).await;
-    let key = gateway.create_key("user").await;
+    let gateway = TestApp::spawn().await;
+    let key = gateway.create_key(Scope::User).await;
     let mut body = chat_body(true);
     body["fake_mode"] = json!("delay:200");
-    let response = post_json(format!("{}/v1/chat/completions", gateway.url), &key, &body).await;
+    let response = post_json(&gateway, &key, &body).await;
     let id = request_id(&response);
     let mut stream = response.bytes_stream();
     stream.next().await.unwrap().unwrap();
-    assert_eq!(fake.stats().await["open_streams"], 1);
+    assert_eq!(gateway.upstream_stats().await["open_streams"], 1);
     drop(stream);
     let deadline = Instant::now() + Duration::from_secs(3);
-    while fake.stats().await["open_streams"] != 0 {
+    while gateway.upstream_stats().await["open_streams"] != 0 {
         assert!(Instant::now() < deadline, "the upstream stream stayed open after the client left");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let row = gateway.audit_row(&id).await.expect("a partial stream is still audited");
     assert!(!row.completed);
     assert_eq!(row.error_code.as_deref(), Some("client_disconnected"));
-}
-
-#[tokio::test]
-async fn sigterm_lets_an_in_flight_stream_finish_and_flushes_its_audit_row() {
-    let fake = FakeVllm::start().await;
-    let gateway = Gateway::start(&fake.url).await;
-    let key = gateway.create_key("user").await;
-    let mut body = chat_body(true);
-    body["fake_mode"] = json!("delay:100");
-    let response = post_json(format!("{}/v1/chat/completions", gateway.url), &key, &body).await;
-    let id = request_id(&response);
-    let reader = tokio::spawn(async move { response.text().await.unwrap() });
-    tokio::time::sleep(Duration::from_millis(250)).await;
-    let (status, gateway) = gateway.terminate().await;
-    assert!(status.success(), "graceful shutdown exits 0, got {status}");
-    let text = reader.await.unwrap();
-    assert!(text.ends_with("data: [DONE]\n\n"), "the stream was cut by shutdown: {text}");
-    let row = gateway.audit_row(&id).await.expect("the row was flushed before exit");
-    assert!(row.completed);
-    assert_eq!(row.tokens_output, Some(12));
 }

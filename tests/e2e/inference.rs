@@ -4,20 +4,35 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use vault_e2e::{FakeVllm, Gateway};
+use vault_core::keys::Scope;
+use vault_e2e::{FakeOptions, TestApp, Upstream, assert_error, chat_body, request_id};
 
-use crate::support::{assert_error, chat_body, get_with_key, post_json, request_id, sse_data};
+async fn setup() -> (TestApp, String) {
+    let app = TestApp::spawn().await;
+    let key = app.create_key(Scope::User).await;
+    (app, key)
+}
 
-async fn setup() -> (FakeVllm, Gateway, String) {
-    let fake = FakeVllm::start().await;
-    let gateway = Gateway::start(&fake.url).await;
-    let key = gateway.create_key("user").await;
-    (fake, gateway, key)
+/// POSTs a JSON body with a key.
+async fn post_json(url: impl reqwest::IntoUrl, key: &str, body: &Value) -> reqwest::Response {
+    vault_e2e::client().post(url).bearer_auth(key).json(body).send().await.unwrap()
+}
+
+/// GETs with a key.
+async fn get_with_key(url: impl reqwest::IntoUrl, key: &str) -> reqwest::Response {
+    vault_e2e::client().get(url).bearer_auth(key).send().await.unwrap()
+}
+
+/// The `data:` payloads of an SSE body, in order.
+pub fn sse_data(body: &str) -> Vec<String> {
+    body.split("\n\n")
+        .filter_map(|event| event.lines().find_map(|l| l.strip_prefix("data: ")).map(String::from))
+        .collect()
 }
 
 #[tokio::test]
 async fn non_stream_chat_is_proxied_and_audited_with_token_counts() {
-    let (_fake, gateway, key) = setup().await;
+    let (gateway, key) = setup().await;
     let response = post_json(format!("{}/v1/chat/completions", gateway.url), &key, &chat_body(false)).await;
     assert_eq!(response.status(), 200);
     let id = request_id(&response);
@@ -37,7 +52,7 @@ async fn non_stream_chat_is_proxied_and_audited_with_token_counts() {
 
 #[tokio::test]
 async fn streamed_chat_arrives_chunk_by_chunk() {
-    let (_fake, gateway, key) = setup().await;
+    let (gateway, key) = setup().await;
     let mut body = chat_body(true);
     body["fake_mode"] = json!("delay:150");
     let response = post_json(format!("{}/v1/chat/completions", gateway.url), &key, &body).await;
@@ -59,13 +74,13 @@ async fn streamed_chat_arrives_chunk_by_chunk() {
 
 #[tokio::test]
 async fn stream_usage_is_audited_and_the_extra_chunk_hidden_unless_asked_for() {
-    let (fake, gateway, key) = setup().await;
+    let (gateway, key) = setup().await;
     let response = post_json(format!("{}/v1/chat/completions", gateway.url), &key, &chat_body(true)).await;
     let id = request_id(&response);
     let events = sse_data(&response.text().await.unwrap());
     assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
     assert!(events.iter().all(|e| !e.contains("\"usage\"")), "usage chunk leaked: {events:?}");
-    let sent = fake.received().await;
+    let sent = gateway.upstream_received().await;
     assert_eq!(sent.last().unwrap()["stream_options"]["include_usage"], true, "gateway must ask for usage");
     let row = gateway.audit_row(&id).await.expect("audit row");
     // 5 words + 1 for the message; the answer is the 7 words of "This is a reply from
@@ -83,7 +98,7 @@ async fn stream_usage_is_audited_and_the_extra_chunk_hidden_unless_asked_for() {
 
 #[tokio::test]
 async fn completions_work_streamed_and_not() {
-    let (_fake, gateway, key) = setup().await;
+    let (gateway, key) = setup().await;
     let url = format!("{}/v1/completions", gateway.url);
     let body: Value =
         post_json(&url, &key, &json!({"prompt": "Once upon a time", "max_tokens": 4})).await.json().await.unwrap();
@@ -106,7 +121,7 @@ async fn completions_work_streamed_and_not() {
 
 #[tokio::test]
 async fn embeddings_come_as_floats_or_base64() {
-    let (_fake, gateway, key) = setup().await;
+    let (gateway, key) = setup().await;
     let url = format!("{}/v1/embeddings", gateway.url);
     let response = post_json(&url, &key, &json!({"input": ["one two", "three"], "dimensions": 8})).await;
     let id = request_id(&response);
@@ -129,7 +144,7 @@ async fn embeddings_come_as_floats_or_base64() {
 
 #[tokio::test]
 async fn models_are_listed_and_ids_with_slashes_resolve() {
-    let (_fake, gateway, key) = setup().await;
+    let (gateway, key) = setup().await;
     let list: Value = get_with_key(format!("{}/v1/models", gateway.url), &key).await.json().await.unwrap();
     let ids: Vec<&str> = list["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["qwen2.5-32b-awq", "Qwen/Qwen2.5-7B-Instruct"]);
@@ -142,19 +157,19 @@ async fn models_are_listed_and_ids_with_slashes_resolve() {
 
 #[tokio::test]
 async fn unknown_fields_reach_the_upstream_unchanged() {
-    let (fake, gateway, key) = setup().await;
+    let (gateway, key) = setup().await;
     let mut body = chat_body(false);
     body["top_k"] = json!(7);
     body["guided_json"] = json!({"type": "object", "properties": {"a": {"type": "number"}}});
     body["chat_template_kwargs"] = json!({"enable_thinking": false});
     let response = post_json(format!("{}/v1/chat/completions", gateway.url), &key, &body).await;
     assert_eq!(response.status(), 200);
-    assert_eq!(fake.received().await.last().unwrap(), &body);
+    assert_eq!(gateway.upstream_received().await.last().unwrap(), &body);
 }
 
 #[tokio::test]
 async fn upstream_errors_keep_their_status_and_message() {
-    let (_fake, gateway, key) = setup().await;
+    let (gateway, key) = setup().await;
     let mut body = chat_body(false);
     body["model"] = json!("gpt-4");
     let response = post_json(format!("{}/v1/chat/completions", gateway.url), &key, &body).await;
@@ -172,7 +187,6 @@ async fn upstream_errors_keep_their_status_and_message() {
 
 #[tokio::test]
 async fn model_cards_are_enriched_from_the_manifest() {
-    let fake = FakeVllm::start().await;
     let dir = tempfile::tempdir().unwrap();
     let manifest = dir.path().join("models.json");
     std::fs::write(
@@ -180,8 +194,9 @@ async fn model_cards_are_enriched_from_the_manifest() {
         r#"{"models": [{"id": "Qwen/Qwen2.5-7B-Instruct", "name": "Qwen 7B", "context_window": 32768, "path": "/secret"}]}"#,
     )
     .unwrap();
-    let gateway = Gateway::start_with(&fake.url, &[("VAULT_MODELS_MANIFEST", manifest.to_str().unwrap())]).await;
-    let key = gateway.create_key("user").await;
+    let settings = [("VAULT_MODELS_MANIFEST", manifest.to_str().unwrap())];
+    let gateway = TestApp::spawn_with(Upstream::Fake(FakeOptions::default()), &settings).await;
+    let key = gateway.create_key(Scope::User).await;
     let card: Value =
         get_with_key(format!("{}/v1/models/Qwen/Qwen2.5-7B-Instruct", gateway.url), &key).await.json().await.unwrap();
     assert_eq!(card["name"], "Qwen 7B");

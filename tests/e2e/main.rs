@@ -1,13 +1,10 @@
-//! End-to-end tests: real `fake-vllm` and `vault-server` processes on ephemeral ports,
-//! driven over HTTP, with `vault-cli` running beside them.
+//! End-to-end tests: a gateway and a fake vLLM started in this process on ephemeral ports
+//! (`vault_e2e::TestApp`), driven over HTTP like any client would.
 
 // Helpers shared by tests fail loudly, like the tests themselves.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod auth;
-mod concurrency;
 mod faults;
 mod inference;
-mod startup;
-mod support;
 mod workspace;

@@ -264,10 +264,20 @@ def test_a_database_that_is_not_one_raises_the_base_error(tmp_path: pathlib.Path
     assert caught.value.status == 500 and str(garbage) not in caught.value.message
 
 
-def test_every_exception_is_a_vault_error() -> None:
-    for name in ["InvalidInput", "Unauthorized", "Forbidden", "NotFound", "Conflict",
-                 "UpstreamUnavailable", "UpstreamTimeout", "UpstreamError"]:
-        assert issubclass(getattr(vault, name), vault.VaultError)
+def test_each_kind_of_failure_raises_its_own_class(v: vault.Vault) -> None:
+    user_key = v.keys.create("u")["key"]
+    v.users.create("A", "a@clinic.example")
+    cases: list[tuple[Any, type[vault.VaultError], str]] = [
+        (lambda: v.keys.create("x", scope="root"), vault.InvalidInput, "invalid_request"),
+        (lambda: v.keys.check("vault_sk_" + "Z" * 48), vault.Unauthorized, "invalid_api_key"),
+        (lambda: v.keys.check(user_key, scope="admin"), vault.Forbidden, "insufficient_scope"),
+        (lambda: v.keys.revoke("999"), vault.NotFound, "key_not_found"),
+        (lambda: v.users.create("B", "A@clinic.example"), vault.Conflict, "email_taken"),
+    ]
+    for call, cls, code in cases:
+        with pytest.raises(vault.VaultError) as caught:
+            call()
+        assert type(caught.value) is cls and caught.value.code == code, (cls, caught.value)
 
 
 def test_every_public_name_is_documented() -> None:

@@ -33,7 +33,21 @@ pub struct EmbeddedGateway {
 impl EmbeddedGateway {
     /// Starts the upstream (when fake), opens the vault with `overrides` over the
     /// environment, and serves on the configured address (`VAULT_PORT=0` for a free port).
-    pub async fn start(mut overrides: Overrides, upstream: Upstream) -> Result<EmbeddedGateway, VaultError> {
+    pub async fn start(overrides: Overrides, upstream: Upstream) -> Result<EmbeddedGateway, VaultError> {
+        Self::start_with(upstream, Config::load, overrides).await
+    }
+
+    /// Like [`start`](Self::start), but with `settings` alone: the environment is not read
+    /// (for tests, which must not depend on the variables of whoever runs them).
+    pub async fn start_isolated(settings: Overrides, upstream: Upstream) -> Result<EmbeddedGateway, VaultError> {
+        Self::start_with(upstream, |s| Config::from_lookup(|name| s.get(name).cloned()), settings).await
+    }
+
+    async fn start_with(
+        upstream: Upstream,
+        load: impl FnOnce(&Overrides) -> Result<Config, VaultError>,
+        mut overrides: Overrides,
+    ) -> Result<EmbeddedGateway, VaultError> {
         let (upstream_url, fake) = match upstream {
             Upstream::Url(url) => (url, None),
             Upstream::Fake(options) => {
@@ -44,7 +58,7 @@ impl EmbeddedGateway {
             }
         };
         overrides.insert(config::VLLM_BASE_URL, upstream_url.clone());
-        let vault = Vault::open(Config::load(&overrides)?).await?;
+        let vault = Vault::open(load(&overrides)?).await?;
         let server = crate::Server::bind(vault.clone()).await?;
         let url = format!("http://{}", server.local_addr());
         let (stop, stopped) = oneshot::channel::<()>();

@@ -1,0 +1,122 @@
+//! `vault-cli` beside a running gateway: changes it makes count on the gateway's very next
+//! request, it writes while the gateway is under load, and its errors have exit codes.
+
+// Helpers of a test fail loudly, like the test itself.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashSet;
+
+use serde_json::Value;
+use vault_core::keys::Scope;
+use vault_e2e::{TestApp, assert_error, chat_body, client, run_cli};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_vault-cli");
+
+async fn cli(app: &TestApp, args: &[&str]) -> std::process::Output {
+    run_cli(BINARY, &app.data_dir, args).await
+}
+
+fn json_out(out: &std::process::Output) -> Value {
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn a_key_created_and_revoked_with_the_cli_counts_on_the_next_request() {
+    let app = TestApp::spawn().await;
+    let created = json_out(&cli(&app, &["create-key", "--label", "ops", "--scope", "user", "--json"]).await);
+    for field in ["id", "key", "prefix", "label", "scope"] {
+        assert!(!created[field].is_null(), "create-key --json lacks {field}: {created}");
+    }
+    let key = created["key"].as_str().unwrap();
+    for _ in 0..3 {
+        // Warm the gateway's key cache.
+        assert_eq!(app.send("GET", "/v1/models", Some(key), None).await.status(), 200);
+    }
+    let revoked = json_out(&cli(&app, &["revoke-key", &key[..13], "--json"]).await);
+    assert_eq!(revoked["is_active"], false);
+    assert_error(app.send("GET", "/v1/models", Some(key), None).await, 401, "invalid_api_key").await;
+    let listed = json_out(&cli(&app, &["list-keys", "--all", "--json"]).await);
+    assert!(listed[0]["revoked_at"].is_string());
+    assert!(listed[0]["last_used_at"].is_string(), "use before revocation was recorded");
+}
+
+#[tokio::test]
+async fn a_user_deactivated_with_the_cli_loses_every_key_on_the_next_request() {
+    let app = TestApp::spawn().await;
+    let user =
+        json_out(&cli(&app, &["create-user", "--name", "Dr. Ng", "--email", "ng@clinic.example", "--json"]).await);
+    let user_id = user["id"].as_str().unwrap();
+    let mut keys = Vec::new();
+    for label in ["desk", "laptop"] {
+        let created = json_out(&cli(&app, &["create-key", "--label", label, "--user", user_id, "--json"]).await);
+        assert_eq!(created["user_id"], user_id);
+        keys.push(created["key"].as_str().unwrap().to_string());
+    }
+    for key in &keys {
+        assert_eq!(app.send("GET", "/v1/models", Some(key), None).await.status(), 200);
+    }
+    assert!(cli(&app, &["deactivate-user", user_id]).await.status.success());
+    for key in &keys {
+        assert_error(app.send("GET", "/v1/models", Some(key), None).await, 401, "invalid_api_key").await;
+    }
+}
+
+#[tokio::test]
+async fn errors_go_to_stderr_with_an_exit_code_per_kind() {
+    let app = TestApp::spawn().await;
+    let missing = cli(&app, &["deactivate-user", "nobody"]).await;
+    assert_eq!(missing.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&missing.stderr).starts_with("vault-cli: No user with id nobody."));
+    let bad = cli(&app, &["create-user", "--name", "X", "--email", "not-an-email"]).await;
+    assert_eq!(bad.status.code(), Some(2));
+    let as_json = cli(&app, &["revoke-key", "999", "--json"]).await;
+    assert_eq!(as_json.status.code(), Some(3));
+    let error: Value = serde_json::from_slice(&as_json.stderr).unwrap();
+    assert_eq!(error["error"]["code"], "key_not_found");
+    cli(&app, &["create-user", "--name", "A", "--email", "a@clinic.example"]).await;
+    let taken = cli(&app, &["create-user", "--name", "B", "--email", "A@clinic.example"]).await;
+    assert_eq!(taken.status.code(), Some(4));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hundred_concurrent_requests_during_cli_key_churn_all_succeed_and_are_audited() {
+    let app = std::sync::Arc::new(TestApp::spawn().await);
+    let key = app.create_key(Scope::User).await;
+    let before = app.audit_count().await;
+    let churn = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            for _ in 0..10 {
+                let created = json_out(&cli(&app, &["create-key", "--label", "churn", "--json"]).await);
+                let out = cli(&app, &["revoke-key", created["key"].as_str().unwrap()]).await;
+                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            }
+        })
+    };
+    let http = client();
+    let requests = (0..200).map(|i| {
+        let (http, url, key) = (http.clone(), format!("{}/v1/chat/completions", app.url), key.clone());
+        async move {
+            let id = format!("load-{i}");
+            let response =
+                http.post(url).bearer_auth(key).header("x-request-id", &id).json(&chat_body(i % 2 == 0)).send().await;
+            let response = response.unwrap();
+            let status = response.status().as_u16();
+            (id, status, response.text().await.unwrap())
+        }
+    });
+    let results = futures_util::future::join_all(requests).await;
+    churn.await.unwrap();
+    for (id, status, body) in &results {
+        assert_eq!(*status, 200, "{id}: {body}");
+    }
+    let mut seen = HashSet::new();
+    for (id, _, _) in &results {
+        let row = app.audit_row(id).await.unwrap_or_else(|| panic!("{id} has no audit row"));
+        assert_eq!(row.status, 200);
+        seen.insert(row.request_id);
+    }
+    assert_eq!(seen.len(), 200);
+    assert_eq!(app.audit_count().await, before + 200, "one row per request, no more");
+}
