@@ -1,5 +1,5 @@
 //! fake-vllm: a stand-in for vLLM's OpenAI-compatible server, faithful to its wire format
-//! (see VLLM-WIRE.md), for tests, benchmarks and the demo.
+//! (its requests, answers, streams and errors), for tests, benchmarks and the demo.
 //!
 //! Failure modes are chosen per request with a `fake_mode` field in the body (a field
 //! vLLM would ignore, and which a gateway passes through untouched):
