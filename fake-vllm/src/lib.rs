@@ -8,7 +8,9 @@
 //! - `error:<status>`: answer with a vLLM-shaped error of that status;
 //! - `cut:<n>`: stream n content chunks, then drop the connection;
 //! - `stream_error:<n>`: stream n content chunks, then a vLLM error event and `[DONE]`;
-//! - `delay:<ms>`: the delay between streamed tokens for this request.
+//! - `delay:<ms>`: the delay between streamed tokens for this request;
+//! - `redirect:<port>`: answer 307 to the same route on `127.0.0.1:<port>`;
+//! - `garbage`: answer 200 with a body that is not JSON.
 //!
 //! `GET /_fake/stats` reports open streams and requests served; `GET /_fake/requests`
 //! returns the last request bodies received, as sent.

@@ -24,6 +24,10 @@ pub enum Mode {
     Cut(usize),
     StreamError(usize),
     Delay(Duration),
+    /// Answer `307` pointing at the same route on `127.0.0.1:<port>`.
+    Redirect(u16),
+    /// Answer `200` with a body that is not JSON.
+    Garbage,
 }
 
 impl Mode {
@@ -37,6 +41,8 @@ impl Mode {
             ("cut", Some(n)) => Mode::Cut(usize::try_from(n).ok()?),
             ("stream_error", Some(n)) => Mode::StreamError(usize::try_from(n).ok()?),
             ("delay", Some(ms)) => Mode::Delay(Duration::from_millis(ms)),
+            ("redirect", Some(port)) => Mode::Redirect(u16::try_from(port).ok()?),
+            ("garbage", _) => Mode::Garbage,
             _ => return None,
         })
     }
@@ -153,6 +159,16 @@ async fn parse(state: &State, headers: &HeaderMap, raw: Bytes) -> Result<Parsed,
         Mode::Hang => futures_util::future::pending::<()>().await,
         Mode::Error(status) => {
             return Err(error_response(status, error_type(status), "Injected failure", None));
+        }
+        Mode::Redirect(port) => {
+            let location = format!("http://127.0.0.1:{port}/v1/chat/completions");
+            return Err(Response::builder()
+                .status(StatusCode::TEMPORARY_REDIRECT)
+                .header("location", location)
+                .finish());
+        }
+        Mode::Garbage => {
+            return Err(Response::builder().status(StatusCode::OK).content_type("application/json").body("<html>oops"));
         }
         _ => {}
     }

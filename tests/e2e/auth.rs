@@ -53,6 +53,23 @@ async fn a_key_revoked_through_the_api_is_refused_on_the_next_request() {
 }
 
 #[tokio::test]
+async fn a_key_in_a_path_or_request_id_is_never_recorded_whole() {
+    let app = TestApp::spawn().await;
+    let key = app.create_key(Scope::User).await;
+    let response = client()
+        .get(format!("{}/v1/models/{key}", app.url))
+        .bearer_auth(&key)
+        .header("x-request-id", format!("trace-{key}"))
+        .send()
+        .await
+        .unwrap();
+    let id = request_id(&response);
+    assert_eq!(id, format!("trace-{}...", &key[..13]));
+    let row = app.audit_row(&id).await.unwrap();
+    assert_eq!(row.path, format!("/v1/models/{}...", &key[..13]));
+}
+
+#[tokio::test]
 async fn health_and_docs_need_no_key_and_the_framework_errors_keep_the_shape() {
     let app = TestApp::spawn().await;
     let key = app.create_key(Scope::User).await;

@@ -84,3 +84,24 @@ async fn a_client_that_leaves_mid_stream_closes_the_upstream_request() {
     assert!(!row.completed);
     assert_eq!(row.error_code.as_deref(), Some("client_disconnected"));
 }
+
+#[tokio::test]
+async fn an_upstream_redirect_is_never_followed_and_an_unreadable_answer_is_not_passed_on() {
+    let gateway = TestApp::spawn().await;
+    let key = gateway.create_key(Scope::User).await;
+    let elsewhere = vault_e2e::start_fake_upstream().await;
+    for stream in [false, true] {
+        let mut body = chat_body(stream);
+        body["fake_mode"] = json!(format!("redirect:{}", elsewhere.addr.port()));
+        let response = post_json(&gateway, &key, &body).await;
+        let id = request_id(&response);
+        assert_error(response, 502, "upstream_invalid").await;
+        assert_eq!(gateway.audit_row(&id).await.unwrap().error_code.as_deref(), Some("upstream_invalid"));
+    }
+    let stats: serde_json::Value =
+        client().get(format!("{}/_fake/stats", elsewhere.base_url())).send().await.unwrap().json().await.unwrap();
+    assert_eq!(stats["requests"], 0, "the redirect target was contacted");
+    let mut body = chat_body(false);
+    body["fake_mode"] = json!("garbage");
+    assert_error(post_json(&gateway, &key, &body).await, 502, "upstream_invalid").await;
+}

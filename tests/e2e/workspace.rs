@@ -123,6 +123,9 @@ async fn malformed_bodies_and_parameters_get_400_naming_the_field() {
         let response = stack.send("GET", query, Some(&stack.user), None).await;
         assert_eq!(response.status(), 400, "{query}");
     }
+    let array = stack.send("POST", "/vault/conversations", Some(&stack.user), Some(json!([null, null]))).await;
+    let error = assert_error(array, 400, "invalid_request").await;
+    assert_eq!(error["error"]["message"], "body: must be a JSON object");
     let no_body = stack.send("POST", "/vault/admin/users", admin, None).await;
     assert_error(no_body, 415, "unsupported_media_type").await;
 }
@@ -321,6 +324,7 @@ async fn system_metrics_insights_and_activity() {
     stack.expect(201, "POST", "/vault/admin/users", &stack.admin, Some(json!({"name": "A", "email": "a@x.org"}))).await;
     let all = stack.expect(200, "GET", "/vault/activity?limit=50", &stack.admin, None).await;
     let kinds: Vec<&str> = all["items"].as_array().unwrap().iter().map(|i| i["kind"].as_str().unwrap()).collect();
+    assert!(!all.to_string().contains("mine"), "a private conversation's title reached the feed: {all}");
     assert_eq!(kinds[..2], ["user.created", "conversation.created"]);
     assert!(kinds.contains(&"key.created"));
     let own = stack.expect(200, "GET", "/vault/activity", &stack.user, None).await;

@@ -171,6 +171,22 @@ impl ServerProcess {
     pub async fn start(binary: &str, upstream: &str, env: &[(&str, &str)]) -> ServerProcess {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().join("data");
+        Self::start_in(binary, upstream, env, data_dir, dir).await
+    }
+
+    /// Starts it again on the same data dir, as a restart would (after `kill`).
+    pub async fn restart(self, binary: &str, upstream: &str) -> ServerProcess {
+        let ServerProcess { data_dir, _dir, .. } = self;
+        Self::start_in(binary, upstream, &[], data_dir, _dir).await
+    }
+
+    async fn start_in(
+        binary: &str,
+        upstream: &str,
+        env: &[(&str, &str)],
+        data_dir: PathBuf,
+        dir: tempfile::TempDir,
+    ) -> ServerProcess {
         let mut child = Command::new(binary)
             .env_clear()
             .env(config::VAULT_PORT, "0")
@@ -190,6 +206,11 @@ impl ServerProcess {
         })
         .await;
         ServerProcess { url: format!("http://{addr}"), data_dir, log, child, _dir: dir }
+    }
+
+    /// Kills the process (SIGKILL: no chance to flush anything) and waits for it.
+    pub async fn kill(&mut self) {
+        self.child.kill().await.unwrap();
     }
 
     /// Sends SIGTERM and waits for the process to exit.

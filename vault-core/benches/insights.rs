@@ -72,7 +72,7 @@ async fn main() {
             })
             .collect();
         let refs: Vec<&AuditRecord> = records.iter().collect();
-        writer.write(&refs, &[]).await.unwrap();
+        writer.write(&refs, &[], None).await.unwrap();
         seeded += records.len();
     }
     let seeding = seeding.elapsed();

@@ -12,6 +12,7 @@ use crate::error::Result;
 use crate::gpu::{self, GpuPresence};
 use crate::inference::vllm::VllmBackend;
 use crate::inference::{Inference, InferenceBackend};
+use crate::insights;
 use crate::keys::{self, Authenticator, Principal};
 use crate::manifest::Manifest;
 use crate::storage::Db;
@@ -75,6 +76,13 @@ impl Vault {
         outcome
     }
 
+    /// Usage insights as `who` may see them, counting every request answered so far (the
+    /// audit rows they are read from reach the database moments after their answers).
+    pub async fn insights(&self, range: insights::Range, who: &Principal) -> Result<insights::Insights> {
+        self.audit.flush().await;
+        insights::visible_to(&self.db, range, who).await
+    }
+
     pub async fn health(&self) -> Health {
         let reachable = self.inference.upstream_healthy().await;
         Health {
@@ -88,5 +96,12 @@ impl Vault {
     /// Stores every audit row still queued. Call after the server stopped taking requests.
     pub async fn shutdown(&self) {
         self.audit.shutdown().await;
+        let stats = self.audit.stats();
+        tracing::info!(
+            rows = stats.rows,
+            commits = stats.commits,
+            checkpoints = stats.checkpoints,
+            "audit log flushed"
+        );
     }
 }

@@ -51,7 +51,8 @@ pub async fn create(db: &Db, who: &Principal, title: Option<&str>, model: Option
         "conversation.created",
         Some(&who.account()),
         Some(&id),
-        format!("Conversation \"{title}\" created"),
+        // Conversations are private, even from the admins who read the feed: no title.
+        "Conversation created".to_string(),
     )
     .await;
     storage::conversations::get(&conn, &who.account(), &id).await?.ok_or_else(|| not_found(&id))

@@ -99,6 +99,8 @@ error_codes! {
     EmailTaken => "email_taken",
     KeyNotFound => "key_not_found",
     KeyAlreadyRevoked => "key_already_revoked",
+    /// Revoking this key would leave no admin key to administer the box with.
+    LastAdminKey => "last_admin_key",
     /// A key prefix shared by several active keys.
     AmbiguousPrefix => "ambiguous_prefix",
     /// Neither a key, a key prefix nor a key id.
@@ -116,6 +118,9 @@ error_codes! {
     UpstreamError => "upstream_error",
     /// The inference upstream broke off a stream.
     UpstreamStreamError => "upstream_stream_error",
+    /// The inference upstream answered with something that is not an answer: a redirect
+    /// (never followed), or a body that is not JSON.
+    UpstreamInvalid => "upstream_invalid",
     /// The client left before its answer was complete (recorded, never sent).
     ClientDisconnected => "client_disconnected",
     /// A host command (hostnamectl, nmcli, …) failed.
@@ -136,6 +141,17 @@ impl std::fmt::Display for ErrorCode {
 impl serde::Serialize for ErrorCode {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
         serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ErrorCode {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        let name = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        ErrorCode::ALL
+            .iter()
+            .find(|c| c.as_str() == name)
+            .copied()
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown error code `{name}`")))
     }
 }
 

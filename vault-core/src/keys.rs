@@ -6,7 +6,9 @@
 //! before the next request is checked.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use crate::error::{ErrorCode, Result, VaultError};
 pub use crate::model::keys::{ApiKeyInfo, CreatedKey, Principal, Scope};
@@ -34,6 +36,28 @@ pub fn is_well_formed(raw: &str) -> bool {
 /// The display prefix of a well-formed key: `vault_sk_` + 4 characters.
 pub fn display_prefix(raw: &str) -> Option<String> {
     is_well_formed(raw).then(|| raw[..KEY_PREFIX.len() + DISPLAY_CHARS].to_string())
+}
+
+/// `text` with anything that looks like a key cut to its display prefix (`vault_sk_AbCd...`):
+/// for what is recorded about a request (its path, its id) but must never hold a key.
+pub fn redact_keys(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains(KEY_PREFIX) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(KEY_PREFIX) {
+        let after = &rest[at + KEY_PREFIX.len()..];
+        let secret = after.bytes().take_while(u8::is_ascii_alphanumeric).count();
+        out.push_str(&rest[..at + KEY_PREFIX.len()]);
+        out.push_str(&after[..secret.min(DISPLAY_CHARS)]);
+        if secret > DISPLAY_CHARS {
+            out.push_str("...");
+        }
+        rest = &after[secret..];
+    }
+    out.push_str(rest);
+    std::borrow::Cow::Owned(out)
 }
 
 /// Creates a key. `user_id`, when given, must name an active user.
@@ -130,17 +154,30 @@ pub async fn revoke(db: &Db, which: &str, actor: Option<&str>) -> Result<ApiKeyI
     revoke_by_id(db, key.id, actor).await
 }
 
-/// Revokes the key with this id.
+/// Revokes the key with this id. The last key that can act as admin is refused (409): a
+/// box nobody can administer needs a technician.
 pub async fn revoke_by_id(db: &Db, id: i64, actor: Option<&str>) -> Result<ApiKeyInfo> {
     let conn = db.connect().await?;
     let not_found = || VaultError::not_found(ErrorCode::KeyNotFound, format!("No key with id {id}."));
-    let key = storage::keys::find_by_id(&conn, id).await?.ok_or_else(not_found)?;
-    if !storage::keys::revoke(&conn, key.id, &crate::time::now_rfc3339()).await? {
+    // One write transaction, so two revocations cannot each leave the other as the last.
+    let tx = storage::write_transaction(&conn).await?;
+    let key = storage::keys::find_by_id(&tx, id).await?.ok_or_else(not_found)?;
+    if !key.is_active {
         return Err(VaultError::conflict(
             ErrorCode::KeyAlreadyRevoked,
             format!("Key {} is already revoked.", key.prefix),
         ));
     }
+    let usable = storage::keys::find_usable_by_id(&tx, id).await?;
+    if usable.is_some_and(|k| k.scope == Scope::Admin) && storage::keys::usable_admin_keys(&tx).await? <= 1 {
+        return Err(VaultError::conflict(
+            ErrorCode::LastAdminKey,
+            format!("Key {} is the last admin key; create another admin key first.", key.prefix),
+        ));
+    }
+    storage::keys::revoke(&tx, key.id, &crate::time::now_rfc3339()).await?;
+    tx.commit().await?;
+    changed(db).await;
     let revoked = storage::keys::find_by_id(&conn, key.id).await?.ok_or_else(not_found)?;
     crate::activity::record(
         db,
@@ -161,43 +198,48 @@ fn redact(which: &str) -> String {
     }
 }
 
-/// Checks keys on every request against an in-memory cache that is re-validated against
-/// the database's change counters before each check.
-pub struct Authenticator {
-    db: Arc<Db>,
-    watch: tokio::sync::Mutex<Watch>,
-    cache: RwLock<Cache>,
+/// How often every gateway looks for changes to keys and users made by another process.
+pub const WATCH_INTERVAL: Duration = Duration::from_millis(5);
+/// How long a change to keys or users takes to reach every gateway on the same database.
+/// The functions that make such changes return only after it, so "revoked, then refused on
+/// the very next request" holds across processes.
+pub const CHANGE_PROPAGATION: Duration = Duration::from_millis(25);
+
+/// Records that this process changed what decides authentication, and waits until every
+/// gateway on the database has noticed.
+pub(crate) async fn changed(db: &Db) {
+    db.auth_changed();
+    tokio::time::sleep(CHANGE_PROPAGATION).await;
 }
 
-/// A connection that only reads change counters. SQLite's `data_version` moves when any
-/// other connection (in this process or another) commits; only then is `auth_epoch` read.
-struct Watch {
-    /// `PRAGMA data_version`, prepared once: it runs before every key check.
-    data_version_query: libsql::Statement,
-    conn: libsql::Connection,
-    data_version: i64,
-    epoch: i64,
+/// Checks keys on every request against an in-memory cache of usable keys, without
+/// touching the database while nothing changed.
+///
+/// The cache is emptied when either counter moves: this process's own changes (counted by
+/// [`Db`], at once) or the database's `auth_epoch`, which triggers move on any change by any
+/// process and which a watcher thread reads every [`WATCH_INTERVAL`].
+pub struct Authenticator {
+    db: Arc<Db>,
+    watched: Arc<AtomicU64>,
+    cache: RwLock<Cache>,
 }
 
 #[derive(Default)]
 struct Cache {
-    /// Moves on every invalidation, so a lookup that raced one does not refill the cache
-    /// with what it read before.
-    generation: u64,
+    /// The counters the entries were read under.
+    version: (u64, u64),
     usable: HashMap<String, Principal>,
 }
 
 impl Authenticator {
     pub async fn new(db: Arc<Db>) -> Result<Authenticator> {
-        let conn = db.connect().await?;
-        let data_version_query = conn.prepare(storage::keys::DATA_VERSION).await?;
-        let data_version = storage::keys::data_version(&data_version_query).await?;
-        let epoch = storage::keys::auth_epoch(&conn).await?;
-        Ok(Authenticator {
-            db,
-            watch: tokio::sync::Mutex::new(Watch { data_version_query, conn, data_version, epoch }),
-            cache: RwLock::new(Cache::default()),
-        })
+        let watched = Arc::new(AtomicU64::new(0));
+        watch_auth_epoch(&db, Arc::downgrade(&watched)).await?;
+        Ok(Authenticator { db, watched, cache: RwLock::new(Cache::default()) })
+    }
+
+    fn version(&self) -> (u64, u64) {
+        (self.db.auth_changes(), self.watched.load(Ordering::Acquire))
     }
 
     /// Resolves a raw key to the principal it acts as, or 401.
@@ -207,45 +249,82 @@ impl Authenticator {
                 .with_suggestion("Send `Authorization: Bearer vault_sk_…` with a key created by an admin."));
         }
         let hash = hash_key(raw_key);
-        let generation = self.revalidate().await?;
-        if let Some(principal) = self.read_cache(|c| c.usable.get(&hash).cloned()).flatten() {
-            return Ok(principal);
+        let version = self.version();
+        if let Ok(cache) = self.cache.read()
+            && cache.version == version
+            && let Some(principal) = cache.usable.get(&hash)
+        {
+            return Ok(principal.clone());
         }
         let conn = self.db.connect().await?;
         let Some(key) = storage::keys::find_usable_by_hash(&conn, &hash).await? else {
             return Err(VaultError::unauthorized("The API key is unknown, revoked, or belongs to a deactivated user."));
         };
         let principal = Principal { key_id: key.id, key_prefix: key.prefix, scope: key.scope, user_id: key.user_id };
+        // Cache what was read only if nothing changed while it was read.
         if let Ok(mut cache) = self.cache.write()
-            && cache.generation == generation
+            && self.version() == version
         {
+            if cache.version != version {
+                cache.usable.clear();
+                cache.version = version;
+            }
             cache.usable.insert(hash, principal.clone());
         }
         Ok(principal)
     }
+}
 
-    /// Clears the cache when authentication data changed since the last check; returns
-    /// the cache generation that is current now.
-    async fn revalidate(&self) -> Result<u64> {
-        let mut watch = self.watch.lock().await;
-        let data_version = storage::keys::data_version(&watch.data_version_query).await?;
-        if data_version != watch.data_version {
-            watch.data_version = data_version;
-            let epoch = storage::keys::auth_epoch(&watch.conn).await?;
-            if epoch != watch.epoch {
-                watch.epoch = epoch;
-                if let Ok(mut cache) = self.cache.write() {
-                    cache.generation += 1;
-                    cache.usable.clear();
+/// Starts a thread that reads the database's `auth_epoch` whenever the database changed
+/// (`PRAGMA data_version`), every [`WATCH_INTERVAL`], and moves `watched` when it moved.
+/// It stops when `watched` is dropped with its authenticator. While it cannot read the
+/// database it moves `watched` every time, so nothing stays cached that might be revoked.
+async fn watch_auth_epoch(db: &Db, watched: std::sync::Weak<AtomicU64>) -> Result<()> {
+    let conn = db.connect().await?;
+    let data_version = conn.prepare(storage::keys::DATA_VERSION).await?;
+    let mut seen = (storage::keys::data_version(&data_version).await?, storage::keys::auth_epoch(&conn).await?);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .map_err(|e| VaultError::internal("starting the key watcher", e))?;
+    let changed = move |seen: &mut (i64, i64)| -> Result<bool> {
+        runtime.block_on(async {
+            let version = storage::keys::data_version(&data_version).await?;
+            if version == seen.0 {
+                return Ok(false);
+            }
+            let epoch = storage::keys::auth_epoch(&conn).await?;
+            let moved = epoch != seen.1;
+            *seen = (version, epoch);
+            Ok(moved)
+        })
+    };
+    let watch = move || {
+        let mut failing = false;
+        loop {
+            std::thread::sleep(WATCH_INTERVAL);
+            let Some(watched) = watched.upgrade() else { return };
+            match changed(&mut seen) {
+                Ok(moved) => {
+                    failing = false;
+                    if moved {
+                        watched.fetch_add(1, Ordering::Release);
+                    }
+                }
+                Err(err) => {
+                    if !failing {
+                        tracing::warn!(error = %err.message, "cannot watch keys for changes; checking each key");
+                    }
+                    failing = true;
+                    watched.fetch_add(1, Ordering::Release);
                 }
             }
         }
-        Ok(self.read_cache(|c| c.generation).unwrap_or(u64::MAX))
-    }
-
-    fn read_cache<T>(&self, f: impl FnOnce(&Cache) -> T) -> Option<T> {
-        self.cache.read().ok().map(|cache| f(&cache))
-    }
+    };
+    std::thread::Builder::new()
+        .name("vault-key-watch".into())
+        .spawn(watch)
+        .map_err(|e| VaultError::internal("starting the key watcher", e))?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -259,6 +338,15 @@ mod tests {
         assert_eq!(display_prefix(&raw).unwrap().len(), 13);
         assert!(!is_well_formed("vault_sk_short"));
         assert!(!is_well_formed(&format!("{KEY_PREFIX}{}", "-".repeat(48))));
+    }
+
+    #[test]
+    fn keys_in_recorded_text_are_cut_to_their_prefix() {
+        let key = format!("{KEY_PREFIX}{}", "A1b2C3".repeat(8));
+        assert_eq!(redact_keys(&format!("/v1/models/{key}/x")), "/v1/models/vault_sk_A1b2.../x");
+        assert_eq!(redact_keys(&format!("{key}-{key}")), "vault_sk_A1b2...-vault_sk_A1b2...");
+        assert_eq!(redact_keys("/v1/models/vault_sk_"), "/v1/models/vault_sk_");
+        assert_eq!(redact_keys("/v1/chat/completions"), "/v1/chat/completions");
     }
 
     #[tokio::test]
@@ -315,11 +403,25 @@ mod tests {
         let (_dir, db) = storage::test_db().await;
         assert_eq!(revoke(&db, "nonsense", None).await.unwrap_err().status(), 400);
         assert_eq!(revoke(&db, "999", None).await.unwrap_err().status(), 404);
-        let key = create(&db, "x", Scope::Admin, None, None).await.unwrap();
+        let key = create(&db, "x", Scope::User, None, None).await.unwrap();
         revoke(&db, &key.key, None).await.unwrap();
         assert_eq!(revoke(&db, &key.info.id.to_string(), None).await.unwrap_err().code, "key_already_revoked");
         assert_eq!(revoke_by_id(&db, 999, None).await.unwrap_err().code, "key_not_found");
         assert_eq!(create(&db, "  ", Scope::User, None, None).await.unwrap_err().status(), 400);
+    }
+
+    #[tokio::test]
+    async fn the_last_admin_key_cannot_be_revoked() {
+        let (_dir, db) = storage::test_db().await;
+        let first = create(&db, "first", Scope::Admin, None, None).await.unwrap();
+        let second = create(&db, "second", Scope::Admin, None, None).await.unwrap();
+        revoke_by_id(&db, first.info.id, None).await.unwrap();
+        let err = revoke_by_id(&db, second.info.id, None).await.unwrap_err();
+        assert_eq!((err.code, err.status()), (ErrorCode::LastAdminKey, 409));
+        // A user key never counts as the last admin key, and the refusal changed nothing.
+        let user = create(&db, "user", Scope::User, None, None).await.unwrap();
+        revoke_by_id(&db, user.info.id, None).await.unwrap();
+        assert!(list(&db, false).await.unwrap().iter().any(|k| k.id == second.info.id));
     }
 
     #[tokio::test]

@@ -80,6 +80,7 @@ pub async fn update(db: &Db, id: &str, changes: UserUpdate, actor: Option<&str>)
     }
     user.updated_at = crate::time::now_rfc3339();
     storage::users::update(&conn, &user).await?;
+    crate::keys::changed(db).await;
     activity::record(db, "user.updated", actor, Some(id), format!("User {} updated", user.name)).await;
     Ok(user)
 }
@@ -90,6 +91,7 @@ pub async fn deactivate(db: &Db, id: &str, actor: Option<&str>) -> Result<User> 
     if !storage::users::set_active(&conn, id, false, &crate::time::now_rfc3339()).await? {
         return Err(not_found(id));
     }
+    crate::keys::changed(db).await;
     let user = get(db, id).await?;
     activity::record(db, "user.deactivated", actor, Some(id), format!("User {} deactivated", user.name)).await;
     Ok(user)

@@ -112,6 +112,17 @@ impl PyGateway {
         run(py, running.stop())
     }
 
+    /// Waits until the audit rows of every request answered so far are in the database
+    /// (they reach it moments after their answers), e.g. before reading them with
+    /// ``vault.Vault.open(data_dir=gw.data_dir).audit``.
+    fn flush_audit(&self, py: Python<'_>) -> PyResult<()> {
+        let vault = self.with_running(|r| r.vault.clone())?;
+        run(py, async move {
+            vault.audit.flush().await;
+            Ok(())
+        })
+    }
+
     /// Whether it is serving.
     #[getter]
     fn running(&self) -> bool {

@@ -9,6 +9,7 @@ mod edge;
 #[cfg(feature = "demo")]
 pub mod embedded;
 mod error;
+pub mod logging;
 mod passthrough;
 mod payload;
 mod schemas;

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use vault_core::config::{Config, VAULT_LOG_LEVEL};
+use vault_core::config::Config;
 use vault_core::{ErrorCode, Vault, VaultError};
 use vault_server::Server;
 use vault_server::config::ConfigArgs;
@@ -50,22 +50,9 @@ async fn main() -> ExitCode {
     }
 }
 
-fn init_logging(config: &Config) -> Result<(), VaultError> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
-        .map_err(|e| VaultError::config(format!("{VAULT_LOG_LEVEL}: {e}")))?;
-    tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_current_span(false)
-        .with_env_filter(filter)
-        .with_writer(std::io::stdout)
-        .try_init()
-        .map_err(|e| VaultError::internal("starting the log", e))
-}
-
 async fn serve(args: &ConfigArgs) -> Result<(), VaultError> {
     let config = Config::load(&args.overrides())?;
-    init_logging(&config)?;
+    let log = vault_server::logging::init(&config)?;
     let vault = Vault::open(config).await?;
     let server = Server::bind(vault.clone()).await?;
     tracing::info!(
@@ -74,7 +61,9 @@ async fn serve(args: &ConfigArgs) -> Result<(), VaultError> {
         data_dir = %vault.config.data_dir.display(),
         "vault-server listening"
     );
-    server.run(vault_server::shutdown_signal()).await.map_err(|e| VaultError::internal("serving", e))
+    let served = server.run(vault_server::shutdown_signal()).await.map_err(|e| VaultError::internal("serving", e));
+    log.flush();
+    served
 }
 
 #[cfg(feature = "demo")]
@@ -85,7 +74,7 @@ async fn demo(args: &ConfigArgs) -> Result<(), VaultError> {
 
     let mut overrides = args.overrides();
     overrides.entry(VAULT_DATA_DIR).or_insert_with(|| "./data/demo".into());
-    init_logging(&Config::load(&overrides)?)?;
+    let log = vault_server::logging::init(&Config::load(&overrides)?)?;
     let fake = FakeOptions { token_delay: std::time::Duration::from_millis(40), ..Default::default() };
     let model = fake.models.first().cloned().unwrap_or_default();
     let gateway = EmbeddedGateway::start(overrides, Upstream::Fake(fake)).await?;
@@ -109,5 +98,7 @@ async fn demo(args: &ConfigArgs) -> Result<(), VaultError> {
     );
     let _ = writeln!(std::io::stdout(), "{banner}");
     vault_server::shutdown_signal().await;
-    gateway.stop().await
+    let stopped = gateway.stop().await;
+    log.flush();
+    stopped
 }

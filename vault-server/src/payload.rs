@@ -114,6 +114,10 @@ impl<T: Type + serde::de::DeserializeOwned + Send> ParsePayload for JsonBody<T> 
 impl_apirequest_for_payload!(JsonBody<T>, T: Type + serde::de::DeserializeOwned + Send);
 
 fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // serde would also fill a struct from an array (`[null, null]`); a body is an object.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()).is_some_and(|b| *b == b'[') {
+        return Err(ApiError(VaultError::invalid_field("body: must be a JSON object")));
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
         let path = err.path().to_string();

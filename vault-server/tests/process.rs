@@ -1,5 +1,6 @@
-//! The `vault-server` binary as a process: bad settings stop it with one clear line, and
-//! SIGTERM lets in-flight streams finish and flushes their audit rows.
+//! The `vault-server` binary as a process: bad settings stop it with one clear line,
+//! SIGTERM lets in-flight streams finish and flushes their audit rows, and SIGKILL loses no
+//! row of an answered request.
 
 // Helpers of a test fail loudly, like the test itself.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -85,4 +86,40 @@ async fn the_log_has_one_line_per_request_with_a_refused_key_by_its_prefix_only(
         .find(|v| v["request_id"] == id.as_str())
         .expect("a log line for the request");
     assert_eq!((line["status"].as_u64(), line["user_key_prefix"].as_str()), (Some(401), Some(&unknown[..13])));
+}
+
+#[tokio::test]
+async fn no_row_of_an_answered_request_is_lost_to_sigkill() {
+    let fake = start_fake_upstream().await;
+    let mut server = ServerProcess::start(BINARY, &fake.base_url(), &[]).await;
+    let db = open_db(&server.data_dir).await;
+    let key = vault_core::keys::create(&db, "t", Default::default(), None, None).await.unwrap().key;
+    // Hold the database's write lock: the gateway can answer, but not commit a row.
+    let conn = db.connect().await.unwrap();
+    let lock = vault_core::storage::write_transaction(&conn).await.unwrap();
+    let mut ids = Vec::new();
+    for stream in [false, true, false, true] {
+        let response = client()
+            .post(format!("{}/v1/chat/completions", server.url))
+            .bearer_auth(&key)
+            .json(&chat_body(stream))
+            .send()
+            .await
+            .unwrap();
+        ids.push(request_id(&response));
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap();
+    }
+    server.kill().await;
+    lock.rollback().await.unwrap();
+    for id in &ids {
+        assert!(vault_core::storage::audit::by_request_id(&conn, id).await.unwrap().is_none(), "committed early");
+    }
+    // The next start commits what the journal holds.
+    let server = server.restart(BINARY, &fake.base_url()).await;
+    for id in &ids {
+        let row = vault_e2e::audit_row(&db, id).await.unwrap_or_else(|| panic!("{id} was lost"));
+        assert_eq!(row.status, 200);
+    }
+    drop(server);
 }

@@ -114,7 +114,12 @@ mod tests {
             })
             .collect();
         let refs: Vec<&AuditRecord> = records.iter().collect();
-        storage::audit::BatchWriter::new(db.connect().await.unwrap()).await.unwrap().write(&refs, &[]).await.unwrap();
+        storage::audit::BatchWriter::new(db.connect().await.unwrap())
+            .await
+            .unwrap()
+            .write(&refs, &[], None)
+            .await
+            .unwrap();
 
         let filter =
             AuditFilter { user_id: Some("even".into()), path_prefix: Some("/v1/".into()), ..AuditFilter::default() };

@@ -3,19 +3,23 @@
 //!
 //! - [`RequestAudit`]: the record of one request while it is served, finished exactly
 //!   once — by its answer, or by the end of its stream.
-//! - [`AuditLog`]: the writer that commits rows in groups, before their answers leave.
+//! - [`AuditLog`]: rows go to a journal file before their answers leave, and to the
+//!   database in batches moments later (recovered from the journal after a crash).
 //! - [`query`] and [`export`]: reading the log back.
 
 mod export;
+mod journal;
+mod line;
 mod query;
 mod request;
 mod writer;
 
 pub use crate::model::audit::{AuditEntry, AuditFilter, AuditRecord};
 pub use export::{ExportFormat, export};
+pub use line::{LineSink, format_line, install_line_sink};
 pub use query::query;
 pub use request::{CLIENT_CLOSED_REQUEST, RequestAudit};
-pub use writer::AuditLog;
+pub use writer::{AuditLog, COMMIT_DELAY, WriterStats};
 
 #[cfg(test)]
 pub(crate) fn test_record(i: usize) -> AuditRecord {

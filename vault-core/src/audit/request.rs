@@ -4,8 +4,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use tokio::sync::oneshot;
-
 use super::AuditLog;
 use crate::error::ErrorCode;
 use crate::model::audit::AuditRecord;
@@ -24,7 +22,11 @@ pub struct RequestAudit {
 }
 
 impl RequestAudit {
+    /// Opens the record of a request. Anything in its path or id that looks like a key is
+    /// cut to its display prefix: the record must never hold a key.
     pub fn begin(log: AuditLog, method: &str, path: &str, request_id: String) -> Arc<RequestAudit> {
+        let request_id = crate::keys::redact_keys(&request_id).into_owned();
+        let path = crate::keys::redact_keys(path).into_owned();
         Arc::new(RequestAudit {
             log,
             started: Instant::now(),
@@ -32,7 +34,7 @@ impl RequestAudit {
                 timestamp: crate::time::now_rfc3339(),
                 request_id,
                 method: method.to_string(),
-                path: path.to_string(),
+                path,
                 completed: true,
                 ..AuditRecord::default()
             }),
@@ -85,30 +87,35 @@ impl RequestAudit {
         self.deferred.load(Ordering::SeqCst)
     }
 
-    /// Completes the record and queues it at once; the returned future resolves when the
-    /// row is committed. A second call does nothing.
+    /// Completes the record; the returned future resolves when the row is safe (see
+    /// [`AuditLog::record`]). A second call does nothing.
     pub fn finish(
         &self,
         status: u16,
         completed: bool,
         error_code: Option<ErrorCode>,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let (done, committed) = oneshot::channel();
+        let mut record = None;
         if !self.finished.swap(true, Ordering::SeqCst) {
             let latency_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-            let record = self.record.lock().map(|mut r| {
-                r.status = status;
-                r.latency_ms = latency_ms;
-                r.completed = completed;
-                r.error_code = error_code;
-                std::mem::take(&mut *r)
-            });
-            if let Ok(record) = record {
-                self.log.enqueue(record, Some(done));
-            }
+            record = self
+                .record
+                .lock()
+                .map(|mut r| {
+                    r.status = status;
+                    r.latency_ms = latency_ms;
+                    r.completed = completed;
+                    r.error_code = error_code;
+                    std::mem::take(&mut *r)
+                })
+                .ok();
         }
+        // Journaled now, so the row is kept even if nobody awaits the future.
+        let pending = record.and_then(|record| self.log.enqueue(record));
         async move {
-            let _ = committed.await;
+            if let Some(committed) = pending {
+                let _ = committed.await;
+            }
         }
     }
 }

@@ -208,9 +208,10 @@ impl Inference {
         let prepared = prepare(route, body)?;
         match self.backend.forward(route, prepared.body, prepared.stream).await? {
             UpstreamReply::Complete(body) => {
-                let peek: Option<AnswerPeek> = serde_json::from_slice(&body).ok();
-                let (answer_model, usage) = peek.map(|p| (p.model, p.usage)).unwrap_or((None, None));
-                Ok(Proxied::Complete { model: prepared.model.or(answer_model), usage, body })
+                // Reading the fields Vault records also checks that the answer is JSON.
+                let peek: AnswerPeek = serde_json::from_slice(&body)
+                    .map_err(|e| upstream_invalid(format!("the answer is not JSON ({e})")))?;
+                Ok(Proxied::Complete { model: prepared.model.or(peek.model), usage: peek.usage, body })
             }
             UpstreamReply::Stream(upstream) => Ok(Proxied::Stream {
                 stream: ProxyStream::new(upstream, prepared.client_wants_usage),
@@ -247,6 +248,17 @@ impl Inference {
     pub async fn upstream_healthy(&self) -> bool {
         self.backend.is_healthy().await
     }
+}
+
+/// The upstream answered with something that is not an answer (502); `why` is logged, not
+/// shown.
+pub(crate) fn upstream_invalid(why: String) -> VaultError {
+    tracing::warn!(why, "the inference upstream gave an unusable answer");
+    VaultError::new(
+        ErrorKind::Upstream { status: 502 },
+        ErrorCode::UpstreamInvalid,
+        "The inference service gave an answer that could not be used.",
+    )
 }
 
 /// Maps an upstream error answer to Vault's error, keeping its status and message.

@@ -1,6 +1,7 @@
 //! A streamed answer on its way from the upstream to the client.
 //!
-//! Events are passed on one by one as they arrive. Vault reads each for token usage, drops
+//! Events are passed on as they arrive: all that one read from the upstream completed go
+//! out together in one write, and none waits for a later one. Vault reads each for token usage, drops
 //! the usage chunk it asked for on the client's behalf, turns an upstream failure into a
 //! final `error` event, and runs a finisher (the audit record) before the client gets the
 //! closing `[DONE]`. Dropping the stream (the client left) drops the upstream request at
@@ -36,6 +37,8 @@ const DONE: &[u8] = b"data: [DONE]\n\n";
 pub struct ProxyStream {
     upstream: Option<BoxStream<'static, Result<Bytes, String>>>,
     buffer: BytesMut,
+    /// How much of `buffer` is known to hold no event end, so it is not scanned again.
+    scanned: usize,
     ready: VecDeque<Bytes>,
     client_wants_usage: bool,
     usage: Option<Usage>,
@@ -60,6 +63,7 @@ impl ProxyStream {
         ProxyStream {
             upstream: Some(upstream),
             buffer: BytesMut::new(),
+            scanned: 0,
             ready: VecDeque::new(),
             client_wants_usage,
             usage: None,
@@ -82,10 +86,31 @@ impl ProxyStream {
 
     fn take_events(&mut self) -> Option<Bytes> {
         loop {
-            let end = find_event_end(&self.buffer)?;
+            // A separator may straddle the end of what was scanned: look back 3 bytes.
+            let from = self.scanned.saturating_sub(3);
+            let Some(end) = find_event_end(&self.buffer[from..]).map(|end| from + end) else {
+                self.scanned = self.buffer.len();
+                return None;
+            };
+            self.scanned = 0;
             let event = self.buffer.split_to(end).freeze();
             if let Some(final_frame) = self.handle_event(event) {
                 return Some(final_frame);
+            }
+        }
+    }
+
+    /// Every event ready to go, as one piece.
+    fn take_ready(&mut self) -> Option<Bytes> {
+        match self.ready.len() {
+            0 => None,
+            1 => self.ready.pop_front(),
+            _ => {
+                let mut out = BytesMut::with_capacity(self.ready.iter().map(Bytes::len).sum());
+                for event in self.ready.drain(..) {
+                    out.extend_from_slice(&event);
+                }
+                Some(out.freeze())
             }
         }
     }
@@ -98,6 +123,12 @@ impl ProxyStream {
         };
         if data.trim() == "[DONE]" {
             return Some(Bytes::from_static(DONE));
+        }
+        // Most chunks carry neither usage nor an error: only those are parsed.
+        let mentions = |word: &[u8]| data.as_bytes().windows(word.len()).any(|w| w == word);
+        if !mentions(b"\"usage\"") && !mentions(b"\"error\"") {
+            self.ready.push_back(event);
+            return None;
         }
         if let Ok(peek) = serde_json::from_str::<ChunkPeek>(&data) {
             if peek.error.as_ref().is_some_and(|e| !e.is_null()) {
@@ -168,8 +199,8 @@ impl Stream for ProxyStream {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         let this = &mut *self;
         loop {
-            if let Some(event) = this.ready.pop_front() {
-                return Poll::Ready(Some(event));
+            if let Some(events) = this.take_ready() {
+                return Poll::Ready(Some(events));
             }
             if let Some((future, _)) = &mut this.finishing {
                 if future.as_mut().poll(cx).is_pending() {
@@ -292,6 +323,25 @@ mod tests {
         let (text, outcome) = run(ProxyStream::new(upstream, false)).await;
         assert!(text.contains("boom") && text.ends_with("[DONE]\n\n"));
         assert_eq!(outcome.unwrap().error_code, Some(ErrorCode::UpstreamError));
+    }
+
+    #[tokio::test]
+    async fn events_read_together_go_out_together_and_split_ones_are_joined() {
+        let upstream = chunks(&[
+            "data: {\"choices\":[1]}\n\ndata: {\"cho",
+            "ices\":[2]}\n",
+            "\ndata: {\"choices\":[3]}\n\ndata: [DONE]\n\n",
+        ]);
+        let pieces: Vec<Bytes> = ProxyStream::new(upstream, false).collect().await;
+        let pieces: Vec<&str> = pieces.iter().map(|b| std::str::from_utf8(b).unwrap()).collect();
+        assert_eq!(
+            pieces,
+            [
+                "data: {\"choices\":[1]}\n\n",
+                "data: {\"choices\":[2]}\n\ndata: {\"choices\":[3]}\n\n",
+                "data: [DONE]\n\n"
+            ]
+        );
     }
 
     #[tokio::test]

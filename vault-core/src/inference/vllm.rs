@@ -15,6 +15,9 @@ const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct VllmBackend {
     client: reqwest::Client,
     base_url: String,
+    /// The proxied routes' URLs, parsed once: parsing one costs more than the rest of
+    /// building a request.
+    route_urls: [reqwest::Url; 3],
     /// Time allowed until the upstream starts answering (for a non-stream request, until
     /// the whole answer is in, since vLLM sends it all at once).
     first_byte_timeout: Duration,
@@ -25,12 +28,19 @@ impl VllmBackend {
         let base_url =
             crate::config::parse_http_url(base_url).map_err(|why| VaultError::invalid_field(format!("url: {why}")))?;
         let client = reqwest::Client::builder()
+            // A redirect would send the prompt somewhere else: never follow one.
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(CONNECT_TIMEOUT)
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_nodelay(true)
             .build()
             .map_err(|e| VaultError::internal("building the upstream client", e))?;
-        Ok(VllmBackend { client, base_url, first_byte_timeout })
+        let url = |route: Route| {
+            reqwest::Url::parse(&format!("{base_url}{}", route.path()))
+                .map_err(|e| VaultError::invalid_field(format!("url: {e}")))
+        };
+        let route_urls = [url(Route::ChatCompletions)?, url(Route::Completions)?, url(Route::Embeddings)?];
+        Ok(VllmBackend { client, base_url, route_urls, first_byte_timeout })
     }
 
     fn unavailable(&self, err: &reqwest::Error) -> VaultError {
@@ -59,27 +69,28 @@ impl VllmBackend {
             .map_err(|_| self.timed_out())?
             .map_err(|e| self.unavailable(&e))?;
         let status = response.status().as_u16();
+        if (300..400).contains(&status) {
+            return Err(super::upstream_invalid(format!("it answered with a redirect ({status})")));
+        }
         let body = response.bytes().await.map_err(|e| self.unavailable(&e))?;
         if status >= 400 {
             return Err(upstream_error(status, &body));
         }
-        serde_json::from_slice(&body).map_err(|e| {
-            tracing::warn!(error = %e, path, "upstream answered something that is not JSON");
-            VaultError::new(
-                ErrorKind::Upstream { status: 502 },
-                ErrorCode::UpstreamError,
-                "The inference service gave an answer that could not be read.",
-            )
-        })
+        serde_json::from_slice(&body).map_err(|e| super::upstream_invalid(format!("{path}: not JSON ({e})")))
     }
 }
 
 impl InferenceBackend for VllmBackend {
     fn forward(&self, route: Route, body: Bytes, stream: bool) -> BoxFuture<'_, Result<UpstreamReply>> {
         async move {
+            let url = match route {
+                Route::ChatCompletions => &self.route_urls[0],
+                Route::Completions => &self.route_urls[1],
+                Route::Embeddings => &self.route_urls[2],
+            };
             let request = self
                 .client
-                .post(format!("{}{}", self.base_url, route.path()))
+                .post(url.clone())
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body)
                 .send();
@@ -88,6 +99,9 @@ impl InferenceBackend for VllmBackend {
                 .map_err(|_| self.timed_out())?
                 .map_err(|e| self.unavailable(&e))?;
             let status = response.status().as_u16();
+            if (300..400).contains(&status) {
+                return Err(super::upstream_invalid(format!("it answered with a redirect ({status})")));
+            }
             if status >= 400 || !stream {
                 let body = tokio::time::timeout(self.first_byte_timeout, response.bytes())
                     .await

@@ -1,11 +1,11 @@
 //! What the audit trail records about one request, and how it is asked for.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::ErrorCode;
 
-/// What is recorded about one request, as it is written.
-#[derive(Debug, Clone, Default)]
+/// What is recorded about one request, as it is written (and journaled).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct AuditRecord {
     pub timestamp: String,
     pub request_id: String,

@@ -16,6 +16,14 @@ const INSERT: &str = "INSERT INTO audit_log (timestamp, request_id, method, path
                       latency_ms, tokens_input, tokens_output, completed, error_code) \
                       VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
 
+const JOURNAL_MARK: &str = "UPDATE audit_journal SET committed_seq = ?1 WHERE id = 1 AND committed_seq < ?1";
+
+/// The journal sequence number up to which rows are committed.
+pub async fn journal_committed_seq(conn: &Connection) -> Result<u64> {
+    let seq = super::query_i64(conn, "SELECT committed_seq FROM audit_journal WHERE id = 1", ()).await?;
+    Ok(u64::try_from(seq).unwrap_or(0))
+}
+
 /// Runs a prepared statement once and leaves it ready for the next run.
 pub(crate) async fn run(statement: &Statement, params: impl libsql::params::IntoParams) -> Result<()> {
     statement.reset();
@@ -33,6 +41,7 @@ pub struct BatchWriter {
     insert: Statement,
     rollups: super::usage::Rollups,
     touch_last_used: Statement,
+    journal_mark: Statement,
 }
 
 impl BatchWriter {
@@ -41,15 +50,26 @@ impl BatchWriter {
             insert: conn.prepare(INSERT).await?,
             rollups: super::usage::Rollups::prepare(&conn).await?,
             touch_last_used: conn.prepare(super::keys::TOUCH_LAST_USED).await?,
+            journal_mark: conn.prepare(JOURNAL_MARK).await?,
             conn,
         })
     }
 
-    /// Stores a batch of records and moves `last_used_at` of the keys in `last_used`, in one
-    /// transaction: either all of the batch is stored or none of it.
-    pub async fn write(&self, records: &[&AuditRecord], last_used: &[(i64, &str)]) -> Result<()> {
+    /// Stores a batch of records, moves `last_used_at` of the keys in `last_used` and, with
+    /// `journal_seq`, the journal's committed mark, in one transaction: either all of the
+    /// batch is stored or none of it.
+    pub async fn write(
+        &self,
+        records: &[&AuditRecord],
+        last_used: &[(i64, &str)],
+        journal_seq: Option<u64>,
+    ) -> Result<()> {
         let tx = super::write_transaction(&self.conn).await?;
-        match self.write_rows(records, last_used).await {
+        let mut written = self.write_rows(records, last_used).await;
+        if let (Ok(()), Some(seq)) = (&written, journal_seq) {
+            written = run(&self.journal_mark, [i64::try_from(seq).unwrap_or(i64::MAX)]).await;
+        }
+        match written {
             Ok(()) => Ok(tx.commit().await?),
             Err(err) => {
                 // Roll back here rather than on drop, where a failure would panic.
@@ -57,6 +77,13 @@ impl BatchWriter {
                 Err(err)
             }
         }
+    }
+
+    /// Copies committed pages from the WAL into the database file (PASSIVE: readers are
+    /// not waited for). Run by the writer between its commits, so that with no commit
+    /// racing it, it finishes the WAL and the next commit starts it over.
+    pub async fn checkpoint(&self) -> Result<()> {
+        super::checkpoint(&self.conn).await
     }
 
     async fn write_rows(&self, records: &[&AuditRecord], last_used: &[(i64, &str)]) -> Result<()> {

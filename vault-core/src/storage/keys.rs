@@ -45,15 +45,22 @@ pub async fn insert(conn: &Connection, key: &NewKey<'_>) -> Result<i64> {
     Ok(conn.last_insert_rowid())
 }
 
-/// The key with this hash, if it exists and may be used: not revoked, and its user (if any)
-/// is active. Its scope is what it may do now: a key of a user whose role is `user` acts
-/// with the `user` scope, whatever it was created with.
+/// Keys that may be used: not revoked, and their user (if any) is active. The scope is
+/// what the key may do now: a key of a user whose role is `user` acts with the `user`
+/// scope, whatever it was created with.
+const USABLE: &str = "SELECT k.id, k.key_prefix, k.label, CASE WHEN u.role = 'user' THEN 'user' ELSE k.scope END, \
+                      k.user_id, k.is_active, k.created_at, k.last_used_at, k.revoked_at \
+                      FROM api_keys k LEFT JOIN users u ON u.id = k.user_id \
+                      WHERE k.is_active = 1 AND (k.user_id IS NULL OR u.is_active = 1)";
+
+/// The usable key with this hash (see [`USABLE`]).
 pub async fn find_usable_by_hash(conn: &Connection, key_hash: &str) -> Result<Option<ApiKeyInfo>> {
-    let sql = "SELECT k.id, k.key_prefix, k.label, CASE WHEN u.role = 'user' THEN 'user' ELSE k.scope END, \
-               k.user_id, k.is_active, k.created_at, k.last_used_at, k.revoked_at \
-               FROM api_keys k LEFT JOIN users u ON u.id = k.user_id \
-               WHERE k.key_hash = ?1 AND k.is_active = 1 AND (k.user_id IS NULL OR u.is_active = 1)";
-    Ok(collect(conn, sql, [key_hash]).await?.pop())
+    Ok(collect(conn, &format!("{USABLE} AND k.key_hash = ?1"), [key_hash]).await?.pop())
+}
+
+/// The usable key with this id (see [`USABLE`]).
+pub async fn find_usable_by_id(conn: &Connection, id: i64) -> Result<Option<ApiKeyInfo>> {
+    Ok(collect(conn, &format!("{USABLE} AND k.id = ?1"), [id]).await?.pop())
 }
 
 pub async fn find_by_hash(conn: &Connection, key_hash: &str) -> Result<Option<ApiKeyInfo>> {
@@ -82,6 +89,17 @@ pub async fn revoke(conn: &Connection, id: i64, at: &str) -> Result<bool> {
         )
         .await?;
     Ok(changed > 0)
+}
+
+/// Active keys that can act with the admin scope (their user, if any, is an active admin).
+pub async fn usable_admin_keys(conn: &Connection) -> Result<i64> {
+    super::query_i64(
+        conn,
+        "SELECT COUNT(*) FROM api_keys k LEFT JOIN users u ON u.id = k.user_id \
+         WHERE k.is_active = 1 AND k.scope = 'admin' AND (k.user_id IS NULL OR (u.is_active = 1 AND u.role = 'admin'))",
+        (),
+    )
+    .await
 }
 
 /// Records when a key (?1) was last used (?2); never moves the time backwards.

@@ -14,6 +14,7 @@ pub mod training;
 pub mod usage;
 pub mod users;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use libsql::{Connection, Database, TransactionBehavior};
@@ -30,27 +31,32 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "activity", include_str!("../../migrations/0002_activity.sql")),
     (3, "usage_rollups", include_str!("../../migrations/0003_usage_rollups.sql")),
     (4, "usage_per_account", include_str!("../../migrations/0004_usage_per_account.sql")),
+    (5, "audit_journal", include_str!("../../migrations/0005_audit_journal.sql")),
 ];
 
 /// An open Vault database.
 pub struct Db {
     database: Database,
+    path: std::path::PathBuf,
+    /// Changes this process made to keys and users, so its key checks see them at once.
+    auth_changes: AtomicU64,
 }
 
 impl Db {
     /// Opens (creating if needed) the database and brings its schema up to date.
     pub async fn open(location: &DbLocation) -> Result<Db> {
-        let database = match location {
+        let (database, path) = match location {
             DbLocation::Local(path) => {
                 if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                     std::fs::create_dir_all(parent).map_err(|e| {
                         VaultError::config(format!("VAULT_DB_URL: cannot create {}: {e}", parent.display()))
                     })?;
                 }
-                libsql::Builder::new_local(path)
+                let database = libsql::Builder::new_local(path)
                     .build()
                     .await
-                    .map_err(|e| VaultError::config(format!("VAULT_DB_URL: cannot open {}: {e}", path.display())))?
+                    .map_err(|e| VaultError::config(format!("VAULT_DB_URL: cannot open {}: {e}", path.display())))?;
+                (database, path.clone())
             }
             DbLocation::Remote { url, .. } => {
                 return Err(VaultError::config(format!(
@@ -58,7 +64,7 @@ impl Db {
                 )));
             }
         };
-        let db = Db { database };
+        let db = Db { database, path, auth_changes: AtomicU64::new(0) };
         let conn = db.connect().await?;
         // WAL is a property of the file: set once, kept by every later connection.
         conn.query("PRAGMA journal_mode = WAL", ()).await?;
@@ -66,13 +72,31 @@ impl Db {
         Ok(db)
     }
 
+    /// The database file.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// Notes a change this process made to keys or users (see `keys::Authenticator`).
+    pub(crate) fn auth_changed(&self) {
+        self.auth_changes.fetch_add(1, Ordering::Release);
+    }
+
+    pub(crate) fn auth_changes(&self) -> u64 {
+        self.auth_changes.load(Ordering::Acquire)
+    }
+
     /// A new connection with the per-connection settings applied.
     pub async fn connect(&self) -> Result<Connection> {
         let conn = self.database.connect()?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
         // synchronous=NORMAL in WAL mode: a commit survives a crash of the process; only an
-        // OS crash or power loss can lose the last commits.
-        conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;").await?;
+        // OS crash or power loss can lose the last commits. A WAL that grew while readers
+        // held a checkpoint back is cut back to 64 MiB once it restarts.
+        conn.execute_batch(
+            "PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; PRAGMA journal_size_limit = 67108864;",
+        )
+        .await?;
         Ok(conn)
     }
 }

@@ -6,7 +6,7 @@ use poem::web::Data;
 use poem_openapi::OpenApi;
 use poem_openapi::param::Query;
 use poem_openapi::payload::Json;
-use vault_core::insights::{self, Range};
+use vault_core::insights::Range;
 use vault_core::{Vault, VaultError, activity, gpu};
 
 use super::{ApiResult, Tag};
@@ -47,7 +47,7 @@ impl SystemApi {
         range: Query<Option<String>>,
     ) -> ApiResult<Json<Insights>> {
         let range: Range = range.as_deref().map(str::parse).transpose()?.unwrap_or_default();
-        Ok(Json(insights::visible_to(&vault.db, range, &key.0).await?.into()))
+        Ok(Json(vault.insights(range, &key.0).await?.into()))
     }
 
     /// Recent activity

@@ -1,0 +1,184 @@
+//! The server's log: JSON lines on stdout, written by a thread of their own so no request
+//! ever waits on a slow terminal, pipe or journal. Request lines come pre-serialized from
+//! the audit trail; everything else is formatted by `tracing`. Both go through the same
+//! queue, one whole line per message, so lines never interleave.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
+
+use vault_core::VaultError;
+use vault_core::config::{Config, VAULT_LOG_LEVEL};
+
+/// Lines queued beyond this are dropped (and counted) rather than held in memory: the
+/// audit rows keep the record, the log is a copy for operators.
+const QUEUE_LINES: usize = 65_536;
+/// The writer wakes this often and writes what queued meanwhile: waking it for every line
+/// would cost a thread switch per request.
+const WRITE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(5);
+
+enum Message {
+    Line(Vec<u8>),
+    Flush(mpsc::SyncSender<()>),
+}
+
+/// The writing end of the log: cheap to clone, never blocks.
+#[derive(Clone)]
+pub struct LogWriter {
+    queue: mpsc::SyncSender<Message>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl LogWriter {
+    /// Starts the thread that writes lines to `out`.
+    pub fn start(out: impl Write + Send + 'static) -> LogWriter {
+        let (queue, lines) = mpsc::sync_channel(QUEUE_LINES);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let counted = dropped.clone();
+        let spawned = std::thread::Builder::new().name("vault-log".into()).spawn(move || {
+            let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
+            write_lines(&lines, &mut out, &counted);
+        });
+        if let Err(err) = spawned {
+            // Without the thread every line is counted as dropped; serving goes on.
+            let _ = writeln!(std::io::stderr(), "vault-server: cannot start the log writer: {err}");
+        }
+        LogWriter { queue, dropped }
+    }
+
+    fn send_line(&self, line: Vec<u8>) {
+        if self.queue.try_send(Message::Line(line)).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Waits until every line queued so far is written out.
+    pub fn flush(&self) {
+        let (done, flushed) = mpsc::sync_channel(1);
+        if self.queue.send(Message::Flush(done)).is_ok() {
+            let _ = flushed.recv();
+        }
+    }
+}
+
+fn write_lines(lines: &mpsc::Receiver<Message>, out: &mut impl Write, dropped: &AtomicU64) {
+    loop {
+        std::thread::sleep(WRITE_INTERVAL);
+        // Write everything queued, then flush once.
+        loop {
+            match lines.try_recv() {
+                Ok(Message::Line(line)) => {
+                    let _ = out.write_all(&line);
+                }
+                Ok(Message::Flush(done)) => {
+                    let _ = out.flush();
+                    let _ = done.send(());
+                }
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    let _ = out.flush();
+                    return;
+                }
+            }
+        }
+        let lost = dropped.swap(0, Ordering::Relaxed);
+        if lost > 0 {
+            let _ = writeln!(
+                out,
+                r#"{{"level":"WARN","message":"log lines dropped: the log could not keep up","dropped":{lost}}}"#
+            );
+        }
+        let _ = out.flush();
+    }
+}
+
+impl vault_core::audit::LineSink for LogWriter {
+    fn write_line(&self, line: Vec<u8>) {
+        self.send_line(line);
+    }
+}
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.send_line(buf.to_vec());
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
+    type Writer = LogWriter;
+
+    fn make_writer(&'a self) -> LogWriter {
+        self.clone()
+    }
+}
+
+/// Sets up the process's log on stdout at the configured level; returns the writer, to
+/// flush it before the process exits.
+pub fn init(config: &Config) -> Result<LogWriter, VaultError> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
+        .map_err(|e| VaultError::config(format!("{VAULT_LOG_LEVEL}: {e}")))?;
+    let writer = LogWriter::start(std::io::stdout());
+    tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_env_filter(filter)
+        .with_writer(writer.clone())
+        .try_init()
+        .map_err(|e| VaultError::internal("starting the log", e))?;
+    vault_core::audit::install_line_sink(Box::new(writer.clone()));
+    Ok(writer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn lines_from_many_threads_come_out_whole_and_in_order_per_thread() {
+        let out = Captured::default();
+        let log = LogWriter::start(out.clone());
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    for i in 0..1000 {
+                        log.send_line(format!("{{\"t\":{t},\"i\":{i}}}\n").into_bytes());
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        log.flush();
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let mut next = [0u64; 4];
+        for line in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let t = v["t"].as_u64().unwrap() as usize;
+            assert_eq!(v["i"].as_u64().unwrap(), next[t]);
+            next[t] += 1;
+        }
+        assert_eq!(next, [1000; 4]);
+    }
+}
