@@ -237,16 +237,20 @@ fn parse_db_url(url: &str, auth_token: Option<String>) -> Result<DbLocation, Vau
 
 /// Validates an http base URL and returns it without a trailing slash.
 pub(crate) fn parse_http_url(raw: &str) -> Result<String, String> {
-    let url = reqwest::Url::parse(raw).map_err(|e| format!("`{raw}` is not a URL ({e})"))?;
-    if url.scheme() == "https" {
+    let uri: http::Uri = raw.parse().map_err(|e| format!("`{raw}` is not a URL ({e})"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
         // The upstream client is built without TLS (vLLM sits beside the gateway on the box).
-        return Err(format!("`{raw}`: https upstreams are not supported; reach vLLM over http on the appliance"));
+        Some("https") => {
+            return Err(format!("`{raw}`: https upstreams are not supported; reach vLLM over http on the appliance"));
+        }
+        _ => return Err(format!("`{raw}` must start with http://")),
     }
-    if url.scheme() != "http" {
-        return Err(format!("`{raw}` must start with http://"));
-    }
-    if url.host_str().is_none() {
+    if uri.host().is_none_or(str::is_empty) {
         return Err(format!("`{raw}` has no host"));
+    }
+    if uri.query().is_some() {
+        return Err(format!("`{raw}`: a base URL has no query"));
     }
     Ok(raw.trim_end_matches('/').to_string())
 }
@@ -288,6 +292,8 @@ mod tests {
             (VLLM_BASE_URL, "ftp://x"),
             (VLLM_BASE_URL, "::::"),
             (VLLM_BASE_URL, "https://vllm.example"),
+            (VLLM_BASE_URL, "http://"),
+            (VLLM_BASE_URL, "http://vllm:8001/?x=1"),
             (VAULT_UPSTREAM_TIMEOUT, "-1"),
             (VAULT_SYSTEM_CONTROL, "yes"),
         ] {

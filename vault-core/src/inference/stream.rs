@@ -33,12 +33,19 @@ pub struct StreamOutcome {
 type Finisher = Box<dyn FnOnce(StreamOutcome) -> BoxFuture<'static, ()> + Send>;
 
 const DONE: &[u8] = b"data: [DONE]\n\n";
+/// How many times a stream with events ready lets other tasks run, waiting for the
+/// upstream's next chunk, before it writes what it has.
+const YIELDS: u8 = 3;
+/// Ready events are sent on once they reach this size, even if more are ready.
+const MAX_WRITE: usize = 64 * 1024;
 
 pub struct ProxyStream {
     upstream: Option<BoxStream<'static, Result<Bytes, String>>>,
     buffer: BytesMut,
     /// How much of `buffer` is known to hold no event end, so it is not scanned again.
     scanned: usize,
+    /// How often the stream let other tasks run since the upstream last gave data.
+    yielded: u8,
     ready: VecDeque<Bytes>,
     client_wants_usage: bool,
     usage: Option<Usage>,
@@ -64,6 +71,7 @@ impl ProxyStream {
             upstream: Some(upstream),
             buffer: BytesMut::new(),
             scanned: 0,
+            yielded: 0,
             ready: VecDeque::new(),
             client_wants_usage,
             usage: None,
@@ -98,6 +106,10 @@ impl ProxyStream {
                 return Some(final_frame);
             }
         }
+    }
+
+    fn ready_bytes(&self) -> usize {
+        self.ready.iter().map(Bytes::len).sum()
     }
 
     /// Every event ready to go, as one piece.
@@ -199,6 +211,54 @@ impl Stream for ProxyStream {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         let this = &mut *self;
         loop {
+            // Take everything the upstream has ready now (it may send each event as its own
+            // chunk), and send it on in one piece as soon as it has nothing more ready.
+            if let Some(upstream) = this.upstream.as_mut() {
+                match upstream.poll_next_unpin(cx) {
+                    Poll::Pending if this.ready.is_empty() => return Poll::Pending,
+                    Poll::Pending if this.yielded < YIELDS => {
+                        // The HTTP client hands over one chunk at a time from a task of its
+                        // own: let it (and every other ready task) run a few times before
+                        // writing, so a burst goes out as one write instead of one per event.
+                        // No event waits longer than that.
+                        this.yielded += 1;
+                        let mut pause = Box::pin(tokio::task::yield_now());
+                        if pause.as_mut().poll(cx).is_pending() {
+                            return Poll::Pending;
+                        }
+                        continue;
+                    }
+                    Poll::Pending => {
+                        this.yielded = 0;
+                        return Poll::Ready(this.take_ready());
+                    }
+                    Poll::Ready(Some(Ok(bytes))) => {
+                        this.yielded = 0;
+                        this.buffer.extend_from_slice(&bytes);
+                        if let Some(final_frame) = this.take_events() {
+                            this.begin_finish(true, None, final_frame);
+                        }
+                        if this.ready_bytes() < MAX_WRITE {
+                            continue;
+                        }
+                    }
+                    Poll::Ready(Some(Err(cause))) => {
+                        tracing::warn!(error = %cause, "inference stream broke off");
+                        let frame = error_event(
+                            ErrorCode::UpstreamStreamError,
+                            "The inference service stopped in the middle of the answer.",
+                        );
+                        this.begin_finish(false, Some(ErrorCode::UpstreamStreamError), frame);
+                    }
+                    Poll::Ready(None) => {
+                        let frame = error_event(
+                            ErrorCode::UpstreamStreamError,
+                            "The inference service ended the answer without finishing it.",
+                        );
+                        this.begin_finish(false, Some(ErrorCode::UpstreamStreamError), frame);
+                    }
+                }
+            }
             if let Some(events) = this.take_ready() {
                 return Poll::Ready(Some(events));
             }
@@ -210,36 +270,9 @@ impl Stream for ProxyStream {
                 this.done = true;
                 return Poll::Ready(final_frame);
             }
-            if this.done {
-                return Poll::Ready(None);
-            }
-            let Some(upstream) = this.upstream.as_mut() else {
+            if this.done || this.upstream.is_none() {
                 this.done = true;
-                continue;
-            };
-            match upstream.poll_next_unpin(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Ok(bytes))) => {
-                    this.buffer.extend_from_slice(&bytes);
-                    if let Some(final_frame) = this.take_events() {
-                        this.begin_finish(true, None, final_frame);
-                    }
-                }
-                Poll::Ready(Some(Err(cause))) => {
-                    tracing::warn!(error = %cause, "inference stream broke off");
-                    let frame = error_event(
-                        ErrorCode::UpstreamStreamError,
-                        "The inference service stopped in the middle of the answer.",
-                    );
-                    this.begin_finish(false, Some(ErrorCode::UpstreamStreamError), frame);
-                }
-                Poll::Ready(None) => {
-                    let frame = error_event(
-                        ErrorCode::UpstreamStreamError,
-                        "The inference service ended the answer without finishing it.",
-                    );
-                    this.begin_finish(false, Some(ErrorCode::UpstreamStreamError), frame);
-                }
+                return Poll::Ready(None);
             }
         }
     }
@@ -326,22 +359,23 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn events_read_together_go_out_together_and_split_ones_are_joined() {
-        let upstream = chunks(&[
-            "data: {\"choices\":[1]}\n\ndata: {\"cho",
-            "ices\":[2]}\n",
-            "\ndata: {\"choices\":[3]}\n\ndata: [DONE]\n\n",
-        ]);
-        let pieces: Vec<Bytes> = ProxyStream::new(upstream, false).collect().await;
-        let pieces: Vec<&str> = pieces.iter().map(|b| std::str::from_utf8(b).unwrap()).collect();
-        assert_eq!(
-            pieces,
-            [
-                "data: {\"choices\":[1]}\n\n",
-                "data: {\"choices\":[2]}\n\ndata: {\"choices\":[3]}\n\n",
-                "data: [DONE]\n\n"
-            ]
-        );
+    async fn events_ready_together_go_out_together_and_none_waits_for_a_later_one() {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<&'static str>();
+        let upstream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|part| (Ok(Bytes::from_static(part.as_bytes())), rx))
+        })
+        .boxed();
+        let mut stream = ProxyStream::new(upstream, false);
+        let text = |b: Option<Bytes>| String::from_utf8(b.unwrap().to_vec()).unwrap();
+        // Two chunks the upstream sent back to back go out as one piece…
+        tx.send("data: {\"choices\":[1]}\n\ndata: {\"cho").unwrap();
+        tx.send("ices\":[2]}\n\n").unwrap();
+        assert_eq!(text(stream.next().await), "data: {\"choices\":[1]}\n\ndata: {\"choices\":[2]}\n\n");
+        // …without waiting for the next one, which comes when it comes.
+        tx.send("data: {\"choices\":[3]}\n\ndata: [DONE]\n\n").unwrap();
+        assert_eq!(text(stream.next().await), "data: {\"choices\":[3]}\n\n");
+        assert_eq!(text(stream.next().await), "data: [DONE]\n\n");
+        assert!(stream.next().await.is_none());
     }
 
     #[tokio::test]

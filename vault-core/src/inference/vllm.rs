@@ -1,23 +1,30 @@
-//! The vLLM backend: vLLM's OpenAI-compatible server over HTTP.
+//! The vLLM backend: vLLM's OpenAI-compatible server over HTTP/1.1, through hyper's
+//! pooled client (kept-alive connections, `TCP_NODELAY`). Redirects are never followed.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt, TryStreamExt};
+use http::{Method, Request, Uri, header};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 
-use super::{InferenceBackend, Route, UpstreamReply, upstream_error};
+use super::{InferenceBackend, Route, UpstreamReply, upstream_error, upstream_invalid};
 use crate::error::{ErrorCode, ErrorKind, Result, VaultError};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub struct VllmBackend {
-    client: reqwest::Client,
-    base_url: String,
-    /// The proxied routes' URLs, parsed once: parsing one costs more than the rest of
-    /// building a request.
-    route_urls: [reqwest::Url; 3],
+    client: Client<HttpConnector, Full<Bytes>>,
+    /// The URIs called, parsed once.
+    routes: [Uri; 3],
+    models: Uri,
+    health: Uri,
     /// Time allowed until the upstream starts answering (for a non-stream request, until
     /// the whole answer is in, since vLLM sends it all at once).
     first_byte_timeout: Duration,
@@ -27,23 +34,27 @@ impl VllmBackend {
     pub fn new(base_url: &str, first_byte_timeout: Duration) -> Result<VllmBackend> {
         let base_url =
             crate::config::parse_http_url(base_url).map_err(|why| VaultError::invalid_field(format!("url: {why}")))?;
-        let client = reqwest::Client::builder()
-            // A redirect would send the prompt somewhere else: never follow one.
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(CONNECT_TIMEOUT)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| VaultError::internal("building the upstream client", e))?;
-        let url = |route: Route| {
-            reqwest::Url::parse(&format!("{base_url}{}", route.path()))
-                .map_err(|e| VaultError::invalid_field(format!("url: {e}")))
+        let uri = |path: &str| {
+            format!("{base_url}{path}").parse::<Uri>().map_err(|e| VaultError::invalid_field(format!("url: {e}")))
         };
-        let route_urls = [url(Route::ChatCompletions)?, url(Route::Completions)?, url(Route::Embeddings)?];
-        Ok(VllmBackend { client, base_url, route_urls, first_byte_timeout })
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(POOL_IDLE_TIMEOUT).build(connector);
+        Ok(VllmBackend {
+            client,
+            routes: [
+                uri(Route::ChatCompletions.path())?,
+                uri(Route::Completions.path())?,
+                uri(Route::Embeddings.path())?,
+            ],
+            models: uri("/v1/models")?,
+            health: uri("/health")?,
+            first_byte_timeout,
+        })
     }
 
-    fn unavailable(&self, err: &reqwest::Error) -> VaultError {
+    fn unavailable(&self, err: &dyn std::fmt::Display) -> VaultError {
         tracing::warn!(error = %err, "inference upstream unreachable");
         VaultError::new(
             ErrorKind::UpstreamUnavailable,
@@ -62,69 +73,78 @@ impl VllmBackend {
         .with_suggestion("Retry later, or ask for fewer tokens.")
     }
 
-    async fn get_json(&self, path: &str) -> Result<serde_json::Value> {
-        let request = self.client.get(format!("{}{path}", self.base_url)).send();
-        let response = tokio::time::timeout(self.first_byte_timeout, request)
+    /// Sends a request and waits for the answer's head; a redirect is an unusable answer.
+    async fn send(&self, method: Method, uri: &Uri, body: Bytes) -> Result<http::Response<hyper::body::Incoming>> {
+        let mut request = Request::builder().method(method).uri(uri.clone());
+        if !body.is_empty() {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+        }
+        let request =
+            request.body(Full::new(body)).map_err(|e| VaultError::internal("building an upstream request", e))?;
+        let response = tokio::time::timeout(self.first_byte_timeout, self.client.request(request))
             .await
             .map_err(|_| self.timed_out())?
             .map_err(|e| self.unavailable(&e))?;
         let status = response.status().as_u16();
         if (300..400).contains(&status) {
-            return Err(super::upstream_invalid(format!("it answered with a redirect ({status})")));
+            return Err(upstream_invalid(format!("it answered with a redirect ({status})")));
         }
-        let body = response.bytes().await.map_err(|e| self.unavailable(&e))?;
+        Ok(response)
+    }
+
+    /// The whole body of an answer, within the timeout.
+    async fn read_body(&self, response: http::Response<hyper::body::Incoming>) -> Result<Bytes> {
+        let collected = tokio::time::timeout(self.first_byte_timeout, response.into_body().collect())
+            .await
+            .map_err(|_| self.timed_out())?
+            .map_err(|e| self.unavailable(&e))?;
+        Ok(collected.to_bytes())
+    }
+
+    async fn get_json(&self, uri: &Uri) -> Result<serde_json::Value> {
+        let response = self.send(Method::GET, uri, Bytes::new()).await?;
+        let status = response.status().as_u16();
+        let body = self.read_body(response).await?;
         if status >= 400 {
             return Err(upstream_error(status, &body));
         }
-        serde_json::from_slice(&body).map_err(|e| super::upstream_invalid(format!("{path}: not JSON ({e})")))
+        serde_json::from_slice(&body).map_err(|e| upstream_invalid(format!("{}: not JSON ({e})", uri.path())))
     }
 }
 
 impl InferenceBackend for VllmBackend {
     fn forward(&self, route: Route, body: Bytes, stream: bool) -> BoxFuture<'_, Result<UpstreamReply>> {
         async move {
-            let url = match route {
-                Route::ChatCompletions => &self.route_urls[0],
-                Route::Completions => &self.route_urls[1],
-                Route::Embeddings => &self.route_urls[2],
+            let uri = match route {
+                Route::ChatCompletions => &self.routes[0],
+                Route::Completions => &self.routes[1],
+                Route::Embeddings => &self.routes[2],
             };
-            let request = self
-                .client
-                .post(url.clone())
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body)
-                .send();
-            let response = tokio::time::timeout(self.first_byte_timeout, request)
-                .await
-                .map_err(|_| self.timed_out())?
-                .map_err(|e| self.unavailable(&e))?;
+            let response = self.send(Method::POST, uri, body).await?;
             let status = response.status().as_u16();
-            if (300..400).contains(&status) {
-                return Err(super::upstream_invalid(format!("it answered with a redirect ({status})")));
-            }
             if status >= 400 || !stream {
-                let body = tokio::time::timeout(self.first_byte_timeout, response.bytes())
-                    .await
-                    .map_err(|_| self.timed_out())?
-                    .map_err(|e| self.unavailable(&e))?;
+                let body = self.read_body(response).await?;
                 if status >= 400 {
                     return Err(upstream_error(status, &body));
                 }
                 return Ok(UpstreamReply::Complete(body));
             }
-            Ok(UpstreamReply::Stream(response.bytes_stream().map_err(|e| e.to_string()).boxed()))
+            let events = response.into_body().into_data_stream().map_err(|e| e.to_string());
+            Ok(UpstreamReply::Stream(events.boxed()))
         }
         .boxed()
     }
 
     fn list_models(&self) -> BoxFuture<'_, Result<serde_json::Value>> {
-        self.get_json("/v1/models").boxed()
+        self.get_json(&self.models).boxed()
     }
 
     fn is_healthy(&self) -> BoxFuture<'_, bool> {
         async move {
-            let request = self.client.get(format!("{}/health", self.base_url)).timeout(HEALTH_TIMEOUT).send();
-            matches!(request.await, Ok(r) if r.status().is_success())
+            let request = Request::get(self.health.clone()).body(Full::new(Bytes::new()));
+            let Ok(request) = request else { return false };
+            let answered = tokio::time::timeout(HEALTH_TIMEOUT, self.client.request(request)).await;
+            matches!(answered, Ok(Ok(response)) if response.status().is_success())
         }
         .boxed()
     }
