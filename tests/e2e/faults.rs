@@ -105,3 +105,48 @@ async fn an_upstream_redirect_is_never_followed_and_an_unreadable_answer_is_not_
     body["fake_mode"] = json!("garbage");
     assert_error(post_json(&gateway, &key, &body).await, 502, "upstream_invalid").await;
 }
+
+#[tokio::test]
+async fn an_upstream_answer_over_the_size_limit_is_a_502() {
+    let gateway =
+        TestApp::spawn_with(Upstream::Fake(FakeOptions::default()), &[("VAULT_MAX_UPSTREAM_BODY_MB", "1")]).await;
+    let key = gateway.create_key(Scope::User).await;
+    let small = json!({"input": ["a"], "dimensions": 8});
+    assert_eq!(gateway.send("POST", "/v1/embeddings", Some(&key), Some(&small)).await.status(), 200);
+    // 200 vectors of 4096 floats: several MB of JSON.
+    let big = json!({"input": vec!["word"; 200], "dimensions": 4096});
+    let response = gateway.send("POST", "/v1/embeddings", Some(&key), Some(&big)).await;
+    assert_error(response, 502, "upstream_invalid").await;
+}
+
+#[tokio::test]
+async fn with_too_little_free_disk_inference_is_refused_and_health_says_why() {
+    // A minimum above any disk's free space.
+    let gateway =
+        TestApp::spawn_with(Upstream::Fake(FakeOptions::default()), &[("VAULT_MIN_FREE_MB", "1048576")]).await;
+    let key = gateway.create_key(Scope::User).await;
+    let response = post_json(&gateway, &key, &chat_body(false)).await;
+    assert_eq!(response.headers()["retry-after"], "10");
+    let id = request_id(&response);
+    assert_error(response, 503, "audit_unavailable").await;
+    assert_eq!(gateway.upstream_stats().await["requests"], 0, "nothing reached the upstream");
+    assert_eq!(gateway.audit_row(&id).await.unwrap().status, 503, "the refusal itself is audited");
+    let health = client().get(format!("{}/vault/health", gateway.url)).send().await.unwrap();
+    assert_eq!(health.status(), 503);
+    let health: serde_json::Value = health.json().await.unwrap();
+    assert_eq!((health["status"].as_str(), health["audit"]["ok"].as_bool()), (Some("unavailable"), Some(false)));
+    assert!(health["audit"]["reason"].as_str().unwrap().contains("disk"));
+}
+
+#[tokio::test]
+async fn a_database_file_removed_under_the_gateway_makes_it_unready() {
+    let gateway = TestApp::spawn().await;
+    let health = client().get(format!("{}/vault/health", gateway.url)).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    std::fs::remove_file(gateway.data_dir.join("vault.db")).unwrap();
+    let health = client().get(format!("{}/vault/health", gateway.url)).send().await.unwrap();
+    assert_eq!(health.status(), 503);
+    let health: serde_json::Value = health.json().await.unwrap();
+    assert_eq!(health["database"]["ok"], false);
+    assert!(health["database"]["reason"].as_str().unwrap().contains("deleted or replaced"));
+}

@@ -103,7 +103,8 @@ fn exit_code(kind: ErrorKind) -> u8 {
         ErrorKind::Upstream { .. }
         | ErrorKind::UpstreamUnavailable
         | ErrorKind::UpstreamTimeout
-        | ErrorKind::RateLimited => 6,
+        | ErrorKind::RateLimited
+        | ErrorKind::Unavailable => 6,
         ErrorKind::Internal => 1,
     }
 }

@@ -30,11 +30,28 @@ pub struct Vault {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Health {
-    /// `ok` when the upstream answers, `degraded` when it does not.
+    /// `ok`; `degraded` when the upstream does not answer; `unavailable` when Vault cannot
+    /// keep its records (database or audit trail), so it serves no inference.
     pub status: &'static str,
     pub version: &'static str,
     pub inference: UpstreamHealth,
+    pub database: Check,
+    pub audit: Check,
     pub gpu: GpuPresence,
+}
+
+/// One check of the health answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub ok: bool,
+    /// Why not, when not.
+    pub reason: Option<String>,
+}
+
+impl Check {
+    fn of(outcome: std::result::Result<(), String>) -> Check {
+        Check { ok: outcome.is_ok(), reason: outcome.err() }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -46,7 +63,7 @@ impl Vault {
     /// Opens the data dir and database and starts the audit writer, with vLLM at
     /// `VLLM_BASE_URL` as the upstream.
     pub async fn open(config: Config) -> Result<Arc<Vault>> {
-        let backend = VllmBackend::new(&config.vllm_base_url, config.upstream_timeout)?;
+        let backend = VllmBackend::new(&config.vllm_base_url, config.upstream_timeout, config.max_upstream_body)?;
         Self::open_with_backend(config, Arc::new(backend)).await
     }
 
@@ -55,7 +72,7 @@ impl Vault {
         config.secret_key()?;
         let db = Arc::new(Db::open(&config.db).await?);
         let auth = Authenticator::new(db.clone()).await?;
-        let audit = AuditLog::start(db.clone()).await?;
+        let audit = AuditLog::start_with(db.clone(), config.min_free_bytes).await?;
         let inference = Inference::new(backend, Manifest::new(config.models_manifest.clone()));
         let controller: Box<dyn SystemController> = match config.system_control {
             SystemControl::DryRun => Box::new(DryRunController::default()),
@@ -85,10 +102,19 @@ impl Vault {
 
     pub async fn health(&self) -> Health {
         let reachable = self.inference.upstream_healthy().await;
+        let database = Check::of(self.db.check_file().map_err(String::from));
+        let audit = Check::of(self.audit.available().map_err(|e| e.message));
+        let status = match (database.ok && audit.ok, reachable) {
+            (false, _) => "unavailable",
+            (true, false) => "degraded",
+            (true, true) => "ok",
+        };
         Health {
-            status: if reachable { "ok" } else { "degraded" },
+            status,
             version: env!("CARGO_PKG_VERSION"),
             inference: UpstreamHealth { reachable },
+            database,
+            audit,
             gpu: gpu::presence(),
         }
     }

@@ -38,6 +38,11 @@ pub struct Config {
     pub log_level: String,
     /// Whether host changes (network, time zone) are applied or only recorded.
     pub system_control: SystemControl,
+    /// Below this much free space on the database's disk, inference is refused (503)
+    /// rather than served with an audit trail that may not be kept.
+    pub min_free_bytes: u64,
+    /// The largest non-streamed answer taken from the upstream; a larger one is a 502.
+    pub max_upstream_body: usize,
     secret_key: Option<String>,
 }
 
@@ -68,8 +73,13 @@ pub const VAULT_TLS_CERT_DIR: &str = "VAULT_TLS_CERT_DIR";
 pub const VAULT_CORS_ORIGINS: &str = "VAULT_CORS_ORIGINS";
 pub const VAULT_LOG_LEVEL: &str = "VAULT_LOG_LEVEL";
 pub const VAULT_SYSTEM_CONTROL: &str = "VAULT_SYSTEM_CONTROL";
+pub const VAULT_MIN_FREE_MB: &str = "VAULT_MIN_FREE_MB";
+pub const VAULT_MAX_UPSTREAM_BODY_MB: &str = "VAULT_MAX_UPSTREAM_BODY_MB";
 
 const DEFAULT_UPSTREAM_TIMEOUT_SECS: f64 = 300.0;
+const DEFAULT_MIN_FREE_MB: u64 = 1024;
+const DEFAULT_MAX_UPSTREAM_BODY_MB: u64 = 64;
+const MIB: u64 = 1024 * 1024;
 
 fn bad(var: &str, why: impl std::fmt::Display) -> VaultError {
     VaultError::config(format!("{var}: {why}"))
@@ -121,6 +131,19 @@ impl Config {
             Some("host") => SystemControl::Host,
             Some(other) => return Err(bad(VAULT_SYSTEM_CONTROL, format!("`{other}` must be dry-run or host"))),
         };
+        let megabytes = |var: &str, default: u64, min: u64| -> Result<u64, VaultError> {
+            match lookup(var) {
+                None => Ok(default),
+                Some(v) => match v.trim().parse::<u64>() {
+                    Ok(n) if n >= min && n <= 1024 * 1024 => Ok(n),
+                    _ => Err(bad(var, format!("`{v}` is not a number of MB between {min} and 1048576"))),
+                },
+            }
+        };
+        let min_free_bytes = megabytes(VAULT_MIN_FREE_MB, DEFAULT_MIN_FREE_MB, 0)? * MIB;
+        let max_upstream_body =
+            usize::try_from(megabytes(VAULT_MAX_UPSTREAM_BODY_MB, DEFAULT_MAX_UPSTREAM_BODY_MB, 1)? * MIB)
+                .unwrap_or(usize::MAX);
         Ok(Config {
             host,
             port,
@@ -136,6 +159,8 @@ impl Config {
             cors_origins,
             log_level,
             system_control,
+            min_free_bytes,
+            max_upstream_body,
             secret_key: lookup(VAULT_SECRET_KEY),
         })
     }
@@ -203,6 +228,8 @@ impl Config {
                 SystemControl::DryRun => "dry-run",
                 SystemControl::Host => "host",
             },
+            "min_free_mb": self.min_free_bytes / MIB,
+            "max_upstream_body_mb": self.max_upstream_body as u64 / MIB,
         })
     }
 
@@ -296,6 +323,8 @@ mod tests {
             (VLLM_BASE_URL, "http://vllm:8001/?x=1"),
             (VAULT_UPSTREAM_TIMEOUT, "-1"),
             (VAULT_SYSTEM_CONTROL, "yes"),
+            (VAULT_MIN_FREE_MB, "-5"),
+            (VAULT_MAX_UPSTREAM_BODY_MB, "0"),
         ] {
             let err = config(&[(var, value)]).unwrap_err();
             assert!(err.message.starts_with(var), "{var}: {}", err.message);

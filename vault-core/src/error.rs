@@ -29,6 +29,9 @@ pub enum ErrorKind {
     UpstreamUnavailable,
     /// The inference upstream did not answer in time.
     UpstreamTimeout,
+    /// Vault cannot serve this now but will again by itself (e.g. the audit trail cannot
+    /// take rows: the disk is nearly full, or the database refuses writes).
+    Unavailable,
     /// A fault inside Vault (database, I/O). The message never carries internal paths.
     Internal,
 }
@@ -49,6 +52,7 @@ impl ErrorKind {
             ErrorKind::Upstream { status } => status,
             ErrorKind::UpstreamUnavailable => 503,
             ErrorKind::UpstreamTimeout => 504,
+            ErrorKind::Unavailable => 503,
             ErrorKind::Internal => 500,
         }
     }
@@ -123,6 +127,8 @@ error_codes! {
     UpstreamInvalid => "upstream_invalid",
     /// The client left before its answer was complete (recorded, never sent).
     ClientDisconnected => "client_disconnected",
+    /// The audit trail cannot take rows now, so nothing that must be audited is served.
+    AuditUnavailable => "audit_unavailable",
     /// A host command (hostnamectl, nmcli, …) failed.
     HostChangeFailed => "host_change_failed",
     /// An in-process gateway of the Python package is already running.

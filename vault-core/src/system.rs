@@ -141,9 +141,29 @@ impl SystemMonitor {
     }
 }
 
+/// The space available to this process on the disk that holds `path`: that of the mounted
+/// filesystem with the longest mount point `path` lies under. `None` when none is found.
+pub fn free_space(path: &std::path::Path) -> Option<u64> {
+    let path = std::fs::canonicalize(path).ok()?;
+    let disks = Disks::new_with_refreshed_list().ok()?;
+    disks
+        .iter()
+        .filter(|disk| path.starts_with(disk.mount_point()))
+        .max_by_key(|disk| disk.mount_point().as_os_str().len())
+        .map(|disk| disk.available_space())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_free_space_of_a_directory_is_that_of_its_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let free = free_space(dir.path()).expect("the temp dir is on some disk");
+        assert!(free > 0);
+        assert_eq!(free_space(std::path::Path::new("/no/such/dir")), None);
+    }
 
     #[tokio::test]
     async fn readings_are_real_numbers() {

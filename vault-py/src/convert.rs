@@ -17,6 +17,7 @@ mod exceptions {
     pyo3::import_exception!(vault._errors, UpstreamUnavailable);
     pyo3::import_exception!(vault._errors, UpstreamTimeout);
     pyo3::import_exception!(vault._errors, UpstreamError);
+    pyo3::import_exception!(vault._errors, Unavailable);
 }
 
 /// The one conversion from a core error to a Python exception.
@@ -36,6 +37,7 @@ pub fn to_py_err(err: VaultError) -> PyErr {
         ErrorKind::UpstreamUnavailable => UpstreamUnavailable::new_err(args),
         ErrorKind::UpstreamTimeout => UpstreamTimeout::new_err(args),
         ErrorKind::Upstream { .. } | ErrorKind::RateLimited => UpstreamError::new_err(args),
+        ErrorKind::Unavailable => Unavailable::new_err(args),
         ErrorKind::Internal => VaultError::new_err(args),
     }
 }

@@ -364,7 +364,11 @@ fn check_upstream(py: Python<'_>, url: String, timeout: f64) -> PyResult<Py<PyAn
         return Err(to_py_err(VaultError::invalid_field("timeout: must be a positive number of seconds")));
     }
     let models = run(py, async move {
-        let backend = vault_core::inference::vllm::VllmBackend::new(&url, std::time::Duration::from_secs_f64(timeout))?;
+        let backend = vault_core::inference::vllm::VllmBackend::new(
+            &url,
+            std::time::Duration::from_secs_f64(timeout),
+            64 * 1024 * 1024,
+        )?;
         backend.list_models().await
     })?;
     to_py(py, &models)

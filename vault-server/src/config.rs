@@ -51,6 +51,12 @@ pub struct ConfigArgs {
     /// `dry-run` records host changes (network, time zone) without making them; `host` makes them [default: dry-run].
     #[arg(long, env = config::VAULT_SYSTEM_CONTROL, global = true)]
     pub system_control: Option<String>,
+    /// Below this many MB free on the database's disk, inference answers 503 [default: 1024].
+    #[arg(long, env = config::VAULT_MIN_FREE_MB, global = true)]
+    pub min_free_mb: Option<String>,
+    /// The largest non-streamed upstream answer taken, in MB; a larger one is a 502 [default: 64].
+    #[arg(long, env = config::VAULT_MAX_UPSTREAM_BODY_MB, global = true)]
+    pub max_upstream_body_mb: Option<String>,
 }
 
 impl ConfigArgs {
@@ -72,6 +78,8 @@ impl ConfigArgs {
             (config::VAULT_CORS_ORIGINS, &self.cors_origins),
             (config::VAULT_LOG_LEVEL, &self.log_level),
             (config::VAULT_SYSTEM_CONTROL, &self.system_control),
+            (config::VAULT_MIN_FREE_MB, &self.min_free_mb),
+            (config::VAULT_MAX_UPSTREAM_BODY_MB, &self.max_upstream_body_mb),
         ];
         pairs.into_iter().filter_map(|(name, value)| value.clone().map(|v| (name, v))).collect()
     }

@@ -58,7 +58,8 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
                 Err(err) => error_response(&from_poem_error(err)),
             }
         };
-        if response.status().as_u16() >= 400 && response.extensions().get::<ErrorCode>().is_none() {
+        let is_json = response.content_type().is_some_and(|t| t.starts_with("application/json"));
+        if response.status().as_u16() >= 400 && response.extensions().get::<ErrorCode>().is_none() && !is_json {
             // An error the framework answered itself: give it the API's shape.
             let err = from_poem_error(poem::Error::from_status(response.status()));
             response = error_response(&err);
@@ -69,9 +70,16 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
         if !audit.is_deferred() {
             let status = response.status().as_u16();
             let code = response.extensions().get::<ErrorCode>().copied();
-            // The row is committed before the answer leaves, so an answered request
-            // cannot lose its record in a crash.
-            audit.finish(status, true, code).await;
+            // The row is safe (journaled) before the answer leaves, so an answered request
+            // cannot lose its record in a crash. When it cannot be kept, the answer is not
+            // given either: fail closed.
+            if !audit.finish(status, true, code).await {
+                response = error_response(&VaultError::new(
+                    ErrorKind::Unavailable,
+                    ErrorCode::AuditUnavailable,
+                    "The request was served, but its audit record could not be kept, so its answer is withheld.",
+                ));
+            }
         }
         Ok(response)
     }

@@ -31,8 +31,14 @@ pub fn error_response(err: &VaultError) -> Response {
     let status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response =
         Response::builder().status(status).content_type("application/json").body(err.to_body().to_string());
-    if err.kind == ErrorKind::RateLimited {
-        response.headers_mut().insert("retry-after", poem::http::HeaderValue::from_static("1"));
+    match err.kind {
+        ErrorKind::RateLimited => {
+            response.headers_mut().insert("retry-after", poem::http::HeaderValue::from_static("1"));
+        }
+        ErrorKind::Unavailable => {
+            response.headers_mut().insert("retry-after", poem::http::HeaderValue::from_static("10"));
+        }
+        _ => {}
     }
     // Kept on the response for the audit row.
     response.extensions_mut().insert(err.code);
@@ -126,7 +132,7 @@ const DOCUMENTED: &[(u16, &str)] = &[
     (413, "The body is too large."),
     (415, "The body is not JSON."),
     (500, "An internal error."),
-    (503, "The inference service is not reachable."),
+    (503, "The inference service is not reachable, or Vault cannot keep its audit trail now."),
     (504, "The inference service did not answer in time."),
 ];
 

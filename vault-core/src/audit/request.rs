@@ -49,6 +49,11 @@ impl RequestAudit {
         }
     }
 
+    /// The log the record goes to.
+    pub fn log(&self) -> &AuditLog {
+        &self.log
+    }
+
     pub fn request_id(&self) -> String {
         self.record.lock().map(|r| r.request_id.clone()).unwrap_or_default()
     }
@@ -88,13 +93,13 @@ impl RequestAudit {
     }
 
     /// Completes the record; the returned future resolves when the row is safe (see
-    /// [`AuditLog::record`]). A second call does nothing.
+    /// [`AuditLog::record`]), with whether it is. A second call does nothing.
     pub fn finish(
         &self,
         status: u16,
         completed: bool,
         error_code: Option<ErrorCode>,
-    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+    ) -> impl std::future::Future<Output = bool> + Send + 'static {
         let mut record = None;
         if !self.finished.swap(true, Ordering::SeqCst) {
             let latency_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -113,8 +118,9 @@ impl RequestAudit {
         // Journaled now, so the row is kept even if nobody awaits the future.
         let pending = record.and_then(|record| self.log.enqueue(record));
         async move {
-            if let Some(committed) = pending {
-                let _ = committed.await;
+            match pending {
+                None => true,
+                Some(committed) => committed.await.unwrap_or(false),
             }
         }
     }

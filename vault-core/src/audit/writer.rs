@@ -9,22 +9,22 @@
 //! grow without bound under continuous load.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
 use super::journal::Journal;
-use crate::error::{Result, VaultError};
+use crate::error::{ErrorCode, ErrorKind, Result, VaultError};
 use crate::model::audit::AuditRecord;
 use crate::storage::{self, Db};
 
 enum Message {
     /// A row, with its journal sequence number if it was journaled (else a waiter that
-    /// wants to know when it is committed).
-    Record(Box<AuditRecord>, Option<u64>, Option<oneshot::Sender<()>>),
-    /// Commit everything queued before this now, then say so.
-    Flush(oneshot::Sender<()>),
+    /// wants to know whether it got committed).
+    Record(Box<AuditRecord>, Option<u64>, Option<oneshot::Sender<bool>>),
+    /// Commit everything queued before this now, then say whether that worked.
+    Flush(oneshot::Sender<bool>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -39,8 +39,13 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 /// A key's `last_used_at` is written at most this often: it is for humans, and writing it
 /// with every batch would add a page to every commit.
 const LAST_USED_RESOLUTION: Duration = Duration::from_secs(60);
-/// Attempts to store a batch before its rows are written to the log instead.
-const WRITE_ATTEMPTS: u32 = 6;
+/// Failed attempts to store a batch before the writer reports it failing (and the gateway
+/// stops serving what must be audited). It keeps retrying: the rows are in the journal.
+const WRITE_ATTEMPTS: u32 = 3;
+/// The longest pause between attempts.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
+/// How often the free space of the database's disk is looked at.
+const DISK_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
 /// The handle requests use to record themselves. Cheap to clone.
 #[derive(Clone)]
@@ -69,13 +74,23 @@ struct Shared {
     commits: AtomicU64,
     checkpoints: AtomicU64,
     recovered: AtomicU64,
+    /// The database refused the last attempts to store rows.
+    failing: AtomicBool,
+    /// The database's disk has less free space than the configured minimum.
+    low_disk: AtomicBool,
 }
 
 impl AuditLog {
+    /// [`start_with`](Self::start_with) without a free-space minimum.
+    pub async fn start(db: Arc<Db>) -> Result<AuditLog> {
+        Self::start_with(db, 0).await
+    }
+
     /// Commits what a previous run left in the journal, then starts the writer on a thread
     /// of its own, so a database busy with another process's write never blocks a thread
-    /// that serves requests.
-    pub async fn start(db: Arc<Db>) -> Result<AuditLog> {
+    /// that serves requests. Below `min_free_bytes` of free space on the database's disk,
+    /// the log reports itself unavailable (see [`available`](Self::available)).
+    pub async fn start_with(db: Arc<Db>, min_free_bytes: u64) -> Result<AuditLog> {
         let conn = db.connect().await?;
         // The writer checkpoints when it chooses (between commits), never inside one.
         storage::disable_autocheckpoint(&conn).await?;
@@ -96,7 +111,26 @@ impl AuditLog {
             .name("vault-audit".into())
             .spawn(move || write_loop(&runtime, writer, rx, &journaled, &state))
             .map_err(|e| VaultError::internal("starting the audit writer", e))?;
+        if min_free_bytes > 0 {
+            watch_free_space(db.path(), min_free_bytes, Arc::downgrade(&shared))?;
+        }
         Ok(AuditLog { queue, journal, shared })
+    }
+
+    /// Whether rows can be kept now; an error (503 `audit_unavailable`) says why not.
+    /// Nothing that must be audited is served while it is not.
+    pub fn available(&self) -> Result<()> {
+        let unavailable = |why: &str| {
+            VaultError::new(ErrorKind::Unavailable, ErrorCode::AuditUnavailable, why)
+                .with_suggestion("Retry later; the administrator can see why in /vault/health.")
+        };
+        if self.shared.low_disk.load(Ordering::Relaxed) {
+            return Err(unavailable("The disk that holds the audit trail is nearly full."));
+        }
+        if self.shared.failing.load(Ordering::Relaxed) {
+            return Err(unavailable("The audit trail cannot be written now."));
+        }
+        Ok(())
     }
 
     pub fn stats(&self) -> WriterStats {
@@ -108,12 +142,14 @@ impl AuditLog {
         }
     }
 
-    /// Logs the request line and records the row; returns once the row is safe: in the
-    /// journal, or — when the journal cannot be written — committed to the database.
-    pub async fn record(&self, record: AuditRecord) {
-        if let Some(committed) = self.enqueue(record) {
+    /// Logs the request line and records the row; returns once the row is safe — in the
+    /// journal, or, when the journal cannot be written, committed to the database — with
+    /// whether it is.
+    pub async fn record(&self, record: AuditRecord) -> bool {
+        match self.enqueue(record) {
+            None => true,
             // An Err means the writer is gone (shut down): the row went to the log instead.
-            let _ = committed.await;
+            Some(committed) => committed.await.unwrap_or(false),
         }
     }
 
@@ -125,7 +161,7 @@ impl AuditLog {
 
     /// Journals the row and queues it for the writer. When the journal cannot take it, the
     /// returned receiver says when the row is committed instead.
-    pub(super) fn enqueue(&self, record: AuditRecord) -> Option<oneshot::Receiver<()>> {
+    pub(super) fn enqueue(&self, record: AuditRecord) -> Option<oneshot::Receiver<bool>> {
         super::line::log_request_line(&record);
         let json = match super::journal::serialize(&record) {
             Ok(json) => json,
@@ -147,9 +183,9 @@ impl AuditLog {
     }
 
     /// The fallback when the journal cannot take a row: the caller waits for its commit.
-    fn wait_for_commit(&self, record: AuditRecord, err: &std::io::Error) -> Option<oneshot::Receiver<()>> {
+    fn wait_for_commit(&self, record: AuditRecord, err: &std::io::Error) -> Option<oneshot::Receiver<bool>> {
         tracing::error!(error = %err, "audit journal not writable; waiting for the database instead");
-        let (done, committed) = oneshot::channel();
+        let (done, committed) = oneshot::channel::<bool>();
         if let Err(mpsc::error::SendError(Message::Record(record, ..))) =
             self.queue.send(Message::Record(Box::new(record), None, Some(done)))
         {
@@ -158,12 +194,11 @@ impl AuditLog {
         Some(committed)
     }
 
-    /// Returns once every row recorded before the call is committed to the database.
-    pub async fn flush(&self) {
+    /// Returns once every row recorded before the call is committed to the database (or
+    /// the database refused them, for now: then false).
+    pub async fn flush(&self) -> bool {
         let (done, flushed) = oneshot::channel();
-        if self.queue.send(Message::Flush(done)).is_ok() {
-            let _ = flushed.await;
-        }
+        self.queue.send(Message::Flush(done)).is_ok() && flushed.await.unwrap_or(false)
     }
 
     /// Commits everything queued so far, removes the journal and stops the writer. Records
@@ -200,7 +235,7 @@ struct Batch {
     records: Vec<AuditRecord>,
     /// The highest journal sequence number in the batch.
     journal_seq: Option<u64>,
-    waiters: Vec<oneshot::Sender<()>>,
+    waiters: Vec<oneshot::Sender<bool>>,
     shutdown: Option<oneshot::Sender<()>>,
     /// Someone waits for this batch (a flush, or a row the journal could not take).
     urgent: bool,
@@ -266,12 +301,13 @@ fn write_loop(
         batch.drain(&mut rx);
         batch.gather(&mut rx, COMMIT_DELAY);
         let due = last_used.due(&batch.records);
-        runtime.block_on(store_with_retries(&writer, &batch.records, &due, batch.journal_seq, shared));
-        if let Some(seq) = batch.journal_seq {
+        let mut waiters = batch.waiters;
+        let stored = runtime.block_on(store(&writer, &batch.records, &due, batch.journal_seq, shared, &mut waiters));
+        if stored && let Some(seq) = batch.journal_seq {
             journal.committed(seq);
         }
-        for waiter in batch.waiters {
-            let _ = waiter.send(());
+        for waiter in waiters {
+            let _ = waiter.send(stored);
         }
         if let Some(done) = batch.shutdown {
             // Nothing can be queued behind the shutdown message that we would miss:
@@ -281,9 +317,17 @@ fn write_loop(
             while let Ok(message) = rx.try_recv() {
                 rest.push(message);
             }
-            runtime.block_on(store_with_retries(&writer, &rest.records, &[], rest.journal_seq, shared));
+            let stored = rest.records.is_empty()
+                || runtime.block_on(store(&writer, &rest.records, &[], rest.journal_seq, shared, &mut Vec::new()));
             runtime.block_on(checkpoints.run(&writer, shared));
-            journal.remove();
+            if stored && !shared.failing.load(Ordering::Relaxed) {
+                journal.remove();
+            } else {
+                tracing::error!("audit rows left in the journal; the next start commits them");
+            }
+            for waiter in rest.waiters {
+                let _ = waiter.send(stored);
+            }
             let _ = done.send(());
             return;
         }
@@ -354,36 +398,86 @@ impl LastUsed {
     }
 }
 
-async fn store_with_retries(
+/// Stores a batch, retrying while the database refuses it. After [`WRITE_ATTEMPTS`]
+/// failures the log reports itself failing and the `waiters` learn that their rows are not
+/// stored (their requests fail); it keeps trying — the rows are in the journal — unless
+/// the writer is shutting down (`waiters` is then empty and one round of attempts is made).
+/// Returns whether the batch was stored.
+async fn store(
     writer: &storage::audit::BatchWriter,
     records: &[AuditRecord],
     last_used: &[(i64, String)],
     journal_seq: Option<u64>,
     shared: &Shared,
-) {
+    waiters: &mut Vec<oneshot::Sender<bool>>,
+) -> bool {
     if records.is_empty() {
-        return;
+        return true;
     }
     let refs: Vec<&AuditRecord> = records.iter().collect();
     let last_used: Vec<(i64, &str)> = last_used.iter().map(|(id, at)| (*id, at.as_str())).collect();
     let mut delay = Duration::from_millis(50);
-    for attempt in 1..=WRITE_ATTEMPTS {
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
         match writer.write(&refs, &last_used, journal_seq).await {
             Ok(()) => {
                 shared.rows.fetch_add(refs.len() as u64, Ordering::Relaxed);
                 shared.commits.fetch_add(1, Ordering::Relaxed);
-                return;
+                if shared.failing.swap(false, Ordering::Relaxed) {
+                    tracing::warn!("audit rows are stored again");
+                }
+                return true;
             }
             Err(err) => {
                 tracing::warn!(attempt, rows = refs.len(), error = %err.message, "audit batch not stored yet");
+                if attempt == WRITE_ATTEMPTS {
+                    shared.failing.store(true, Ordering::Relaxed);
+                    for waiter in waiters.drain(..) {
+                        let _ = waiter.send(false);
+                    }
+                }
+                if attempt >= WRITE_ATTEMPTS && journal_seq.is_none() {
+                    // Rows that are not in the journal either: keep them in the log.
+                    for record in refs {
+                        log_unstored(record);
+                    }
+                    return false;
+                }
                 tokio::time::sleep(delay).await;
-                delay *= 2;
+                delay = (delay * 2).min(MAX_RETRY_DELAY);
             }
         }
     }
-    for record in refs {
-        log_unstored(record);
-    }
+}
+
+/// Looks at the free space of the disk that holds `db_path` every
+/// [`DISK_CHECK_INTERVAL`], and marks the log short of space below `min_free_bytes`.
+fn watch_free_space(db_path: &std::path::Path, min_free_bytes: u64, shared: std::sync::Weak<Shared>) -> Result<()> {
+    let dir = db_path.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+    let check = move || -> Option<()> {
+        let shared = shared.upgrade()?;
+        let free = crate::system::free_space(&dir);
+        let low = free.is_some_and(|free| free < min_free_bytes);
+        if shared.low_disk.swap(low, Ordering::Relaxed) != low {
+            if low {
+                tracing::error!(free_bytes = free, min_free_bytes, "the audit disk is nearly full; refusing inference");
+            } else {
+                tracing::warn!(free_bytes = free, "the audit disk has room again");
+            }
+        }
+        Some(())
+    };
+    check();
+    std::thread::Builder::new()
+        .name("vault-disk-watch".into())
+        .spawn(move || {
+            while check().is_some() {
+                std::thread::sleep(DISK_CHECK_INTERVAL);
+            }
+        })
+        .map_err(|e| VaultError::internal("starting the disk watcher", e))?;
+    Ok(())
 }
 
 /// Last resort when the database refuses a row: keep it in the log so the record survives.

@@ -184,7 +184,9 @@ impl Inference {
     /// Forwards one request and completes its audit record: model and token usage, and
     /// for a stream, the outcome when it ends (its row is committed before the client gets
     /// the closing frame). An error leaves the record to whoever answers it.
+    /// Nothing is sent upstream while the audit trail cannot take rows (503).
     pub async fn serve(&self, route: Route, body: Bytes, audit: &Arc<RequestAudit>) -> Result<Answer> {
+        audit.log().available()?;
         match self.proxy(route, body).await? {
             Proxied::Complete { body, model, usage } => {
                 audit.set_model(model);

@@ -30,12 +30,16 @@ pub struct StreamOutcome {
     pub error_code: Option<ErrorCode>,
 }
 
-type Finisher = Box<dyn FnOnce(StreamOutcome) -> BoxFuture<'static, ()> + Send>;
+/// Records the outcome; its future says whether the record is safe.
+type Finisher = Box<dyn FnOnce(StreamOutcome) -> BoxFuture<'static, bool> + Send>;
 
 const DONE: &[u8] = b"data: [DONE]\n\n";
 /// How many times a stream with events ready lets other tasks run, waiting for the
 /// upstream's next chunk, before it writes what it has.
 const YIELDS: u8 = 3;
+/// The largest single event taken from the upstream: one that grows past this without
+/// ending is cut off with an error event.
+const MAX_EVENT: usize = 16 * 1024 * 1024;
 /// Ready events are sent on once they reach this size, even if more are ready.
 const MAX_WRITE: usize = 64 * 1024;
 
@@ -51,7 +55,7 @@ pub struct ProxyStream {
     usage: Option<Usage>,
     upstream_error: bool,
     finisher: Option<Finisher>,
-    finishing: Option<(BoxFuture<'static, ()>, Bytes)>,
+    finishing: Option<(BoxFuture<'static, bool>, Bytes)>,
     done: bool,
 }
 
@@ -83,10 +87,11 @@ impl ProxyStream {
     }
 
     /// Sets what runs when the stream ends, however it ends. The client receives the final
-    /// frame only after the finisher's future completes.
+    /// frame only after the finisher's future completes — or, when it says the record could
+    /// not be kept, an error event instead.
     pub fn on_finish(
         mut self,
-        finisher: impl FnOnce(StreamOutcome) -> BoxFuture<'static, ()> + Send + 'static,
+        finisher: impl FnOnce(StreamOutcome) -> BoxFuture<'static, bool> + Send + 'static,
     ) -> Self {
         self.finisher = Some(Box::new(finisher));
         self
@@ -164,7 +169,7 @@ impl ProxyStream {
         let outcome = StreamOutcome { usage: self.usage, completed: completed && error_code.is_none(), error_code };
         let future = match self.finisher.take() {
             Some(finisher) => finisher(outcome),
-            None => futures_util::future::ready(()).boxed(),
+            None => futures_util::future::ready(true).boxed(),
         };
         self.finishing = Some((future, final_frame));
     }
@@ -172,7 +177,8 @@ impl ProxyStream {
 
 /// The final event Vault sends when the upstream fails in the middle of an answer.
 fn error_event(code: ErrorCode, message: &str) -> Bytes {
-    let body = serde_json::json!({"error": {"code": code.as_str(), "message": message, "status": 502}});
+    let status = if code == ErrorCode::AuditUnavailable { 503 } else { 502 };
+    let body = serde_json::json!({"error": {"code": code.as_str(), "message": message, "status": status}});
     Bytes::from(format!("data: {body}\n\n"))
 }
 
@@ -237,6 +243,17 @@ impl Stream for ProxyStream {
                         this.buffer.extend_from_slice(&bytes);
                         if let Some(final_frame) = this.take_events() {
                             this.begin_finish(true, None, final_frame);
+                        } else if this.buffer.len() > MAX_EVENT {
+                            tracing::warn!(
+                                bytes = this.buffer.len(),
+                                "an upstream event grew too large; cutting the stream"
+                            );
+                            this.buffer.clear();
+                            let frame = error_event(
+                                ErrorCode::UpstreamInvalid,
+                                "The inference service sent an event too large to pass on.",
+                            );
+                            this.begin_finish(false, Some(ErrorCode::UpstreamInvalid), frame);
                         }
                         if this.ready_bytes() < MAX_WRITE {
                             continue;
@@ -263,11 +280,15 @@ impl Stream for ProxyStream {
                 return Poll::Ready(Some(events));
             }
             if let Some((future, _)) = &mut this.finishing {
-                if future.as_mut().poll(cx).is_pending() {
+                let Poll::Ready(kept) = future.as_mut().poll(cx) else {
                     return Poll::Pending;
-                }
+                };
                 let final_frame = this.finishing.take().map(|(_, frame)| frame);
                 this.done = true;
+                if !kept {
+                    let message = "The answer is complete but its audit record could not be kept.";
+                    return Poll::Ready(Some(error_event(ErrorCode::AuditUnavailable, message)));
+                }
                 return Poll::Ready(final_frame);
             }
             if this.done || this.upstream.is_none() {
@@ -307,7 +328,7 @@ mod tests {
         let sink = seen.clone();
         let stream = stream.on_finish(move |outcome| {
             *sink.lock().unwrap() = Some(outcome);
-            futures_util::future::ready(()).boxed()
+            futures_util::future::ready(true).boxed()
         });
         let out: Vec<Bytes> = stream.collect().await;
         let text = out.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect();
@@ -379,13 +400,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_event_that_never_ends_is_cut_off_with_an_error_event() {
+        let endless = Bytes::from(vec![b'x'; MAX_EVENT + 1]);
+        let upstream = futures_util::stream::iter(vec![Ok(Bytes::from_static(b"data: ")), Ok(endless)]).boxed();
+        let (text, outcome) = run(ProxyStream::new(upstream, false)).await;
+        assert!(
+            text.len() < 1024 && text.contains("\"code\":\"upstream_invalid\""),
+            "{}",
+            &text[..text.len().min(200)]
+        );
+        assert_eq!(outcome.unwrap().error_code, Some(ErrorCode::UpstreamInvalid));
+    }
+
+    #[tokio::test]
     async fn dropping_the_stream_records_a_client_disconnect() {
         let seen = Arc::new(Mutex::new(None));
         let sink = seen.clone();
         let pending = futures_util::stream::pending::<Result<Bytes, String>>().boxed();
         let stream = ProxyStream::new(pending, false).on_finish(move |outcome| {
             *sink.lock().unwrap() = Some(outcome);
-            futures_util::future::ready(()).boxed()
+            futures_util::future::ready(true).boxed()
         });
         drop(stream);
         tokio::task::yield_now().await;

@@ -28,10 +28,12 @@ pub struct VllmBackend {
     /// Time allowed until the upstream starts answering (for a non-stream request, until
     /// the whole answer is in, since vLLM sends it all at once).
     first_byte_timeout: Duration,
+    /// The largest non-streamed answer taken.
+    max_body: usize,
 }
 
 impl VllmBackend {
-    pub fn new(base_url: &str, first_byte_timeout: Duration) -> Result<VllmBackend> {
+    pub fn new(base_url: &str, first_byte_timeout: Duration, max_body: usize) -> Result<VllmBackend> {
         let base_url =
             crate::config::parse_http_url(base_url).map_err(|why| VaultError::invalid_field(format!("url: {why}")))?;
         let uri = |path: &str| {
@@ -51,6 +53,7 @@ impl VllmBackend {
             models: uri("/v1/models")?,
             health: uri("/health")?,
             first_byte_timeout,
+            max_body,
         })
     }
 
@@ -92,13 +95,18 @@ impl VllmBackend {
         Ok(response)
     }
 
-    /// The whole body of an answer, within the timeout.
+    /// The whole body of an answer, within the timeout and the size limit.
     async fn read_body(&self, response: http::Response<hyper::body::Incoming>) -> Result<Bytes> {
-        let collected = tokio::time::timeout(self.first_byte_timeout, response.into_body().collect())
-            .await
-            .map_err(|_| self.timed_out())?
-            .map_err(|e| self.unavailable(&e))?;
-        Ok(collected.to_bytes())
+        let body = http_body_util::Limited::new(response.into_body(), self.max_body);
+        let collected =
+            tokio::time::timeout(self.first_byte_timeout, body.collect()).await.map_err(|_| self.timed_out())?;
+        match collected {
+            Ok(collected) => Ok(collected.to_bytes()),
+            Err(err) if err.is::<http_body_util::LengthLimitError>() => {
+                Err(upstream_invalid(format!("the answer is larger than {} bytes", self.max_body)))
+            }
+            Err(err) => Err(self.unavailable(&err)),
+        }
     }
 
     async fn get_json(&self, uri: &Uri) -> Result<serde_json::Value> {

@@ -38,6 +38,8 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 pub struct Db {
     database: Database,
     path: std::path::PathBuf,
+    /// The identity (device, inode) of the file opened, to notice it being replaced.
+    identity: Option<(u64, u64)>,
     /// Changes this process made to keys and users, so its key checks see them at once.
     auth_changes: AtomicU64,
 }
@@ -64,17 +66,32 @@ impl Db {
                 )));
             }
         };
-        let db = Db { database, path, auth_changes: AtomicU64::new(0) };
+        let mut db = Db { database, path, identity: None, auth_changes: AtomicU64::new(0) };
         let conn = db.connect().await?;
         // WAL is a property of the file: set once, kept by every later connection.
         conn.query("PRAGMA journal_mode = WAL", ()).await?;
         migrate(&conn).await?;
+        // The file exists now (libsql creates it on the first connection).
+        db.identity = file_identity(&db.path);
         Ok(db)
     }
 
     /// The database file.
     pub fn path(&self) -> &std::path::Path {
         &self.path
+    }
+
+    /// Whether the file opened is still the database file and can still be written: an
+    /// error says why not (it was deleted or replaced, or made read-only).
+    pub fn check_file(&self) -> std::result::Result<(), &'static str> {
+        if file_identity(&self.path) != self.identity {
+            return Err("the database file was deleted or replaced while Vault ran");
+        }
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.path)
+            .map(drop)
+            .map_err(|_| "the database file cannot be written")
     }
 
     /// Notes a change this process made to keys or users (see `keys::Authenticator`).
@@ -99,6 +116,17 @@ impl Db {
         .await?;
         Ok(conn)
     }
+}
+
+#[cfg(unix)]
+fn file_identity(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+#[cfg(not(unix))]
+fn file_identity(path: &std::path::Path) -> Option<(u64, u64)> {
+    std::fs::metadata(path).ok().map(|_| (0, 0))
 }
 
 /// Stops this connection from checkpointing the WAL after its commits.

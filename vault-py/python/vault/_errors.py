@@ -55,3 +55,7 @@ class UpstreamTimeout(VaultError):
 
 class UpstreamError(VaultError):
     """The inference service answered with an error of its own."""
+
+
+class Unavailable(VaultError):
+    """Vault cannot do this now (e.g. its audit trail cannot take rows); retry later."""
