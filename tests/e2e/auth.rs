@@ -33,6 +33,25 @@ async fn requests_without_a_usable_key_get_401_in_the_error_shape_and_are_audite
 }
 
 #[tokio::test]
+async fn a_flood_of_refused_requests_keeps_a_few_rows_and_counts_the_rest() {
+    let mut app = TestApp::spawn().await;
+    let http = client();
+    for _ in 0..150 {
+        let response = http.get(format!("{}/v1/models", app.url)).bearer_auth("nope").send().await.unwrap();
+        assert_eq!(response.status(), 401);
+    }
+    app.stop().await;
+    let db = vault_e2e::open_db(&app.data_dir).await;
+    let filter = vault_core::audit::AuditFilter { status: Some(401), ..Default::default() };
+    let rows = vault_core::audit::query(&db, &filter, Some(1000), None).await.unwrap();
+    let summaries: Vec<_> = rows.iter().filter(|r| r.repeat_count > 1).collect();
+    // The 150 requests may straddle a minute: then each minute has its own rows and summary.
+    assert!(rows.len() <= 2 * 61, "{} rows for a flood", rows.len());
+    assert_eq!(rows.iter().map(|r| u64::from(r.repeat_count)).sum::<u64>(), 150, "every request is counted");
+    assert!(!summaries.is_empty() && summaries.iter().all(|s| s.request_id.starts_with("flood-")));
+}
+
+#[tokio::test]
 async fn a_key_revoked_through_the_api_is_refused_on_the_next_request() {
     let app = TestApp::spawn().await;
     let admin = app.create_key(Scope::Admin).await;

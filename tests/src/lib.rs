@@ -107,7 +107,8 @@ impl TestApp {
     }
 
     /// Stops the gateway as SIGTERM would: in-flight requests finish, every row is stored.
-    pub async fn stop(mut self) {
+    /// The data dir stays until the app is dropped.
+    pub async fn stop(&mut self) {
         if let Some(gateway) = self.gateway.take() {
             gateway.stop().await.unwrap();
         }

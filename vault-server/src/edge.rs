@@ -41,7 +41,9 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
     async fn call(&self, mut req: Request) -> poem::Result<Response> {
         let request_id = request_id(&req);
         // The path only: a query string may carry a token and is never recorded.
-        let audit = RequestAudit::begin(self.vault.audit.clone(), req.method().as_str(), req.uri().path(), request_id);
+        let peer = req.remote_addr().as_socket_addr().map(|a| a.ip());
+        let audit =
+            RequestAudit::begin(self.vault.audit.clone(), req.method().as_str(), req.uri().path(), request_id, peer);
         req.extensions_mut().insert(audit.clone());
         req.extensions_mut().insert(self.vault.clone());
 

@@ -24,7 +24,7 @@ impl std::str::FromStr for ExportFormat {
     }
 }
 
-const CSV_HEADER: &str = "id,timestamp,request_id,method,path,key_prefix,user_id,model,status,latency_ms,tokens_input,tokens_output,completed,error_code\n";
+const CSV_HEADER: &str = "id,timestamp,request_id,method,path,key_prefix,user_id,model,status,latency_ms,tokens_input,tokens_output,completed,error_code,repeat_count\n";
 
 fn csv_field(value: &str) -> String {
     // Quote when needed; a leading formula character is defused for spreadsheet users.
@@ -36,7 +36,7 @@ fn csv_row(e: &AuditEntry) -> String {
     let opt = |v: &Option<String>| v.as_deref().map(csv_field).unwrap_or_default();
     let num = |v: Option<u64>| v.map(|n| n.to_string()).unwrap_or_default();
     format!(
-        "{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+        "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
         e.id,
         csv_field(&e.timestamp),
         csv_field(&e.request_id),
@@ -50,7 +50,8 @@ fn csv_row(e: &AuditEntry) -> String {
         num(e.tokens_input),
         num(e.tokens_output),
         e.completed,
-        opt(&e.error_code)
+        opt(&e.error_code),
+        e.repeat_count
     )
 }
 

@@ -8,10 +8,12 @@
 //! - [`query`] and [`export`]: reading the log back.
 
 mod export;
+mod flood;
 mod journal;
 mod line;
 mod query;
 mod request;
+mod retention;
 mod writer;
 
 pub use crate::model::audit::{AuditEntry, AuditFilter, AuditRecord};
@@ -19,6 +21,7 @@ pub use export::{ExportFormat, export};
 pub use line::{LineSink, format_line, install_line_sink};
 pub use query::query;
 pub use request::{CLIENT_CLOSED_REQUEST, RequestAudit};
+pub use retention::prune;
 pub use writer::{AuditLog, COMMIT_DELAY, WriterStats};
 
 #[cfg(test)]

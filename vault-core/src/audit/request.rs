@@ -15,6 +15,8 @@ use crate::model::usage::Usage;
 /// exactly once — by the response, or by the end of its stream.
 pub struct RequestAudit {
     log: AuditLog,
+    /// The client's address, to keep a flood of refused requests in check.
+    peer: Option<std::net::IpAddr>,
     started: Instant,
     record: std::sync::Mutex<AuditRecord>,
     deferred: AtomicBool,
@@ -24,11 +26,18 @@ pub struct RequestAudit {
 impl RequestAudit {
     /// Opens the record of a request. Anything in its path or id that looks like a key is
     /// cut to its display prefix: the record must never hold a key.
-    pub fn begin(log: AuditLog, method: &str, path: &str, request_id: String) -> Arc<RequestAudit> {
+    pub fn begin(
+        log: AuditLog,
+        method: &str,
+        path: &str,
+        request_id: String,
+        peer: Option<std::net::IpAddr>,
+    ) -> Arc<RequestAudit> {
         let request_id = crate::keys::redact_keys(&request_id).into_owned();
         let path = crate::keys::redact_keys(path).into_owned();
         Arc::new(RequestAudit {
             log,
+            peer,
             started: Instant::now(),
             record: std::sync::Mutex::new(AuditRecord {
                 timestamp: crate::time::now_rfc3339(),
@@ -116,7 +125,7 @@ impl RequestAudit {
                 .ok();
         }
         // Journaled now, so the row is kept even if nobody awaits the future.
-        let pending = record.and_then(|record| self.log.enqueue(record));
+        let pending = record.and_then(|record| self.log.enqueue_refused_or_not(record, self.peer));
         async move {
             match pending {
                 None => true,
@@ -150,7 +159,7 @@ mod tests {
         let (_dir, db) = storage::test_db().await;
         let db = Arc::new(db);
         let audit = AuditLog::start(db.clone()).await.unwrap();
-        let request = RequestAudit::begin(audit.clone(), "POST", "/v1/completions", "gone-1".into());
+        let request = RequestAudit::begin(audit.clone(), "POST", "/v1/completions", "gone-1".into(), None);
         drop(request);
         audit.shutdown().await;
         let conn = db.connect().await.unwrap();

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::flood::{FloodGuard, this_minute};
 use super::journal::Journal;
 use crate::error::{ErrorCode, ErrorKind, Result, VaultError};
 use crate::model::audit::AuditRecord;
@@ -53,6 +54,7 @@ pub struct AuditLog {
     queue: mpsc::UnboundedSender<Message>,
     journal: Arc<Journal>,
     shared: Arc<Shared>,
+    flood: Arc<FloodGuard>,
 }
 
 /// What the writer has done so far.
@@ -114,7 +116,35 @@ impl AuditLog {
         if min_free_bytes > 0 {
             watch_free_space(db.path(), min_free_bytes, Arc::downgrade(&shared))?;
         }
-        Ok(AuditLog { queue, journal, shared })
+        let log = AuditLog { queue, journal, shared, flood: Arc::new(FloodGuard::default()) };
+        tokio::spawn(housekeeping(log.downgrade(), Arc::downgrade(&db)));
+        Ok(log)
+    }
+
+    fn downgrade(&self) -> WeakAuditLog {
+        WeakAuditLog {
+            queue: self.queue.downgrade(),
+            journal: Arc::downgrade(&self.journal),
+            shared: Arc::downgrade(&self.shared),
+            flood: Arc::downgrade(&self.flood),
+        }
+    }
+
+    /// Records a row, unless it belongs to a flood of refused requests from `peer` (see
+    /// `flood`): then it is only counted.
+    pub(super) fn enqueue_refused_or_not(
+        &self,
+        record: AuditRecord,
+        peer: Option<std::net::IpAddr>,
+    ) -> Option<oneshot::Receiver<bool>> {
+        let Some(peer) = peer.filter(|_| record.status == 401) else {
+            return self.enqueue(record);
+        };
+        let (keep, finished) = self.flood.admit(peer, this_minute(), &record);
+        if let Some(summary) = finished {
+            drop(self.enqueue(summary));
+        }
+        if keep { self.enqueue(record) } else { None }
     }
 
     /// Whether rows can be kept now; an error (503 `audit_unavailable`) says why not.
@@ -204,9 +234,55 @@ impl AuditLog {
     /// Commits everything queued so far, removes the journal and stops the writer. Records
     /// after this are written to the log only.
     pub async fn shutdown(&self) {
+        for summary in self.flood.take_before(u64::MAX) {
+            drop(self.enqueue(summary));
+        }
         let (done, finished) = oneshot::channel();
         if self.queue.send(Message::Shutdown(done)).is_ok() {
             let _ = finished.await;
+        }
+    }
+}
+
+/// An [`AuditLog`] that does not keep it alive.
+struct WeakAuditLog {
+    queue: mpsc::WeakUnboundedSender<Message>,
+    journal: std::sync::Weak<Journal>,
+    shared: std::sync::Weak<Shared>,
+    flood: std::sync::Weak<FloodGuard>,
+}
+
+impl WeakAuditLog {
+    fn upgrade(&self) -> Option<AuditLog> {
+        Some(AuditLog {
+            queue: self.queue.upgrade()?,
+            journal: self.journal.upgrade()?,
+            shared: self.shared.upgrade()?,
+            flood: self.flood.upgrade()?,
+        })
+    }
+}
+
+/// How often the audit log is pruned to its retention period.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Until the log is gone: writes the summaries of refused floods once their minute is
+/// over, and prunes rows past the retention period every [`PRUNE_INTERVAL`].
+async fn housekeeping(log: WeakAuditLog, db: std::sync::Weak<Db>) {
+    let mut next_prune = Instant::now() + Duration::from_secs(60);
+    loop {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let (Some(log), Some(db)) = (log.upgrade(), db.upgrade()) else { return };
+        for summary in log.flood.take_before(this_minute()) {
+            drop(log.enqueue(summary));
+        }
+        if Instant::now() >= next_prune {
+            next_prune = Instant::now() + PRUNE_INTERVAL;
+            match super::prune(&db, std::time::SystemTime::now()).await {
+                Ok(0) => {}
+                Ok(rows) => tracing::info!(rows, "pruned audit rows past the retention period"),
+                Err(err) => tracing::warn!(error = %err.message, "could not prune the audit log"),
+            }
         }
     }
 }

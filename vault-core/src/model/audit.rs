@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::ErrorCode;
 
 /// What is recorded about one request, as it is written (and journaled).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AuditRecord {
     pub timestamp: String,
     pub request_id: String,
@@ -23,6 +23,35 @@ pub struct AuditRecord {
     /// False when the answer was cut short (upstream failure, client gone).
     pub completed: bool,
     pub error_code: Option<ErrorCode>,
+    /// How many requests the row stands for: 1, or more for the summary of a flood.
+    #[serde(default = "one")]
+    pub repeat_count: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl Default for AuditRecord {
+    fn default() -> Self {
+        AuditRecord {
+            timestamp: String::new(),
+            request_id: String::new(),
+            method: String::new(),
+            path: String::new(),
+            key_id: None,
+            key_prefix: None,
+            user_id: None,
+            model: None,
+            status: 0,
+            latency_ms: 0,
+            tokens_input: None,
+            tokens_output: None,
+            completed: false,
+            error_code: None,
+            repeat_count: 1,
+        }
+    }
 }
 
 impl AuditRecord {
@@ -54,6 +83,8 @@ pub struct AuditEntry {
     pub tokens_output: Option<u64>,
     pub completed: bool,
     pub error_code: Option<String>,
+    /// How many requests the row stands for (more than 1 for a flood's summary row).
+    pub repeat_count: u32,
 }
 
 /// Conditions on audit rows; every one given must hold.

@@ -6,15 +6,15 @@ use crate::error::Result;
 use crate::model::audit::{AuditEntry, AuditFilter, AuditRecord};
 
 const COLUMNS: &str = "id, timestamp, request_id, method, path, key_prefix, user_id, model, status, latency_ms, \
-                       tokens_input, tokens_output, completed, error_code";
+                       tokens_input, tokens_output, completed, error_code, repeat_count";
 
 fn opt_u64(value: Option<u64>) -> Option<i64> {
     value.map(|v| i64::try_from(v).unwrap_or(i64::MAX))
 }
 
 const INSERT: &str = "INSERT INTO audit_log (timestamp, request_id, method, path, key_prefix, user_id, model, status, \
-                      latency_ms, tokens_input, tokens_output, completed, error_code) \
-                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
+                      latency_ms, tokens_input, tokens_output, completed, error_code, repeat_count) \
+                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
 
 const JOURNAL_MARK: &str = "UPDATE audit_journal SET committed_seq = ?1 WHERE id = 1 AND committed_seq < ?1";
 
@@ -104,6 +104,7 @@ impl BatchWriter {
                     opt_u64(r.tokens_output),
                     i64::from(r.completed),
                     r.error_code.map(|code| code.as_str()),
+                    i64::from(r.repeat_count),
                 ],
             )
             .await?;
@@ -133,6 +134,7 @@ fn from_row(row: &Row) -> Result<AuditEntry> {
         tokens_output: opt(11)?,
         completed: row.get::<i64>(12)? != 0,
         error_code: row.get(13)?,
+        repeat_count: u32::try_from(row.get::<i64>(14)?).unwrap_or(1),
     })
 }
 
@@ -206,6 +208,18 @@ pub async fn by_request_id(conn: &Connection, request_id: &str) -> Result<Option
         Some(row) => Ok(Some(from_row(&row)?)),
         None => Ok(None),
     }
+}
+
+/// Deletes up to `limit` of the oldest rows older than `before` (RFC 3339); returns how
+/// many it deleted. Small batches keep each write transaction short.
+pub async fn delete_older_than(conn: &Connection, before: &str, limit: u32) -> Result<u64> {
+    let deleted = conn
+        .execute(
+            "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log WHERE timestamp < ?1 ORDER BY id LIMIT ?2)",
+            libsql::params![before, limit],
+        )
+        .await?;
+    Ok(deleted)
 }
 
 pub async fn count(conn: &Connection) -> Result<i64> {

@@ -21,8 +21,9 @@ struct Sums {
 
 impl Sums {
     fn add(&mut self, r: &AuditRecord) {
-        self.requests += 1;
-        self.errors += i64::from(r.status >= 400 || !r.completed);
+        let n = i64::from(r.repeat_count);
+        self.requests += n;
+        self.errors += n * i64::from(r.status >= 400 || !r.completed);
         self.tokens_input += clamp(r.tokens_input.unwrap_or(0));
         self.tokens_output += clamp(r.tokens_output.unwrap_or(0));
         self.latency_ms_sum += clamp(r.latency_ms);
@@ -86,8 +87,8 @@ impl Rollups {
             hourly.entry(hour).or_default().add(r);
             by_model.entry((hour, model)).or_default().add(r);
             by_account.entry((r.account(), hour, model)).or_default().add(r);
-            *latency.entry((hour, bucket)).or_default() += 1;
-            *latency_by_account.entry((r.account(), hour, bucket)).or_default() += 1;
+            *latency.entry((hour, bucket)).or_default() += i64::from(r.repeat_count);
+            *latency_by_account.entry((r.account(), hour, bucket)).or_default() += i64::from(r.repeat_count);
         }
         for (hour, s) in hourly {
             let params = libsql::params![hour, s.requests, s.errors, s.tokens_input, s.tokens_output, s.latency_ms_sum];
