@@ -26,6 +26,8 @@ pub struct Vault {
     pub inference: Inference,
     pub controller: Box<dyn SystemController>,
     pub monitor: SystemMonitor,
+    /// Cancelled when streams must end because the gateway stops.
+    pub stopping: tokio_util::sync::CancellationToken,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -73,13 +75,14 @@ impl Vault {
         let db = Arc::new(Db::open(&config.db).await?);
         let auth = Authenticator::new(db.clone()).await?;
         let audit = AuditLog::start_with(db.clone(), config.min_free_bytes).await?;
-        let inference = Inference::new(backend, Manifest::new(config.models_manifest.clone()));
+        let stopping = tokio_util::sync::CancellationToken::new();
+        let inference = Inference::new(backend, Manifest::new(config.models_manifest.clone()), stopping.clone());
         let controller: Box<dyn SystemController> = match config.system_control {
             SystemControl::DryRun => Box::new(DryRunController::default()),
             SystemControl::Host => Box::new(HostController),
         };
         let monitor = SystemMonitor::new()?;
-        Ok(Arc::new(Vault { config, db, auth, audit, inference, controller, monitor }))
+        Ok(Arc::new(Vault { config, db, auth, audit, inference, controller, monitor, stopping }))
     }
 
     /// Resolves the raw key a request presented and records in its audit record who it

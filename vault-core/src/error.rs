@@ -125,6 +125,8 @@ error_codes! {
     /// The inference upstream answered with something that is not an answer: a redirect
     /// (never followed), or a body that is not JSON.
     UpstreamInvalid => "upstream_invalid",
+    /// The gateway stopped while the answer was streaming (after its grace period).
+    ServerShuttingDown => "server_shutting_down",
     /// The client left before its answer was complete (recorded, never sent).
     ClientDisconnected => "client_disconnected",
     /// The audit trail cannot take rows now, so nothing that must be audited is served.

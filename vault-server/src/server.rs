@@ -16,6 +16,9 @@ use crate::edge::Edge;
 
 /// How long in-flight requests (streams included) may run on after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// Streams still running this long before the grace ends are ended with an error event,
+/// so their clients learn why and their rows are stored as incomplete.
+const STREAM_END_NOTICE: Duration = Duration::from_secs(2);
 
 pub fn openapi_service() -> OpenApiService<Api, ()> {
     OpenApiService::new(api(), "Vault", env!("CARGO_PKG_VERSION")).description(
@@ -94,8 +97,16 @@ impl Server {
     /// queued audit row.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send) -> std::io::Result<()> {
         let Server { acceptor, vault, .. } = self;
+        let stopping = vault.stopping.clone();
+        let signal = async move {
+            shutdown.await;
+            tokio::spawn(async move {
+                tokio::time::sleep(SHUTDOWN_GRACE.saturating_sub(STREAM_END_NOTICE)).await;
+                stopping.cancel();
+            });
+        };
         let served = poem::Server::new_with_acceptor(acceptor)
-            .run_with_graceful_shutdown(app(vault.clone()), shutdown, Some(SHUTDOWN_GRACE))
+            .run_with_graceful_shutdown(app(vault.clone()), signal, Some(SHUTDOWN_GRACE))
             .await;
         vault.shutdown().await;
         tracing::info!("stopped");

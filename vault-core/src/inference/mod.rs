@@ -174,11 +174,17 @@ struct AnswerPeek {
 pub struct Inference {
     backend: Arc<dyn InferenceBackend>,
     manifest: Manifest,
+    /// Cancelled when the gateway stops: streams still running end with an error event.
+    stopping: tokio_util::sync::CancellationToken,
 }
 
 impl Inference {
-    pub fn new(backend: Arc<dyn InferenceBackend>, manifest: Manifest) -> Inference {
-        Inference { backend, manifest }
+    pub fn new(
+        backend: Arc<dyn InferenceBackend>,
+        manifest: Manifest,
+        stopping: tokio_util::sync::CancellationToken,
+    ) -> Inference {
+        Inference { backend, manifest, stopping }
     }
 
     /// Forwards one request and completes its audit record: model and token usage, and
@@ -197,6 +203,7 @@ impl Inference {
                 audit.set_model(model);
                 audit.defer();
                 let record = audit.clone();
+                let stream = stream.stop_on(self.stopping.clone());
                 Ok(Answer::Stream(stream.on_finish(move |outcome| {
                     record.set_usage(outcome.usage);
                     record.finish(200, outcome.completed, outcome.error_code).boxed()

@@ -20,6 +20,7 @@ use serde::de::IgnoredAny;
 
 use super::Usage;
 use crate::error::ErrorCode;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 /// How a stream ended, for the audit record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +57,8 @@ pub struct ProxyStream {
     upstream_error: bool,
     finisher: Option<Finisher>,
     finishing: Option<(BoxFuture<'static, bool>, Bytes)>,
+    /// Resolves when the gateway must end its streams (its shutdown grace is running out).
+    stopping: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
     done: bool,
 }
 
@@ -82,8 +85,16 @@ impl ProxyStream {
             upstream_error: false,
             finisher: None,
             finishing: None,
+            stopping: None,
             done: false,
         }
+    }
+
+    /// Ends the stream with a `server_shutting_down` error event (its row marked incomplete)
+    /// when `stop` is cancelled.
+    pub fn stop_on(mut self, stop: CancellationToken) -> Self {
+        self.stopping = Some(Box::pin(stop.cancelled_owned()));
+        self
     }
 
     /// Sets what runs when the stream ends, however it ends. The client receives the final
@@ -177,7 +188,10 @@ impl ProxyStream {
 
 /// The final event Vault sends when the upstream fails in the middle of an answer.
 fn error_event(code: ErrorCode, message: &str) -> Bytes {
-    let status = if code == ErrorCode::AuditUnavailable { 503 } else { 502 };
+    let status = match code {
+        ErrorCode::AuditUnavailable | ErrorCode::ServerShuttingDown => 503,
+        _ => 502,
+    };
     let body = serde_json::json!({"error": {"code": code.as_str(), "message": message, "status": status}});
     Bytes::from(format!("data: {body}\n\n"))
 }
@@ -216,6 +230,11 @@ impl Stream for ProxyStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         let this = &mut *self;
+        if this.upstream.is_some() && this.stopping.as_mut().is_some_and(|s| s.as_mut().poll(cx).is_ready()) {
+            this.stopping = None;
+            let frame = error_event(ErrorCode::ServerShuttingDown, "The gateway is shutting down; the answer is cut.");
+            this.begin_finish(false, Some(ErrorCode::ServerShuttingDown), frame);
+        }
         loop {
             // Take everything the upstream has ready now (it may send each event as its own
             // chunk), and send it on in one piece as soon as it has nothing more ready.
@@ -410,6 +429,27 @@ mod tests {
             &text[..text.len().min(200)]
         );
         assert_eq!(outcome.unwrap().error_code, Some(ErrorCode::UpstreamInvalid));
+    }
+
+    #[tokio::test]
+    async fn a_stream_still_running_at_shutdown_ends_with_an_error_event() {
+        let stop = CancellationToken::new();
+        let upstream = futures_util::stream::iter(vec![Ok(Bytes::from_static(b"data: {\"choices\":[1]}\n\n"))])
+            .chain(futures_util::stream::pending())
+            .boxed();
+        let seen = Arc::new(Mutex::new(None));
+        let sink = seen.clone();
+        let mut stream = ProxyStream::new(upstream, false).stop_on(stop.clone()).on_finish(move |outcome| {
+            *sink.lock().unwrap() = Some(outcome);
+            futures_util::future::ready(true).boxed()
+        });
+        assert_eq!(stream.next().await.unwrap(), "data: {\"choices\":[1]}\n\n");
+        stop.cancel();
+        let last = stream.next().await.unwrap();
+        assert!(std::str::from_utf8(&last).unwrap().contains("server_shutting_down"));
+        assert!(stream.next().await.is_none());
+        let outcome = seen.lock().unwrap().clone().unwrap();
+        assert_eq!((outcome.completed, outcome.error_code), (false, Some(ErrorCode::ServerShuttingDown)));
     }
 
     #[tokio::test]
