@@ -220,9 +220,39 @@ pub(crate) async fn changed(db: &Db) {
 /// process and which a watcher thread reads every [`WATCH_INTERVAL`].
 pub struct Authenticator {
     db: Arc<Db>,
-    watched: Arc<AtomicU64>,
+    watched: Arc<Watched>,
     cache: RwLock<Cache>,
 }
+
+/// What the watcher thread reports.
+#[derive(Default)]
+struct Watched {
+    /// Moves whenever the database's `auth_epoch` moved (or could not be read).
+    changes: AtomicU64,
+    /// When it last looked, in ms since `since`: a cache the watcher stopped vouching for
+    /// (a starved or stuck thread) is not trusted.
+    polled_ms: AtomicU64,
+    since: std::sync::OnceLock<std::time::Instant>,
+}
+
+impl Watched {
+    fn now_ms(&self) -> u64 {
+        let since = self.since.get_or_init(std::time::Instant::now);
+        u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn polled(&self) {
+        self.polled_ms.store(self.now_ms(), Ordering::Release);
+    }
+
+    fn is_fresh(&self) -> bool {
+        self.now_ms().saturating_sub(self.polled_ms.load(Ordering::Acquire)) <= STALE_AFTER.as_millis() as u64
+    }
+}
+
+/// A watcher that has not looked for this long no longer vouches for the cache: keys are
+/// checked against the database until it is back.
+const STALE_AFTER: Duration = Duration::from_millis(20);
 
 #[derive(Default)]
 struct Cache {
@@ -233,13 +263,14 @@ struct Cache {
 
 impl Authenticator {
     pub async fn new(db: Arc<Db>) -> Result<Authenticator> {
-        let watched = Arc::new(AtomicU64::new(0));
+        let watched = Arc::new(Watched::default());
+        watched.polled();
         watch_auth_epoch(&db, Arc::downgrade(&watched)).await?;
         Ok(Authenticator { db, watched, cache: RwLock::new(Cache::default()) })
     }
 
     fn version(&self) -> (u64, u64) {
-        (self.db.auth_changes(), self.watched.load(Ordering::Acquire))
+        (self.db.auth_changes(), self.watched.changes.load(Ordering::Acquire))
     }
 
     /// Resolves a raw key to the principal it acts as, or 401.
@@ -250,7 +281,8 @@ impl Authenticator {
         }
         let hash = hash_key(raw_key);
         let version = self.version();
-        if let Ok(cache) = self.cache.read()
+        if self.watched.is_fresh()
+            && let Ok(cache) = self.cache.read()
             && cache.version == version
             && let Some(principal) = cache.usable.get(&hash)
         {
@@ -279,7 +311,7 @@ impl Authenticator {
 /// (`PRAGMA data_version`), every [`WATCH_INTERVAL`], and moves `watched` when it moved.
 /// It stops when `watched` is dropped with its authenticator. While it cannot read the
 /// database it moves `watched` every time, so nothing stays cached that might be revoked.
-async fn watch_auth_epoch(db: &Db, watched: std::sync::Weak<AtomicU64>) -> Result<()> {
+async fn watch_auth_epoch(db: &Db, watched: std::sync::Weak<Watched>) -> Result<()> {
     let conn = db.connect().await?;
     let data_version = conn.prepare(storage::keys::DATA_VERSION).await?;
     let mut seen = (storage::keys::data_version(&data_version).await?, storage::keys::auth_epoch(&conn).await?);
@@ -307,15 +339,16 @@ async fn watch_auth_epoch(db: &Db, watched: std::sync::Weak<AtomicU64>) -> Resul
                 Ok(moved) => {
                     failing = false;
                     if moved {
-                        watched.fetch_add(1, Ordering::Release);
+                        watched.changes.fetch_add(1, Ordering::Release);
                     }
+                    watched.polled();
                 }
                 Err(err) => {
                     if !failing {
                         tracing::warn!(error = %err.message, "cannot watch keys for changes; checking each key");
                     }
                     failing = true;
-                    watched.fetch_add(1, Ordering::Release);
+                    watched.changes.fetch_add(1, Ordering::Release);
                 }
             }
         }

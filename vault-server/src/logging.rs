@@ -22,11 +22,13 @@ enum Message {
     Flush(mpsc::SyncSender<()>),
 }
 
-/// The writing end of the log: cheap to clone, never blocks.
+/// The writing end of the log: cheap to clone. It never blocks for ordinary lines; an
+/// ERROR line (an audit row kept only in the log, say) waits for room rather than be lost.
 #[derive(Clone)]
 pub struct LogWriter {
     queue: mpsc::SyncSender<Message>,
     dropped: Arc<AtomicU64>,
+    must_keep: bool,
 }
 
 impl LogWriter {
@@ -43,20 +45,26 @@ impl LogWriter {
             // Without the thread every line is counted as dropped; serving goes on.
             let _ = writeln!(std::io::stderr(), "vault-server: cannot start the log writer: {err}");
         }
-        LogWriter { queue, dropped }
+        LogWriter { queue, dropped, must_keep: false }
     }
 
     fn send_line(&self, line: Vec<u8>) {
-        if self.queue.try_send(Message::Line(line)).is_err() {
+        let sent = if self.must_keep {
+            self.queue.send(Message::Line(line)).is_ok()
+        } else {
+            self.queue.try_send(Message::Line(line)).is_ok()
+        };
+        if !sent {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    /// Waits until every line queued so far is written out.
+    /// Waits (a few seconds at most, should the output be stuck) until every line queued
+    /// so far is written out.
     pub fn flush(&self) {
         let (done, flushed) = mpsc::sync_channel(1);
         if self.queue.send(Message::Flush(done)).is_ok() {
-            let _ = flushed.recv();
+            let _ = flushed.recv_timeout(std::time::Duration::from_secs(5));
         }
     }
 }
@@ -114,6 +122,10 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
 
     fn make_writer(&'a self) -> LogWriter {
         self.clone()
+    }
+
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> LogWriter {
+        LogWriter { must_keep: *meta.level() == tracing::Level::ERROR, ..self.clone() }
     }
 }
 

@@ -26,6 +26,8 @@ pub struct Journal {
     dir: PathBuf,
     stem: String,
     state: Mutex<State>,
+    /// Held while the journal is in use: two processes must never share one.
+    _lock: File,
 }
 
 struct State {
@@ -45,17 +47,33 @@ pub struct Recovered {
 }
 
 impl Journal {
+    /// Takes the journal of the database at `db_path` for this process, or fails when
+    /// another process (a second gateway on the same data dir) has it.
+    pub fn lock(db_path: &Path) -> std::io::Result<File> {
+        let (dir, stem) = split(db_path);
+        let file = OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(format!("{stem}lock")))?;
+        match file.try_lock() {
+            Ok(()) => Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                Err(std::io::Error::other("another Vault gateway is using this database (its audit journal is locked)"))
+            }
+            Err(std::fs::TryLockError::Error(err)) => Err(err),
+        }
+    }
+
     /// Reads what the journal files next to `db_path` hold, for recovery, without changing
-    /// them: the records, in the order they were written.
+    /// them: the records, in the order they were written. Lines that cannot be read (cut
+    /// short by a crash or a full disk) are skipped.
     pub fn read_existing(db_path: &Path) -> std::io::Result<Vec<Recovered>> {
         let (dir, stem) = split(db_path);
         let mut out = Vec::new();
         for (_, path) in files(&dir, &stem)? {
-            for line in std::io::BufReader::new(File::open(&path)?).lines() {
+            for line in std::io::BufReader::new(File::open(&path)?).split(b'\n') {
                 let line = line?;
-                let parsed = line
-                    .split_once(' ')
-                    .and_then(|(seq, json)| Some((seq.parse().ok()?, serde_json::from_str(json).ok()?)));
+                let parsed = line.iter().position(|b| *b == b' ').and_then(|space| {
+                    let seq = std::str::from_utf8(&line[..space]).ok()?.parse().ok()?;
+                    Some((seq, serde_json::from_slice(&line[space + 1..]).ok()?))
+                });
                 match parsed {
                     Some((seq, record)) => out.push(Recovered { seq, record }),
                     None => tracing::warn!(file = %path.display(), "skipped an unreadable audit journal line"),
@@ -66,15 +84,15 @@ impl Journal {
     }
 
     /// Deletes the old journal files (after recovery committed them) and starts a new one
-    /// whose sequence numbers follow `last_seq`.
-    pub fn start(db_path: &Path, last_seq: u64) -> std::io::Result<Journal> {
+    /// whose sequence numbers follow `last_seq`; `lock` is what [`Journal::lock`] took.
+    pub fn start(db_path: &Path, last_seq: u64, lock: File) -> std::io::Result<Journal> {
         let (dir, stem) = split(db_path);
         for (_, path) in files(&dir, &stem)? {
             std::fs::remove_file(path)?;
         }
         let file = open(&dir, &stem, 1)?;
         let state = State { file, index: 1, bytes: 0, seq: last_seq, closed: Vec::new() };
-        Ok(Journal { dir, stem, state: Mutex::new(state) })
+        Ok(Journal { dir, stem, state: Mutex::new(state), _lock: lock })
     }
 
     /// Appends a record, serialized by [`serialize`], and hands its sequence number to
@@ -96,7 +114,11 @@ impl Journal {
             state.index = next;
             state.bytes = 0;
         }
-        state.file.write_all(&line)?;
+        if let Err(err) = state.file.write_all(&line) {
+            // Cut off what part of the line got written, so the next line starts clean.
+            let _ = state.file.set_len(state.bytes);
+            return Err(err);
+        }
         state.bytes += line.len() as u64;
         state.seq = seq;
         then(seq);
@@ -172,7 +194,7 @@ mod tests {
     fn appended_records_are_read_back_in_order_and_a_torn_line_is_skipped() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("vault.db");
-        let journal = Journal::start(&db, 41).unwrap();
+        let journal = Journal::start(&db, 41, Journal::lock(&db).unwrap()).unwrap();
         let mut seqs = Vec::new();
         for i in 0..3 {
             journal.append(&serialize(&test_record(i)).unwrap(), |seq| seqs.push(seq)).unwrap();
@@ -181,12 +203,14 @@ mod tests {
         drop(journal);
         let file = dir.path().join("vault.db-audit.1");
         let mut f = OpenOptions::new().append(true).open(&file).unwrap();
-        f.write_all(b"45 {\"timestamp\":\"20").unwrap();
+        f.write_all(b"45 {\"timestamp\":\"20\xe2\x82").unwrap();
         let read = Journal::read_existing(&db).unwrap();
         let ids: Vec<(u64, &str)> = read.iter().map(|r| (r.seq, r.record.request_id.as_str())).collect();
         assert_eq!(ids, [(42, "req-0"), (43, "req-1"), (44, "req-2")]);
-        // Starting again clears the old files.
-        let journal = Journal::start(&db, 44).unwrap();
+        // Only one process at a time has the journal; starting again clears the old files.
+        let held = Journal::lock(&db).unwrap();
+        assert!(Journal::lock(&db).is_err(), "a second holder was let in");
+        let journal = Journal::start(&db, 44, held).unwrap();
         journal.remove();
         assert!(Journal::read_existing(&db).unwrap().is_empty());
     }

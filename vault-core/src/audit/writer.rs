@@ -98,9 +98,12 @@ impl AuditLog {
         storage::disable_autocheckpoint(&conn).await?;
         let writer = storage::audit::BatchWriter::new(conn).await?;
         let shared = Arc::new(Shared::default());
+        let lock = Journal::lock(db.path()).map_err(|e| {
+            VaultError::config(format!("VAULT_DATA_DIR: cannot use the audit journal of {}: {e}", db.path().display()))
+        })?;
         let last_seq = recover(&db, &writer, &shared).await?;
-        let journal =
-            Journal::start(db.path(), last_seq).map_err(|e| VaultError::internal("starting the audit journal", e))?;
+        let journal = Journal::start(db.path(), last_seq, lock)
+            .map_err(|e| VaultError::internal("starting the audit journal", e))?;
         let journal = Arc::new(journal);
         let (queue, rx) = mpsc::unbounded_channel();
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -157,7 +160,7 @@ impl AuditLog {
         if self.shared.low_disk.load(Ordering::Relaxed) {
             return Err(unavailable("The disk that holds the audit trail is nearly full."));
         }
-        if self.shared.failing.load(Ordering::Relaxed) {
+        if self.shared.failing.load(Ordering::Relaxed) || self.queue.is_closed() {
             return Err(unavailable("The audit trail cannot be written now."));
         }
         Ok(())
@@ -216,6 +219,12 @@ impl AuditLog {
     fn wait_for_commit(&self, record: AuditRecord, err: &std::io::Error) -> Option<oneshot::Receiver<bool>> {
         tracing::error!(error = %err, "audit journal not writable; waiting for the database instead");
         let (done, committed) = oneshot::channel::<bool>();
+        if self.shared.failing.load(Ordering::Relaxed) {
+            // The database refuses rows too: nothing can keep this one.
+            log_unstored(&record);
+            let _ = done.send(false);
+            return Some(committed);
+        }
         if let Err(mpsc::error::SendError(Message::Record(record, ..))) =
             self.queue.send(Message::Record(Box::new(record), None, Some(done)))
         {
@@ -309,6 +318,8 @@ async fn recover(db: &Db, writer: &storage::audit::BatchWriter, shared: &Shared)
 #[derive(Default)]
 struct Batch {
     records: Vec<AuditRecord>,
+    /// Whether each record is in the journal (else it exists only here).
+    journaled: Vec<bool>,
     /// The highest journal sequence number in the batch.
     journal_seq: Option<u64>,
     waiters: Vec<oneshot::Sender<bool>>,
@@ -322,6 +333,7 @@ impl Batch {
         match message {
             Message::Record(record, seq, done) => {
                 self.records.push(*record);
+                self.journaled.push(seq.is_some());
                 self.journal_seq = seq.or(self.journal_seq);
                 if let Some(done) = done {
                     self.waiters.push(done);
@@ -339,9 +351,23 @@ impl Batch {
         }
     }
 
-    /// Takes whatever is queued now, up to the batch limit.
-    fn drain(&mut self, rx: &mut mpsc::UnboundedReceiver<Message>) {
-        while self.records.len() < MAX_BATCH
+    /// Drops the rows that are in no journal, keeping them in the log instead: the
+    /// database refused them and nothing else holds them.
+    fn give_up_unjournaled(&mut self) {
+        let mut journaled = self.journaled.iter();
+        self.records.retain(|record| {
+            let keep = journaled.next().copied().unwrap_or(true);
+            if !keep {
+                log_unstored(record);
+            }
+            keep
+        });
+        self.journaled.retain(|j| *j);
+    }
+
+    /// Takes whatever is queued now, up to `limit` rows.
+    fn drain(&mut self, rx: &mut mpsc::UnboundedReceiver<Message>, limit: usize) {
+        while self.records.len() < limit
             && let Ok(message) = rx.try_recv()
         {
             self.push(message);
@@ -357,7 +383,7 @@ impl Batch {
                 break;
             }
             std::thread::sleep(left.min(Duration::from_millis(1)));
-            self.drain(rx);
+            self.drain(rx, MAX_BATCH);
         }
     }
 }
@@ -371,47 +397,107 @@ fn write_loop(
 ) {
     let mut last_used = LastUsed::default();
     let mut checkpoints = Checkpoints::new();
-    while let Some(first) = rx.blocking_recv() {
-        let mut batch = Batch::default();
-        batch.push(first);
-        batch.drain(&mut rx);
+    // Rows not stored yet: this round's, and those the database refused before. They are
+    // retried together, in order, so the journal's committed mark never skips a row.
+    let mut batch = Batch::default();
+    let mut failures = 0u32;
+    loop {
+        if batch.records.is_empty() && batch.waiters.is_empty() && batch.shutdown.is_none() {
+            let Some(first) = rx.blocking_recv() else { return };
+            batch.push(first);
+        } else {
+            // Retrying: wait before the next attempt, taking in what arrives meanwhile.
+            std::thread::sleep(retry_delay(failures));
+        }
+        // While retrying, everything is taken in, so a flush or a shutdown is never stuck
+        // behind rows the database refuses.
+        let limit = if failures > 0 { usize::MAX } else { MAX_BATCH };
+        batch.drain(&mut rx, limit);
         batch.gather(&mut rx, COMMIT_DELAY);
         let due = last_used.due(&batch.records);
-        let mut waiters = batch.waiters;
-        let stored = runtime.block_on(store(&writer, &batch.records, &due, batch.journal_seq, shared, &mut waiters));
-        if stored && let Some(seq) = batch.journal_seq {
-            journal.committed(seq);
-        }
-        for waiter in waiters {
-            let _ = waiter.send(stored);
-        }
-        if let Some(done) = batch.shutdown {
-            // Nothing can be queued behind the shutdown message that we would miss:
-            // anything sent later finds the channel closed and goes to the log.
-            rx.close();
-            let mut rest = Batch::default();
-            while let Ok(message) = rx.try_recv() {
-                rest.push(message);
+        let stored = runtime.block_on(store_once(&writer, &batch.records, &due, batch.journal_seq, shared));
+        if stored {
+            if failures > 0 {
+                tracing::warn!("audit rows are stored again");
             }
-            let stored = rest.records.is_empty()
-                || runtime.block_on(store(&writer, &rest.records, &[], rest.journal_seq, shared, &mut Vec::new()));
-            runtime.block_on(checkpoints.run(&writer, shared));
-            if stored && !shared.failing.load(Ordering::Relaxed) {
-                journal.remove();
-            } else {
-                tracing::error!("audit rows left in the journal; the next start commits them");
+            failures = 0;
+            shared.failing.store(false, Ordering::Relaxed);
+            if let Some(seq) = batch.journal_seq {
+                journal.committed(seq);
             }
-            for waiter in rest.waiters {
+            batch.records.clear();
+            batch.journaled.clear();
+            batch.journal_seq = None;
+        } else {
+            failures += 1;
+            if failures >= WRITE_ATTEMPTS {
+                shared.failing.store(true, Ordering::Relaxed);
+            }
+        }
+        // Whoever waits learns the outcome now: stored, or — after the attempts — not (a
+        // row that is only in memory then goes to the log, the others stay in the journal).
+        if stored || failures >= WRITE_ATTEMPTS {
+            for waiter in batch.waiters.drain(..) {
                 let _ = waiter.send(stored);
             }
-            let _ = done.send(());
-            return;
+            batch.urgent = batch.shutdown.is_some();
         }
-        checkpoints.committed();
-        if checkpoints.due() {
-            runtime.block_on(checkpoints.run(&writer, shared));
+        if !stored && failures >= WRITE_ATTEMPTS {
+            batch.give_up_unjournaled();
+        }
+        if let Some(done) = batch.shutdown.take() {
+            if stored || failures >= WRITE_ATTEMPTS {
+                finish_shutdown(runtime, &writer, &mut rx, journal, shared, &mut checkpoints, stored);
+                let _ = done.send(());
+                return;
+            }
+            batch.shutdown = Some(done);
+            continue;
+        }
+        if stored {
+            checkpoints.committed();
+            if checkpoints.due() {
+                runtime.block_on(checkpoints.run(&writer, shared));
+            }
         }
     }
+}
+
+/// The last steps of a shutdown: nothing more is taken, anything that slipped in behind
+/// the shutdown message is stored with one attempt, and the journal is removed only if
+/// every row it holds is in the database.
+fn finish_shutdown(
+    runtime: &tokio::runtime::Runtime,
+    writer: &storage::audit::BatchWriter,
+    rx: &mut mpsc::UnboundedReceiver<Message>,
+    journal: &Journal,
+    shared: &Shared,
+    checkpoints: &mut Checkpoints,
+    mut all_stored: bool,
+) {
+    // Nothing can be queued behind the shutdown message that we would miss: anything sent
+    // later finds the channel closed and goes to the log.
+    rx.close();
+    let mut rest = Batch::default();
+    while let Ok(message) = rx.try_recv() {
+        rest.push(message);
+    }
+    if all_stored && !rest.records.is_empty() {
+        all_stored = runtime.block_on(store_once(writer, &rest.records, &[], rest.journal_seq, shared));
+    }
+    for waiter in rest.waiters {
+        let _ = waiter.send(all_stored);
+    }
+    runtime.block_on(checkpoints.run(writer, shared));
+    if all_stored {
+        journal.remove();
+    } else {
+        tracing::error!("audit rows left in the journal; the next start commits them");
+    }
+}
+
+fn retry_delay(failures: u32) -> Duration {
+    (Duration::from_millis(50) * 2u32.saturating_pow(failures.min(8))).min(MAX_RETRY_DELAY)
 }
 
 /// When the writer last checkpointed the WAL, and how many commits it made since.
@@ -474,55 +560,28 @@ impl LastUsed {
     }
 }
 
-/// Stores a batch, retrying while the database refuses it. After [`WRITE_ATTEMPTS`]
-/// failures the log reports itself failing and the `waiters` learn that their rows are not
-/// stored (their requests fail); it keeps trying — the rows are in the journal — unless
-/// the writer is shutting down (`waiters` is then empty and one round of attempts is made).
-/// Returns whether the batch was stored.
-async fn store(
+/// One attempt to store a batch; whether it worked.
+async fn store_once(
     writer: &storage::audit::BatchWriter,
     records: &[AuditRecord],
     last_used: &[(i64, String)],
     journal_seq: Option<u64>,
     shared: &Shared,
-    waiters: &mut Vec<oneshot::Sender<bool>>,
 ) -> bool {
     if records.is_empty() {
         return true;
     }
     let refs: Vec<&AuditRecord> = records.iter().collect();
     let last_used: Vec<(i64, &str)> = last_used.iter().map(|(id, at)| (*id, at.as_str())).collect();
-    let mut delay = Duration::from_millis(50);
-    let mut attempt = 0u32;
-    loop {
-        attempt += 1;
-        match writer.write(&refs, &last_used, journal_seq).await {
-            Ok(()) => {
-                shared.rows.fetch_add(refs.len() as u64, Ordering::Relaxed);
-                shared.commits.fetch_add(1, Ordering::Relaxed);
-                if shared.failing.swap(false, Ordering::Relaxed) {
-                    tracing::warn!("audit rows are stored again");
-                }
-                return true;
-            }
-            Err(err) => {
-                tracing::warn!(attempt, rows = refs.len(), error = %err.message, "audit batch not stored yet");
-                if attempt == WRITE_ATTEMPTS {
-                    shared.failing.store(true, Ordering::Relaxed);
-                    for waiter in waiters.drain(..) {
-                        let _ = waiter.send(false);
-                    }
-                }
-                if attempt >= WRITE_ATTEMPTS && journal_seq.is_none() {
-                    // Rows that are not in the journal either: keep them in the log.
-                    for record in refs {
-                        log_unstored(record);
-                    }
-                    return false;
-                }
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(MAX_RETRY_DELAY);
-            }
+    match writer.write(&refs, &last_used, journal_seq).await {
+        Ok(()) => {
+            shared.rows.fetch_add(refs.len() as u64, Ordering::Relaxed);
+            shared.commits.fetch_add(1, Ordering::Relaxed);
+            true
+        }
+        Err(err) => {
+            tracing::warn!(rows = refs.len(), error = %err.message, "audit batch not stored yet");
+            false
         }
     }
 }
@@ -530,10 +589,16 @@ async fn store(
 /// Looks at the free space of the disk that holds `db_path` every
 /// [`DISK_CHECK_INTERVAL`], and marks the log short of space below `min_free_bytes`.
 fn watch_free_space(db_path: &std::path::Path, min_free_bytes: u64, shared: std::sync::Weak<Shared>) -> Result<()> {
-    let dir = db_path.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
-    let check = move || -> Option<()> {
+    let dir = db_path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let dir = dir.to_path_buf();
+    let mut warned = false;
+    let mut check = move || -> Option<()> {
         let shared = shared.upgrade()?;
         let free = crate::system::free_space(&dir);
+        if free.is_none() && !warned {
+            warned = true;
+            tracing::warn!(dir = %dir.display(), "cannot read the free space of the audit disk; VAULT_MIN_FREE_MB is not enforced");
+        }
         let low = free.is_some_and(|free| free < min_free_bytes);
         if shared.low_disk.swap(low, Ordering::Relaxed) != low {
             if low {
@@ -627,7 +692,7 @@ mod tests {
         let (_dir, db) = storage::test_db().await;
         let db = Arc::new(db);
         // A run that journaled rows 1..=5, committed 1..=2, then died.
-        let journal = Journal::start(db.path(), 0).unwrap();
+        let journal = Journal::start(db.path(), 0, Journal::lock(db.path()).unwrap()).unwrap();
         let records: Vec<AuditRecord> = (1..=5).map(test_record).collect();
         for record in &records {
             journal.append(&super::super::journal::serialize(record).unwrap(), |_| {}).unwrap();
@@ -645,6 +710,30 @@ mod tests {
         audit.record(test_record(6)).await;
         let journaled = Journal::read_existing(db.path()).unwrap();
         assert_eq!(journaled.iter().map(|r| r.seq).collect::<Vec<_>>(), [6]);
+    }
+
+    #[tokio::test]
+    async fn a_database_that_refuses_rows_fails_closed_without_blocking_and_recovers_by_itself() {
+        let (_dir, db) = storage::test_db().await;
+        let db = Arc::new(db);
+        let audit = AuditLog::start(db.clone()).await.unwrap();
+        let conn = db.connect().await.unwrap();
+        conn.execute("ALTER TABLE audit_log RENAME TO audit_log_away", ()).await.unwrap();
+        assert!(audit.record(test_record(1)).await, "journaled, so safe");
+        let started = Instant::now();
+        assert!(!audit.flush().await, "a flush learns that the rows are not stored");
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+        assert_eq!(audit.available().unwrap_err().code, crate::error::ErrorCode::AuditUnavailable);
+        conn.execute("ALTER TABLE audit_log_away RENAME TO audit_log", ()).await.unwrap();
+        assert!(audit.flush().await, "stored again without anyone's help");
+        assert!(audit.available().is_ok());
+        assert_eq!(count(&db).await, 1);
+        // Refusing again at shutdown: the writer stops anyway and keeps the journal.
+        conn.execute("ALTER TABLE audit_log RENAME TO audit_log_away", ()).await.unwrap();
+        audit.record(test_record(2)).await;
+        tokio::time::timeout(Duration::from_secs(10), audit.shutdown()).await.expect("shutdown is not stuck");
+        let kept: Vec<String> = Journal::read_existing(db.path()).unwrap().into_iter().map(|r| r.record.request_id).collect();
+        assert_eq!(kept, ["req-1", "req-2"]);
     }
 
     #[tokio::test]

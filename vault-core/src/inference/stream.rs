@@ -59,6 +59,8 @@ pub struct ProxyStream {
     finishing: Option<(BoxFuture<'static, bool>, Bytes)>,
     /// Resolves when the gateway must end its streams (its shutdown grace is running out).
     stopping: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+    /// How the upstream part ended, until the queued events are out.
+    ending: Option<(bool, Option<ErrorCode>, Bytes)>,
     done: bool,
 }
 
@@ -86,6 +88,7 @@ impl ProxyStream {
             finisher: None,
             finishing: None,
             stopping: None,
+            ending: None,
             done: false,
         }
     }
@@ -174,8 +177,14 @@ impl ProxyStream {
         None
     }
 
+    /// The upstream part is over: no more is read; the outcome is recorded once the events
+    /// still queued have gone out (so a client that leaves before them is recorded so).
     fn begin_finish(&mut self, completed: bool, error_code: Option<ErrorCode>, final_frame: Bytes) {
         self.upstream = None;
+        self.ending = Some((completed, error_code, final_frame));
+    }
+
+    fn start_finisher(&mut self, completed: bool, error_code: Option<ErrorCode>, final_frame: Bytes) {
         let error_code = error_code.or(self.upstream_error.then_some(ErrorCode::UpstreamError));
         let outcome = StreamOutcome { usage: self.usage, completed: completed && error_code.is_none(), error_code };
         let future = match self.finisher.take() {
@@ -297,6 +306,9 @@ impl Stream for ProxyStream {
             }
             if let Some(events) = this.take_ready() {
                 return Poll::Ready(Some(events));
+            }
+            if let Some((completed, error_code, final_frame)) = this.ending.take() {
+                this.start_finisher(completed, error_code, final_frame);
             }
             if let Some((future, _)) = &mut this.finishing {
                 let Poll::Ready(kept) = future.as_mut().poll(cx) else {
