@@ -732,7 +732,8 @@ mod tests {
         conn.execute("ALTER TABLE audit_log RENAME TO audit_log_away", ()).await.unwrap();
         audit.record(test_record(2)).await;
         tokio::time::timeout(Duration::from_secs(10), audit.shutdown()).await.expect("shutdown is not stuck");
-        let kept: Vec<String> = Journal::read_existing(db.path()).unwrap().into_iter().map(|r| r.record.request_id).collect();
+        let kept: Vec<String> =
+            Journal::read_existing(db.path()).unwrap().into_iter().map(|r| r.record.request_id).collect();
         assert_eq!(kept, ["req-1", "req-2"]);
     }
 
