@@ -210,13 +210,7 @@ mod tests {
         records.push(record(hours_ago(2), "/v1/embeddings", "b", "u9", 5, 500));
         records.push(record(hours_ago(1), "/vault/health", "", "u8", 1, 200));
         records.push(record(hours_ago(24 * 10), "/v1/completions", "a", "u7", 1, 200));
-        let refs: Vec<&AuditRecord> = records.iter().collect();
-        storage::audit::BatchWriter::new(db.connect().await.unwrap())
-            .await
-            .unwrap()
-            .write(&refs, &[], None)
-            .await
-            .unwrap();
+        crate::audit::store_for_test(&db, &records).await;
 
         let day = insights_at(&db, Range::Day, UsageOf::Everyone, now).await.unwrap();
         assert_eq!(day.totals.requests, 101, "health checks and old rows are not counted");

@@ -114,13 +114,7 @@ mod tests {
                 ..crate::audit::test_record(i)
             })
             .collect();
-        let refs: Vec<&AuditRecord> = records.iter().collect();
-        storage::audit::BatchWriter::new(db.connect().await.unwrap())
-            .await
-            .unwrap()
-            .write(&refs, &[], None)
-            .await
-            .unwrap();
+        crate::audit::store_for_test(&db, &records).await;
 
         let filter =
             AuditFilter { user_id: Some("even".into()), path_prefix: Some("/v1/".into()), ..AuditFilter::default() };

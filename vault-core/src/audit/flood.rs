@@ -48,7 +48,7 @@ impl FloodGuard {
             return (true, finished);
         }
         match &mut window.summary {
-            Some(summary) => summary.repeat_count += 1,
+            Some(summary) => summary.repeat_count.0 += 1,
             None => {
                 let mut summary = record.clone();
                 summary.request_id = format!("flood-{}", crate::secrets::new_id());
@@ -97,7 +97,7 @@ mod tests {
         let (kept, summary) = guard.admit(peer, 6, &record);
         assert!(kept);
         let summary = summary.unwrap();
-        assert_eq!(summary.repeat_count, 100 - ROWS_PER_MINUTE);
+        assert_eq!(summary.repeat_count.0, 100 - ROWS_PER_MINUTE);
         assert!(summary.request_id.starts_with("flood-"));
         assert!(guard.take_before(7).is_empty(), "nothing over the limit in minute 6");
     }

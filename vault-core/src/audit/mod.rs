@@ -24,6 +24,14 @@ pub use request::{CLIENT_CLOSED_REQUEST, RequestAudit};
 pub use retention::prune;
 pub use writer::{AuditLog, COMMIT_DELAY, WriterStats};
 
+/// Stores rows directly, without the writer (for tests that need rows of their own making).
+#[cfg(test)]
+pub(crate) async fn store_for_test(db: &crate::storage::Db, records: &[AuditRecord]) {
+    let refs: Vec<&AuditRecord> = records.iter().collect();
+    let writer = crate::storage::audit::BatchWriter::new(db.connect().await.unwrap()).await.unwrap();
+    writer.write(&refs, &[], None).await.unwrap();
+}
+
 #[cfg(test)]
 pub(crate) fn test_record(i: usize) -> AuditRecord {
     AuditRecord {

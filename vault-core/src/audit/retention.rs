@@ -40,13 +40,7 @@ mod tests {
         let records: Vec<AuditRecord> = (0..2500)
             .map(|i| AuditRecord { timestamp: at(if i < 2100 { 400 } else { 10 }), ..crate::audit::test_record(i) })
             .collect();
-        let refs: Vec<&AuditRecord> = records.iter().collect();
-        storage::audit::BatchWriter::new(db.connect().await.unwrap())
-            .await
-            .unwrap()
-            .write(&refs, &[], None)
-            .await
-            .unwrap();
+        crate::audit::store_for_test(&db, &records).await;
         // The default retention is 365 days.
         assert_eq!(prune(&db, now).await.unwrap(), 2100);
         assert_eq!(storage::audit::count(&db.connect().await.unwrap()).await.unwrap(), 400);

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::ErrorCode;
 
 /// What is recorded about one request, as it is written (and journaled).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct AuditRecord {
     pub timestamp: String,
     pub request_id: String,
@@ -23,34 +23,19 @@ pub struct AuditRecord {
     /// False when the answer was cut short (upstream failure, client gone).
     pub completed: bool,
     pub error_code: Option<ErrorCode>,
-    /// How many requests the row stands for: 1, or more for the summary of a flood.
-    #[serde(default = "one")]
-    pub repeat_count: u32,
+    /// How many requests the row stands for.
+    #[serde(default)]
+    pub repeat_count: RequestCount,
 }
 
-fn one() -> u32 {
-    1
-}
+/// How many requests a row stands for: 1, unless it sums up a flood.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RequestCount(pub u32);
 
-impl Default for AuditRecord {
+impl Default for RequestCount {
     fn default() -> Self {
-        AuditRecord {
-            timestamp: String::new(),
-            request_id: String::new(),
-            method: String::new(),
-            path: String::new(),
-            key_id: None,
-            key_prefix: None,
-            user_id: None,
-            model: None,
-            status: 0,
-            latency_ms: 0,
-            tokens_input: None,
-            tokens_output: None,
-            completed: false,
-            error_code: None,
-            repeat_count: 1,
-        }
+        RequestCount(1)
     }
 }
 

@@ -104,7 +104,7 @@ impl BatchWriter {
                     opt_u64(r.tokens_output),
                     i64::from(r.completed),
                     r.error_code.map(|code| code.as_str()),
-                    i64::from(r.repeat_count),
+                    i64::from(r.repeat_count.0),
                 ],
             )
             .await?;

@@ -21,7 +21,7 @@ struct Sums {
 
 impl Sums {
     fn add(&mut self, r: &AuditRecord) {
-        let n = i64::from(r.repeat_count);
+        let n = i64::from(r.repeat_count.0);
         self.requests += n;
         self.errors += n * i64::from(r.status >= 400 || !r.completed);
         self.tokens_input += clamp(r.tokens_input.unwrap_or(0));
@@ -87,8 +87,8 @@ impl Rollups {
             hourly.entry(hour).or_default().add(r);
             by_model.entry((hour, model)).or_default().add(r);
             by_account.entry((r.account(), hour, model)).or_default().add(r);
-            *latency.entry((hour, bucket)).or_default() += i64::from(r.repeat_count);
-            *latency_by_account.entry((r.account(), hour, bucket)).or_default() += i64::from(r.repeat_count);
+            *latency.entry((hour, bucket)).or_default() += i64::from(r.repeat_count.0);
+            *latency_by_account.entry((r.account(), hour, bucket)).or_default() += i64::from(r.repeat_count.0);
         }
         for (hour, s) in hourly {
             let params = libsql::params![hour, s.requests, s.errors, s.tokens_input, s.tokens_output, s.latency_ms_sum];
