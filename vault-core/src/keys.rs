@@ -426,8 +426,13 @@ mod tests {
         let key = create(&db, "a", Scope::Admin, Some(&admin.id), None).await.unwrap();
         let auth = Authenticator::new(db.clone()).await.unwrap();
         assert_eq!(auth.authenticate(&key.key).await.unwrap().scope, Scope::Admin);
-        let demote = crate::users::UserUpdate { role: Some(Role::User), ..Default::default() };
-        crate::users::update(&db, &admin.id, demote, None).await.unwrap();
+        let demote = || crate::users::UserUpdate { role: Some(Role::User), ..Default::default() };
+        // Demoting the holder of the only admin key would leave the box without an admin.
+        let err = crate::users::update(&db, &admin.id, demote(), None).await.unwrap_err();
+        assert_eq!(err.code, ErrorCode::LastAdminKey);
+        assert_eq!(crate::users::deactivate(&db, &admin.id, None).await.unwrap_err().code, ErrorCode::LastAdminKey);
+        create(&db, "spare", Scope::Admin, None, None).await.unwrap();
+        crate::users::update(&db, &admin.id, demote(), None).await.unwrap();
         assert_eq!(auth.authenticate(&key.key).await.unwrap().scope, Scope::User);
     }
 

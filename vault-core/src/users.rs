@@ -62,15 +62,18 @@ pub async fn list(db: &Db) -> Result<Vec<User>> {
     storage::users::list(&db.connect().await?).await
 }
 
+/// Changes a user. Read and written in one write transaction, so a change made meanwhile
+/// (a deactivation, say) is never undone by writing back what was read before it.
 pub async fn update(db: &Db, id: &str, changes: UserUpdate, actor: Option<&str>) -> Result<User> {
     let conn = db.connect().await?;
-    let mut user = storage::users::get(&conn, id).await?.ok_or_else(|| not_found(id))?;
+    let tx = storage::write_transaction(&conn).await?;
+    let mut user = storage::users::get(&tx, id).await?.ok_or_else(|| not_found(id))?;
     if let Some(name) = changes.name {
         user.name = validate::text("name", &name, 200)?;
     }
     if let Some(address) = changes.email {
         user.email = email(&address)?;
-        ensure_email_free(&conn, &user.email, id).await?;
+        ensure_email_free(&tx, &user.email, id).await?;
     }
     if let Some(role) = changes.role {
         user.role = role;
@@ -79,7 +82,9 @@ pub async fn update(db: &Db, id: &str, changes: UserUpdate, actor: Option<&str>)
         user.is_active = active;
     }
     user.updated_at = crate::time::now_rfc3339();
-    storage::users::update(&conn, &user).await?;
+    storage::users::update(&tx, &user).await?;
+    keep_an_admin_key(&tx).await?;
+    tx.commit().await?;
     crate::keys::changed(db).await;
     activity::record(db, "user.updated", actor, Some(id), format!("User {} updated", user.name)).await;
     Ok(user)
@@ -88,13 +93,28 @@ pub async fn update(db: &Db, id: &str, changes: UserUpdate, actor: Option<&str>)
 /// Soft-deletes a user: the record stays, its keys stop working.
 pub async fn deactivate(db: &Db, id: &str, actor: Option<&str>) -> Result<User> {
     let conn = db.connect().await?;
-    if !storage::users::set_active(&conn, id, false, &crate::time::now_rfc3339()).await? {
+    let tx = storage::write_transaction(&conn).await?;
+    if !storage::users::set_active(&tx, id, false, &crate::time::now_rfc3339()).await? {
         return Err(not_found(id));
     }
+    keep_an_admin_key(&tx).await?;
+    tx.commit().await?;
     crate::keys::changed(db).await;
     let user = get(db, id).await?;
     activity::record(db, "user.deactivated", actor, Some(id), format!("User {} deactivated", user.name)).await;
     Ok(user)
+}
+
+/// Refuses (409, and the transaction rolls back when dropped) a change after which no key
+/// could act as admin: demoting or deactivating the user of the last admin key.
+async fn keep_an_admin_key(tx: &libsql::Transaction) -> Result<()> {
+    if storage::keys::usable_admin_keys(tx).await? == 0 && storage::keys::any_admin_key_ever(tx).await? {
+        return Err(VaultError::conflict(
+            ErrorCode::LastAdminKey,
+            "This would leave no key that can act as admin; create another admin key first.",
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

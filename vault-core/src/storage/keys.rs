@@ -102,6 +102,12 @@ pub async fn usable_admin_keys(conn: &Connection) -> Result<i64> {
     .await
 }
 
+/// Whether any admin key exists, usable or not (before the first one, nothing needs
+/// protecting).
+pub async fn any_admin_key_ever(conn: &Connection) -> Result<bool> {
+    Ok(super::query_i64(conn, "SELECT EXISTS (SELECT 1 FROM api_keys WHERE scope = 'admin')", ()).await? != 0)
+}
+
 /// Records when a key (?1) was last used (?2); never moves the time backwards.
 pub const TOUCH_LAST_USED: &str =
     "UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at < ?2)";
