@@ -76,6 +76,7 @@ pub struct ErrorDetail {
     /// The HTTP status, repeated.
     pub status: u16,
     /// More about the error, such as a `suggestion`.
+    #[oai(nullable)]
     pub details: Option<serde_json::Value>,
 }
 

@@ -11,6 +11,7 @@ pub struct ChatMessage {
     /// `system`, `user`, `assistant` or `tool`.
     pub role: String,
     /// Text, or a list of content parts.
+    #[oai(nullable)]
     pub content: Option<Any<serde_json::Value>>,
 }
 
@@ -18,8 +19,10 @@ pub struct ChatMessage {
 #[derive(Object)]
 pub struct StreamOptions {
     /// Send a final chunk with token usage.
+    #[oai(nullable)]
     pub include_usage: Option<bool>,
     /// Add usage to every chunk.
+    #[oai(nullable)]
     pub continuous_usage_stats: Option<bool>,
 }
 
@@ -28,45 +31,68 @@ pub struct StreamOptions {
 #[derive(Object)]
 pub struct ChatCompletionRequest {
     /// The served model id; the engine's default when absent.
+    #[oai(nullable)]
     pub model: Option<String>,
     pub messages: Vec<ChatMessage>,
     /// Answer with server-sent events as tokens are generated.
+    #[oai(nullable)]
     pub stream: Option<bool>,
+    #[oai(nullable)]
     pub stream_options: Option<StreamOptions>,
+    #[oai(nullable)]
     pub max_tokens: Option<u64>,
+    #[oai(nullable)]
     pub max_completion_tokens: Option<u64>,
+    #[oai(nullable)]
     pub temperature: Option<f64>,
+    #[oai(nullable)]
     pub top_p: Option<f64>,
+    #[oai(nullable)]
     pub n: Option<u32>,
+    #[oai(nullable)]
     pub stop: Option<Any<serde_json::Value>>,
+    #[oai(nullable)]
     pub seed: Option<i64>,
+    #[oai(nullable)]
     pub tools: Option<Vec<Any<serde_json::Value>>>,
+    #[oai(nullable)]
     pub response_format: Option<Any<serde_json::Value>>,
 }
 
 /// A text completion request. Engine-specific fields pass through untouched.
 #[derive(Object)]
 pub struct CompletionRequest {
+    #[oai(nullable)]
     pub model: Option<String>,
     /// A string, a list of strings, a list of token ids, or a list of such lists.
     pub prompt: Any<serde_json::Value>,
+    #[oai(nullable)]
     pub stream: Option<bool>,
+    #[oai(nullable)]
     pub stream_options: Option<StreamOptions>,
+    #[oai(nullable)]
     pub max_tokens: Option<u64>,
+    #[oai(nullable)]
     pub temperature: Option<f64>,
+    #[oai(nullable)]
     pub top_p: Option<f64>,
+    #[oai(nullable)]
     pub echo: Option<bool>,
+    #[oai(nullable)]
     pub stop: Option<Any<serde_json::Value>>,
 }
 
 /// An embeddings request.
 #[derive(Object)]
 pub struct EmbeddingRequest {
+    #[oai(nullable)]
     pub model: Option<String>,
     /// A string, a list of strings, a list of token ids, or a list of such lists.
     pub input: Any<serde_json::Value>,
     /// `float` (default) or `base64` (little-endian float32).
+    #[oai(nullable)]
     pub encoding_format: Option<String>,
+    #[oai(nullable)]
     pub dimensions: Option<u32>,
 }
 
@@ -74,6 +100,7 @@ pub struct EmbeddingRequest {
 #[derive(Object)]
 pub struct Usage {
     pub prompt_tokens: u64,
+    #[oai(nullable)]
     pub completion_tokens: Option<u64>,
     pub total_tokens: u64,
 }
@@ -89,6 +116,7 @@ pub struct ChatCompletion {
     pub model: String,
     /// Each with `index`, `message`, `finish_reason`.
     pub choices: Vec<Any<serde_json::Value>>,
+    #[oai(nullable)]
     pub usage: Option<Usage>,
 }
 
@@ -102,6 +130,7 @@ pub struct ChatCompletionChunk {
     pub model: String,
     /// Each with `index`, `delta`, `finish_reason`; empty in the usage chunk.
     pub choices: Vec<Any<serde_json::Value>>,
+    #[oai(nullable)]
     pub usage: Option<Usage>,
 }
 
@@ -116,6 +145,7 @@ pub struct Completion {
     pub model: String,
     /// Each with `index`, `text`, `finish_reason`.
     pub choices: Vec<Any<serde_json::Value>>,
+    #[oai(nullable)]
     pub usage: Option<Usage>,
 }
 
@@ -137,18 +167,29 @@ pub struct ModelCard {
     pub id: String,
     /// `model`
     pub object: String,
+    #[oai(nullable)]
     pub created: Option<u64>,
+    #[oai(nullable)]
     pub owned_by: Option<String>,
+    #[oai(nullable)]
     pub root: Option<String>,
     /// The base model of a LoRA adapter.
+    #[oai(nullable)]
     pub parent: Option<String>,
+    #[oai(nullable)]
     pub max_model_len: Option<u64>,
     /// From the manifest.
+    #[oai(nullable)]
     pub name: Option<String>,
+    #[oai(nullable)]
     pub description: Option<String>,
+    #[oai(nullable)]
     pub parameters: Option<String>,
+    #[oai(nullable)]
     pub quantization: Option<String>,
+    #[oai(nullable)]
     pub context_window: Option<u64>,
+    #[oai(nullable)]
     pub vram_required_gb: Option<f64>,
 }
 

@@ -33,3 +33,17 @@ fn the_error_schema_lists_every_error_code() {
     let catalogue: Vec<&str> = vault_core::ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
     assert_eq!(listed, catalogue);
 }
+
+#[test]
+fn every_optional_property_is_nullable_as_the_answers_send_null() {
+    let spec: serde_json::Value = serde_json::from_str(&vault_server::spec_json()).unwrap();
+    for (name, schema) in spec["components"]["schemas"].as_object().unwrap() {
+        let required: Vec<&str> =
+            schema["required"].as_array().into_iter().flatten().filter_map(|r| r.as_str()).collect();
+        for (property, definition) in schema["properties"].as_object().into_iter().flatten() {
+            if !required.contains(&property.as_str()) {
+                assert_eq!(definition["nullable"], true, "{name}.{property} may be null but is not nullable");
+            }
+        }
+    }
+}

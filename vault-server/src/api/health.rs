@@ -34,6 +34,7 @@ pub struct InferenceHealth {
 pub struct Check {
     pub ok: bool,
     /// Why not, when not.
+    #[oai(nullable)]
     pub reason: Option<String>,
 }
 

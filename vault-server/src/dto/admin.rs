@@ -26,14 +26,19 @@ pub struct CreateUser {
     pub name: String,
     pub email: String,
     /// `user` (default) or `admin`.
+    #[oai(nullable)]
     pub role: Option<String>,
 }
 
 #[derive(Object, Deserialize)]
 pub struct UpdateUser {
+    #[oai(nullable)]
     pub name: Option<String>,
+    #[oai(nullable)]
     pub email: Option<String>,
+    #[oai(nullable)]
     pub role: Option<String>,
+    #[oai(nullable)]
     pub is_active: Option<bool>,
 }
 
@@ -60,10 +65,13 @@ pub struct ApiKey {
     pub label: String,
     /// `user` or `admin`.
     pub scope: String,
+    #[oai(nullable)]
     pub user_id: Option<String>,
     pub is_active: bool,
     pub created_at: String,
+    #[oai(nullable)]
     pub last_used_at: Option<String>,
+    #[oai(nullable)]
     pub revoked_at: Option<String>,
 }
 
@@ -80,6 +88,7 @@ pub struct CreatedApiKey {
     pub prefix: String,
     pub label: String,
     pub scope: String,
+    #[oai(nullable)]
     pub user_id: Option<String>,
     pub created_at: String,
 }
@@ -89,8 +98,10 @@ pub struct CreateApiKey {
     /// Who or what the key is for.
     pub label: String,
     /// `user` (default) or `admin`.
+    #[oai(nullable)]
     pub scope: Option<String>,
     /// The user the key acts for.
+    #[oai(nullable)]
     pub user_id: Option<String>,
 }
 
@@ -131,8 +142,11 @@ pub struct NetworkConfig {
     /// `dhcp` or `static`.
     pub ip_mode: String,
     /// Required when `ip_mode` is `static`.
+    #[oai(nullable)]
     pub ip_address: Option<String>,
+    #[oai(nullable)]
     pub prefix_length: Option<u8>,
+    #[oai(nullable)]
     pub gateway: Option<String>,
     /// Up to 8 IP addresses.
     pub dns_servers: Vec<String>,

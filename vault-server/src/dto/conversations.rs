@@ -18,6 +18,7 @@ pub struct ConversationPage {
 pub struct Conversation {
     pub id: String,
     pub title: String,
+    #[oai(nullable)]
     pub model_id: Option<String>,
     pub created_at: String,
     pub updated_at: String,
@@ -28,6 +29,7 @@ pub struct Conversation {
 pub struct ConversationWithMessages {
     pub id: String,
     pub title: String,
+    #[oai(nullable)]
     pub model_id: Option<String>,
     pub created_at: String,
     pub updated_at: String,
@@ -47,7 +49,9 @@ pub struct Message {
 #[derive(Object, Deserialize)]
 pub struct CreateConversation {
     /// Up to 200 characters [default: "New conversation"].
+    #[oai(nullable)]
     pub title: Option<String>,
+    #[oai(nullable)]
     pub model_id: Option<String>,
 }
 

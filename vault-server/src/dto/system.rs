@@ -9,8 +9,10 @@ pub struct Resources {
     pub memory: MemoryUsage,
     pub disks: Vec<DiskUsage>,
     pub network: Vec<NetworkUsage>,
+    #[oai(nullable)]
     pub uptime_seconds: Option<u64>,
     /// 1, 5 and 15 minute load averages.
+    #[oai(nullable)]
     pub load_average: Option<Vec<f64>>,
 }
 
@@ -93,22 +95,38 @@ impl From<system::Resources> for Resources {
 #[derive(Object)]
 pub struct Gpu {
     pub index: u32,
+    #[oai(nullable)]
     pub name: Option<String>,
+    #[oai(nullable)]
     pub uuid: Option<String>,
+    #[oai(nullable)]
     pub pci_bus_id: Option<String>,
+    #[oai(nullable)]
     pub memory_total_bytes: Option<u64>,
+    #[oai(nullable)]
     pub memory_used_bytes: Option<u64>,
+    #[oai(nullable)]
     pub memory_free_bytes: Option<u64>,
+    #[oai(nullable)]
     pub utilization_gpu_percent: Option<u32>,
+    #[oai(nullable)]
     pub utilization_memory_percent: Option<u32>,
+    #[oai(nullable)]
     pub temperature_celsius: Option<u32>,
+    #[oai(nullable)]
     pub power_draw_watts: Option<f64>,
+    #[oai(nullable)]
     pub power_limit_watts: Option<f64>,
+    #[oai(nullable)]
     pub sm_clock_mhz: Option<u32>,
     /// `P0` (fastest) to `P15`.
+    #[oai(nullable)]
     pub performance_state: Option<String>,
+    #[oai(nullable)]
     pub fan_speed_percent: Option<u32>,
+    #[oai(nullable)]
     pub ecc_errors_corrected: Option<u64>,
+    #[oai(nullable)]
     pub ecc_errors_uncorrected: Option<u64>,
 }
 
@@ -170,8 +188,10 @@ pub struct InsightTotals {
     pub tokens_input: i64,
     pub tokens_output: i64,
     pub active_users: i64,
+    #[oai(nullable)]
     pub avg_latency_ms: Option<f64>,
     /// An estimate from a latency histogram (at most 19% high).
+    #[oai(nullable)]
     pub p95_latency_ms: Option<f64>,
 }
 
@@ -239,7 +259,9 @@ pub struct ActivityItem {
     /// e.g. `key.created`, `user.deactivated`, `training.paused`.
     pub kind: String,
     /// The user id or key prefix that acted.
+    #[oai(nullable)]
     pub actor: Option<String>,
+    #[oai(nullable)]
     pub subject: Option<String>,
     pub summary: String,
 }

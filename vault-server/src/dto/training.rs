@@ -16,11 +16,15 @@ pub struct TrainingJob {
     pub metrics: serde_json::Value,
     /// 0.0 to 1.0.
     pub progress: f64,
+    #[oai(nullable)]
     pub error: Option<String>,
+    #[oai(nullable)]
     pub created_by: Option<String>,
     pub created_at: String,
     pub updated_at: String,
+    #[oai(nullable)]
     pub started_at: Option<String>,
+    #[oai(nullable)]
     pub completed_at: Option<String>,
 }
 
@@ -37,6 +41,7 @@ pub struct CreateTrainingJob {
     /// Where the training data is.
     pub dataset: String,
     /// Hyperparameters, as a JSON object (up to 64 KiB).
+    #[oai(nullable)]
     pub config: Option<serde_json::Value>,
 }
 
