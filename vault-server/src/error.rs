@@ -130,9 +130,11 @@ const DOCUMENTED: &[(u16, &str)] = &[
     (401, "No key, a malformed key, or an unknown, revoked or deactivated key."),
     (403, "The key lacks the scope this operation needs."),
     (404, "Not found."),
+    (409, "The request conflicts with the current state (a state transition, a duplicate, the last admin key)."),
     (413, "The body is too large."),
     (415, "The body is not JSON."),
     (500, "An internal error."),
+    (502, "The inference service gave an answer that could not be used (a redirect, not JSON, too large)."),
     (503, "The inference service is not reachable, or Vault cannot keep its audit trail now."),
     (504, "The inference service did not answer in time."),
 ];
