@@ -150,3 +150,31 @@ async fn a_database_file_removed_under_the_gateway_makes_it_unready() {
     assert_eq!(health["database"]["ok"], false);
     assert!(health["database"]["reason"].as_str().unwrap().contains("deleted or replaced"));
 }
+
+#[tokio::test]
+async fn a_client_that_trickles_its_request_is_cut_off_while_others_are_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gateway = TestApp::spawn_with(Upstream::Fake(FakeOptions::default()), &[("VAULT_HEADER_TIMEOUT", "0.5")]).await;
+    let key = gateway.create_key(Scope::User).await;
+    let addr = gateway.url.trim_start_matches("http://").to_string();
+    // A head that never ends (slowloris), and a body that stops halfway.
+    let mut head = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    head.write_all(b"GET /v1/models HTTP/1.1\r\nHost: vault\r\nX-Slow: 1").await.unwrap();
+    let mut body = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: vault\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"model\":"
+    );
+    body.write_all(request.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    // Meanwhile everyone else is served.
+    assert_eq!(gateway.send("GET", "/v1/models", Some(&key), None).await.status(), 200);
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), head.read_to_end(&mut answer)).await.unwrap().unwrap_or(0);
+    assert!(answer.is_empty(), "the unfinished head got an answer");
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(5), body.read_to_string(&mut answer)).await.unwrap().unwrap_or(0);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_timeout"));
+    assert!(started.elapsed() < Duration::from_secs(4));
+}

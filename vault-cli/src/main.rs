@@ -96,7 +96,10 @@ async fn main() -> ExitCode {
 /// Exit codes scripts can switch on.
 fn exit_code(kind: ErrorKind) -> u8 {
     match kind {
-        ErrorKind::Invalid | ErrorKind::PayloadTooLarge | ErrorKind::UnsupportedMediaType => 2,
+        ErrorKind::Invalid
+        | ErrorKind::PayloadTooLarge
+        | ErrorKind::UnsupportedMediaType
+        | ErrorKind::RequestTimeout => 2,
         ErrorKind::NotFound | ErrorKind::MethodNotAllowed => 3,
         ErrorKind::Conflict => 4,
         ErrorKind::Unauthorized | ErrorKind::Forbidden => 5,

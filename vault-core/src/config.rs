@@ -43,6 +43,12 @@ pub struct Config {
     pub min_free_bytes: u64,
     /// The largest non-streamed answer taken from the upstream; a larger one is a 502.
     pub max_upstream_body: usize,
+    /// Time a client has from a request's first byte to the end of its head.
+    pub header_timeout: Duration,
+    /// Time a connection may stay idle between requests.
+    pub idle_timeout: Duration,
+    /// Open connections at most; `None`: as many as the open-files limit allows.
+    pub max_connections: Option<usize>,
     secret_key: Option<String>,
 }
 
@@ -75,6 +81,9 @@ pub const VAULT_LOG_LEVEL: &str = "VAULT_LOG_LEVEL";
 pub const VAULT_SYSTEM_CONTROL: &str = "VAULT_SYSTEM_CONTROL";
 pub const VAULT_MIN_FREE_MB: &str = "VAULT_MIN_FREE_MB";
 pub const VAULT_MAX_UPSTREAM_BODY_MB: &str = "VAULT_MAX_UPSTREAM_BODY_MB";
+pub const VAULT_HEADER_TIMEOUT: &str = "VAULT_HEADER_TIMEOUT";
+pub const VAULT_IDLE_TIMEOUT: &str = "VAULT_IDLE_TIMEOUT";
+pub const VAULT_MAX_CONNECTIONS: &str = "VAULT_MAX_CONNECTIONS";
 
 const DEFAULT_UPSTREAM_TIMEOUT_SECS: f64 = 300.0;
 const DEFAULT_MIN_FREE_MB: u64 = 1024;
@@ -144,6 +153,21 @@ impl Config {
         let max_upstream_body =
             usize::try_from(megabytes(VAULT_MAX_UPSTREAM_BODY_MB, DEFAULT_MAX_UPSTREAM_BODY_MB, 1)? * MIB)
                 .unwrap_or(usize::MAX);
+        let seconds = |var: &str, default: u64| -> Result<Duration, VaultError> {
+            match lookup(var) {
+                Some(v) => parse_seconds(&v).map_err(|why| bad(var, why)),
+                None => Ok(Duration::from_secs(default)),
+            }
+        };
+        let header_timeout = seconds(VAULT_HEADER_TIMEOUT, 30)?;
+        let idle_timeout = seconds(VAULT_IDLE_TIMEOUT, 120)?;
+        let max_connections = match lookup(VAULT_MAX_CONNECTIONS) {
+            None => None,
+            Some(v) => match v.trim().parse::<usize>() {
+                Ok(n) if n >= 1 => Some(n),
+                _ => return Err(bad(VAULT_MAX_CONNECTIONS, format!("`{v}` is not a positive number"))),
+            },
+        };
         Ok(Config {
             host,
             port,
@@ -161,6 +185,9 @@ impl Config {
             system_control,
             min_free_bytes,
             max_upstream_body,
+            header_timeout,
+            idle_timeout,
+            max_connections,
             secret_key: lookup(VAULT_SECRET_KEY),
         })
     }
@@ -230,6 +257,9 @@ impl Config {
             },
             "min_free_mb": self.min_free_bytes / MIB,
             "max_upstream_body_mb": self.max_upstream_body as u64 / MIB,
+            "header_timeout_seconds": self.header_timeout.as_secs_f64(),
+            "idle_timeout_seconds": self.idle_timeout.as_secs_f64(),
+            "max_connections": self.max_connections,
         })
     }
 
@@ -325,6 +355,8 @@ mod tests {
             (VAULT_SYSTEM_CONTROL, "yes"),
             (VAULT_MIN_FREE_MB, "-5"),
             (VAULT_MAX_UPSTREAM_BODY_MB, "0"),
+            (VAULT_HEADER_TIMEOUT, "never"),
+            (VAULT_MAX_CONNECTIONS, "0"),
         ] {
             let err = config(&[(var, value)]).unwrap_err();
             assert!(err.message.starts_with(var), "{var}: {}", err.message);

@@ -19,6 +19,8 @@ pub enum ErrorKind {
     Conflict,
     /// The request body exceeds the configured limit.
     PayloadTooLarge,
+    /// The client stopped sending its request.
+    RequestTimeout,
     /// The body's content type is not one the route accepts.
     UnsupportedMediaType,
     /// Too many requests.
@@ -47,6 +49,7 @@ impl ErrorKind {
             ErrorKind::MethodNotAllowed => 405,
             ErrorKind::Conflict => 409,
             ErrorKind::PayloadTooLarge => 413,
+            ErrorKind::RequestTimeout => 408,
             ErrorKind::UnsupportedMediaType => 415,
             ErrorKind::RateLimited => 429,
             ErrorKind::Upstream { status } => status,
@@ -96,6 +99,8 @@ error_codes! {
     NotFound => "not_found",
     MethodNotAllowed => "method_not_allowed",
     PayloadTooLarge => "payload_too_large",
+    /// The client stopped sending its request.
+    RequestTimeout => "request_timeout",
     UnsupportedMediaType => "unsupported_media_type",
     RateLimited => "rate_limited",
     UserNotFound => "user_not_found",

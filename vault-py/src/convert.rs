@@ -27,6 +27,7 @@ pub fn to_py_err(err: VaultError) -> PyErr {
     let args = (err.message.clone(), err.code.to_string(), err.status(), details);
     match err.kind {
         ErrorKind::Invalid
+        | ErrorKind::RequestTimeout
         | ErrorKind::PayloadTooLarge
         | ErrorKind::UnsupportedMediaType
         | ErrorKind::MethodNotAllowed => InvalidInput::new_err(args),

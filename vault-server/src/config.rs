@@ -57,6 +57,15 @@ pub struct ConfigArgs {
     /// The largest non-streamed upstream answer taken, in MB; a larger one is a 502 [default: 64].
     #[arg(long, env = config::VAULT_MAX_UPSTREAM_BODY_MB, global = true)]
     pub max_upstream_body_mb: Option<String>,
+    /// Seconds a client has from a request's first byte to the end of its head [default: 30].
+    #[arg(long, env = config::VAULT_HEADER_TIMEOUT, global = true)]
+    pub header_timeout: Option<String>,
+    /// Seconds a connection may stay idle between requests [default: 120].
+    #[arg(long, env = config::VAULT_IDLE_TIMEOUT, global = true)]
+    pub idle_timeout: Option<String>,
+    /// Open connections at most; past it the longest-idle one is closed [default: from the open-files limit].
+    #[arg(long, env = config::VAULT_MAX_CONNECTIONS, global = true)]
+    pub max_connections: Option<String>,
 }
 
 impl ConfigArgs {
@@ -80,6 +89,9 @@ impl ConfigArgs {
             (config::VAULT_SYSTEM_CONTROL, &self.system_control),
             (config::VAULT_MIN_FREE_MB, &self.min_free_mb),
             (config::VAULT_MAX_UPSTREAM_BODY_MB, &self.max_upstream_body_mb),
+            (config::VAULT_HEADER_TIMEOUT, &self.header_timeout),
+            (config::VAULT_IDLE_TIMEOUT, &self.idle_timeout),
+            (config::VAULT_MAX_CONNECTIONS, &self.max_connections),
         ];
         pairs.into_iter().filter_map(|(name, value)| value.clone().map(|v| (name, v))).collect()
     }

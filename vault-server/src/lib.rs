@@ -4,6 +4,7 @@
 mod api;
 pub mod auth;
 pub mod config;
+mod connections;
 mod dto;
 mod edge;
 #[cfg(feature = "demo")]

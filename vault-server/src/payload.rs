@@ -47,18 +47,31 @@ impl<T: Type> Payload for ForwardedJson<T> {
 impl<T: Type> ParsePayload for ForwardedJson<T> {
     const IS_REQUIRED: bool = true;
 
-    async fn from_request(_request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
-        Ok(ForwardedJson { bytes: read_limited(body).await?, _schema: PhantomData })
+    async fn from_request(request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
+        Ok(ForwardedJson { bytes: read_limited(request, body).await?, _schema: PhantomData })
     }
 }
 
 /// Reads a request body, refusing one over [`MAX_BODY_BYTES`] as it streams in (a
-/// chunked body has no length to check up front).
-pub async fn read_limited(body: &mut RequestBody) -> Result<Bytes, ApiError> {
+/// chunked body has no length to check up front), and one that pauses longer than the
+/// header timeout (`VAULT_HEADER_TIMEOUT`) between two pieces (408).
+pub async fn read_limited(request: &Request, body: &mut RequestBody) -> Result<Bytes, ApiError> {
+    let pause = request.data::<std::sync::Arc<vault_core::Vault>>().map(|v| v.config.header_timeout);
     let taken = body.take().map_err(|e| ApiError(VaultError::invalid_field(format!("body: {e}"))))?;
     let mut stream = taken.into_bytes_stream();
     let mut collected = bytes::BytesMut::new();
-    while let Some(chunk) = stream.next().await {
+    loop {
+        let next = match pause {
+            Some(pause) => tokio::time::timeout(pause, stream.next()).await.map_err(|_| {
+                ApiError(VaultError::new(
+                    ErrorKind::RequestTimeout,
+                    ErrorCode::RequestTimeout,
+                    "The request body stopped arriving.",
+                ))
+            })?,
+            None => stream.next().await,
+        };
+        let Some(chunk) = next else { break };
         let chunk = chunk.map_err(|e| ApiError(VaultError::invalid_field(format!("body: {e}"))))?;
         if collected.len() + chunk.len() > MAX_BODY_BYTES {
             return Err(ApiError(VaultError::new(
@@ -105,8 +118,8 @@ impl<T: Type> Payload for JsonBody<T> {
 impl<T: Type + serde::de::DeserializeOwned + Send> ParsePayload for JsonBody<T> {
     const IS_REQUIRED: bool = true;
 
-    async fn from_request(_request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
-        let bytes = read_limited(body).await?;
+    async fn from_request(request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
+        let bytes = read_limited(request, body).await?;
         Ok(JsonBody(parse_json(&bytes)?))
     }
 }

@@ -4,14 +4,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
+use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::middleware::Cors;
-use poem::web::{LocalAddr, RemoteAddr};
 use poem::{Endpoint, EndpointExt, Route};
 use poem_openapi::OpenApiService;
 use vault_core::{Vault, VaultError};
 
 use crate::api::{Api, api};
+use crate::connections::{GuardedAcceptor, Limits};
 use crate::edge::Edge;
 
 /// How long in-flight requests (streams included) may run on after a shutdown signal.
@@ -49,30 +49,9 @@ pub fn app(vault: Arc<Vault>) -> impl Endpoint + 'static {
     routes.with_if(cors.is_some(), cors.unwrap_or_default()).with(Edge::new(vault))
 }
 
-/// Accepts TCP connections with `TCP_NODELAY` set. Without it, a small write that follows
-/// another (the next event of a stream, the end of a chunked body) waits for the client's
-/// delayed ACK: 40 ms per streamed answer.
-struct NoDelayAcceptor(TcpAcceptor);
-
-impl Acceptor for NoDelayAcceptor {
-    type Io = tokio::net::TcpStream;
-
-    fn local_addr(&self) -> Vec<LocalAddr> {
-        self.0.local_addr()
-    }
-
-    async fn accept(&mut self) -> std::io::Result<(Self::Io, LocalAddr, RemoteAddr, poem::http::uri::Scheme)> {
-        let accepted = self.0.accept().await?;
-        if let Err(err) = accepted.0.set_nodelay(true) {
-            tracing::warn!(error = %err, "could not set TCP_NODELAY on a connection");
-        }
-        Ok(accepted)
-    }
-}
-
 /// A bound server, not yet serving.
 pub struct Server {
-    acceptor: NoDelayAcceptor,
+    acceptor: GuardedAcceptor,
     addr: SocketAddr,
     vault: Arc<Vault>,
 }
@@ -86,7 +65,8 @@ impl Server {
             .await
             .map_err(|e| VaultError::config(format!("VAULT_PORT: cannot listen on {wanted}: {e}")))?;
         let addr = acceptor.local_addr().first().and_then(|a| a.as_socket_addr().copied()).unwrap_or(wanted);
-        Ok(Server { acceptor: NoDelayAcceptor(acceptor), addr, vault })
+        let limits = Limits::from_config(&vault.config);
+        Ok(Server { acceptor: GuardedAcceptor::new(acceptor, limits), addr, vault })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -136,19 +116,4 @@ pub async fn shutdown_signal() {
         let _ = interrupt.await;
     }
     tracing::info!("shutdown requested; finishing in-flight requests");
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn accepted_connections_have_nodelay_set() {
-        let mut acceptor = NoDelayAcceptor(TcpListener::bind("127.0.0.1:0").into_acceptor().await.unwrap());
-        let addr = *acceptor.local_addr()[0].as_socket_addr().unwrap();
-        let client = tokio::spawn(tokio::net::TcpStream::connect(addr));
-        let (io, ..) = acceptor.accept().await.unwrap();
-        assert!(io.nodelay().unwrap(), "TCP_NODELAY is off on an accepted connection");
-        client.await.unwrap().unwrap();
-    }
 }
