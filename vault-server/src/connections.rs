@@ -66,6 +66,9 @@ enum Phase {
     Head(usize),
     /// The head is in: the request is served, no deadline here.
     Busy,
+    /// HTTP/2 (prior knowledge): its binary frames tell nothing of requests, so only the
+    /// connection cap applies.
+    Http2,
 }
 
 const HEAD_END: &[u8; 4] = b"\r\n\r\n";
@@ -158,6 +161,7 @@ impl Acceptor for GuardedAcceptor {
         let io = GuardedIo {
             stream,
             phase: Phase::Idle,
+            read_nothing_yet: true,
             deadline: Box::pin(tokio::time::sleep(self.limits.idle_timeout)),
             limits: self.limits,
             tracked,
@@ -171,6 +175,7 @@ impl Acceptor for GuardedAcceptor {
 pub struct GuardedIo {
     stream: TcpStream,
     phase: Phase,
+    read_nothing_yet: bool,
     deadline: Pin<Box<tokio::time::Sleep>>,
     limits: Limits,
     tracked: Arc<Tracked>,
@@ -182,21 +187,28 @@ impl GuardedIo {
         let restart = match (self.phase, phase) {
             (_, Phase::Idle) => Some(self.limits.idle_timeout),
             // The head's deadline counts from its first byte.
-            (Phase::Head(_), Phase::Head(_)) | (_, Phase::Busy) => None,
+            (Phase::Head(_), Phase::Head(_)) | (_, Phase::Busy | Phase::Http2) => None,
             (_, Phase::Head(_)) => Some(self.limits.header_timeout),
         };
         self.phase = phase;
         if let Some(timeout) = restart {
             self.deadline.as_mut().reset(tokio::time::Instant::now() + timeout);
         }
-        let idle_since = if phase == Phase::Idle { self.registry.now_ms() } else { u64::MAX };
+        let idle_since = match phase {
+            Phase::Idle | Phase::Http2 => self.registry.now_ms(),
+            Phase::Head(_) | Phase::Busy => u64::MAX,
+        };
         self.tracked.idle_since_ms.store(idle_since, Ordering::Relaxed);
     }
 
     /// Moves through the phases with the bytes just read.
     fn saw(&mut self, bytes: &[u8]) {
+        if self.read_nothing_yet && bytes.starts_with(b"PRI * HTTP/2.0") {
+            self.enter(Phase::Http2);
+        }
+        self.read_nothing_yet &= bytes.is_empty();
         let mut matched = match self.phase {
-            Phase::Busy => return,
+            Phase::Busy | Phase::Http2 => return,
             _ if bytes.is_empty() => return,
             Phase::Idle => 0,
             Phase::Head(matched) => matched,
@@ -223,7 +235,7 @@ impl GuardedIo {
         if self.tracked.evict.load(Ordering::Relaxed) {
             return Some(io::Error::new(io::ErrorKind::ConnectionAborted, "closed to make room for a new connection"));
         }
-        if self.phase != Phase::Busy && self.deadline.as_mut().poll(cx).is_ready() {
+        if matches!(self.phase, Phase::Idle | Phase::Head(_)) && self.deadline.as_mut().poll(cx).is_ready() {
             let what = if self.phase == Phase::Idle { "idle" } else { "request head" };
             tracing::info!(what, "closing a connection past its deadline");
             return Some(io::Error::new(io::ErrorKind::TimedOut, format!("{what} timeout")));
@@ -259,6 +271,7 @@ impl AsyncWrite for GuardedIo {
         let polled = Pin::new(&mut this.stream).poll_write(cx, data);
         if let Poll::Ready(Ok(n)) = polled
             && n > 0
+            && this.phase != Phase::Http2
         {
             // Something of the answer went out: the request is being (or was) answered.
             this.enter(Phase::Idle);
@@ -275,6 +288,7 @@ impl AsyncWrite for GuardedIo {
         let polled = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
         if let Poll::Ready(Ok(n)) = polled
             && n > 0
+            && this.phase != Phase::Http2
         {
             this.enter(Phase::Idle);
         }
@@ -361,6 +375,22 @@ mod tests {
         let started = Instant::now();
         assert_eq!(io.read(&mut buf).await.unwrap_err().kind(), io::ErrorKind::TimedOut);
         assert!(started.elapsed() >= Duration::from_millis(500));
+    }
+
+    #[tokio::test]
+    async fn http2_connections_are_not_held_to_http1_heads() {
+        let limits = Limits { header_timeout: Duration::from_millis(200), ..LIMITS };
+        let (mut acceptor, addr) = acceptor(limits).await;
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let (mut io, ..) = acceptor.accept().await.unwrap();
+        let mut buf = [0u8; 64];
+        client.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.unwrap();
+        assert!(io.read(&mut buf).await.unwrap() > 0);
+        io.write_all(b"\0\0\0\x04\0\0\0\0\0").await.unwrap();
+        client.write_all(b"\0\0\x05\x01\x04\0\0\0\x01binary").await.unwrap();
+        assert!(io.read(&mut buf).await.unwrap() > 0);
+        let waited = tokio::time::timeout(Duration::from_millis(500), io.read(&mut buf)).await;
+        assert!(waited.is_err(), "an HTTP/2 connection was cut off as a slow head: {waited:?}");
     }
 
     #[tokio::test]
