@@ -50,6 +50,13 @@ pub struct Check {
     pub reason: Option<String>,
 }
 
+impl Health {
+    /// Whether Vault can serve: it keeps its records (the upstream may still be down).
+    pub fn is_ready(&self) -> bool {
+        self.database.ok && self.audit.ok
+    }
+}
+
 impl Check {
     fn of(outcome: std::result::Result<(), String>) -> Check {
         Check { ok: outcome.is_ok(), reason: outcome.err() }

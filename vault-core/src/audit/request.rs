@@ -125,7 +125,7 @@ impl RequestAudit {
                 .ok();
         }
         // Journaled now, so the row is kept even if nobody awaits the future.
-        let pending = record.and_then(|record| self.log.enqueue_refused_or_not(record, self.peer));
+        let pending = record.and_then(|record| self.log.enqueue_unless_flood(record, self.peer));
         async move {
             match pending {
                 None => true,

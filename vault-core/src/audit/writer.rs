@@ -51,10 +51,14 @@ const DISK_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 /// The handle requests use to record themselves. Cheap to clone.
 #[derive(Clone)]
 pub struct AuditLog {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     queue: mpsc::UnboundedSender<Message>,
     journal: Arc<Journal>,
     shared: Arc<Shared>,
-    flood: Arc<FloodGuard>,
+    flood: FloodGuard,
 }
 
 /// What the writer has done so far.
@@ -119,23 +123,14 @@ impl AuditLog {
         if min_free_bytes > 0 {
             watch_free_space(db.path(), min_free_bytes, Arc::downgrade(&shared))?;
         }
-        let log = AuditLog { queue, journal, shared, flood: Arc::new(FloodGuard::default()) };
-        tokio::spawn(housekeeping(log.downgrade(), Arc::downgrade(&db)));
-        Ok(log)
-    }
-
-    fn downgrade(&self) -> WeakAuditLog {
-        WeakAuditLog {
-            queue: self.queue.downgrade(),
-            journal: Arc::downgrade(&self.journal),
-            shared: Arc::downgrade(&self.shared),
-            flood: Arc::downgrade(&self.flood),
-        }
+        let inner = Arc::new(Inner { queue, journal, shared, flood: FloodGuard::default() });
+        tokio::spawn(housekeeping(Arc::downgrade(&inner), Arc::downgrade(&db)));
+        Ok(AuditLog { inner })
     }
 
     /// Records a row, unless it belongs to a flood of refused requests from `peer` (see
     /// `flood`): then it is only counted.
-    pub(super) fn enqueue_refused_or_not(
+    pub(super) fn enqueue_unless_flood(
         &self,
         record: AuditRecord,
         peer: Option<std::net::IpAddr>,
@@ -143,7 +138,7 @@ impl AuditLog {
         let Some(peer) = peer.filter(|_| record.status == 401) else {
             return self.enqueue(record);
         };
-        let (keep, finished) = self.flood.admit(peer, this_minute(), &record);
+        let (keep, finished) = self.inner.flood.admit(peer, this_minute(), &record);
         if let Some(summary) = finished {
             drop(self.enqueue(summary));
         }
@@ -157,10 +152,10 @@ impl AuditLog {
             VaultError::new(ErrorKind::Unavailable, ErrorCode::AuditUnavailable, why)
                 .with_suggestion("Retry later; the administrator can see why in /vault/health.")
         };
-        if self.shared.low_disk.load(Ordering::Relaxed) {
+        if self.inner.shared.low_disk.load(Ordering::Relaxed) {
             return Err(unavailable("The disk that holds the audit trail is nearly full."));
         }
-        if self.shared.failing.load(Ordering::Relaxed) || self.queue.is_closed() {
+        if self.inner.shared.failing.load(Ordering::Relaxed) || self.inner.queue.is_closed() {
             return Err(unavailable("The audit trail cannot be written now."));
         }
         Ok(())
@@ -168,10 +163,10 @@ impl AuditLog {
 
     pub fn stats(&self) -> WriterStats {
         WriterStats {
-            rows: self.shared.rows.load(Ordering::Relaxed),
-            commits: self.shared.commits.load(Ordering::Relaxed),
-            checkpoints: self.shared.checkpoints.load(Ordering::Relaxed),
-            recovered: self.shared.recovered.load(Ordering::Relaxed),
+            rows: self.inner.shared.rows.load(Ordering::Relaxed),
+            commits: self.inner.shared.commits.load(Ordering::Relaxed),
+            checkpoints: self.inner.shared.checkpoints.load(Ordering::Relaxed),
+            recovered: self.inner.shared.recovered.load(Ordering::Relaxed),
         }
     }
 
@@ -201,10 +196,10 @@ impl AuditLog {
             Err(err) => return self.wait_for_commit(record, &err),
         };
         let mut record = Some(record);
-        let appended = self.journal.append(&json, |seq| {
+        let appended = self.inner.journal.append(&json, |seq| {
             if let Some(record) = record.take()
                 && let Err(mpsc::error::SendError(Message::Record(record, ..))) =
-                    self.queue.send(Message::Record(Box::new(record), Some(seq), None))
+                    self.inner.queue.send(Message::Record(Box::new(record), Some(seq), None))
             {
                 log_unstored(&record);
             }
@@ -219,14 +214,14 @@ impl AuditLog {
     fn wait_for_commit(&self, record: AuditRecord, err: &std::io::Error) -> Option<oneshot::Receiver<bool>> {
         tracing::error!(error = %err, "audit journal not writable; waiting for the database instead");
         let (done, committed) = oneshot::channel::<bool>();
-        if self.shared.failing.load(Ordering::Relaxed) {
+        if self.inner.shared.failing.load(Ordering::Relaxed) {
             // The database refuses rows too: nothing can keep this one.
             log_unstored(&record);
             let _ = done.send(false);
             return Some(committed);
         }
         if let Err(mpsc::error::SendError(Message::Record(record, ..))) =
-            self.queue.send(Message::Record(Box::new(record), None, Some(done)))
+            self.inner.queue.send(Message::Record(Box::new(record), None, Some(done)))
         {
             log_unstored(&record);
         }
@@ -237,38 +232,19 @@ impl AuditLog {
     /// the database refused them, for now: then false).
     pub async fn flush(&self) -> bool {
         let (done, flushed) = oneshot::channel();
-        self.queue.send(Message::Flush(done)).is_ok() && flushed.await.unwrap_or(false)
+        self.inner.queue.send(Message::Flush(done)).is_ok() && flushed.await.unwrap_or(false)
     }
 
     /// Commits everything queued so far, removes the journal and stops the writer. Records
     /// after this are written to the log only.
     pub async fn shutdown(&self) {
-        for summary in self.flood.take_before(u64::MAX) {
+        for summary in self.inner.flood.take_before(u64::MAX) {
             drop(self.enqueue(summary));
         }
         let (done, finished) = oneshot::channel();
-        if self.queue.send(Message::Shutdown(done)).is_ok() {
+        if self.inner.queue.send(Message::Shutdown(done)).is_ok() {
             let _ = finished.await;
         }
-    }
-}
-
-/// An [`AuditLog`] that does not keep it alive.
-struct WeakAuditLog {
-    queue: mpsc::WeakUnboundedSender<Message>,
-    journal: std::sync::Weak<Journal>,
-    shared: std::sync::Weak<Shared>,
-    flood: std::sync::Weak<FloodGuard>,
-}
-
-impl WeakAuditLog {
-    fn upgrade(&self) -> Option<AuditLog> {
-        Some(AuditLog {
-            queue: self.queue.upgrade()?,
-            journal: self.journal.upgrade()?,
-            shared: self.shared.upgrade()?,
-            flood: self.flood.upgrade()?,
-        })
     }
 }
 
@@ -277,12 +253,13 @@ const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// Until the log is gone: writes the summaries of refused floods once their minute is
 /// over, and prunes rows past the retention period every [`PRUNE_INTERVAL`].
-async fn housekeeping(log: WeakAuditLog, db: std::sync::Weak<Db>) {
+async fn housekeeping(log: std::sync::Weak<Inner>, db: std::sync::Weak<Db>) {
     let mut next_prune = Instant::now() + Duration::from_secs(60);
     loop {
         tokio::time::sleep(Duration::from_secs(10)).await;
-        let (Some(log), Some(db)) = (log.upgrade(), db.upgrade()) else { return };
-        for summary in log.flood.take_before(this_minute()) {
+        let (Some(inner), Some(db)) = (log.upgrade(), db.upgrade()) else { return };
+        let log = AuditLog { inner };
+        for summary in log.inner.flood.take_before(this_minute()) {
             drop(log.enqueue(summary));
         }
         if Instant::now() >= next_prune {
@@ -324,8 +301,6 @@ struct Batch {
     journal_seq: Option<u64>,
     waiters: Vec<oneshot::Sender<bool>>,
     shutdown: Option<oneshot::Sender<()>>,
-    /// Someone waits for this batch (a flush, or a row the journal could not take).
-    urgent: bool,
 }
 
 impl Batch {
@@ -335,19 +310,10 @@ impl Batch {
                 self.records.push(*record);
                 self.journaled.push(seq.is_some());
                 self.journal_seq = seq.or(self.journal_seq);
-                if let Some(done) = done {
-                    self.waiters.push(done);
-                    self.urgent = true;
-                }
+                self.waiters.extend(done);
             }
-            Message::Flush(done) => {
-                self.waiters.push(done);
-                self.urgent = true;
-            }
-            Message::Shutdown(done) => {
-                self.shutdown = Some(done);
-                self.urgent = true;
-            }
+            Message::Flush(done) => self.waiters.push(done),
+            Message::Shutdown(done) => self.shutdown = Some(done),
         }
     }
 
@@ -374,10 +340,16 @@ impl Batch {
         }
     }
 
+    /// Whether someone waits for this batch (a flush, a shutdown, or a row the journal
+    /// could not take): then it is not held back.
+    fn is_awaited(&self) -> bool {
+        !self.waiters.is_empty() || self.shutdown.is_some()
+    }
+
     /// Lets rows queue up for up to `delay` after the first, unless someone waits.
     fn gather(&mut self, rx: &mut mpsc::UnboundedReceiver<Message>, delay: Duration) {
         let started = Instant::now();
-        while !self.urgent && self.records.len() < MAX_BATCH {
+        while !self.is_awaited() && self.records.len() < MAX_BATCH {
             let left = delay.saturating_sub(started.elapsed());
             if left.is_zero() {
                 break;
@@ -440,7 +412,6 @@ fn write_loop(
             for waiter in batch.waiters.drain(..) {
                 let _ = waiter.send(stored);
             }
-            batch.urgent = batch.shutdown.is_some();
         }
         if !stored && failures >= WRITE_ATTEMPTS {
             batch.give_up_unjournaled();

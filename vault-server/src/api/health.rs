@@ -67,7 +67,7 @@ impl HealthApi {
     #[oai(path = "/health", method = "get")]
     async fn health(&self, vault: Data<&Arc<Vault>>) -> HealthAnswer {
         let health = vault.health().await;
-        let ready = health.status != "unavailable";
+        let ready = health.is_ready();
         let body = Json(HealthResponse {
             status: health.status.to_string(),
             version: health.version.to_string(),
