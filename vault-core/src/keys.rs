@@ -198,6 +198,29 @@ fn redact(which: &str) -> String {
     }
 }
 
+/// The principal a raw key acts as, read from the database without any cache (for an
+/// offline tool checking one key), or 401.
+pub async fn resolve(db: &Db, raw_key: &str) -> Result<Principal> {
+    if !is_well_formed(raw_key) {
+        return Err(malformed());
+    }
+    lookup(db, &hash_key(raw_key)).await
+}
+
+fn malformed() -> VaultError {
+    VaultError::unauthorized("The API key is malformed.")
+        .with_suggestion("Send `Authorization: Bearer vault_sk_…` with a key created by an admin.")
+}
+
+/// The usable key with this hash, as the principal it acts as, or 401.
+async fn lookup(db: &Db, hash: &str) -> Result<Principal> {
+    let conn = db.connect().await?;
+    let Some(key) = storage::keys::find_usable_by_hash(&conn, hash).await? else {
+        return Err(VaultError::unauthorized("The API key is unknown, revoked, or belongs to a deactivated user."));
+    };
+    Ok(Principal { key_id: key.id, key_prefix: key.prefix, scope: key.scope, user_id: key.user_id })
+}
+
 /// How often every gateway looks for changes to keys and users made by another process.
 pub const WATCH_INTERVAL: Duration = Duration::from_millis(5);
 /// How long a change to keys or users takes to reach every gateway on the same database.
@@ -225,20 +248,23 @@ pub struct Authenticator {
 }
 
 /// What the watcher thread reports.
-#[derive(Default)]
 struct Watched {
     /// Moves whenever the database's `auth_epoch` moved (or could not be read).
     changes: AtomicU64,
     /// When it last looked, in ms since `since`: a cache the watcher stopped vouching for
     /// (a starved or stuck thread) is not trusted.
     polled_ms: AtomicU64,
-    since: std::sync::OnceLock<std::time::Instant>,
+    since: std::time::Instant,
 }
 
 impl Watched {
+    /// Counting as just polled.
+    fn new() -> Watched {
+        Watched { changes: AtomicU64::new(0), polled_ms: AtomicU64::new(0), since: std::time::Instant::now() }
+    }
+
     fn now_ms(&self) -> u64 {
-        let since = self.since.get_or_init(std::time::Instant::now);
-        u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+        u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     fn polled(&self) {
@@ -263,8 +289,7 @@ struct Cache {
 
 impl Authenticator {
     pub async fn new(db: Arc<Db>) -> Result<Authenticator> {
-        let watched = Arc::new(Watched::default());
-        watched.polled();
+        let watched = Arc::new(Watched::new());
         watch_auth_epoch(&db, Arc::downgrade(&watched)).await?;
         Ok(Authenticator { db, watched, cache: RwLock::new(Cache::default()) })
     }
@@ -276,8 +301,7 @@ impl Authenticator {
     /// Resolves a raw key to the principal it acts as, or 401.
     pub async fn authenticate(&self, raw_key: &str) -> Result<Principal> {
         if !is_well_formed(raw_key) {
-            return Err(VaultError::unauthorized("The API key is malformed.")
-                .with_suggestion("Send `Authorization: Bearer vault_sk_…` with a key created by an admin."));
+            return Err(malformed());
         }
         let hash = hash_key(raw_key);
         let version = self.version();
@@ -288,11 +312,7 @@ impl Authenticator {
         {
             return Ok(principal.clone());
         }
-        let conn = self.db.connect().await?;
-        let Some(key) = storage::keys::find_usable_by_hash(&conn, &hash).await? else {
-            return Err(VaultError::unauthorized("The API key is unknown, revoked, or belongs to a deactivated user."));
-        };
-        let principal = Principal { key_id: key.id, key_prefix: key.prefix, scope: key.scope, user_id: key.user_id };
+        let principal = lookup(&self.db, &hash).await?;
         // Cache what was read only if nothing changed while it was read.
         if let Ok(mut cache) = self.cache.write()
             && self.version() == version

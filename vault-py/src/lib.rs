@@ -153,7 +153,7 @@ impl Keys {
         let need_admin = scope.map(str::parse).transpose().map_err(to_py_err)? == Some(Scope::Admin);
         let db = self.db.clone();
         let principal = run(py, async move {
-            let principal = keys::Authenticator::new(db).await?.authenticate(&key).await?;
+            let principal = keys::resolve(&db, &key).await?;
             if need_admin {
                 principal.require_admin()?;
             }
