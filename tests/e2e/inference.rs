@@ -203,3 +203,64 @@ async fn model_cards_are_enriched_from_the_manifest() {
     assert_eq!(card["context_window"], 32768);
     assert!(card.get("path").is_none(), "paths on disk stay private");
 }
+
+/// What a client and the audit trail see of one answer, less what differs on every call.
+async fn observed(app: &TestApp, response: reqwest::Response) -> Value {
+    let status = response.status().as_u16();
+    let content_type = response.headers().get("content-type").map(|v| v.to_str().unwrap().to_string());
+    let id = request_id(&response);
+    let body = response.text().await.unwrap();
+    let error = serde_json::from_str::<Value>(&body).ok().map(|b| b["error"].clone()).unwrap_or(Value::Null);
+    let row = app.audit_row(&id).await.expect("every answer has an audit row");
+    json!({
+        "status": status, "content_type": content_type, "error": error,
+        "row": [row.status, row.error_code, row.key_prefix.is_some(), row.model, row.tokens_output],
+    })
+}
+
+/// The generation routes are served straight from the edge unless CORS is on (then through
+/// the router, as the other routes): both must answer every request alike.
+#[tokio::test]
+async fn generation_routes_answer_alike_from_the_edge_and_through_the_router() {
+    let direct = TestApp::spawn().await;
+    let routed =
+        TestApp::spawn_with(Upstream::Fake(FakeOptions::default()), &[("VAULT_CORS_ORIGINS", "http://app.test")]).await;
+    let chat = chat_body(false).to_string();
+    let stream = chat_body(true).to_string();
+    let completion = json!({"model": "qwen2.5-32b-awq", "prompt": "Say hi"}).to_string();
+    let embedding = json!({"model": "qwen2.5-32b-awq", "input": "hi"}).to_string();
+    let unknown_key = format!("Bearer vault_sk_{}", "Z".repeat(48));
+    // (path, authorization, content type, body); "KEY" stands for each app's own key.
+    let cases: Vec<(&str, Option<&str>, Option<&str>, &str)> = vec![
+        ("/v1/chat/completions", None, Some("application/json"), &chat),
+        ("/v1/chat/completions", Some("Basic dXNlcjpwYXNz"), Some("application/json"), &chat),
+        ("/v1/chat/completions", Some(&unknown_key), Some("application/json"), &chat),
+        ("/v1/chat/completions", Some("KEY"), Some("text/plain"), &chat),
+        ("/v1/chat/completions", Some("KEY"), None, &chat),
+        ("/v1/chat/completions", Some("KEY"), Some("application/json"), "{"),
+        ("/v1/chat/completions", Some("KEY"), Some("application/json"), "[]"),
+        ("/v1/chat/completions", Some("KEY"), Some("application/json"), r#"{"messages": []}"#),
+        ("/v1/chat/completions", Some("KEY"), Some("application/json; charset=utf-8"), &chat),
+        ("/v1/chat/completions", Some("KEY"), Some("application/json"), &stream),
+        ("/v1/completions", None, Some("application/json"), &completion),
+        ("/v1/completions", Some("KEY"), Some("application/json"), &completion),
+        ("/v1/embeddings", Some("KEY"), Some("text/plain"), &embedding),
+        ("/v1/embeddings", Some("KEY"), Some("application/json"), &embedding),
+        ("/v1/embeddings", Some("KEY"), Some("application/json"), &stream),
+    ];
+    let keys = [direct.create_key(Scope::User).await, routed.create_key(Scope::User).await];
+    for (path, authorization, content_type, body) in cases {
+        let mut seen = Vec::new();
+        for (app, key) in [&direct, &routed].into_iter().zip(&keys) {
+            let mut request = vault_e2e::client().post(format!("{}{path}", app.url)).body(body.to_string());
+            if let Some(authorization) = authorization {
+                request = request.header("authorization", authorization.replace("KEY", &format!("Bearer {key}")));
+            }
+            if let Some(content_type) = content_type {
+                request = request.header("content-type", content_type);
+            }
+            seen.push(observed(app, request.send().await.unwrap()).await);
+        }
+        assert_eq!(seen[0], seen[1], "{path} {authorization:?} {content_type:?} {body}");
+    }
+}

@@ -3,11 +3,13 @@
 
 use std::sync::Arc;
 
-use poem::http::{HeaderValue, Uri};
+use poem::http::{HeaderValue, Method, Uri};
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
 use vault_core::audit::RequestAudit;
+use vault_core::inference::Route;
 use vault_core::{ErrorCode, ErrorKind, Vault, VaultError};
 
+use crate::api::inference::serve_direct;
 use crate::error::{error_response, from_poem_error};
 use crate::payload::MAX_BODY_BYTES;
 
@@ -22,17 +24,30 @@ impl Edge {
     }
 }
 
+/// Whether the generation routes are served from the edge (see [`serve_direct`]): not
+/// with CORS on, whose layer sits between the edge and the routes.
+fn serves_direct(vault: &Vault) -> bool {
+    vault.config.cors_origins.is_empty()
+}
+
 impl<E: Endpoint> Middleware<E> for Edge {
     type Output = EdgeEndpoint<E>;
 
     fn transform(&self, inner: E) -> Self::Output {
-        EdgeEndpoint { inner, vault: self.vault.clone() }
+        EdgeEndpoint { inner, direct: serves_direct(&self.vault), vault: self.vault.clone() }
     }
 }
 
 pub struct EdgeEndpoint<E> {
     inner: E,
     vault: Arc<Vault>,
+    direct: bool,
+}
+
+impl<E> EdgeEndpoint<E> {
+    fn direct_route(&self, req: &Request) -> Option<Route> {
+        (self.direct && req.method() == Method::POST).then(|| Route::at(req.uri().path())).flatten()
+    }
 }
 
 impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
@@ -55,10 +70,11 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
             ))
         } else {
             encode_slashes_in_model_id(&mut req);
-            match self.inner.call(req).await {
-                Ok(response) => response.into_response(),
-                Err(err) => error_response(&from_poem_error(err)),
-            }
+            let answer = match self.direct_route(&req) {
+                Some(route) => serve_direct(&self.vault, &audit, route, req).await,
+                None => self.inner.call(req).await.map(IntoResponse::into_response),
+            };
+            answer.unwrap_or_else(|err| error_response(&from_poem_error(err)))
         };
         let is_json = response.content_type().is_some_and(|t| t.starts_with("application/json"));
         if response.status().as_u16() >= 400 && response.extensions().get::<ErrorCode>().is_none() && !is_json {

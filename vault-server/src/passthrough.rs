@@ -12,19 +12,24 @@ use poem_openapi::types::Type;
 
 /// An upstream JSON answer passed on as is; `T` only documents it.
 pub struct UpstreamJson<T> {
-    body: Bytes,
+    response: Response,
     _schema: PhantomData<fn() -> T>,
 }
 
 impl<T> UpstreamJson<T> {
     pub fn new(body: impl Into<Bytes>) -> Self {
-        UpstreamJson { body: body.into(), _schema: PhantomData }
+        Self::from_response(Response::builder().content_type("application/json").body(body.into()))
+    }
+
+    /// A JSON answer already framed.
+    pub fn from_response(response: Response) -> Self {
+        UpstreamJson { response, _schema: PhantomData }
     }
 }
 
 impl<T: Send> IntoResponse for UpstreamJson<T> {
     fn into_response(self) -> Response {
-        Response::builder().content_type("application/json").body(self.body)
+        self.response
     }
 }
 

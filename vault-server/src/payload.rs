@@ -15,7 +15,7 @@ use vault_core::{ErrorCode, ErrorKind, VaultError};
 use crate::error::ApiError;
 
 /// `application/json`, with or without parameters such as a charset.
-fn is_json(content_type: &str) -> bool {
+pub fn is_json(content_type: &str) -> bool {
     content_type.to_ascii_lowercase().starts_with("application/json")
 }
 

@@ -31,6 +31,13 @@ pub enum Route {
 }
 
 impl Route {
+    pub const ALL: [Route; 3] = [Route::ChatCompletions, Route::Completions, Route::Embeddings];
+
+    /// The route served at `path` (the same path as the upstream's).
+    pub fn at(path: &str) -> Option<Route> {
+        Route::ALL.into_iter().find(|route| route.path() == path)
+    }
+
     pub fn path(self) -> &'static str {
         match self {
             Route::ChatCompletions => "/v1/chat/completions",

@@ -3,7 +3,7 @@
 mod admin;
 mod conversations;
 mod health;
-mod inference;
+pub(crate) mod inference;
 mod system;
 mod training;
 
