@@ -12,7 +12,8 @@
 //! - `redirect:<port>`: answer 307 to the same route on `127.0.0.1:<port>`;
 //! - `garbage`: answer 200 with a body that is not JSON.
 //!
-//! `GET /_fake/stats` reports open streams and requests served; `GET /_fake/requests`
+//! `GET /_fake/stats` reports open streams, requests waiting in `slow` or `hang`, and
+//! requests served; `GET /_fake/requests`
 //! returns the last request bodies received, as sent.
 
 mod wire;
@@ -23,8 +24,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use poem::listener::{Acceptor, Listener, TcpListener};
-use poem::{Endpoint, EndpointExt, Route, Server, get, post};
+use poem::endpoint::BoxEndpoint;
+use poem::web::{LocalAddr, RemoteAddr};
+use poem::{Endpoint, EndpointExt, Route, get, post};
 
 pub use wire::Mode;
 
@@ -51,6 +53,7 @@ const KEPT_REQUESTS: usize = 64;
 pub struct State {
     options: Options,
     open_streams: AtomicUsize,
+    waiting: AtomicUsize,
     requests: AtomicU64,
     recent_bodies: Mutex<VecDeque<serde_json::Value>>,
 }
@@ -72,6 +75,7 @@ pub fn app(options: Options) -> impl Endpoint + 'static {
     let state = Arc::new(State {
         options,
         open_streams: AtomicUsize::new(0),
+        waiting: AtomicUsize::new(0),
         requests: AtomicU64::new(0),
         recent_bodies: Mutex::new(VecDeque::new()),
     });
@@ -109,23 +113,53 @@ impl RunningFake {
 
 /// Binds `addr` (port 0 picks a free port) and serves the fake in the background.
 pub async fn start(addr: SocketAddr, options: Options) -> std::io::Result<RunningFake> {
-    let acceptor = TcpListener::bind(addr).into_acceptor().await?;
-    let addr = acceptor
-        .local_addr()
-        .first()
-        .and_then(|a| a.as_socket_addr().copied())
-        .ok_or_else(|| std::io::Error::other("the listener has no address"))?;
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let app = Arc::new(app(options).map_to_response().boxed());
     let task = tokio::spawn(async move {
-        let signal = async move {
-            let _ = stopped.await;
-        };
-        if let Err(e) = Server::new_with_acceptor(acceptor)
-            .run_with_graceful_shutdown(app(options), signal, Some(Duration::from_secs(5)))
-            .await
-        {
-            tracing::error!(error = %e, "fake-vllm stopped");
+        // Dropped on stop: every connection still open ends with it.
+        let mut connections = tokio::task::JoinSet::new();
+        let mut stopped = stopped;
+        loop {
+            let accepted = tokio::select! {
+                _ = &mut stopped => break,
+                accepted = listener.accept() => accepted,
+            };
+            let Ok((stream, peer)) = accepted else { continue };
+            let _ = stream.set_nodelay(true);
+            connections.spawn(serve_connection(stream, addr, peer, app.clone()));
+            while connections.try_join_next().is_some() {}
         }
     });
     Ok(RunningFake { addr, stop: Some(stop), task })
 }
+
+/// Serves one connection until it ends. As vLLM does, a request whose client has gone is
+/// dropped (aborted) at once, even while nothing is being sent: hyper reports the client's
+/// leaving as the end of the connection, and the connection is not polled again.
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    local: SocketAddr,
+    peer: SocketAddr,
+    app: Arc<BoxEndpoint<'static, poem::Response>>,
+) {
+    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let request = poem::Request::from((
+            req,
+            LocalAddr(local.into()),
+            RemoteAddr(peer.into()),
+            poem::http::uri::Scheme::HTTP,
+        ));
+        let app = app.clone();
+        async move {
+            let response = app.get_response(request).await;
+            Ok::<_, std::convert::Infallible>(hyper::Response::<ResponseBody>::from(response))
+        }
+    });
+    let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    let _ = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+}
+
+/// A response body as hyper writes it.
+type ResponseBody = http_body_util::combinators::BoxBody<bytes::Bytes, std::io::Error>;

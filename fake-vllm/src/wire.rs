@@ -1,7 +1,7 @@
 //! The routes of the fake and the exact shapes vLLM answers with.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -109,6 +109,7 @@ pub async fn stats(state: Data<&Arc<State>>) -> Response {
         StatusCode::OK,
         &json!({
             "open_streams": state.open_streams.load(Ordering::SeqCst),
+            "waiting": state.waiting.load(Ordering::SeqCst),
             "requests": state.requests.load(Ordering::SeqCst),
         }),
     )
@@ -155,8 +156,14 @@ async fn parse(state: &State, headers: &HeaderMap, raw: Bytes) -> Result<Parsed,
         })?,
     };
     match mode {
-        Mode::Slow(delay) => tokio::time::sleep(delay).await,
-        Mode::Hang => futures_util::future::pending::<()>().await,
+        Mode::Slow(delay) => {
+            let _waiting = Held::new(&state.waiting);
+            tokio::time::sleep(delay).await
+        }
+        Mode::Hang => {
+            let _waiting = Held::new(&state.waiting);
+            futures_util::future::pending::<()>().await
+        }
         Mode::Error(status) => {
             return Err(error_response(status, error_type(status), "Injected failure", None));
         }
@@ -368,6 +375,23 @@ pub async fn completions(state: Data<&Arc<State>>, headers: &HeaderMap, raw: Byt
     stream_response(&state, &p, chunks, usage_chunk, prompt_tokens)
 }
 
+/// Counts a request as waiting (`slow`, `hang`) for as long as its handler holds it: a
+/// gateway that drops the request drops the handler, and the count with it.
+struct Held<'a>(&'a AtomicUsize);
+
+impl<'a> Held<'a> {
+    fn new(count: &'a AtomicUsize) -> Held<'a> {
+        count.fetch_add(1, Ordering::SeqCst);
+        Held(count)
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Counts a stream as open for as long as its body exists.
 struct OpenStream(Arc<State>);
 
@@ -425,15 +449,27 @@ fn stream_response(
     }
     state.open_streams.fetch_add(1, Ordering::SeqCst);
     let guard = OpenStream(state.clone());
-    let body = futures_util::stream::iter(frames.into_iter().enumerate()).then(move |(i, item)| {
-        let _guard = &guard;
-        async move {
-            if i > 0 && !delay.is_zero() {
-                tokio::time::sleep(delay).await;
+    let cut = matches!(p.mode, Mode::Cut(_));
+    let body = futures_util::stream::iter(frames.into_iter().enumerate())
+        .then(move |(i, item)| {
+            let _guard = &guard;
+            async move {
+                if i > 0 && !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                item
             }
-            item
-        }
-    });
+        })
+        .chain(
+            futures_util::stream::once(async move {
+                // A connection that breaks is dropped with whatever it had not written yet:
+                // a cut comes once the chunks before it are out.
+                if cut {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+            })
+            .filter_map(|()| async { None }),
+        );
     let mut response = Response::builder().status(StatusCode::OK).content_type("text/event-stream; charset=utf-8");
     if let Mode::Cut(_) = p.mode {
         // Announce more than will come: the connection then ends short of it, which every

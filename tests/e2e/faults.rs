@@ -63,26 +63,76 @@ async fn a_stream_cut_by_the_upstream_ends_with_an_error_event_and_an_incomplete
     assert_eq!(row.error_code.as_deref(), Some("upstream_stream_error"));
 }
 
+/// Polls the fake's stats until `field` is 0, failing after `within`.
+async fn until_upstream_released(app: &TestApp, field: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    while app.upstream_stats().await[field] != 0 {
+        assert!(Instant::now() < deadline, "the upstream request ({field}) stayed open after the client left");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 #[tokio::test]
-async fn a_client_that_leaves_mid_stream_closes_the_upstream_request() {
+async fn a_client_that_leaves_mid_stream_closes_the_upstream_request_while_no_bytes_flow() {
     let gateway = TestApp::spawn().await;
     let key = gateway.create_key(Scope::User).await;
     let mut body = chat_body(true);
-    body["fake_mode"] = json!("delay:200");
+    // The next token is 30 s away: nothing is written to the client that could fail.
+    body["fake_mode"] = json!("delay:30000");
     let response = post_json(&gateway, &key, &body).await;
     let id = request_id(&response);
     let mut stream = response.bytes_stream();
     stream.next().await.unwrap().unwrap();
     assert_eq!(gateway.upstream_stats().await["open_streams"], 1);
     drop(stream);
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while gateway.upstream_stats().await["open_streams"] != 0 {
-        assert!(Instant::now() < deadline, "the upstream stream stayed open after the client left");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_upstream_released(&gateway, "open_streams", Duration::from_millis(1500)).await;
     let row = gateway.audit_row(&id).await.expect("a partial stream is still audited");
     assert!(!row.completed);
     assert_eq!(row.error_code.as_deref(), Some("client_disconnected"));
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_before_the_first_token_closes_the_upstream_request() {
+    let gateway = TestApp::spawn().await;
+    let key = gateway.create_key(Scope::User).await;
+    for stream in [true, false] {
+        let mut body = chat_body(stream);
+        // The upstream takes 30 s to start answering (time to first token).
+        body["fake_mode"] = json!("slow:30000");
+        let id = format!("leaves-early-{stream}");
+        let request = client()
+            .post(format!("{}/v1/chat/completions", gateway.url))
+            .bearer_auth(&key)
+            .header("x-request-id", &id)
+            .timeout(Duration::from_millis(300))
+            .json(&body);
+        assert!(request.send().await.unwrap_err().is_timeout());
+        until_upstream_released(&gateway, "waiting", Duration::from_millis(1500)).await;
+        let row = gateway.audit_row(&id).await.expect("an abandoned request is still audited");
+        assert_eq!((row.status, row.completed), (499, false), "stream: {stream}");
+        assert_eq!(row.error_code.as_deref(), Some("client_disconnected"));
+    }
+}
+
+#[tokio::test]
+async fn an_upstream_that_goes_quiet_mid_stream_is_cut_with_an_error_event() {
+    let gateway =
+        TestApp::spawn_with(Upstream::Fake(FakeOptions::default()), &[("VAULT_STREAM_IDLE_TIMEOUT", "1")]).await;
+    let key = gateway.create_key(Scope::User).await;
+    let mut body = chat_body(true);
+    body["fake_mode"] = json!("delay:30000");
+    let started = Instant::now();
+    let response = post_json(&gateway, &key, &body).await;
+    let id = request_id(&response);
+    let events = sse_data(&response.text().await.unwrap());
+    assert!(started.elapsed() < Duration::from_secs(5), "the stream was not cut: {:?}", started.elapsed());
+    assert!(events.len() >= 2, "{events:?}");
+    let error: serde_json::Value = serde_json::from_str(events.last().unwrap()).unwrap();
+    assert_eq!(error["error"]["code"], "inference_timeout", "{events:?}");
+    until_upstream_released(&gateway, "open_streams", Duration::from_secs(1)).await;
+    let row = gateway.audit_row(&id).await.unwrap();
+    assert!(!row.completed);
+    assert_eq!(row.error_code.as_deref(), Some("inference_timeout"));
 }
 
 #[tokio::test]

@@ -83,7 +83,8 @@ impl Vault {
         let auth = Authenticator::new(db.clone()).await?;
         let audit = AuditLog::start_with(db.clone(), config.min_free_bytes).await?;
         let stopping = tokio_util::sync::CancellationToken::new();
-        let inference = Inference::new(backend, Manifest::new(config.models_manifest.clone()), stopping.clone());
+        let manifest = Manifest::new(config.models_manifest.clone());
+        let inference = Inference::new(backend, manifest, stopping.clone(), config.stream_idle_timeout);
         let controller: Box<dyn SystemController> = match config.system_control {
             SystemControl::DryRun => Box::new(DryRunController::default()),
             SystemControl::Host => Box::new(HostController),

@@ -47,6 +47,8 @@ pub struct Config {
     pub header_timeout: Duration,
     /// Time a connection may stay idle between requests.
     pub idle_timeout: Duration,
+    /// The longest silence of the upstream within a streamed answer.
+    pub stream_idle_timeout: Duration,
     /// Open connections at most; `None`: as many as the open-files limit allows.
     pub max_connections: Option<usize>,
     secret_key: Option<String>,
@@ -83,6 +85,7 @@ pub const VAULT_MIN_FREE_MB: &str = "VAULT_MIN_FREE_MB";
 pub const VAULT_MAX_UPSTREAM_BODY_MB: &str = "VAULT_MAX_UPSTREAM_BODY_MB";
 pub const VAULT_HEADER_TIMEOUT: &str = "VAULT_HEADER_TIMEOUT";
 pub const VAULT_IDLE_TIMEOUT: &str = "VAULT_IDLE_TIMEOUT";
+pub const VAULT_STREAM_IDLE_TIMEOUT: &str = "VAULT_STREAM_IDLE_TIMEOUT";
 pub const VAULT_MAX_CONNECTIONS: &str = "VAULT_MAX_CONNECTIONS";
 
 const DEFAULT_UPSTREAM_TIMEOUT_SECS: f64 = 300.0;
@@ -161,6 +164,7 @@ impl Config {
         };
         let header_timeout = seconds(VAULT_HEADER_TIMEOUT, 30)?;
         let idle_timeout = seconds(VAULT_IDLE_TIMEOUT, 120)?;
+        let stream_idle_timeout = seconds(VAULT_STREAM_IDLE_TIMEOUT, 60)?;
         let max_connections = match lookup(VAULT_MAX_CONNECTIONS) {
             None => None,
             Some(v) => match v.trim().parse::<usize>() {
@@ -187,6 +191,7 @@ impl Config {
             max_upstream_body,
             header_timeout,
             idle_timeout,
+            stream_idle_timeout,
             max_connections,
             secret_key: lookup(VAULT_SECRET_KEY),
         })
@@ -259,6 +264,7 @@ impl Config {
             "max_upstream_body_mb": self.max_upstream_body as u64 / MIB,
             "header_timeout_seconds": self.header_timeout.as_secs_f64(),
             "idle_timeout_seconds": self.idle_timeout.as_secs_f64(),
+            "stream_idle_timeout_seconds": self.stream_idle_timeout.as_secs_f64(),
             "max_connections": self.max_connections,
         })
     }

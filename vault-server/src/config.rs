@@ -63,6 +63,10 @@ pub struct ConfigArgs {
     /// Seconds a connection may stay idle between requests [default: 120].
     #[arg(long, env = config::VAULT_IDLE_TIMEOUT, global = true)]
     pub idle_timeout: Option<String>,
+    /// Seconds the upstream may stay silent within a streamed answer before the stream is
+    /// ended with an `inference_timeout` error event [default: 60].
+    #[arg(long, env = config::VAULT_STREAM_IDLE_TIMEOUT, global = true)]
+    pub stream_idle_timeout: Option<String>,
     /// Open connections at most; past it the longest-idle one is closed [default: from the open-files limit].
     #[arg(long, env = config::VAULT_MAX_CONNECTIONS, global = true)]
     pub max_connections: Option<String>,
@@ -91,6 +95,7 @@ impl ConfigArgs {
             (config::VAULT_MAX_UPSTREAM_BODY_MB, &self.max_upstream_body_mb),
             (config::VAULT_HEADER_TIMEOUT, &self.header_timeout),
             (config::VAULT_IDLE_TIMEOUT, &self.idle_timeout),
+            (config::VAULT_STREAM_IDLE_TIMEOUT, &self.stream_idle_timeout),
             (config::VAULT_MAX_CONNECTIONS, &self.max_connections),
         ];
         pairs.into_iter().filter_map(|(name, value)| value.clone().map(|v| (name, v))).collect()

@@ -14,6 +14,7 @@ pub mod logging;
 mod passthrough;
 mod payload;
 mod schemas;
+mod serve;
 mod server;
 
 pub use server::{Server, app, openapi_service, shutdown_signal, spec_json};

@@ -13,6 +13,7 @@ use vault_core::{Vault, VaultError};
 use crate::api::{Api, api};
 use crate::connections::{GuardedAcceptor, Limits};
 use crate::edge::Edge;
+use crate::serve::serve;
 
 /// How long in-flight requests (streams included) may run on after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -76,7 +77,7 @@ impl Server {
     /// Serves until `shutdown` resolves, lets in-flight requests finish, then stores every
     /// queued audit row.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send) -> std::io::Result<()> {
-        let Server { acceptor, vault, .. } = self;
+        let Server { acceptor, vault, addr } = self;
         let stopping = vault.stopping.clone();
         let signal = async move {
             shutdown.await;
@@ -85,9 +86,9 @@ impl Server {
                 stopping.cancel();
             });
         };
-        let served = poem::Server::new_with_acceptor(acceptor)
-            .run_with_graceful_shutdown(app(vault.clone()), signal, Some(SHUTDOWN_GRACE))
-            .await;
+        let app = Arc::new(app(vault.clone()).map_to_response().boxed());
+        tracing::info!(%addr, "listening");
+        let served = serve(acceptor, app, signal, SHUTDOWN_GRACE).await;
         vault.shutdown().await;
         tracing::info!("stopped");
         served

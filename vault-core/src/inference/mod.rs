@@ -74,7 +74,9 @@ pub trait InferenceBackend: Send + Sync {
     fn is_healthy(&self) -> BoxFuture<'_, bool>;
 }
 
-/// The result of proxying one request.
+/// The result of proxying one request. (Made once per request and moved on at once: a box
+/// around the stream would only add an allocation.)
+#[allow(clippy::large_enum_variant)]
 pub enum Proxied {
     Complete { body: Bytes, model: Option<String>, usage: Option<Usage> },
     Stream { stream: ProxyStream, model: Option<String> },
@@ -82,6 +84,7 @@ pub enum Proxied {
 
 /// An answer ready to send, whose audit record is taken care of: a JSON body (the record
 /// is complete), or an event stream (the stream completes the record when it ends).
+#[allow(clippy::large_enum_variant)]
 pub enum Answer {
     Json(Bytes),
     Stream(ProxyStream),
@@ -183,6 +186,8 @@ pub struct Inference {
     manifest: Manifest,
     /// Cancelled when the gateway stops: streams still running end with an error event.
     stopping: tokio_util::sync::CancellationToken,
+    /// The longest silence of the upstream within a streamed answer.
+    stream_quiet_limit: std::time::Duration,
 }
 
 impl Inference {
@@ -190,8 +195,9 @@ impl Inference {
         backend: Arc<dyn InferenceBackend>,
         manifest: Manifest,
         stopping: tokio_util::sync::CancellationToken,
+        stream_quiet_limit: std::time::Duration,
     ) -> Inference {
-        Inference { backend, manifest, stopping }
+        Inference { backend, manifest, stopping, stream_quiet_limit }
     }
 
     /// Forwards one request and completes its audit record: model and token usage, and
@@ -210,7 +216,7 @@ impl Inference {
                 audit.set_model(model);
                 audit.defer();
                 let record = audit.clone();
-                let stream = stream.stop_on(self.stopping.clone());
+                let stream = stream.stop_on(self.stopping.clone()).quiet_limit(self.stream_quiet_limit);
                 Ok(Answer::Stream(stream.on_finish(move |outcome| {
                     record.set_usage(outcome.usage);
                     record.finish(200, outcome.completed, outcome.error_code).boxed()

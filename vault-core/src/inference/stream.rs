@@ -10,6 +10,7 @@
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::future::BoxFuture;
@@ -20,6 +21,7 @@ use serde::de::IgnoredAny;
 
 use super::Usage;
 use crate::error::ErrorCode;
+use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 /// How a stream ended, for the audit record.
@@ -59,6 +61,8 @@ pub struct ProxyStream {
     finishing: Option<(BoxFuture<'static, bool>, Bytes)>,
     /// Resolves when the gateway must end its streams (its shutdown grace is running out).
     stopping: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+    /// Ends the stream when the upstream goes quiet for too long.
+    quiet: Option<Box<QuietWatch>>,
     /// How the upstream part ended, until the queued events are out.
     ending: Option<(bool, Option<ErrorCode>, Bytes)>,
     done: bool,
@@ -88,6 +92,7 @@ impl ProxyStream {
             finisher: None,
             finishing: None,
             stopping: None,
+            quiet: None,
             ending: None,
             done: false,
         }
@@ -97,6 +102,13 @@ impl ProxyStream {
     /// when `stop` is cancelled.
     pub fn stop_on(mut self, stop: CancellationToken) -> Self {
         self.stopping = Some(Box::pin(stop.cancelled_owned()));
+        self
+    }
+
+    /// Ends the stream with an `inference_timeout` error event (its row marked incomplete,
+    /// the upstream request closed) when the upstream sends nothing for `limit`.
+    pub fn quiet_limit(mut self, limit: Duration) -> Self {
+        self.quiet = Some(Box::new(QuietWatch::new(limit)));
         self
     }
 
@@ -195,10 +207,45 @@ impl ProxyStream {
     }
 }
 
+/// How long the upstream has been quiet. The timer is moved only when it fires, not on
+/// every chunk: a chunk costs one clock read.
+struct QuietWatch {
+    limit: Duration,
+    last_heard: Instant,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl QuietWatch {
+    fn new(limit: Duration) -> QuietWatch {
+        let now = Instant::now();
+        QuietWatch { limit, last_heard: now, timer: Box::pin(tokio::time::sleep_until(now + limit)) }
+    }
+
+    fn heard(&mut self) {
+        self.last_heard = Instant::now();
+    }
+
+    /// Whether the limit has passed since the upstream was last heard; when not, the task
+    /// is woken when it may have.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        loop {
+            if self.timer.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            let due = self.last_heard + self.limit;
+            if Instant::now() >= due {
+                return true;
+            }
+            self.timer.as_mut().reset(due);
+        }
+    }
+}
+
 /// The final event Vault sends when the upstream fails in the middle of an answer.
 fn error_event(code: ErrorCode, message: &str) -> Bytes {
     let status = match code {
         ErrorCode::AuditUnavailable | ErrorCode::ServerShuttingDown => 503,
+        ErrorCode::InferenceTimeout => 504,
         _ => 502,
     };
     let body = serde_json::json!({"error": {"code": code.as_str(), "message": message, "status": status}});
@@ -244,6 +291,19 @@ impl Stream for ProxyStream {
             let frame = error_event(ErrorCode::ServerShuttingDown, "The gateway is shutting down; the answer is cut.");
             this.begin_finish(false, Some(ErrorCode::ServerShuttingDown), frame);
         }
+        if this.upstream.is_some()
+            && let Some(quiet) = this.quiet.as_mut()
+            && quiet.expired(cx)
+        {
+            let seconds = quiet.limit.as_secs_f64();
+            tracing::warn!(seconds, "the inference service went quiet in the middle of an answer; cutting the stream");
+            let message = format!("The inference service sent nothing for {seconds} s; the answer is cut.");
+            this.begin_finish(
+                false,
+                Some(ErrorCode::InferenceTimeout),
+                error_event(ErrorCode::InferenceTimeout, &message),
+            );
+        }
         loop {
             // Take everything the upstream has ready now (it may send each event as its own
             // chunk), and send it on in one piece as soon as it has nothing more ready.
@@ -268,6 +328,9 @@ impl Stream for ProxyStream {
                     }
                     Poll::Ready(Some(Ok(bytes))) => {
                         this.yielded = 0;
+                        if let Some(quiet) = this.quiet.as_mut() {
+                            quiet.heard();
+                        }
                         this.buffer.extend_from_slice(&bytes);
                         if let Some(final_frame) = this.take_events() {
                             this.begin_finish(true, None, final_frame);
@@ -462,6 +525,29 @@ mod tests {
         assert!(stream.next().await.is_none());
         let outcome = seen.lock().unwrap().clone().unwrap();
         assert_eq!((outcome.completed, outcome.error_code), (false, Some(ErrorCode::ServerShuttingDown)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_upstream_quiet_past_the_limit_is_cut_and_one_that_keeps_talking_is_not() {
+        // A chunk every 600 ms under a 1 s limit: never quiet for long enough.
+        let talking = futures_util::stream::iter(0..4)
+            .then(|_| async {
+                tokio::time::sleep(Duration::from_millis(600)).await;
+                Ok(Bytes::from_static(b"data: {\"choices\":[1]}\n\n"))
+            })
+            .chain(futures_util::stream::iter([Ok(Bytes::from_static(DONE))]))
+            .boxed();
+        let (_, outcome) = run(ProxyStream::new(talking, false).quiet_limit(Duration::from_secs(1))).await;
+        assert_eq!(outcome.map(|o| (o.completed, o.error_code)), Some((true, None)));
+
+        let started = Instant::now();
+        let stalled = futures_util::stream::iter(vec![Ok(Bytes::from_static(b"data: {\"choices\":[1]}\n\n"))])
+            .chain(futures_util::stream::pending())
+            .boxed();
+        let (text, outcome) = run(ProxyStream::new(stalled, false).quiet_limit(Duration::from_secs(1))).await;
+        assert_eq!(started.elapsed(), Duration::from_secs(1));
+        assert!(text.ends_with("\n\n") && text.contains("\"code\":\"inference_timeout\""), "{text}");
+        assert_eq!(outcome.map(|o| (o.completed, o.error_code)), Some((false, Some(ErrorCode::InferenceTimeout))));
     }
 
     #[tokio::test]

@@ -1,0 +1,100 @@
+//! The accept loop: each accepted connection is served by hyper (HTTP/1, or HTTP/2 with
+//! prior knowledge), its requests by the application, until a shutdown drains them.
+//!
+//! A connection ends when hyper says it is done, and is never polled again: hyper reports
+//! a client that left while an answer was still pending (a stream waiting for its next
+//! token, a request waiting for the upstream) as the end of the connection, and dropping it
+//! there drops that answer and the upstream request behind it. (The framework's own loop
+//! went on polling such a connection, which kept the upstream busy for as long as its
+//! answer took, for nobody.)
+
+use std::convert::Infallible;
+use std::io;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use poem::endpoint::BoxEndpoint;
+use poem::listener::Acceptor;
+use poem::web::{LocalAddr, RemoteAddr};
+use poem::{Endpoint, Response};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::connections::{GuardedAcceptor, GuardedIo};
+
+/// The application every request goes to.
+pub type App = Arc<BoxEndpoint<'static, Response>>;
+
+/// A response body as hyper writes it.
+type ResponseBody = http_body_util::combinators::BoxBody<Bytes, io::Error>;
+
+/// Serves connections until `shutdown` resolves; then stops listening, lets connections
+/// finish their requests for up to `grace`, and drops those still open.
+pub async fn serve(
+    mut acceptor: GuardedAcceptor,
+    app: App,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) -> io::Result<()> {
+    let draining = CancellationToken::new();
+    let out_of_time = CancellationToken::new();
+    let connections = TaskTracker::new();
+    let mut shutdown = pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = acceptor.accept() => accepted,
+        };
+        match accepted {
+            Ok((io, local, remote, _)) => {
+                let connection = serve_connection(io, local, remote, app.clone(), draining.clone());
+                let out_of_time = out_of_time.clone();
+                connections.spawn(async move {
+                    tokio::select! {
+                        () = connection => {}
+                        () = out_of_time.cancelled() => {}
+                    }
+                });
+            }
+            Err(err) => {
+                // A connection reset before it was accepted, or no file descriptor left for
+                // it: neither ends the server. The pause keeps the latter from spinning.
+                tracing::warn!(error = %err, "cannot accept a connection");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    drop(acceptor);
+    tracing::info!(open = connections.len(), "no longer accepting connections; finishing in-flight requests");
+    draining.cancel();
+    connections.close();
+    if tokio::time::timeout(grace, connections.wait()).await.is_err() {
+        tracing::warn!(open = connections.len(), "shutdown grace over; closing the connections still open");
+        out_of_time.cancel();
+        connections.wait().await;
+    }
+    Ok(())
+}
+
+async fn serve_connection(io: GuardedIo, local: LocalAddr, remote: RemoteAddr, app: App, draining: CancellationToken) {
+    let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+        let request = poem::Request::from((req, local.clone(), remote.clone(), poem::http::uri::Scheme::HTTP));
+        let app = app.clone();
+        async move { Ok::<_, Infallible>(hyper::Response::<ResponseBody>::from(app.get_response(request).await)) }
+    });
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut connection = pin!(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
+    tokio::select! {
+        // Done, or the client is gone: either way never polled again.
+        _ = connection.as_mut() => {}
+        () = draining.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
+}
