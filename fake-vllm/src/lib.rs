@@ -145,12 +145,8 @@ async fn serve_connection(
     app: Arc<BoxEndpoint<'static, poem::Response>>,
 ) {
     let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-        let request = poem::Request::from((
-            req,
-            LocalAddr(local.into()),
-            RemoteAddr(peer.into()),
-            poem::http::uri::Scheme::HTTP,
-        ));
+        let request =
+            poem::Request::from((req, LocalAddr(local.into()), RemoteAddr(peer.into()), poem::http::uri::Scheme::HTTP));
         let app = app.clone();
         async move {
             let response = app.get_response(request).await;

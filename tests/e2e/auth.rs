@@ -101,7 +101,16 @@ async fn health_and_docs_need_no_key_and_the_framework_errors_keep_the_shape() {
 
     let c = client();
     assert_error(c.get(format!("{}/no/such/route", app.url)).send().await.unwrap(), 404, "not_found").await;
-    assert_error(c.delete(format!("{}/v1/models", app.url)).send().await.unwrap(), 405, "method_not_allowed").await;
+    // A 405 names the methods the path answers (a parameter segment matches any id).
+    for (method, path, allow) in [
+        ("DELETE", "/v1/models", "GET"),
+        ("GET", "/v1/chat/completions", "POST"),
+        ("POST", "/vault/conversations/c-1", "GET, PUT, DELETE"),
+    ] {
+        let response = c.request(method.parse().unwrap(), format!("{}{path}", app.url)).send().await.unwrap();
+        assert_eq!(response.headers().get("allow").map(|v| v.to_str().unwrap()), Some(allow), "{method} {path}");
+        assert_error(response, 405, "method_not_allowed").await;
+    }
     let url = format!("{}/v1/chat/completions", app.url);
     let form = c.post(&url).bearer_auth(&key).header("content-type", "text/plain").body("hi").send().await.unwrap();
     assert_error(form, 415, "unsupported_media_type").await;

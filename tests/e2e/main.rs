@@ -7,4 +7,5 @@
 mod auth;
 mod faults;
 mod inference;
+mod limits;
 mod workspace;

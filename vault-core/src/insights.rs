@@ -28,17 +28,13 @@ impl std::str::FromStr for Range {
     type Err = VaultError;
 
     fn from_str(raw: &str) -> Result<Range> {
-        match raw {
-            "24h" => Ok(Range::Day),
-            "7d" => Ok(Range::Week),
-            "30d" => Ok(Range::Month),
-            "90d" => Ok(Range::Quarter),
-            _ => Err(VaultError::invalid_field("range: must be one of 24h, 7d, 30d, 90d")),
-        }
+        crate::validate::choice("range", raw, &Range::ALL, Range::as_str)
     }
 }
 
 impl Range {
+    pub const ALL: [Range; 4] = [Range::Day, Range::Week, Range::Month, Range::Quarter];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Range::Day => "24h",

@@ -9,6 +9,10 @@ use crate::activity;
 use crate::controller::{HostChange, SystemController};
 use crate::error::{Result, VaultError};
 use crate::storage::{self, Db};
+use crate::validate;
+
+/// How the box gets its address.
+pub const IP_MODES: &[&str] = &["dhcp", "static"];
 
 const NETWORK_KEY: &str = "network";
 const SYSTEM_KEY: &str = "system";
@@ -98,6 +102,7 @@ impl NetworkConfig {
                 "hostname: must be an RFC 1123 host name (letters, digits, hyphens; labels up to 63 characters)".into(),
             ));
         }
+        validate::one_of("ip_mode", &self.ip_mode, IP_MODES)?;
         match self.ip_mode.as_str() {
             "dhcp" => {
                 self.ip_address = None;
@@ -119,7 +124,7 @@ impl NetworkConfig {
                     parse_ip("gateway", gateway)?;
                 }
             }
-            _ => return Err(invalid("ip_mode: must be one of dhcp, static".into())),
+            _ => {}
         }
         if self.dns_servers.len() > 8 {
             return Err(invalid("dns_servers: at most 8".into()));

@@ -14,6 +14,14 @@ pub fn text(field: &str, value: &str, max: usize) -> Result<String> {
     Ok(value.to_string())
 }
 
+/// The one of `all` named `raw`, or an error naming the field and every choice.
+pub fn choice<T: Copy>(field: &str, raw: &str, all: &[T], name: fn(T) -> &'static str) -> Result<T> {
+    all.iter().copied().find(|v| name(*v) == raw).ok_or_else(|| {
+        let names: Vec<&str> = all.iter().map(|v| name(*v)).collect();
+        VaultError::invalid_field(format!("{field}: must be one of {}", names.join(", ")))
+    })
+}
+
 /// One of `allowed`.
 pub fn one_of(field: &str, value: &str, allowed: &[&str]) -> Result<String> {
     if allowed.contains(&value) {

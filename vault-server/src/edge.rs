@@ -3,24 +3,26 @@
 
 use std::sync::Arc;
 
-use poem::http::{HeaderValue, Method, Uri};
+use poem::http::{HeaderValue, Method, StatusCode, Uri, header};
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
 use vault_core::audit::RequestAudit;
 use vault_core::inference::Route;
 use vault_core::{ErrorCode, ErrorKind, Vault, VaultError};
 
 use crate::api::inference::serve_direct;
-use crate::error::{error_response, from_poem_error};
+use crate::error::{ApiError, error_response, from_poem_error};
+use crate::methods::AllowedMethods;
 use crate::payload::MAX_BODY_BYTES;
 
 /// The middleware every request passes first and its answer last.
 pub struct Edge {
     vault: Arc<Vault>,
+    allowed: Arc<AllowedMethods>,
 }
 
 impl Edge {
-    pub fn new(vault: Arc<Vault>) -> Edge {
-        Edge { vault }
+    pub fn new(vault: Arc<Vault>, allowed: AllowedMethods) -> Edge {
+        Edge { vault, allowed: Arc::new(allowed) }
     }
 }
 
@@ -34,7 +36,12 @@ impl<E: Endpoint> Middleware<E> for Edge {
     type Output = EdgeEndpoint<E>;
 
     fn transform(&self, inner: E) -> Self::Output {
-        EdgeEndpoint { inner, direct: serves_direct(&self.vault), vault: self.vault.clone() }
+        EdgeEndpoint {
+            inner,
+            direct: serves_direct(&self.vault),
+            vault: self.vault.clone(),
+            allowed: self.allowed.clone(),
+        }
     }
 }
 
@@ -42,9 +49,20 @@ pub struct EdgeEndpoint<E> {
     inner: E,
     vault: Arc<Vault>,
     direct: bool,
+    allowed: Arc<AllowedMethods>,
 }
 
 impl<E> EdgeEndpoint<E> {
+    /// A 405 says which methods the path answers.
+    fn with_allow(&self, response: &mut Response, uri: &Uri) {
+        if response.status() == StatusCode::METHOD_NOT_ALLOWED
+            && let Some(methods) = self.allowed.for_path(uri.path())
+            && let Ok(value) = HeaderValue::from_str(methods)
+        {
+            response.headers_mut().insert(header::ALLOW, value);
+        }
+    }
+
     fn direct_route(&self, req: &Request) -> Option<Route> {
         (self.direct && req.method() == Method::POST).then(|| Route::at(req.uri().path())).flatten()
     }
@@ -62,25 +80,31 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
         req.extensions_mut().insert(audit.clone());
         req.extensions_mut().insert(self.vault.clone());
 
-        let mut response = if declared_length(&req).is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-            error_response(&VaultError::new(
+        encode_slashes_in_model_id(&mut req);
+        let direct = self.direct_route(&req);
+        // Kept for the `Allow` of a 405, which only the router answers.
+        let routed_uri = direct.is_none().then(|| req.uri().clone());
+        let answer = if declared_length(&req).is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+            Err(ApiError(VaultError::new(
                 ErrorKind::PayloadTooLarge,
                 ErrorCode::PayloadTooLarge,
                 format!("The request body is larger than {MAX_BODY_BYTES} bytes."),
             ))
+            .into())
+        } else if let Some(route) = direct {
+            serve_direct(&self.vault, &audit, route, req).await
         } else {
-            encode_slashes_in_model_id(&mut req);
-            let answer = match self.direct_route(&req) {
-                Some(route) => serve_direct(&self.vault, &audit, route, req).await,
-                None => self.inner.call(req).await.map(IntoResponse::into_response),
-            };
-            answer.unwrap_or_else(|err| error_response(&from_poem_error(err)))
+            self.inner.call(req).await.map(IntoResponse::into_response)
         };
+        let mut response = answer.unwrap_or_else(|err| error_response(&from_poem_error(err)));
         let is_json = response.content_type().is_some_and(|t| t.starts_with("application/json"));
         if response.status().as_u16() >= 400 && response.extensions().get::<ErrorCode>().is_none() && !is_json {
             // An error the framework answered itself: give it the API's shape.
             let err = from_poem_error(poem::Error::from_status(response.status()));
             response = error_response(&err);
+        }
+        if let Some(uri) = routed_uri {
+            self.with_allow(&mut response, &uri);
         }
         if let Ok(value) = HeaderValue::from_str(&audit.request_id()) {
             response.headers_mut().insert("x-request-id", value);

@@ -5,12 +5,14 @@ mod api;
 pub mod auth;
 pub mod config;
 mod connections;
+mod declared;
 mod dto;
 mod edge;
 #[cfg(feature = "demo")]
 pub mod embedded;
 mod error;
 pub mod logging;
+mod methods;
 mod passthrough;
 mod payload;
 mod schemas;

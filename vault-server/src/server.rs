@@ -13,6 +13,7 @@ use vault_core::{Vault, VaultError};
 use crate::api::{Api, api};
 use crate::connections::{GuardedAcceptor, Limits};
 use crate::edge::Edge;
+use crate::methods::AllowedMethods;
 use crate::serve::serve;
 
 /// How long in-flight requests (streams included) may run on after a shutdown signal.
@@ -37,6 +38,7 @@ pub fn spec_json() -> String {
 /// All routes with the gateway layer around them.
 pub fn app(vault: Arc<Vault>) -> impl Endpoint + 'static {
     let service = openapi_service();
+    let allowed = AllowedMethods::from_spec(&serde_json::from_str(&service.spec()).unwrap_or_default());
     let docs = service.swagger_ui();
     let spec = service.spec_endpoint();
     let routes = Route::new().at("/openapi.json", spec).nest("/docs", docs).nest("/", service);
@@ -47,7 +49,7 @@ pub fn app(vault: Arc<Vault>) -> impl Endpoint + 'static {
             .allow_headers(["authorization", "content-type", "x-request-id"])
             .expose_headers(["x-request-id"])
     });
-    routes.with_if(cors.is_some(), cors.unwrap_or_default()).with(Edge::new(vault))
+    routes.with_if(cors.is_some(), cors.unwrap_or_default()).with(Edge::new(vault, allowed))
 }
 
 /// A bound server, not yet serving.

@@ -16,6 +16,8 @@ pub enum Scope {
 }
 
 impl Scope {
+    pub const ALL: [Scope; 2] = [Scope::User, Scope::Admin];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Scope::User => "user",
@@ -28,11 +30,7 @@ impl std::str::FromStr for Scope {
     type Err = VaultError;
 
     fn from_str(raw: &str) -> Result<Scope> {
-        match raw {
-            "user" => Ok(Scope::User),
-            "admin" => Ok(Scope::Admin),
-            _ => Err(VaultError::invalid_field("scope: must be one of user, admin")),
-        }
+        crate::validate::choice("scope", raw, &Scope::ALL, Scope::as_str)
     }
 }
 

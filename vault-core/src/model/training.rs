@@ -45,9 +45,7 @@ impl std::str::FromStr for JobStatus {
     type Err = VaultError;
 
     fn from_str(raw: &str) -> Result<JobStatus> {
-        JobStatus::ALL.into_iter().find(|s| s.as_str() == raw).ok_or_else(|| {
-            VaultError::invalid_field("status: must be one of queued, running, paused, completed, failed, cancelled")
-        })
+        crate::validate::choice("status", raw, &JobStatus::ALL, JobStatus::as_str)
     }
 }
 

@@ -16,6 +16,8 @@ pub enum Role {
 }
 
 impl Role {
+    pub const ALL: [Role; 2] = [Role::User, Role::Admin];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Role::User => "user",
@@ -28,11 +30,7 @@ impl std::str::FromStr for Role {
     type Err = VaultError;
 
     fn from_str(raw: &str) -> Result<Role> {
-        match raw {
-            "user" => Ok(Role::User),
-            "admin" => Ok(Role::Admin),
-            _ => Err(VaultError::invalid_field("role: must be one of user, admin")),
-        }
+        crate::validate::choice("role", raw, &Role::ALL, Role::as_str)
     }
 }
 

@@ -51,7 +51,7 @@ impl AdminApi {
         key: AdminKey,
         body: JsonBody<CreateUser>,
     ) -> ApiResult<UserCreated> {
-        let role: Role = body.role.as_deref().map(str::parse).transpose()?.unwrap_or_default();
+        let role: Role = body.role.as_ref().map(|r| r.as_str().parse()).transpose()?.unwrap_or_default();
         let user = users::create(&vault.db, &body.name, &body.email, role, Some(&key.0.account())).await?;
         Ok(UserCreated::Created(Json(user.into())))
     }
@@ -68,7 +68,7 @@ impl AdminApi {
         body: JsonBody<UpdateUser>,
     ) -> ApiResult<Json<User>> {
         let body = body.0;
-        let role = body.role.as_deref().map(str::parse).transpose()?;
+        let role = body.role.as_ref().map(|r| r.as_str().parse()).transpose()?;
         let changes = UserUpdate { name: body.name, email: body.email, role, is_active: body.is_active };
         Ok(Json(users::update(&vault.db, &id, changes, Some(&key.0.account())).await?.into()))
     }
@@ -109,7 +109,7 @@ impl AdminApi {
         key: AdminKey,
         body: JsonBody<CreateApiKey>,
     ) -> ApiResult<KeyCreated> {
-        let scope: Scope = body.scope.as_deref().map(str::parse).transpose()?.unwrap_or_default();
+        let scope: Scope = body.scope.as_ref().map(|s| s.as_str().parse()).transpose()?.unwrap_or_default();
         let actor = key.0.account();
         let created = keys::create(&vault.db, &body.label, scope, body.user_id.as_deref(), Some(&actor)).await?;
         Ok(KeyCreated::Created(Json(created.into())))

@@ -10,6 +10,7 @@ use vault_core::{Vault, conversations};
 
 use super::{ApiResult, NoContent, Tag};
 use crate::auth::UserKey;
+use crate::declared::Limit;
 use crate::dto::{
     AddMessage, Conversation, ConversationPage, ConversationWithMessages, CreateConversation, Message,
     RenameConversation,
@@ -42,12 +43,12 @@ impl ConversationsApi {
         &self,
         vault: Data<&Arc<Vault>>,
         key: UserKey,
-        /// 1 to 100 [default: 20].
-        limit: Query<Option<u32>>,
+        /// [default: 20]
+        limit: Query<Option<Limit<{ conversations::PAGES.max }>>>,
         /// [default: 0]
         offset: Query<Option<u32>>,
     ) -> ApiResult<Json<ConversationPage>> {
-        Ok(Json(conversations::list(&vault.db, &key.0, limit.0, offset.0).await?.into()))
+        Ok(Json(conversations::list(&vault.db, &key.0, limit.0.map(|l| l.0), offset.0).await?.into()))
     }
 
     /// Create a conversation
@@ -101,7 +102,7 @@ impl ConversationsApi {
         id: Path<String>,
         body: JsonBody<AddMessage>,
     ) -> ApiResult<MessageAdded> {
-        let message = conversations::add_message(&vault.db, &key.0, &id, &body.role, &body.content).await?;
+        let message = conversations::add_message(&vault.db, &key.0, &id, body.role.as_str(), &body.content).await?;
         Ok(MessageAdded::Created(Json(message.into())))
     }
 }

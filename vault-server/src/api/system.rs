@@ -11,6 +11,7 @@ use vault_core::{Vault, VaultError, activity, gpu};
 
 use super::{ApiResult, Tag};
 use crate::auth::UserKey;
+use crate::declared::{Limit, OneOf, Ranges};
 use crate::dto::{ActivityFeed, ActivityItem, GpuReport, Insights, Resources};
 
 pub struct SystemApi;
@@ -43,10 +44,10 @@ impl SystemApi {
         &self,
         vault: Data<&Arc<Vault>>,
         key: UserKey,
-        /// `24h`, `7d` (default), `30d` or `90d`.
-        range: Query<Option<String>>,
+        /// [default: `7d`]
+        range: Query<Option<OneOf<Ranges>>>,
     ) -> ApiResult<Json<Insights>> {
-        let range: Range = range.as_deref().map(str::parse).transpose()?.unwrap_or_default();
+        let range: Range = range.as_ref().map(|r| r.as_str().parse()).transpose()?.unwrap_or_default();
         Ok(Json(vault.insights(range, &key.0).await?.into()))
     }
 
@@ -59,10 +60,10 @@ impl SystemApi {
         &self,
         vault: Data<&Arc<Vault>>,
         key: UserKey,
-        /// 1 to 200 [default: 20].
-        limit: Query<Option<u32>>,
+        /// [default: 20]
+        limit: Query<Option<Limit<{ activity::PAGES.max }>>>,
     ) -> ApiResult<Json<ActivityFeed>> {
-        let items = activity::visible_to(&vault.db, limit.0, &key.0).await?;
+        let items = activity::visible_to(&vault.db, limit.0.map(|l| l.0), &key.0).await?;
         Ok(Json(ActivityFeed { items: items.into_iter().map(ActivityItem::from).collect() }))
     }
 }

@@ -12,6 +12,7 @@ use vault_core::training::{self, JobEvent, NewJob};
 
 use super::{ApiResult, NoContent, Tag};
 use crate::auth::{AdminKey, UserKey};
+use crate::declared::{JobStatuses, OneOf};
 use crate::dto::{CreateTrainingJob, TrainingJob, TrainingJobList};
 use crate::payload::JsonBody;
 
@@ -37,9 +38,9 @@ impl TrainingApi {
         vault: Data<&Arc<Vault>>,
         _key: UserKey,
         /// Only jobs in this state.
-        status: Query<Option<String>>,
+        status: Query<Option<OneOf<JobStatuses>>>,
     ) -> ApiResult<Json<TrainingJobList>> {
-        let status = status.as_deref().map(str::parse).transpose()?;
+        let status = status.as_ref().map(|s| s.as_str().parse()).transpose()?;
         let jobs = training::list(&vault.db, status).await?;
         Ok(Json(TrainingJobList { items: jobs.into_iter().map(TrainingJob::from).collect() }))
     }

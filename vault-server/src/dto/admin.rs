@@ -4,6 +4,8 @@ use poem_openapi::Object;
 use serde::Deserialize;
 use vault_core::{keys, settings, users};
 
+use crate::declared::{IpModes, OneOf, Roles, Scopes};
+
 #[derive(Object)]
 pub struct User {
     pub id: String,
@@ -23,21 +25,23 @@ pub struct UserList {
 
 #[derive(Object, Deserialize)]
 pub struct CreateUser {
+    #[oai(validator(min_length = 1, max_length = 200))]
     pub name: String,
+    #[oai(validator(min_length = 3, max_length = 254))]
     pub email: String,
-    /// `user` (default) or `admin`.
+    /// [default: `user`]
     #[oai(nullable)]
-    pub role: Option<String>,
+    pub role: Option<OneOf<Roles>>,
 }
 
 #[derive(Object, Deserialize)]
 pub struct UpdateUser {
-    #[oai(nullable)]
+    #[oai(nullable, validator(min_length = 1, max_length = 200))]
     pub name: Option<String>,
-    #[oai(nullable)]
+    #[oai(nullable, validator(min_length = 3, max_length = 254))]
     pub email: Option<String>,
     #[oai(nullable)]
-    pub role: Option<String>,
+    pub role: Option<OneOf<Roles>>,
     #[oai(nullable)]
     pub is_active: Option<bool>,
 }
@@ -96,10 +100,11 @@ pub struct CreatedApiKey {
 #[derive(Object, Deserialize)]
 pub struct CreateApiKey {
     /// Who or what the key is for.
+    #[oai(validator(min_length = 1, max_length = 200))]
     pub label: String,
-    /// `user` (default) or `admin`.
+    /// [default: `user`]
     #[oai(nullable)]
-    pub scope: Option<String>,
+    pub scope: Option<OneOf<Scopes>>,
     /// The user the key acts for.
     #[oai(nullable)]
     pub user_id: Option<String>,
@@ -138,27 +143,31 @@ impl From<keys::CreatedKey> for CreatedApiKey {
 #[derive(Object, Deserialize)]
 pub struct NetworkConfig {
     /// An RFC 1123 host name.
+    #[oai(validator(min_length = 1, max_length = 253))]
     pub hostname: String,
-    /// `dhcp` or `static`.
-    pub ip_mode: String,
+    pub ip_mode: OneOf<IpModes>,
     /// Required when `ip_mode` is `static`.
     #[oai(nullable)]
     pub ip_address: Option<String>,
-    #[oai(nullable)]
+    /// Required when `ip_mode` is `static`: up to 32 for IPv4, 128 for IPv6.
+    #[oai(nullable, validator(minimum(value = "1"), maximum(value = "128")))]
     pub prefix_length: Option<u8>,
     #[oai(nullable)]
     pub gateway: Option<String>,
-    /// Up to 8 IP addresses.
+    /// IP addresses.
+    #[oai(validator(max_items = 8))]
     pub dns_servers: Vec<String>,
 }
 
 #[derive(Object, Deserialize)]
 pub struct SystemSettings {
     /// An IANA time zone name, e.g. `Europe/Berlin`.
+    #[oai(validator(min_length = 1, max_length = 64))]
     pub timezone: String,
     /// A language tag, e.g. `en` or `de-CH`.
+    #[oai(validator(pattern = "^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$"))]
     pub language: String,
-    /// 1 to 3650.
+    #[oai(validator(minimum(value = "1"), maximum(value = "3650")))]
     pub audit_retention_days: u32,
 }
 
@@ -182,7 +191,7 @@ impl From<settings::NetworkConfig> for NetworkConfig {
     fn from(n: settings::NetworkConfig) -> Self {
         NetworkConfig {
             hostname: n.hostname,
-            ip_mode: n.ip_mode,
+            ip_mode: n.ip_mode.into(),
             ip_address: n.ip_address,
             prefix_length: n.prefix_length,
             gateway: n.gateway,
@@ -195,7 +204,7 @@ impl From<NetworkConfig> for settings::NetworkConfig {
     fn from(n: NetworkConfig) -> Self {
         settings::NetworkConfig {
             hostname: n.hostname,
-            ip_mode: n.ip_mode,
+            ip_mode: n.ip_mode.into(),
             ip_address: n.ip_address,
             prefix_length: n.prefix_length,
             gateway: n.gateway,

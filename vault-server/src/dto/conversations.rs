@@ -4,6 +4,8 @@ use poem_openapi::Object;
 use serde::Deserialize;
 use vault_core::conversations;
 
+use crate::declared::{MessageRoles, OneOf};
+
 /// A page of conversations, most recently updated first.
 #[derive(Object)]
 pub struct ConversationPage {
@@ -48,24 +50,23 @@ pub struct Message {
 
 #[derive(Object, Deserialize)]
 pub struct CreateConversation {
-    /// Up to 200 characters [default: "New conversation"].
-    #[oai(nullable)]
+    /// [default: "New conversation"]
+    #[oai(nullable, validator(min_length = 1, max_length = 200))]
     pub title: Option<String>,
-    #[oai(nullable)]
+    #[oai(nullable, validator(min_length = 1, max_length = 256))]
     pub model_id: Option<String>,
 }
 
 #[derive(Object, Deserialize)]
 pub struct RenameConversation {
-    /// Up to 200 characters.
+    #[oai(validator(min_length = 1, max_length = 200))]
     pub title: String,
 }
 
 #[derive(Object, Deserialize)]
 pub struct AddMessage {
-    /// `system`, `user` or `assistant`.
-    pub role: String,
-    /// Up to 200,000 characters.
+    pub role: OneOf<MessageRoles>,
+    #[oai(validator(min_length = 1, max_length = 200000))]
     pub content: String,
 }
 
