@@ -7,7 +7,7 @@ use std::marker::PhantomData;
 use bytes::Bytes;
 use poem::{IntoResponse, Response};
 use poem_openapi::ApiResponse;
-use poem_openapi::registry::{MetaMediaType, MetaResponse, MetaResponses, Registry};
+use poem_openapi::registry::{MetaMediaType, MetaResponse, MetaResponses, MetaSchema, MetaSchemaRef, Registry};
 use poem_openapi::types::Type;
 
 /// An upstream JSON answer passed on as is; `T` only documents it.
@@ -51,6 +51,17 @@ impl<T: Type + Send> ApiResponse for UpstreamJson<T> {
     }
 }
 
+/// One server-sent event, as the document describes an event stream's items: its `data`
+/// is a chunk as JSON (the chunk's schema is among the components), `[DONE]` last.
+fn event_schema() -> MetaSchemaRef {
+    let mut data = MetaSchema::new("string");
+    data.description = Some("A chunk of the answer as JSON; the last event is `[DONE]`.");
+    let mut event = MetaSchema::new("object");
+    event.required = vec!["data"];
+    event.properties = vec![("data", MetaSchemaRef::Inline(Box::new(data)))];
+    MetaSchemaRef::Inline(Box::new(event))
+}
+
 /// The answer of a generation route: JSON, or an event stream when the request asked for
 /// `"stream": true`. `T` documents the JSON form, `C` one streamed chunk.
 pub struct Generation<T, C> {
@@ -81,7 +92,7 @@ impl<T: Type + Send, C: Type + Send> ApiResponse for Generation<T, C> {
                 status_range: None,
                 content: vec![
                     MetaMediaType { content_type: "application/json", schema: T::schema_ref() },
-                    MetaMediaType { content_type: "text/event-stream", schema: C::schema_ref() },
+                    MetaMediaType { content_type: "text/event-stream", schema: event_schema() },
                 ],
                 headers: vec![],
             }],

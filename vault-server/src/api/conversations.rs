@@ -46,6 +46,7 @@ impl ConversationsApi {
         /// [default: 20]
         limit: Query<Option<Limit<{ conversations::PAGES.max }>>>,
         /// [default: 0]
+        #[oai(validator(minimum(value = "0"), maximum(value = "4294967295")))]
         offset: Query<Option<u32>>,
     ) -> ApiResult<Json<ConversationPage>> {
         Ok(Json(conversations::list(&vault.db, &key.0, limit.0.map(|l| l.0), offset.0).await?.into()))

@@ -25,9 +25,9 @@ pub struct UserList {
 
 #[derive(Object, Deserialize)]
 pub struct CreateUser {
-    #[oai(validator(min_length = 1, max_length = 200))]
+    #[oai(validator(max_length = 200, pattern = "[^\\s\\u0085]"))]
     pub name: String,
-    #[oai(validator(min_length = 3, max_length = 254))]
+    #[oai(validator(max_length = 254, pattern = "^[^@\\s]+@[^.\\s][^\\s]*$"))]
     pub email: String,
     /// [default: `user`]
     #[oai(nullable)]
@@ -36,9 +36,9 @@ pub struct CreateUser {
 
 #[derive(Object, Deserialize)]
 pub struct UpdateUser {
-    #[oai(nullable, validator(min_length = 1, max_length = 200))]
+    #[oai(nullable, validator(max_length = 200, pattern = "[^\\s\\u0085]"))]
     pub name: Option<String>,
-    #[oai(nullable, validator(min_length = 3, max_length = 254))]
+    #[oai(nullable, validator(max_length = 254, pattern = "^[^@\\s]+@[^.\\s][^\\s]*$"))]
     pub email: Option<String>,
     #[oai(nullable)]
     pub role: Option<OneOf<Roles>>,
@@ -100,7 +100,7 @@ pub struct CreatedApiKey {
 #[derive(Object, Deserialize)]
 pub struct CreateApiKey {
     /// Who or what the key is for.
-    #[oai(validator(min_length = 1, max_length = 200))]
+    #[oai(validator(max_length = 200, pattern = "[^\\s\\u0085]"))]
     pub label: String,
     /// [default: `user`]
     #[oai(nullable)]
@@ -143,7 +143,10 @@ impl From<keys::CreatedKey> for CreatedApiKey {
 #[derive(Object, Deserialize)]
 pub struct NetworkConfig {
     /// An RFC 1123 host name.
-    #[oai(validator(min_length = 1, max_length = 253))]
+    #[oai(validator(
+        max_length = 253,
+        pattern = "^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+    ))]
     pub hostname: String,
     pub ip_mode: OneOf<IpModes>,
     /// Required when `ip_mode` is `static`.

@@ -51,15 +51,15 @@ pub struct Message {
 #[derive(Object, Deserialize)]
 pub struct CreateConversation {
     /// [default: "New conversation"]
-    #[oai(nullable, validator(min_length = 1, max_length = 200))]
+    #[oai(nullable, validator(max_length = 200, pattern = "[^\\s\\u0085]"))]
     pub title: Option<String>,
-    #[oai(nullable, validator(min_length = 1, max_length = 256))]
+    #[oai(nullable, validator(max_length = 256, pattern = "[^\\s\\u0085]"))]
     pub model_id: Option<String>,
 }
 
 #[derive(Object, Deserialize)]
 pub struct RenameConversation {
-    #[oai(validator(min_length = 1, max_length = 200))]
+    #[oai(validator(max_length = 200, pattern = "[^\\s\\u0085]"))]
     pub title: String,
 }
 

@@ -35,13 +35,13 @@ pub struct TrainingJobList {
 
 #[derive(Object, Deserialize)]
 pub struct CreateTrainingJob {
-    #[oai(validator(min_length = 1, max_length = 200))]
+    #[oai(validator(max_length = 200, pattern = "[^\\s\\u0085]"))]
     pub name: String,
     /// The base model.
-    #[oai(validator(min_length = 1, max_length = 256))]
+    #[oai(validator(max_length = 256, pattern = "[^\\s\\u0085]"))]
     pub model: String,
     /// Where the training data is.
-    #[oai(validator(min_length = 1, max_length = 1024))]
+    #[oai(validator(max_length = 1024, pattern = "[^\\s\\u0085]"))]
     pub dataset: String,
     /// Hyperparameters, as a JSON object (up to 64 KiB).
     #[oai(nullable)]
