@@ -137,6 +137,42 @@ async fn health_and_docs_need_no_key_and_the_framework_errors_keep_the_shape() {
     assert_eq!(body["error"]["code"], "payload_too_large");
 }
 
+#[tokio::test]
+async fn a_request_head_over_the_limits_gets_431_in_the_error_shape_and_an_audit_row() {
+    let app = TestApp::spawn().await;
+    let big = format!("X-Filler: {}\r\n", "a".repeat(70 * 1024));
+    let many: String = (0..150).map(|i| format!("X-Field-{i}: v\r\n")).collect();
+    for (case, fields) in [("large", big), ("many fields", many)] {
+        let request = format!("GET /vault/health?token=secret HTTP/1.1\r\nHost: vault\r\n{fields}\r\n");
+        let (status, body) = raw_request(&app.url, &request).await;
+        assert_eq!(status, 431, "{case}: {body}");
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["error"]["code"], "request_head_too_large", "{case}");
+        assert_eq!(body["error"]["status"], 431, "{case}");
+    }
+    let db = vault_e2e::open_db(&app.data_dir).await;
+    let filter = vault_core::audit::AuditFilter { status: Some(431), ..Default::default() };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let rows = loop {
+        // Journaled before the answer, committed a moment later.
+        let rows = vault_core::audit::query(&db, &filter, None, None).await.unwrap();
+        if rows.len() >= 2 || std::time::Instant::now() > deadline {
+            break rows;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(rows.iter().all(|r| r.method == "GET" && r.path == "/vault/health"), "{rows:?}");
+    // A large head within the limits is served.
+    let fields = format!("X-Filler: {}\r\n", "a".repeat(32 * 1024));
+    let (status, _) = raw_request(
+        &app.url,
+        &format!("GET /vault/health HTTP/1.1\r\nHost: vault\r\nConnection: close\r\n{fields}\r\n"),
+    )
+    .await;
+    assert_eq!(status, 200);
+}
+
 /// Sends raw request bytes and returns the status and body of the answer.
 async fn raw_request(base_url: &str, request: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -99,7 +99,8 @@ fn exit_code(kind: ErrorKind) -> u8 {
         ErrorKind::Invalid
         | ErrorKind::PayloadTooLarge
         | ErrorKind::UnsupportedMediaType
-        | ErrorKind::RequestTimeout => 2,
+        | ErrorKind::RequestTimeout
+        | ErrorKind::HeadTooLarge => 2,
         ErrorKind::NotFound | ErrorKind::MethodNotAllowed => 3,
         ErrorKind::Conflict => 4,
         ErrorKind::Unauthorized | ErrorKind::Forbidden => 5,

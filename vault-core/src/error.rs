@@ -21,6 +21,8 @@ pub enum ErrorKind {
     PayloadTooLarge,
     /// The client stopped sending its request.
     RequestTimeout,
+    /// The request's head (its line and header fields) is too large.
+    HeadTooLarge,
     /// The body's content type is not one the route accepts.
     UnsupportedMediaType,
     /// Too many requests.
@@ -50,6 +52,7 @@ impl ErrorKind {
             ErrorKind::Conflict => 409,
             ErrorKind::PayloadTooLarge => 413,
             ErrorKind::RequestTimeout => 408,
+            ErrorKind::HeadTooLarge => 431,
             ErrorKind::UnsupportedMediaType => 415,
             ErrorKind::RateLimited => 429,
             ErrorKind::Upstream { status } => status,
@@ -101,6 +104,8 @@ error_codes! {
     PayloadTooLarge => "payload_too_large",
     /// The client stopped sending its request.
     RequestTimeout => "request_timeout",
+    /// The request's line and header fields are too large.
+    RequestHeadTooLarge => "request_head_too_large",
     UnsupportedMediaType => "unsupported_media_type",
     RateLimited => "rate_limited",
     UserNotFound => "user_not_found",

@@ -28,6 +28,7 @@ pub fn to_py_err(err: VaultError) -> PyErr {
     match err.kind {
         ErrorKind::Invalid
         | ErrorKind::RequestTimeout
+        | ErrorKind::HeadTooLarge
         | ErrorKind::PayloadTooLarge
         | ErrorKind::UnsupportedMediaType
         | ErrorKind::MethodNotAllowed => InvalidInput::new_err(args),

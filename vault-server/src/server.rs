@@ -69,7 +69,8 @@ impl Server {
             .map_err(|e| VaultError::config(format!("VAULT_PORT: cannot listen on {wanted}: {e}")))?;
         let addr = acceptor.local_addr().first().and_then(|a| a.as_socket_addr().copied()).unwrap_or(wanted);
         let limits = Limits::from_config(&vault.config);
-        Ok(Server { acceptor: GuardedAcceptor::new(acceptor, limits), addr, vault })
+        let acceptor = GuardedAcceptor::new(acceptor, limits).audited(vault.audit.clone());
+        Ok(Server { acceptor, addr, vault })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
