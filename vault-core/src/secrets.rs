@@ -1,5 +1,8 @@
 //! Random secrets and identifiers, and the one hash keys are stored under.
 
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use sha2::{Digest, Sha256};
 
 use crate::error::{Result, VaultError};
@@ -38,6 +41,37 @@ pub fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
+/// A new request id, shaped as a UUID v4, made without a system call: one is made per
+/// request, and it must be unique, not secret. A key drawn once from the OS is mixed with a
+/// counter, so ids do not repeat within a process (the mix is a bijection), do not collide
+/// across processes (the keys differ), and do not show how many requests came before.
+pub fn request_id() -> String {
+    static KEY: OnceLock<[u64; 2]> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let key = KEY.get_or_init(|| {
+        let mut bytes = [0u8; 16];
+        if getrandom::fill(&mut bytes).is_err() {
+            // No OS randomness: the clock still keeps processes apart.
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            bytes = now.as_nanos().to_le_bytes();
+        }
+        let seed = u128::from_le_bytes(bytes);
+        [seed as u64, (seed >> 64) as u64]
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&mix(n.wrapping_add(key[0])).to_le_bytes());
+    bytes[8..].copy_from_slice(&mix(n.wrapping_add(key[1])).to_le_bytes());
+    uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
+}
+
+/// The SplitMix64 finalizer: a bijection on `u64` that scatters neighbouring inputs.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -48,6 +82,14 @@ mod tests {
         assert_eq!(a.len(), 100);
         assert!(a.bytes().all(|b| b.is_ascii_alphanumeric()));
         assert_ne!(a, random_alphanumeric(100).unwrap());
+    }
+
+    #[test]
+    fn request_ids_are_v4_uuids_that_do_not_repeat() {
+        let ids: std::collections::HashSet<String> = (0..10_000).map(|_| request_id()).collect();
+        assert_eq!(ids.len(), 10_000);
+        let id = uuid::Uuid::parse_str(ids.iter().next().unwrap()).unwrap();
+        assert_eq!(id.get_version_num(), 4);
     }
 
     #[test]

@@ -331,7 +331,7 @@ impl GuardedIo {
             ErrorCode::RequestHeadTooLarge,
             format!("The request's head is larger than {MAX_HEAD_BYTES} bytes or {MAX_HEAD_LINES} lines."),
         );
-        let request_id = uuid::Uuid::new_v4().to_string();
+        let request_id = vault_core::secrets::request_id();
         if let Some(log) = &self.audit {
             let (method, path) = self.head.method_and_path();
             let audit = RequestAudit::begin(log.clone(), &method, &path, request_id.clone(), self.peer);

@@ -136,7 +136,7 @@ fn request_id(req: &Request) -> String {
             !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
         })
         .map(String::from)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+        .unwrap_or_else(vault_core::secrets::request_id)
 }
 
 fn declared_length(req: &Request) -> Option<u64> {
