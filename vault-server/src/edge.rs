@@ -1,5 +1,6 @@
-//! The outermost layer of every request: request id, audit record, body-size check,
-//! the error shape for every failure, and `/v1/models/{id}` ids that contain `/`.
+//! The outermost layer of every request: request id, audit record, body-size check, the
+//! generation routes served straight from here (past the router), the error shape for
+//! every failure (`Allow` on a 405), and `/v1/models/{id}` ids that contain `/`.
 
 use std::sync::Arc;
 
@@ -77,11 +78,13 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
         let peer = req.remote_addr().as_socket_addr().map(|a| a.ip());
         let audit =
             RequestAudit::begin(self.vault.audit.clone(), req.method().as_str(), req.uri().path(), request_id, peer);
-        req.extensions_mut().insert(audit.clone());
-        req.extensions_mut().insert(self.vault.clone());
-
         encode_slashes_in_model_id(&mut req);
         let direct = self.direct_route(&req);
+        if direct.is_none() {
+            // What the routed handlers and extractors take from the request.
+            req.extensions_mut().insert(audit.clone());
+            req.extensions_mut().insert(self.vault.clone());
+        }
         // Kept for the `Allow` of a 405, which only the router answers.
         let routed_uri = direct.is_none().then(|| req.uri().clone());
         let answer = if declared_length(&req).is_some_and(|n| n > MAX_BODY_BYTES as u64) {

@@ -2,6 +2,7 @@
 //! parsed with errors that name their field ([`JsonBody`]), both read within the size limit.
 
 use std::marker::PhantomData;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -48,15 +49,14 @@ impl<T: Type> ParsePayload for ForwardedJson<T> {
     const IS_REQUIRED: bool = true;
 
     async fn from_request(request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
-        Ok(ForwardedJson { bytes: read_limited(request, body).await?, _schema: PhantomData })
+        Ok(ForwardedJson { bytes: read_limited(body, pause_limit(request)).await?, _schema: PhantomData })
     }
 }
 
 /// Reads a request body, refusing one over [`MAX_BODY_BYTES`] as it streams in (a
 /// chunked body has no length to check up front), and one that pauses longer than the
 /// header timeout (`VAULT_HEADER_TIMEOUT`) between two pieces (408).
-pub async fn read_limited(request: &Request, body: &mut RequestBody) -> Result<Bytes, ApiError> {
-    let pause = request.data::<std::sync::Arc<vault_core::Vault>>().map(|v| v.config.header_timeout);
+pub async fn read_limited(body: &mut RequestBody, pause: Option<Duration>) -> Result<Bytes, ApiError> {
     let taken = body.take().map_err(|e| ApiError(VaultError::invalid_field(format!("body: {e}"))))?;
     let mut stream = taken.into_bytes_stream();
     let mut collected = bytes::BytesMut::new();
@@ -83,6 +83,11 @@ pub async fn read_limited(request: &Request, body: &mut RequestBody) -> Result<B
         collected.extend_from_slice(&chunk);
     }
     Ok(collected.freeze())
+}
+
+/// The longest pause inside a body: the header timeout (`VAULT_HEADER_TIMEOUT`).
+fn pause_limit(request: &Request) -> Option<Duration> {
+    request.data::<std::sync::Arc<vault_core::Vault>>().map(|v| v.config.header_timeout)
 }
 
 impl_apirequest_for_payload!(ForwardedJson<T>, T: Type);
@@ -119,7 +124,7 @@ impl<T: Type + serde::de::DeserializeOwned + Send> ParsePayload for JsonBody<T> 
     const IS_REQUIRED: bool = true;
 
     async fn from_request(request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
-        let bytes = read_limited(request, body).await?;
+        let bytes = read_limited(body, pause_limit(request)).await?;
         Ok(JsonBody(parse_json(&bytes)?))
     }
 }

@@ -119,7 +119,7 @@ pub async fn serve_direct(
         None => return Err(ContentTypeError::ExpectContentType.into()),
     }
     let mut body = RequestBody::new(req.take_body());
-    let bytes = read_limited(&req, &mut body).await?;
+    let bytes = read_limited(&mut body, Some(vault.config.header_timeout)).await?;
     Ok(generate(vault, audit, route, bytes).await?)
 }
 
