@@ -77,7 +77,7 @@ enum Phase {
 
 const HEAD_END: &[u8; 4] = b"\r\n\r\n";
 /// The largest request head taken (its line and header fields), and the most lines in it.
-const MAX_HEAD_BYTES: usize = 64 * 1024;
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 const MAX_HEAD_LINES: usize = 100;
 /// How much of a refused request is read (and dropped) before its connection closes.
 const MAX_DRAINED: usize = 1024 * 1024;

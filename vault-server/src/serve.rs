@@ -25,7 +25,7 @@ use poem::{Endpoint, Response};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::connections::{GuardedAcceptor, GuardedIo};
+use crate::connections::{GuardedAcceptor, GuardedIo, MAX_HEAD_BYTES};
 
 /// The application every request goes to.
 pub type App = Arc<BoxEndpoint<'static, Response>>;
@@ -87,7 +87,9 @@ async fn serve_connection(io: GuardedIo, local: LocalAddr, remote: RemoteAddr, a
         let app = app.clone();
         async move { Ok::<_, Infallible>(hyper::Response::<ResponseBody>::from(app.get_response(request).await)) }
     });
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // HTTP/2 heads are binary, past the connection guard: hyper holds them to the same size.
+    builder.http2().max_header_list_size(MAX_HEAD_BYTES as u32);
     let mut connection = pin!(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
     tokio::select! {
         // Done, or the client is gone: either way never polled again.
