@@ -7,6 +7,7 @@
 //! closing `[DONE]`. Dropping the stream (the client left) drops the upstream request at
 //! once and still runs the finisher.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -168,8 +169,8 @@ impl ProxyStream {
             return Some(Bytes::from_static(DONE));
         }
         // Most chunks carry neither usage nor an error: only those are parsed.
-        let mentions = |word: &[u8]| data.as_bytes().windows(word.len()).any(|w| w == word);
-        if !mentions(b"\"usage\"") && !mentions(b"\"error\"") {
+        let worth_parsing = data.as_bytes().windows(7).any(|w| w == b"\"usage\"" || w == b"\"error\"");
+        if !worth_parsing {
             self.ready.push_back(event);
             return None;
         }
@@ -263,18 +264,20 @@ fn find_event_end(buf: &[u8]) -> Option<usize> {
 }
 
 /// The data of an event (its `data:` lines joined), or `None` for a comment-only event.
-fn event_data(event: &[u8]) -> Option<String> {
+fn event_data(event: &[u8]) -> Option<Cow<'_, str>> {
     let text = std::str::from_utf8(event).ok()?;
-    let mut data: Option<String> = None;
+    let mut data: Option<Cow<'_, str>> = None;
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("data:") {
             let rest = rest.strip_prefix(' ').unwrap_or(rest);
             match &mut data {
+                // Several `data:` lines (rare) make one text; one line is taken as it is.
                 Some(d) => {
+                    let d = d.to_mut();
                     d.push('\n');
                     d.push_str(rest);
                 }
-                None => data = Some(rest.to_string()),
+                None => data = Some(Cow::Borrowed(rest)),
             }
         }
     }
