@@ -323,6 +323,16 @@ impl GuardedIo {
 }
 
 impl GuardedIo {
+    /// Something of an answer went out: the request is being (or was) answered.
+    fn wrote(&mut self, polled: &Poll<io::Result<usize>>) {
+        if let Poll::Ready(Ok(n)) = polled
+            && *n > 0
+            && self.phase != Phase::Http2
+        {
+            self.enter(Phase::Idle);
+        }
+    }
+
     /// Answers a head over the limits with a 431 in the API's shape and records it; the
     /// connection then closes.
     fn refuse_head(&mut self) -> io::Error {
@@ -389,13 +399,7 @@ impl AsyncWrite for GuardedIo {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         let polled = Pin::new(&mut this.stream).poll_write(cx, data);
-        if let Poll::Ready(Ok(n)) = polled
-            && n > 0
-            && this.phase != Phase::Http2
-        {
-            // Something of the answer went out: the request is being (or was) answered.
-            this.enter(Phase::Idle);
-        }
+        this.wrote(&polled);
         polled
     }
 
@@ -406,12 +410,7 @@ impl AsyncWrite for GuardedIo {
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         let polled = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = polled
-            && n > 0
-            && this.phase != Phase::Http2
-        {
-            this.enter(Phase::Idle);
-        }
+        this.wrote(&polled);
         polled
     }
 

@@ -17,7 +17,8 @@ use crate::error::ApiError;
 
 /// `application/json`, with or without parameters such as a charset.
 pub fn is_json(content_type: &str) -> bool {
-    content_type.to_ascii_lowercase().starts_with("application/json")
+    const JSON: &str = "application/json";
+    content_type.get(..JSON.len()).is_some_and(|start| start.eq_ignore_ascii_case(JSON))
 }
 
 /// The largest request body accepted.
