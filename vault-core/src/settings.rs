@@ -109,7 +109,7 @@ impl NetworkConfig {
                 self.prefix_length = None;
                 self.gateway = None;
             }
-            "static" => {
+            _ => {
                 let ip = self
                     .ip_address
                     .as_deref()
@@ -124,7 +124,6 @@ impl NetworkConfig {
                     parse_ip("gateway", gateway)?;
                 }
             }
-            _ => {}
         }
         if self.dns_servers.len() > 8 {
             return Err(invalid("dns_servers: at most 8".into()));

@@ -226,7 +226,6 @@ impl Acceptor for GuardedAcceptor {
         let io = GuardedIo {
             stream,
             head: Box::new(HeadSoFar::new()),
-            head_refused: false,
             audit: self.audit.clone(),
             peer: remote.as_socket_addr().map(|a| a.ip()),
             phase: Phase::Idle,
@@ -244,7 +243,6 @@ impl Acceptor for GuardedAcceptor {
 pub struct GuardedIo {
     stream: TcpStream,
     head: Box<HeadSoFar>,
-    head_refused: bool,
     audit: Option<AuditLog>,
     peer: Option<std::net::IpAddr>,
     phase: Phase,
@@ -274,15 +272,16 @@ impl GuardedIo {
         self.tracked.idle_since_ms.store(idle_since, Ordering::Relaxed);
     }
 
-    /// Moves through the phases with the bytes just read.
-    fn saw(&mut self, bytes: &[u8]) {
+    /// Moves through the phases with the bytes just read; whether they make a head over
+    /// the limits.
+    fn saw(&mut self, bytes: &[u8]) -> bool {
         if self.read_nothing_yet && bytes.starts_with(b"PRI * HTTP/2.0") {
             self.enter(Phase::Http2);
         }
         self.read_nothing_yet &= bytes.is_empty();
         let mut matched = match self.phase {
-            Phase::Busy | Phase::Http2 => return,
-            _ if bytes.is_empty() => return,
+            Phase::Busy | Phase::Http2 => return false,
+            _ if bytes.is_empty() => return false,
             Phase::Idle => {
                 self.head.restart();
                 0
@@ -298,13 +297,12 @@ impl GuardedIo {
                 0
             };
             if matched == HEAD_END.len() {
-                self.head_refused = self.head.take(&bytes[..=i]);
                 self.enter(Phase::Busy);
-                return;
+                return self.head.take(&bytes[..=i]);
             }
         }
-        self.head_refused = self.head.take(bytes);
         self.enter(Phase::Head(matched));
+        self.head.take(bytes)
     }
 
     /// An error when the connection must close now (evicted, or past its deadline).
@@ -385,11 +383,10 @@ impl AsyncRead for GuardedIo {
         }
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = polled {
-            this.saw(&buf.filled()[before..]);
-            if this.head_refused {
-                return Poll::Ready(Err(this.refuse_head()));
-            }
+        if let Poll::Ready(Ok(())) = polled
+            && this.saw(&buf.filled()[before..])
+        {
+            return Poll::Ready(Err(this.refuse_head()));
         }
         polled
     }

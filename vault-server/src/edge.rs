@@ -13,7 +13,7 @@ use vault_core::{ErrorCode, ErrorKind, Vault, VaultError};
 use crate::api::inference::serve_direct;
 use crate::error::{ApiError, error_response, from_poem_error};
 use crate::methods::AllowedMethods;
-use crate::payload::MAX_BODY_BYTES;
+use crate::payload::{MAX_BODY_BYTES, is_json};
 
 /// The middleware every request passes first and its answer last.
 pub struct Edge {
@@ -100,7 +100,7 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
             self.inner.call(req).await.map(IntoResponse::into_response)
         };
         let mut response = answer.unwrap_or_else(|err| error_response(&from_poem_error(err)));
-        let is_json = response.content_type().is_some_and(|t| t.starts_with("application/json"));
+        let is_json = response.content_type().is_some_and(is_json);
         if response.status().as_u16() >= 400 && response.extensions().get::<ErrorCode>().is_none() && !is_json {
             // An error the framework answered itself: give it the API's shape.
             let err = from_poem_error(poem::Error::from_status(response.status()));
