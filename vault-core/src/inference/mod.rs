@@ -156,6 +156,9 @@ fn prepare(route: Route, body: Bytes) -> Result<Prepared> {
     if client_wants_usage {
         return Ok(Prepared { body, model, stream, client_wants_usage });
     }
+    if peek.stream_options.is_none() && memchr::memmem::find(&body, b"\"stream_options\"").is_none() {
+        return Ok(Prepared { body: with_usage_requested(&body), model, stream, client_wants_usage });
+    }
     let mut value: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| VaultError::invalid(ErrorCode::InvalidJson, format!("body: not valid JSON ({e})")))?;
     if let Some(object) = value.as_object_mut() {
@@ -169,6 +172,18 @@ fn prepare(route: Route, body: Bytes) -> Result<Prepared> {
     }
     let body = serde_json::to_vec(&value).map_err(|e| VaultError::internal("re-encoding a request", e))?;
     Ok(Prepared { body: body.into(), model, stream, client_wants_usage })
+}
+
+/// `body` (a JSON object that has a `stream` member and no `stream_options`) with
+/// `stream_options.include_usage` set, written in at its start instead of re-encoding it.
+fn with_usage_requested(body: &[u8]) -> Bytes {
+    const MEMBER: &[u8] = br#""stream_options":{"include_usage":true},"#;
+    let open = body.iter().position(|&b| b == b'{').map_or(0, |i| i + 1);
+    let mut out = Vec::with_capacity(body.len() + MEMBER.len());
+    out.extend_from_slice(&body[..open]);
+    out.extend_from_slice(MEMBER);
+    out.extend_from_slice(&body[open..]);
+    out.into()
 }
 
 /// The fields of a complete answer Vault records.
@@ -363,6 +378,23 @@ mod tests {
         let p =
             prep(Route::Completions, r#"{"stream":true,"stream_options":{"continuous_usage_stats":true}}"#).unwrap();
         assert!(p.client_wants_usage);
+    }
+
+    #[test]
+    fn a_stream_without_options_keeps_its_bytes_and_gains_one_member() {
+        let raw = " {\"model\":\"m\", \"stream\": true, \"guided_json\": {\"a\": 1.50}}";
+        let p = prep(Route::ChatCompletions, raw).unwrap();
+        let text = std::str::from_utf8(&p.body).unwrap();
+        assert_eq!(text.replacen(r#""stream_options":{"include_usage":true},"#, "", 1), raw);
+        let v: serde_json::Value = serde_json::from_slice(&p.body).unwrap();
+        assert_eq!(v["stream_options"]["include_usage"], true);
+
+        // A null `stream_options` is replaced, never followed by a second member of that name.
+        let p = prep(Route::ChatCompletions, r#"{"stream":true,"stream_options":null}"#).unwrap();
+        let text = std::str::from_utf8(&p.body).unwrap();
+        assert_eq!(text.matches("stream_options").count(), 1);
+        let v: serde_json::Value = serde_json::from_slice(&p.body).unwrap();
+        assert_eq!(v["stream_options"]["include_usage"], true);
     }
 
     #[test]

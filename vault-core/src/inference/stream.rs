@@ -8,7 +8,6 @@
 //! once and still runs the finisher.
 
 use std::borrow::Cow;
-use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -54,7 +53,9 @@ pub struct ProxyStream {
     scanned: usize,
     /// How often the stream let other tasks run since the upstream last gave data.
     yielded: u8,
-    ready: VecDeque<Bytes>,
+    /// The events ready for the client, in one piece: events taken one after another from
+    /// `buffer` are joined without a copy.
+    ready: BytesMut,
     client_wants_usage: bool,
     usage: Option<Usage>,
     upstream_error: bool,
@@ -86,7 +87,7 @@ impl ProxyStream {
             buffer: BytesMut::new(),
             scanned: 0,
             yielded: 0,
-            ready: VecDeque::new(),
+            ready: BytesMut::new(),
             client_wants_usage,
             usage: None,
             upstream_error: false,
@@ -133,45 +134,31 @@ impl ProxyStream {
                 return None;
             };
             self.scanned = 0;
-            let event = self.buffer.split_to(end).freeze();
+            let event = self.buffer.split_to(end);
             if let Some(final_frame) = self.handle_event(event) {
                 return Some(final_frame);
             }
         }
     }
 
-    fn ready_bytes(&self) -> usize {
-        self.ready.iter().map(Bytes::len).sum()
-    }
-
     /// Every event ready to go, as one piece.
     fn take_ready(&mut self) -> Option<Bytes> {
-        match self.ready.len() {
-            0 => None,
-            1 => self.ready.pop_front(),
-            _ => {
-                let mut out = BytesMut::with_capacity(self.ready.iter().map(Bytes::len).sum());
-                for event in self.ready.drain(..) {
-                    out.extend_from_slice(&event);
-                }
-                Some(out.freeze())
-            }
-        }
+        (!self.ready.is_empty()).then(|| self.ready.split().freeze())
     }
 
     /// Queues an event for the client, or returns the closing frame when it is `[DONE]`.
-    fn handle_event(&mut self, event: Bytes) -> Option<Bytes> {
+    fn handle_event(&mut self, event: BytesMut) -> Option<Bytes> {
         let Some(data) = event_data(&event) else {
-            self.ready.push_back(event); // a comment such as `: keep-alive`
+            self.ready.unsplit(event); // a comment such as `: keep-alive`
             return None;
         };
         if data.trim() == "[DONE]" {
             return Some(Bytes::from_static(DONE));
         }
         // Most chunks carry neither usage nor an error: only those are parsed.
-        let worth_parsing = data.as_bytes().windows(7).any(|w| w == b"\"usage\"" || w == b"\"error\"");
+        let worth_parsing = data.contains("\"usage\"") || data.contains("\"error\"");
         if !worth_parsing {
-            self.ready.push_back(event);
+            self.ready.unsplit(event);
             return None;
         }
         if let Ok(peek) = serde_json::from_str::<ChunkPeek>(&data) {
@@ -186,7 +173,7 @@ impl ProxyStream {
                 }
             }
         }
-        self.ready.push_back(event);
+        self.ready.unsplit(event);
         None
     }
 
@@ -253,14 +240,14 @@ fn error_event(code: ErrorCode, message: &str) -> Bytes {
     Bytes::from(format!("data: {body}\n\n"))
 }
 
-/// The end of the first complete event in `buf` (after its blank line).
+/// The end of the first complete event in `buf` (after its blank line: `\n\n`, or
+/// `\r\n\r\n`), found in one pass over its line ends.
 fn find_event_end(buf: &[u8]) -> Option<usize> {
-    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
-    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
+    memchr::memchr_iter(b'\n', buf).find_map(|i| match buf.get(i + 1..) {
+        Some([b'\n', ..]) => Some(i + 2),
+        Some([b'\r', b'\n', ..]) => Some(i + 3),
+        _ => None,
+    })
 }
 
 /// The data of an event (its `data:` lines joined), or `None` for a comment-only event.
@@ -349,7 +336,7 @@ impl Stream for ProxyStream {
                             );
                             this.begin_finish(false, Some(ErrorCode::UpstreamInvalid), frame);
                         }
-                        if this.ready_bytes() < MAX_WRITE {
+                        if this.ready.len() < MAX_WRITE {
                             continue;
                         }
                     }
@@ -445,6 +432,24 @@ mod tests {
         let outcome = outcome.unwrap();
         assert!(outcome.completed);
         assert_eq!(outcome.usage, Some(Usage { prompt_tokens: 9, completion_tokens: 12 }));
+    }
+
+    #[test]
+    fn an_event_ends_at_its_first_blank_line_whatever_the_line_ends() {
+        assert_eq!(find_event_end(b"data: a\n\ndata: b\r\n\r\n"), Some(9));
+        assert_eq!(find_event_end(b"data: a\r\n\r\ndata: b\n\n"), Some(11));
+        assert_eq!(find_event_end(b"data: a\r\n\n"), Some(10));
+        assert_eq!(find_event_end(b"data: a\n\r\n"), Some(10));
+        assert_eq!(find_event_end(b"data: a\r\ndata: b\r\n"), None);
+        assert_eq!(find_event_end(b"data: a\n"), None);
+    }
+
+    #[tokio::test]
+    async fn separators_split_across_chunks_still_end_events() {
+        let upstream = chunks(&["data: {\"a\":1}\r\n", "\r", "\ndata: {\"b\":2}\n", "\ndata: [DONE]\n\n"]);
+        let (text, outcome) = run(ProxyStream::new(upstream, false)).await;
+        assert_eq!(text, "data: {\"a\":1}\r\n\r\ndata: {\"b\":2}\n\ndata: [DONE]\n\n");
+        assert!(outcome.unwrap().completed);
     }
 
     #[tokio::test]
