@@ -184,6 +184,32 @@ impl ProxyStream {
         self.ending = Some((completed, error_code, final_frame));
     }
 
+    /// Ends the answer early, with an error event, when the gateway is stopping or the
+    /// upstream has been quiet too long; says whether it did. When not, the task is woken
+    /// when either may have happened.
+    fn cut_if_due(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.stopping.as_mut().is_some_and(|s| s.as_mut().poll(cx).is_ready()) {
+            self.stopping = None;
+            let frame = error_event(ErrorCode::ServerShuttingDown, "The gateway is shutting down; the answer is cut.");
+            self.begin_finish(false, Some(ErrorCode::ServerShuttingDown), frame);
+            return true;
+        }
+        if let Some(quiet) = self.quiet.as_mut()
+            && quiet.expired(cx)
+        {
+            let seconds = quiet.limit.as_secs_f64();
+            tracing::warn!(seconds, "the inference service went quiet in the middle of an answer; cutting the stream");
+            let message = format!("The inference service sent nothing for {seconds} s; the answer is cut.");
+            self.begin_finish(
+                false,
+                Some(ErrorCode::InferenceTimeout),
+                error_event(ErrorCode::InferenceTimeout, &message),
+            );
+            return true;
+        }
+        false
+    }
+
     fn start_finisher(&mut self, completed: bool, error_code: Option<ErrorCode>, final_frame: Bytes) {
         let error_code = error_code.or(self.upstream_error.then_some(ErrorCode::UpstreamError));
         let outcome = StreamOutcome { usage: self.usage, completed: completed && error_code.is_none(), error_code };
@@ -195,27 +221,36 @@ impl ProxyStream {
     }
 }
 
-/// How long the upstream has been quiet. The timer is moved only when it fires, not on
-/// every chunk: a chunk costs one clock read.
+/// How long the upstream has been quiet. A chunk only sets a flag; the clock is read when
+/// the stream starts waiting, and the timer is moved only when it fires.
 struct QuietWatch {
     limit: Duration,
     last_heard: Instant,
+    heard_since: bool,
     timer: Pin<Box<Sleep>>,
 }
 
 impl QuietWatch {
     fn new(limit: Duration) -> QuietWatch {
         let now = Instant::now();
-        QuietWatch { limit, last_heard: now, timer: Box::pin(tokio::time::sleep_until(now + limit)) }
+        QuietWatch {
+            limit,
+            last_heard: now,
+            heard_since: false,
+            timer: Box::pin(tokio::time::sleep_until(now + limit)),
+        }
     }
 
     fn heard(&mut self) {
-        self.last_heard = Instant::now();
+        self.heard_since = true;
     }
 
     /// Whether the limit has passed since the upstream was last heard; when not, the task
     /// is woken when it may have.
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        if std::mem::take(&mut self.heard_since) {
+            self.last_heard = Instant::now();
+        }
         loop {
             if self.timer.as_mut().poll(cx).is_pending() {
                 return false;
@@ -276,30 +311,19 @@ impl Stream for ProxyStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         let this = &mut *self;
-        if this.upstream.is_some() && this.stopping.as_mut().is_some_and(|s| s.as_mut().poll(cx).is_ready()) {
-            this.stopping = None;
-            let frame = error_event(ErrorCode::ServerShuttingDown, "The gateway is shutting down; the answer is cut.");
-            this.begin_finish(false, Some(ErrorCode::ServerShuttingDown), frame);
-        }
-        if this.upstream.is_some()
-            && let Some(quiet) = this.quiet.as_mut()
-            && quiet.expired(cx)
-        {
-            let seconds = quiet.limit.as_secs_f64();
-            tracing::warn!(seconds, "the inference service went quiet in the middle of an answer; cutting the stream");
-            let message = format!("The inference service sent nothing for {seconds} s; the answer is cut.");
-            this.begin_finish(
-                false,
-                Some(ErrorCode::InferenceTimeout),
-                error_event(ErrorCode::InferenceTimeout, &message),
-            );
-        }
         loop {
             // Take everything the upstream has ready now (it may send each event as its own
             // chunk), and send it on in one piece as soon as it has nothing more ready.
             if let Some(upstream) = this.upstream.as_mut() {
                 match upstream.poll_next_unpin(cx) {
-                    Poll::Pending if this.ready.is_empty() => return Poll::Pending,
+                    // Waiting is when the stream may be cut: polled only then, the watches
+                    // cost nothing per chunk.
+                    Poll::Pending if this.ready.is_empty() => {
+                        if this.cut_if_due(cx) {
+                            continue;
+                        }
+                        return Poll::Pending;
+                    }
                     Poll::Pending if this.yielded < YIELDS => {
                         // The HTTP client hands over one chunk at a time from a task of its
                         // own: let it (and every other ready task) run a few times before
