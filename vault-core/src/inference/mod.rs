@@ -4,6 +4,7 @@
 //! for a stream Vault only adds `stream_options.include_usage` so it can account tokens,
 //! and drops that extra chunk again when the client did not ask for it.
 
+mod pool;
 mod stream;
 pub mod vllm;
 

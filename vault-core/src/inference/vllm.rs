@@ -1,27 +1,25 @@
-//! The vLLM backend: vLLM's OpenAI-compatible server over HTTP/1.1, through hyper's
-//! pooled client (kept-alive connections, `TCP_NODELAY`). Redirects are never followed.
+//! The vLLM backend: vLLM's OpenAI-compatible server over HTTP/1.1, on kept-alive
+//! connections (see `pool`). Redirects are never followed.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt, TryStreamExt};
-use http::{Method, Request, Uri, header};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use http::{Method, Uri};
 
+use super::pool::{Pool, PooledBody};
 use super::{InferenceBackend, Route, UpstreamReply, upstream_error, upstream_invalid};
 use crate::error::{ErrorCode, ErrorKind, Result, VaultError};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Below vLLM's own keep-alive (5 s), so a connection is not taken just as vLLM closes it.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 
 pub struct VllmBackend {
-    client: Client<HttpConnector, Full<Bytes>>,
-    /// The URIs called, parsed once.
+    pool: Pool,
+    /// The URIs called (origin form: the base URL's path and the route's), parsed once.
     routes: [Uri; 3],
     models: Uri,
     health: Uri,
@@ -36,15 +34,15 @@ impl VllmBackend {
     pub fn new(base_url: &str, first_byte_timeout: Duration, max_body: usize) -> Result<VllmBackend> {
         let base_url =
             crate::config::parse_http_url(base_url).map_err(|why| VaultError::invalid_field(format!("url: {why}")))?;
-        let uri = |path: &str| {
-            format!("{base_url}{path}").parse::<Uri>().map_err(|e| VaultError::invalid_field(format!("url: {e}")))
-        };
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(POOL_IDLE_TIMEOUT).build(connector);
+        let invalid = |e: &dyn std::fmt::Display| VaultError::invalid_field(format!("url: {e}"));
+        let base: Uri = base_url.parse().map_err(|e| invalid(&e))?;
+        let host = base.host().unwrap_or_default();
+        let authority = format!("{host}:{}", base.port_u16().unwrap_or(80));
+        let prefix = base.path().trim_end_matches('/').to_string();
+        let uri = |path: &str| format!("{prefix}{path}").parse::<Uri>().map_err(|e| invalid(&e));
+        let pool = Pool::new(&authority, CONNECT_TIMEOUT, POOL_IDLE_TIMEOUT).map_err(|e| invalid(&e))?;
         Ok(VllmBackend {
-            client,
+            pool,
             routes: [
                 uri(Route::ChatCompletions.path())?,
                 uri(Route::Completions.path())?,
@@ -77,14 +75,8 @@ impl VllmBackend {
     }
 
     /// Sends a request and waits for the answer's head; a redirect is an unusable answer.
-    async fn send(&self, method: Method, uri: &Uri, body: Bytes) -> Result<http::Response<hyper::body::Incoming>> {
-        let mut request = Request::builder().method(method).uri(uri.clone());
-        if !body.is_empty() {
-            request = request.header(header::CONTENT_TYPE, "application/json");
-        }
-        let request =
-            request.body(Full::new(body)).map_err(|e| VaultError::internal("building an upstream request", e))?;
-        let response = tokio::time::timeout(self.first_byte_timeout, self.client.request(request))
+    async fn send(&self, method: Method, uri: &Uri, body: Bytes) -> Result<http::Response<PooledBody>> {
+        let response = tokio::time::timeout(self.first_byte_timeout, self.pool.send(&method, uri, body))
             .await
             .map_err(|_| self.timed_out())?
             .map_err(|e| self.unavailable(&e))?;
@@ -96,17 +88,25 @@ impl VllmBackend {
     }
 
     /// The whole body of an answer, within the timeout and the size limit.
-    async fn read_body(&self, response: http::Response<hyper::body::Incoming>) -> Result<Bytes> {
-        let body = http_body_util::Limited::new(response.into_body(), self.max_body);
-        let collected =
-            tokio::time::timeout(self.first_byte_timeout, body.collect()).await.map_err(|_| self.timed_out())?;
-        match collected {
-            Ok(collected) => Ok(collected.to_bytes()),
-            Err(err) if err.is::<http_body_util::LengthLimitError>() => {
-                Err(upstream_invalid(format!("the answer is larger than {} bytes", self.max_body)))
+    async fn read_body(&self, response: http::Response<PooledBody>) -> Result<Bytes> {
+        let mut body = response.into_body();
+        let collect = async {
+            let (mut chunks, mut size) = (Vec::new(), 0);
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(|err| self.unavailable(&err))?;
+                size += chunk.len();
+                if size > self.max_body {
+                    return Err(upstream_invalid(format!("the answer is larger than {} bytes", self.max_body)));
+                }
+                chunks.push(chunk);
             }
-            Err(err) => Err(self.unavailable(&err)),
-        }
+            // Most answers arrive in one piece, taken as it is.
+            Ok(match chunks.len() {
+                1 => chunks.swap_remove(0),
+                _ => chunks.concat().into(),
+            })
+        };
+        tokio::time::timeout(self.first_byte_timeout, collect).await.map_err(|_| self.timed_out())?
     }
 
     async fn get_json(&self, uri: &Uri) -> Result<serde_json::Value> {
@@ -137,7 +137,7 @@ impl InferenceBackend for VllmBackend {
                 }
                 return Ok(UpstreamReply::Complete(body));
             }
-            let events = response.into_body().into_data_stream().map_err(|e| e.to_string());
+            let events = response.into_body().map_err(|e| e.to_string());
             Ok(UpstreamReply::Stream(events.boxed()))
         }
         .boxed()
@@ -149,9 +149,8 @@ impl InferenceBackend for VllmBackend {
 
     fn is_healthy(&self) -> BoxFuture<'_, bool> {
         async move {
-            let request = Request::get(self.health.clone()).body(Full::new(Bytes::new()));
-            let Ok(request) = request else { return false };
-            let answered = tokio::time::timeout(HEALTH_TIMEOUT, self.client.request(request)).await;
+            let answered =
+                tokio::time::timeout(HEALTH_TIMEOUT, self.pool.send(&Method::GET, &self.health, Bytes::new())).await;
             matches!(answered, Ok(Ok(response)) if response.status().is_success())
         }
         .boxed()
