@@ -8,4 +8,5 @@ mod auth;
 mod faults;
 mod inference;
 mod limits;
+mod setup;
 mod workspace;

@@ -56,7 +56,14 @@ def test_open_reads_settings_without_secrets(tmp_path: pathlib.Path) -> None:
 
 
 def test_setup_status_follows_the_flag_file(tmp_path: pathlib.Path, v: vault.Vault) -> None:
-    assert v.setup_status() == {"status": "pending", "flag_file": False}
+    pending = v.setup_status()
+    assert (pending["status"], pending["flag_file"]) == ("pending", False)
+    assert [(s["name"], s["state"]) for s in pending["steps"]] == [
+        ("network", "pending"),
+        ("admin", "pending"),
+        ("tls", "pending"),
+        ("model", "pending"),
+    ]
     (tmp_path / ".setup_complete").write_text("")
     assert v.setup_status()["status"] == "complete"
 

@@ -19,14 +19,18 @@ EXAMPLES_PER_OPERATION = 40
 
 # Where a request the document allows may still be refused, for a reason the document
 # cannot state: the engine checks the inference fields itself (vLLM decides what it
-# accepts), a static address needs its prefix length and address together, and a time
-# zone must exist on this host.
+# accepts), a static address needs its prefix length and address together, a time zone
+# must exist on this host, a certificate must parse and match its key, and a model must
+# be in the manifest.
 ACCEPTANCE_DECIDED_ELSEWHERE = {
     "POST /v1/chat/completions",
     "POST /v1/completions",
     "POST /v1/embeddings",
     "PUT /vault/admin/config/network",
     "PUT /vault/admin/config/system",
+    "POST /vault/setup/network",
+    "POST /vault/setup/tls",
+    "POST /vault/setup/model",
 }
 
 

@@ -64,7 +64,7 @@ impl TestApp {
         }
     }
 
-    fn db(&self) -> &Db {
+    pub fn db(&self) -> &Db {
         &self.gateway.as_ref().expect("running").vault.db
     }
 

@@ -8,11 +8,14 @@ use clap::{Parser, Subcommand};
 use serde::Serialize;
 use vault_core::config::{self, Config, Overrides};
 use vault_core::keys::{self, ApiKeyInfo, Scope};
+use vault_core::setup;
 use vault_core::storage::Db;
+use vault_core::tls::TlsStore;
 use vault_core::users::{self, User};
 use vault_core::{ErrorKind, VaultError};
 
-/// Offline administration of a Vault box: API keys and users.
+/// Offline administration of a Vault box: API keys, users, the first-boot wizard and its
+/// certificate.
 #[derive(Parser)]
 #[command(version)]
 struct Cli {
@@ -75,6 +78,17 @@ enum Command {
         /// The user's id.
         id: String,
     },
+    /// Show where the first-boot wizard stands, step by step.
+    SetupStatus,
+    /// Re-open the first-boot wizard (for a technician at the console). Users and keys are
+    /// kept; a running server sees it after a restart.
+    ResetSetup {
+        /// Confirm: the wizard's routes will answer again, without a key.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Show the installed TLS certificate.
+    TlsInfo,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -113,7 +127,7 @@ fn exit_code(kind: ErrorKind) -> u8 {
     }
 }
 
-async fn open_db(cli: &Cli) -> Result<Db, VaultError> {
+async fn open_db(cli: &Cli) -> Result<(Config, Db), VaultError> {
     let mut overrides = Overrides::new();
     for (name, value) in [
         (config::VAULT_DATA_DIR, &cli.data_dir),
@@ -125,11 +139,12 @@ async fn open_db(cli: &Cli) -> Result<Db, VaultError> {
         }
     }
     let config = Config::load(&overrides)?;
-    Db::open(&config.db).await
+    let db = Db::open(&config.db).await?;
+    Ok((config, db))
 }
 
 async fn run(cli: &Cli) -> Result<(), VaultError> {
-    let db = open_db(cli).await?;
+    let (config, db) = open_db(cli).await?;
     match &cli.command {
         Command::CreateKey { label, scope, user } => {
             let scope: Scope = scope.parse()?;
@@ -181,7 +196,71 @@ async fn run(cli: &Cli) -> Result<(), VaultError> {
             }
             print_text(&format!("Deactivated {} <{}>; their keys no longer work.", user.name, user.email))
         }
+        Command::SetupStatus => {
+            let status = setup::status(&config, &db).await?;
+            if cli.json {
+                return print_json(&status);
+            }
+            print_text(&setup_text(&status))
+        }
+        Command::ResetSetup { yes } => {
+            if !yes {
+                return Err(VaultError::invalid_field(
+                    "yes: reset-setup re-opens the wizard's routes without a key; run it again with --yes",
+                ));
+            }
+            setup::reset(&config, &db, "cli").await?;
+            if cli.json {
+                return print_json(&setup::status(&config, &db).await?);
+            }
+            print_text(
+                "The first-boot wizard is open again (users and keys are kept). Restart vault-server to serve it.",
+            )
+        }
+        Command::TlsInfo => {
+            let info = TlsStore::new(&config.tls_cert_dir).info()?;
+            if cli.json {
+                return print_json(&info);
+            }
+            print_text(&match info {
+                None => format!(
+                    "No certificate is installed in {}; the server speaks plain HTTP.",
+                    config.tls_cert_dir.display()
+                ),
+                Some(c) => format!(
+                    "Subject:      {}\nIssuer:       {}\nNames:        {}\nValid:        {} to {} ({} days left)\nSHA-256:      {}\nSelf-signed:  {}",
+                    c.subject,
+                    c.issuer,
+                    c.sans.join(", "),
+                    c.not_before,
+                    c.not_after,
+                    c.days_left,
+                    c.fingerprint_sha256,
+                    if c.self_signed { "yes" } else { "no" }
+                ),
+            })
+        }
     }
+}
+
+fn setup_text(status: &setup::SetupStatus) -> String {
+    let header = ["STEP", "STATE", "UPDATED"].map(String::from).to_vec();
+    let rows: Vec<Vec<String>> = std::iter::once(header)
+        .chain(status.steps.iter().map(|step| {
+            let state = serde_json::to_value(step.state).ok().and_then(|v| v.as_str().map(String::from));
+            vec![
+                step.name.as_str().into(),
+                state.unwrap_or_default(),
+                step.updated_at.clone().unwrap_or_else(|| "-".into()),
+            ]
+        }))
+        .collect();
+    format!(
+        "Setup: {}{}\n\n{}",
+        status.status,
+        if status.flag_file { " (flag file present)" } else { "" },
+        table(&rows)
+    )
 }
 
 fn user_table(users: &[User]) -> String {

@@ -120,3 +120,36 @@ async fn two_hundred_concurrent_requests_during_cli_key_churn_all_succeed_and_ar
     assert_eq!(seen.len(), 200);
     assert_eq!(app.audit_count().await, before + 200, "one row per request, no more");
 }
+
+#[tokio::test]
+async fn the_wizard_and_its_certificate_are_seen_and_reset_from_the_console() {
+    let app = TestApp::spawn().await;
+    let status = json_out(&cli(&app, &["setup-status", "--json"]).await);
+    assert_eq!(status["status"], "pending");
+    assert_eq!(json_out(&cli(&app, &["tls-info", "--json"]).await), Value::Null);
+
+    let admin = serde_json::json!({"name": "Admin", "email": "admin@clinic.example"});
+    assert_eq!(app.send("POST", "/vault/setup/admin", None, Some(&admin)).await.status(), 201);
+    let tls = serde_json::json!({"mode": "self_signed"});
+    assert_eq!(app.send("POST", "/vault/setup/tls", None, Some(&tls)).await.status(), 200);
+    assert_eq!(app.send("POST", "/vault/setup/complete", None, None).await.status(), 200);
+    let status = json_out(&cli(&app, &["setup-status", "--json"]).await);
+    assert_eq!((status["status"].as_str(), status["flag_file"].as_bool()), (Some("complete"), Some(true)));
+    let info = json_out(&cli(&app, &["tls-info", "--json"]).await);
+    assert_eq!(info["self_signed"], true);
+    assert!(info["sans"].as_array().unwrap().contains(&Value::from("localhost")), "{info}");
+    let text = cli(&app, &["tls-info"]).await;
+    assert!(String::from_utf8_lossy(&text.stdout).contains(info["fingerprint_sha256"].as_str().unwrap()));
+
+    // Without --yes nothing changes.
+    let refused = cli(&app, &["reset-setup"]).await;
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--yes"));
+    assert_eq!(json_out(&cli(&app, &["setup-status", "--json"]).await)["status"], "complete");
+
+    let reset = json_out(&cli(&app, &["reset-setup", "--yes", "--json"]).await);
+    assert_eq!((reset["status"].as_str(), reset["flag_file"].as_bool()), (Some("pending"), Some(false)));
+    // Users and keys stay.
+    let users = json_out(&cli(&app, &["list-users", "--json"]).await);
+    assert_eq!(users[0]["email"], "admin@clinic.example");
+}

@@ -15,6 +15,7 @@ use crate::inference::{Inference, InferenceBackend};
 use crate::insights;
 use crate::keys::{self, Authenticator, Principal};
 use crate::manifest::Manifest;
+use crate::setup::SetupLock;
 use crate::storage::Db;
 use crate::system::SystemMonitor;
 
@@ -26,6 +27,8 @@ pub struct Vault {
     pub inference: Inference,
     pub controller: Box<dyn SystemController>,
     pub monitor: SystemMonitor,
+    /// Whether the first-boot wizard is over (its routes then no longer exist).
+    pub setup: SetupLock,
     /// Cancelled when streams must end because the gateway stops.
     pub stopping: tokio_util::sync::CancellationToken,
 }
@@ -90,7 +93,8 @@ impl Vault {
             SystemControl::Host => Box::new(HostController),
         };
         let monitor = SystemMonitor::new()?;
-        Ok(Arc::new(Vault { config, db, auth, audit, inference, controller, monitor, stopping }))
+        let setup = SetupLock::load(&config, &db).await?;
+        Ok(Arc::new(Vault { config, db, auth, audit, inference, controller, monitor, setup, stopping }))
     }
 
     /// Resolves the raw key a request presented and records in its audit record who it

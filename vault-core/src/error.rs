@@ -141,6 +141,10 @@ error_codes! {
     ClientDisconnected => "client_disconnected",
     /// The audit trail cannot take rows now, so nothing that must be audited is served.
     AuditUnavailable => "audit_unavailable",
+    /// The first-boot wizard's admin was already created.
+    AdminExists => "admin_exists",
+    /// The first-boot wizard cannot complete: a required step is missing.
+    SetupIncomplete => "setup_incomplete",
     /// A host command (hostnamectl, nmcli, …) failed.
     HostChangeFailed => "host_change_failed",
     /// An in-process gateway of the Python package is already running.

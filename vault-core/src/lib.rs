@@ -20,6 +20,7 @@ pub mod setup;
 pub mod storage;
 pub mod system;
 pub mod time;
+pub mod tls;
 pub mod training;
 pub mod users;
 pub mod validate;

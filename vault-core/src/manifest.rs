@@ -48,12 +48,17 @@ impl Manifest {
 }
 
 impl ManifestFile {
+    /// The entry of the model with this id.
+    pub fn entry(&self, id: &str) -> Option<&serde_json::Map<String, serde_json::Value>> {
+        self.models.iter().find(|m| m.get("id").and_then(|v| v.as_str()) == Some(id))
+    }
+
     /// Adds the manifest's fields for this card's model, if the manifest knows it.
     pub fn enrich(&self, card: &mut serde_json::Value) {
         let Some(id) = card.get("id").and_then(|v| v.as_str()).map(String::from) else {
             return;
         };
-        let Some(entry) = self.models.iter().find(|m| m.get("id").and_then(|v| v.as_str()) == Some(id.as_str())) else {
+        let Some(entry) = self.entry(&id) else {
             return;
         };
         if let Some(card) = card.as_object_mut() {

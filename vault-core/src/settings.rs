@@ -95,7 +95,7 @@ fn parse_ip(field: &str, raw: &str) -> Result<IpAddr> {
 }
 
 impl NetworkConfig {
-    fn validated(mut self) -> Result<NetworkConfig> {
+    pub(crate) fn validated(mut self) -> Result<NetworkConfig> {
         self.hostname = self.hostname.trim().to_ascii_lowercase();
         if !is_valid_hostname(&self.hostname) {
             return Err(invalid(

@@ -1,19 +1,89 @@
-//! The first-boot wizard's state. Setup is complete once its flag file exists or the
-//! database says so (either survives a restart); in progress once any step was recorded.
+//! The first-boot wizard: its steps, what each stored, and the lock that ends it.
+//!
+//! Setup is complete once its flag file exists or the database says so (either one survives
+//! a restart, and either one is enough). Until then the wizard's routes need no key; each
+//! step records its state (`pending` → `in_progress` → `complete`) and a summary of what it
+//! stored, so a wizard interrupted half-way resumes where it stopped. The server reads the
+//! lock from memory on every request ([`SetupLock`]).
 
-use serde::Serialize;
+use std::sync::atomic::{AtomicBool, Ordering};
 
+use serde::{Deserialize, Serialize};
+
+use crate::app::Vault;
 use crate::config::Config;
-use crate::error::Result;
+use crate::error::{ErrorCode, Result, VaultError};
+use crate::keys::{self, CreatedKey, Scope};
+use crate::settings::{self, Applied, NetworkConfig};
 use crate::storage::{self, Db};
+use crate::tls::{self, CertificateInfo, TlsStore};
+use crate::users::{self, Role, User};
 
 const COMPLETE_KEY: &str = "setup.complete";
+/// Taken by the one wizard call that creates the admin; every later call finds it taken.
+const ADMIN_CLAIM_KEY: &str = "setup.admin_claim";
+/// The model chosen in the wizard, used where a request names none.
+pub const DEFAULT_MODEL_KEY: &str = "inference.default_model";
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+/// The steps, in the order the wizard walks them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    Network,
+    Admin,
+    Tls,
+    Model,
+}
+
+impl Step {
+    pub const ALL: [Step; 4] = [Step::Network, Step::Admin, Step::Tls, Step::Model];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Network => "network",
+            Step::Admin => "admin",
+            Step::Tls => "tls",
+            Step::Model => "model",
+        }
+    }
+
+    fn key(self) -> String {
+        format!("setup.step.{}", self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepState {
+    Pending,
+    InProgress,
+    Complete,
+}
+
+/// A step as the wizard left it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepStatus {
+    pub name: Step,
+    pub state: StepState,
+    pub updated_at: Option<String>,
+    /// What the step stored (never a secret).
+    pub summary: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StepRecord {
+    state: StepState,
+    updated_at: String,
+    #[serde(default)]
+    summary: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct SetupStatus {
     /// `pending`, `in_progress` or `complete`.
     pub status: String,
     pub flag_file: bool,
+    pub steps: Vec<StepStatus>,
 }
 
 pub async fn status(config: &Config, db: &Db) -> Result<SetupStatus> {
@@ -27,7 +97,351 @@ pub async fn status(config: &Config, db: &Db) -> Result<SetupStatus> {
     } else {
         "pending"
     };
-    Ok(SetupStatus { status: status.into(), flag_file })
+    let mut steps = Vec::with_capacity(Step::ALL.len());
+    for step in Step::ALL {
+        let record = storage::settings::get(&conn, &step.key())
+            .await?
+            .and_then(|raw| serde_json::from_str::<StepRecord>(&raw).ok());
+        steps.push(match record {
+            Some(r) => StepStatus { name: step, state: r.state, updated_at: Some(r.updated_at), summary: r.summary },
+            None => StepStatus { name: step, state: StepState::Pending, updated_at: None, summary: None },
+        });
+    }
+    Ok(SetupStatus { status: status.into(), flag_file, steps })
+}
+
+/// Whether the wizard is over, read from memory on every request; set at start-up from the
+/// flag file and the database, and by [`complete`].
+#[derive(Debug, Default)]
+pub struct SetupLock {
+    complete: AtomicBool,
+}
+
+impl SetupLock {
+    pub async fn load(config: &Config, db: &Db) -> Result<SetupLock> {
+        let complete = status(config, db).await?.status == "complete";
+        Ok(SetupLock { complete: AtomicBool::new(complete) })
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.complete.load(Ordering::Acquire)
+    }
+
+    fn close(&self) {
+        self.complete.store(true, Ordering::Release);
+    }
+}
+
+/// The answer every wizard route gives once setup is over: the routes no longer exist.
+pub fn gone() -> VaultError {
+    VaultError::not_found(ErrorCode::NotFound, "There is no such route.")
+}
+
+fn ensure_open(vault: &Vault) -> Result<()> {
+    if vault.setup.is_complete() { Err(gone()) } else { Ok(()) }
+}
+
+async fn mark(db: &Db, step: Step, state: StepState, summary: Option<serde_json::Value>) -> Result<()> {
+    let at = crate::time::now_rfc3339();
+    let record = StepRecord { state, updated_at: at.clone(), summary };
+    let raw = serde_json::to_string(&record).map_err(|e| VaultError::internal("recording a setup step", e))?;
+    storage::settings::put(&db.connect().await?, &step.key(), &raw, &at).await
+}
+
+/// Runs a step whose input is valid: in progress while it applies (so an interruption shows),
+/// complete with its summary once it has.
+async fn run_step<T>(
+    db: &Db,
+    step: Step,
+    apply: impl Future<Output = Result<T>>,
+    summary: impl FnOnce(&T) -> serde_json::Value,
+) -> Result<T> {
+    mark(db, step, StepState::InProgress, None).await?;
+    let done = apply.await?;
+    mark(db, step, StepState::Complete, Some(summary(&done))).await?;
+    Ok(done)
+}
+
+/// Step `network`: hostname, addresses and DNS, applied through the system controller.
+pub async fn network(vault: &Vault, config: NetworkConfig) -> Result<Applied<NetworkConfig>> {
+    ensure_open(vault)?;
+    let config = config.validated()?;
+    run_step(
+        &vault.db,
+        Step::Network,
+        settings::set_network(&vault.db, vault.controller.as_ref(), config, Some("setup")),
+        |applied| serde_json::json!({"hostname": applied.settings.hostname, "dry_run": applied.dry_run}),
+    )
+    .await
+}
+
+/// What the `admin` step created: the user and its key, shown this once.
+#[derive(Debug, Clone)]
+pub struct AdminCreated {
+    pub user: User,
+    pub key: CreatedKey,
+}
+
+/// Step `admin`: the first admin user and an admin key for it. Exactly one call ever
+/// creates them, however many arrive at once (the claim is one row the database lets only
+/// one writer insert); every other call answers 409.
+pub async fn admin(vault: &Vault, name: &str, email: &str) -> Result<AdminCreated> {
+    ensure_open(vault)?;
+    let (name, email) = users::checked_new(name, email)?;
+    let conn = vault.db.connect().await?;
+    let now = crate::time::now_rfc3339();
+    if !storage::settings::insert_new(&conn, ADMIN_CLAIM_KEY, "claimed", &now).await? {
+        return Err(VaultError::conflict(
+            ErrorCode::AdminExists,
+            "The setup admin was already created; sign in with its key, or reset setup at the console.",
+        ));
+    }
+    let created = run_step(&vault.db, Step::Admin, create_admin(&vault.db, &name, &email), |created| {
+        serde_json::json!({"user_id": created.user.id, "email": created.user.email, "key_prefix": created.key.info.prefix})
+    })
+    .await;
+    if created.is_err() {
+        // Nothing was created (the email is taken, or the database refused): as if the
+        // call had not happened, so the next one may try again.
+        storage::settings::delete(&conn, &Step::Admin.key()).await?;
+        storage::settings::delete(&conn, ADMIN_CLAIM_KEY).await?;
+    }
+    created
+}
+
+async fn create_admin(db: &Db, name: &str, email: &str) -> Result<AdminCreated> {
+    let user = users::create(db, name, email, Role::Admin, Some("setup")).await?;
+    let key = keys::create(db, "setup admin", Scope::Admin, Some(&user.id), Some("setup")).await?;
+    Ok(AdminCreated { user, key })
+}
+
+/// Where the `tls` step's certificate comes from.
+#[derive(Debug, Clone)]
+pub enum TlsSource {
+    /// Made here: for the box's host name, `localhost` and its configured address.
+    SelfSigned,
+    /// Uploaded: a PEM certificate chain (leaf first) and its private key.
+    Pem { chain: String, key: String },
+}
+
+/// The `mode` of a certificate request.
+pub const TLS_MODES: &[&str] = &["self_signed", "pem"];
+
+impl TlsSource {
+    /// The source a request names: `mode` and, for `pem`, both PEM texts.
+    pub fn from_request(mode: &str, certificate: Option<String>, private_key: Option<String>) -> Result<TlsSource> {
+        let mode = crate::validate::one_of("mode", mode, TLS_MODES)?;
+        match (mode.as_str(), certificate, private_key) {
+            ("self_signed", None, None) => Ok(TlsSource::SelfSigned),
+            ("self_signed", ..) => Err(VaultError::invalid_field(
+                "certificate: not used with mode self_signed (use mode pem to upload a certificate)",
+            )),
+            (_, None, _) => Err(VaultError::invalid_field("certificate: required with mode pem")),
+            (_, Some(_), None) => Err(VaultError::invalid_field("private_key: required with mode pem")),
+            (_, Some(chain), Some(key)) => Ok(TlsSource::Pem { chain, key }),
+        }
+    }
+}
+
+/// Installs a certificate (see [`TlsSource`]); the box's host name is the one the network
+/// step stored. Nothing changes on disk unless the certificate is valid.
+pub async fn install_certificate(config: &Config, db: &Db, source: TlsSource) -> Result<CertificateInfo> {
+    let store = TlsStore::new(&config.tls_cert_dir);
+    match source {
+        TlsSource::SelfSigned => {
+            let network = settings::network(db).await?;
+            let ips: Vec<std::net::IpAddr> = network.ip_address.iter().filter_map(|ip| ip.parse().ok()).collect();
+            store.install_self_signed(&network.hostname, &ips)
+        }
+        TlsSource::Pem { chain, key } => store.install_pem(&chain, &key),
+    }
+}
+
+/// Step `tls`: a self-signed certificate or an uploaded one. (Installing is all or
+/// nothing, so the step has no in-between state to show.)
+pub async fn tls(vault: &Vault, source: TlsSource) -> Result<CertificateInfo> {
+    ensure_open(vault)?;
+    let info = install_certificate(&vault.config, &vault.db, source).await?;
+    let summary = serde_json::json!({
+        "subject": info.subject,
+        "not_after": info.not_after,
+        "fingerprint_sha256": info.fingerprint_sha256,
+        "self_signed": info.self_signed,
+    });
+    mark(&vault.db, Step::Tls, StepState::Complete, Some(summary)).await?;
+    crate::activity::record(
+        &vault.db,
+        "config.tls",
+        Some("setup"),
+        None,
+        format!("Certificate installed ({})", info.subject),
+    )
+    .await;
+    Ok(info)
+}
+
+/// Step `model`: the default model, which must be one the manifest lists.
+pub async fn model(vault: &Vault, model_id: &str) -> Result<serde_json::Map<String, serde_json::Value>> {
+    ensure_open(vault)?;
+    let model_id = crate::validate::text("model_id", model_id, 256)?;
+    let manifest = vault.inference.manifest().load()?;
+    let Some(entry) = manifest.entry(&model_id).cloned() else {
+        let known: Vec<&str> = manifest.models.iter().filter_map(|m| m.get("id").and_then(|v| v.as_str())).collect();
+        return Err(VaultError::invalid_field(format!(
+            "model_id: `{model_id}` is not in the model manifest (known: {})",
+            if known.is_empty() { "none".to_string() } else { known.join(", ") }
+        )));
+    };
+    let db = &vault.db;
+    run_step(
+        db,
+        Step::Model,
+        async {
+            let conn = db.connect().await?;
+            storage::settings::put(&conn, DEFAULT_MODEL_KEY, &model_id, &crate::time::now_rfc3339()).await?;
+            Ok(entry)
+        },
+        |_| serde_json::json!({"model_id": model_id}),
+    )
+    .await
+}
+
+/// One check of the `verify` step.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Check {
+    pub name: &'static str,
+    pub ok: bool,
+    /// What was found, or why it failed.
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Verification {
+    /// Whether every check passed.
+    pub ok: bool,
+    pub checks: Vec<Check>,
+}
+
+/// Step `verify`: real checks of what the box needs, each with a reason; never an error.
+pub async fn verify(vault: &Vault) -> Result<Verification> {
+    ensure_open(vault)?;
+    let check = |name, outcome: std::result::Result<String, String>| match outcome {
+        Ok(reason) => Check { name, ok: true, reason },
+        Err(reason) => Check { name, ok: false, reason },
+    };
+    let checks = vec![
+        check("database", database_round_trip(&vault.db).await),
+        check("inference", upstream_models(vault).await),
+        check("gpu", gpus()),
+        check("tls", certificate(vault).await),
+    ];
+    Ok(Verification { ok: checks.iter().all(|c| c.ok), checks })
+}
+
+/// Writes a row and reads it back.
+async fn database_round_trip(db: &Db) -> std::result::Result<String, String> {
+    let probe = crate::secrets::new_id();
+    let round_trip = async {
+        let conn = db.connect().await?;
+        storage::settings::put(&conn, "setup.verify_probe", &probe, &crate::time::now_rfc3339()).await?;
+        storage::settings::get(&conn, "setup.verify_probe").await
+    };
+    match round_trip.await {
+        Ok(Some(read)) if read == probe => Ok("a row was written and read back".into()),
+        Ok(_) => Err("a row written was not read back".into()),
+        Err(err) => Err(format!("the database refused a write or a read: {}", err.message)),
+    }
+}
+
+async fn upstream_models(vault: &Vault) -> std::result::Result<String, String> {
+    match vault.inference.list_models().await {
+        Ok(list) => {
+            let ids: Vec<&str> = list
+                .get("data")
+                .and_then(|d| d.as_array())
+                .map(|cards| cards.iter().filter_map(|c| c.get("id").and_then(|v| v.as_str())).collect())
+                .unwrap_or_default();
+            if ids.is_empty() {
+                Err("the inference service answers but serves no model".into())
+            } else {
+                Ok(format!("the inference service serves {}", ids.join(", ")))
+            }
+        }
+        Err(err) => Err(err.message),
+    }
+}
+
+fn gpus() -> std::result::Result<String, String> {
+    let presence = crate::gpu::presence();
+    match (presence.available, presence.count) {
+        (false, _) => Err("NVML is not available: no NVIDIA driver or GPU was found".into()),
+        (true, 0) => Err("NVML answers but reports no GPU".into()),
+        (true, n) => Ok(format!("{n} GPU(s) found through NVML")),
+    }
+}
+
+/// The installed certificate: present, valid now, and made out to the box's host name.
+async fn certificate(vault: &Vault) -> std::result::Result<String, String> {
+    let info = match TlsStore::new(&vault.config.tls_cert_dir).info() {
+        Ok(Some(info)) => info,
+        Ok(None) => return Err("no certificate is installed".into()),
+        Err(err) => return Err(format!("the installed certificate cannot be read: {}", err.message)),
+    };
+    if info.days_left < 0 {
+        return Err(format!("the certificate expired on {}", info.not_after));
+    }
+    let hostname = settings::network(&vault.db).await.map(|n| n.hostname).map_err(|e| e.message)?;
+    if !tls::covers_host(&info, &hostname) {
+        return Err(format!("the certificate ({}) is not made out to the host name {hostname}", info.sans.join(", ")));
+    }
+    Ok(format!("{} is valid for {} more days and covers {hostname}", info.subject, info.days_left))
+}
+
+/// Ends the wizard: refuses (409, naming what is missing) until an admin exists and a
+/// certificate is installed; then
+/// records completion in the database and in the flag file, and closes the routes.
+pub async fn complete(vault: &Vault) -> Result<SetupStatus> {
+    ensure_open(vault)?;
+    let current = status(&vault.config, &vault.db).await?;
+    let admin_done = current.steps.iter().any(|s| s.name == Step::Admin && s.state == StepState::Complete);
+    let has_certificate = TlsStore::new(&vault.config.tls_cert_dir).info().ok().flatten().is_some();
+    let missing: Vec<&str> =
+        [(!admin_done).then_some("admin"), (!has_certificate).then_some("tls")].into_iter().flatten().collect();
+    if !missing.is_empty() {
+        return Err(VaultError::conflict(
+            ErrorCode::SetupIncomplete,
+            format!("Setup cannot complete yet; still missing: {}.", missing.join(", ")),
+        ));
+    }
+    let conn = vault.db.connect().await?;
+    storage::settings::put(&conn, COMPLETE_KEY, "true", &crate::time::now_rfc3339()).await?;
+    write_flag_file(&vault.config)?;
+    vault.setup.close();
+    crate::activity::record(&vault.db, "setup.completed", Some("setup"), None, "First-boot setup completed".into())
+        .await;
+    status(&vault.config, &vault.db).await
+}
+
+fn write_flag_file(config: &Config) -> Result<()> {
+    let path = &config.setup_flag_path;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| VaultError::internal("writing the setup flag file", e))?;
+    }
+    std::fs::write(path, format!("completed {}\n", crate::time::now_rfc3339()))
+        .map_err(|e| VaultError::internal("writing the setup flag file", e))
+}
+
+/// Re-opens the wizard (for a technician at the console): removes the flag file and the
+/// wizard's records, keeps users and keys. A running server sees it after a restart.
+pub async fn reset(config: &Config, db: &Db, actor: &str) -> Result<()> {
+    match std::fs::remove_file(&config.setup_flag_path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(VaultError::internal("removing the setup flag file", e)),
+    }
+    storage::settings::delete_with_prefix(&db.connect().await?, "setup.").await?;
+    crate::activity::record(db, "setup.reset", Some(actor), None, "First-boot setup re-opened".into()).await;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -38,11 +452,28 @@ mod tests {
     async fn status_moves_from_pending_to_complete() {
         let (dir, db) = storage::test_db().await;
         let config = Config::for_data_dir(dir.path()).unwrap();
-        assert_eq!(status(&config, &db).await.unwrap().status, "pending");
-        let conn = db.connect().await.unwrap();
-        storage::settings::put(&conn, "setup.network", "{}", "t").await.unwrap();
-        assert_eq!(status(&config, &db).await.unwrap().status, "in_progress");
+        let pending = status(&config, &db).await.unwrap();
+        assert_eq!(pending.status, "pending");
+        assert!(pending.steps.iter().all(|s| s.state == StepState::Pending));
+        mark(&db, Step::Network, StepState::InProgress, None).await.unwrap();
+        let started = status(&config, &db).await.unwrap();
+        assert_eq!(started.status, "in_progress");
+        assert_eq!(started.steps[0].state, StepState::InProgress);
         std::fs::write(&config.setup_flag_path, "").unwrap();
-        assert_eq!(status(&config, &db).await.unwrap(), SetupStatus { status: "complete".into(), flag_file: true });
+        let done = status(&config, &db).await.unwrap();
+        assert_eq!((done.status.as_str(), done.flag_file), ("complete", true));
+    }
+
+    #[tokio::test]
+    async fn reset_reopens_the_wizard_and_keeps_nothing_of_it() {
+        let (dir, db) = storage::test_db().await;
+        let config = Config::for_data_dir(dir.path()).unwrap();
+        mark(&db, Step::Admin, StepState::Complete, None).await.unwrap();
+        storage::settings::put(&db.connect().await.unwrap(), COMPLETE_KEY, "true", "t").await.unwrap();
+        write_flag_file(&config).unwrap();
+        assert_eq!(status(&config, &db).await.unwrap().status, "complete");
+        reset(&config, &db, "cli").await.unwrap();
+        assert_eq!(status(&config, &db).await.unwrap().status, "pending");
+        assert!(!config.setup_flag_path.exists());
     }
 }

@@ -38,9 +38,13 @@ async fn ensure_email_free(conn: &libsql::Connection, email: &str, except_id: &s
     Ok(())
 }
 
+/// A new user's name and email, checked (400 naming the field).
+pub(crate) fn checked_new(name: &str, email_address: &str) -> Result<(String, String)> {
+    Ok((validate::text("name", name, 200)?, email(email_address)?))
+}
+
 pub async fn create(db: &Db, name: &str, email_address: &str, role: Role, actor: Option<&str>) -> Result<User> {
-    let name = validate::text("name", name, 200)?;
-    let email_address = email(email_address)?;
+    let (name, email_address) = checked_new(name, email_address)?;
     let conn = db.connect().await?;
     ensure_email_free(&conn, &email_address, "").await?;
     let id = crate::secrets::new_id();

@@ -103,7 +103,8 @@ impl PyVault {
         to_py(py, &self.config.summary())
     }
 
-    /// The first-boot wizard's state: ``{"status": "pending" | "in_progress" | "complete", "flag_file": bool}``.
+    /// The first-boot wizard's state: ``{"status": "pending" | "in_progress" | "complete",
+    /// "flag_file": bool, "steps": [{"name", "state", "updated_at", "summary"}, ...]}``.
     fn setup_status(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let (db, config) = (self.db.clone(), self.config.clone());
         let status = run(py, async move { setup::status(&config, &db).await })?;

@@ -87,7 +87,10 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
         }
         // Kept for the `Allow` of a 405, which only the router answers.
         let routed_uri = direct.is_none().then(|| req.uri().clone());
-        let answer = if declared_length(&req).is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        let answer = if self.vault.setup.is_complete() && is_setup_path(req.uri().path()) {
+            // The wizard is over: its routes no longer exist, in any spelling or method.
+            Err(ApiError(vault_core::setup::gone()).into())
+        } else if declared_length(&req).is_some_and(|n| n > MAX_BODY_BYTES as u64) {
             Err(ApiError(VaultError::new(
                 ErrorKind::PayloadTooLarge,
                 ErrorCode::PayloadTooLarge,
@@ -164,5 +167,76 @@ fn encode_slashes_in_model_id(req: &mut Request) {
     };
     if let Ok(uri) = rebuilt.parse::<Uri>() {
         *req.uri_mut() = uri;
+    }
+}
+
+/// Whether `path` names the setup wizard or anything under it, however it is spelled:
+/// percent-encoded, with repeated slashes, `.` or `..` segments, or a trailing slash.
+fn is_setup_path(path: &str) -> bool {
+    let decoded = percent_decode(path);
+    let mut segments: Vec<&str> = Vec::new();
+    for segment in decoded.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    segments.len() >= 2 && segments[0] == "vault" && segments[1] == "setup"
+}
+
+/// `%XX` escapes decoded (repeatedly, so `%2573` is `s` too); anything else kept as is.
+fn percent_decode(path: &str) -> String {
+    let mut current = path.to_string();
+    while current.contains('%') {
+        let bytes = current.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            let hex = |b: u8| (b as char).to_digit(16);
+            match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+                (b'%', Some(hi), Some(lo)) => {
+                    out.push((hi * 16 + lo) as u8);
+                    i += 3;
+                }
+                (b, ..) => {
+                    out.push(b);
+                    i += 1;
+                }
+            }
+        }
+        let decoded = String::from_utf8_lossy(&out).into_owned();
+        if decoded == current {
+            break;
+        }
+        current = decoded;
+    }
+    current
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_spelling_of_a_setup_path_is_one() {
+        for path in [
+            "/vault/setup",
+            "/vault/setup/",
+            "/vault/setup/status",
+            "//vault//setup//status/",
+            "/vault/%73etup/admin",
+            "/vault/%2573etup/admin",
+            "/%76ault/setup/tls",
+            "/vault/./setup/complete",
+            "/vault/x/../setup/verify",
+        ] {
+            assert!(is_setup_path(path), "{path}");
+        }
+        for path in ["/vault/setupx", "/vault/admin/setup", "/v1/setup", "/vault", "/"] {
+            assert!(!is_setup_path(path), "{path}");
+        }
     }
 }

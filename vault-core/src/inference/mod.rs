@@ -259,6 +259,11 @@ impl Inference {
     }
 
     /// The upstream's model list, each card enriched with what the manifest says of it.
+    /// The model manifest (read from disk on use).
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
     pub async fn list_models(&self) -> Result<serde_json::Value> {
         let mut list = self.backend.list_models().await?;
         let manifest = self.manifest.load()?;

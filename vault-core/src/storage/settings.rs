@@ -32,3 +32,24 @@ pub async fn any_with_prefix(conn: &Connection, prefix: &str) -> Result<bool> {
     .await?;
     Ok(n != 0)
 }
+
+/// Inserts `key` unless it exists; says whether this call inserted it. Of any number of
+/// callers at once, in any number of processes, exactly one gets `true`.
+pub async fn insert_new(conn: &Connection, key: &str, value: &str, at: &str) -> Result<bool> {
+    let inserted = conn
+        .execute(
+            "INSERT INTO system_config (key, value, updated_at) VALUES (?1, ?2, ?3) ON CONFLICT(key) DO NOTHING",
+            libsql::params![key, value, at],
+        )
+        .await?;
+    Ok(inserted == 1)
+}
+
+pub async fn delete(conn: &Connection, key: &str) -> Result<()> {
+    conn.execute("DELETE FROM system_config WHERE key = ?1", [key]).await?;
+    Ok(())
+}
+
+pub async fn delete_with_prefix(conn: &Connection, prefix: &str) -> Result<u64> {
+    Ok(conn.execute("DELETE FROM system_config WHERE substr(key, 1, length(?1)) = ?1", [prefix]).await?)
+}

@@ -4,6 +4,7 @@ mod admin;
 mod conversations;
 mod health;
 pub(crate) mod inference;
+mod setup;
 mod system;
 mod training;
 
@@ -13,6 +14,7 @@ pub use admin::AdminApi;
 pub use conversations::ConversationsApi;
 pub use health::HealthApi;
 pub use inference::InferenceApi;
+pub use setup::SetupApi;
 pub use system::SystemApi;
 pub use training::TrainingApi;
 
@@ -34,6 +36,8 @@ pub enum Tag {
     Admin,
     /// Host metrics, usage insights and the activity feed.
     System,
+    /// The first-boot wizard: no key needed until setup is complete, then gone.
+    Setup,
 }
 
 #[derive(ApiResponse)]
@@ -44,8 +48,8 @@ pub enum NoContent {
 }
 
 /// Every route of the API, as one type for `OpenApiService`.
-pub type Api = (InferenceApi, HealthApi, ConversationsApi, TrainingApi, AdminApi, SystemApi);
+pub type Api = (InferenceApi, HealthApi, ConversationsApi, TrainingApi, AdminApi, SystemApi, SetupApi);
 
 pub fn api() -> Api {
-    (InferenceApi, HealthApi, ConversationsApi, TrainingApi, AdminApi, SystemApi)
+    (InferenceApi, HealthApi, ConversationsApi, TrainingApi, AdminApi, SystemApi, SetupApi)
 }

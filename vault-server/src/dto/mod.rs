@@ -4,10 +4,12 @@
 
 mod admin;
 mod conversations;
+mod setup;
 mod system;
 mod training;
 
 pub use admin::*;
 pub use conversations::*;
+pub use setup::*;
 pub use system::*;
 pub use training::*;

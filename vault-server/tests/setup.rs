@@ -1,0 +1,119 @@
+//! The first-boot wizard walked end to end against a `vault-server` process, and its
+//! lockout: after `complete`, and after a restart, every spelling of every setup route
+//! answers 404 in the error shape.
+
+// Helpers of a test fail loudly, like the test itself.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use vault_e2e::{ServerProcess, client, start_fake_upstream};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_vault-server");
+const MANIFEST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/models.json");
+
+async fn call(server: &ServerProcess, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    let mut request = client().request(method, format!("{}{path}", server.url));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn the_wizard_walks_to_the_end_and_its_routes_are_gone_for_good() {
+    let fake = start_fake_upstream().await;
+    let mut server = ServerProcess::start(BINARY, &fake.base_url(), &[("VAULT_MODELS_MANIFEST", MANIFEST)]).await;
+
+    let (status, body) = call(&server, Method::GET, "/vault/setup/status", None).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("pending")), "{body}");
+    assert!(body["steps"].as_array().unwrap().iter().all(|s| s["state"] == "pending"), "{body}");
+
+    // Completing before the required steps names what is missing.
+    let (status, body) = call(&server, Method::POST, "/vault/setup/complete", None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("setup_incomplete")), "{body}");
+    let missing = body["error"]["message"].as_str().unwrap();
+    assert!(missing.contains("admin") && missing.contains("tls"), "{missing}");
+
+    let network = json!({"hostname": "vault-box", "ip_mode": "dhcp", "dns_servers": ["10.0.0.53"]});
+    let (status, body) = call(&server, Method::POST, "/vault/setup/network", Some(network)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["dry_run"], true);
+    assert!(body["commands"].as_array().unwrap().contains(&json!(["hostnamectl", "set-hostname", "vault-box"])));
+
+    let admin = json!({"name": "Dr. Admin", "email": "admin@clinic.example"});
+    let (status, body) = call(&server, Method::POST, "/vault/setup/admin", Some(admin.clone())).await;
+    assert_eq!(status, 201, "{body}");
+    let key = body["key"]["key"].as_str().unwrap().to_string();
+    assert_eq!((body["key"]["scope"].as_str(), body["user"]["role"].as_str()), (Some("admin"), Some("admin")));
+    let (status, body) = call(&server, Method::POST, "/vault/setup/admin", Some(admin)).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("admin_exists")), "{body}");
+
+    let (status, body) = call(&server, Method::POST, "/vault/setup/tls", Some(json!({"mode": "self_signed"}))).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["sans"].as_array().unwrap().contains(&json!("vault-box")), "{body}");
+    assert_eq!(body["self_signed"], true);
+
+    let (status, body) = call(&server, Method::POST, "/vault/setup/model", Some(json!({"model_id": "nope"}))).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_request")), "{body}");
+    let chosen = json!({"model_id": "qwen2.5-32b-awq"});
+    let (status, body) = call(&server, Method::POST, "/vault/setup/model", Some(chosen)).await;
+    assert_eq!((status, body["model_id"].as_str()), (200, Some("qwen2.5-32b-awq")), "{body}");
+
+    let (status, body) = call(&server, Method::GET, "/vault/setup/verify", None).await;
+    assert_eq!(status, 200, "{body}");
+    let check = |name: &str| body["checks"].as_array().unwrap().iter().find(|c| c["name"] == name).unwrap().clone();
+    assert_eq!(check("database")["ok"], true, "{body}");
+    assert_eq!(check("inference")["ok"], true, "{body}");
+    assert_eq!(check("tls")["ok"], true, "{body}");
+    // No NVIDIA driver here: a failed check with its reason, not an error.
+    assert!(check("gpu")["reason"].as_str().is_some_and(|r| !r.is_empty()));
+
+    let (status, body) = call(&server, Method::GET, "/vault/setup/status", None).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("in_progress")), "{body}");
+    assert!(body["steps"].as_array().unwrap().iter().all(|s| s["state"] == "complete"), "{body}");
+
+    let (status, body) = call(&server, Method::POST, "/vault/setup/complete", None).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("complete")), "{body}");
+
+    assert_setup_is_gone(&server).await;
+    assert!(server.terminate().await.success());
+    let server = server.restart(BINARY, &fake.base_url()).await;
+    assert_setup_is_gone(&server).await;
+
+    // The admin key the wizard made works.
+    let response = client().get(format!("{}/vault/admin/users", server.url)).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let users: Value = response.json().await.unwrap();
+    assert_eq!(users["items"][0]["email"], "admin@clinic.example");
+}
+
+async fn assert_setup_is_gone(server: &ServerProcess) {
+    let paths = [
+        "/vault/setup/status",
+        "/vault/setup/network",
+        "/vault/setup/admin",
+        "/vault/setup/tls",
+        "/vault/setup/model",
+        "/vault/setup/verify",
+        "/vault/setup/complete",
+        "/vault/setup",
+        "/vault/setup/",
+        "/vault/setup/status/",
+        "//vault//setup/status",
+        "/vault/%73etup/status",
+        "/vault/setup/unknown",
+    ];
+    let methods = [Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS];
+    for path in paths {
+        for method in &methods {
+            let (status, body) = call(server, method.clone(), path, Some(json!({}))).await;
+            assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")), "{method} {path}: {body}");
+        }
+        let head = client().head(format!("{}{path}", server.url)).send().await.unwrap();
+        assert_eq!(head.status(), 404, "HEAD {path}");
+    }
+}
