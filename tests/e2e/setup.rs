@@ -71,3 +71,68 @@ async fn the_wizard_needs_no_key_while_pending_and_answers_404_to_anyone_once_co
         assert_error(response, 404, "not_found").await;
     }
 }
+
+#[tokio::test]
+async fn the_certificate_routes_need_an_admin_key() {
+    let app = TestApp::spawn().await;
+    let user = app.create_key(Scope::User).await;
+    let body = json!({"mode": "self_signed"});
+    for (method, path, body) in [
+        ("GET", "/vault/admin/config", None),
+        ("GET", "/vault/admin/config/tls", None),
+        ("POST", "/vault/admin/config/tls", Some(&body)),
+    ] {
+        assert_error(app.send(method, path, None, body).await, 401, "invalid_api_key").await;
+        assert_error(app.send(method, path, Some(&user), body).await, 403, "insufficient_scope").await;
+    }
+    let listed = std::fs::read_dir(app.data_dir.join("tls")).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(listed, 0, "a refused request installed a certificate");
+}
+
+#[tokio::test]
+async fn an_admin_installs_a_certificate_and_a_bad_upload_changes_nothing() {
+    let app = TestApp::spawn().await;
+    let admin = app.create_key(Scope::Admin).await;
+    let status: Value = app.send("GET", "/vault/admin/config/tls", Some(&admin), None).await.json().await.unwrap();
+    assert_eq!((status["installed"].as_bool(), &status["certificate"]), (Some(false), &Value::Null));
+
+    let made = app.send("POST", "/vault/admin/config/tls", Some(&admin), Some(&json!({"mode": "self_signed"}))).await;
+    assert_eq!(made.status(), 200);
+    let made: Value = made.json().await.unwrap();
+    let fingerprint = made["fingerprint_sha256"].as_str().unwrap().to_string();
+    let chain = std::fs::read_to_string(app.data_dir.join("tls/cert.pem")).unwrap();
+    let key = std::fs::read_to_string(app.data_dir.join("tls/key.pem")).unwrap();
+
+    let other_key = include_str!("../../vault-core/testdata/tls/ec-p256-sec1.key.pem");
+    let encrypted = "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIB\n-----END ENCRYPTED PRIVATE KEY-----\n";
+    let huge = "A".repeat(10 * 1024 * 1024);
+    let cases: [(&str, &str, u16, &str); 5] = [
+        ("garbage", &key, 400, "certificate:"),
+        (&chain, "garbage", 400, "key:"),
+        (&chain, other_key, 400, "key: does not match"),
+        (&chain, encrypted, 400, "key: the private key is encrypted"),
+        (&huge, &key, 413, "certificate: larger than 1 MiB"),
+    ];
+    for (certificate, private_key, status, message) in cases {
+        let body = json!({"mode": "pem", "certificate": certificate, "private_key": private_key});
+        let response = app.send("POST", "/vault/admin/config/tls", Some(&admin), Some(&body)).await;
+        let code = if status == 413 { "payload_too_large" } else { "invalid_request" };
+        let error = assert_error(response, status, code).await;
+        assert!(error["error"]["message"].as_str().unwrap().starts_with(message), "{error}");
+        let now: Value = app.send("GET", "/vault/admin/config/tls", Some(&admin), None).await.json().await.unwrap();
+        assert_eq!(now["certificate"]["fingerprint_sha256"], fingerprint.as_str(), "a bad upload replaced it");
+    }
+
+    // The same pair uploaded as PEM is taken.
+    let body = json!({"mode": "pem", "certificate": chain, "private_key": key});
+    let uploaded: Value =
+        app.send("POST", "/vault/admin/config/tls", Some(&admin), Some(&body)).await.json().await.unwrap();
+    assert_eq!(uploaded["fingerprint_sha256"], fingerprint.as_str(), "{uploaded}");
+
+    let config: Value = app.send("GET", "/vault/admin/config", Some(&admin), None).await.json().await.unwrap();
+    assert_eq!(config["tls"]["installed"], true, "{config}");
+    assert_eq!(config["setup"], "pending", "the admin route is not a wizard step");
+    assert!(config["inference"]["vllm_base_url"].is_string());
+    let text = config.to_string();
+    assert!(!text.contains("BEGIN") && !text.contains(app.data_dir.to_str().unwrap()), "{text}");
+}

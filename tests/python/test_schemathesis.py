@@ -30,6 +30,7 @@ ACCEPTANCE_DECIDED_ELSEWHERE = {
     "PUT /vault/admin/config/system",
     "POST /vault/setup/network",
     "POST /vault/setup/tls",
+    "POST /vault/admin/config/tls",
     "POST /vault/setup/model",
 }
 

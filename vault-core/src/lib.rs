@@ -4,6 +4,7 @@
 pub mod activity;
 pub mod app;
 pub mod audit;
+pub mod certificate;
 pub mod config;
 pub mod controller;
 pub mod conversations;

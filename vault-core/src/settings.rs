@@ -296,3 +296,44 @@ mod tests {
         assert_eq!(system(&db).await.unwrap().language, "de-CH");
     }
 }
+
+/// How the gateway reaches the inference engine (from its start-up configuration, except the
+/// default model, which the setup wizard stores).
+#[derive(Debug, Clone, Serialize)]
+pub struct InferenceSettings {
+    pub vllm_base_url: String,
+    pub default_model: Option<String>,
+    pub upstream_timeout_seconds: f64,
+    pub stream_idle_timeout_seconds: f64,
+    pub max_upstream_body_mb: u64,
+}
+
+/// The whole configuration an admin sees: never a secret, never a file path.
+#[derive(Debug, Clone, Serialize)]
+pub struct Overview {
+    pub network: NetworkConfig,
+    pub system: SystemSettings,
+    pub tls: Option<crate::tls::CertificateInfo>,
+    pub inference: InferenceSettings,
+    /// `pending`, `in_progress` or `complete`.
+    pub setup: String,
+}
+
+pub async fn overview(vault: &crate::Vault) -> Result<Overview> {
+    let config = &vault.config;
+    let conn = vault.db.connect().await?;
+    let default_model = crate::storage::settings::get(&conn, crate::setup::DEFAULT_MODEL_KEY).await?;
+    Ok(Overview {
+        network: network(&vault.db).await?,
+        system: system(&vault.db).await?,
+        tls: crate::certificate::current(config)?,
+        inference: InferenceSettings {
+            vllm_base_url: config.vllm_base_url.clone(),
+            default_model,
+            upstream_timeout_seconds: config.upstream_timeout.as_secs_f64(),
+            stream_idle_timeout_seconds: config.stream_idle_timeout.as_secs_f64(),
+            max_upstream_body_mb: config.max_upstream_body as u64 / (1024 * 1024),
+        },
+        setup: crate::setup::status(config, &vault.db).await?.status,
+    })
+}

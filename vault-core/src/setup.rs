@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use serde::{Deserialize, Serialize};
 
 use crate::app::Vault;
+use crate::certificate::{self, TlsSource};
 use crate::config::Config;
 use crate::error::{ErrorCode, Result, VaultError};
 use crate::keys::{self, CreatedKey, Scope};
@@ -215,53 +216,11 @@ async fn create_admin(db: &Db, name: &str, email: &str) -> Result<AdminCreated> 
     Ok(AdminCreated { user, key })
 }
 
-/// Where the `tls` step's certificate comes from.
-#[derive(Debug, Clone)]
-pub enum TlsSource {
-    /// Made here: for the box's host name, `localhost` and its configured address.
-    SelfSigned,
-    /// Uploaded: a PEM certificate chain (leaf first) and its private key.
-    Pem { chain: String, key: String },
-}
-
-/// The `mode` of a certificate request.
-pub const TLS_MODES: &[&str] = &["self_signed", "pem"];
-
-impl TlsSource {
-    /// The source a request names: `mode` and, for `pem`, both PEM texts.
-    pub fn from_request(mode: &str, certificate: Option<String>, private_key: Option<String>) -> Result<TlsSource> {
-        let mode = crate::validate::one_of("mode", mode, TLS_MODES)?;
-        match (mode.as_str(), certificate, private_key) {
-            ("self_signed", None, None) => Ok(TlsSource::SelfSigned),
-            ("self_signed", ..) => Err(VaultError::invalid_field(
-                "certificate: not used with mode self_signed (use mode pem to upload a certificate)",
-            )),
-            (_, None, _) => Err(VaultError::invalid_field("certificate: required with mode pem")),
-            (_, Some(_), None) => Err(VaultError::invalid_field("private_key: required with mode pem")),
-            (_, Some(chain), Some(key)) => Ok(TlsSource::Pem { chain, key }),
-        }
-    }
-}
-
-/// Installs a certificate (see [`TlsSource`]); the box's host name is the one the network
-/// step stored. Nothing changes on disk unless the certificate is valid.
-pub async fn install_certificate(config: &Config, db: &Db, source: TlsSource) -> Result<CertificateInfo> {
-    let store = TlsStore::new(&config.tls_cert_dir);
-    match source {
-        TlsSource::SelfSigned => {
-            let network = settings::network(db).await?;
-            let ips: Vec<std::net::IpAddr> = network.ip_address.iter().filter_map(|ip| ip.parse().ok()).collect();
-            store.install_self_signed(&network.hostname, &ips)
-        }
-        TlsSource::Pem { chain, key } => store.install_pem(&chain, &key),
-    }
-}
-
 /// Step `tls`: a self-signed certificate or an uploaded one. (Installing is all or
 /// nothing, so the step has no in-between state to show.)
 pub async fn tls(vault: &Vault, source: TlsSource) -> Result<CertificateInfo> {
     ensure_open(vault)?;
-    let info = install_certificate(&vault.config, &vault.db, source).await?;
+    let info = certificate::install(&vault.config, &vault.db, source, "setup").await?;
     let summary = serde_json::json!({
         "subject": info.subject,
         "not_after": info.not_after,

@@ -211,9 +211,14 @@ fn validate_upload(chain_pem: &str, key_pem: &str, now: SystemTime) -> Result<Va
     })
 }
 
+/// An upload past the size any certificate chain or key has is refused as too large (413).
 fn check_size(field: &str, pem: &str) -> Result<()> {
     if pem.len() > MAX_PEM_BYTES {
-        return Err(VaultError::invalid_field(format!("{field}: larger than 1 MiB")));
+        return Err(VaultError::new(
+            crate::error::ErrorKind::PayloadTooLarge,
+            crate::error::ErrorCode::PayloadTooLarge,
+            format!("{field}: larger than 1 MiB"),
+        ));
     }
     Ok(())
 }
@@ -590,11 +595,15 @@ mod tests {
     /// Installs a first pair, tries `chain` + `key`, and checks the upload is refused with a
     /// 400 whose message starts with `expected` while the first pair stays byte for byte.
     fn assert_rejected(chain: &str, key: &str, expected: &str) {
+        assert_rejected_with(400, chain, key, expected);
+    }
+
+    fn assert_rejected_with(status: u16, chain: &str, key: &str, expected: &str) {
         let (_dir, store) = store();
         store.install_self_signed("vault.local", &[]).unwrap();
         let before = files(&store);
         let err = store.install_pem(chain, key).unwrap_err();
-        assert_eq!(err.status(), 400, "{}", err.message);
+        assert_eq!(err.status(), status, "{}", err.message);
         assert!(err.message.starts_with(expected), "expected `{expected}…`, got `{}`", err.message);
         assert_eq!(files(&store), before, "a refused upload changed the installed pair");
         assert_eq!(fs::read_dir(store.cert_path().parent().unwrap()).unwrap().count(), 2, "temp files left behind");
@@ -885,8 +894,8 @@ mod tests {
     fn inputs_over_one_mib_are_refused() {
         let (leaf, key) = leaf_valid(days(-1), days(30));
         let padding = "\n".repeat(MAX_PEM_BYTES);
-        assert_rejected(&format!("{leaf}{padding}"), &key, "certificate: larger than 1 MiB");
-        assert_rejected(&leaf, &format!("{key}{padding}"), "key: larger than 1 MiB");
+        assert_rejected_with(413, &format!("{leaf}{padding}"), &key, "certificate: larger than 1 MiB");
+        assert_rejected_with(413, &leaf, &format!("{key}{padding}"), "key: larger than 1 MiB");
     }
 
     #[test]

@@ -106,7 +106,7 @@ choices! {
     Ranges => vault_core::insights::Range::ALL.map(vault_core::insights::Range::as_str);
     IpModes => vault_core::settings::IP_MODES.iter().copied();
     MessageRoles => vault_core::conversations::ROLES.iter().copied();
-    TlsModes => vault_core::setup::TLS_MODES.iter().copied();
+    TlsModes => vault_core::certificate::TLS_MODES.iter().copied();
 }
 
 /// A page's `limit`, declared as 1 to `MAX`; any whole number is taken here and the core

@@ -8,13 +8,14 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi};
 use vault_core::keys::{self, Scope};
 use vault_core::users::{self, Role, UserUpdate};
-use vault_core::{Vault, settings};
+use vault_core::{Vault, certificate, settings};
 
 use super::{ApiResult, Tag};
 use crate::auth::AdminKey;
 use crate::dto::{
-    ApiKey, ApiKeyList, AppliedNetworkConfig, AppliedSystemSettings, CreateApiKey, CreateUser, CreatedApiKey,
-    NetworkConfig, SystemSettings, UpdateUser, User, UserList,
+    ApiKey, ApiKeyList, AppliedNetworkConfig, AppliedSystemSettings, CertificateInfo, CertificateRequest,
+    ConfigOverview, CreateApiKey, CreateUser, CreatedApiKey, NetworkConfig, SystemSettings, TlsStatus, UpdateUser,
+    User, UserList,
 };
 use crate::payload::JsonBody;
 
@@ -121,6 +122,42 @@ impl AdminApi {
     #[oai(path = "/keys/:id", method = "delete")]
     async fn revoke_key(&self, vault: Data<&Arc<Vault>>, key: AdminKey, id: Path<i64>) -> ApiResult<Json<ApiKey>> {
         Ok(Json(keys::revoke_by_id(&vault.db, id.0, Some(&key.0.account())).await?.into()))
+    }
+
+    /// Get the whole configuration
+    ///
+    /// Network, system settings, the certificate, how the inference engine is reached, and
+    /// where setup stands. Never a secret.
+    #[oai(path = "/config", method = "get")]
+    async fn get_config(&self, vault: Data<&Arc<Vault>>, _key: AdminKey) -> ApiResult<Json<ConfigOverview>> {
+        Ok(Json(settings::overview(&vault).await?.into()))
+    }
+
+    /// Get the certificate
+    ///
+    /// Subject, issuer, names, validity and days left, SHA-256 fingerprint, self-signed.
+    #[oai(path = "/config/tls", method = "get")]
+    async fn get_tls(&self, vault: Data<&Arc<Vault>>, _key: AdminKey) -> ApiResult<Json<TlsStatus>> {
+        Ok(Json(certificate::current(&vault.config)?.into()))
+    }
+
+    /// Install a certificate
+    ///
+    /// Self-signed (made here for the host name, `localhost` and the static address) or an
+    /// uploaded PEM chain and unencrypted key, checked first: it parses, the key matches the
+    /// leaf, it is valid now, the chain is in order. A bad upload changes nothing.
+    #[oai(path = "/config/tls", method = "post")]
+    async fn post_tls(
+        &self,
+        vault: Data<&Arc<Vault>>,
+        key: AdminKey,
+        body: JsonBody<CertificateRequest>,
+    ) -> ApiResult<Json<CertificateInfo>> {
+        let request = body.0;
+        let source =
+            certificate::TlsSource::from_request(request.mode.as_str(), request.certificate, request.private_key)?;
+        let info = certificate::install(&vault.config, &vault.db, source, &key.0.account()).await?;
+        Ok(Json(info.into()))
     }
 
     /// Get the network configuration

@@ -69,7 +69,11 @@ impl SetupApi {
         body: JsonBody<CertificateRequest>,
     ) -> ApiResult<Json<CertificateInfo>> {
         let request = body.0;
-        let source = setup::TlsSource::from_request(request.mode.as_str(), request.certificate, request.private_key)?;
+        let source = vault_core::certificate::TlsSource::from_request(
+            request.mode.as_str(),
+            request.certificate,
+            request.private_key,
+        )?;
         Ok(Json(setup::tls(&vault, source).await?.into()))
     }
 

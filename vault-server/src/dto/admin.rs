@@ -243,3 +243,59 @@ impl From<settings::Applied<settings::SystemSettings>> for AppliedSystemSettings
         AppliedSystemSettings { settings: a.settings.into(), commands: a.commands, dry_run: a.dry_run }
     }
 }
+
+/// The installed certificate, if any.
+#[derive(Object)]
+pub struct TlsStatus {
+    /// Whether a certificate is installed.
+    pub installed: bool,
+    #[oai(nullable)]
+    pub certificate: Option<super::CertificateInfo>,
+}
+
+impl From<Option<vault_core::tls::CertificateInfo>> for TlsStatus {
+    fn from(info: Option<vault_core::tls::CertificateInfo>) -> Self {
+        TlsStatus { installed: info.is_some(), certificate: info.map(Into::into) }
+    }
+}
+
+#[derive(Object)]
+pub struct InferenceSettings {
+    pub vllm_base_url: String,
+    /// The model chosen in the setup wizard.
+    #[oai(nullable)]
+    pub default_model: Option<String>,
+    pub upstream_timeout_seconds: f64,
+    pub stream_idle_timeout_seconds: f64,
+    pub max_upstream_body_mb: u64,
+}
+
+/// The whole configuration: never a secret.
+#[derive(Object)]
+pub struct ConfigOverview {
+    pub network: NetworkConfig,
+    pub system: SystemSettings,
+    pub tls: TlsStatus,
+    pub inference: InferenceSettings,
+    /// The setup wizard: `pending`, `in_progress` or `complete`.
+    pub setup: String,
+}
+
+impl From<settings::Overview> for ConfigOverview {
+    fn from(o: settings::Overview) -> Self {
+        let i = o.inference;
+        ConfigOverview {
+            network: o.network.into(),
+            system: o.system.into(),
+            tls: o.tls.into(),
+            inference: InferenceSettings {
+                vllm_base_url: i.vllm_base_url,
+                default_model: i.default_model,
+                upstream_timeout_seconds: i.upstream_timeout_seconds,
+                stream_idle_timeout_seconds: i.stream_idle_timeout_seconds,
+                max_upstream_body_mb: i.max_upstream_body_mb,
+            },
+            setup: o.setup,
+        }
+    }
+}
