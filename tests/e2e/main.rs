@@ -6,6 +6,7 @@
 
 mod auth;
 mod faults;
+mod https;
 mod inference;
 mod limits;
 mod setup;

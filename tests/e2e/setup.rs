@@ -65,10 +65,14 @@ async fn the_wizard_needs_no_key_while_pending_and_answers_404_to_anyone_once_co
     let tls = json!({"mode": "self_signed"});
     assert_eq!(app.send("POST", "/vault/setup/tls", None, Some(&tls)).await.status(), 200);
     assert_eq!(app.send("POST", "/vault/setup/complete", None, None).await.status(), 200);
+    // The box now answers in HTTPS only (plain HTTP is redirected).
     let admin_key = app.create_key(Scope::Admin).await;
-    for key in [None, Some(admin_key.as_str())] {
-        let response = app.send("GET", "/vault/setup/status", key, None).await;
-        assert_error(response, 404, "not_found").await;
+    let ca = app.data_dir.join("tls/cert.pem");
+    for auth in [String::new(), format!("Authorization: Bearer {admin_key}\r\n")] {
+        let request = format!("GET /vault/setup/status HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n");
+        let (answer, _) = vault_e2e::over_tls(app.url.trim_start_matches("http://"), &ca, &request).await;
+        assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+        assert!(answer.contains(r#""code":"not_found""#), "{answer}");
     }
 }
 

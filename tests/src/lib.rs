@@ -279,3 +279,44 @@ pub fn chat_body(stream: bool) -> Value {
         "stream": stream,
     })
 }
+
+/// Sends a raw HTTP/1.1 `request` (with `Connection: close`) to `addr` over TLS, trusting
+/// only the certificates in `ca` and checking the name `localhost`; the answer's text and
+/// the SHA-256 fingerprint (vault-core's format) of the certificate the server showed.
+pub async fn over_tls(addr: &str, ca: &Path, request: &str) -> (String, String) {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let config =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut tls = connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await.unwrap();
+    let peer = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tls.read_to_end(&mut answer).await.unwrap();
+    (String::from_utf8_lossy(&answer).into_owned(), fingerprint(&peer))
+}
+
+fn fingerprint(der: &[u8]) -> String {
+    // vault-core's own fingerprint format: uppercase hex pairs joined by `:`.
+    use sha2::Digest;
+    use std::fmt::Write;
+    let digest = sha2::Sha256::digest(der);
+    digest.iter().fold(String::new(), |mut out, b| {
+        if !out.is_empty() {
+            out.push(':');
+        }
+        let _ = write!(out, "{b:02X}");
+        out
+    })
+}

@@ -233,15 +233,16 @@ impl Acceptor for GuardedAcceptor {
             deadline: Box::pin(tokio::time::sleep(self.limits.idle_timeout)),
             limits: self.limits,
             tracked,
-            registry: self.registry.clone(),
+            slot: Slot { registry: self.registry.clone() },
         };
         Ok((io, local, remote, scheme))
     }
 }
 
-/// A connection with its deadlines (see the module docs).
-pub struct GuardedIo {
-    stream: TcpStream,
+/// A connection with its deadlines (see the module docs), over TCP or over TLS on TCP: the
+/// guard watches the bytes of HTTP, so it sits above the TLS layer.
+pub struct GuardedIo<S = TcpStream> {
+    stream: S,
     head: Box<HeadSoFar>,
     audit: Option<AuditLog>,
     peer: Option<std::net::IpAddr>,
@@ -250,10 +251,48 @@ pub struct GuardedIo {
     deadline: Pin<Box<tokio::time::Sleep>>,
     limits: Limits,
     tracked: Arc<Tracked>,
+    slot: Slot,
+}
+
+/// A connection's place in the count of open ones, given back when it closes.
+struct Slot {
     registry: Arc<Registry>,
 }
 
-impl GuardedIo {
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.registry.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl GuardedIo<TcpStream> {
+    /// The first byte the client sent, left for whoever reads next (a TLS handshake starts
+    /// with 22); `None` when the client closed first, an error when it sent nothing within
+    /// the idle timeout.
+    pub async fn first_byte(&self) -> io::Result<Option<u8>> {
+        let mut byte = [0u8; 1];
+        match tokio::time::timeout(self.limits.idle_timeout, self.stream.peek(&mut byte)).await {
+            Ok(Ok(0)) => Ok(None),
+            Ok(Ok(_)) => Ok(Some(byte[0])),
+            Ok(Err(err)) => Err(err),
+            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "nothing sent")),
+        }
+    }
+
+    /// Runs the TLS handshake (within the head timeout) and guards the decrypted stream the
+    /// same way.
+    pub async fn into_tls(
+        self,
+        acceptor: &tokio_rustls::TlsAcceptor,
+    ) -> io::Result<GuardedIo<tokio_rustls::server::TlsStream<TcpStream>>> {
+        let GuardedIo { stream, head, audit, peer, phase, read_nothing_yet, deadline, limits, tracked, slot } = self;
+        let handshake = tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await;
+        let stream = handshake.map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timeout"))??;
+        Ok(GuardedIo { stream, head, audit, peer, phase, read_nothing_yet, deadline, limits, tracked, slot })
+    }
+}
+
+impl<S> GuardedIo<S> {
     fn enter(&mut self, phase: Phase) {
         let restart = match (self.phase, phase) {
             (_, Phase::Idle) => Some(self.limits.idle_timeout),
@@ -266,7 +305,7 @@ impl GuardedIo {
             self.deadline.as_mut().reset(tokio::time::Instant::now() + timeout);
         }
         let idle_since = match phase {
-            Phase::Idle | Phase::Http2 => self.registry.now_ms(),
+            Phase::Idle | Phase::Http2 => self.slot.registry.now_ms(),
             Phase::Head(_) | Phase::Busy => u64::MAX,
         };
         self.tracked.idle_since_ms.store(idle_since, Ordering::Relaxed);
@@ -320,7 +359,7 @@ impl GuardedIo {
     }
 }
 
-impl GuardedIo {
+impl<S: AsyncRead + AsyncWrite + Unpin> GuardedIo<S> {
     /// Something of an answer went out: the request is being (or was) answered.
     fn wrote(&mut self, polled: &Poll<io::Result<usize>>) {
         if let Poll::Ready(Ok(n)) = polled
@@ -333,7 +372,7 @@ impl GuardedIo {
 
     /// Answers a head over the limits with a 431 in the API's shape and records it; the
     /// connection then closes.
-    fn refuse_head(&mut self) -> io::Error {
+    fn refuse_head(&mut self, cx: &mut Context<'_>) -> io::Error {
         let err = VaultError::new(
             ErrorKind::HeadTooLarge,
             ErrorCode::RequestHeadTooLarge,
@@ -353,15 +392,19 @@ impl GuardedIo {
             body.len()
         );
         // Small enough for the socket's empty send buffer; what does not fit is not retried.
-        let _ = self.stream.try_write(answer.as_bytes());
+        let stream = Pin::new(&mut self.stream);
+        if let Poll::Ready(Ok(_)) = stream.poll_write(cx, answer.as_bytes()) {
+            let _ = Pin::new(&mut self.stream).poll_flush(cx);
+        }
         // Closing with unread bytes would reset the connection, and a reset can destroy the
         // answer before the client reads it: take what has arrived of the head first.
         let mut sink = [0u8; 16 * 1024];
         let mut drained = 0;
         while drained < MAX_DRAINED {
-            match self.stream.try_read(&mut sink) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => drained += n,
+            let mut buf = ReadBuf::new(&mut sink);
+            match Pin::new(&mut self.stream).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => drained += buf.filled().len(),
+                _ => break,
             }
         }
         tracing::info!(bytes = self.head.bytes, lines = self.head.lines, "refused a request head over the limits");
@@ -369,13 +412,7 @@ impl GuardedIo {
     }
 }
 
-impl Drop for GuardedIo {
-    fn drop(&mut self) {
-        self.registry.open.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-impl AsyncRead for GuardedIo {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for GuardedIo<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
         if let Some(err) = this.check(cx) {
@@ -386,13 +423,13 @@ impl AsyncRead for GuardedIo {
         if let Poll::Ready(Ok(())) = polled
             && this.saw(&buf.filled()[before..])
         {
-            return Poll::Ready(Err(this.refuse_head()));
+            return Poll::Ready(Err(this.refuse_head(cx)));
         }
         polled
     }
 }
 
-impl AsyncWrite for GuardedIo {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for GuardedIo<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         let polled = Pin::new(&mut this.stream).poll_write(cx, data);

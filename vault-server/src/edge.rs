@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use poem::http::uri::Scheme;
 use poem::http::{HeaderValue, Method, StatusCode, Uri, header};
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
 use vault_core::audit::RequestAudit;
@@ -12,6 +13,7 @@ use vault_core::{ErrorCode, ErrorKind, Vault, VaultError};
 
 use crate::api::inference::serve_direct;
 use crate::error::{ApiError, error_response, from_poem_error};
+use crate::https::Certificates;
 use crate::methods::AllowedMethods;
 use crate::payload::{MAX_BODY_BYTES, is_json};
 
@@ -19,11 +21,13 @@ use crate::payload::{MAX_BODY_BYTES, is_json};
 pub struct Edge {
     vault: Arc<Vault>,
     allowed: Arc<AllowedMethods>,
+    certificates: Arc<Certificates>,
 }
 
 impl Edge {
     pub fn new(vault: Arc<Vault>, allowed: AllowedMethods) -> Edge {
-        Edge { vault, allowed: Arc::new(allowed) }
+        let certificates = Arc::new(Certificates::new(vault_core::tls::TlsStore::new(&vault.config.tls_cert_dir)));
+        Edge { vault, allowed: Arc::new(allowed), certificates }
     }
 }
 
@@ -42,6 +46,7 @@ impl<E: Endpoint> Middleware<E> for Edge {
             direct: serves_direct(&self.vault),
             vault: self.vault.clone(),
             allowed: self.allowed.clone(),
+            certificates: self.certificates.clone(),
         }
     }
 }
@@ -51,6 +56,7 @@ pub struct EdgeEndpoint<E> {
     vault: Arc<Vault>,
     direct: bool,
     allowed: Arc<AllowedMethods>,
+    certificates: Arc<Certificates>,
 }
 
 impl<E> EdgeEndpoint<E> {
@@ -87,21 +93,25 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
         }
         // Kept for the `Allow` of a 405, which only the router answers.
         let routed_uri = direct.is_none().then(|| req.uri().clone());
-        let answer = if self.vault.setup.is_complete() && is_setup_path(req.uri().path()) {
-            // The wizard is over: its routes no longer exist, in any spelling or method.
-            Err(ApiError(vault_core::setup::gone()).into())
-        } else if declared_length(&req).is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-            Err(ApiError(VaultError::new(
-                ErrorKind::PayloadTooLarge,
-                ErrorCode::PayloadTooLarge,
-                format!("The request body is larger than {MAX_BODY_BYTES} bytes."),
-            ))
-            .into())
-        } else if let Some(route) = direct {
-            serve_direct(&self.vault, &audit, route, req).await
-        } else {
-            self.inner.call(req).await.map(IntoResponse::into_response)
-        };
+        let answer =
+            if self.vault.setup.is_complete() && req.scheme() == &Scheme::HTTP && self.certificates.is_installed() {
+                // The box is set up and has a certificate: nothing is served in plain HTTP.
+                Ok(https_redirect(&req))
+            } else if self.vault.setup.is_complete() && is_setup_path(req.uri().path()) {
+                // The wizard is over: its routes no longer exist, in any spelling or method.
+                Err(ApiError(vault_core::setup::gone()).into())
+            } else if declared_length(&req).is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+                Err(ApiError(VaultError::new(
+                    ErrorKind::PayloadTooLarge,
+                    ErrorCode::PayloadTooLarge,
+                    format!("The request body is larger than {MAX_BODY_BYTES} bytes."),
+                ))
+                .into())
+            } else if let Some(route) = direct {
+                serve_direct(&self.vault, &audit, route, req).await
+            } else {
+                self.inner.call(req).await.map(IntoResponse::into_response)
+            };
         let mut response = answer.unwrap_or_else(|err| error_response(&from_poem_error(err)));
         let is_json = response.content_type().is_some_and(is_json);
         if response.status().as_u16() >= 400 && response.extensions().get::<ErrorCode>().is_none() && !is_json {
@@ -143,6 +153,25 @@ fn request_id(req: &Request) -> String {
         })
         .map(String::from)
         .unwrap_or_else(vault_core::secrets::request_id)
+}
+
+/// A 308 to the same URL in HTTPS, on the same host and port (the port serves both).
+fn https_redirect(req: &Request) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(String::from)
+        .or_else(|| req.local_addr().as_socket_addr().map(|a| a.to_string()))
+        .unwrap_or_default();
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let location = format!("https://{host}{target}");
+    match HeaderValue::from_str(&location) {
+        Ok(location) => {
+            Response::builder().status(StatusCode::PERMANENT_REDIRECT).header(header::LOCATION, location).finish()
+        }
+        Err(_) => error_response(&VaultError::invalid_field("host: not a valid host name")),
+    }
 }
 
 fn declared_length(req: &Request) -> Option<u64> {

@@ -11,12 +11,13 @@ mod edge;
 #[cfg(feature = "demo")]
 pub mod embedded;
 mod error;
+mod https;
 pub mod logging;
 mod methods;
 mod passthrough;
 mod payload;
 mod schemas;
-mod serve;
+pub(crate) mod serve;
 mod server;
 
 pub use server::{Server, app, openapi_service, shutdown_signal, spec_json};

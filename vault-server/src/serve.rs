@@ -19,6 +19,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use poem::endpoint::BoxEndpoint;
+use poem::http::uri::Scheme;
 use poem::listener::Acceptor;
 use poem::web::{LocalAddr, RemoteAddr};
 use poem::{Endpoint, Response};
@@ -26,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::connections::{GuardedAcceptor, GuardedIo, MAX_HEAD_BYTES};
+use crate::https::{Certificates, TLS_HANDSHAKE};
 
 /// The application every request goes to.
 pub type App = Arc<BoxEndpoint<'static, Response>>;
@@ -38,6 +40,7 @@ type ResponseBody = http_body_util::combinators::BoxBody<Bytes, io::Error>;
 pub async fn serve(
     mut acceptor: GuardedAcceptor,
     app: App,
+    https: Option<Arc<Certificates>>,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) -> io::Result<()> {
@@ -52,7 +55,7 @@ pub async fn serve(
         };
         match accepted {
             Ok((io, local, remote, _)) => {
-                let connection = serve_connection(io, local, remote, app.clone(), draining.clone());
+                let connection = route_connection(io, local, remote, app.clone(), https.clone(), draining.clone());
                 let out_of_time = out_of_time.clone();
                 connections.spawn(async move {
                     tokio::select! {
@@ -81,9 +84,43 @@ pub async fn serve(
     Ok(())
 }
 
-async fn serve_connection(io: GuardedIo, local: LocalAddr, remote: RemoteAddr, app: App, draining: CancellationToken) {
+/// Serves a connection in HTTPS when a certificate is installed and the client starts a TLS
+/// handshake, else in plain HTTP (which the edge redirects once setup is complete and a
+/// certificate is installed).
+async fn route_connection(
+    io: GuardedIo,
+    local: LocalAddr,
+    remote: RemoteAddr,
+    app: App,
+    https: Option<Arc<Certificates>>,
+    draining: CancellationToken,
+) {
+    let Some(tls) = https.and_then(|h| h.acceptor()) else {
+        return serve_connection(io, local, remote, app, Scheme::HTTP, draining).await;
+    };
+    match io.first_byte().await {
+        Ok(Some(TLS_HANDSHAKE)) => match io.into_tls(&tls).await {
+            Ok(io) => serve_connection(io, local, remote, app, Scheme::HTTPS, draining).await,
+            Err(err) => tracing::debug!(error = %err, "TLS handshake failed"),
+        },
+        Ok(Some(_)) => serve_connection(io, local, remote, app, Scheme::HTTP, draining).await,
+        // Closed, or silent past the idle timeout, before its first byte.
+        Ok(None) | Err(_) => {}
+    }
+}
+
+async fn serve_connection<S>(
+    io: GuardedIo<S>,
+    local: LocalAddr,
+    remote: RemoteAddr,
+    app: App,
+    scheme: Scheme,
+    draining: CancellationToken,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-        let request = poem::Request::from((req, local.clone(), remote.clone(), poem::http::uri::Scheme::HTTP));
+        let request = poem::Request::from((req, local.clone(), remote.clone(), scheme.clone()));
         let app = app.clone();
         async move { Ok::<_, Infallible>(hyper::Response::<ResponseBody>::from(app.get_response(request).await)) }
     });

@@ -8,11 +8,13 @@ use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::middleware::Cors;
 use poem::{Endpoint, EndpointExt, Route};
 use poem_openapi::OpenApiService;
+use vault_core::tls::TlsStore;
 use vault_core::{Vault, VaultError};
 
 use crate::api::{Api, api};
 use crate::connections::{GuardedAcceptor, Limits};
 use crate::edge::Edge;
+use crate::https::Certificates;
 use crate::methods::AllowedMethods;
 use crate::serve::serve;
 
@@ -31,7 +33,8 @@ pub fn openapi_service() -> OpenApiService<Api, ()> {
 }
 
 /// Request bodies that refuse fields they do not know (a mistyped wizard field must not be
-/// ignored). The framework refuses them but does not say so in the document; it is said here.
+/// ignored). The framework refuses them but does not say so in the document; it is said here,
+/// with the redirect to HTTPS every route may answer.
 const CLOSED_BODIES: &[&str] = &["SetupAdmin", "SetupModel", "CertificateRequest"];
 
 /// The OpenAPI document the code describes (committed under `openapi/`, served at
@@ -44,6 +47,18 @@ pub fn spec_json() -> String {
     for name in CLOSED_BODIES {
         if let Some(schema) = document["components"]["schemas"].get_mut(*name).and_then(|s| s.as_object_mut()) {
             schema.insert("additionalProperties".into(), false.into());
+        }
+    }
+    // Answered by the edge for every route, so the framework does not list it.
+    let redirect = serde_json::json!({
+        "description": "Plain HTTP to a box that is set up and has a certificate: the same URL in HTTPS, in `Location`.",
+        "headers": {"Location": {"schema": {"type": "string"}}},
+    });
+    for methods in document["paths"].as_object_mut().into_iter().flat_map(|p| p.values_mut()) {
+        for operation in methods.as_object_mut().into_iter().flat_map(|m| m.values_mut()) {
+            if let Some(responses) = operation["responses"].as_object_mut() {
+                responses.insert("308".into(), redirect.clone());
+            }
         }
     }
     serde_json::to_string_pretty(&document).unwrap_or(spec)
@@ -107,8 +122,13 @@ impl Server {
             });
         };
         let app = Arc::new(app(vault.clone()).map_to_response().boxed());
-        tracing::info!(%addr, "listening");
-        let served = serve(acceptor, app, signal, SHUTDOWN_GRACE).await;
+        let certificates = Arc::new(Certificates::new(TlsStore::new(&vault.config.tls_cert_dir)));
+        if certificates.acceptor().is_some() {
+            tracing::info!(%addr, "listening (HTTPS; plain HTTP is redirected once setup is complete)");
+        } else {
+            tracing::warn!(%addr, "listening in plain HTTP: no certificate is installed (see the setup wizard's tls step)");
+        }
+        let served = serve(acceptor, app, Some(certificates), signal, SHUTDOWN_GRACE).await;
         vault.shutdown().await;
         tracing::info!("stopped");
         served

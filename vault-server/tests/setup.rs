@@ -7,7 +7,7 @@
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use vault_e2e::{ServerProcess, client, start_fake_upstream};
+use vault_e2e::{ServerProcess, client, over_tls, start_fake_upstream};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_vault-server");
 const MANIFEST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/models.json");
@@ -84,11 +84,24 @@ async fn the_wizard_walks_to_the_end_and_its_routes_are_gone_for_good() {
     let server = server.restart(BINARY, &fake.base_url()).await;
     assert_setup_is_gone(&server).await;
 
-    // The admin key the wizard made works.
-    let response = client().get(format!("{}/vault/admin/users", server.url)).bearer_auth(&key).send().await.unwrap();
-    assert_eq!(response.status(), 200);
-    let users: Value = response.json().await.unwrap();
-    assert_eq!(users["items"][0]["email"], "admin@clinic.example");
+    // The admin key the wizard made works (over HTTPS).
+    let (status, answer) = call_tls(&server, "GET", "/vault/admin/users", Some(&key)).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains("admin@clinic.example"), "{answer}");
+}
+
+/// `method path` over HTTPS, trusting the server's installed certificate: the status and the
+/// answer's text.
+async fn call_tls(server: &ServerProcess, method: &str, path: &str, key: Option<&str>) -> (u16, String) {
+    let auth = key.map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Type: application/json\r\n\
+         Content-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+    );
+    let ca = server.data_dir.join("tls/cert.pem");
+    let (answer, _) = over_tls(server.url.trim_start_matches("http://"), &ca, &request).await;
+    let status = answer.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, answer)
 }
 
 async fn assert_setup_is_gone(server: &ServerProcess) {
@@ -107,13 +120,20 @@ async fn assert_setup_is_gone(server: &ServerProcess) {
         "/vault/%73etup/status",
         "/vault/setup/unknown",
     ];
-    let methods = [Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS];
     for path in paths {
-        for method in &methods {
-            let (status, body) = call(server, method.clone(), path, Some(json!({}))).await;
-            assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")), "{method} {path}: {body}");
+        for method in ["GET", "POST", "PUT", "DELETE", "OPTIONS"] {
+            let (status, answer) = call_tls(server, method, path, None).await;
+            assert_eq!(status, 404, "{method} {path}: {answer}");
+            assert!(answer.contains(r#""code":"not_found""#), "{method} {path}: {answer}");
         }
-        let head = client().head(format!("{}{path}", server.url)).send().await.unwrap();
-        assert_eq!(head.status(), 404, "HEAD {path}");
+        let (status, answer) = call_tls(server, "HEAD", path, None).await;
+        assert_eq!(status, 404, "HEAD {path}: {answer}");
+        // Plain HTTP only points to HTTPS now.
+        let plain = no_redirects().get(format!("{}{path}", server.url)).send().await.unwrap();
+        assert_eq!(plain.status(), 308, "plain GET {path}");
     }
+}
+
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
 }

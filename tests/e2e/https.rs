@@ -1,0 +1,53 @@
+//! HTTPS on the gateway's own port: a TLS client that trusts the installed certificate gets
+//! its answers; a new certificate is used from the next connection on, without a restart;
+//! plain HTTP is served while setup runs and redirected once it is complete.
+
+use serde_json::{Value, json};
+use vault_core::keys::Scope;
+use vault_e2e::{TestApp, over_tls};
+
+async fn get_over_tls(app: &TestApp, ca: &std::path::Path, path: &str) -> (String, String) {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    over_tls(app.url.trim_start_matches("http://"), ca, &request).await
+}
+
+#[tokio::test]
+async fn the_installed_certificate_serves_https_and_a_new_one_is_used_without_a_restart() {
+    let app = TestApp::spawn().await;
+    let ca = app.data_dir.join("tls/cert.pem");
+    let made: Value =
+        app.send("POST", "/vault/setup/tls", None, Some(&json!({"mode": "self_signed"}))).await.json().await.unwrap();
+    let first = made["fingerprint_sha256"].as_str().unwrap().to_string();
+
+    let (answer, seen) = get_over_tls(&app, &ca, "/vault/health").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(seen, first);
+
+    // While setup runs, plain HTTP is still served (the wizard may have started in it).
+    assert_eq!(app.send("GET", "/vault/setup/status", None, None).await.status(), 200);
+
+    let admin = app.create_key(Scope::Admin).await;
+    let replaced: Value = app
+        .send("POST", "/vault/admin/config/tls", Some(&admin), Some(&json!({"mode": "self_signed"})))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let second = replaced["fingerprint_sha256"].as_str().unwrap().to_string();
+    assert_ne!(first, second);
+    let (answer, seen) = get_over_tls(&app, &ca, "/vault/health").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(seen, second, "a new connection still got the old certificate");
+
+    // Once setup is complete, plain HTTP only redirects.
+    let body = json!({"name": "Admin", "email": "admin@clinic.example"});
+    assert_eq!(app.send("POST", "/vault/setup/admin", None, Some(&body)).await.status(), 201);
+    assert_eq!(app.send("POST", "/vault/setup/complete", None, None).await.status(), 200);
+    let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let plain = no_redirects.get(format!("{}/v1/models?x=1", app.url)).bearer_auth(&admin).send().await.unwrap();
+    assert_eq!(plain.status(), 308);
+    let host = app.url.trim_start_matches("http://");
+    assert_eq!(plain.headers()["location"], format!("https://{host}/v1/models?x=1").as_str());
+    let (answer, _) = get_over_tls(&app, &ca, "/vault/health").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
