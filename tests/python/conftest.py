@@ -40,8 +40,34 @@ def key(stack: Stack) -> str:
     return stack.create_key("user")
 
 
-@pytest.fixture()
-def client(stack: Stack, key: str):
+@pytest.fixture(scope="session")
+def https_url(stack: Stack) -> tuple[str, str]:
+    """The gateway's URL in HTTPS (after installing a self-signed certificate through the
+    setup wizard) and the certificate to trust."""
+    import json
+    import os
+    import urllib.request
+
+    request = urllib.request.Request(
+        stack.url + "/vault/setup/tls",
+        data=json.dumps({"mode": "self_signed"}).encode(),
+        headers={"content-type": "application/json"},
+    )
+    with urllib.request.urlopen(request) as answer:
+        assert answer.status == 200
+    port = stack.url.rsplit(":", 1)[1]
+    return f"https://localhost:{port}", os.path.join(stack.gateway.data_dir, "tls", "cert.pem")
+
+
+@pytest.fixture(params=["http", "https"])
+def client(request: pytest.FixtureRequest, stack: Stack, key: str):
+    """The official client, in plain HTTP and over HTTPS (trusting the box's certificate)."""
+    import ssl
+
     import openai
 
-    return openai.OpenAI(base_url=stack.url + "/v1", api_key=key, max_retries=0, timeout=30)
+    if request.param == "http":
+        return openai.OpenAI(base_url=stack.url + "/v1", api_key=key, max_retries=0, timeout=30)
+    url, ca = request.getfixturevalue("https_url")
+    http = openai.DefaultHttpxClient(verify=ssl.create_default_context(cafile=ca), timeout=30)
+    return openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0, http_client=http)
