@@ -125,6 +125,12 @@ async fn an_admin_installs_a_certificate_and_a_bad_upload_changes_nothing() {
         assert!(error["error"]["message"].as_str().unwrap().starts_with(message), "{error}");
         let now: Value = app.send("GET", "/vault/admin/config/tls", Some(&admin), None).await.json().await.unwrap();
         assert_eq!(now["certificate"]["fingerprint_sha256"], fingerprint.as_str(), "a bad upload replaced it");
+        // And a new connection is still served with it.
+        let request = "GET /vault/health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+        let ca = app.data_dir.join("tls/cert.pem");
+        let (answer, served) = vault_e2e::over_tls(app.url.trim_start_matches("http://"), &ca, request).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert_eq!(served, fingerprint);
     }
 
     // The same pair uploaded as PEM is taken.

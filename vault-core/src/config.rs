@@ -23,6 +23,8 @@ pub enum DbLocation {
 pub struct Config {
     pub host: IpAddr,
     pub port: u16,
+    /// A second port that answers plain HTTP with a redirect to HTTPS on `port`.
+    pub http_redirect_port: Option<u16>,
     pub data_dir: PathBuf,
     pub db: DbLocation,
     pub vllm_base_url: String,
@@ -68,6 +70,7 @@ pub type Overrides = HashMap<&'static str, String>;
 
 pub const VAULT_HOST: &str = "VAULT_HOST";
 pub const VAULT_PORT: &str = "VAULT_PORT";
+pub const VAULT_HTTP_REDIRECT_PORT: &str = "VAULT_HTTP_REDIRECT_PORT";
 pub const VAULT_DATA_DIR: &str = "VAULT_DATA_DIR";
 pub const VAULT_DB_URL: &str = "VAULT_DB_URL";
 pub const VAULT_DB_AUTH_TOKEN: &str = "VAULT_DB_AUTH_TOKEN";
@@ -115,6 +118,16 @@ impl Config {
         let port = match lookup(VAULT_PORT) {
             Some(v) => v.parse().map_err(|_| bad(VAULT_PORT, format!("`{v}` is not a port number (0-65535)")))?,
             None => 8000,
+        };
+        let http_redirect_port = match lookup(VAULT_HTTP_REDIRECT_PORT) {
+            None => None,
+            Some(v) => match v.parse::<u16>() {
+                Ok(p) if p != 0 && p == port => {
+                    return Err(bad(VAULT_HTTP_REDIRECT_PORT, format!("`{v}` is VAULT_PORT itself")));
+                }
+                Ok(p) => Some(p),
+                Err(_) => return Err(bad(VAULT_HTTP_REDIRECT_PORT, format!("`{v}` is not a port number (0-65535)"))),
+            },
         };
         let data_dir = PathBuf::from(lookup(VAULT_DATA_DIR).unwrap_or_else(|| "./data".into()));
         let db = match lookup(VAULT_DB_URL) {
@@ -175,6 +188,7 @@ impl Config {
         Ok(Config {
             host,
             port,
+            http_redirect_port,
             data_dir,
             db,
             vllm_base_url,
@@ -246,6 +260,7 @@ impl Config {
         serde_json::json!({
             "host": self.host.to_string(),
             "port": self.port,
+            "http_redirect_port": self.http_redirect_port,
             "data_dir": self.data_dir.display().to_string(),
             "db_url": db,
             "vllm_base_url": self.vllm_base_url,

@@ -12,6 +12,9 @@ pub struct ConfigArgs {
     /// Port to listen on (0 picks a free one).
     #[arg(long, env = config::VAULT_PORT, global = true)]
     pub port: Option<String>,
+    /// A second port answering plain HTTP with a 308 to HTTPS on the main port [default: none].
+    #[arg(long, env = config::VAULT_HTTP_REDIRECT_PORT, global = true)]
+    pub http_redirect_port: Option<String>,
     /// Where the database, secret, flag file, TLS files and models live by default [default: ./data].
     #[arg(long, env = config::VAULT_DATA_DIR, global = true)]
     pub data_dir: Option<String>,
@@ -78,6 +81,7 @@ impl ConfigArgs {
         let pairs = [
             (config::VAULT_HOST, &self.host),
             (config::VAULT_PORT, &self.port),
+            (config::VAULT_HTTP_REDIRECT_PORT, &self.http_redirect_port),
             (config::VAULT_DATA_DIR, &self.data_dir),
             (config::VAULT_DB_URL, &self.db_url),
             (config::VAULT_DB_AUTH_TOKEN, &self.db_auth_token),

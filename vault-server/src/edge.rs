@@ -16,6 +16,7 @@ use crate::error::{ApiError, error_response, from_poem_error};
 use crate::https::Certificates;
 use crate::methods::AllowedMethods;
 use crate::payload::{MAX_BODY_BYTES, is_json};
+use crate::serve::RedirectToHttps;
 
 /// The middleware every request passes first and its answer last.
 pub struct Edge {
@@ -93,25 +94,26 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
         }
         // Kept for the `Allow` of a 405, which only the router answers.
         let routed_uri = direct.is_none().then(|| req.uri().clone());
-        let answer =
-            if self.vault.setup.is_complete() && req.scheme() == &Scheme::HTTP && self.certificates.is_installed() {
-                // The box is set up and has a certificate: nothing is served in plain HTTP.
-                Ok(https_redirect(&req))
-            } else if self.vault.setup.is_complete() && is_setup_path(req.uri().path()) {
-                // The wizard is over: its routes no longer exist, in any spelling or method.
-                Err(ApiError(vault_core::setup::gone()).into())
-            } else if declared_length(&req).is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-                Err(ApiError(VaultError::new(
-                    ErrorKind::PayloadTooLarge,
-                    ErrorCode::PayloadTooLarge,
-                    format!("The request body is larger than {MAX_BODY_BYTES} bytes."),
-                ))
-                .into())
-            } else if let Some(route) = direct {
-                serve_direct(&self.vault, &audit, route, req).await
-            } else {
-                self.inner.call(req).await.map(IntoResponse::into_response)
-            };
+        let answer = if let Some(to) = req.extensions().get::<RedirectToHttps>().copied() {
+            Ok(https_redirect(&req, Some(to.port)))
+        } else if self.vault.setup.is_complete() && req.scheme() == &Scheme::HTTP && self.certificates.is_installed() {
+            // The box is set up and has a certificate: nothing is served in plain HTTP.
+            Ok(https_redirect(&req, None))
+        } else if self.vault.setup.is_complete() && is_setup_path(req.uri().path()) {
+            // The wizard is over: its routes no longer exist, in any spelling or method.
+            Err(ApiError(vault_core::setup::gone()).into())
+        } else if declared_length(&req).is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+            Err(ApiError(VaultError::new(
+                ErrorKind::PayloadTooLarge,
+                ErrorCode::PayloadTooLarge,
+                format!("The request body is larger than {MAX_BODY_BYTES} bytes."),
+            ))
+            .into())
+        } else if let Some(route) = direct {
+            serve_direct(&self.vault, &audit, route, req).await
+        } else {
+            self.inner.call(req).await.map(IntoResponse::into_response)
+        };
         let mut response = answer.unwrap_or_else(|err| error_response(&from_poem_error(err)));
         let is_json = response.content_type().is_some_and(is_json);
         if response.status().as_u16() >= 400 && response.extensions().get::<ErrorCode>().is_none() && !is_json {
@@ -155,15 +157,24 @@ fn request_id(req: &Request) -> String {
         .unwrap_or_else(vault_core::secrets::request_id)
 }
 
-/// A 308 to the same URL in HTTPS, on the same host and port (the port serves both).
-fn https_redirect(req: &Request) -> Response {
-    let host = req
+/// A 308 to the same URL in HTTPS: on the same host and port (which serves both), or on
+/// `port` of the same host.
+fn https_redirect(req: &Request, port: Option<u16>) -> Response {
+    let mut host = req
         .headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .map(String::from)
         .or_else(|| req.local_addr().as_socket_addr().map(|a| a.to_string()))
         .unwrap_or_default();
+    if let Some(port) = port {
+        // The name without the port it was reached on (`[::1]:80`, `box:80`, `box`).
+        let name = match host.rfind(':') {
+            Some(i) if !host[i..].contains(']') => &host[..i],
+            _ => host.as_str(),
+        };
+        host = format!("{name}:{port}");
+    }
     let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let location = format!("https://{host}{target}");
     match HeaderValue::from_str(&location) {

@@ -37,8 +37,22 @@ type ResponseBody = http_body_util::combinators::BoxBody<Bytes, io::Error>;
 
 /// Serves connections until `shutdown` resolves; then stops listening, lets connections
 /// finish their requests for up to `grace`, and drops those still open.
+/// Where connections come from.
+pub struct Listeners {
+    pub main: GuardedAcceptor,
+    /// A plain-HTTP port whose every request is redirected to HTTPS on this port.
+    pub redirect: Option<(GuardedAcceptor, u16)>,
+}
+
+/// Marks a request that came to the redirecting port: it is answered with a 308 to HTTPS
+/// on `port`.
+#[derive(Clone, Copy)]
+pub struct RedirectToHttps {
+    pub port: u16,
+}
+
 pub async fn serve(
-    mut acceptor: GuardedAcceptor,
+    listeners: Listeners,
     app: App,
     https: Option<Arc<Certificates>>,
     shutdown: impl Future<Output = ()>,
@@ -47,15 +61,29 @@ pub async fn serve(
     let draining = CancellationToken::new();
     let out_of_time = CancellationToken::new();
     let connections = TaskTracker::new();
+    let Listeners { main: mut acceptor, mut redirect } = listeners;
     let mut shutdown = pin!(shutdown);
     loop {
-        let accepted = tokio::select! {
+        let redirected = async {
+            match redirect.as_mut() {
+                Some((acceptor, port)) => (acceptor.accept().await, *port),
+                None => std::future::pending().await,
+            }
+        };
+        let (accepted, redirect_to) = tokio::select! {
             () = &mut shutdown => break,
-            accepted = acceptor.accept() => accepted,
+            accepted = acceptor.accept() => (accepted, None),
+            (accepted, port) = redirected => (accepted, Some(RedirectToHttps { port })),
         };
         match accepted {
             Ok((io, local, remote, _)) => {
-                let connection = route_connection(io, local, remote, app.clone(), https.clone(), draining.clone());
+                let app = app.clone();
+                let connection: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> = match redirect_to {
+                    Some(to) => {
+                        Box::pin(serve_connection(io, local, remote, app, Scheme::HTTP, Some(to), draining.clone()))
+                    }
+                    None => Box::pin(route_connection(io, local, remote, app, https.clone(), draining.clone())),
+                };
                 let out_of_time = out_of_time.clone();
                 connections.spawn(async move {
                     tokio::select! {
@@ -73,6 +101,7 @@ pub async fn serve(
         }
     }
     drop(acceptor);
+    drop(redirect);
     tracing::info!(open = connections.len(), "no longer accepting connections; finishing in-flight requests");
     draining.cancel();
     connections.close();
@@ -96,14 +125,14 @@ async fn route_connection(
     draining: CancellationToken,
 ) {
     let Some(tls) = https.and_then(|h| h.acceptor()) else {
-        return serve_connection(io, local, remote, app, Scheme::HTTP, draining).await;
+        return serve_connection(io, local, remote, app, Scheme::HTTP, None, draining).await;
     };
     match io.first_byte().await {
         Ok(Some(TLS_HANDSHAKE)) => match io.into_tls(&tls).await {
-            Ok(io) => serve_connection(io, local, remote, app, Scheme::HTTPS, draining).await,
+            Ok(io) => serve_connection(io, local, remote, app, Scheme::HTTPS, None, draining).await,
             Err(err) => tracing::debug!(error = %err, "TLS handshake failed"),
         },
-        Ok(Some(_)) => serve_connection(io, local, remote, app, Scheme::HTTP, draining).await,
+        Ok(Some(_)) => serve_connection(io, local, remote, app, Scheme::HTTP, None, draining).await,
         // Closed, or silent past the idle timeout, before its first byte.
         Ok(None) | Err(_) => {}
     }
@@ -115,12 +144,16 @@ async fn serve_connection<S>(
     remote: RemoteAddr,
     app: App,
     scheme: Scheme,
+    redirect_to: Option<RedirectToHttps>,
     draining: CancellationToken,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-        let request = poem::Request::from((req, local.clone(), remote.clone(), scheme.clone()));
+        let mut request = poem::Request::from((req, local.clone(), remote.clone(), scheme.clone()));
+        if let Some(to) = redirect_to {
+            request.extensions_mut().insert(to);
+        }
         let app = app.clone();
         async move { Ok::<_, Infallible>(hyper::Response::<ResponseBody>::from(app.get_response(request).await)) }
     });

@@ -16,7 +16,7 @@ use crate::connections::{GuardedAcceptor, Limits};
 use crate::edge::Edge;
 use crate::https::Certificates;
 use crate::methods::AllowedMethods;
-use crate::serve::serve;
+use crate::serve::{Listeners, serve};
 
 /// How long in-flight requests (streams included) may run on after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -88,31 +88,53 @@ pub fn app(vault: Arc<Vault>) -> impl Endpoint + 'static {
 pub struct Server {
     acceptor: GuardedAcceptor,
     addr: SocketAddr,
+    /// The plain-HTTP port that only redirects to HTTPS (`VAULT_HTTP_REDIRECT_PORT`).
+    redirect: Option<(GuardedAcceptor, SocketAddr)>,
     vault: Arc<Vault>,
+}
+
+/// Binds `wanted` with the connection guard; `var` names the setting in an error.
+async fn bind_guarded(
+    vault: &Vault,
+    wanted: SocketAddr,
+    var: &str,
+) -> Result<(GuardedAcceptor, SocketAddr), VaultError> {
+    let acceptor = TcpListener::bind(wanted)
+        .into_acceptor()
+        .await
+        .map_err(|e| VaultError::config(format!("{var}: cannot listen on {wanted}: {e}")))?;
+    let addr = acceptor.local_addr().first().and_then(|a| a.as_socket_addr().copied()).unwrap_or(wanted);
+    let limits = Limits::from_config(&vault.config);
+    Ok((GuardedAcceptor::new(acceptor, limits).audited(vault.audit.clone()), addr))
 }
 
 impl Server {
     /// Binds the configured address (port 0 picks a free one).
     pub async fn bind(vault: Arc<Vault>) -> Result<Server, VaultError> {
-        let wanted = vault.config.listen_addr();
-        let acceptor = TcpListener::bind(wanted)
-            .into_acceptor()
-            .await
-            .map_err(|e| VaultError::config(format!("VAULT_PORT: cannot listen on {wanted}: {e}")))?;
-        let addr = acceptor.local_addr().first().and_then(|a| a.as_socket_addr().copied()).unwrap_or(wanted);
-        let limits = Limits::from_config(&vault.config);
-        let acceptor = GuardedAcceptor::new(acceptor, limits).audited(vault.audit.clone());
-        Ok(Server { acceptor, addr, vault })
+        let (acceptor, addr) = bind_guarded(&vault, vault.config.listen_addr(), "VAULT_PORT").await?;
+        let redirect = match vault.config.http_redirect_port {
+            Some(port) => {
+                let wanted = SocketAddr::new(vault.config.host, port);
+                Some(bind_guarded(&vault, wanted, "VAULT_HTTP_REDIRECT_PORT").await?)
+            }
+            None => None,
+        };
+        Ok(Server { acceptor, addr, redirect, vault })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
     }
 
+    /// Where the redirecting plain-HTTP port listens, when it is configured.
+    pub fn redirect_addr(&self) -> Option<SocketAddr> {
+        self.redirect.as_ref().map(|(_, addr)| *addr)
+    }
+
     /// Serves until `shutdown` resolves, lets in-flight requests finish, then stores every
     /// queued audit row.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send) -> std::io::Result<()> {
-        let Server { acceptor, vault, addr } = self;
+        let Server { acceptor, vault, addr, redirect } = self;
         let stopping = vault.stopping.clone();
         let signal = async move {
             shutdown.await;
@@ -128,7 +150,8 @@ impl Server {
         } else {
             tracing::warn!(%addr, "listening in plain HTTP: no certificate is installed (see the setup wizard's tls step)");
         }
-        let served = serve(acceptor, app, Some(certificates), signal, SHUTDOWN_GRACE).await;
+        let listeners = Listeners { main: acceptor, redirect: redirect.map(|(acceptor, _)| (acceptor, addr.port())) };
+        let served = serve(listeners, app, Some(certificates), signal, SHUTDOWN_GRACE).await;
         vault.shutdown().await;
         tracing::info!("stopped");
         served

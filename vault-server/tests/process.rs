@@ -16,6 +16,7 @@ const BINARY: &str = env!("CARGO_BIN_EXE_vault-server");
 async fn bad_settings_stop_start_up_with_one_line_naming_the_variable() {
     let cases = [
         ("VAULT_PORT", "70000"),
+        ("VAULT_HTTP_REDIRECT_PORT", "http"),
         ("VLLM_BASE_URL", "not a url"),
         ("VAULT_UPSTREAM_TIMEOUT", "soon"),
         ("VAULT_MODELS_MANIFEST", "/nonexistent/models.json"),

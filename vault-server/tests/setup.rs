@@ -137,3 +137,29 @@ async fn assert_setup_is_gone(server: &ServerProcess) {
 fn no_redirects() -> reqwest::Client {
     reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
 }
+
+#[tokio::test]
+async fn the_redirect_port_sends_every_plain_request_to_https_on_the_main_port() {
+    let fake = start_fake_upstream().await;
+    let server = ServerProcess::start(BINARY, &fake.base_url(), &[("VAULT_HTTP_REDIRECT_PORT", "0")]).await;
+    let redirect_addr = server
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["message"] == "vault-server listening")
+        .and_then(|v| v["redirect_addr"].as_str().map(String::from))
+        .expect("the start-up line names the redirect port");
+    let main_port = server.url.rsplit(':').next().unwrap();
+    for (method, path) in [(Method::GET, "/v1/models?limit=2"), (Method::POST, "/vault/setup/status")] {
+        let answer = no_redirects()
+            .request(method.clone(), format!("http://{redirect_addr}{path}"))
+            .header("host", format!("vault-box:{}", redirect_addr.rsplit(':').next().unwrap()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 308, "{method} {path}");
+        assert_eq!(answer.headers()["location"], format!("https://vault-box:{main_port}{path}").as_str());
+    }
+}
