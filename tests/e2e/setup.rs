@@ -85,6 +85,7 @@ async fn the_certificate_routes_need_an_admin_key() {
         ("GET", "/vault/admin/config", None),
         ("GET", "/vault/admin/config/tls", None),
         ("POST", "/vault/admin/config/tls", Some(&body)),
+        ("PUT", "/vault/admin/config", Some(&json!({"system": {"language": "de"}}))),
     ] {
         assert_error(app.send(method, path, None, body).await, 401, "invalid_api_key").await;
         assert_error(app.send(method, path, Some(&user), body).await, 403, "insufficient_scope").await;
@@ -145,4 +146,44 @@ async fn an_admin_installs_a_certificate_and_a_bad_upload_changes_nothing() {
     assert!(config["inference"]["vllm_base_url"].is_string());
     let text = config.to_string();
     assert!(!text.contains("BEGIN") && !text.contains(app.data_dir.to_str().unwrap()), "{text}");
+}
+
+#[tokio::test]
+async fn a_partial_config_change_changes_only_what_it_names_and_a_bad_field_changes_nothing() {
+    let app = TestApp::spawn().await;
+    let admin = app.create_key(Scope::Admin).await;
+    let put = |body: Value| {
+        let (app, admin) = (&app, admin.clone());
+        async move { app.send("PUT", "/vault/admin/config", Some(&admin), Some(&body)).await }
+    };
+    let made = app.send("POST", "/vault/admin/config/tls", Some(&admin), Some(&json!({"mode": "self_signed"}))).await;
+    assert_eq!(made.status(), 200);
+
+    let answer: Value = put(json!({"system": {"language": "de-CH"}})).await.json().await.unwrap();
+    assert_eq!(answer["changed"], json!(["system.language"]), "{answer}");
+    assert_eq!(answer["config"]["system"]["timezone"], "UTC");
+    assert_eq!(answer["restart_required"], json!([]));
+    assert_eq!(answer["warnings"], json!([]));
+
+    let answer: Value = put(json!({"network": {"hostname": "new-box"}})).await.json().await.unwrap();
+    assert_eq!(answer["changed"], json!(["network.hostname"]), "{answer}");
+    assert!(answer["commands"].as_array().unwrap().contains(&json!(["hostnamectl", "set-hostname", "new-box"])));
+    assert_eq!(answer["dry_run"], true);
+    let warning = answer["warnings"][0].as_str().unwrap();
+    assert!(warning.starts_with("tls:") && warning.contains("new-box"), "{answer}");
+
+    let cases = [
+        (json!({"network": {"hostname": "-bad-"}, "system": {"language": "fr"}}), "network.hostname"),
+        (json!({"system": {"language": "fr", "timezone": "Mars/Olympus"}}), "system.timezone"),
+        (json!({"network": {"hostnme": "x"}}), "hostnme"),
+        (json!({"inference": {"default_model": "no-such-model"}}), "inference.default_model"),
+        (json!({"system": {"audit_retention_days": "ten"}}), "audit_retention_days"),
+    ];
+    for (body, field) in cases {
+        let error = vault_e2e::assert_error(put(body.clone()).await, 400, "invalid_request").await;
+        assert!(error["error"]["message"].as_str().unwrap().contains(field), "{body}: {error}");
+    }
+    let config: Value = app.send("GET", "/vault/admin/config", Some(&admin), None).await.json().await.unwrap();
+    assert_eq!(config["system"]["language"], "de-CH", "a refused change changed something");
+    assert_eq!(config["network"]["hostname"], "new-box");
 }

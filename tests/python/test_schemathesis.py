@@ -31,6 +31,7 @@ ACCEPTANCE_DECIDED_ELSEWHERE = {
     "POST /vault/setup/network",
     "POST /vault/setup/tls",
     "POST /vault/admin/config/tls",
+    "PUT /vault/admin/config",
     "POST /vault/setup/model",
 }
 

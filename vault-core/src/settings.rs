@@ -337,3 +337,147 @@ pub async fn overview(vault: &crate::Vault) -> Result<Overview> {
         setup: crate::setup::status(config, &vault.db).await?.status,
     })
 }
+
+/// Changes to the network settings; absent fields stay as they are.
+#[derive(Debug, Clone, Default)]
+pub struct NetworkPatch {
+    pub hostname: Option<String>,
+    pub ip_mode: Option<String>,
+    pub ip_address: Option<String>,
+    pub prefix_length: Option<u8>,
+    pub gateway: Option<String>,
+    pub dns_servers: Option<Vec<String>>,
+}
+
+/// Changes to the system settings; absent fields stay as they are.
+#[derive(Debug, Clone, Default)]
+pub struct SystemPatch {
+    pub timezone: Option<String>,
+    pub language: Option<String>,
+    pub audit_retention_days: Option<u32>,
+}
+
+/// A partial change to the configuration (`PUT /vault/admin/config`).
+#[derive(Debug, Clone, Default)]
+pub struct ConfigPatch {
+    pub network: Option<NetworkPatch>,
+    pub system: Option<SystemPatch>,
+    pub default_model: Option<String>,
+}
+
+/// What a configuration change did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConfigChanged {
+    pub config: Overview,
+    /// The fields whose value changed, as `section.field`.
+    pub changed: Vec<String>,
+    /// Changes that take effect only after a restart (none of the settings this changes
+    /// needs one today: each takes effect at once).
+    pub restart_required: Vec<String>,
+    /// What an operator should know, such as a certificate that no longer covers the host name.
+    pub warnings: Vec<String>,
+    /// The host commands run (or, in dry-run mode, that would have been run).
+    pub commands: Vec<Vec<String>>,
+    pub dry_run: bool,
+}
+
+/// Prefixes a field error with its section (`network.hostname: …`).
+fn in_section(section: &str) -> impl Fn(VaultError) -> VaultError + '_ {
+    move |mut err| {
+        if err.kind == crate::error::ErrorKind::Invalid {
+            err.message = format!("{section}.{}", err.message);
+        }
+        err
+    }
+}
+
+/// Applies a partial change: every section is validated (errors name `section.field`)
+/// before anything is applied, so a bad field changes nothing.
+pub async fn update(vault: &crate::Vault, patch: ConfigPatch, actor: &str) -> Result<ConfigChanged> {
+    let db = &vault.db;
+    let (old_network, old_system) = (network(db).await?, system(db).await?);
+    let new_network = patch.network.map(|p| {
+        let mut n = old_network.clone();
+        if let Some(v) = p.hostname {
+            n.hostname = v;
+        }
+        if let Some(v) = p.ip_mode {
+            n.ip_mode = v;
+        }
+        if let Some(v) = p.ip_address {
+            n.ip_address = Some(v);
+        }
+        if let Some(v) = p.prefix_length {
+            n.prefix_length = Some(v);
+        }
+        if let Some(v) = p.gateway {
+            n.gateway = Some(v);
+        }
+        if let Some(v) = p.dns_servers {
+            n.dns_servers = v;
+        }
+        n
+    });
+    let new_system = patch.system.map(|p| SystemSettings {
+        timezone: p.timezone.unwrap_or_else(|| old_system.timezone.clone()),
+        language: p.language.unwrap_or_else(|| old_system.language.clone()),
+        audit_retention_days: p.audit_retention_days.unwrap_or(old_system.audit_retention_days),
+    });
+    let new_network = new_network.map(NetworkConfig::validated).transpose().map_err(in_section("network"))?;
+    let new_system = new_system.map(SystemSettings::validated).transpose().map_err(in_section("system"))?;
+    if let Some(model) = &patch.default_model {
+        let manifest = vault.inference.manifest().load()?;
+        if manifest.entry(model).is_none() {
+            return Err(VaultError::invalid_field(format!(
+                "inference.default_model: `{model}` is not in the model manifest"
+            )));
+        }
+    }
+
+    let mut changed = Vec::new();
+    let mut commands = Vec::new();
+    let mut warnings = Vec::new();
+    if let Some(config) = new_network {
+        changed.extend(changed_fields("network", &old_network, &config));
+        let applied = set_network(db, vault.controller.as_ref(), config, Some(actor)).await?;
+        if let Ok(Some(certificate)) = crate::certificate::current(&vault.config)
+            && !crate::tls::covers_host(&certificate, &applied.settings.hostname)
+        {
+            warnings.push(format!(
+                "tls: the installed certificate does not cover {}; install a new one (POST /vault/admin/config/tls)",
+                applied.settings.hostname
+            ));
+        }
+        commands.extend(applied.commands);
+    }
+    if let Some(settings) = new_system {
+        changed.extend(changed_fields("system", &old_system, &settings));
+        commands.extend(set_system(db, vault.controller.as_ref(), settings, Some(actor)).await?.commands);
+    }
+    if let Some(model) = &patch.default_model {
+        let conn = db.connect().await?;
+        let previous = storage::settings::get(&conn, crate::setup::DEFAULT_MODEL_KEY).await?;
+        if previous.as_deref() != Some(model.as_str()) {
+            changed.push("inference.default_model".into());
+        }
+        storage::settings::put(&conn, crate::setup::DEFAULT_MODEL_KEY, model, &crate::time::now_rfc3339()).await?;
+    }
+    Ok(ConfigChanged {
+        config: overview(vault).await?,
+        changed,
+        restart_required: Vec::new(),
+        warnings,
+        commands,
+        dry_run: vault.controller.is_dry_run(),
+    })
+}
+
+/// `section.field` for each field whose value differs.
+fn changed_fields<T: Serialize>(section: &str, old: &T, new: &T) -> Vec<String> {
+    let (Ok(serde_json::Value::Object(old)), Ok(serde_json::Value::Object(new))) =
+        (serde_json::to_value(old), serde_json::to_value(new))
+    else {
+        return Vec::new();
+    };
+    new.iter().filter(|(k, v)| old.get(*k) != Some(*v)).map(|(k, _)| format!("{section}.{k}")).collect()
+}

@@ -35,7 +35,15 @@ pub fn openapi_service() -> OpenApiService<Api, ()> {
 /// Request bodies that refuse fields they do not know (a mistyped wizard field must not be
 /// ignored). The framework refuses them but does not say so in the document; it is said here,
 /// with the redirect to HTTPS every route may answer.
-const CLOSED_BODIES: &[&str] = &["SetupAdmin", "SetupModel", "CertificateRequest"];
+const CLOSED_BODIES: &[&str] = &[
+    "SetupAdmin",
+    "SetupModel",
+    "CertificateRequest",
+    "ConfigUpdate",
+    "NetworkPatch",
+    "SystemPatch",
+    "InferencePatch",
+];
 
 /// The OpenAPI document the code describes (committed under `openapi/`, served at
 /// `/openapi.json`).

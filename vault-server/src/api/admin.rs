@@ -14,8 +14,8 @@ use super::{ApiResult, Tag};
 use crate::auth::AdminKey;
 use crate::dto::{
     ApiKey, ApiKeyList, AppliedNetworkConfig, AppliedSystemSettings, CertificateInfo, CertificateRequest,
-    ConfigOverview, CreateApiKey, CreateUser, CreatedApiKey, NetworkConfig, SystemSettings, TlsStatus, UpdateUser,
-    User, UserList,
+    ConfigChanged, ConfigOverview, ConfigUpdate, CreateApiKey, CreateUser, CreatedApiKey, NetworkConfig,
+    SystemSettings, TlsStatus, UpdateUser, User, UserList,
 };
 use crate::payload::JsonBody;
 
@@ -131,6 +131,21 @@ impl AdminApi {
     #[oai(path = "/config", method = "get")]
     async fn get_config(&self, vault: Data<&Arc<Vault>>, _key: AdminKey) -> ApiResult<Json<ConfigOverview>> {
         Ok(Json(settings::overview(&vault).await?.into()))
+    }
+
+    /// Change the configuration
+    ///
+    /// A partial update: only the sections and fields given change. Every field is checked
+    /// first (a 400 names it as `section.field`), so a bad one changes nothing. Network and
+    /// time zone changes go through the system controller.
+    #[oai(path = "/config", method = "put")]
+    async fn put_config(
+        &self,
+        vault: Data<&Arc<Vault>>,
+        key: AdminKey,
+        body: JsonBody<ConfigUpdate>,
+    ) -> ApiResult<Json<ConfigChanged>> {
+        Ok(Json(settings::update(&vault, body.0.into(), &key.0.account()).await?.into()))
     }
 
     /// Get the certificate

@@ -299,3 +299,106 @@ impl From<settings::Overview> for ConfigOverview {
         }
     }
 }
+
+/// Changes to the network settings; absent fields stay as they are.
+#[derive(Object, Deserialize)]
+#[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkPatch {
+    #[oai(nullable, validator(max_length = 253))]
+    pub hostname: Option<String>,
+    #[oai(nullable)]
+    pub ip_mode: Option<OneOf<IpModes>>,
+    #[oai(nullable)]
+    pub ip_address: Option<String>,
+    #[oai(nullable, validator(minimum(value = "1"), maximum(value = "128")))]
+    pub prefix_length: Option<u8>,
+    #[oai(nullable)]
+    pub gateway: Option<String>,
+    #[oai(nullable, validator(max_items = 8))]
+    pub dns_servers: Option<Vec<String>>,
+}
+
+/// Changes to the system settings; absent fields stay as they are.
+#[derive(Object, Deserialize)]
+#[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
+pub struct SystemPatch {
+    #[oai(nullable)]
+    pub timezone: Option<String>,
+    #[oai(nullable)]
+    pub language: Option<String>,
+    #[oai(nullable, validator(minimum(value = "1"), maximum(value = "3650")))]
+    pub audit_retention_days: Option<u32>,
+}
+
+#[derive(Object, Deserialize)]
+#[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
+pub struct InferencePatch {
+    /// An `id` from the model manifest.
+    #[oai(nullable)]
+    pub default_model: Option<String>,
+}
+
+/// A partial change: only the sections and fields given change.
+#[derive(Object, Deserialize)]
+#[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigUpdate {
+    #[oai(nullable)]
+    pub network: Option<NetworkPatch>,
+    #[oai(nullable)]
+    pub system: Option<SystemPatch>,
+    #[oai(nullable)]
+    pub inference: Option<InferencePatch>,
+}
+
+impl From<ConfigUpdate> for settings::ConfigPatch {
+    fn from(u: ConfigUpdate) -> Self {
+        settings::ConfigPatch {
+            network: u.network.map(|n| settings::NetworkPatch {
+                hostname: n.hostname,
+                ip_mode: n.ip_mode.map(Into::into),
+                ip_address: n.ip_address,
+                prefix_length: n.prefix_length,
+                gateway: n.gateway,
+                dns_servers: n.dns_servers,
+            }),
+            system: u.system.map(|s| settings::SystemPatch {
+                timezone: s.timezone,
+                language: s.language,
+                audit_retention_days: s.audit_retention_days,
+            }),
+            default_model: u.inference.and_then(|i| i.default_model),
+        }
+    }
+}
+
+/// What a configuration change did.
+#[derive(Object)]
+pub struct ConfigChanged {
+    pub config: ConfigOverview,
+    /// The fields whose value changed, as `section.field`.
+    pub changed: Vec<String>,
+    /// Changes that take effect only after a restart (none of these settings needs one).
+    pub restart_required: Vec<String>,
+    /// What to know, such as a certificate that no longer covers the host name.
+    pub warnings: Vec<String>,
+    /// The host commands run (or, in dry-run mode, that would have been run).
+    pub commands: Vec<Vec<String>>,
+    pub dry_run: bool,
+}
+
+impl From<settings::ConfigChanged> for ConfigChanged {
+    fn from(c: settings::ConfigChanged) -> Self {
+        ConfigChanged {
+            config: c.config.into(),
+            changed: c.changed,
+            restart_required: c.restart_required,
+            warnings: c.warnings,
+            commands: c.commands,
+            dry_run: c.dry_run,
+        }
+    }
+}
