@@ -51,3 +51,21 @@ async fn the_installed_certificate_serves_https_and_a_new_one_is_used_without_a_
     let (answer, _) = get_over_tls(&app, &ca, "/vault/health").await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
+
+#[tokio::test]
+async fn certificate_files_that_cannot_be_used_do_not_lock_clients_out_of_plain_http() {
+    let app = TestApp::spawn().await;
+    let body = json!({"name": "Admin", "email": "admin@clinic.example"});
+    assert_eq!(app.send("POST", "/vault/setup/admin", None, Some(&body)).await.status(), 201);
+    let tls = json!({"mode": "self_signed"});
+    assert_eq!(app.send("POST", "/vault/setup/tls", None, Some(&tls)).await.status(), 200);
+    assert_eq!(app.send("POST", "/vault/setup/complete", None, None).await.status(), 200);
+    // Someone replaces the pair by hand with files that do not load.
+    std::fs::write(app.data_dir.join("tls/cert.pem"), "not a certificate").unwrap();
+    std::fs::write(app.data_dir.join("tls/key.pem"), "not a key").unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let admin = app.create_key(Scope::Admin).await;
+    let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let answer = no_redirects.get(format!("{}/vault/admin/config", app.url)).bearer_auth(&admin).send().await.unwrap();
+    assert_eq!(answer.status(), 200, "redirected to an HTTPS that cannot answer");
+}

@@ -187,3 +187,34 @@ async fn a_partial_config_change_changes_only_what_it_names_and_a_bad_field_chan
     assert_eq!(config["system"]["language"], "de-CH", "a refused change changed something");
     assert_eq!(config["network"]["hostname"], "new-box");
 }
+
+#[tokio::test]
+async fn setup_completed_by_another_gateway_on_the_same_database_closes_the_routes_here_too() {
+    let app = TestApp::spawn().await;
+    assert_eq!(app.send("GET", "/vault/setup/status", None, None).await.status(), 200);
+    // Another gateway (or the CLI) on the same database completes setup.
+    let conn = app.db().connect().await.unwrap();
+    vault_core::storage::settings::put(&conn, "setup.complete", "true", "2026-01-01T00:00:00Z").await.unwrap();
+    // Every route is gone within the watch interval...
+    let mut gone = false;
+    for _ in 0..40 {
+        if app.send("GET", "/vault/setup/status", None, None).await.status() == 404 {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(gone, "the setup routes stayed open");
+}
+
+#[tokio::test]
+async fn a_step_after_another_gateway_completed_setup_is_refused_at_once() {
+    let app = TestApp::spawn().await;
+    let conn = app.db().connect().await.unwrap();
+    vault_core::storage::settings::put(&conn, "setup.complete", "true", "2026-01-01T00:00:00Z").await.unwrap();
+    // ...and a step is refused even before that: it looks at the database itself.
+    let body = json!({"hostname": "evil", "ip_mode": "dhcp", "dns_servers": []});
+    assert_error(app.send("POST", "/vault/setup/network", None, Some(&body)).await, 404, "not_found").await;
+    let network = vault_core::settings::network(app.db()).await.unwrap();
+    assert_ne!(network.hostname, "evil");
+}

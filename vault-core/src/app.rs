@@ -71,6 +71,20 @@ pub struct UpstreamHealth {
     pub reachable: bool,
 }
 
+/// How often a gateway whose setup is open looks whether it was completed elsewhere (another
+/// gateway on the same database): its routes then close here too.
+const SETUP_WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+async fn watch_setup(vault: std::sync::Weak<Vault>) {
+    loop {
+        tokio::time::sleep(SETUP_WATCH_INTERVAL).await;
+        let Some(vault) = vault.upgrade() else { return };
+        if vault.setup.refresh(&vault.config, &vault.db).await {
+            return;
+        }
+    }
+}
+
 impl Vault {
     /// Opens the data dir and database and starts the audit writer, with vLLM at
     /// `VLLM_BASE_URL` as the upstream.
@@ -94,7 +108,11 @@ impl Vault {
         };
         let monitor = SystemMonitor::new()?;
         let setup = SetupLock::load(&config, &db).await?;
-        Ok(Arc::new(Vault { config, db, auth, audit, inference, controller, monitor, setup, stopping }))
+        let vault = Arc::new(Vault { config, db, auth, audit, inference, controller, monitor, setup, stopping });
+        if !vault.setup.is_complete() {
+            tokio::spawn(watch_setup(Arc::downgrade(&vault)));
+        }
+        Ok(vault)
     }
 
     /// Resolves the raw key a request presented and records in its audit record who it

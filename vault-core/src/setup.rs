@@ -128,6 +128,16 @@ impl SetupLock {
         self.complete.load(Ordering::Acquire)
     }
 
+    /// Looks again at the flag file and the database (another gateway on the same database,
+    /// or the CLI, may have completed setup); says whether setup is complete. Once complete,
+    /// it stays so in this process.
+    pub async fn refresh(&self, config: &Config, db: &Db) -> bool {
+        if !self.is_complete() && status(config, db).await.is_ok_and(|s| s.status == "complete") {
+            self.close();
+        }
+        self.is_complete()
+    }
+
     fn close(&self) {
         self.complete.store(true, Ordering::Release);
     }
@@ -138,8 +148,13 @@ pub fn gone() -> VaultError {
     VaultError::not_found(ErrorCode::NotFound, "There is no such route.")
 }
 
-fn ensure_open(vault: &Vault) -> Result<()> {
-    if vault.setup.is_complete() { Err(gone()) } else { Ok(()) }
+/// Refuses once setup is complete — here or in another gateway on the same database, which
+/// the in-memory lock may not know yet.
+async fn ensure_open(vault: &Vault) -> Result<()> {
+    if vault.setup.is_complete() || vault.setup.refresh(&vault.config, &vault.db).await {
+        return Err(gone());
+    }
+    Ok(())
 }
 
 async fn mark(db: &Db, step: Step, state: StepState, summary: Option<serde_json::Value>) -> Result<()> {
@@ -165,7 +180,7 @@ async fn run_step<T>(
 
 /// Step `network`: hostname, addresses and DNS, applied through the system controller.
 pub async fn network(vault: &Vault, config: NetworkConfig) -> Result<Applied<NetworkConfig>> {
-    ensure_open(vault)?;
+    ensure_open(vault).await?;
     let config = config.validated()?;
     run_step(
         &vault.db,
@@ -187,11 +202,13 @@ pub struct AdminCreated {
 /// creates them, however many arrive at once (the claim is one row the database lets only
 /// one writer insert); every other call answers 409.
 pub async fn admin(vault: &Vault, name: &str, email: &str) -> Result<AdminCreated> {
-    ensure_open(vault)?;
+    ensure_open(vault).await?;
     let (name, email) = users::checked_new(name, email)?;
     let conn = vault.db.connect().await?;
     let now = crate::time::now_rfc3339();
-    if !storage::settings::insert_new(&conn, ADMIN_CLAIM_KEY, "claimed", &now).await? {
+    if !storage::settings::insert_new(&conn, ADMIN_CLAIM_KEY, "claimed", &now).await?
+        && !reclaim_stale(&conn, &vault.config, &vault.db, &now).await?
+    {
         return Err(VaultError::conflict(
             ErrorCode::AdminExists,
             "The setup admin was already created; sign in with its key, or reset setup at the console.",
@@ -203,11 +220,28 @@ pub async fn admin(vault: &Vault, name: &str, email: &str) -> Result<AdminCreate
     .await;
     if created.is_err() {
         // Nothing was created (the email is taken, or the database refused): as if the
-        // call had not happened, so the next one may try again.
-        storage::settings::delete(&conn, &Step::Admin.key()).await?;
-        storage::settings::delete(&conn, ADMIN_CLAIM_KEY).await?;
+        // call had not happened, so the next one may try again. Should this fail too, the
+        // claim goes stale and is taken over after `STALE_CLAIM`.
+        let _ = storage::settings::delete(&conn, &Step::Admin.key()).await;
+        let _ = storage::settings::delete(&conn, ADMIN_CLAIM_KEY).await;
     }
     created
+}
+
+/// How long a claim on the admin step may stand without the step completing before another
+/// call takes it over (the process that made it stopped half-way).
+const STALE_CLAIM: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Takes over a claim on the admin step left by a call that never finished; says whether
+/// it did. Exactly one caller wins, as with the claim itself.
+async fn reclaim_stale(conn: &libsql::Connection, config: &Config, db: &Db, now: &str) -> Result<bool> {
+    let admin_done =
+        status(config, db).await?.steps.iter().any(|s| s.name == Step::Admin && s.state == StepState::Complete);
+    if admin_done {
+        return Ok(false);
+    }
+    let stale_before = crate::time::format_rfc3339(std::time::SystemTime::now() - STALE_CLAIM);
+    storage::settings::replace_if_older(conn, ADMIN_CLAIM_KEY, "claimed", now, &stale_before).await
 }
 
 async fn create_admin(db: &Db, name: &str, email: &str) -> Result<AdminCreated> {
@@ -219,7 +253,7 @@ async fn create_admin(db: &Db, name: &str, email: &str) -> Result<AdminCreated> 
 /// Step `tls`: a self-signed certificate or an uploaded one. (Installing is all or
 /// nothing, so the step has no in-between state to show.)
 pub async fn tls(vault: &Vault, source: TlsSource) -> Result<CertificateInfo> {
-    ensure_open(vault)?;
+    ensure_open(vault).await?;
     let info = certificate::install(&vault.config, &vault.db, source, "setup").await?;
     let summary = serde_json::json!({
         "subject": info.subject,
@@ -241,7 +275,7 @@ pub async fn tls(vault: &Vault, source: TlsSource) -> Result<CertificateInfo> {
 
 /// Step `model`: the default model, which must be one the manifest lists.
 pub async fn model(vault: &Vault, model_id: &str) -> Result<serde_json::Map<String, serde_json::Value>> {
-    ensure_open(vault)?;
+    ensure_open(vault).await?;
     let model_id = crate::validate::text("model_id", model_id, 256)?;
     let manifest = vault.inference.manifest().load()?;
     let Some(entry) = manifest.entry(&model_id).cloned() else {
@@ -283,7 +317,7 @@ pub struct Verification {
 
 /// Step `verify`: real checks of what the box needs, each with a reason; never an error.
 pub async fn verify(vault: &Vault) -> Result<Verification> {
-    ensure_open(vault)?;
+    ensure_open(vault).await?;
     let check = |name, outcome: std::result::Result<String, String>| match outcome {
         Ok(reason) => Check { name, ok: true, reason },
         Err(reason) => Check { name, ok: false, reason },
@@ -360,7 +394,7 @@ async fn certificate(vault: &Vault) -> std::result::Result<String, String> {
 /// certificate is installed; then
 /// records completion in the database and in the flag file, and closes the routes.
 pub async fn complete(vault: &Vault) -> Result<SetupStatus> {
-    ensure_open(vault)?;
+    ensure_open(vault).await?;
     let current = status(&vault.config, &vault.db).await?;
     let admin_done = current.steps.iter().any(|s| s.name == Step::Admin && s.state == StepState::Complete);
     let has_certificate = TlsStore::new(&vault.config.tls_cert_dir).info().ok().flatten().is_some();
@@ -374,8 +408,12 @@ pub async fn complete(vault: &Vault) -> Result<SetupStatus> {
     }
     let conn = vault.db.connect().await?;
     storage::settings::put(&conn, COMPLETE_KEY, "true", &crate::time::now_rfc3339()).await?;
-    write_flag_file(&vault.config)?;
+    // The database marker alone keeps setup closed: the routes close now, whatever the
+    // flag file does.
     vault.setup.close();
+    if let Err(err) = write_flag_file(&vault.config) {
+        tracing::warn!(error = %err.message, "setup is complete, but its flag file could not be written");
+    }
     crate::activity::record(&vault.db, "setup.completed", Some("setup"), None, "First-boot setup completed".into())
         .await;
     status(&vault.config, &vault.db).await

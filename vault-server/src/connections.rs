@@ -271,11 +271,15 @@ impl GuardedIo<TcpStream> {
     /// the idle timeout.
     pub async fn first_byte(&self) -> io::Result<Option<u8>> {
         let mut byte = [0u8; 1];
-        match tokio::time::timeout(self.limits.idle_timeout, self.stream.peek(&mut byte)).await {
-            Ok(Ok(0)) => Ok(None),
-            Ok(Ok(_)) => Ok(Some(byte[0])),
-            Ok(Err(err)) => Err(err),
-            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "nothing sent")),
+        let peek = tokio::time::timeout(self.limits.idle_timeout, self.stream.peek(&mut byte));
+        tokio::select! {
+            peeked = peek => match peeked {
+                Ok(Ok(0)) => Ok(None),
+                Ok(Ok(_)) => Ok(Some(byte[0])),
+                Ok(Err(err)) => Err(err),
+                Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "nothing sent")),
+            },
+            err = evicted(&self.tracked) => Err(err),
         }
     }
 
@@ -286,10 +290,24 @@ impl GuardedIo<TcpStream> {
         acceptor: &tokio_rustls::TlsAcceptor,
     ) -> io::Result<GuardedIo<tokio_rustls::server::TlsStream<TcpStream>>> {
         let GuardedIo { stream, head, audit, peer, phase, read_nothing_yet, deadline, limits, tracked, slot } = self;
-        let handshake = tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await;
-        let stream = handshake.map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timeout"))??;
+        let handshake = tokio::time::timeout(limits.header_timeout, acceptor.accept(stream));
+        let stream = tokio::select! {
+            done = handshake => done.map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timeout"))??,
+            err = evicted(&tracked) => return Err(err),
+        };
         Ok(GuardedIo { stream, head, audit, peer, phase, read_nothing_yet, deadline, limits, tracked, slot })
     }
+}
+
+/// Resolves when the acceptor closes this connection to make room for a new one (for the
+/// phases before the guard sees any HTTP: the first byte, the TLS handshake).
+async fn evicted(tracked: &Tracked) -> io::Error {
+    std::future::poll_fn(|cx| {
+        tracked.waker.register(cx.waker());
+        if tracked.evict.load(Ordering::Relaxed) { Poll::Ready(()) } else { Poll::Pending }
+    })
+    .await;
+    io::Error::new(io::ErrorKind::ConnectionAborted, "closed to make room for a new connection")
 }
 
 impl<S> GuardedIo<S> {
@@ -564,5 +582,18 @@ mod tests {
         let (_third, ..) = acceptor.accept().await.unwrap();
         assert_eq!(served[0].read(&mut buf).await.unwrap_err().kind(), io::ErrorKind::ConnectionAborted);
         assert!(matches!(served[1].stream.try_read(&mut buf), Err(e) if e.kind() == io::ErrorKind::WouldBlock));
+    }
+
+    #[tokio::test]
+    async fn a_connection_waiting_for_its_first_byte_can_be_closed_to_make_room() {
+        let (mut acceptor, addr) = acceptor(Limits { max_connections: 1, ..LIMITS }).await;
+        let _silent = TcpStream::connect(addr).await.unwrap();
+        let (waiting, ..) = acceptor.accept().await.unwrap();
+        let peek = tokio::spawn(async move { waiting.first_byte().await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let _next = TcpStream::connect(addr).await.unwrap();
+        let (_room, ..) = acceptor.accept().await.unwrap();
+        let peeked = tokio::time::timeout(Duration::from_secs(2), peek).await.unwrap().unwrap();
+        assert_eq!(peeked.unwrap_err().kind(), io::ErrorKind::ConnectionAborted);
     }
 }

@@ -95,10 +95,13 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
         // Kept for the `Allow` of a 405, which only the router answers.
         let routed_uri = direct.is_none().then(|| req.uri().clone());
         let answer = if let Some(to) = req.extensions().get::<RedirectToHttps>().copied() {
-            Ok(https_redirect(&req, Some(to.port)))
-        } else if self.vault.setup.is_complete() && req.scheme() == &Scheme::HTTP && self.certificates.is_installed() {
-            // The box is set up and has a certificate: nothing is served in plain HTTP.
-            Ok(https_redirect(&req, None))
+            // Without a usable certificate the main port speaks plain HTTP: sent there, so
+            // the wizard stays reachable.
+            let scheme = if self.certificates.is_usable() { "https" } else { "http" };
+            Ok(redirect(&req, scheme, Some(to.port)))
+        } else if self.vault.setup.is_complete() && req.scheme() == &Scheme::HTTP && self.certificates.is_usable() {
+            // The box is set up and serves HTTPS: nothing is served in plain HTTP.
+            Ok(redirect(&req, "https", None))
         } else if self.vault.setup.is_complete() && is_setup_path(req.uri().path()) {
             // The wizard is over: its routes no longer exist, in any spelling or method.
             Err(ApiError(vault_core::setup::gone()).into())
@@ -157,9 +160,9 @@ fn request_id(req: &Request) -> String {
         .unwrap_or_else(vault_core::secrets::request_id)
 }
 
-/// A 308 to the same URL in HTTPS: on the same host and port (which serves both), or on
+/// A 308 to the same URL in `scheme`: on the same host and port (which serves both), or on
 /// `port` of the same host.
-fn https_redirect(req: &Request, port: Option<u16>) -> Response {
+fn redirect(req: &Request, scheme: &str, port: Option<u16>) -> Response {
     let mut host = req
         .headers()
         .get(header::HOST)
@@ -176,7 +179,7 @@ fn https_redirect(req: &Request, port: Option<u16>) -> Response {
         host = format!("{name}:{port}");
     }
     let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    let location = format!("https://{host}{target}");
+    let location = format!("{scheme}://{host}{target}");
     match HeaderValue::from_str(&location) {
         Ok(location) => {
             Response::builder().status(StatusCode::PERMANENT_REDIRECT).header(header::LOCATION, location).finish()
@@ -227,10 +230,15 @@ fn is_setup_path(path: &str) -> bool {
     segments.len() >= 2 && segments[0] == "vault" && segments[1] == "setup"
 }
 
-/// `%XX` escapes decoded (repeatedly, so `%2573` is `s` too); anything else kept as is.
+/// `%XX` escapes decoded, at most twice over (`%2573` is `s` too); anything else kept as is.
+/// Bounded, so a long path of nested escapes costs linear time, not quadratic.
 fn percent_decode(path: &str) -> String {
+    const PASSES: usize = 2;
     let mut current = path.to_string();
-    while current.contains('%') {
+    for _ in 0..PASSES {
+        if !current.contains('%') {
+            break;
+        }
         let bytes = current.as_bytes();
         let mut out = Vec::with_capacity(bytes.len());
         let mut i = 0;
@@ -247,11 +255,7 @@ fn percent_decode(path: &str) -> String {
                 }
             }
         }
-        let decoded = String::from_utf8_lossy(&out).into_owned();
-        if decoded == current {
-            break;
-        }
-        current = decoded;
+        current = String::from_utf8_lossy(&out).into_owned();
     }
     current
 }
@@ -278,5 +282,14 @@ mod tests {
         for path in ["/vault/setupx", "/vault/admin/setup", "/v1/setup", "/vault", "/"] {
             assert!(!is_setup_path(path), "{path}");
         }
+    }
+
+    #[test]
+    fn a_long_path_of_nested_escapes_is_decoded_in_linear_time() {
+        let path = format!("/vault/{}73etup", "%25".repeat(20_000));
+        let started = std::time::Instant::now();
+        assert!(!is_setup_path(&path));
+        // Quadratic decoding took seconds here; two passes take well under one.
+        assert!(started.elapsed() < std::time::Duration::from_millis(500), "{:?}", started.elapsed());
     }
 }

@@ -17,18 +17,20 @@ pub const TLS_HANDSHAKE: u8 = 22;
 
 pub struct Certificates {
     store: TlsStore,
-    loaded: Mutex<Option<Loaded>>,
-    /// Whether a certificate was installed when last looked at, and when that was.
-    installed: Mutex<(bool, Option<Instant>)>,
+    state: Mutex<State>,
+    /// Whether a usable certificate was there when last looked at, and when that was.
+    usable: Mutex<(bool, Option<Instant>)>,
 }
 
-/// How long [`Certificates::is_installed`] trusts what it saw.
-const INSTALLED_RECHECK: Duration = Duration::from_secs(1);
-
-struct Loaded {
-    stamp: Stamp,
-    acceptor: TlsAcceptor,
+/// The pair last looked at (its stamp, `None` when there was none) and the acceptor in use.
+#[derive(Default)]
+struct State {
+    stamp: Option<Stamp>,
+    acceptor: Option<TlsAcceptor>,
 }
+
+/// How long [`Certificates::is_usable`] trusts what it saw.
+const USABLE_RECHECK: Duration = Duration::from_secs(1);
 
 /// What changes when either file is replaced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,38 +41,40 @@ struct Stamp {
 
 impl Certificates {
     pub fn new(store: TlsStore) -> Certificates {
-        Certificates { store, loaded: Mutex::new(None), installed: Mutex::new((false, None)) }
-    }
-
-    /// Whether a certificate is installed, looked at no more than once a second.
-    pub fn is_installed(&self) -> bool {
-        let Ok(mut installed) = self.installed.lock() else { return false };
-        if installed.1.is_none_or(|at| at.elapsed() >= INSTALLED_RECHECK) {
-            *installed = (self.stamp().is_some(), Some(Instant::now()));
-        }
-        installed.0
+        Certificates { store, state: Mutex::new(State::default()), usable: Mutex::new((false, None)) }
     }
 
     /// The acceptor for the installed certificate; `None` when none is installed. A pair
-    /// that cannot be used is logged, and the one used before stays in use.
+    /// that cannot be used is logged once, and the one used before (if any) stays in use.
     pub fn acceptor(&self) -> Option<TlsAcceptor> {
-        let stamp = self.stamp()?;
-        let mut loaded = self.loaded.lock().ok()?;
-        if let Some(current) = loaded.as_ref().filter(|l| l.stamp == stamp) {
-            return Some(current.acceptor.clone());
+        let stamp = self.stamp();
+        let mut state = self.state.lock().ok()?;
+        if stamp == state.stamp {
+            return state.acceptor.clone();
         }
-        match self.load() {
-            Ok(config) => {
-                let acceptor = TlsAcceptor::from(Arc::new(config));
-                *loaded = Some(Loaded { stamp, acceptor: acceptor.clone() });
-                tracing::info!("serving HTTPS with the installed certificate");
-                Some(acceptor)
-            }
-            Err(why) => {
-                tracing::warn!(error = %why, "the installed certificate cannot be used; keeping the previous one");
-                loaded.as_ref().map(|l| l.acceptor.clone())
-            }
+        match &stamp {
+            None => state.acceptor = None,
+            Some(_) => match self.load() {
+                Ok(config) => {
+                    state.acceptor = Some(TlsAcceptor::from(Arc::new(config)));
+                    tracing::info!("serving HTTPS with the installed certificate");
+                }
+                Err(why) => {
+                    tracing::warn!(error = %why, "the installed certificate cannot be used; keeping the previous one");
+                }
+            },
         }
+        state.stamp = stamp;
+        state.acceptor.clone()
+    }
+
+    /// Whether HTTPS can be served now, looked at no more than once a second.
+    pub fn is_usable(&self) -> bool {
+        let Ok(mut usable) = self.usable.lock() else { return false };
+        if usable.1.is_none_or(|at| at.elapsed() >= USABLE_RECHECK) {
+            *usable = (self.acceptor().is_some(), Some(Instant::now()));
+        }
+        usable.0
     }
 
     fn stamp(&self) -> Option<Stamp> {

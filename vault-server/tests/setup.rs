@@ -152,14 +152,28 @@ async fn the_redirect_port_sends_every_plain_request_to_https_on_the_main_port()
         .and_then(|v| v["redirect_addr"].as_str().map(String::from))
         .expect("the start-up line names the redirect port");
     let main_port = server.url.rsplit(':').next().unwrap();
+    let redirected = |method: Method, path: &'static str| {
+        let redirect_addr = redirect_addr.clone();
+        async move {
+            let answer = no_redirects()
+                .request(method.clone(), format!("http://{redirect_addr}{path}"))
+                .header("host", format!("vault-box:{}", redirect_addr.rsplit(':').next().unwrap()))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(answer.status(), 308, "{method} {path}");
+            answer.headers()["location"].to_str().unwrap().to_string()
+        }
+    };
+    // No certificate yet: the main port speaks plain HTTP, and the wizard must stay reachable.
+    assert_eq!(
+        redirected(Method::GET, "/vault/setup/status").await,
+        format!("http://vault-box:{main_port}/vault/setup/status")
+    );
+    let (status, _) = call(&server, Method::POST, "/vault/setup/tls", Some(json!({"mode": "self_signed"}))).await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     for (method, path) in [(Method::GET, "/v1/models?limit=2"), (Method::POST, "/vault/setup/status")] {
-        let answer = no_redirects()
-            .request(method.clone(), format!("http://{redirect_addr}{path}"))
-            .header("host", format!("vault-box:{}", redirect_addr.rsplit(':').next().unwrap()))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(answer.status(), 308, "{method} {path}");
-        assert_eq!(answer.headers()["location"], format!("https://vault-box:{main_port}{path}").as_str());
+        assert_eq!(redirected(method, path).await, format!("https://vault-box:{main_port}{path}"));
     }
 }

@@ -98,8 +98,16 @@ struct Peek {
     model: Option<serde_json::Value>,
     #[serde(default)]
     stream: Option<serde_json::Value>,
-    #[serde(default)]
+    /// `Some` whenever the member is there, `null` included (a plain `Option` would read a
+    /// `null` as absent).
+    #[serde(default, deserialize_with = "present")]
     stream_options: Option<serde_json::Value>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<Option<serde_json::Value>, D::Error> {
+    serde_json::Value::deserialize(deserializer).map(Some)
 }
 
 /// A request body checked and made ready to forward.
@@ -157,7 +165,7 @@ fn prepare(route: Route, body: Bytes) -> Result<Prepared> {
     if client_wants_usage {
         return Ok(Prepared { body, model, stream, client_wants_usage });
     }
-    if peek.stream_options.is_none() && memchr::memmem::find(&body, b"\"stream_options\"").is_none() {
+    if peek.stream_options.is_none() {
         return Ok(Prepared { body: with_usage_requested(&body), model, stream, client_wants_usage });
     }
     let mut value: serde_json::Value = serde_json::from_slice(&body)
@@ -395,12 +403,19 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&p.body).unwrap();
         assert_eq!(v["stream_options"]["include_usage"], true);
 
-        // A null `stream_options` is replaced, never followed by a second member of that name.
-        let p = prep(Route::ChatCompletions, r#"{"stream":true,"stream_options":null}"#).unwrap();
-        let text = std::str::from_utf8(&p.body).unwrap();
-        assert_eq!(text.matches("stream_options").count(), 1);
-        let v: serde_json::Value = serde_json::from_slice(&p.body).unwrap();
-        assert_eq!(v["stream_options"]["include_usage"], true);
+        // A null `stream_options`, however its name is spelled, is replaced: never followed
+        // by a second member of that name, which a last-wins parser would take instead.
+        for raw in [r#"{"stream":true,"stream_options":null}"#, r#"{"stream":true,"stream\u005foptions":null}"#] {
+            let p = prep(Route::ChatCompletions, raw).unwrap();
+            let text = std::str::from_utf8(&p.body).unwrap();
+            assert_eq!(
+                text.matches("stream_options").count() + text.matches("stream\\u005foptions").count(),
+                1,
+                "{text}"
+            );
+            let v: serde_json::Value = serde_json::from_slice(&p.body).unwrap();
+            assert_eq!(v["stream_options"]["include_usage"], true, "{text}");
+        }
     }
 
     #[test]

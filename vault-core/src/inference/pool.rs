@@ -45,13 +45,23 @@ pub enum SendError {
 /// One connection: the handle requests are sent through, and its I/O.
 struct Connection {
     sender: http1::SendRequest<Full<Bytes>>,
-    driver: Driver,
+    /// `None` once the connection has ended.
+    driver: Option<Driver>,
 }
 
 impl Connection {
-    /// Moves the connection's I/O along; ready once the connection has ended.
-    fn drive(&mut self, cx: &mut Context<'_>) -> Poll<hyper::Result<()>> {
-        Pin::new(&mut self.driver).poll(cx)
+    /// Moves the connection's I/O along; ready once the connection has ended. An ended
+    /// connection is dropped at once, which fails a request still queued on it (as not
+    /// sent, so it can be sent again elsewhere) instead of leaving it waiting.
+    fn drive(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(driver) = self.driver.as_mut() else { return Poll::Ready(()) };
+        match Pin::new(driver).poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(_) => {
+                self.driver = None;
+                Poll::Ready(())
+            }
+        }
     }
 
     /// Whether a new request can go out on it now: still open and between messages.
@@ -179,7 +189,7 @@ impl Inner {
         // Each token of a stream is a small write: none may wait for an acknowledgement.
         stream.set_nodelay(true).map_err(|e| SendError::Connect(self.authority.clone(), e.to_string()))?;
         let (sender, driver) = http1::handshake(TokioIo::new(stream)).await?;
-        Ok(Connection { sender, driver })
+        Ok(Connection { sender, driver: Some(driver) })
     }
 }
 
@@ -266,6 +276,8 @@ mod tests {
         DropSecond,
         /// Answers with one event of a chunked body, and ends the body only when `ends`.
         Events { ends: bool },
+        /// Closes every connection as soon as it is accepted.
+        CloseAtOnce,
     }
 
     struct Server {
@@ -285,6 +297,10 @@ mod tests {
             loop {
                 let (mut socket, _) = listener.accept().await.unwrap();
                 count.fetch_add(1, Ordering::SeqCst);
+                if matches!(behaviour, Upstream::CloseAtOnce) {
+                    drop(socket);
+                    continue;
+                }
                 let gone = gone.clone();
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
@@ -401,6 +417,14 @@ mod tests {
         let response = pool.send(&Method::GET, &Uri::from_static("/"), Bytes::new()).await.unwrap();
         drop(response);
         assert_eq!(server.accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn an_upstream_that_closes_every_connection_fails_the_request_instead_of_leaving_it_waiting() {
+        let server = start(Upstream::CloseAtOnce).await;
+        let pool = pool(&server);
+        let outcome = tokio::time::timeout(Duration::from_secs(5), get(&pool)).await;
+        assert!(matches!(outcome, Ok(Err(SendError::Http(_)))), "{outcome:?}");
     }
 
     #[tokio::test]

@@ -53,3 +53,15 @@ pub async fn delete(conn: &Connection, key: &str) -> Result<()> {
 pub async fn delete_with_prefix(conn: &Connection, prefix: &str) -> Result<u64> {
     Ok(conn.execute("DELETE FROM system_config WHERE substr(key, 1, length(?1)) = ?1", [prefix]).await?)
 }
+
+/// Sets `key` to `value` only if it was last set before `before` (RFC 3339 text, which
+/// sorts by time); says whether it did. Of callers at once, one at most gets `true`.
+pub async fn replace_if_older(conn: &Connection, key: &str, value: &str, at: &str, before: &str) -> Result<bool> {
+    let replaced = conn
+        .execute(
+            "UPDATE system_config SET value = ?2, updated_at = ?3 WHERE key = ?1 AND updated_at < ?4",
+            libsql::params![key, value, at, before],
+        )
+        .await?;
+    Ok(replaced == 1)
+}
