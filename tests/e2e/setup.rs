@@ -218,3 +218,20 @@ async fn a_step_after_another_gateway_completed_setup_is_refused_at_once() {
     let network = vault_core::settings::network(app.db()).await.unwrap();
     assert_ne!(network.hostname, "evil");
 }
+
+#[tokio::test]
+async fn an_admin_claim_left_by_a_call_that_never_finished_is_taken_over_once_stale() {
+    let app = TestApp::spawn().await;
+    let conn = app.db().connect().await.unwrap();
+    let body = json!({"name": "Admin", "email": "admin@clinic.example"});
+    // A claim made just now (a call in flight) is respected...
+    let now = vault_core::time::now_rfc3339();
+    vault_core::storage::settings::put(&conn, "setup.admin_claim", "claimed", &now).await.unwrap();
+    assert_error(app.send("POST", "/vault/setup/admin", None, Some(&body)).await, 409, "admin_exists").await;
+    // ...one left minutes ago by a process that stopped half-way is not.
+    vault_core::storage::settings::put(&conn, "setup.admin_claim", "claimed", "2020-01-01T00:00:00.000Z")
+        .await
+        .unwrap();
+    assert_eq!(app.send("POST", "/vault/setup/admin", None, Some(&body)).await.status(), 201);
+    assert_error(app.send("POST", "/vault/setup/admin", None, Some(&body)).await, 409, "admin_exists").await;
+}

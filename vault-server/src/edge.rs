@@ -163,11 +163,12 @@ fn request_id(req: &Request) -> String {
 /// A 308 to the same URL in `scheme`: on the same host and port (which serves both), or on
 /// `port` of the same host.
 fn redirect(req: &Request, scheme: &str, port: Option<u16>) -> Response {
+    // HTTP/2 names the host in the URI's authority, HTTP/1.1 in `Host`.
     let mut host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(String::from)
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).map(String::from))
         .or_else(|| req.local_addr().as_socket_addr().map(|a| a.to_string()))
         .unwrap_or_default();
     if let Some(port) = port {
