@@ -88,3 +88,24 @@ def test_upstream_failure_mid_stream_raises_api_error(client, mode):
         for chunk in stream:
             received.append(chunk)
     assert len(received) == 2, "the chunks before the failure arrive"
+
+
+def test_curl_trusts_the_certificate_the_wizard_made(https_url):
+    import shutil
+    import subprocess
+
+    curl = shutil.which("curl")
+    if curl is None:
+        pytest.skip("curl is not installed")
+    url, ca = https_url
+    for flags in (["--http1.1"], ["--http2"]):
+        answer = subprocess.run(
+            [curl, "-sS", "--cacert", ca, *flags, "-w", "\n%{http_code} %{http_version}", url + "/vault/health"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert answer.returncode == 0, answer.stderr
+        body, status = answer.stdout.rsplit("\n", 1)
+        assert json.loads(body)["version"]
+        assert status == ("200 2" if flags == ["--http2"] else "200 1.1")
