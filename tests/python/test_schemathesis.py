@@ -20,8 +20,8 @@ EXAMPLES_PER_OPERATION = 40
 # Where a request the document allows may still be refused, for a reason the document
 # cannot state: the engine checks the inference fields itself (vLLM decides what it
 # accepts), a static address needs its prefix length and address together, a time zone
-# must exist on this host, a certificate must parse and match its key, and a model must
-# be in the manifest.
+# must exist on this host, a certificate must parse and match its key, a model must be in
+# the manifest, and an audit time bound must be an RFC 3339 timestamp.
 ACCEPTANCE_DECIDED_ELSEWHERE = {
     "POST /v1/chat/completions",
     "POST /v1/completions",
@@ -32,6 +32,7 @@ ACCEPTANCE_DECIDED_ELSEWHERE = {
     "POST /vault/setup/tls",
     "POST /vault/admin/config/tls",
     "PUT /vault/admin/config",
+    "GET /vault/admin/audit",
     "POST /vault/setup/model",
 }
 

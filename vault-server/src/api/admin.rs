@@ -6,14 +6,16 @@ use poem::web::Data;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi};
+use vault_core::audit::{self, AuditFilter};
 use vault_core::keys::{self, Scope};
 use vault_core::users::{self, Role, UserUpdate};
 use vault_core::{Vault, certificate, settings};
 
 use super::{ApiResult, Tag};
 use crate::auth::AdminKey;
+use crate::declared::Limit;
 use crate::dto::{
-    ApiKey, ApiKeyList, AppliedNetworkConfig, AppliedSystemSettings, CertificateInfo, CertificateRequest,
+    ApiKey, ApiKeyList, AppliedNetworkConfig, AppliedSystemSettings, AuditPage, CertificateInfo, CertificateRequest,
     ConfigChanged, ConfigOverview, ConfigUpdate, CreateApiKey, CreateUser, CreatedApiKey, NetworkConfig,
     SystemSettings, TlsStatus, UpdateUser, User, UserList,
 };
@@ -122,6 +124,49 @@ impl AdminApi {
     #[oai(path = "/keys/:id", method = "delete")]
     async fn revoke_key(&self, vault: Data<&Arc<Vault>>, key: AdminKey, id: Path<i64>) -> ApiResult<Json<ApiKey>> {
         Ok(Json(keys::revoke_by_id(&vault.db, id.0, Some(&key.0.account())).await?.into()))
+    }
+
+    /// Query the audit log
+    ///
+    /// Newest first, filtered by any of the conditions given, a page at a time: pass
+    /// `next_cursor` back as `cursor` for the next page (stable while rows are written, and
+    /// as fast for the last page as for the first).
+    #[oai(path = "/audit", method = "get")]
+    #[allow(clippy::too_many_arguments)]
+    async fn audit(
+        &self,
+        vault: Data<&Arc<Vault>>,
+        _key: AdminKey,
+        /// A user's id.
+        user_id: Query<Option<String>>,
+        /// A key's display prefix (`vault_sk_` + 4 characters).
+        key_prefix: Query<Option<String>>,
+        method: Query<Option<String>>,
+        /// Rows whose path starts with this.
+        path: Query<Option<String>>,
+        status: Query<Option<u16>>,
+        model: Query<Option<String>>,
+        /// RFC 3339, inclusive.
+        from: Query<Option<String>>,
+        /// RFC 3339, exclusive.
+        to: Query<Option<String>>,
+        /// [default: 100]
+        limit: Query<Option<Limit<{ vault_core::audit::query::PAGES.max }>>>,
+        /// `next_cursor` of the previous page.
+        cursor: Query<Option<String>>,
+    ) -> ApiResult<Json<AuditPage>> {
+        let filter = AuditFilter {
+            user_id: user_id.0,
+            key_prefix: key_prefix.0,
+            method: method.0,
+            path_prefix: path.0,
+            status: status.0,
+            model: model.0,
+            since: from.0,
+            until: to.0,
+        };
+        let page = audit::page(&vault.audit, &vault.db, &filter, limit.0.map(|l| l.0), cursor.0.as_deref()).await?;
+        Ok(Json(AuditPage { items: page.items.into_iter().map(Into::into).collect(), next_cursor: page.next_cursor }))
     }
 
     /// Get the whole configuration

@@ -402,3 +402,61 @@ impl From<settings::ConfigChanged> for ConfigChanged {
         }
     }
 }
+
+/// One audit row: one request (or, with `repeat_count` > 1, a flood of refused ones).
+#[derive(Object)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub timestamp: String,
+    pub request_id: String,
+    pub method: String,
+    pub path: String,
+    #[oai(nullable)]
+    pub key_prefix: Option<String>,
+    #[oai(nullable)]
+    pub user_id: Option<String>,
+    #[oai(nullable)]
+    pub model: Option<String>,
+    pub status: u16,
+    pub latency_ms: u64,
+    #[oai(nullable)]
+    pub tokens_input: Option<u64>,
+    #[oai(nullable)]
+    pub tokens_output: Option<u64>,
+    /// Whether the answer was delivered whole.
+    pub completed: bool,
+    #[oai(nullable)]
+    pub error_code: Option<String>,
+    pub repeat_count: u32,
+}
+
+impl From<vault_core::audit::AuditEntry> for AuditEntry {
+    fn from(e: vault_core::audit::AuditEntry) -> Self {
+        AuditEntry {
+            id: e.id,
+            timestamp: e.timestamp,
+            request_id: e.request_id,
+            method: e.method,
+            path: e.path,
+            key_prefix: e.key_prefix,
+            user_id: e.user_id,
+            model: e.model,
+            status: e.status,
+            latency_ms: e.latency_ms,
+            tokens_input: e.tokens_input,
+            tokens_output: e.tokens_output,
+            completed: e.completed,
+            error_code: e.error_code,
+            repeat_count: e.repeat_count,
+        }
+    }
+}
+
+#[derive(Object)]
+pub struct AuditPage {
+    /// Newest first.
+    pub items: Vec<AuditEntry>,
+    /// Pass as `cursor` for the next (older) page; null on the last page.
+    #[oai(nullable)]
+    pub next_cursor: Option<String>,
+}
