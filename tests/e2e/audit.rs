@@ -67,3 +67,41 @@ async fn filters_narrow_the_rows_and_bad_ones_name_their_parameter() {
         assert!(error["error"]["message"].as_str().unwrap().starts_with(field), "{query}: {error}");
     }
 }
+
+#[tokio::test]
+async fn the_audit_log_exports_as_a_csv_or_json_download() {
+    let app = TestApp::spawn().await;
+    let admin = app.create_key(Scope::Admin).await;
+    let user = app.create_key(Scope::User).await;
+    assert_error(
+        app.send("GET", "/vault/admin/audit/export?format=csv", Some(&user), None).await,
+        403,
+        "insufficient_scope",
+    )
+    .await;
+    for _ in 0..3 {
+        assert_eq!(app.send("GET", "/v1/models", Some(&user), None).await.status(), 200);
+    }
+    let csv = app.send("GET", "/vault/admin/audit/export?format=csv", Some(&admin), None).await;
+    assert_eq!(csv.status(), 200);
+    assert_eq!(csv.headers()["content-type"], "text/csv; charset=utf-8");
+    let disposition = csv.headers()["content-disposition"].to_str().unwrap().to_string();
+    assert!(disposition.starts_with("attachment; filename=\"vault-audit-") && disposition.ends_with(".csv\""));
+    let text = csv.text().await.unwrap();
+    let mut lines = text.lines();
+    assert!(lines.next().unwrap().starts_with("id,timestamp,request_id,method,path"));
+    // The three inference requests (the refused export has a row too, under its own path).
+    assert_eq!(lines.filter(|l| l.contains(",/v1/models,")).count(), 3, "{text}");
+
+    let json = app.send("GET", "/vault/admin/audit/export?format=json", Some(&admin), None).await;
+    assert_eq!(json.headers()["content-type"], "application/json");
+    let rows: Vec<Value> = json.json().await.unwrap();
+    assert!(rows.len() >= 5, "{rows:?}");
+    assert!(rows.windows(2).all(|w| w[0]["id"].as_i64() < w[1]["id"].as_i64()), "oldest first");
+
+    for (query, field) in [("format=xml", "format"), ("format=csv&from=soon", "from")] {
+        let response = app.send("GET", &format!("/vault/admin/audit/export?{query}"), Some(&admin), None).await;
+        let error = assert_error(response, 400, "invalid_request").await;
+        assert!(error["error"]["message"].as_str().unwrap().starts_with(field), "{query}: {error}");
+    }
+}

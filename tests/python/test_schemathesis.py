@@ -33,6 +33,7 @@ ACCEPTANCE_DECIDED_ELSEWHERE = {
     "POST /vault/admin/config/tls",
     "PUT /vault/admin/config",
     "GET /vault/admin/audit",
+    "GET /vault/admin/audit/export",
     "POST /vault/setup/model",
 }
 

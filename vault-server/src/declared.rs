@@ -107,6 +107,7 @@ choices! {
     IpModes => vault_core::settings::IP_MODES.iter().copied();
     MessageRoles => vault_core::conversations::ROLES.iter().copied();
     TlsModes => vault_core::certificate::TLS_MODES.iter().copied();
+    ExportFormats => vault_core::audit::EXPORT_FORMATS.iter().copied();
 }
 
 /// A page's `limit`, declared as 1 to `MAX`; any whole number is taken here and the core

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod config;
 mod connections;
 mod declared;
+mod download;
 mod dto;
 mod edge;
 #[cfg(feature = "demo")]

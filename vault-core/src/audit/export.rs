@@ -1,5 +1,12 @@
 //! Exporting the audit log as CSV or JSON, page by page in constant memory.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+
 use crate::error::{Result, VaultError};
 use crate::model::audit::{AuditEntry, AuditFilter};
 use crate::storage::{self, Db};
@@ -11,6 +18,9 @@ pub enum ExportFormat {
     /// One JSON array.
     Json,
 }
+
+/// The names of the formats, as requests give them.
+pub const EXPORT_FORMATS: &[&str] = &["csv", "json"];
 
 impl std::str::FromStr for ExportFormat {
     type Err = VaultError;
@@ -55,47 +65,118 @@ fn csv_row(e: &AuditEntry) -> String {
     )
 }
 
-/// Writes every row matching `filter`, oldest first, to `out` — page by page, so memory
-/// stays constant however long the log. Returns the number of rows written.
+/// Frames rows in an export format: a head, the rows a page at a time, a tail.
+struct Encoder {
+    format: ExportFormat,
+    /// Rows framed so far (shared with whoever wants the count at the end).
+    written: Arc<AtomicU64>,
+}
+
+impl Encoder {
+    fn head(&self) -> Bytes {
+        Bytes::from_static(match self.format {
+            ExportFormat::Csv => CSV_HEADER.as_bytes(),
+            ExportFormat::Json => b"[",
+        })
+    }
+
+    fn rows(&mut self, page: &[AuditEntry]) -> Result<Bytes> {
+        let mut out = Vec::with_capacity(page.len() * 256);
+        for entry in page {
+            match self.format {
+                ExportFormat::Csv => out.extend_from_slice(csv_row(entry).as_bytes()),
+                ExportFormat::Json => {
+                    let first = self.written.load(Ordering::Relaxed) == 0;
+                    out.extend_from_slice(if first { b"\n" } else { b",\n" });
+                    serde_json::to_writer(&mut out, entry)
+                        .map_err(|e| VaultError::internal("writing an audit export", e))?;
+                }
+            }
+            self.written.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(out.into())
+    }
+
+    fn tail(&self) -> Bytes {
+        Bytes::from_static(match self.format {
+            ExportFormat::Csv => b"",
+            ExportFormat::Json => b"\n]\n",
+        })
+    }
+}
+
+/// Rows read and framed per step of an export.
+const EXPORT_PAGE: u32 = 1000;
+
+/// Every row matching `filter`, oldest first, as a stream of framed pieces: a page of rows
+/// is read only when the previous piece was taken, so memory stays constant however long
+/// the log and however slow the reader. An error ends the stream after it.
+pub fn export_stream(
+    db: Arc<Db>,
+    filter: AuditFilter,
+    format: ExportFormat,
+) -> Result<BoxStream<'static, Result<Bytes>>> {
+    Ok(counted_export(db, filter, format)?.0)
+}
+
+/// [`export_stream`], and the count of rows it has framed so far.
+fn counted_export(
+    db: Arc<Db>,
+    filter: AuditFilter,
+    format: ExportFormat,
+) -> Result<(BoxStream<'static, Result<Bytes>>, Arc<AtomicU64>)> {
+    super::query::validate_filter(&filter)?;
+    enum Stage {
+        Head,
+        Rows { after: i64 },
+        Done,
+    }
+    let written = Arc::new(AtomicU64::new(0));
+    let encoder = Encoder { format, written: written.clone() };
+    let stream = futures_util::stream::unfold((Stage::Head, encoder), move |(stage, mut encoder)| {
+        let (db, filter) = (db.clone(), filter.clone());
+        async move {
+            match stage {
+                Stage::Head => Some((Ok(encoder.head()), (Stage::Rows { after: 0 }, encoder))),
+                Stage::Rows { after } => {
+                    let page = match db.connect().await {
+                        Ok(conn) => storage::audit::query(&conn, &filter, after, EXPORT_PAGE, false).await,
+                        Err(err) => Err(err),
+                    };
+                    match page {
+                        Err(err) => Some((Err(err), (Stage::Done, encoder))),
+                        Ok(page) => match page.last().map(|last| last.id) {
+                            None => Some((Ok(encoder.tail()), (Stage::Done, encoder))),
+                            Some(last) => {
+                                let piece = encoder.rows(&page);
+                                let next = if piece.is_ok() { Stage::Rows { after: last } } else { Stage::Done };
+                                Some((piece, (next, encoder)))
+                            }
+                        },
+                    }
+                }
+                Stage::Done => None,
+            }
+        }
+    });
+    Ok((stream.boxed(), written))
+}
+
+/// Writes every row matching `filter`, oldest first, to `out` (see [`export_stream`]).
+/// Returns the number of rows written.
 pub async fn export(
-    db: &Db,
+    db: Arc<Db>,
     filter: &AuditFilter,
     format: ExportFormat,
     out: &mut (dyn std::io::Write + Send),
 ) -> Result<u64> {
-    super::query::validate_filter(filter)?;
-    let conn = db.connect().await?;
     let io = |e: std::io::Error| VaultError::internal("writing an audit export", e);
-    let mut written = 0u64;
-    let mut after = 0i64;
-    match format {
-        ExportFormat::Csv => out.write_all(CSV_HEADER.as_bytes()).map_err(io)?,
-        ExportFormat::Json => out.write_all(b"[").map_err(io)?,
-    }
-    loop {
-        let page = storage::audit::query(&conn, filter, after, 1000, false).await?;
-        let Some(last) = page.last() else { break };
-        after = last.id;
-        for entry in &page {
-            match format {
-                ExportFormat::Csv => out.write_all(csv_row(entry).as_bytes()).map_err(io)?,
-                ExportFormat::Json => {
-                    if written > 0 {
-                        out.write_all(b",").map_err(io)?;
-                    }
-                    out.write_all(b"\n").map_err(io)?;
-                    serde_json::to_writer(&mut *out, entry)
-                        .map_err(|e| VaultError::internal("writing an audit export", e))?;
-                }
-            }
-            written += 1;
-        }
-    }
-    if format == ExportFormat::Json {
-        out.write_all(b"\n]\n").map_err(io)?;
+    let (mut pieces, written) = counted_export(db, filter.clone(), format)?;
+    while let Some(piece) = pieces.next().await {
+        out.write_all(&piece?).map_err(io)?;
     }
     out.flush().map_err(io)?;
-    Ok(written)
+    Ok(written.load(Ordering::Relaxed))
 }
 
 #[cfg(test)]
@@ -106,6 +187,7 @@ mod tests {
     #[tokio::test]
     async fn rows_are_filtered_paged_and_exported() {
         let (_dir, db) = storage::test_db().await;
+        let db = Arc::new(db);
         let records: Vec<AuditRecord> = (0..2500)
             .map(|i| AuditRecord {
                 user_id: Some(if i % 2 == 0 { "even".into() } else { "odd".into() }),
@@ -128,12 +210,12 @@ mod tests {
         assert!(crate::audit::query(&db, &bad, None, None).await.unwrap_err().message.starts_with("since"));
 
         let mut csv = Vec::new();
-        assert_eq!(export(&db, &filter, ExportFormat::Csv, &mut csv).await.unwrap(), 1000);
+        assert_eq!(export(db.clone(), &filter, ExportFormat::Csv, &mut csv).await.unwrap(), 1000);
         let csv = String::from_utf8(csv).unwrap();
         assert_eq!(csv.lines().count(), 1001);
         assert!(csv.lines().nth(1).unwrap().contains(",'=SUM(A1),"), "formulas are defused");
         let mut json = Vec::new();
-        export(&db, &AuditFilter::default(), ExportFormat::Json, &mut json).await.unwrap();
+        assert_eq!(export(db.clone(), &AuditFilter::default(), ExportFormat::Json, &mut json).await.unwrap(), 2500);
         let parsed: Vec<serde_json::Value> = serde_json::from_slice(&json).unwrap();
         assert_eq!(parsed.len(), 2500);
         assert!(parsed[0]["id"].as_i64() < parsed[1]["id"].as_i64());
