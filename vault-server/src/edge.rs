@@ -26,8 +26,7 @@ pub struct Edge {
 }
 
 impl Edge {
-    pub fn new(vault: Arc<Vault>, allowed: AllowedMethods) -> Edge {
-        let certificates = Arc::new(Certificates::new(vault_core::tls::TlsStore::new(&vault.config.tls_cert_dir)));
+    pub fn new(vault: Arc<Vault>, allowed: AllowedMethods, certificates: Arc<Certificates>) -> Edge {
         Edge { vault, allowed: Arc::new(allowed), certificates }
     }
 }
@@ -234,31 +233,8 @@ fn is_setup_path(path: &str) -> bool {
 /// `%XX` escapes decoded, at most twice over (`%2573` is `s` too); anything else kept as is.
 /// Bounded, so a long path of nested escapes costs linear time, not quadratic.
 fn percent_decode(path: &str) -> String {
-    const PASSES: usize = 2;
-    let mut current = path.to_string();
-    for _ in 0..PASSES {
-        if !current.contains('%') {
-            break;
-        }
-        let bytes = current.as_bytes();
-        let mut out = Vec::with_capacity(bytes.len());
-        let mut i = 0;
-        while i < bytes.len() {
-            let hex = |b: u8| (b as char).to_digit(16);
-            match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
-                (b'%', Some(hi), Some(lo)) => {
-                    out.push((hi * 16 + lo) as u8);
-                    i += 3;
-                }
-                (b, ..) => {
-                    out.push(b);
-                    i += 1;
-                }
-            }
-        }
-        current = String::from_utf8_lossy(&out).into_owned();
-    }
-    current
+    let once = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+    percent_encoding::percent_decode_str(&once).decode_utf8_lossy().into_owned()
 }
 
 #[cfg(test)]

@@ -54,7 +54,7 @@ pub struct RedirectToHttps {
 pub async fn serve(
     listeners: Listeners,
     app: App,
-    https: Option<Arc<Certificates>>,
+    https: Arc<Certificates>,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) -> io::Result<()> {
@@ -121,10 +121,10 @@ async fn route_connection(
     local: LocalAddr,
     remote: RemoteAddr,
     app: App,
-    https: Option<Arc<Certificates>>,
+    https: Arc<Certificates>,
     draining: CancellationToken,
 ) {
-    let Some(tls) = https.and_then(|h| h.acceptor()) else {
+    let Some(tls) = https.acceptor() else {
         return serve_connection(io, local, remote, app, Scheme::HTTP, None, draining).await;
     };
     match io.first_byte().await {

@@ -72,8 +72,9 @@ pub fn spec_json() -> String {
     serde_json::to_string_pretty(&document).unwrap_or(spec)
 }
 
-/// All routes with the gateway layer around them.
-pub fn app(vault: Arc<Vault>) -> impl Endpoint + 'static {
+/// All routes with the gateway layer around them; `certificates` is the box's certificate
+/// as the accept loop serves it (the edge redirects plain HTTP when it is usable).
+pub fn app(vault: Arc<Vault>, certificates: Arc<Certificates>) -> impl Endpoint + 'static {
     let service = openapi_service();
     let document = spec_json();
     let allowed = AllowedMethods::from_spec(&serde_json::from_str(&document).unwrap_or_default());
@@ -89,7 +90,7 @@ pub fn app(vault: Arc<Vault>) -> impl Endpoint + 'static {
             .allow_headers(["authorization", "content-type", "x-request-id"])
             .expose_headers(["x-request-id"])
     });
-    routes.with_if(cors.is_some(), cors.unwrap_or_default()).with(Edge::new(vault, allowed))
+    routes.with_if(cors.is_some(), cors.unwrap_or_default()).with(Edge::new(vault, allowed, certificates))
 }
 
 /// A bound server, not yet serving.
@@ -151,15 +152,15 @@ impl Server {
                 stopping.cancel();
             });
         };
-        let app = Arc::new(app(vault.clone()).map_to_response().boxed());
         let certificates = Arc::new(Certificates::new(TlsStore::new(&vault.config.tls_cert_dir)));
+        let app = Arc::new(app(vault.clone(), certificates.clone()).map_to_response().boxed());
         if certificates.acceptor().is_some() {
             tracing::info!(%addr, "listening (HTTPS; plain HTTP is redirected once setup is complete)");
         } else {
             tracing::warn!(%addr, "listening in plain HTTP: no certificate is installed (see the setup wizard's tls step)");
         }
         let listeners = Listeners { main: acceptor, redirect: redirect.map(|(acceptor, _)| (acceptor, addr.port())) };
-        let served = serve(listeners, app, Some(certificates), signal, SHUTDOWN_GRACE).await;
+        let served = serve(listeners, app, certificates, signal, SHUTDOWN_GRACE).await;
         vault.shutdown().await;
         tracing::info!("stopped");
         served

@@ -108,24 +108,31 @@ impl Encoder {
 /// Rows read and framed per step of an export.
 const EXPORT_PAGE: u32 = 1000;
 
-/// Every row matching `filter`, oldest first, as a stream of framed pieces: a page of rows
-/// is read only when the previous piece was taken, so memory stays constant however long
-/// the log and however slow the reader. An error ends the stream after it.
-pub fn export_stream(
+/// The rows between `from` (inclusive) and `to` (exclusive), as a request names them,
+/// oldest first, streamed (see [`counted_export`]). Rows of requests already answered are
+/// committed first, so they are in it.
+pub async fn export_range(
+    log: &super::AuditLog,
     db: Arc<Db>,
-    filter: AuditFilter,
+    from: Option<String>,
+    to: Option<String>,
     format: ExportFormat,
 ) -> Result<BoxStream<'static, Result<Bytes>>> {
-    Ok(counted_export(db, filter, format)?.0)
+    let filter = AuditFilter { since: from, until: to, ..AuditFilter::default() };
+    super::query::validate_range(&filter, ["from", "to"])?;
+    log.flush().await;
+    Ok(counted_export(db, filter, format).0)
 }
 
-/// [`export_stream`], and the count of rows it has framed so far.
+/// Every row matching `filter`, oldest first, as a stream of framed pieces: a page of rows
+/// is read only when the previous piece was taken, so memory stays constant however long
+/// the log and however slow the reader. An error ends the stream after it. With it, the
+/// count of rows framed so far.
 fn counted_export(
     db: Arc<Db>,
     filter: AuditFilter,
     format: ExportFormat,
-) -> Result<(BoxStream<'static, Result<Bytes>>, Arc<AtomicU64>)> {
-    super::query::validate_filter(&filter)?;
+) -> (BoxStream<'static, Result<Bytes>>, Arc<AtomicU64>) {
     enum Stage {
         Head,
         Rows { after: i64 },
@@ -159,10 +166,10 @@ fn counted_export(
             }
         }
     });
-    Ok((stream.boxed(), written))
+    (stream.boxed(), written)
 }
 
-/// Writes every row matching `filter`, oldest first, to `out` (see [`export_stream`]).
+/// Writes every row matching `filter`, oldest first, to `out` (see [`counted_export`]).
 /// Returns the number of rows written.
 pub async fn export(
     db: Arc<Db>,
@@ -171,7 +178,8 @@ pub async fn export(
     out: &mut (dyn std::io::Write + Send),
 ) -> Result<u64> {
     let io = |e: std::io::Error| VaultError::internal("writing an audit export", e);
-    let (mut pieces, written) = counted_export(db, filter.clone(), format)?;
+    super::query::validate_filter(filter)?;
+    let (mut pieces, written) = counted_export(db, filter.clone(), format);
     while let Some(piece) = pieces.next().await {
         out.write_all(&piece?).map_err(io)?;
     }

@@ -17,7 +17,7 @@ mod retention;
 mod writer;
 
 pub use crate::model::audit::{AuditEntry, AuditFilter, AuditRecord};
-pub use export::{EXPORT_FORMATS, ExportFormat, export, export_stream};
+pub use export::{EXPORT_FORMATS, ExportFormat, export, export_range};
 pub use line::{LineSink, format_line, install_line_sink};
 pub use query::{AuditPage, page, query};
 pub use request::{CLIENT_CLOSED_REQUEST, RequestAudit};

@@ -64,7 +64,7 @@ pub(super) fn validate_filter(filter: &AuditFilter) -> Result<()> {
 }
 
 /// The time bounds of `filter` are RFC 3339; an error names them as the caller calls them.
-pub fn validate_range(filter: &AuditFilter, names: [&str; 2]) -> Result<()> {
+pub(super) fn validate_range(filter: &AuditFilter, names: [&str; 2]) -> Result<()> {
     for (field, value) in [(names[0], &filter.since), (names[1], &filter.until)] {
         if value.as_deref().is_some_and(|v| crate::time::parse_rfc3339(v).is_none()) {
             return Err(VaultError::invalid_field(format!("{field}: not an RFC 3339 timestamp")));

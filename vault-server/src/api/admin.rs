@@ -189,10 +189,7 @@ impl AdminApi {
         to: Query<Option<String>>,
     ) -> ApiResult<Download<AuditEntry>> {
         let format: audit::ExportFormat = format.0.as_str().parse()?;
-        let filter = AuditFilter { since: from.0, until: to.0, ..AuditFilter::default() };
-        audit::query::validate_range(&filter, ["from", "to"])?;
-        vault.audit.flush().await;
-        let pieces = audit::export_stream(vault.db.clone(), filter, format)?;
+        let pieces = audit::export_range(&vault.audit, vault.db.clone(), from.0, to.0, format).await?;
         let pieces = pieces.map(|piece| {
             piece.map_err(|err| {
                 tracing::warn!(error = %err.message, "an audit export broke off");
