@@ -173,6 +173,31 @@ async fn conversations_are_private_and_complete() {
     let error = assert_error(bad_role, 400, "invalid_request").await;
     assert!(error["error"]["message"].as_str().unwrap().starts_with("role"));
 
+    // Export: a file for the owner, 404 for anyone else, 400 for a format it cannot be.
+    let markdown = stack.send("GET", &format!("{path}/export?format=markdown"), Some(me), None).await;
+    assert_eq!(markdown.status(), 200);
+    assert_eq!(markdown.headers()["content-type"], "text/markdown; charset=utf-8");
+    let disposition = markdown.headers()["content-disposition"].to_str().unwrap().to_string();
+    assert_eq!(disposition, format!("attachment; filename=\"conversation-{id}.md\""));
+    let text = markdown.text().await.unwrap();
+    assert!(text.starts_with("# Ward 3\n") && text.contains("## User (") && text.contains("Noted."), "{text}");
+    let json_export = stack.send("GET", &format!("{path}/export"), Some(me), None).await;
+    assert_eq!(json_export.headers()["content-type"], "application/json");
+    let document: Value = json_export.json().await.unwrap();
+    assert_eq!(
+        (document["title"].as_str(), document["messages"][1]["content"].as_str()),
+        (Some("Ward 3"), Some("Noted."))
+    );
+    let theirs = stack.send("GET", &format!("{path}/export?format=markdown"), Some(&other), None).await;
+    assert_error(theirs, 404, "conversation_not_found").await;
+    let error = assert_error(
+        stack.send("GET", &format!("{path}/export?format=pdf"), Some(me), None).await,
+        400,
+        "invalid_request",
+    )
+    .await;
+    assert!(error["error"]["message"].as_str().unwrap().starts_with("format"), "{error}");
+
     stack.expect(204, "DELETE", &path, me, None).await;
     assert_error(stack.send("GET", &path, Some(me), None).await, 404, "conversation_not_found").await;
 }

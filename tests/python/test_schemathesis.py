@@ -21,7 +21,8 @@ EXAMPLES_PER_OPERATION = 40
 # cannot state: the engine checks the inference fields itself (vLLM decides what it
 # accepts), a static address needs its prefix length and address together, a time zone
 # must exist on this host, a certificate must parse and match its key, a model must be in
-# the manifest, and an audit time bound must be an RFC 3339 timestamp.
+# the manifest, and an audit time bound must be an RFC 3339 timestamp (with a period's
+# start before its end).
 ACCEPTANCE_DECIDED_ELSEWHERE = {
     "POST /v1/chat/completions",
     "POST /v1/completions",
@@ -34,6 +35,7 @@ ACCEPTANCE_DECIDED_ELSEWHERE = {
     "PUT /vault/admin/config",
     "GET /vault/admin/audit",
     "GET /vault/admin/audit/export",
+    "GET /vault/admin/audit/stats",
     "POST /vault/setup/model",
 }
 

@@ -5,7 +5,6 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use serde::Serialize;
 use vault_core::config::{self, Config, Overrides};
 use vault_core::keys::{self, ApiKeyInfo, Scope};
 use vault_core::setup;
@@ -14,8 +13,13 @@ use vault_core::tls::TlsStore;
 use vault_core::users::{self, User};
 use vault_core::{ErrorKind, VaultError};
 
+mod audit;
+mod output;
+
+use output::{print_json, print_text, table};
+
 /// Offline administration of a Vault box: API keys, users, the first-boot wizard and its
-/// certificate.
+/// certificate, the audit log.
 #[derive(Parser)]
 #[command(version)]
 struct Cli {
@@ -89,6 +93,11 @@ enum Command {
     },
     /// Show the installed TLS certificate.
     TlsInfo,
+    /// Export the audit log or summarise it.
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCommand,
+    },
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -146,6 +155,7 @@ async fn open_db(cli: &Cli) -> Result<(Config, Db), VaultError> {
 async fn run(cli: &Cli) -> Result<(), VaultError> {
     let (config, db) = open_db(cli).await?;
     match &cli.command {
+        Command::Audit { command } => audit::run(command, db, cli.json).await,
         Command::CreateKey { label, scope, user } => {
             let scope: Scope = scope.parse()?;
             let created = keys::create(&db, label, scope, user.as_deref(), Some("cli")).await?;
@@ -304,27 +314,4 @@ fn key_table(keys: &[ApiKeyInfo]) -> String {
         }))
         .collect();
     table(&rows)
-}
-
-/// Left-aligned columns, two spaces apart.
-fn table(rows: &[Vec<String>]) -> String {
-    let columns = rows.first().map_or(0, Vec::len);
-    let widths: Vec<usize> =
-        (0..columns).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
-    rows.iter()
-        .map(|row| {
-            let cells: Vec<String> = row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
-            cells.join("  ").trim_end().to_string()
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-fn print_json(value: &impl Serialize) -> Result<(), VaultError> {
-    let text = serde_json::to_string_pretty(value).map_err(|e| VaultError::internal("printing JSON", e))?;
-    print_text(&text)
-}
-
-fn print_text(text: &str) -> Result<(), VaultError> {
-    writeln!(std::io::stdout(), "{text}").map_err(|e| VaultError::internal("printing", e))
 }

@@ -153,3 +153,48 @@ async fn the_wizard_and_its_certificate_are_seen_and_reset_from_the_console() {
     let users = json_out(&cli(&app, &["list-users", "--json"]).await);
     assert_eq!(users[0]["email"], "admin@clinic.example");
 }
+
+#[tokio::test]
+async fn the_audit_log_is_exported_to_a_file_or_stdout_and_summarised() {
+    let app = TestApp::spawn().await;
+    let user = app.create_key(Scope::User).await;
+    let admin = app.create_key(Scope::Admin).await;
+    for _ in 0..5 {
+        let response = app.send("POST", "/v1/chat/completions", Some(&user), Some(&chat_body(false))).await;
+        assert_eq!(response.status(), 200);
+    }
+    // Reading the log through the gateway commits every answered request's row.
+    assert_eq!(app.send("GET", "/vault/admin/audit?limit=1", Some(&admin), None).await.status(), 200);
+
+    let file = app.data_dir.join("audit.csv");
+    let args = ["audit", "export", "--format", "csv", "-o", file.to_str().unwrap(), "--json"];
+    let summary = json_out(&cli(&app, &args).await);
+    assert!(summary["rows"].as_u64().unwrap() >= 6, "{summary}");
+    let csv = std::fs::read_to_string(&file).unwrap();
+    assert!(csv.starts_with("id,timestamp,request_id,"));
+    assert_eq!(csv.lines().filter(|l| l.contains(",/v1/chat/completions,")).count(), 5);
+    assert!(!app.data_dir.join("audit.csv.partial").exists());
+
+    let out = cli(&app, &["audit", "export", "--format", "json", "--path", "/v1/chat"]).await;
+    let rows: Vec<Value> = json_out(&out).as_array().unwrap().clone();
+    assert_eq!(rows.len(), 5);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Exported 5 rows to stdout"));
+
+    let bad_date = cli(&app, &["audit", "export", "--from", "yesterday"]).await;
+    assert_eq!(bad_date.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad_date.stderr).contains("from: not an RFC 3339"), "{bad_date:?}");
+    let nowhere = app.data_dir.join("no-such-dir").join("x.csv");
+    let unwritable = cli(&app, &["audit", "export", "-o", nowhere.to_str().unwrap()]).await;
+    assert_eq!(unwritable.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&unwritable.stderr).contains("output: cannot create"));
+
+    let stats = json_out(&cli(&app, &["audit", "stats", "--json"]).await);
+    assert_eq!(stats["totals"]["requests"], 5, "{stats}");
+    assert_eq!(stats["models"][0]["model"], chat_body(false)["model"]);
+    let text = cli(&app, &["audit", "stats"]).await;
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("Requests 5   errors 0 (0.00%)") && text.contains("By model"), "{text}");
+    let backwards =
+        cli(&app, &["audit", "stats", "--from", "2026-01-02T00:00:00Z", "--to", "2026-01-01T00:00:00Z"]).await;
+    assert_eq!(backwards.status.code(), Some(2));
+}

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::audit::{AuditLog, RequestAudit};
+use crate::audit::{self, AuditLog, RequestAudit};
 use crate::config::{Config, SystemControl};
 use crate::controller::{DryRunController, HostController, SystemController};
 use crate::error::Result;
@@ -131,6 +131,13 @@ impl Vault {
     pub async fn insights(&self, range: insights::Range, who: &Principal) -> Result<insights::Insights> {
         self.audit.flush().await;
         insights::visible_to(&self.db, range, who).await
+    }
+
+    /// Audit stats over `[from, to)` widened to whole hours, with every answered request in.
+    pub async fn audit_stats(&self, from: Option<&str>, to: Option<&str>) -> Result<audit::AuditStats> {
+        let hours = audit::stats::covering_hours(from, to, std::time::SystemTime::now())?;
+        self.audit.flush().await;
+        audit::stats::stats_for(&self.db, &hours).await
     }
 
     pub async fn health(&self) -> Health {

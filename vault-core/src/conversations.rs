@@ -112,11 +112,34 @@ impl std::str::FromStr for ExportFormat {
     type Err = VaultError;
 
     fn from_str(raw: &str) -> Result<ExportFormat> {
-        match raw {
-            "json" => Ok(ExportFormat::Json),
-            "markdown" | "md" => Ok(ExportFormat::Markdown),
-            _ => Err(VaultError::invalid_field("format: must be one of json, markdown")),
+        crate::validate::choice("format", raw, &ExportFormat::ALL, ExportFormat::as_str)
+    }
+}
+
+impl ExportFormat {
+    pub const ALL: [ExportFormat; 2] = [ExportFormat::Json, ExportFormat::Markdown];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExportFormat::Json => "json",
+            ExportFormat::Markdown => "markdown",
         }
+    }
+
+    pub fn media_type(self) -> &'static str {
+        match self {
+            ExportFormat::Json => "application/json",
+            ExportFormat::Markdown => "text/markdown; charset=utf-8",
+        }
+    }
+
+    /// The file name a download of conversation `id` is saved under.
+    pub fn file_name(self, id: &str) -> String {
+        let extension = match self {
+            ExportFormat::Json => "json",
+            ExportFormat::Markdown => "md",
+        };
+        format!("conversation-{id}.{extension}")
     }
 }
 

@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::error::{Result, VaultError};
 use crate::model::keys::{Principal, Scope};
 use crate::model::usage::percentile;
+use crate::storage::usage::Hours;
 use crate::storage::{self, Db};
 
 /// The period an insights answer covers, ending now.
@@ -126,10 +127,13 @@ pub async fn insights_at(db: &Db, range: Range, of: UsageOf<'_>, now: SystemTime
         UsageOf::Account(a) => Some(a),
     };
     let start = now.checked_sub(Duration::from_secs(range.hours().saturating_sub(1) * 3600)).unwrap_or(now);
-    let since_hour = crate::time::format_rfc3339(start)[..13].to_string();
+    let hours = Hours {
+        from: crate::time::format_rfc3339(start)[..13].to_string(),
+        to: crate::time::format_rfc3339(now + Duration::from_secs(3600))[..13].to_string(),
+    };
     let (bucket_len, bucket) = if range == Range::Day { (13, "hour") } else { (10, "day") };
     let conn = db.connect().await?;
-    let rows = storage::usage::series(&conn, &since_hour, account, bucket_len).await?;
+    let rows = storage::usage::series(&conn, &hours, account, bucket_len).await?;
     let series: Vec<SeriesPoint> = rows
         .iter()
         .map(|(b, [requests, errors, tokens_input, tokens_output, _])| SeriesPoint {
@@ -142,17 +146,17 @@ pub async fn insights_at(db: &Db, range: Range, of: UsageOf<'_>, now: SystemTime
         .collect();
     let requests: i64 = series.iter().map(|p| p.requests).sum();
     let latency_sum: i64 = rows.iter().map(|(_, v)| v[4]).sum();
-    let histogram = storage::usage::latency_histogram(&conn, &since_hour, account).await?;
+    let histogram = storage::usage::latency_histogram(&conn, &hours, account).await?;
     let totals = Totals {
         requests,
         errors: series.iter().map(|p| p.errors).sum(),
         tokens_input: series.iter().map(|p| p.tokens_input).sum(),
         tokens_output: series.iter().map(|p| p.tokens_output).sum(),
-        active_users: storage::usage::active_accounts(&conn, &since_hour, account).await?,
+        active_users: storage::usage::active_accounts(&conn, &hours, account).await?,
         avg_latency_ms: (requests > 0).then(|| (latency_sum as f64 / requests as f64 * 10.0).round() / 10.0),
         p95_latency_ms: percentile(&histogram, 0.95),
     };
-    let models = storage::usage::per_model(&conn, &since_hour, account)
+    let models = storage::usage::per_model(&conn, &hours, account)
         .await?
         .into_iter()
         .map(|(model, [requests, tokens_input, tokens_output])| ModelUsage {
@@ -165,7 +169,7 @@ pub async fn insights_at(db: &Db, range: Range, of: UsageOf<'_>, now: SystemTime
     Ok(Insights {
         range: range.as_str().into(),
         bucket: bucket.into(),
-        since: format!("{since_hour}:00:00Z"),
+        since: format!("{}:00:00Z", hours.from),
         totals,
         series,
         models,

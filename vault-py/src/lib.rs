@@ -349,7 +349,7 @@ impl Audit {
             let file = std::fs::File::create(&path)
                 .map_err(|e| VaultError::invalid_field(format!("path: cannot create {}: {e}", path.display())))?;
             let mut out = std::io::BufWriter::new(file);
-            audit::export(db, &filter, format, &mut out).await
+            audit::export(db, &filter, format, &mut out, &mut |_| {}).await
         })
     }
 }

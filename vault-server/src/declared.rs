@@ -107,7 +107,9 @@ choices! {
     IpModes => vault_core::settings::IP_MODES.iter().copied();
     MessageRoles => vault_core::conversations::ROLES.iter().copied();
     TlsModes => vault_core::certificate::TLS_MODES.iter().copied();
-    ExportFormats => vault_core::audit::EXPORT_FORMATS.iter().copied();
+    AuditExportFormats => vault_core::audit::ExportFormat::ALL.map(vault_core::audit::ExportFormat::as_str);
+    ConversationExportFormats =>
+        vault_core::conversations::ExportFormat::ALL.map(vault_core::conversations::ExportFormat::as_str);
 }
 
 /// A page's `limit`, declared as 1 to `MAX`; any whole number is taken here and the core

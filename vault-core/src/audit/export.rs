@@ -19,50 +19,91 @@ pub enum ExportFormat {
     Json,
 }
 
-/// The names of the formats, as requests give them.
-pub const EXPORT_FORMATS: &[&str] = &["csv", "json"];
-
 impl std::str::FromStr for ExportFormat {
     type Err = VaultError;
 
     fn from_str(raw: &str) -> Result<ExportFormat> {
-        match raw {
-            "csv" => Ok(ExportFormat::Csv),
-            "json" => Ok(ExportFormat::Json),
-            _ => Err(VaultError::invalid_field("format: must be one of csv, json")),
+        crate::validate::choice("format", raw, &ExportFormat::ALL, ExportFormat::as_str)
+    }
+}
+
+impl ExportFormat {
+    pub const ALL: [ExportFormat; 2] = [ExportFormat::Csv, ExportFormat::Json];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExportFormat::Csv => "csv",
+            ExportFormat::Json => "json",
         }
+    }
+
+    pub fn media_type(self) -> &'static str {
+        match self {
+            ExportFormat::Csv => "text/csv; charset=utf-8",
+            ExportFormat::Json => "application/json",
+        }
+    }
+
+    /// The file name a download is saved under, stamped with the time of the export.
+    pub fn file_name(self) -> String {
+        let stamp = crate::time::now_rfc3339().replace(':', "-");
+        format!("vault-audit-{stamp}.{}", self.as_str())
     }
 }
 
 const CSV_HEADER: &str = "id,timestamp,request_id,method,path,key_prefix,user_id,model,status,latency_ms,tokens_input,tokens_output,completed,error_code,repeat_count\n";
 
-fn csv_field(value: &str) -> String {
-    // Quote when needed; a leading formula character is defused for spreadsheet users.
-    let value = if value.starts_with(['=', '+', '-', '@']) { format!("'{value}") } else { value.to_string() };
-    if value.contains([',', '"', '\n', '\r']) { format!("\"{}\"", value.replace('"', "\"\"")) } else { value }
+/// Appends one CSV cell: quoted when needed, and with a leading formula character defused
+/// for spreadsheet users.
+fn push_field(out: &mut Vec<u8>, value: &str) {
+    let defuse = value.starts_with(['=', '+', '-', '@']);
+    if !value.contains([',', '"', '\n', '\r']) {
+        if defuse {
+            out.push(b'\'');
+        }
+        out.extend_from_slice(value.as_bytes());
+        return;
+    }
+    out.push(b'"');
+    if defuse {
+        out.push(b'\'');
+    }
+    for piece in value.split_inclusive('"') {
+        out.extend_from_slice(piece.as_bytes());
+        if piece.ends_with('"') {
+            out.push(b'"');
+        }
+    }
+    out.push(b'"');
 }
 
-fn csv_row(e: &AuditEntry) -> String {
-    let opt = |v: &Option<String>| v.as_deref().map(csv_field).unwrap_or_default();
-    let num = |v: Option<u64>| v.map(|n| n.to_string()).unwrap_or_default();
-    format!(
-        "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
-        e.id,
-        csv_field(&e.timestamp),
-        csv_field(&e.request_id),
-        csv_field(&e.method),
-        csv_field(&e.path),
-        opt(&e.key_prefix),
-        opt(&e.user_id),
-        opt(&e.model),
-        e.status,
-        e.latency_ms,
-        num(e.tokens_input),
-        num(e.tokens_output),
-        e.completed,
-        opt(&e.error_code),
-        e.repeat_count
-    )
+fn push_number(out: &mut Vec<u8>, n: impl std::fmt::Display) {
+    use std::io::Write;
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "{n}");
+}
+
+fn push_csv_row(out: &mut Vec<u8>, e: &AuditEntry) {
+    push_number(out, e.id);
+    for text in [&e.timestamp, &e.request_id, &e.method, &e.path] {
+        out.push(b',');
+        push_field(out, text);
+    }
+    for text in [&e.key_prefix, &e.user_id, &e.model] {
+        out.push(b',');
+        push_field(out, text.as_deref().unwrap_or(""));
+    }
+    for n in [Some(u64::from(e.status)), Some(e.latency_ms), e.tokens_input, e.tokens_output] {
+        out.push(b',');
+        if let Some(n) = n {
+            push_number(out, n);
+        }
+    }
+    out.extend_from_slice(if e.completed { b",true," } else { b",false," });
+    push_field(out, e.error_code.as_deref().unwrap_or(""));
+    out.push(b',');
+    push_number(out, e.repeat_count);
+    out.push(b'\n');
 }
 
 /// Frames rows in an export format: a head, the rows a page at a time, a tail.
@@ -84,7 +125,7 @@ impl Encoder {
         let mut out = Vec::with_capacity(page.len() * 256);
         for entry in page {
             match self.format {
-                ExportFormat::Csv => out.extend_from_slice(csv_row(entry).as_bytes()),
+                ExportFormat::Csv => push_csv_row(&mut out, entry),
                 ExportFormat::Json => {
                     let first = self.written.load(Ordering::Relaxed) == 0;
                     out.extend_from_slice(if first { b"\n" } else { b",\n" });
@@ -169,19 +210,22 @@ fn counted_export(
     (stream.boxed(), written)
 }
 
-/// Writes every row matching `filter`, oldest first, to `out` (see [`counted_export`]).
-/// Returns the number of rows written.
+/// Writes every row matching `filter`, oldest first, to `out` (see [`counted_export`]),
+/// telling `progress` the rows written so far after each page. Returns the number of rows
+/// written.
 pub async fn export(
     db: Arc<Db>,
     filter: &AuditFilter,
     format: ExportFormat,
     out: &mut (dyn std::io::Write + Send),
+    progress: &mut (dyn FnMut(u64) + Send),
 ) -> Result<u64> {
     let io = |e: std::io::Error| VaultError::internal("writing an audit export", e);
     super::query::validate_filter(filter)?;
     let (mut pieces, written) = counted_export(db, filter.clone(), format);
     while let Some(piece) = pieces.next().await {
         out.write_all(&piece?).map_err(io)?;
+        progress(written.load(Ordering::Relaxed));
     }
     out.flush().map_err(io)?;
     Ok(written.load(Ordering::Relaxed))
@@ -191,6 +235,20 @@ pub async fn export(
 mod tests {
     use super::*;
     use crate::model::audit::AuditRecord;
+
+    #[test]
+    fn csv_cells_are_quoted_and_formulas_defused() {
+        let cell = |value: &str| {
+            let mut out = Vec::new();
+            push_field(&mut out, value);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(cell("plain"), "plain");
+        assert_eq!(cell("a,b"), "\"a,b\"");
+        assert_eq!(cell("say \"hi\"\n"), "\"say \"\"hi\"\"\n\"");
+        assert_eq!(cell("=1+1"), "'=1+1");
+        assert_eq!(cell("-2,\"x\""), "\"'-2,\"\"x\"\"\"");
+    }
 
     #[tokio::test]
     async fn rows_are_filtered_paged_and_exported() {
@@ -218,12 +276,15 @@ mod tests {
         assert!(crate::audit::query(&db, &bad, None, None).await.unwrap_err().message.starts_with("since"));
 
         let mut csv = Vec::new();
-        assert_eq!(export(db.clone(), &filter, ExportFormat::Csv, &mut csv).await.unwrap(), 1000);
+        assert_eq!(export(db.clone(), &filter, ExportFormat::Csv, &mut csv, &mut |_| {}).await.unwrap(), 1000);
         let csv = String::from_utf8(csv).unwrap();
         assert_eq!(csv.lines().count(), 1001);
         assert!(csv.lines().nth(1).unwrap().contains(",'=SUM(A1),"), "formulas are defused");
         let mut json = Vec::new();
-        assert_eq!(export(db.clone(), &AuditFilter::default(), ExportFormat::Json, &mut json).await.unwrap(), 2500);
+        assert_eq!(
+            export(db.clone(), &AuditFilter::default(), ExportFormat::Json, &mut json, &mut |_| {}).await.unwrap(),
+            2500
+        );
         let parsed: Vec<serde_json::Value> = serde_json::from_slice(&json).unwrap();
         assert_eq!(parsed.len(), 2500);
         assert!(parsed[0]["id"].as_i64() < parsed[1]["id"].as_i64());

@@ -5,7 +5,7 @@
 //!   once — by its answer, or by the end of its stream.
 //! - [`AuditLog`]: rows go to a journal file before their answers leave, and to the
 //!   database in batches moments later (recovered from the journal after a crash).
-//! - [`query`] and [`export`]: reading the log back.
+//! - [`query`], [`export`] and [`stats`]: reading the log back.
 
 mod export;
 mod flood;
@@ -14,14 +14,16 @@ mod line;
 pub mod query;
 mod request;
 mod retention;
+pub mod stats;
 mod writer;
 
 pub use crate::model::audit::{AuditEntry, AuditFilter, AuditRecord};
-pub use export::{EXPORT_FORMATS, ExportFormat, export, export_range};
+pub use export::{ExportFormat, export, export_range};
 pub use line::{LineSink, format_line, install_line_sink};
-pub use query::{AuditPage, page, query};
+pub use query::{AuditPage, count, page, query};
 pub use request::{CLIENT_CLOSED_REQUEST, RequestAudit};
 pub use retention::prune;
+pub use stats::{AuditStats, stats};
 pub use writer::{AuditLog, COMMIT_DELAY, WriterStats};
 
 /// Stores rows directly, without the writer (for tests that need rows of their own making).

@@ -21,6 +21,12 @@ pub async fn query(
     storage::audit::query(&db.connect().await?, filter, before_id.unwrap_or(i64::MAX), page.limit, true).await
 }
 
+/// How many rows match `filter` (its time bounds called `from` and `to`).
+pub async fn count(db: &Db, filter: &AuditFilter) -> Result<i64> {
+    validate_range(filter, ["from", "to"])?;
+    storage::audit::count_matching(&db.connect().await?, filter).await
+}
+
 /// One page of audit rows, newest first, and the cursor of the next (older) page.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct AuditPage {
@@ -32,7 +38,9 @@ pub struct AuditPage {
 /// A page of rows matching `filter` (its time bounds called `from` and `to`), newest first,
 /// after `cursor` (from the previous page).
 /// The cursor is a row id, so page 5,000 costs what page 1 does, and rows written meanwhile
-/// never shift a page. Rows of requests already answered are committed first, so they show.
+/// never shift a page; it carries a digest of the filter too, so one from another query
+/// (or edited) is refused rather than silently answering something else. Rows of requests
+/// already answered are committed first, so they show.
 pub async fn page(
     log: &super::AuditLog,
     db: &Db,
@@ -45,18 +53,32 @@ pub async fn page(
     let before_id = match cursor {
         None => i64::MAX,
         Some(raw) => raw
-            .parse::<i64>()
-            .ok()
-            .filter(|id| *id > 0)
-            .ok_or_else(|| VaultError::invalid_field("cursor: not a cursor this API gave"))?,
+            .split_once('.')
+            .and_then(|(id, _)| id.parse::<i64>().ok())
+            .filter(|id| *id > 0 && cursor_for(filter, *id) == raw)
+            .ok_or_else(|| VaultError::invalid_field("cursor: not a cursor this API gave for these filters"))?,
     };
     log.flush().await;
     let mut items = storage::audit::query(&db.connect().await?, filter, before_id, page.limit + 1, true).await?;
     let next_cursor = (items.len() > page.limit as usize).then(|| {
         items.truncate(page.limit as usize);
-        items.last().map(|last| last.id.to_string()).unwrap_or_default()
+        items.last().map(|last| cursor_for(filter, last.id)).unwrap_or_default()
     });
     Ok(AuditPage { items, next_cursor })
+}
+
+/// The cursor of the page after row `id` for `filter`: the id and a digest binding it to
+/// the filter.
+fn cursor_for(filter: &AuditFilter, id: i64) -> String {
+    let AuditFilter { user_id, key_prefix, method, path_prefix, status, model, since, until } = filter;
+    let status = status.map(|s| s.to_string());
+    let fields = [user_id, key_prefix, method, path_prefix, &status, model, since, until];
+    let mut bound = id.to_string();
+    for field in fields {
+        bound.push('\u{1f}');
+        bound.push_str(field.as_deref().unwrap_or("\u{0}"));
+    }
+    format!("{id}.{}", &crate::secrets::sha256_hex(&bound)[..16])
 }
 
 pub(super) fn validate_filter(filter: &AuditFilter) -> Result<()> {

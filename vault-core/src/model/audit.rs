@@ -45,6 +45,11 @@ impl AuditRecord {
         super::keys::account(self.user_id.as_deref(), self.key_id)
     }
 
+    /// Whether the request failed: an error status, or an answer cut short.
+    pub fn is_error(&self) -> bool {
+        self.status >= 400 || !self.completed
+    }
+
     /// Whether it was an inference request, the only kind usage insights count.
     pub fn is_inference(&self) -> bool {
         self.path.starts_with("/v1/")

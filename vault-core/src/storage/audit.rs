@@ -195,6 +195,13 @@ pub async fn query(
     super::collect_rows(rows, from_row).await
 }
 
+/// How many rows match `filter`.
+pub async fn count_matching(conn: &Connection, filter: &AuditFilter) -> Result<i64> {
+    let (conditions, values) = clause(filter);
+    let clause = if conditions.is_empty() { "1".to_string() } else { conditions };
+    super::query_i64(conn, &format!("SELECT COUNT(*) FROM audit_log WHERE {clause}"), values).await
+}
+
 /// The newest entries first, at most `limit` of them.
 pub async fn recent(conn: &Connection, limit: u32) -> Result<Vec<AuditEntry>> {
     let rows = conn.query(&format!("SELECT {COLUMNS} FROM audit_log ORDER BY id DESC LIMIT ?1"), [limit]).await?;

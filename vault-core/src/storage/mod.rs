@@ -33,6 +33,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (4, "usage_per_account", include_str!("../../migrations/0004_usage_per_account.sql")),
     (5, "audit_journal", include_str!("../../migrations/0005_audit_journal.sql")),
     (6, "audit_repeat_count", include_str!("../../migrations/0006_audit_repeat_count.sql")),
+    (7, "usage_errors", include_str!("../../migrations/0007_usage_errors.sql")),
 ];
 
 /// An open Vault database.

@@ -1,5 +1,5 @@
-//! SQL for the usage rollups (migrations 0003 and 0004). With an account, every query reads
-//! the per-account tables; without, the everyone tables.
+//! SQL for the usage rollups (migrations 0003, 0004 and 0007). With an account, every query
+//! reads the per-account tables; without, the everyone tables.
 
 use std::collections::HashMap;
 
@@ -23,7 +23,7 @@ impl Sums {
     fn add(&mut self, r: &AuditRecord) {
         let n = i64::from(r.repeat_count.0);
         self.requests += n;
-        self.errors += n * i64::from(r.status >= 400 || !r.completed);
+        self.errors += n * i64::from(r.is_error());
         self.tokens_input += clamp(r.tokens_input.unwrap_or(0));
         self.tokens_output += clamp(r.tokens_output.unwrap_or(0));
         self.latency_ms_sum += clamp(r.latency_ms);
@@ -53,6 +53,16 @@ const UPSERT_LATENCY: &str = "INSERT INTO latency_hourly (hour, bucket, requests
 const UPSERT_LATENCY_ACCOUNT: &str = "INSERT INTO latency_hourly_account (account, hour, bucket, requests) \
      VALUES (?1, ?2, ?3, ?4) ON CONFLICT(account, hour, bucket) DO UPDATE SET requests = requests + excluded.requests";
 
+const UPSERT_ERRORS: &str = "INSERT INTO usage_hourly_errors (hour, status, error_code, requests) \
+     VALUES (?1, ?2, ?3, ?4) ON CONFLICT(hour, status, error_code) DO UPDATE SET requests = requests + excluded.requests";
+
+/// Hours `from` (inclusive) to `to` (exclusive), as rollup keys (`YYYY-MM-DDTHH`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hours {
+    pub from: String,
+    pub to: String,
+}
+
 /// The rollup upserts, prepared once on the audit writer's connection.
 pub struct Rollups {
     hourly: libsql::Statement,
@@ -60,6 +70,7 @@ pub struct Rollups {
     account: libsql::Statement,
     latency: libsql::Statement,
     latency_account: libsql::Statement,
+    errors: libsql::Statement,
 }
 
 impl Rollups {
@@ -70,6 +81,7 @@ impl Rollups {
             account: conn.prepare(UPSERT_ACCOUNT).await?,
             latency: conn.prepare(UPSERT_LATENCY).await?,
             latency_account: conn.prepare(UPSERT_LATENCY_ACCOUNT).await?,
+            errors: conn.prepare(UPSERT_ERRORS).await?,
         })
     }
 
@@ -80,6 +92,7 @@ impl Rollups {
         let mut by_account: HashMap<(String, &str, &str), Sums> = HashMap::new();
         let mut latency: HashMap<(&str, i64), i64> = HashMap::new();
         let mut latency_by_account: HashMap<(String, &str, i64), i64> = HashMap::new();
+        let mut errors: HashMap<(&str, u16, &str), i64> = HashMap::new();
         for r in records.iter().filter(|r| r.is_inference() && r.timestamp.len() >= 13) {
             let hour = &r.timestamp[..13];
             let model = r.model.as_deref().unwrap_or("");
@@ -89,6 +102,10 @@ impl Rollups {
             by_account.entry((r.account(), hour, model)).or_default().add(r);
             *latency.entry((hour, bucket)).or_default() += i64::from(r.repeat_count.0);
             *latency_by_account.entry((r.account(), hour, bucket)).or_default() += i64::from(r.repeat_count.0);
+            if r.is_error() {
+                let code = r.error_code.map(|c| c.as_str()).unwrap_or("");
+                *errors.entry((hour, r.status, code)).or_default() += i64::from(r.repeat_count.0);
+            }
         }
         for (hour, s) in hourly {
             let params = libsql::params![hour, s.requests, s.errors, s.tokens_input, s.tokens_output, s.latency_ms_sum];
@@ -116,6 +133,9 @@ impl Rollups {
         for ((account, hour, bucket), requests) in latency_by_account {
             run(&self.latency_account, libsql::params![account, hour, bucket, requests]).await?;
         }
+        for ((hour, status, code), requests) in errors {
+            run(&self.errors, libsql::params![hour, status, code, requests]).await?;
+        }
         Ok(())
     }
 }
@@ -132,11 +152,11 @@ async fn collect<const N: usize>(mut rows: libsql::Rows) -> Result<Vec<(String, 
     Ok(out)
 }
 
-/// Requests, errors, tokens in and out, and latency sum per time bucket since
-/// `since_hour`; `bucket_len` is 13 (hours) or 10 (days).
+/// Requests, errors, tokens in and out, and latency sum per time bucket in `hours`;
+/// `bucket_len` is 13 (hours) or 10 (days).
 pub async fn series(
     conn: &Connection,
-    since_hour: &str,
+    hours: &Hours,
     account: Option<&str>,
     bucket_len: u32,
 ) -> Result<Vec<(String, [i64; 5])>> {
@@ -145,9 +165,10 @@ pub async fn series(
         None => {
             conn.query(
                 &format!(
-                    "SELECT substr(hour, 1, ?2) AS b, {sums} FROM usage_hourly WHERE hour >= ?1 GROUP BY b ORDER BY b"
+                    "SELECT substr(hour, 1, ?2) AS b, {sums} FROM usage_hourly WHERE hour >= ?1 AND hour < ?3 \
+                     GROUP BY b ORDER BY b"
                 ),
-                libsql::params![since_hour, bucket_len],
+                libsql::params![hours.from.as_str(), bucket_len, hours.to.as_str()],
             )
             .await?
         }
@@ -155,9 +176,9 @@ pub async fn series(
             conn.query(
                 &format!(
                     "SELECT substr(hour, 1, ?2) AS b, {sums} FROM usage_hourly_account \
-                     WHERE account = ?3 AND hour >= ?1 GROUP BY b ORDER BY b"
+                     WHERE account = ?3 AND hour >= ?1 AND hour < ?4 GROUP BY b ORDER BY b"
                 ),
-                libsql::params![since_hour, bucket_len, p],
+                libsql::params![hours.from.as_str(), bucket_len, p, hours.to.as_str()],
             )
             .await?
         }
@@ -165,24 +186,27 @@ pub async fn series(
     collect(rows).await
 }
 
-/// Requests and tokens in and out per model since `since_hour`, busiest first.
-pub async fn per_model(conn: &Connection, since_hour: &str, account: Option<&str>) -> Result<Vec<(String, [i64; 3])>> {
+/// Requests and tokens in and out per model in `hours`, busiest first.
+pub async fn per_model(conn: &Connection, hours: &Hours, account: Option<&str>) -> Result<Vec<(String, [i64; 3])>> {
     let sums = "SUM(requests) AS n, SUM(tokens_input), SUM(tokens_output)";
     let rows = match account {
         None => {
             conn.query(
-                &format!("SELECT model, {sums} FROM usage_hourly_model WHERE hour >= ?1 GROUP BY model ORDER BY n DESC, model"),
-                [since_hour],
+                &format!(
+                    "SELECT model, {sums} FROM usage_hourly_model WHERE hour >= ?1 AND hour < ?2 \
+                     GROUP BY model ORDER BY n DESC, model"
+                ),
+                [hours.from.as_str(), hours.to.as_str()],
             )
             .await?
         }
         Some(p) => {
             conn.query(
                 &format!(
-                    "SELECT model, {sums} FROM usage_hourly_account WHERE account = ?2 AND hour >= ?1 \
+                    "SELECT model, {sums} FROM usage_hourly_account WHERE account = ?3 AND hour >= ?1 AND hour < ?2 \
                      GROUP BY model ORDER BY n DESC, model"
                 ),
-                [since_hour, p],
+                [hours.from.as_str(), hours.to.as_str(), p],
             )
             .await?
         }
@@ -190,22 +214,20 @@ pub async fn per_model(conn: &Connection, since_hour: &str, account: Option<&str
     collect(rows).await
 }
 
-/// Distinct accounts with inference requests since `since_hour`.
-pub async fn active_accounts(conn: &Connection, since_hour: &str, account: Option<&str>) -> Result<i64> {
+/// Distinct accounts with inference requests in `hours`.
+pub async fn active_accounts(conn: &Connection, hours: &Hours, account: Option<&str>) -> Result<i64> {
     match account {
-        None => {
-            super::query_i64(
-                conn,
-                "SELECT COUNT(DISTINCT account) FROM usage_hourly_account WHERE hour >= ?1 AND account != ''",
-                [since_hour],
-            )
-            .await
-        }
+        None => super::query_i64(
+            conn,
+            "SELECT COUNT(DISTINCT account) FROM usage_hourly_account WHERE hour >= ?1 AND hour < ?2 AND account != ''",
+            [hours.from.as_str(), hours.to.as_str()],
+        )
+        .await,
         Some(p) => {
             let active = super::query_i64(
                 conn,
-                "SELECT EXISTS (SELECT 1 FROM usage_hourly_account WHERE account = ?2 AND hour >= ?1)",
-                [since_hour, p],
+                "SELECT EXISTS (SELECT 1 FROM usage_hourly_account WHERE account = ?3 AND hour >= ?1 AND hour < ?2)",
+                [hours.from.as_str(), hours.to.as_str(), p],
             )
             .await?;
             Ok(active)
@@ -213,21 +235,22 @@ pub async fn active_accounts(conn: &Connection, since_hour: &str, account: Optio
     }
 }
 
-/// Requests per latency bucket since `since_hour`.
-pub async fn latency_histogram(conn: &Connection, since_hour: &str, account: Option<&str>) -> Result<Vec<(i64, i64)>> {
+/// Requests per latency bucket in `hours`.
+pub async fn latency_histogram(conn: &Connection, hours: &Hours, account: Option<&str>) -> Result<Vec<(i64, i64)>> {
     let mut rows = match account {
         None => {
             conn.query(
-                "SELECT bucket, SUM(requests) FROM latency_hourly WHERE hour >= ?1 GROUP BY bucket ORDER BY bucket",
-                [since_hour],
+                "SELECT bucket, SUM(requests) FROM latency_hourly WHERE hour >= ?1 AND hour < ?2 \
+                 GROUP BY bucket ORDER BY bucket",
+                [hours.from.as_str(), hours.to.as_str()],
             )
             .await?
         }
         Some(p) => {
             conn.query(
-                "SELECT bucket, SUM(requests) FROM latency_hourly_account WHERE account = ?2 AND hour >= ?1 \
-                 GROUP BY bucket ORDER BY bucket",
-                [since_hour, p],
+                "SELECT bucket, SUM(requests) FROM latency_hourly_account WHERE account = ?3 AND hour >= ?1 \
+                 AND hour < ?2 GROUP BY bucket ORDER BY bucket",
+                [hours.from.as_str(), hours.to.as_str(), p],
             )
             .await?
         }
@@ -235,6 +258,43 @@ pub async fn latency_histogram(conn: &Connection, since_hour: &str, account: Opt
     let mut out = Vec::new();
     while let Some(row) = rows.next().await? {
         out.push((row.get(0)?, row.get(1)?));
+    }
+    Ok(out)
+}
+
+/// Requests, errors and tokens in and out per account in `hours`, busiest first, with the
+/// name of the account's user where it is one.
+pub async fn per_account(conn: &Connection, hours: &Hours) -> Result<Vec<(String, Option<String>, [i64; 4])>> {
+    let mut rows = conn
+        .query(
+            "SELECT u.account, users.name, u.n, u.e, u.i, u.o FROM (SELECT account, SUM(requests) AS n, \
+             SUM(errors) AS e, SUM(tokens_input) AS i, SUM(tokens_output) AS o FROM usage_hourly_account \
+             WHERE hour >= ?1 AND hour < ?2 GROUP BY account) AS u LEFT JOIN users ON users.id = u.account \
+             ORDER BY u.n DESC, u.account",
+            [hours.from.as_str(), hours.to.as_str()],
+        )
+        .await?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().await? {
+        let values = [row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?];
+        out.push((row.get(0)?, row.get(1)?, values));
+    }
+    Ok(out)
+}
+
+/// Failed requests per status and error code (empty when there was none) in `hours`,
+/// commonest first.
+pub async fn errors(conn: &Connection, hours: &Hours) -> Result<Vec<(u16, String, i64)>> {
+    let mut rows = conn
+        .query(
+            "SELECT status, error_code, SUM(requests) AS n FROM usage_hourly_errors WHERE hour >= ?1 AND hour < ?2 \
+             GROUP BY status, error_code ORDER BY n DESC, status, error_code",
+            [hours.from.as_str(), hours.to.as_str()],
+        )
+        .await?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().await? {
+        out.push((row.get::<u32>(0)?.try_into().unwrap_or(u16::MAX), row.get(1)?, row.get(2)?));
     }
     Ok(out)
 }

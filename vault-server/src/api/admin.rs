@@ -14,12 +14,12 @@ use vault_core::{Vault, certificate, settings};
 
 use super::{ApiResult, Tag};
 use crate::auth::AdminKey;
-use crate::declared::{ExportFormats, Limit, OneOf};
-use crate::download::Download;
+use crate::declared::{AuditExportFormats, Limit, OneOf};
+use crate::download::{CsvOrJsonArray, Download};
 use crate::dto::{
-    ApiKey, ApiKeyList, AppliedNetworkConfig, AppliedSystemSettings, AuditEntry, AuditPage, CertificateInfo,
-    CertificateRequest, ConfigChanged, ConfigOverview, ConfigUpdate, CreateApiKey, CreateUser, CreatedApiKey,
-    NetworkConfig, SystemSettings, TlsStatus, UpdateUser, User, UserList,
+    ApiKey, ApiKeyList, AppliedNetworkConfig, AppliedSystemSettings, AuditEntry, AuditPage, AuditStats,
+    CertificateInfo, CertificateRequest, ConfigChanged, ConfigOverview, ConfigUpdate, CreateApiKey, CreateUser,
+    CreatedApiKey, NetworkConfig, SystemSettings, TlsStatus, UpdateUser, User, UserList,
 };
 use crate::payload::JsonBody;
 
@@ -182,12 +182,12 @@ impl AdminApi {
         vault: Data<&Arc<Vault>>,
         _key: AdminKey,
         /// `csv` or `json`.
-        format: Query<OneOf<ExportFormats>>,
+        format: Query<OneOf<AuditExportFormats>>,
         /// RFC 3339, inclusive.
         from: Query<Option<String>>,
         /// RFC 3339, exclusive.
         to: Query<Option<String>>,
-    ) -> ApiResult<Download<AuditEntry>> {
+    ) -> ApiResult<Download<CsvOrJsonArray<AuditEntry>>> {
         let format: audit::ExportFormat = format.0.as_str().parse()?;
         let pieces = audit::export_range(&vault.audit, vault.db.clone(), from.0, to.0, format).await?;
         let pieces = pieces.map(|piece| {
@@ -196,13 +196,26 @@ impl AdminApi {
                 std::io::Error::other(err.message)
             })
         });
-        let (content_type, extension) = match format {
-            audit::ExportFormat::Csv => ("text/csv; charset=utf-8", "csv"),
-            audit::ExportFormat::Json => ("application/json", "json"),
-        };
-        let stamp = vault_core::time::now_rfc3339().replace(':', "-");
-        let filename = format!("vault-audit-{stamp}.{extension}");
-        Ok(Download::new(content_type, &filename, poem::Body::from_bytes_stream(pieces)))
+        Ok(Download::new(format.media_type(), &format.file_name(), poem::Body::from_bytes_stream(pieces)))
+    }
+
+    /// Audit statistics
+    ///
+    /// Inference requests of a period: totals and error rate, latency percentiles, usage
+    /// per account and per model, failures by status and code. Read from hourly rollups,
+    /// so the period is widened to whole UTC hours (`from` back to its hour's start, `to`
+    /// on to its hour's end); the answer says which hours it covers.
+    #[oai(path = "/audit/stats", method = "get")]
+    async fn audit_stats(
+        &self,
+        vault: Data<&Arc<Vault>>,
+        _key: AdminKey,
+        /// RFC 3339 [default: 24 hours before `to`].
+        from: Query<Option<String>>,
+        /// RFC 3339 [default: now].
+        to: Query<Option<String>>,
+    ) -> ApiResult<Json<AuditStats>> {
+        Ok(Json(vault.audit_stats(from.as_deref(), to.as_deref()).await?.into()))
     }
 
     /// Get the whole configuration

@@ -10,7 +10,8 @@ use vault_core::{Vault, conversations};
 
 use super::{ApiResult, NoContent, Tag};
 use crate::auth::UserKey;
-use crate::declared::Limit;
+use crate::declared::{ConversationExportFormats, Limit, OneOf};
+use crate::download::{Download, MarkdownOrJson};
 use crate::dto::{
     AddMessage, Conversation, ConversationPage, ConversationWithMessages, CreateConversation, Message,
     RenameConversation,
@@ -105,5 +106,24 @@ impl ConversationsApi {
     ) -> ApiResult<MessageAdded> {
         let message = conversations::add_message(&vault.db, &key.0, &id, body.role.as_str(), &body.content).await?;
         Ok(MessageAdded::Created(Json(message.into())))
+    }
+
+    /// Export a conversation
+    ///
+    /// The conversation and its messages as a file: Markdown with one section per message,
+    /// or the same JSON as `GET /vault/conversations/{id}`.
+    #[oai(path = "/:id/export", method = "get")]
+    async fn export(
+        &self,
+        vault: Data<&Arc<Vault>>,
+        key: UserKey,
+        id: Path<String>,
+        /// `json` or `markdown` [default: `json`].
+        format: Query<Option<OneOf<ConversationExportFormats>>>,
+    ) -> ApiResult<Download<MarkdownOrJson<ConversationWithMessages>>> {
+        let format: conversations::ExportFormat =
+            format.as_ref().map(|f| f.as_str().parse()).transpose()?.unwrap_or(conversations::ExportFormat::Json);
+        let document = conversations::export(&vault.db, &key.0, &id, format).await?;
+        Ok(Download::new(format.media_type(), &format.file_name(&id), document))
     }
 }

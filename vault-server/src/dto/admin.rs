@@ -2,7 +2,7 @@
 
 use poem_openapi::Object;
 use serde::Deserialize;
-use vault_core::{keys, settings, users};
+use vault_core::{audit, keys, settings, users};
 
 use crate::declared::{IpModes, OneOf, Roles, Scopes};
 
@@ -459,4 +459,103 @@ pub struct AuditPage {
     /// Pass as `cursor` for the next (older) page; null on the last page.
     #[oai(nullable)]
     pub next_cursor: Option<String>,
+}
+
+/// Inference requests (`/v1/*`) of a period of whole hours.
+#[derive(Object)]
+pub struct AuditStats {
+    /// Start of the first hour covered.
+    pub from: String,
+    /// End of the last hour covered (exclusive).
+    pub to: String,
+    pub totals: AuditStatsTotals,
+    pub latency_ms: LatencySummary,
+    /// Busiest first.
+    pub accounts: Vec<AccountUsage>,
+    /// Busiest first.
+    pub models: Vec<super::ModelUsage>,
+    /// Failed requests by status and error code, commonest first.
+    pub errors: Vec<ErrorCount>,
+}
+
+#[derive(Object)]
+pub struct AuditStatsTotals {
+    pub requests: i64,
+    pub errors: i64,
+    /// `errors / requests`; 0 when there were none.
+    pub error_rate: f64,
+    pub tokens_input: i64,
+    pub tokens_output: i64,
+}
+
+/// Estimates from a latency histogram (at most 19% high); null when there were no requests.
+#[derive(Object)]
+pub struct LatencySummary {
+    #[oai(nullable)]
+    pub avg: Option<f64>,
+    #[oai(nullable)]
+    pub p50: Option<f64>,
+    #[oai(nullable)]
+    pub p95: Option<f64>,
+    #[oai(nullable)]
+    pub p99: Option<f64>,
+}
+
+#[derive(Object)]
+pub struct AccountUsage {
+    /// A user's id, or `key:<id>` for a key that belongs to no user.
+    pub account: String,
+    /// The user's name, when the account is a user.
+    #[oai(nullable)]
+    pub name: Option<String>,
+    pub requests: i64,
+    pub errors: i64,
+    pub tokens_input: i64,
+    pub tokens_output: i64,
+}
+
+#[derive(Object)]
+pub struct ErrorCount {
+    pub status: u16,
+    #[oai(nullable)]
+    pub code: Option<String>,
+    pub requests: i64,
+    /// Share of all requests in the period.
+    pub rate: f64,
+}
+
+impl From<audit::AuditStats> for AuditStats {
+    fn from(s: audit::AuditStats) -> Self {
+        let (t, l) = (s.totals, s.latency_ms);
+        AuditStats {
+            from: s.from,
+            to: s.to,
+            totals: AuditStatsTotals {
+                requests: t.requests,
+                errors: t.errors,
+                error_rate: t.error_rate,
+                tokens_input: t.tokens_input,
+                tokens_output: t.tokens_output,
+            },
+            latency_ms: LatencySummary { avg: l.avg, p50: l.p50, p95: l.p95, p99: l.p99 },
+            accounts: s
+                .accounts
+                .into_iter()
+                .map(|a| AccountUsage {
+                    account: a.account,
+                    name: a.name,
+                    requests: a.requests,
+                    errors: a.errors,
+                    tokens_input: a.tokens_input,
+                    tokens_output: a.tokens_output,
+                })
+                .collect(),
+            models: s.models.into_iter().map(Into::into).collect(),
+            errors: s
+                .errors
+                .into_iter()
+                .map(|e| ErrorCount { status: e.status, code: e.code, requests: e.requests, rate: e.rate })
+                .collect(),
+        }
+    }
 }

@@ -212,6 +212,17 @@ pub struct ModelUsage {
     pub tokens_output: i64,
 }
 
+impl From<insights::ModelUsage> for ModelUsage {
+    fn from(m: insights::ModelUsage) -> Self {
+        ModelUsage {
+            model: m.model,
+            requests: m.requests,
+            tokens_input: m.tokens_input,
+            tokens_output: m.tokens_output,
+        }
+    }
+}
+
 impl From<insights::Insights> for Insights {
     fn from(i: insights::Insights) -> Self {
         let t = i.totals;
@@ -239,16 +250,7 @@ impl From<insights::Insights> for Insights {
                     tokens_output: p.tokens_output,
                 })
                 .collect(),
-            models: i
-                .models
-                .into_iter()
-                .map(|m| ModelUsage {
-                    model: m.model,
-                    requests: m.requests,
-                    tokens_input: m.tokens_input,
-                    tokens_output: m.tokens_output,
-                })
-                .collect(),
+            models: i.models.into_iter().map(ModelUsage::from).collect(),
         }
     }
 }

@@ -1,14 +1,19 @@
-//! Insights on a large audit log: seeds N audit rows (default 1,000,000) over 90 days
-//! through the audit writer's storage path, then times each insights range, and — as the
-//! baseline in the same run — the same totals computed by scanning the audit log itself.
+//! A large audit log: seeds N audit rows (default 1,000,000) over 90 days through the audit
+//! writer's storage path, then
+//! - times each insights range and the audit stats of the whole period, against — as the
+//!   baseline in the same run — the same totals computed by scanning the audit log itself;
+//! - exports every row as CSV and as JSON, printing rows/s and the growth of peak RSS,
+//!   against reading the same rows without framing them.
 //!
-//! Run: `cargo bench -p vault-core --bench insights` (BENCH_ROWS to change N).
+//! Run: `cargo bench -p vault-core --bench audit_log` (BENCH_ROWS to change N).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout)]
 
 use std::time::{Duration, Instant, SystemTime};
 
-use vault_core::audit::AuditRecord;
+use std::sync::Arc;
+
+use vault_core::audit::{self, AuditFilter, AuditRecord, ExportFormat};
 use vault_core::config::DbLocation;
 use vault_core::insights::{self, Range, UsageOf};
 use vault_core::storage::{self, Db};
@@ -122,4 +127,79 @@ async fn main() {
             ms(slow) / ms(fast)
         );
     }
+
+    let mut fast = Vec::new();
+    let mut requests = 0;
+    for _ in 0..5 {
+        let started = Instant::now();
+        let stats = audit::stats(&db, Some("2000-01-01T00:00:00Z"), None).await.unwrap();
+        fast.push(started.elapsed());
+        requests = stats.totals.requests;
+    }
+    println!(
+        "{:<8} {:>14.2} {:>14} {:>10}   ({requests} requests, by account, model and failure)",
+        "stats",
+        ms(median(fast)),
+        "",
+        ""
+    );
+
+    // Export: the same rows read without framing them are the baseline.
+    let db = Arc::new(db);
+    let started = Instant::now();
+    let mut read = 0usize;
+    let mut after = 0i64;
+    loop {
+        let page = storage::audit::query(&conn, &AuditFilter::default(), after, 1000, false).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = last.id;
+        read += page.len();
+    }
+    let baseline = started.elapsed();
+    println!("\n{:<8} {:>14} {:>14} {:>10} {:>16}", "export", "rows/s", "seconds", "vs read", "peak RSS growth");
+    println!(
+        "{:<8} {:>14.0} {:>14.2} {:>10} {:>16}",
+        "read",
+        read as f64 / baseline.as_secs_f64(),
+        baseline.as_secs_f64(),
+        "1.00",
+        ""
+    );
+    for format in [ExportFormat::Csv, ExportFormat::Json] {
+        let before = reset_peak_rss();
+        let started = Instant::now();
+        let mut out = std::io::BufWriter::new(std::io::sink());
+        let written = audit::export(db.clone(), &AuditFilter::default(), format, &mut out, &mut |_| {}).await.unwrap();
+        let took = started.elapsed();
+        let growth = peak_rss_kib()
+            .zip(before)
+            .map(|(peak, before)| format!("{:.1} MB", peak.saturating_sub(before) as f64 / 1024.0));
+        assert_eq!(written as usize, read);
+        println!(
+            "{:<8} {:>14.0} {:>14.2} {:>10.2} {:>16}",
+            format.as_str(),
+            written as f64 / took.as_secs_f64(),
+            took.as_secs_f64(),
+            baseline.as_secs_f64() / took.as_secs_f64(),
+            growth.unwrap_or_else(|| "n/a".into())
+        );
+    }
+}
+
+/// Resets the kernel's peak-RSS mark to the current RSS; returns that RSS (KiB).
+fn reset_peak_rss() -> Option<u64> {
+    std::fs::write("/proc/self/clear_refs", "5").ok()?;
+    proc_status_kib("VmRSS:")
+}
+
+fn peak_rss_kib() -> Option<u64> {
+    proc_status_kib("VmHWM:")
+}
+
+fn proc_status_kib(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
 }
