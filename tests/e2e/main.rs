@@ -10,5 +10,6 @@ mod faults;
 mod https;
 mod inference;
 mod limits;
+mod operations;
 mod setup;
 mod workspace;

@@ -64,6 +64,11 @@ impl TestApp {
         }
     }
 
+    /// The host commands the gateway's dry-run system controller recorded, oldest first.
+    pub fn host_commands(&self) -> Vec<Vec<String>> {
+        self.gateway.as_ref().expect("running").vault.controller.recorded()
+    }
+
     pub fn db(&self) -> &Db {
         &self.gateway.as_ref().expect("running").vault.db
     }

@@ -25,7 +25,7 @@ pub struct Vault {
     pub auth: Authenticator,
     pub audit: AuditLog,
     pub inference: Inference,
-    pub controller: Box<dyn SystemController>,
+    pub controller: Arc<dyn SystemController>,
     pub monitor: SystemMonitor,
     /// Whether the first-boot wizard is over (its routes then no longer exist).
     pub setup: SetupLock,
@@ -102,9 +102,9 @@ impl Vault {
         let stopping = tokio_util::sync::CancellationToken::new();
         let manifest = Manifest::new(config.models_manifest.clone());
         let inference = Inference::new(backend, manifest, stopping.clone(), config.stream_idle_timeout);
-        let controller: Box<dyn SystemController> = match config.system_control {
-            SystemControl::DryRun => Box::new(DryRunController::default()),
-            SystemControl::Host => Box::new(HostController),
+        let controller: Arc<dyn SystemController> = match config.system_control {
+            SystemControl::DryRun => Arc::new(DryRunController::default()),
+            SystemControl::Host => Arc::new(HostController),
         };
         let monitor = SystemMonitor::new()?;
         let setup = SetupLock::load(&config, &db).await?;

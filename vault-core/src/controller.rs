@@ -18,6 +18,8 @@ pub enum HostChange {
     },
     Dns(Vec<String>),
     Timezone(String),
+    /// Restarts a systemd unit; queued, not waited for (the unit may be this gateway).
+    RestartService(String),
 }
 
 /// The connection nmcli changes on the appliance.
@@ -46,6 +48,7 @@ impl HostChange {
                 argv
             }
             HostChange::Timezone(zone) => v(&["timedatectl", "set-timezone", zone]),
+            HostChange::RestartService(unit) => v(&["systemctl", "restart", "--no-block", unit]),
         }
     }
 }
@@ -55,6 +58,63 @@ pub trait SystemController: Send + Sync {
     fn apply(&self, change: &HostChange) -> Result<Vec<String>>;
     /// Whether changes really reach the host.
     fn is_dry_run(&self) -> bool;
+    /// The state of a systemd unit.
+    fn unit_status(&self, unit: &str) -> UnitStatus;
+    /// The commands a dry run recorded, oldest first; empty for the real controller.
+    fn recorded(&self) -> Vec<Vec<String>> {
+        Vec::new()
+    }
+}
+
+/// What systemd says of a unit. `state` is systemd's `ActiveState` (`active`, `inactive`,
+/// `failed`, `activating`, …), `not-found` for a unit that is not installed, or `unknown`
+/// when systemd could not be asked (`reason` says why).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnitStatus {
+    pub state: String,
+    pub sub_state: Option<String>,
+    /// When it entered its current active state (RFC 3339).
+    pub since: Option<String>,
+    pub memory_bytes: Option<u64>,
+    pub main_pid: Option<u32>,
+    pub reason: Option<String>,
+}
+
+impl UnitStatus {
+    fn unknown(reason: impl Into<String>) -> UnitStatus {
+        UnitStatus { state: "unknown".into(), reason: Some(reason.into()), ..UnitStatus::default() }
+    }
+
+    /// Reads `systemctl show --timestamp=unix` output (`Key=value` lines).
+    fn from_show(output: &str) -> UnitStatus {
+        let field = |name: &str| {
+            output
+                .lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix('='))
+                .map(str::trim)
+                .filter(|v| !v.is_empty() && *v != "[not set]")
+        };
+        if field("LoadState") == Some("not-found") {
+            return UnitStatus {
+                state: "not-found".into(),
+                reason: Some("the unit is not installed on this host".into()),
+                ..UnitStatus::default()
+            };
+        }
+        let since = field("ActiveEnterTimestamp")
+            .and_then(|v| v.strip_prefix('@')?.parse::<u64>().ok())
+            .filter(|secs| *secs > 0)
+            .map(|secs| crate::time::format_rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs)));
+        UnitStatus {
+            state: field("ActiveState").unwrap_or("unknown").to_string(),
+            sub_state: field("SubState").map(String::from),
+            since,
+            // systemd prints the largest u64 when it does not account memory.
+            memory_bytes: field("MemoryCurrent").and_then(|v| v.parse().ok()).filter(|b| *b != u64::MAX),
+            main_pid: field("MainPID").and_then(|v| v.parse().ok()).filter(|pid| *pid != 0),
+            reason: None,
+        }
+    }
 }
 
 /// Records commands instead of running them.
@@ -76,12 +136,23 @@ impl SystemController for DryRunController {
     fn is_dry_run(&self) -> bool {
         true
     }
+
+    fn unit_status(&self, _unit: &str) -> UnitStatus {
+        UnitStatus::unknown("dry run: systemd is not asked (VAULT_SYSTEM_CONTROL=dry-run)")
+    }
+
+    fn recorded(&self) -> Vec<Vec<String>> {
+        self.recorded.lock().map(|r| r.clone()).unwrap_or_default()
+    }
 }
 
 /// Runs the commands on the host.
 pub struct HostController;
 
-const ALLOWED_PROGRAMS: &[&str] = &["hostnamectl", "nmcli", "timedatectl"];
+const ALLOWED_PROGRAMS: &[&str] = &["hostnamectl", "nmcli", "timedatectl", "systemctl"];
+
+/// The properties `unit_status` reads.
+const UNIT_PROPERTIES: &str = "LoadState,ActiveState,SubState,ActiveEnterTimestamp,MemoryCurrent,MainPID";
 
 impl SystemController for HostController {
     fn apply(&self, change: &HostChange) -> Result<Vec<String>> {
@@ -107,6 +178,19 @@ impl SystemController for HostController {
     fn is_dry_run(&self) -> bool {
         false
     }
+
+    fn unit_status(&self, unit: &str) -> UnitStatus {
+        let output = std::process::Command::new("systemctl")
+            .args(["show", "--timestamp=unix", "--property", UNIT_PROPERTIES, "--", unit])
+            .output();
+        match output {
+            Err(e) => UnitStatus::unknown(format!("systemctl could not be run: {e}")),
+            Ok(output) if !output.status.success() => {
+                UnitStatus::unknown(format!("systemctl show exited with {}", output.status))
+            }
+            Ok(output) => UnitStatus::from_show(&String::from_utf8_lossy(&output.stdout)),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -122,6 +206,27 @@ mod tests {
         assert_eq!(argv[argv.len() - 3..], ["10.0.0.5/24", "ipv4.gateway", "10.0.0.1"]);
         let dry = DryRunController::default();
         dry.apply(&HostChange::Timezone("Europe/Berlin".into())).unwrap();
-        assert_eq!(dry.recorded.lock().unwrap()[0], ["timedatectl", "set-timezone", "Europe/Berlin"]);
+        assert_eq!(dry.recorded()[0], ["timedatectl", "set-timezone", "Europe/Berlin"]);
+        assert_eq!(dry.unit_status("vllm.service").state, "unknown");
+    }
+
+    #[test]
+    fn systemctl_show_output_becomes_a_unit_status() {
+        let running = "LoadState=loaded\nActiveState=active\nSubState=running\n\
+            ActiveEnterTimestamp=@1764323702\nMemoryCurrent=1048576\nMainPID=4242\n";
+        let status = UnitStatus::from_show(running);
+        assert_eq!((status.state.as_str(), status.sub_state.as_deref()), ("active", Some("running")));
+        assert_eq!(status.since.as_deref(), Some("2025-11-28T09:55:02.000Z"));
+        assert_eq!((status.memory_bytes, status.main_pid), (Some(1_048_576), Some(4242)));
+        let stopped = "LoadState=loaded\nActiveState=failed\nSubState=failed\nActiveEnterTimestamp=\n\
+            MemoryCurrent=[not set]\nMainPID=0\n";
+        let status = UnitStatus::from_show(stopped);
+        assert_eq!(
+            (status.state.as_str(), status.since, status.memory_bytes, status.main_pid),
+            ("failed", None, None, None)
+        );
+        let missing = UnitStatus::from_show("LoadState=not-found\nActiveState=inactive\n");
+        assert_eq!(missing.state, "not-found");
+        assert!(missing.reason.is_some());
     }
 }

@@ -124,6 +124,8 @@ error_codes! {
     /// A state machine refused the transition.
     InvalidState => "invalid_state",
     ModelNotFound => "model_not_found",
+    /// No managed service of that name.
+    ServiceNotFound => "service_not_found",
     /// The inference upstream cannot be reached.
     InferenceUnavailable => "inference_unavailable",
     /// The inference upstream did not answer in time.

@@ -141,16 +141,28 @@ impl SystemMonitor {
     }
 }
 
-/// The space available to this process on the disk that holds `path`: that of the mounted
-/// filesystem with the longest mount point `path` lies under. `None` when none is found.
+/// The space available to this process on the disk that holds `path`. `None` when no
+/// disk is found.
 pub fn free_space(path: &std::path::Path) -> Option<u64> {
+    disk_space(path).map(|space| space.available_bytes)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskSpace {
+    pub available_bytes: u64,
+    pub total_bytes: u64,
+}
+
+/// The space of the disk that holds `path`: that of the mounted filesystem with the
+/// longest mount point `path` lies under. `None` when none is found.
+pub fn disk_space(path: &std::path::Path) -> Option<DiskSpace> {
     let path = std::fs::canonicalize(path).ok()?;
     let disks = Disks::new_with_refreshed_list().ok()?;
     disks
         .iter()
         .filter(|disk| path.starts_with(disk.mount_point()))
         .max_by_key(|disk| disk.mount_point().as_os_str().len())
-        .map(|disk| disk.available_space())
+        .map(|disk| DiskSpace { available_bytes: disk.available_space(), total_bytes: disk.total_space() })
 }
 
 #[cfg(test)]

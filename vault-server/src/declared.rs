@@ -107,6 +107,7 @@ choices! {
     IpModes => vault_core::settings::IP_MODES.iter().copied();
     MessageRoles => vault_core::conversations::ROLES.iter().copied();
     TlsModes => vault_core::certificate::TLS_MODES.iter().copied();
+    ServiceNames => vault_core::services::SERVICES.iter().map(|s| s.name);
     AuditExportFormats => vault_core::audit::ExportFormat::ALL.map(vault_core::audit::ExportFormat::as_str);
     ConversationExportFormats =>
         vault_core::conversations::ExportFormat::ALL.map(vault_core::conversations::ExportFormat::as_str);

@@ -34,7 +34,7 @@ pub enum Tag {
     Training,
     /// Users, keys and configuration (admin keys only).
     Admin,
-    /// Host metrics, usage insights and the activity feed.
+    /// Host metrics, health, managed services, usage insights and the activity feed.
     System,
     /// The first-boot wizard: no key needed until setup is complete, then gone.
     Setup,

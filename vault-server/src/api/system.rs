@@ -3,18 +3,37 @@
 use std::sync::Arc;
 
 use poem::web::Data;
-use poem_openapi::OpenApi;
-use poem_openapi::param::Query;
+use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, OpenApi};
 use vault_core::insights::Range;
-use vault_core::{Vault, VaultError, activity, gpu};
+use vault_core::{Vault, VaultError, activity, gpu, health, services};
 
 use super::{ApiResult, Tag};
-use crate::auth::UserKey;
-use crate::declared::{Limit, OneOf, Ranges};
-use crate::dto::{ActivityFeed, ActivityItem, GpuReport, Insights, Resources};
+use crate::auth::{AdminKey, UserKey};
+use crate::declared::{Limit, OneOf, Ranges, ServiceNames};
+use crate::dto::{
+    ActivityFeed, ActivityItem, GpuReport, Insights, Resources, RestartRequested, Service, ServiceList, SystemHealth,
+};
 
 pub struct SystemApi;
+
+#[derive(ApiResponse)]
+pub enum HealthReport {
+    /// Serving: `ok`, or `degraded` while some part is not well.
+    #[oai(status = 200)]
+    Ready(Json<SystemHealth>),
+    /// `down`: Vault cannot keep its records, so it serves nothing.
+    #[oai(status = 503)]
+    Down(Json<SystemHealth>),
+}
+
+#[derive(ApiResponse)]
+pub enum RestartAccepted {
+    /// The restart was queued on the host (or, in a dry run, recorded).
+    #[oai(status = 202)]
+    Accepted(Json<RestartRequested>),
+}
 
 #[OpenApi(prefix_path = "/vault", tag = "Tag::System")]
 impl SystemApi {
@@ -33,6 +52,45 @@ impl SystemApi {
             .await
             .map_err(|e| VaultError::internal("reading GPU metrics", e))?;
         Ok(Json(report.into()))
+    }
+
+    /// Expanded health
+    ///
+    /// Every part the appliance needs, each with a status and a reason: database, audit
+    /// trail, inference engine, the data directory's disk, the certificate, GPUs and the
+    /// managed services. Answers 503 when the overall status is `down`, so it can serve
+    /// as a readiness probe.
+    #[oai(path = "/system/health", method = "get")]
+    async fn health(&self, vault: Data<&Arc<Vault>>, _key: UserKey) -> ApiResult<HealthReport> {
+        let report = health::report(&vault).await;
+        let ready = report.is_ready();
+        let body = Json(report.into());
+        Ok(if ready { HealthReport::Ready(body) } else { HealthReport::Down(body) })
+    }
+
+    /// Managed services
+    ///
+    /// The services the appliance manages, with systemd's view of each (`unknown` in a dry
+    /// run, where systemd is not asked).
+    #[oai(path = "/system/services", method = "get")]
+    async fn services(&self, vault: Data<&Arc<Vault>>, _key: AdminKey) -> ApiResult<Json<ServiceList>> {
+        let items = services::list(&vault.controller).await?.into_iter().map(Service::from).collect();
+        Ok(Json(ServiceList { items }))
+    }
+
+    /// Restart a managed service
+    ///
+    /// Only a service of the list, named exactly. The restart is queued on the host and not
+    /// waited for (the service may be this gateway); it is recorded with who asked.
+    #[oai(path = "/system/services/:name/restart", method = "post")]
+    async fn restart_service(
+        &self,
+        vault: Data<&Arc<Vault>>,
+        key: AdminKey,
+        name: Path<OneOf<ServiceNames>>,
+    ) -> ApiResult<RestartAccepted> {
+        let requested = services::restart(&vault.db, &vault.controller, name.as_str(), &key.0.account()).await?;
+        Ok(RestartAccepted::Accepted(Json(requested.into())))
     }
 
     /// Usage insights

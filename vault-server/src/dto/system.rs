@@ -1,7 +1,7 @@
 //! The JSON shapes of `/vault/system/*`, `/vault/insights` and `/vault/activity`.
 
 use poem_openapi::Object;
-use vault_core::{activity, gpu, insights, system};
+use vault_core::{activity, gpu, health, insights, services, system};
 
 #[derive(Object)]
 pub struct Resources {
@@ -276,5 +276,108 @@ pub struct ActivityFeed {
 impl From<activity::ActivityItem> for ActivityItem {
     fn from(a: activity::ActivityItem) -> Self {
         ActivityItem { timestamp: a.timestamp, kind: a.kind, actor: a.actor, subject: a.subject, summary: a.summary }
+    }
+}
+
+#[derive(Object)]
+pub struct SystemHealth {
+    /// `ok`; `degraded` when a part is not well; `down` when Vault cannot keep its records
+    /// (the answer is then a 503).
+    pub status: String,
+    pub version: String,
+    pub checked_at: String,
+    pub components: Vec<HealthComponent>,
+}
+
+#[derive(Object)]
+pub struct HealthComponent {
+    /// `database`, `audit`, `inference`, `disk`, `certificate`, `gpu`, or `service:<name>`.
+    pub name: String,
+    /// `ok`, `degraded`, `down`, or `unknown` (could not be checked).
+    pub status: String,
+    /// Why it is not `ok`.
+    #[oai(nullable)]
+    pub reason: Option<String>,
+    /// What was seen, for people.
+    #[oai(nullable)]
+    pub detail: Option<String>,
+}
+
+impl From<health::SystemHealth> for SystemHealth {
+    fn from(h: health::SystemHealth) -> Self {
+        SystemHealth {
+            status: h.status.as_str().into(),
+            version: h.version.into(),
+            checked_at: h.checked_at,
+            components: h
+                .components
+                .into_iter()
+                .map(|c| HealthComponent {
+                    name: c.name,
+                    status: c.status.as_str().into(),
+                    reason: c.reason,
+                    detail: c.detail,
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Object)]
+pub struct ServiceList {
+    pub items: Vec<Service>,
+}
+
+#[derive(Object)]
+pub struct Service {
+    pub name: String,
+    /// The systemd unit.
+    pub unit: String,
+    pub description: String,
+    /// systemd's active state (`active`, `inactive`, `failed`, `activating`, …),
+    /// `not-found` when the unit is not installed, `unknown` when systemd was not asked.
+    pub state: String,
+    #[oai(nullable)]
+    pub sub_state: Option<String>,
+    /// When it entered its current state.
+    #[oai(nullable)]
+    pub since: Option<String>,
+    #[oai(nullable)]
+    pub memory_bytes: Option<u64>,
+    #[oai(nullable)]
+    pub main_pid: Option<u32>,
+    /// Why the state is `unknown` or `not-found`.
+    #[oai(nullable)]
+    pub reason: Option<String>,
+}
+
+impl From<services::ServiceStatus> for Service {
+    fn from(s: services::ServiceStatus) -> Self {
+        Service {
+            name: s.name,
+            unit: s.unit,
+            description: s.description,
+            state: s.state,
+            sub_state: s.sub_state,
+            since: s.since,
+            memory_bytes: s.memory_bytes,
+            main_pid: s.main_pid,
+            reason: s.reason,
+        }
+    }
+}
+
+#[derive(Object)]
+pub struct RestartRequested {
+    pub service: String,
+    pub unit: String,
+    /// The command run (in a dry run: that would have been).
+    pub command: Vec<String>,
+    pub dry_run: bool,
+}
+
+impl From<services::RestartRequested> for RestartRequested {
+    fn from(r: services::RestartRequested) -> Self {
+        RestartRequested { service: r.service, unit: r.unit, command: r.command, dry_run: r.dry_run }
     }
 }
