@@ -10,6 +10,7 @@ mod faults;
 mod https;
 mod inference;
 mod limits;
+mod metrics;
 mod operations;
 mod setup;
 mod workspace;

@@ -29,6 +29,8 @@ pub use vault_server::embedded::{FakeOptions, Upstream};
 /// A gateway and (unless told otherwise) a fake vLLM, running in this process.
 pub struct TestApp {
     pub url: String,
+    /// The metrics port's URL, when `VAULT_METRICS_ADDR` was set.
+    pub metrics_url: Option<String>,
     pub upstream_url: String,
     pub data_dir: PathBuf,
     gateway: Option<EmbeddedGateway>,
@@ -56,6 +58,7 @@ impl TestApp {
         let gateway = EmbeddedGateway::start_isolated(overrides, upstream).await.expect("the gateway starts");
         TestApp {
             url: gateway.url().to_string(),
+            metrics_url: gateway.metrics_url().map(String::from),
             upstream_url: gateway.upstream_url().to_string(),
             data_dir,
             gateway: Some(gateway),

@@ -140,6 +140,14 @@ impl Vault {
         audit::stats::stats_for(&self.db, &hours).await
     }
 
+    /// The gateway's Prometheus metrics, as text (see `metrics`).
+    pub fn metrics_text(&self) -> String {
+        let (key_cache_hits, key_cache_misses) = self.auth.cache_lookups();
+        let snapshot =
+            crate::metrics::Snapshot { audit_queue_depth: self.audit.queue_depth(), key_cache_hits, key_cache_misses };
+        self.audit.metrics().encode(snapshot)
+    }
+
     pub async fn health(&self) -> Health {
         let reachable = self.inference.upstream_healthy().await;
         let database = Check::of(self.db.check_file().map_err(String::from));

@@ -25,6 +25,8 @@ pub struct Config {
     pub port: u16,
     /// A second port that answers plain HTTP with a redirect to HTTPS on `port`.
     pub http_redirect_port: Option<u16>,
+    /// A loopback address serving `GET /metrics` without a key, for a scraper on the box.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     pub data_dir: PathBuf,
     pub db: DbLocation,
     pub vllm_base_url: String,
@@ -71,6 +73,7 @@ pub type Overrides = HashMap<&'static str, String>;
 pub const VAULT_HOST: &str = "VAULT_HOST";
 pub const VAULT_PORT: &str = "VAULT_PORT";
 pub const VAULT_HTTP_REDIRECT_PORT: &str = "VAULT_HTTP_REDIRECT_PORT";
+pub const VAULT_METRICS_ADDR: &str = "VAULT_METRICS_ADDR";
 pub const VAULT_DATA_DIR: &str = "VAULT_DATA_DIR";
 pub const VAULT_DB_URL: &str = "VAULT_DB_URL";
 pub const VAULT_DB_AUTH_TOKEN: &str = "VAULT_DB_AUTH_TOKEN";
@@ -127,6 +130,21 @@ impl Config {
                 }
                 Ok(p) => Some(p),
                 Err(_) => return Err(bad(VAULT_HTTP_REDIRECT_PORT, format!("`{v}` is not a port number (0-65535)"))),
+            },
+        };
+        let metrics_addr = match lookup(VAULT_METRICS_ADDR) {
+            None => None,
+            Some(v) => match v.parse::<std::net::SocketAddr>() {
+                Ok(addr) if addr.ip().is_loopback() => Some(addr),
+                Ok(_) => {
+                    return Err(bad(
+                        VAULT_METRICS_ADDR,
+                        format!("`{v}` is not a loopback address: metrics without a key are served on this box only"),
+                    ));
+                }
+                Err(_) => {
+                    return Err(bad(VAULT_METRICS_ADDR, format!("`{v}` is not an address:port like 127.0.0.1:9464")));
+                }
             },
         };
         let data_dir = PathBuf::from(lookup(VAULT_DATA_DIR).unwrap_or_else(|| "./data".into()));
@@ -189,6 +207,7 @@ impl Config {
             host,
             port,
             http_redirect_port,
+            metrics_addr,
             data_dir,
             db,
             vllm_base_url,
@@ -261,6 +280,7 @@ impl Config {
             "host": self.host.to_string(),
             "port": self.port,
             "http_redirect_port": self.http_redirect_port,
+            "metrics_addr": self.metrics_addr.map(|a| a.to_string()),
             "data_dir": self.data_dir.display().to_string(),
             "db_url": db,
             "vllm_base_url": self.vllm_base_url,
@@ -360,6 +380,9 @@ mod tests {
         assert_eq!(c.log_level, "info");
         assert_eq!(c.system_control, SystemControl::DryRun);
         assert!(!c.models_manifest_explicit);
+        assert_eq!(c.metrics_addr, None);
+        let c = config(&[(VAULT_METRICS_ADDR, "[::1]:9464")]).unwrap();
+        assert_eq!(c.metrics_addr.map(|a| a.to_string()).as_deref(), Some("[::1]:9464"));
     }
 
     #[test]
@@ -378,6 +401,8 @@ mod tests {
             (VAULT_MAX_UPSTREAM_BODY_MB, "0"),
             (VAULT_HEADER_TIMEOUT, "never"),
             (VAULT_MAX_CONNECTIONS, "0"),
+            (VAULT_METRICS_ADDR, "0.0.0.0:9464"),
+            (VAULT_METRICS_ADDR, "localhost"),
         ] {
             let err = config(&[(var, value)]).unwrap_err();
             assert!(err.message.starts_with(var), "{var}: {}", err.message);

@@ -245,6 +245,9 @@ pub struct Authenticator {
     db: Arc<Db>,
     watched: Arc<Watched>,
     cache: RwLock<Cache>,
+    /// Lookups answered from the cache, and those that went to the database.
+    hits: AtomicU64,
+    misses: AtomicU64,
 }
 
 /// What the watcher thread reports.
@@ -291,7 +294,13 @@ impl Authenticator {
     pub async fn new(db: Arc<Db>) -> Result<Authenticator> {
         let watched = Arc::new(Watched::new());
         watch_auth_epoch(&db, Arc::downgrade(&watched)).await?;
-        Ok(Authenticator { db, watched, cache: RwLock::new(Cache::default()) })
+        let (hits, misses) = (AtomicU64::new(0), AtomicU64::new(0));
+        Ok(Authenticator { db, watched, cache: RwLock::new(Cache::default()), hits, misses })
+    }
+
+    /// Lookups answered from the cache, and those that were not, so far.
+    pub fn cache_lookups(&self) -> (u64, u64) {
+        (self.hits.load(Ordering::Relaxed), self.misses.load(Ordering::Relaxed))
     }
 
     fn version(&self) -> (u64, u64) {
@@ -310,8 +319,10 @@ impl Authenticator {
             && cache.version == version
             && let Some(principal) = cache.usable.get(&hash)
         {
+            self.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(principal.clone());
         }
+        self.misses.fetch_add(1, Ordering::Relaxed);
         let principal = lookup(&self.db, &hash).await?;
         // Cache what was read only if nothing changed while it was read.
         if let Ok(mut cache) = self.cache.write()

@@ -15,6 +15,7 @@ pub mod inference;
 pub mod insights;
 pub mod keys;
 pub mod manifest;
+pub mod metrics;
 pub mod model;
 pub mod secrets;
 pub mod services;

@@ -15,6 +15,9 @@ pub struct ConfigArgs {
     /// A second port answering plain HTTP with a 308 to HTTPS on the main port [default: none].
     #[arg(long, env = config::VAULT_HTTP_REDIRECT_PORT, global = true)]
     pub http_redirect_port: Option<String>,
+    /// A loopback address:port serving `GET /metrics` without a key, for a scraper on this box [default: none].
+    #[arg(long, env = config::VAULT_METRICS_ADDR, global = true)]
+    pub metrics_addr: Option<String>,
     /// Where the database, secret, flag file, TLS files and models live by default [default: ./data].
     #[arg(long, env = config::VAULT_DATA_DIR, global = true)]
     pub data_dir: Option<String>,
@@ -82,6 +85,7 @@ impl ConfigArgs {
             (config::VAULT_HOST, &self.host),
             (config::VAULT_PORT, &self.port),
             (config::VAULT_HTTP_REDIRECT_PORT, &self.http_redirect_port),
+            (config::VAULT_METRICS_ADDR, &self.metrics_addr),
             (config::VAULT_DATA_DIR, &self.data_dir),
             (config::VAULT_DB_URL, &self.db_url),
             (config::VAULT_DB_AUTH_TOKEN, &self.db_auth_token),

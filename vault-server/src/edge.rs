@@ -16,7 +16,7 @@ use crate::error::{ApiError, error_response, from_poem_error};
 use crate::https::Certificates;
 use crate::methods::AllowedMethods;
 use crate::payload::{MAX_BODY_BYTES, is_json};
-use crate::serve::RedirectToHttps;
+use crate::serve::{MetricsPort, RedirectToHttps};
 
 /// The middleware every request passes first and its answer last.
 pub struct Edge {
@@ -93,7 +93,9 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
         }
         // Kept for the `Allow` of a 405, which only the router answers.
         let routed_uri = direct.is_none().then(|| req.uri().clone());
-        let answer = if let Some(to) = req.extensions().get::<RedirectToHttps>().copied() {
+        let answer = if req.extensions().get::<MetricsPort>().is_some() {
+            Ok(metrics_port(&self.vault, &req))
+        } else if let Some(to) = req.extensions().get::<RedirectToHttps>().copied() {
             // Without a usable certificate the main port speaks plain HTTP: sent there, so
             // the wizard stays reachable.
             let scheme = if self.certificates.is_usable() { "https" } else { "http" };
@@ -145,6 +147,23 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
         }
         Ok(response)
     }
+}
+
+/// The metrics port answers `GET /metrics` without a key, and nothing else.
+fn metrics_port(vault: &Vault, req: &Request) -> Response {
+    if req.uri().path() != "/metrics" {
+        return error_response(&VaultError::not_found(ErrorCode::NotFound, "This port serves GET /metrics only."));
+    }
+    if req.method() != Method::GET {
+        let mut response = error_response(&VaultError::new(
+            ErrorKind::MethodNotAllowed,
+            ErrorCode::MethodNotAllowed,
+            "The metrics are read with GET.",
+        ));
+        response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET"));
+        return response;
+    }
+    Response::builder().content_type(vault_core::metrics::CONTENT_TYPE).body(vault.metrics_text())
 }
 
 /// The client's `X-Request-Id` when it is a plain token, else a new one.

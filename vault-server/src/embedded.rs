@@ -24,6 +24,7 @@ pub enum Upstream {
 pub struct EmbeddedGateway {
     pub vault: Arc<Vault>,
     url: String,
+    metrics_url: Option<String>,
     upstream_url: String,
     stop: oneshot::Sender<()>,
     served: JoinHandle<std::io::Result<()>>,
@@ -61,16 +62,22 @@ impl EmbeddedGateway {
         let vault = Vault::open(load(&overrides)?).await?;
         let server = crate::Server::bind(vault.clone()).await?;
         let url = format!("http://{}", server.local_addr());
+        let metrics_url = server.metrics_addr().map(|addr| format!("http://{addr}"));
         let (stop, stopped) = oneshot::channel::<()>();
         let served = tokio::spawn(server.run(async move {
             let _ = stopped.await;
         }));
-        Ok(EmbeddedGateway { vault, url, upstream_url, stop, served, fake })
+        Ok(EmbeddedGateway { vault, url, metrics_url, upstream_url, stop, served, fake })
     }
 
     /// `http://<host>:<port>`.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// `http://<host>:<port>` of the metrics port, when `VAULT_METRICS_ADDR` is set.
+    pub fn metrics_url(&self) -> Option<&str> {
+        self.metrics_url.as_deref()
     }
 
     /// The upstream it forwards to (the fake's URL when it runs the fake).

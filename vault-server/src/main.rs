@@ -58,6 +58,7 @@ async fn serve(args: &ConfigArgs) -> Result<(), VaultError> {
     tracing::info!(
         addr = %server.local_addr(),
         redirect_addr = server.redirect_addr().map(|a| a.to_string()),
+        metrics_addr = server.metrics_addr().map(|a| a.to_string()),
         upstream = %vault.config.vllm_base_url,
         data_dir = %vault.config.data_dir.display(),
         "vault-server listening"

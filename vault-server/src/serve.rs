@@ -42,6 +42,8 @@ pub struct Listeners {
     pub main: GuardedAcceptor,
     /// A plain-HTTP port whose every request is redirected to HTTPS on this port.
     pub redirect: Option<(GuardedAcceptor, u16)>,
+    /// A loopback port that serves only the metrics, without a key.
+    pub metrics: Option<GuardedAcceptor>,
 }
 
 /// Marks a request that came to the redirecting port: it is answered with a 308 to HTTPS
@@ -49,6 +51,18 @@ pub struct Listeners {
 #[derive(Clone, Copy)]
 pub struct RedirectToHttps {
     pub port: u16,
+}
+
+/// Marks a request that came to the metrics port.
+#[derive(Clone, Copy)]
+pub struct MetricsPort;
+
+/// What a port is for, as its requests are marked (the main port's are not).
+#[derive(Clone, Copy)]
+enum PortRole {
+    Main,
+    Redirect(RedirectToHttps),
+    Metrics,
 }
 
 pub async fn serve(
@@ -61,7 +75,7 @@ pub async fn serve(
     let draining = CancellationToken::new();
     let out_of_time = CancellationToken::new();
     let connections = TaskTracker::new();
-    let Listeners { main: mut acceptor, mut redirect } = listeners;
+    let Listeners { main: mut acceptor, mut redirect, mut metrics } = listeners;
     let mut shutdown = pin!(shutdown);
     loop {
         let redirected = async {
@@ -70,19 +84,26 @@ pub async fn serve(
                 None => std::future::pending().await,
             }
         };
-        let (accepted, redirect_to) = tokio::select! {
+        let scraped = async {
+            match metrics.as_mut() {
+                Some(acceptor) => acceptor.accept().await,
+                None => std::future::pending().await,
+            }
+        };
+        let (accepted, role) = tokio::select! {
             () = &mut shutdown => break,
-            accepted = acceptor.accept() => (accepted, None),
-            (accepted, port) = redirected => (accepted, Some(RedirectToHttps { port })),
+            accepted = acceptor.accept() => (accepted, PortRole::Main),
+            (accepted, port) = redirected => (accepted, PortRole::Redirect(RedirectToHttps { port })),
+            accepted = scraped => (accepted, PortRole::Metrics),
         };
         match accepted {
             Ok((io, local, remote, _)) => {
                 let app = app.clone();
-                let connection: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> = match redirect_to {
-                    Some(to) => {
-                        Box::pin(serve_connection(io, local, remote, app, Scheme::HTTP, Some(to), draining.clone()))
+                let connection: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> = match role {
+                    PortRole::Main => {
+                        Box::pin(route_connection(io, local, remote, app, https.clone(), draining.clone()))
                     }
-                    None => Box::pin(route_connection(io, local, remote, app, https.clone(), draining.clone())),
+                    role => Box::pin(serve_connection(io, local, remote, app, Scheme::HTTP, role, draining.clone())),
                 };
                 let out_of_time = out_of_time.clone();
                 connections.spawn(async move {
@@ -102,6 +123,7 @@ pub async fn serve(
     }
     drop(acceptor);
     drop(redirect);
+    drop(metrics);
     tracing::info!(open = connections.len(), "no longer accepting connections; finishing in-flight requests");
     draining.cancel();
     connections.close();
@@ -125,14 +147,14 @@ async fn route_connection(
     draining: CancellationToken,
 ) {
     let Some(tls) = https.acceptor() else {
-        return serve_connection(io, local, remote, app, Scheme::HTTP, None, draining).await;
+        return serve_connection(io, local, remote, app, Scheme::HTTP, PortRole::Main, draining).await;
     };
     match io.first_byte().await {
         Ok(Some(TLS_HANDSHAKE)) => match io.into_tls(&tls).await {
-            Ok(io) => serve_connection(io, local, remote, app, Scheme::HTTPS, None, draining).await,
+            Ok(io) => serve_connection(io, local, remote, app, Scheme::HTTPS, PortRole::Main, draining).await,
             Err(err) => tracing::debug!(error = %err, "TLS handshake failed"),
         },
-        Ok(Some(_)) => serve_connection(io, local, remote, app, Scheme::HTTP, None, draining).await,
+        Ok(Some(_)) => serve_connection(io, local, remote, app, Scheme::HTTP, PortRole::Main, draining).await,
         // Closed, or silent past the idle timeout, before its first byte.
         Ok(None) | Err(_) => {}
     }
@@ -144,15 +166,21 @@ async fn serve_connection<S>(
     remote: RemoteAddr,
     app: App,
     scheme: Scheme,
-    redirect_to: Option<RedirectToHttps>,
+    role: PortRole,
     draining: CancellationToken,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let mut request = poem::Request::from((req, local.clone(), remote.clone(), scheme.clone()));
-        if let Some(to) = redirect_to {
-            request.extensions_mut().insert(to);
+        match role {
+            PortRole::Main => {}
+            PortRole::Redirect(to) => {
+                request.extensions_mut().insert(to);
+            }
+            PortRole::Metrics => {
+                request.extensions_mut().insert(MetricsPort);
+            }
         }
         let app = app.clone();
         async move { Ok::<_, Infallible>(hyper::Response::<ResponseBody>::from(app.get_response(request).await)) }

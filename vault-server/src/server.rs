@@ -77,7 +77,11 @@ pub fn spec_json() -> String {
 pub fn app(vault: Arc<Vault>, certificates: Arc<Certificates>) -> impl Endpoint + 'static {
     let service = openapi_service();
     let document = spec_json();
-    let allowed = AllowedMethods::from_spec(&serde_json::from_str(&document).unwrap_or_default());
+    let parsed: serde_json::Value = serde_json::from_str(&document).unwrap_or_default();
+    let allowed = AllowedMethods::from_spec(&parsed);
+    let templates = parsed["paths"].as_object().map(|paths| paths.keys().cloned().collect::<Vec<_>>());
+    let served_beside = ["/openapi.json", "/docs"];
+    vault.audit.metrics().set_routes(templates.iter().flatten().map(String::as_str).chain(served_beside));
     let docs = service.swagger_ui();
     let spec = poem::endpoint::make_sync(move |_| {
         poem::Response::builder().content_type("application/json; charset=utf-8").body(document.clone())
@@ -99,6 +103,8 @@ pub struct Server {
     addr: SocketAddr,
     /// The plain-HTTP port that only redirects to HTTPS (`VAULT_HTTP_REDIRECT_PORT`).
     redirect: Option<(GuardedAcceptor, SocketAddr)>,
+    /// The loopback port serving the metrics without a key (`VAULT_METRICS_ADDR`).
+    metrics: Option<(GuardedAcceptor, SocketAddr)>,
     vault: Arc<Vault>,
 }
 
@@ -128,7 +134,11 @@ impl Server {
             }
             None => None,
         };
-        Ok(Server { acceptor, addr, redirect, vault })
+        let metrics = match vault.config.metrics_addr {
+            Some(wanted) => Some(bind_guarded(&vault, wanted, "VAULT_METRICS_ADDR").await?),
+            None => None,
+        };
+        Ok(Server { acceptor, addr, redirect, metrics, vault })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -140,10 +150,15 @@ impl Server {
         self.redirect.as_ref().map(|(_, addr)| *addr)
     }
 
+    /// Where the metrics port listens, when it is configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(_, addr)| *addr)
+    }
+
     /// Serves until `shutdown` resolves, lets in-flight requests finish, then stores every
     /// queued audit row.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send) -> std::io::Result<()> {
-        let Server { acceptor, vault, addr, redirect } = self;
+        let Server { acceptor, vault, addr, redirect, metrics } = self;
         let stopping = vault.stopping.clone();
         let signal = async move {
             shutdown.await;
@@ -159,7 +174,14 @@ impl Server {
         } else {
             tracing::warn!(%addr, "listening in plain HTTP: no certificate is installed (see the setup wizard's tls step)");
         }
-        let listeners = Listeners { main: acceptor, redirect: redirect.map(|(acceptor, _)| (acceptor, addr.port())) };
+        if let Some((_, metrics_addr)) = &metrics {
+            tracing::info!(addr = %metrics_addr, "serving GET /metrics without a key on this loopback address");
+        }
+        let listeners = Listeners {
+            main: acceptor,
+            redirect: redirect.map(|(acceptor, _)| (acceptor, addr.port())),
+            metrics: metrics.map(|(acceptor, _)| acceptor),
+        };
         let served = serve(listeners, app, certificates, signal, SHUTDOWN_GRACE).await;
         vault.shutdown().await;
         tracing::info!("stopped");

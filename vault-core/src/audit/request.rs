@@ -92,6 +92,17 @@ impl RequestAudit {
         });
     }
 
+    /// Records when the upstream was asked and answered.
+    pub(crate) fn set_upstream(&self, timing: crate::metrics::UpstreamTiming) {
+        let ttft_ms = timing
+            .first_byte
+            .map(|first| u64::try_from(first.saturating_duration_since(self.started).as_millis()).unwrap_or(u64::MAX));
+        self.update(|r| {
+            r.upstream = Some(timing);
+            r.ttft_ms = ttft_ms;
+        });
+    }
+
     /// The response body will finish this record (a stream); the response itself must not.
     pub(crate) fn defer(&self) {
         self.deferred.store(true, Ordering::SeqCst);
@@ -111,7 +122,8 @@ impl RequestAudit {
     ) -> impl std::future::Future<Output = bool> + Send + 'static {
         let mut record = None;
         if !self.finished.swap(true, Ordering::SeqCst) {
-            let latency_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            let took = self.started.elapsed();
+            let latency_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
             record = self
                 .record
                 .lock()
@@ -123,6 +135,9 @@ impl RequestAudit {
                     std::mem::take(&mut *r)
                 })
                 .ok();
+            if let Some(record) = &record {
+                self.log.metrics().observe_request(record, took, record.upstream.as_ref());
+            }
         }
         // Journaled now, so the row is kept even if nobody awaits the future.
         let pending = record.and_then(|record| self.log.enqueue_unless_flood(record, self.peer));

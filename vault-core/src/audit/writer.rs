@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::flood::{FloodGuard, this_minute};
 use super::journal::Journal;
 use crate::error::{ErrorCode, ErrorKind, Result, VaultError};
+use crate::metrics::Metrics;
 use crate::model::audit::AuditRecord;
 use crate::storage::{self, Db};
 
@@ -86,6 +87,9 @@ struct Shared {
     failing: AtomicBool,
     /// The database's disk has less free space than the configured minimum.
     low_disk: AtomicBool,
+    /// Rows sent to the writer and not yet stored.
+    pending: std::sync::atomic::AtomicI64,
+    metrics: Arc<Metrics>,
 }
 
 impl AuditLog {
@@ -165,6 +169,16 @@ impl AuditLog {
         Ok(())
     }
 
+    /// The metrics of the gateway this log belongs to (see `metrics`).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.shared.metrics
+    }
+
+    /// Rows sent to the writer and not yet stored.
+    pub fn queue_depth(&self) -> i64 {
+        self.inner.shared.pending.load(Ordering::Relaxed).max(0)
+    }
+
     pub fn stats(&self) -> WriterStats {
         WriterStats {
             rows: self.inner.shared.rows.load(Ordering::Relaxed),
@@ -195,6 +209,7 @@ impl AuditLog {
     /// returned receiver says when the row is committed instead.
     pub(super) fn enqueue(&self, record: AuditRecord) -> Option<oneshot::Receiver<bool>> {
         super::line::log_request_line(&record);
+        self.inner.shared.pending.fetch_add(1, Ordering::Relaxed);
         let json = match super::journal::serialize(&record) {
             Ok(json) => json,
             Err(err) => return self.wait_for_commit(record, &err),
@@ -411,6 +426,7 @@ fn write_loop(
             if let Some(seq) = batch.journal_seq {
                 journal.committed(seq);
             }
+            shared.pending.fetch_sub(batch.records.len() as i64, Ordering::Relaxed);
             batch.records.clear();
             batch.journaled.clear();
             batch.journal_seq = None;
@@ -428,7 +444,9 @@ fn write_loop(
             }
         }
         if !stored && failures >= WRITE_ATTEMPTS {
+            let before = batch.records.len();
             batch.give_up_unjournaled();
+            shared.pending.fetch_sub((before - batch.records.len()) as i64, Ordering::Relaxed);
         }
         if let Some(done) = batch.shutdown.take() {
             if stored || failures >= WRITE_ATTEMPTS {
@@ -558,8 +576,10 @@ async fn store_once(
     }
     let refs: Vec<&AuditRecord> = records.iter().collect();
     let last_used: Vec<(i64, &str)> = last_used.iter().map(|(id, at)| (*id, at.as_str())).collect();
+    let started = Instant::now();
     match writer.write(&refs, &last_used, journal_seq).await {
         Ok(()) => {
+            shared.metrics.observe_commit(started.elapsed());
             shared.rows.fetch_add(refs.len() as u64, Ordering::Relaxed);
             shared.commits.fetch_add(1, Ordering::Relaxed);
             true

@@ -9,6 +9,7 @@ mod stream;
 pub mod vllm;
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
@@ -19,6 +20,7 @@ use serde::Deserialize;
 use crate::audit::RequestAudit;
 use crate::error::{ErrorCode, ErrorKind, Result, VaultError};
 use crate::manifest::Manifest;
+use crate::metrics::UpstreamTiming;
 pub use crate::model::usage::Usage;
 
 pub use stream::{ProxyStream, StreamOutcome};
@@ -230,8 +232,15 @@ impl Inference {
     /// Nothing is sent upstream while the audit trail cannot take rows (503).
     pub async fn serve(&self, route: Route, body: Bytes, audit: &Arc<RequestAudit>) -> Result<Answer> {
         audit.log().available()?;
-        match self.proxy(route, body).await? {
+        let sent = Instant::now();
+        let proxied = self.proxy(route, body).await;
+        if proxied.is_err() {
+            audit.set_upstream(UpstreamTiming { sent, first_byte: None, done: Instant::now() });
+        }
+        match proxied? {
             Proxied::Complete { body, model, usage } => {
+                // A whole answer has no first token of its own: only streams have a TTFT.
+                audit.set_upstream(UpstreamTiming { sent, first_byte: None, done: Instant::now() });
                 audit.set_model(model);
                 audit.set_usage(usage);
                 Ok(Answer::Json(body))
@@ -240,8 +249,12 @@ impl Inference {
                 audit.set_model(model);
                 audit.defer();
                 let record = audit.clone();
+                let active = audit.log().metrics().stream_started();
                 let stream = stream.stop_on(self.stopping.clone()).quiet_limit(self.stream_quiet_limit);
                 Ok(Answer::Stream(stream.on_finish(move |outcome| {
+                    drop(active);
+                    let first_byte = outcome.first_chunk;
+                    record.set_upstream(UpstreamTiming { sent, first_byte, done: outcome.upstream_done });
                     record.set_usage(outcome.usage);
                     record.finish(200, outcome.completed, outcome.error_code).boxed()
                 })))

@@ -31,6 +31,10 @@ pub struct StreamOutcome {
     /// True only when the upstream finished the answer and the client received it.
     pub completed: bool,
     pub error_code: Option<ErrorCode>,
+    /// When the upstream's first bytes came (none when it sent nothing).
+    pub first_chunk: Option<std::time::Instant>,
+    /// When the upstream part ended (now, when the client left first).
+    pub upstream_done: std::time::Instant,
 }
 
 /// Records the outcome; its future says whether the record is safe.
@@ -67,6 +71,8 @@ pub struct ProxyStream {
     quiet: Option<Box<QuietWatch>>,
     /// How the upstream part ended, until the queued events are out.
     ending: Option<(bool, Option<ErrorCode>, Bytes)>,
+    first_chunk: Option<std::time::Instant>,
+    upstream_done: Option<std::time::Instant>,
     done: bool,
 }
 
@@ -96,6 +102,8 @@ impl ProxyStream {
             stopping: None,
             quiet: None,
             ending: None,
+            first_chunk: None,
+            upstream_done: None,
             done: false,
         }
     }
@@ -181,6 +189,7 @@ impl ProxyStream {
     /// still queued have gone out (so a client that leaves before them is recorded so).
     fn begin_finish(&mut self, completed: bool, error_code: Option<ErrorCode>, final_frame: Bytes) {
         self.upstream = None;
+        self.upstream_done = Some(std::time::Instant::now());
         self.ending = Some((completed, error_code, final_frame));
     }
 
@@ -212,7 +221,13 @@ impl ProxyStream {
 
     fn start_finisher(&mut self, completed: bool, error_code: Option<ErrorCode>, final_frame: Bytes) {
         let error_code = error_code.or(self.upstream_error.then_some(ErrorCode::UpstreamError));
-        let outcome = StreamOutcome { usage: self.usage, completed: completed && error_code.is_none(), error_code };
+        let outcome = StreamOutcome {
+            usage: self.usage,
+            completed: completed && error_code.is_none(),
+            error_code,
+            first_chunk: self.first_chunk,
+            upstream_done: self.upstream_done.unwrap_or_else(std::time::Instant::now),
+        };
         let future = match self.finisher.take() {
             Some(finisher) => finisher(outcome),
             None => futures_util::future::ready(true).boxed(),
@@ -342,6 +357,9 @@ impl Stream for ProxyStream {
                     }
                     Poll::Ready(Some(Ok(bytes))) => {
                         this.yielded = 0;
+                        if this.first_chunk.is_none() {
+                            this.first_chunk = Some(std::time::Instant::now());
+                        }
                         if let Some(quiet) = this.quiet.as_mut() {
                             quiet.heard();
                         }
@@ -412,8 +430,13 @@ impl Drop for ProxyStream {
         // The client left before the end: the upstream request is dropped with `self`, and
         // the partial result is still recorded.
         if let Some(finisher) = self.finisher.take() {
-            let outcome =
-                StreamOutcome { usage: self.usage, completed: false, error_code: Some(ErrorCode::ClientDisconnected) };
+            let outcome = StreamOutcome {
+                usage: self.usage,
+                completed: false,
+                error_code: Some(ErrorCode::ClientDisconnected),
+                first_chunk: self.first_chunk,
+                upstream_done: self.upstream_done.unwrap_or_else(std::time::Instant::now),
+            };
             let future = finisher(outcome);
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 runtime.spawn(future);

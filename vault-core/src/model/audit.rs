@@ -26,6 +26,13 @@ pub struct AuditRecord {
     /// How many requests the row stands for.
     #[serde(default)]
     pub repeat_count: RequestCount,
+    /// From the request's arrival to the first bytes of the upstream's answer (a stream's
+    /// first token): kept in the per-minute rollups, not in the row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttft_ms: Option<u64>,
+    /// When the upstream was asked and answered, for the metrics; never stored.
+    #[serde(skip)]
+    pub upstream: Option<crate::metrics::UpstreamTiming>,
 }
 
 /// How many requests a row stands for: 1, unless it sums up a flood.

@@ -4,6 +4,7 @@ mod admin;
 mod conversations;
 mod health;
 pub(crate) mod inference;
+mod metrics;
 mod setup;
 mod system;
 mod training;
@@ -14,6 +15,7 @@ pub use admin::AdminApi;
 pub use conversations::ConversationsApi;
 pub use health::HealthApi;
 pub use inference::InferenceApi;
+pub use metrics::MetricsApi;
 pub use setup::SetupApi;
 pub use system::SystemApi;
 pub use training::TrainingApi;
@@ -48,8 +50,8 @@ pub enum NoContent {
 }
 
 /// Every route of the API, as one type for `OpenApiService`.
-pub type Api = (InferenceApi, HealthApi, ConversationsApi, TrainingApi, AdminApi, SystemApi, SetupApi);
+pub type Api = (InferenceApi, HealthApi, ConversationsApi, TrainingApi, AdminApi, SystemApi, MetricsApi, SetupApi);
 
 pub fn api() -> Api {
-    (InferenceApi, HealthApi, ConversationsApi, TrainingApi, AdminApi, SystemApi, SetupApi)
+    (InferenceApi, HealthApi, ConversationsApi, TrainingApi, AdminApi, SystemApi, MetricsApi, SetupApi)
 }
