@@ -94,3 +94,26 @@ async fn services_are_listed_and_restarted_only_by_exact_name_with_an_admin_key(
     let feed: Value = app.send("GET", "/vault/activity", Some(&admin), None).await.json().await.unwrap();
     assert_eq!(feed["items"][0]["kind"], "service.restarted", "{feed}");
 }
+
+#[tokio::test]
+async fn inference_stats_cover_the_last_minutes_with_time_to_first_token_for_streams() {
+    let app = TestApp::spawn().await;
+    let user = app.create_key(Scope::User).await;
+    for stream in [false, false, false, true, true] {
+        let body = vault_e2e::chat_body(stream);
+        let response = app.send("POST", "/v1/chat/completions", Some(&user), Some(&body)).await;
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap();
+    }
+    let response = app.send("GET", "/vault/system/inference", Some(&user), None).await;
+    assert_eq!(response.status(), 200);
+    let stats: Value = response.json().await.unwrap();
+    let windows = stats["windows"].as_array().unwrap();
+    assert_eq!(windows.iter().map(|w| w["minutes"].as_u64().unwrap()).collect::<Vec<_>>(), [5, 60]);
+    let five = &windows[0];
+    assert_eq!((five["requests"].as_i64(), five["errors"].as_i64()), (Some(5), Some(0)), "{stats}");
+    assert_eq!(five["requests_per_minute"], 1.0);
+    assert!(five["tokens_per_second"].as_f64().unwrap() > 0.0);
+    assert!(five["latency_ms"]["p95"].as_f64().is_some() && five["ttft_ms"]["p50"].as_f64().is_some(), "{stats}");
+    assert_eq!(stats["active_streams"], 0);
+}

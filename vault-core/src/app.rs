@@ -140,6 +140,13 @@ impl Vault {
         audit::stats::stats_for(&self.db, &hours).await
     }
 
+    /// Requests per minute, tokens per second, latency and time to first token over the last
+    /// minutes, with every answered request in.
+    pub async fn inference_stats(&self) -> Result<crate::live::InferenceStats> {
+        self.audit.flush().await;
+        crate::live::inference_stats(&self.db, self.audit.metrics().active_streams()).await
+    }
+
     /// The gateway's Prometheus metrics, as text (see `metrics`).
     pub fn metrics_text(&self) -> String {
         let (key_cache_hits, key_cache_misses) = self.auth.cache_lookups();

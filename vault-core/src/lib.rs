@@ -14,6 +14,7 @@ pub mod health;
 pub mod inference;
 pub mod insights;
 pub mod keys;
+pub mod live;
 pub mod manifest;
 pub mod metrics;
 pub mod model;

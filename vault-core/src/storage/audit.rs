@@ -109,7 +109,7 @@ impl BatchWriter {
             )
             .await?;
         }
-        self.rollups.add(records).await?;
+        self.rollups.add(&self.conn, records).await?;
         for (key_id, at) in last_used {
             run(&self.touch_last_used, libsql::params![*key_id, *at]).await?;
         }

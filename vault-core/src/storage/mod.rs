@@ -34,6 +34,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (5, "audit_journal", include_str!("../../migrations/0005_audit_journal.sql")),
     (6, "audit_repeat_count", include_str!("../../migrations/0006_audit_repeat_count.sql")),
     (7, "usage_errors", include_str!("../../migrations/0007_usage_errors.sql")),
+    (8, "usage_minutes", include_str!("../../migrations/0008_usage_minutes.sql")),
 ];
 
 /// An open Vault database.

@@ -1,4 +1,4 @@
-//! SQL for the usage rollups (migrations 0003, 0004 and 0007). With an account, every query
+//! SQL for the usage rollups (migrations 0003, 0004, 0007 and 0008). With an account, every query
 //! reads the per-account tables; without, the everyone tables.
 
 use std::collections::HashMap;
@@ -56,6 +56,21 @@ const UPSERT_LATENCY_ACCOUNT: &str = "INSERT INTO latency_hourly_account (accoun
 const UPSERT_ERRORS: &str = "INSERT INTO usage_hourly_errors (hour, status, error_code, requests) \
      VALUES (?1, ?2, ?3, ?4) ON CONFLICT(hour, status, error_code) DO UPDATE SET requests = requests + excluded.requests";
 
+const UPSERT_MINUTE: &str = "INSERT INTO usage_minute (minute, requests, errors, tokens_input, tokens_output, \
+     latency_ms_sum) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(minute) DO UPDATE SET \
+     requests = requests + excluded.requests, errors = errors + excluded.errors, \
+     tokens_input = tokens_input + excluded.tokens_input, tokens_output = tokens_output + excluded.tokens_output, \
+     latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum";
+const UPSERT_LATENCY_MINUTE: &str = "INSERT INTO latency_minute (minute, kind, bucket, requests) VALUES (?1, ?2, ?3, ?4) \
+     ON CONFLICT(minute, kind, bucket) DO UPDATE SET requests = requests + excluded.requests";
+
+/// How long the per-minute rollups are kept.
+pub const MINUTES_KEPT: std::time::Duration = std::time::Duration::from_secs(2 * 3600);
+
+/// Latency kinds of `latency_minute`.
+pub const LATENCY: i64 = 0;
+pub const TIME_TO_FIRST_TOKEN: i64 = 1;
+
 /// Hours `from` (inclusive) to `to` (exclusive), as rollup keys (`YYYY-MM-DDTHH`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hours {
@@ -71,6 +86,10 @@ pub struct Rollups {
     latency: libsql::Statement,
     latency_account: libsql::Statement,
     errors: libsql::Statement,
+    minute: libsql::Statement,
+    latency_minute: libsql::Statement,
+    /// The cut-off of the last pruning of the per-minute rollups.
+    pruned_before: std::sync::Mutex<String>,
 }
 
 impl Rollups {
@@ -82,11 +101,56 @@ impl Rollups {
             latency: conn.prepare(UPSERT_LATENCY).await?,
             latency_account: conn.prepare(UPSERT_LATENCY_ACCOUNT).await?,
             errors: conn.prepare(UPSERT_ERRORS).await?,
+            minute: conn.prepare(UPSERT_MINUTE).await?,
+            latency_minute: conn.prepare(UPSERT_LATENCY_MINUTE).await?,
+            pruned_before: std::sync::Mutex::new(String::new()),
         })
     }
 
-    /// Adds a batch of audit records to the rollups; only inference requests count.
-    pub async fn add(&self, records: &[&AuditRecord]) -> Result<()> {
+    /// Adds a batch of audit records to the rollups; only inference requests count. Drops
+    /// per-minute rollups older than [`MINUTES_KEPT`] (once a minute at most).
+    pub async fn add(&self, conn: &Connection, records: &[&AuditRecord]) -> Result<()> {
+        self.add_hourly(records).await?;
+        self.add_minutes(records).await?;
+        let cutoff = minute_key(std::time::SystemTime::now() - MINUTES_KEPT);
+        let due = match self.pruned_before.lock() {
+            Ok(mut last) if *last != cutoff => {
+                *last = cutoff.clone();
+                true
+            }
+            _ => false,
+        };
+        if due {
+            conn.execute("DELETE FROM usage_minute WHERE minute < ?1", [cutoff.as_str()]).await?;
+            conn.execute("DELETE FROM latency_minute WHERE minute < ?1", [cutoff.as_str()]).await?;
+        }
+        Ok(())
+    }
+
+    async fn add_minutes(&self, records: &[&AuditRecord]) -> Result<()> {
+        let mut minutes: HashMap<&str, Sums> = HashMap::new();
+        let mut latency: HashMap<(&str, i64, i64), i64> = HashMap::new();
+        for r in records.iter().filter(|r| r.is_inference() && r.timestamp.len() >= 16) {
+            let minute = &r.timestamp[..16];
+            minutes.entry(minute).or_default().add(r);
+            let n = i64::from(r.repeat_count.0);
+            *latency.entry((minute, LATENCY, latency_bucket(r.latency_ms))).or_default() += n;
+            if let Some(ttft) = r.ttft_ms {
+                *latency.entry((minute, TIME_TO_FIRST_TOKEN, latency_bucket(ttft))).or_default() += n;
+            }
+        }
+        for (minute, s) in minutes {
+            let params =
+                libsql::params![minute, s.requests, s.errors, s.tokens_input, s.tokens_output, s.latency_ms_sum];
+            run(&self.minute, params).await?;
+        }
+        for ((minute, kind, bucket), requests) in latency {
+            run(&self.latency_minute, libsql::params![minute, kind, bucket, requests]).await?;
+        }
+        Ok(())
+    }
+
+    async fn add_hourly(&self, records: &[&AuditRecord]) -> Result<()> {
         let mut hourly: HashMap<&str, Sums> = HashMap::new();
         let mut by_model: HashMap<(&str, &str), Sums> = HashMap::new();
         let mut by_account: HashMap<(String, &str, &str), Sums> = HashMap::new();
@@ -295,6 +359,39 @@ pub async fn errors(conn: &Connection, hours: &Hours) -> Result<Vec<(u16, String
     let mut out = Vec::new();
     while let Some(row) = rows.next().await? {
         out.push((row.get::<u32>(0)?.try_into().unwrap_or(u16::MAX), row.get(1)?, row.get(2)?));
+    }
+    Ok(out)
+}
+
+/// The rollup key of the minute `at` falls in (`YYYY-MM-DDTHH:MM`).
+pub fn minute_key(at: std::time::SystemTime) -> String {
+    crate::time::format_rfc3339(at)[..16].to_string()
+}
+
+/// Requests, errors, tokens in and out, and latency sum since `since_minute`.
+pub async fn minutes_total(conn: &Connection, since_minute: &str) -> Result<[i64; 5]> {
+    let rows = conn
+        .query(
+            "SELECT '', SUM(requests), SUM(errors), SUM(tokens_input), SUM(tokens_output), SUM(latency_ms_sum) \
+             FROM usage_minute WHERE minute >= ?1",
+            [since_minute],
+        )
+        .await?;
+    Ok(collect(rows).await?.first().map(|(_, sums)| *sums).unwrap_or_default())
+}
+
+/// Requests per bucket of latency `kind` since `since_minute`.
+pub async fn minutes_histogram(conn: &Connection, since_minute: &str, kind: i64) -> Result<Vec<(i64, i64)>> {
+    let mut rows = conn
+        .query(
+            "SELECT bucket, SUM(requests) FROM latency_minute WHERE minute >= ?1 AND kind = ?2 \
+             GROUP BY bucket ORDER BY bucket",
+            libsql::params![since_minute, kind],
+        )
+        .await?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().await? {
+        out.push((row.get(0)?, row.get(1)?));
     }
     Ok(out)
 }

@@ -13,7 +13,8 @@ use super::{ApiResult, Tag};
 use crate::auth::{AdminKey, UserKey};
 use crate::declared::{Limit, OneOf, Ranges, ServiceNames};
 use crate::dto::{
-    ActivityFeed, ActivityItem, GpuReport, Insights, Resources, RestartRequested, Service, ServiceList, SystemHealth,
+    ActivityFeed, ActivityItem, GpuReport, InferenceStats, Insights, Resources, RestartRequested, Service, ServiceList,
+    SystemHealth,
 };
 
 pub struct SystemApi;
@@ -66,6 +67,15 @@ impl SystemApi {
         let ready = report.is_ready();
         let body = Json(report.into());
         Ok(if ready { HealthReport::Ready(body) } else { HealthReport::Down(body) })
+    }
+
+    /// Inference statistics
+    ///
+    /// Requests per minute, error rate, tokens per second, latency and time to first token
+    /// (p50/p95/p99) over the last 5 and 60 minutes, for every gateway on this database.
+    #[oai(path = "/system/inference", method = "get")]
+    async fn inference(&self, vault: Data<&Arc<Vault>>, _key: UserKey) -> ApiResult<Json<InferenceStats>> {
+        Ok(Json(vault.inference_stats().await?.into()))
     }
 
     /// Managed services

@@ -488,7 +488,8 @@ pub struct AuditStatsTotals {
     pub tokens_output: i64,
 }
 
-/// Estimates from a latency histogram (at most 19% high); null when there were no requests.
+/// Milliseconds; percentiles are estimates from a histogram (at most 19% high). Null when
+/// there was nothing to measure.
 #[derive(Object)]
 pub struct LatencySummary {
     #[oai(nullable)]
@@ -499,6 +500,12 @@ pub struct LatencySummary {
     pub p95: Option<f64>,
     #[oai(nullable)]
     pub p99: Option<f64>,
+}
+
+impl From<audit::stats::LatencySummary> for LatencySummary {
+    fn from(l: audit::stats::LatencySummary) -> Self {
+        LatencySummary { avg: l.avg, p50: l.p50, p95: l.p95, p99: l.p99 }
+    }
 }
 
 #[derive(Object)]
@@ -537,7 +544,7 @@ impl From<audit::AuditStats> for AuditStats {
                 tokens_input: t.tokens_input,
                 tokens_output: t.tokens_output,
             },
-            latency_ms: LatencySummary { avg: l.avg, p50: l.p50, p95: l.p95, p99: l.p99 },
+            latency_ms: l.into(),
             accounts: s
                 .accounts
                 .into_iter()

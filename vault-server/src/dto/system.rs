@@ -1,7 +1,7 @@
 //! The JSON shapes of `/vault/system/*`, `/vault/insights` and `/vault/activity`.
 
 use poem_openapi::Object;
-use vault_core::{activity, gpu, health, insights, services, system};
+use vault_core::{activity, gpu, health, insights, live, services, system};
 
 #[derive(Object)]
 pub struct Resources {
@@ -379,5 +379,53 @@ pub struct RestartRequested {
 impl From<services::RestartRequested> for RestartRequested {
     fn from(r: services::RestartRequested) -> Self {
         RestartRequested { service: r.service, unit: r.unit, command: r.command, dry_run: r.dry_run }
+    }
+}
+
+#[derive(Object)]
+pub struct InferenceStats {
+    /// The last 5 and the last 60 minutes (the current minute included).
+    pub windows: Vec<InferenceWindow>,
+    /// Streamed answers this gateway is sending now.
+    pub active_streams: i64,
+}
+
+#[derive(Object)]
+pub struct InferenceWindow {
+    pub minutes: u32,
+    pub requests: i64,
+    pub requests_per_minute: f64,
+    pub errors: i64,
+    pub error_rate: f64,
+    pub tokens_input: i64,
+    pub tokens_output: i64,
+    /// Output tokens per second.
+    pub tokens_per_second: f64,
+    pub latency_ms: super::LatencySummary,
+    /// Streams only: from a request's arrival to the first bytes of its answer.
+    pub ttft_ms: super::LatencySummary,
+}
+
+impl From<live::InferenceStats> for InferenceStats {
+    fn from(s: live::InferenceStats) -> Self {
+        InferenceStats {
+            windows: s
+                .windows
+                .into_iter()
+                .map(|w| InferenceWindow {
+                    minutes: w.minutes,
+                    requests: w.requests,
+                    requests_per_minute: w.requests_per_minute,
+                    errors: w.errors,
+                    error_rate: w.error_rate,
+                    tokens_input: w.tokens_input,
+                    tokens_output: w.tokens_output,
+                    tokens_per_second: w.tokens_per_second,
+                    latency_ms: w.latency_ms.into(),
+                    ttft_ms: w.ttft_ms.into(),
+                })
+                .collect(),
+            active_streams: s.active_streams,
+        }
     }
 }
