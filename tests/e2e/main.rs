@@ -10,6 +10,7 @@ mod faults;
 mod https;
 mod inference;
 mod limits;
+mod live_feed;
 mod metrics;
 mod operations;
 mod setup;

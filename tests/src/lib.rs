@@ -67,6 +67,11 @@ impl TestApp {
         }
     }
 
+    /// The gateway's core, for what only it can tell.
+    pub fn vault(&self) -> &std::sync::Arc<vault_core::Vault> {
+        &self.gateway.as_ref().expect("running").vault
+    }
+
     /// The host commands the gateway's dry-run system controller recorded, oldest first.
     pub fn host_commands(&self) -> Vec<Vec<String>> {
         self.gateway.as_ref().expect("running").vault.controller.recorded()
@@ -98,6 +103,13 @@ impl TestApp {
     /// after the client left.
     pub async fn audit_row(&self, request_id: &str) -> Option<AuditEntry> {
         audit_row(self.db(), request_id).await
+    }
+
+    /// The committed audit rows whose path starts with `path_prefix`, newest first.
+    pub async fn audit_rows(&self, path_prefix: &str) -> Vec<AuditEntry> {
+        self.vault().audit.flush().await;
+        let filter = vault_core::audit::AuditFilter { path_prefix: Some(path_prefix.into()), ..Default::default() };
+        vault_core::audit::query(self.db(), &filter, None, None).await.unwrap()
     }
 
     pub async fn audit_count(&self) -> i64 {

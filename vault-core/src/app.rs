@@ -31,6 +31,8 @@ pub struct Vault {
     pub setup: SetupLock,
     /// Cancelled when streams must end because the gateway stops.
     pub stopping: tokio_util::sync::CancellationToken,
+    /// The live metrics feed of `/ws/system`.
+    pub feed: crate::feed::Feed,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -108,7 +110,8 @@ impl Vault {
         };
         let monitor = SystemMonitor::new()?;
         let setup = SetupLock::load(&config, &db).await?;
-        let vault = Arc::new(Vault { config, db, auth, audit, inference, controller, monitor, setup, stopping });
+        let feed = crate::feed::Feed::default();
+        let vault = Arc::new(Vault { config, db, auth, audit, inference, controller, monitor, setup, stopping, feed });
         if !vault.setup.is_complete() {
             tokio::spawn(watch_setup(Arc::downgrade(&vault)));
         }

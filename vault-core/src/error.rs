@@ -98,6 +98,8 @@ error_codes! {
     InvalidApiKey => "invalid_api_key",
     /// A valid key without the scope the operation needs.
     InsufficientScope => "insufficient_scope",
+    /// A browser page from an origin not in `VAULT_CORS_ORIGINS` tried to open a WebSocket.
+    OriginNotAllowed => "origin_not_allowed",
     /// No such route.
     NotFound => "not_found",
     MethodNotAllowed => "method_not_allowed",

@@ -9,6 +9,7 @@ pub mod config;
 pub mod controller;
 pub mod conversations;
 pub mod error;
+pub mod feed;
 pub mod gpu;
 pub mod health;
 pub mod inference;

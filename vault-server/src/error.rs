@@ -163,6 +163,12 @@ impl ApiResponse for ApiError {
     }
 }
 
+/// The 401 of a request that brought no key.
+pub fn missing_key() -> VaultError {
+    VaultError::unauthorized("An API key is required.")
+        .with_suggestion("Send `Authorization: Bearer vault_sk_…` with a key created by an admin.")
+}
+
 /// Turns whatever error reached the edge of the server into the API's error shape.
 pub fn from_poem_error(err: poem::Error) -> VaultError {
     use poem_openapi::error::{AuthorizationError, ContentTypeError, ParseParamError, ParseRequestPayloadError};
@@ -170,8 +176,7 @@ pub fn from_poem_error(err: poem::Error) -> VaultError {
         return api.0.clone();
     }
     if err.is::<AuthorizationError>() {
-        return VaultError::unauthorized("An API key is required.")
-            .with_suggestion("Send `Authorization: Bearer vault_sk_…` with a key created by an admin.");
+        return missing_key();
     }
     if err.is::<ContentTypeError>() {
         return VaultError::new(ErrorKind::UnsupportedMediaType, ErrorCode::UnsupportedMediaType, err.to_string())

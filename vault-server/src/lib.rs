@@ -20,5 +20,6 @@ mod payload;
 mod schemas;
 pub(crate) mod serve;
 mod server;
+mod websocket;
 
 pub use server::{Server, app, openapi_service, shutdown_signal, spec_json};

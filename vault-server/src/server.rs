@@ -80,7 +80,7 @@ pub fn app(vault: Arc<Vault>, certificates: Arc<Certificates>) -> impl Endpoint 
     let parsed: serde_json::Value = serde_json::from_str(&document).unwrap_or_default();
     let allowed = AllowedMethods::from_spec(&parsed);
     let templates = parsed["paths"].as_object().map(|paths| paths.keys().cloned().collect::<Vec<_>>());
-    let served_beside = ["/openapi.json", "/docs"];
+    let served_beside = ["/openapi.json", "/docs", crate::websocket::PATH];
     vault.audit.metrics().set_routes(templates.iter().flatten().map(String::as_str).chain(served_beside));
     let docs = service.swagger_ui();
     let spec = poem::endpoint::make_sync(move |_| {
@@ -94,7 +94,12 @@ pub fn app(vault: Arc<Vault>, certificates: Arc<Certificates>) -> impl Endpoint 
             .allow_headers(["authorization", "content-type", "x-request-id"])
             .expose_headers(["x-request-id"])
     });
-    routes.with_if(cors.is_some(), cors.unwrap_or_default()).with(Edge::new(vault, allowed, certificates))
+    // The live feed checks origins itself (CORS does not cover WebSockets), so it is not
+    // behind the CORS layer.
+    Route::new()
+        .at(crate::websocket::PATH, poem::get(crate::websocket::system_feed))
+        .nest("/", routes.with_if(cors.is_some(), cors.unwrap_or_default()))
+        .with(Edge::new(vault, allowed, certificates))
 }
 
 /// A bound server, not yet serving.
