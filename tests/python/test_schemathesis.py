@@ -21,8 +21,8 @@ EXAMPLES_PER_OPERATION = 40
 # cannot state: the engine checks the inference fields itself (vLLM decides what it
 # accepts), a static address needs its prefix length and address together, a time zone
 # must exist on this host, a certificate must parse and match its key, a model must be in
-# the manifest, and an audit time bound must be an RFC 3339 timestamp (with a period's
-# start before its end).
+# the manifest, an audit or log time bound must be an RFC 3339 timestamp (with a period's
+# start before its end), and a cursor must be one the API gave.
 ACCEPTANCE_DECIDED_ELSEWHERE = {
     "POST /v1/chat/completions",
     "POST /v1/completions",
@@ -36,6 +36,7 @@ ACCEPTANCE_DECIDED_ELSEWHERE = {
     "GET /vault/admin/audit",
     "GET /vault/admin/audit/export",
     "GET /vault/admin/audit/stats",
+    "GET /vault/system/logs",
     "POST /vault/setup/model",
 }
 

@@ -19,6 +19,8 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+/// The WebSocket client the tests use.
+pub use tokio_tungstenite;
 use vault_core::audit::AuditEntry;
 use vault_core::config::{self, DbLocation, Overrides};
 use vault_core::keys::{self, Scope};

@@ -150,6 +150,17 @@ impl Vault {
         crate::live::inference_stats(&self.db, self.audit.metrics().active_streams()).await
     }
 
+    /// A page of logs, newest first: this gateway's own log file, or a managed service's
+    /// journal (see `logs`).
+    pub async fn logs(
+        &self,
+        query: &crate::logs::LogQuery,
+        limit: Option<u32>,
+        cursor: Option<String>,
+    ) -> Result<crate::logs::LogPage> {
+        crate::logs::page(self.config.log_file.clone(), self.controller.clone(), query, limit, cursor).await
+    }
+
     /// The gateway's Prometheus metrics, as text (see `metrics`).
     pub fn metrics_text(&self) -> String {
         let (key_cache_hits, key_cache_misses) = self.auth.cache_lookups();

@@ -40,6 +40,11 @@ pub struct Config {
     pub tls_cert_dir: PathBuf,
     pub cors_origins: Vec<String>,
     pub log_level: String,
+    /// Where the server also writes its JSON log (what `/vault/system/logs` reads); `None`:
+    /// stdout only.
+    pub log_file: Option<PathBuf>,
+    /// The log file is rotated (to `.1`, `.2`, …) when it would grow past this.
+    pub log_max_bytes: u64,
     /// Whether host changes (network, time zone) are applied or only recorded.
     pub system_control: SystemControl,
     /// Below this much free space on the database's disk, inference is refused (503)
@@ -86,6 +91,8 @@ pub const VAULT_SETUP_FLAG_PATH: &str = "VAULT_SETUP_FLAG_PATH";
 pub const VAULT_TLS_CERT_DIR: &str = "VAULT_TLS_CERT_DIR";
 pub const VAULT_CORS_ORIGINS: &str = "VAULT_CORS_ORIGINS";
 pub const VAULT_LOG_LEVEL: &str = "VAULT_LOG_LEVEL";
+pub const VAULT_LOG_FILE: &str = "VAULT_LOG_FILE";
+pub const VAULT_LOG_MAX_MB: &str = "VAULT_LOG_MAX_MB";
 pub const VAULT_SYSTEM_CONTROL: &str = "VAULT_SYSTEM_CONTROL";
 pub const VAULT_MIN_FREE_MB: &str = "VAULT_MIN_FREE_MB";
 pub const VAULT_MAX_UPSTREAM_BODY_MB: &str = "VAULT_MAX_UPSTREAM_BODY_MB";
@@ -97,6 +104,7 @@ pub const VAULT_MAX_CONNECTIONS: &str = "VAULT_MAX_CONNECTIONS";
 const DEFAULT_UPSTREAM_TIMEOUT_SECS: f64 = 300.0;
 const DEFAULT_MIN_FREE_MB: u64 = 1024;
 const DEFAULT_MAX_UPSTREAM_BODY_MB: u64 = 64;
+const DEFAULT_LOG_MAX_MB: u64 = 50;
 const MIB: u64 = 1024 * 1024;
 
 fn bad(var: &str, why: impl std::fmt::Display) -> VaultError {
@@ -169,6 +177,11 @@ impl Config {
             .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect())
             .unwrap_or_default();
         let log_level = lookup(VAULT_LOG_LEVEL).unwrap_or_else(|| "info".into());
+        let log_file = match lookup(VAULT_LOG_FILE).as_deref() {
+            Some("off") => None,
+            Some(path) => Some(PathBuf::from(path)),
+            None => Some(data_dir.join("logs").join("vault.log")),
+        };
         let system_control = match lookup(VAULT_SYSTEM_CONTROL).as_deref() {
             None | Some("dry-run") => SystemControl::DryRun,
             Some("host") => SystemControl::Host,
@@ -184,6 +197,7 @@ impl Config {
             }
         };
         let min_free_bytes = megabytes(VAULT_MIN_FREE_MB, DEFAULT_MIN_FREE_MB, 0)? * MIB;
+        let log_max_bytes = megabytes(VAULT_LOG_MAX_MB, DEFAULT_LOG_MAX_MB, 1)? * MIB;
         let max_upstream_body =
             usize::try_from(megabytes(VAULT_MAX_UPSTREAM_BODY_MB, DEFAULT_MAX_UPSTREAM_BODY_MB, 1)? * MIB)
                 .unwrap_or(usize::MAX);
@@ -219,6 +233,8 @@ impl Config {
             tls_cert_dir,
             cors_origins,
             log_level,
+            log_file,
+            log_max_bytes,
             system_control,
             min_free_bytes,
             max_upstream_body,
@@ -291,6 +307,8 @@ impl Config {
             "tls_cert_dir": self.tls_cert_dir.display().to_string(),
             "cors_origins": self.cors_origins,
             "log_level": self.log_level,
+            "log_file": self.log_file.as_ref().map(|p| p.display().to_string()),
+            "log_max_mb": self.log_max_bytes / MIB,
             "system_control": match self.system_control {
                 SystemControl::DryRun => "dry-run",
                 SystemControl::Host => "host",
@@ -392,6 +410,8 @@ mod tests {
         assert_eq!(c.system_control, SystemControl::DryRun);
         assert!(!c.models_manifest_explicit);
         assert_eq!(c.metrics_addr, None);
+        assert_eq!(c.log_file, Some(PathBuf::from("./data/logs/vault.log")));
+        assert_eq!(config(&[(VAULT_LOG_FILE, "off")]).unwrap().log_file, None);
         let c = config(&[(VAULT_METRICS_ADDR, "[::1]:9464")]).unwrap();
         assert_eq!(c.metrics_addr.map(|a| a.to_string()).as_deref(), Some("[::1]:9464"));
     }
@@ -414,6 +434,7 @@ mod tests {
             (VAULT_MAX_CONNECTIONS, "0"),
             (VAULT_METRICS_ADDR, "0.0.0.0:9464"),
             (VAULT_METRICS_ADDR, "localhost"),
+            (VAULT_LOG_MAX_MB, "0"),
         ] {
             let err = config(&[(var, value)]).unwrap_err();
             assert!(err.message.starts_with(var), "{var}: {}", err.message);

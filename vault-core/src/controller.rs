@@ -60,6 +60,16 @@ pub trait SystemController: Send + Sync {
     fn is_dry_run(&self) -> bool;
     /// The state of a systemd unit.
     fn unit_status(&self, unit: &str) -> UnitStatus;
+    /// Up to `lines` entries of the journal of `unit`, newest first, as `journalctl -o json`
+    /// lines: after `cursor` (a journald cursor), within `since`..`until`.
+    fn journal(
+        &self,
+        unit: &str,
+        lines: usize,
+        cursor: Option<&str>,
+        since: Option<std::time::SystemTime>,
+        until: Option<std::time::SystemTime>,
+    ) -> Result<Vec<String>>;
     /// The commands a dry run recorded, oldest first; empty for the real controller.
     fn recorded(&self) -> Vec<Vec<String>> {
         Vec::new()
@@ -141,6 +151,18 @@ impl SystemController for DryRunController {
         UnitStatus::unknown("dry run: systemd is not asked (VAULT_SYSTEM_CONTROL=dry-run)")
     }
 
+    /// No journal is read in a dry run.
+    fn journal(
+        &self,
+        _unit: &str,
+        _lines: usize,
+        _cursor: Option<&str>,
+        _since: Option<std::time::SystemTime>,
+        _until: Option<std::time::SystemTime>,
+    ) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
     fn recorded(&self) -> Vec<Vec<String>> {
         self.recorded.lock().map(|r| r.clone()).unwrap_or_default()
     }
@@ -191,6 +213,55 @@ impl SystemController for HostController {
             Ok(output) => UnitStatus::from_show(&String::from_utf8_lossy(&output.stdout)),
         }
     }
+
+    fn journal(
+        &self,
+        unit: &str,
+        lines: usize,
+        cursor: Option<&str>,
+        since: Option<std::time::SystemTime>,
+        until: Option<std::time::SystemTime>,
+    ) -> Result<Vec<String>> {
+        let output = std::process::Command::new("journalctl")
+            .args(journal_args(unit, lines, cursor, since, until))
+            .output()
+            .map_err(|e| VaultError::internal("reading the journal", e))?;
+        if !output.status.success() {
+            let why = format!("journalctl exited with {}: {}", output.status, String::from_utf8_lossy(&output.stderr));
+            return Err(VaultError::internal("reading the journal", why));
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).lines().map(String::from).collect())
+    }
+}
+
+/// The arguments of `journalctl` for one page of a unit's journal, newest first.
+fn journal_args(
+    unit: &str,
+    lines: usize,
+    cursor: Option<&str>,
+    since: Option<std::time::SystemTime>,
+    until: Option<std::time::SystemTime>,
+) -> Vec<String> {
+    let seconds = |at: std::time::SystemTime| {
+        at.duration_since(std::time::UNIX_EPOCH).map(|d| format!("@{}", d.as_secs())).unwrap_or_else(|_| "@0".into())
+    };
+    let mut args = vec![
+        format!("--unit={unit}"),
+        "--output=json".into(),
+        "--reverse".into(),
+        "--no-pager".into(),
+        format!("--lines={lines}"),
+    ];
+    if let Some(cursor) = cursor {
+        args.push(format!("--after-cursor={cursor}"));
+    }
+    if let Some(since) = since {
+        args.push(format!("--since={}", seconds(since)));
+    }
+    if let Some(until) = until {
+        args.push(format!("--until={}", seconds(until)));
+    }
+    args
 }
 
 #[cfg(test)]
@@ -208,6 +279,24 @@ mod tests {
         dry.apply(&HostChange::Timezone("Europe/Berlin".into())).unwrap();
         assert_eq!(dry.recorded()[0], ["timedatectl", "set-timezone", "Europe/Berlin"]);
         assert_eq!(dry.unit_status("vllm.service").state, "unknown");
+    }
+
+    #[test]
+    fn journal_pages_are_one_argument_each() {
+        let since = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_764_323_702);
+        let args = journal_args("vllm.service", 50, Some("s=1;i=2"), Some(since), None);
+        assert_eq!(
+            args,
+            [
+                "--unit=vllm.service",
+                "--output=json",
+                "--reverse",
+                "--no-pager",
+                "--lines=50",
+                "--after-cursor=s=1;i=2",
+                "--since=@1764323702"
+            ]
+        );
     }
 
     #[test]

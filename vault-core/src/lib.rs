@@ -16,6 +16,7 @@ pub mod inference;
 pub mod insights;
 pub mod keys;
 pub mod live;
+pub mod logs;
 pub mod manifest;
 pub mod metrics;
 pub mod model;

@@ -54,6 +54,12 @@ pub struct ConfigArgs {
     /// Log filter, e.g. `info` or `vault_core=debug` [default: info].
     #[arg(long, env = config::VAULT_LOG_LEVEL, global = true)]
     pub log_level: Option<String>,
+    /// The JSON log file, rotated by size (`off`: stdout only) [default: <data dir>/logs/vault.log].
+    #[arg(long, env = config::VAULT_LOG_FILE, global = true)]
+    pub log_file: Option<String>,
+    /// The log file is rotated when it would grow past this many MB; four old files are kept [default: 50].
+    #[arg(long, env = config::VAULT_LOG_MAX_MB, global = true)]
+    pub log_max_mb: Option<String>,
     /// `dry-run` records host changes (network, time zone) without making them; `host` makes them [default: dry-run].
     #[arg(long, env = config::VAULT_SYSTEM_CONTROL, global = true)]
     pub system_control: Option<String>,
@@ -98,6 +104,8 @@ impl ConfigArgs {
             (config::VAULT_TLS_CERT_DIR, &self.tls_cert_dir),
             (config::VAULT_CORS_ORIGINS, &self.cors_origins),
             (config::VAULT_LOG_LEVEL, &self.log_level),
+            (config::VAULT_LOG_FILE, &self.log_file),
+            (config::VAULT_LOG_MAX_MB, &self.log_max_mb),
             (config::VAULT_SYSTEM_CONTROL, &self.system_control),
             (config::VAULT_MIN_FREE_MB, &self.min_free_mb),
             (config::VAULT_MAX_UPSTREAM_BODY_MB, &self.max_upstream_body_mb),

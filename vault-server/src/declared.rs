@@ -108,6 +108,9 @@ choices! {
     MessageRoles => vault_core::conversations::ROLES.iter().copied();
     TlsModes => vault_core::certificate::TLS_MODES.iter().copied();
     ServiceNames => vault_core::services::SERVICES.iter().map(|s| s.name);
+    LogServices =>
+        std::iter::once(vault_core::logs::VAULT_SERVICE).chain(vault_core::services::SERVICES.iter().map(|s| s.name));
+    LogLevels => vault_core::logs::LEVELS;
     AuditExportFormats => vault_core::audit::ExportFormat::ALL.map(vault_core::audit::ExportFormat::as_str);
     ConversationExportFormats =>
         vault_core::conversations::ExportFormat::ALL.map(vault_core::conversations::ExportFormat::as_str);

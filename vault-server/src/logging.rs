@@ -1,5 +1,6 @@
-//! The server's log: JSON lines on stdout, written by a thread of their own so no request
-//! ever waits on a slow terminal, pipe or journal. Request lines come pre-serialized from
+//! The server's log: JSON lines on stdout and in the log file (`VAULT_LOG_FILE`, rotated
+//! by size; what `/vault/system/logs` reads), written by a thread of their own so no request
+//! ever waits on a slow terminal, pipe, journal or disk. Request lines come pre-serialized from
 //! the audit trail; everything else is formatted by `tracing`. Both go through the same
 //! queue, one whole line per message, so lines never interleave.
 
@@ -8,7 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 
 use vault_core::VaultError;
-use vault_core::config::{Config, VAULT_LOG_LEVEL};
+use vault_core::config::{Config, VAULT_LOG_FILE, VAULT_LOG_LEVEL};
+use vault_core::logs::RotatingFile;
 
 /// Lines queued beyond this are dropped (and counted) rather than held in memory: the
 /// audit rows keep the record, the log is a copy for operators.
@@ -129,12 +131,38 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
     }
 }
 
-/// Sets up the process's log on stdout at the configured level; returns the writer, to
-/// flush it before the process exits.
+/// Stdout and, when there is one, the log file: each line goes to both.
+struct Outputs {
+    stdout: std::io::Stdout,
+    file: Option<RotatingFile>,
+}
+
+impl Write for Outputs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // One failing output (a full disk, a closed pipe) does not silence the other.
+        let to_stdout = self.stdout.write_all(buf);
+        let to_file = self.file.as_mut().map_or(Ok(()), |file| file.write_all(buf));
+        to_stdout.and(to_file).map(|()| buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let flushed = self.stdout.flush();
+        self.file.as_mut().map_or(Ok(()), Write::flush).and(flushed)
+    }
+}
+
+/// Sets up the process's log at the configured level, on stdout and in the log file;
+/// returns the writer, to flush it before the process exits.
 pub fn init(config: &Config) -> Result<LogWriter, VaultError> {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
         .map_err(|e| VaultError::config(format!("{VAULT_LOG_LEVEL}: {e}")))?;
-    let writer = LogWriter::start(std::io::stdout());
+    let file = match &config.log_file {
+        Some(path) => Some(RotatingFile::open(path, config.log_max_bytes).map_err(|e| {
+            VaultError::config(format!("{VAULT_LOG_FILE}: cannot write the log file {}: {e}", path.display()))
+        })?),
+        None => None,
+    };
+    let writer = LogWriter::start(Outputs { stdout: std::io::stdout(), file });
     tracing_subscriber::fmt()
         .json()
         .flatten_event(true)

@@ -52,6 +52,8 @@ async fn main() -> ExitCode {
 
 async fn serve(args: &ConfigArgs) -> Result<(), VaultError> {
     let config = Config::load(&args.overrides())?;
+    // First the data dir, which holds the log file by default: a bad one is named as such.
+    config.prepare_data_dir()?;
     let log = vault_server::logging::init(&config)?;
     let vault = Vault::open(config).await?;
     let server = Server::bind(vault.clone()).await?;

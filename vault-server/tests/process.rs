@@ -22,6 +22,8 @@ async fn bad_settings_stop_start_up_with_one_line_naming_the_variable() {
         ("VAULT_MODELS_MANIFEST", "/nonexistent/models.json"),
         ("VAULT_DATA_DIR", "/proc/vault-cannot-write-here"),
         ("VAULT_LOG_LEVEL", "info,=[bad"),
+        ("VAULT_LOG_FILE", "/proc/vault-cannot-write-here/vault.log"),
+        ("VAULT_METRICS_ADDR", "0.0.0.0:9464"),
     ];
     for (var, value) in cases {
         let dir = tempfile::tempdir().unwrap();

@@ -7,14 +7,14 @@ use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi};
 use vault_core::insights::Range;
-use vault_core::{Vault, VaultError, activity, gpu, health, services};
+use vault_core::{Vault, VaultError, activity, gpu, health, logs, services};
 
 use super::{ApiResult, Tag};
 use crate::auth::{AdminKey, UserKey};
-use crate::declared::{Limit, OneOf, Ranges, ServiceNames};
+use crate::declared::{Limit, LogLevels, LogServices, OneOf, Ranges, ServiceNames};
 use crate::dto::{
-    ActivityFeed, ActivityItem, GpuReport, InferenceStats, Insights, Resources, RestartRequested, Service, ServiceList,
-    SystemHealth,
+    ActivityFeed, ActivityItem, GpuReport, InferenceStats, Insights, LogPage, Resources, RestartRequested, Service,
+    ServiceList, SystemHealth,
 };
 
 pub struct SystemApi;
@@ -101,6 +101,42 @@ impl SystemApi {
     ) -> ApiResult<RestartAccepted> {
         let requested = services::restart(&vault.db, &vault.controller, name.as_str(), &key.0.account()).await?;
         Ok(RestartAccepted::Accepted(Json(requested.into())))
+    }
+
+    /// Logs
+    ///
+    /// This gateway's own log (its JSON log file, rotated files included), or a managed
+    /// service's systemd journal, newest first, a page at a time: pass `next_cursor` back as
+    /// `cursor`. Filtered by level (that level and the more severe), time and text.
+    #[oai(path = "/system/logs", method = "get")]
+    #[allow(clippy::too_many_arguments)]
+    async fn logs(
+        &self,
+        vault: Data<&Arc<Vault>>,
+        _key: AdminKey,
+        /// [default: `vault`]
+        service: Query<Option<OneOf<LogServices>>>,
+        /// This level and the more severe ones [default: all].
+        level: Query<Option<OneOf<LogLevels>>>,
+        /// RFC 3339, inclusive.
+        since: Query<Option<String>>,
+        /// RFC 3339, exclusive.
+        until: Query<Option<String>>,
+        /// Entries whose line contains this, ignoring case.
+        text: Query<Option<String>>,
+        /// [default: 100]
+        limit: Query<Option<Limit<{ logs::PAGES.max }>>>,
+        /// `next_cursor` of the previous page.
+        cursor: Query<Option<String>>,
+    ) -> ApiResult<Json<LogPage>> {
+        let query = logs::LogQuery {
+            service: service.0.map(String::from),
+            level: level.0.map(String::from),
+            since: since.0,
+            until: until.0,
+            text: text.0,
+        };
+        Ok(Json(vault.logs(&query, limit.0.map(|l| l.0), cursor.0).await?.into()))
     }
 
     /// Usage insights

@@ -1,7 +1,7 @@
 //! The JSON shapes of `/vault/system/*`, `/vault/insights` and `/vault/activity`.
 
 use poem_openapi::Object;
-use vault_core::{activity, gpu, health, insights, live, services, system};
+use vault_core::{activity, gpu, health, insights, live, logs, services, system};
 
 #[derive(Object)]
 pub struct Resources {
@@ -426,6 +426,46 @@ impl From<live::InferenceStats> for InferenceStats {
                 })
                 .collect(),
             active_streams: s.active_streams,
+        }
+    }
+}
+
+#[derive(Object)]
+pub struct LogPage {
+    /// Newest first.
+    pub items: Vec<LogEntry>,
+    /// Pass as `cursor` for the next (older) page; null when there is no more. A page may
+    /// hold fewer entries than `limit` (even none) while more remain.
+    #[oai(nullable)]
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Object)]
+pub struct LogEntry {
+    pub timestamp: String,
+    /// `ERROR`, `WARN`, `INFO`, `DEBUG` or `TRACE`.
+    pub level: String,
+    pub service: String,
+    pub message: String,
+    /// The entry's other fields (target, request id, path, …).
+    pub fields: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+impl From<logs::LogPage> for LogPage {
+    fn from(p: logs::LogPage) -> Self {
+        LogPage {
+            items: p
+                .items
+                .into_iter()
+                .map(|e| LogEntry {
+                    timestamp: e.timestamp,
+                    level: e.level,
+                    service: e.service,
+                    message: e.message,
+                    fields: e.fields.into_iter().collect(),
+                })
+                .collect(),
+            next_cursor: p.next_cursor,
         }
     }
 }
