@@ -73,9 +73,13 @@ async fn filters_narrow_the_rows_and_bad_ones_name_their_parameter() {
     let future: Value =
         app.send("GET", "/vault/admin/audit?from=2999-01-01T00:00:00Z", Some(&admin), None).await.json().await.unwrap();
     assert_eq!(future["items"], serde_json::json!([]), "{future}");
-    for (query, field) in
-        [("from=yesterday", "from"), ("to=soon", "to"), ("cursor=abc", "cursor"), ("limit=0", "limit")]
-    {
+    for (query, field) in [
+        ("from=yesterday", "from"),
+        ("to=soon", "to"),
+        ("cursor=abc", "cursor"),
+        ("limit=0", "limit"),
+        ("limit=-5", "limit"),
+    ] {
         let response = app.send("GET", &format!("/vault/admin/audit?{query}"), Some(&admin), None).await;
         let error = assert_error(response, 400, "invalid_request").await;
         assert!(error["error"]["message"].as_str().unwrap().starts_with(field), "{query}: {error}");

@@ -163,6 +163,17 @@ impl ApiResponse for ApiError {
     }
 }
 
+/// The framework's reason for a parameter it could not parse, without the names of its
+/// internal types: `failed to parse "integer_uint32": must be a whole number (occurred while
+/// parsing "optional_integer_uint32")` is `must be a whole number`.
+fn plain_reason(reason: &str) -> &str {
+    let reason = reason.split(" (occurred while parsing").next().unwrap_or(reason);
+    match reason.strip_prefix("failed to parse \"") {
+        Some(rest) => rest.split_once("\": ").map_or(reason, |(_, why)| why),
+        None => reason,
+    }
+}
+
 /// The 401 of a request that brought no key.
 pub fn missing_key() -> VaultError {
     VaultError::unauthorized("An API key is required.")
@@ -182,7 +193,10 @@ pub fn from_poem_error(err: poem::Error) -> VaultError {
         return VaultError::new(ErrorKind::UnsupportedMediaType, ErrorCode::UnsupportedMediaType, err.to_string())
             .with_suggestion("Send the body as JSON with `Content-Type: application/json`.");
     }
-    if err.is::<ParseRequestPayloadError>() || err.is::<ParseParamError>() {
+    if let Some(param) = err.downcast_ref::<ParseParamError>() {
+        return VaultError::invalid_field(format!("{}: {}", param.name, plain_reason(&param.reason)));
+    }
+    if err.is::<ParseRequestPayloadError>() {
         return VaultError::invalid_field(err.to_string());
     }
     let status = err.status();
@@ -201,5 +215,20 @@ pub fn from_poem_error(err: poem::Error) -> VaultError {
         }
         s if s.is_client_error() => VaultError::invalid_field(err.to_string()),
         _ => VaultError::internal("serving a request", err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameter_errors_name_the_parameter_not_the_framework_types() {
+        let reason = r#"failed to parse "integer_uint32": must be a whole number (occurred while parsing "optional_integer_uint32")"#;
+        assert_eq!(plain_reason(reason), "must be a whole number");
+        assert_eq!(plain_reason("Type \"string\" expects an input value."), "Type \"string\" expects an input value.");
+        let parse = poem_openapi::error::ParseParamError { name: "limit", reason: reason.into() };
+        let err = from_poem_error(parse.into());
+        assert_eq!((err.message.as_str(), err.status()), ("limit: must be a whole number", 400));
     }
 }
