@@ -153,9 +153,16 @@ async fn many_sockets_share_one_sampler() {
     }
     let taken = app.vault().feed.samples_taken();
     assert!((2..=4).contains(&taken), "{taken} samples for 25 sockets");
-    // With every socket gone, the sampler stops.
+    // With every socket gone, the sampler stops (at its next tick).
+    assert!(app.vault().feed.is_sampling());
     drop(sockets);
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let later = app.vault().feed.samples_taken();
-    assert!(later <= taken + 2, "still sampling: {taken} then {later}");
+    let gone = Instant::now();
+    while app.vault().feed.is_sampling() {
+        assert!(gone.elapsed() < Duration::from_secs(5), "still sampling");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // And a new socket starts it again.
+    let mut again = connect(&app, &key).await;
+    next_frame(&mut again).await;
+    assert!(app.vault().feed.is_sampling());
 }

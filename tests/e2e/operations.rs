@@ -112,7 +112,9 @@ async fn inference_stats_cover_the_last_minutes_with_time_to_first_token_for_str
     assert_eq!(windows.iter().map(|w| w["minutes"].as_u64().unwrap()).collect::<Vec<_>>(), [5, 60]);
     let five = &windows[0];
     assert_eq!((five["requests"].as_i64(), five["errors"].as_i64()), (Some(5), Some(0)), "{stats}");
-    assert_eq!(five["requests_per_minute"], 1.0);
+    // Five requests over the five minutes and the part of this one gone by.
+    let per_minute = five["requests_per_minute"].as_f64().unwrap();
+    assert!(per_minute > 0.8 && per_minute <= 1.0, "{per_minute}");
     assert!(five["tokens_per_second"].as_f64().unwrap() > 0.0);
     assert!(five["latency_ms"]["p95"].as_f64().is_some() && five["ttft_ms"]["p50"].as_f64().is_some(), "{stats}");
     assert_eq!(stats["active_streams"], 0);

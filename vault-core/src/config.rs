@@ -323,14 +323,11 @@ impl Config {
     }
 
     /// Whether a browser page of `origin` (an `Origin` header) may use this gateway from
-    /// script where the browser does not ask first (a WebSocket): when it is one of
-    /// `VAULT_CORS_ORIGINS`, or the gateway's own origin (the same host and port as `host`,
-    /// the request's `Host`).
-    pub fn allows_origin(&self, origin: &str, host: Option<&str>) -> bool {
-        let same_origin = origin
-            .split_once("://")
-            .is_some_and(|(scheme, authority)| matches!(scheme, "http" | "https") && Some(authority) == host);
-        same_origin || self.cors_origins.iter().any(|allowed| allowed == origin)
+    /// script where the browser does not ask first (a WebSocket): only when it is one of
+    /// `VAULT_CORS_ORIGINS`. (Comparing it with `Host` instead would let a page that
+    /// re-pointed its own name at the box — DNS rebinding — pass as the box's own.)
+    pub fn allows_origin(&self, origin: &str) -> bool {
+        self.cors_origins.iter().any(|allowed| allowed == origin)
     }
 
     /// The listen address as `host:port`.
@@ -443,13 +440,12 @@ mod tests {
     }
 
     #[test]
-    fn origins_are_allowed_when_listed_or_the_gateway_own() {
+    fn only_listed_origins_are_allowed() {
         let c = config(&[(VAULT_CORS_ORIGINS, "https://dash.clinic.example")]).unwrap();
-        assert!(c.allows_origin("https://dash.clinic.example", Some("vault:8000")));
-        assert!(c.allows_origin("http://vault:8000", Some("vault:8000")));
-        assert!(!c.allows_origin("https://evil.example", Some("vault:8000")));
-        assert!(!c.allows_origin("https://evil.example", None));
-        assert!(!c.allows_origin("null", Some("null")));
+        assert!(c.allows_origin("https://dash.clinic.example"));
+        assert!(!c.allows_origin("http://vault:8000"), "not even one that names the box itself");
+        assert!(!c.allows_origin("https://evil.example"));
+        assert!(!c.allows_origin("null"));
     }
 
     #[test]

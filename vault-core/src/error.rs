@@ -98,7 +98,8 @@ error_codes! {
     InvalidApiKey => "invalid_api_key",
     /// A valid key without the scope the operation needs.
     InsufficientScope => "insufficient_scope",
-    /// A browser page from an origin not in `VAULT_CORS_ORIGINS` tried to open a WebSocket.
+    /// A browser page from an origin not in `VAULT_CORS_ORIGINS` tried to open a WebSocket,
+    /// or a request to the keyless metrics port named a host other than the box itself.
     OriginNotAllowed => "origin_not_allowed",
     /// No such route.
     NotFound => "not_found",

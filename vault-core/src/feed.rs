@@ -79,7 +79,7 @@ impl Default for Feed {
 }
 
 impl Feed {
-    /// Frames from now on (the latest one first, when there is one), sampled for `vault`.
+    /// Frames from now on (the next one comes within an interval), sampled for `vault`.
     pub fn subscribe(&self, vault: &Arc<Vault>) -> Frames {
         let Ok(mut running) = self.running.lock() else {
             return self.frames.subscribe();
@@ -97,6 +97,11 @@ impl Feed {
         self.samples.load(Ordering::Relaxed)
     }
 
+    /// Whether a sampler runs now.
+    pub fn is_sampling(&self) -> bool {
+        self.running.lock().map(|r| *r).unwrap_or(false)
+    }
+
     /// Whether the sampler should go on; when not, it is marked stopped.
     fn keep_sampling(&self) -> bool {
         let Ok(mut running) = self.running.lock() else { return false };
@@ -107,7 +112,22 @@ impl Feed {
     }
 }
 
+/// Marks the sampler stopped however its task ends (a panic, the runtime shutting down), so
+/// the next subscriber starts another.
+struct Stopped(Weak<Vault>);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        if let Some(vault) = self.0.upgrade()
+            && let Ok(mut running) = vault.feed.running.lock()
+        {
+            *running = false;
+        }
+    }
+}
+
 async fn sample(vault: Weak<Vault>) {
+    let _stopped = Stopped(vault.clone());
     let mut ticks = tokio::time::interval(INTERVAL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -2,8 +2,9 @@
 //! first token over the last 5 and 60 minutes, read from the per-minute rollups the audit
 //! writer keeps (so they cover every gateway on the database, and survive a restart).
 //!
-//! A window of N minutes is the N minutes before now plus the current one, so no request
-//! of the last N minutes is left out; rates divide by N.
+//! A window of N minutes runs from the start of the minute N minutes ago to now (the
+//! rollups are per minute), so no request of the last N minutes is left out; its rates
+//! divide by the time it really covers, between N and N + 1 minutes.
 
 use std::time::{Duration, SystemTime};
 
@@ -55,6 +56,12 @@ fn summary(histogram: &[(i64, i64)], avg: Option<f64>) -> LatencySummary {
     }
 }
 
+/// The start of the minute `at` falls in.
+fn minute_start(at: SystemTime) -> SystemTime {
+    let secs = at.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    SystemTime::UNIX_EPOCH + Duration::from_secs(secs - secs % 60)
+}
+
 pub async fn inference_stats(db: &Db, active_streams: i64) -> Result<InferenceStats> {
     inference_stats_at(db, active_streams, SystemTime::now()).await
 }
@@ -63,7 +70,9 @@ pub async fn inference_stats_at(db: &Db, active_streams: i64, now: SystemTime) -
     let conn = db.connect().await?;
     let mut windows = Vec::new();
     for minutes in WINDOWS {
-        let since = usage::minute_key(now - Duration::from_secs(u64::from(minutes) * 60));
+        let start = now - Duration::from_secs(u64::from(minutes) * 60);
+        let since = usage::minute_key(start);
+        let covered = now.duration_since(minute_start(start)).unwrap_or_default().as_secs_f64().max(1.0);
         let [requests, errors, tokens_input, tokens_output, latency_sum] = usage::minutes_total(&conn, &since).await?;
         let latency = usage::minutes_histogram(&conn, &since, LATENCY).await?;
         let ttft = usage::minutes_histogram(&conn, &since, TIME_TO_FIRST_TOKEN).await?;
@@ -71,12 +80,12 @@ pub async fn inference_stats_at(db: &Db, active_streams: i64, now: SystemTime) -
         windows.push(Window {
             minutes,
             requests,
-            requests_per_minute: round(requests as f64 / f64::from(minutes), 2),
+            requests_per_minute: round(requests as f64 / (covered / 60.0), 2),
             errors,
             error_rate: if requests > 0 { round(errors as f64 / requests as f64, 4) } else { 0.0 },
             tokens_input,
             tokens_output,
-            tokens_per_second: round(tokens_output as f64 / f64::from(minutes * 60), 2),
+            tokens_per_second: round(tokens_output as f64 / covered, 2),
             latency_ms: summary(&latency, avg),
             ttft_ms: summary(&ttft, None),
         });
@@ -110,7 +119,9 @@ mod tests {
     #[tokio::test]
     async fn windows_count_the_last_minutes_of_requests() {
         let (_dir, db) = storage::test_db().await;
-        let now = SystemTime::now();
+        // Half a minute into a minute: the 5-minute window covers 5.5 minutes.
+        let minute = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs() / 60;
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(minute * 60 + 30);
         let ago = |minutes: u64| now - Duration::from_secs(minutes * 60);
         let mut records = Vec::new();
         for i in 0..20u64 {
@@ -130,13 +141,13 @@ mod tests {
         assert_eq!(stats.active_streams, 2);
         let [five, hour] = [&stats.windows[0], &stats.windows[1]];
         assert_eq!((five.minutes, five.requests, five.errors), (5, 21, 1));
-        assert_eq!(five.requests_per_minute, 4.2);
-        assert_eq!(five.tokens_per_second, round(21.0 * 30.0 / 300.0, 2));
+        assert_eq!(five.requests_per_minute, round(21.0 / 5.5, 2));
+        assert_eq!(five.tokens_per_second, round(21.0 * 30.0 / 330.0, 2));
         let ttft = five.ttft_ms.p50.unwrap();
         assert!((20.0..=24.0).contains(&ttft), "{ttft}");
         assert!(five.latency_ms.p99.unwrap() >= 5_000.0);
         assert_eq!((hour.minutes, hour.requests), (60, 30), "the 90-minute-old request is out");
-        assert_eq!(hour.requests_per_minute, 0.5);
+        assert_eq!(hour.requests_per_minute, round(30.0 / 60.5, 2));
     }
 
     #[tokio::test]

@@ -254,25 +254,35 @@ fn files_newest_first(path: &Path) -> Vec<PathBuf> {
     std::iter::once(path.to_path_buf()).chain((1..=KEEP_ROTATED).map(|n| rotated(path, n))).collect()
 }
 
+/// Where a page ends: the file (by inode) and the offset its last line starts at, with a
+/// digest binding both to the query, so an edited position or another query's cursor is
+/// refused.
 fn cursor(inode: u64, offset: u64, digest: &str) -> String {
-    format!("{inode}.{offset}.{digest}")
+    format!("{inode}.{offset}.{}", position_digest(inode, offset, digest))
+}
+
+fn position_digest(inode: u64, offset: u64, digest: &str) -> String {
+    crate::secrets::sha256_hex(&format!("{inode}.{offset}.{digest}"))[..16].to_string()
 }
 
 /// A page of Vault's own log at `path`.
 fn vault_page(path: &Path, query: &Checked, limit: usize, after: Option<&str>) -> Result<LogPage> {
     let invalid = || VaultError::invalid_field("cursor: not a cursor this API gave for these filters");
-    let files: Vec<(u64, File, u64)> = files_newest_first(path)
+    let mut files: Vec<(u64, File, u64)> = files_newest_first(path)
         .into_iter()
         .filter_map(|p| File::open(p).ok())
         .filter_map(|f| f.metadata().ok().map(|m| (m.ino(), f, m.len())))
         .collect();
+    // A rotation between two opens shows one file under two names: read it once.
+    let mut seen = std::collections::HashSet::new();
+    files.retain(|f| seen.insert(f.0));
     let (mut index, mut end) = match after {
         None => (0, files.first().map_or(0, |f| f.2)),
         Some(raw) => {
             let mut parts = raw.splitn(3, '.');
             let inode: u64 = parts.next().and_then(|p| p.parse().ok()).ok_or_else(invalid)?;
             let offset: u64 = parts.next().and_then(|p| p.parse().ok()).ok_or_else(invalid)?;
-            if parts.next() != Some(query.digest.as_str()) {
+            if parts.next() != Some(position_digest(inode, offset, &query.digest).as_str()) {
                 return Err(invalid());
             }
             let index = files.iter().position(|f| f.0 == inode).ok_or_else(|| {
@@ -527,9 +537,11 @@ mod tests {
         let cursor = ask(LogQuery::default(), Some(2), None).await.unwrap().next_cursor.unwrap();
         let other = LogQuery { text: Some("x".into()), ..LogQuery::default() };
         assert_eq!(status(ask(other, Some(2), Some(cursor.clone())).await), 400);
-        let (inode, rest) = cursor.split_once('.').unwrap();
-        let edited = format!("{}.{rest}", inode.parse::<u64>().unwrap() + 1);
-        assert_eq!(status(ask(LogQuery::default(), Some(2), Some(edited)).await), 400);
+        let parts: Vec<&str> = cursor.split('.').collect();
+        let moved = format!("{}.{}.{}", parts[0], parts[1].parse::<u64>().unwrap() - 1, parts[2]);
+        assert_eq!(status(ask(LogQuery::default(), Some(2), Some(moved)).await), 400, "an edited offset");
+        let edited = format!("{}.{}.{}", parts[0].parse::<u64>().unwrap() + 1, parts[1], parts[2]);
+        assert_eq!(status(ask(LogQuery::default(), Some(2), Some(edited)).await), 400, "an edited file");
         assert_eq!(status(ask(LogQuery::default(), Some(2), Some("garbage".into())).await), 400);
         // A managed service's journal: nothing in a dry run.
         let vllm = ask(LogQuery { service: Some("vllm".into()), ..Default::default() }, None, None).await.unwrap();

@@ -7,8 +7,8 @@
 //! template it matched (`/vault/conversations/{id}`), never the raw path, and a method
 //! outside the usual ones is `OTHER`, so no client can grow the set of series.
 
-use std::sync::Arc;
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -69,7 +69,15 @@ pub struct Metrics {
     audit_commit: Histogram,
     key_cache: Family<CacheLabels, Counter>,
     routes: OnceLock<Routes>,
+    /// The token counters of each model seen (input, output), found without allocating.
+    tokens_by_model: RwLock<HashMap<String, [Counter; 2]>>,
+    /// One scrape at a time: a scrape moves counters kept elsewhere by their difference.
+    scraping: Mutex<()>,
 }
+
+/// Models counted by name at most; tokens of any further one count under `other`, so a
+/// backend that accepts any model name cannot grow the set of series without bound.
+const MAX_MODELS: usize = 64;
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -130,6 +138,8 @@ impl Metrics {
             audit_commit,
             key_cache,
             routes: OnceLock::new(),
+            tokens_by_model: RwLock::new(HashMap::new()),
+            scraping: Mutex::new(()),
         }
     }
 
@@ -159,14 +169,25 @@ impl Metrics {
         self.overhead.observe(total.saturating_sub(waited).as_secs_f64());
         if record.status == 200
             && let Some(model) = record.model.as_deref()
+            && let Some([input, output]) = self.token_counters(model)
         {
-            for (direction, count) in [("input", record.tokens_input), ("output", record.tokens_output)] {
-                if let Some(count) = count.filter(|n| *n > 0) {
-                    let labels = TokenLabels { model: model.to_string(), direction };
-                    self.tokens.get_or_create(&labels).inc_by(count);
-                }
-            }
+            input.inc_by(record.tokens_input.unwrap_or(0));
+            output.inc_by(record.tokens_output.unwrap_or(0));
         }
+    }
+
+    fn token_counters(&self, model: &str) -> Option<[Counter; 2]> {
+        if let Some(counters) = self.tokens_by_model.read().ok()?.get(model) {
+            return Some(counters.clone());
+        }
+        let mut known = self.tokens_by_model.write().ok()?;
+        let label = if known.len() < MAX_MODELS { model } else { "other" };
+        let counter = |direction| self.tokens.get_or_create(&TokenLabels { model: label.into(), direction }).clone();
+        let counters = [counter("input"), counter("output")];
+        if known.len() < MAX_MODELS {
+            known.insert(model.to_string(), counters.clone());
+        }
+        Some(counters)
     }
 
     /// Counts a streamed answer as active until the returned guard is dropped.
@@ -185,6 +206,7 @@ impl Metrics {
 
     /// The metrics in the OpenMetrics text format, with `snapshot`'s values in.
     pub fn encode(&self, snapshot: Snapshot) -> String {
+        let _one_at_a_time = self.scraping.lock();
         self.audit_queue_depth.set(snapshot.audit_queue_depth);
         for (result, total) in [("hit", snapshot.key_cache_hits), ("miss", snapshot.key_cache_misses)] {
             let counter = self.key_cache.get_or_create(&CacheLabels { result });
@@ -242,11 +264,11 @@ impl Routes {
         if let Some(label) = self.exact.get(path) {
             return Arc::clone(label);
         }
-        let segments: Vec<&str> = path.split('/').collect();
+        let count = path.split('/').count();
         for (pattern, rest, label) in &self.patterns {
-            let fits = if *rest { segments.len() >= pattern.len() } else { segments.len() == pattern.len() };
+            let fits = if *rest { count >= pattern.len() } else { count == pattern.len() };
             let matches = fits
-                && pattern.iter().zip(&segments).all(|(want, got)| match want {
+                && pattern.iter().zip(path.split('/')).all(|(want, got)| match want {
                     Some(literal) => literal == got,
                     None => !got.is_empty(),
                 });
@@ -316,5 +338,20 @@ mod tests {
         // A second scrape moves the cache counters by the difference only.
         let text = metrics.encode(Snapshot { audit_queue_depth: 0, key_cache_hits: 12, key_cache_misses: 1 });
         assert!(text.contains("vault_key_cache_lookups_total{result=\"hit\"} 12"));
+    }
+
+    #[test]
+    fn models_past_the_limit_count_under_other() {
+        let metrics = Metrics::new();
+        for i in 0..MAX_MODELS + 10 {
+            let mut chat = record("POST", "/v1/chat/completions", 200);
+            chat.model = Some(format!("model-{i}"));
+            chat.tokens_output = Some(1);
+            metrics.observe_request(&chat, Duration::from_millis(1), None);
+        }
+        let text = metrics.encode(Snapshot::default());
+        let series = text.lines().filter(|l| l.starts_with("vault_tokens_total{") && l.contains("output")).count();
+        assert_eq!(series, MAX_MODELS + 1);
+        assert!(text.contains("vault_tokens_total{model=\"other\",direction=\"output\"} 10"), "{text}");
     }
 }

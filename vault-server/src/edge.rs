@@ -149,8 +149,29 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
     }
 }
 
+/// Whether a request names this box as it is reached from itself: `localhost` or a
+/// loopback address (with any port). A page whose own name was re-pointed at the box (DNS
+/// rebinding) still names itself, and is refused.
+fn addressed_to_loopback(req: &Request) -> bool {
+    let Some(host) = req.uri().authority().map(|a| a.host().to_string()).or_else(|| {
+        let host = req.headers().get(header::HOST)?.to_str().ok()?;
+        host.parse::<poem::http::uri::Authority>().ok().map(|a| a.host().to_string())
+    }) else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 /// The metrics port answers `GET /metrics` without a key, and nothing else.
 fn metrics_port(vault: &Vault, req: &Request) -> Response {
+    if !addressed_to_loopback(req) {
+        return error_response(&VaultError::new(
+            ErrorKind::Forbidden,
+            ErrorCode::OriginNotAllowed,
+            "The metrics port answers requests addressed to localhost or a loopback address only.",
+        ));
+    }
     if req.uri().path() != "/metrics" {
         return error_response(&VaultError::not_found(ErrorCode::NotFound, "This port serves GET /metrics only."));
     }

@@ -132,22 +132,28 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
 }
 
 /// Stdout and, when there is one, the log file: each line goes to both.
-struct Outputs {
-    stdout: std::io::Stdout,
+struct Outputs<S> {
+    stdout: S,
     file: Option<RotatingFile>,
 }
 
-impl Write for Outputs {
+impl<S: Write> Write for Outputs<S> {
+    /// Always takes the whole line: one failing output (a full disk, a closed pipe) loses
+    /// its copy of it, and neither silences the other nor makes it write the line again.
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        // One failing output (a full disk, a closed pipe) does not silence the other.
-        let to_stdout = self.stdout.write_all(buf);
-        let to_file = self.file.as_mut().map_or(Ok(()), |file| file.write_all(buf));
-        to_stdout.and(to_file).map(|()| buf.len())
+        let _ = self.stdout.write_all(buf);
+        if let Some(file) = self.file.as_mut() {
+            let _ = file.write_all(buf);
+        }
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        let flushed = self.stdout.flush();
-        self.file.as_mut().map_or(Ok(()), Write::flush).and(flushed)
+        let _ = self.stdout.flush();
+        if let Some(file) = self.file.as_mut() {
+            let _ = file.flush();
+        }
+        Ok(())
     }
 }
 
@@ -220,5 +226,32 @@ mod tests {
             next[t] += 1;
         }
         assert_eq!(next, [1000; 4]);
+    }
+
+    struct Broken;
+
+    impl Write for Broken {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::other("pipe closed"))
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Err(std::io::Error::other("pipe closed"))
+        }
+    }
+
+    #[test]
+    fn a_broken_output_neither_silences_the_other_nor_repeats_lines_in_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vault.log");
+        let file = RotatingFile::open(&path, 1 << 20).unwrap();
+        let log = LogWriter::start(Outputs { stdout: Broken, file: Some(file) });
+        for i in 0..100 {
+            log.send_line(format!("{{\"i\":{i}}}\n").into_bytes());
+        }
+        log.flush();
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 100, "each line once");
     }
 }

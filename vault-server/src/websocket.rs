@@ -3,8 +3,8 @@
 //!
 //! The key comes as `?token=` (browsers cannot set headers on a WebSocket) or in
 //! `Authorization`; the audit row has the path only, so the token is never recorded. A
-//! browser page from a foreign origin is refused before the key is even looked at (a
-//! WebSocket is not protected by CORS). The key is checked again before every frame: a
+//! browser page from an origin not in `VAULT_CORS_ORIGINS` is refused before the key is
+//! even looked at (a WebSocket is not protected by CORS). The key is checked again before every frame: a
 //! key revoked, or a user deactivated, closes the socket within one interval.
 
 use std::sync::Arc;
@@ -40,16 +40,17 @@ async fn open(req: &Request) -> Result<(Arc<Vault>, String), VaultError> {
     let missing = || VaultError::internal("opening the live feed", "the request state is missing");
     let vault = req.data::<Arc<Vault>>().ok_or_else(missing)?.clone();
     let audit = req.extensions().get::<Arc<RequestAudit>>().ok_or_else(missing)?;
-    if let Some(origin) = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
-        let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok());
-        if !vault.config.allows_origin(origin, host) {
-            return Err(VaultError::new(
-                ErrorKind::Forbidden,
-                ErrorCode::OriginNotAllowed,
-                "This origin may not open the live feed.",
-            )
-            .with_suggestion("An administrator can allow it in VAULT_CORS_ORIGINS."));
-        }
+    // A page's script always sends `Origin`; a client that is no page (a script, a CLI)
+    // sends none and proves itself by its key alone.
+    if let Some(origin) = req.headers().get(header::ORIGIN)
+        && !origin.to_str().is_ok_and(|origin| vault.config.allows_origin(origin))
+    {
+        return Err(VaultError::new(
+            ErrorKind::Forbidden,
+            ErrorCode::OriginNotAllowed,
+            "This origin may not open the live feed.",
+        )
+        .with_suggestion("An administrator can allow it in VAULT_CORS_ORIGINS."));
     }
     let token = token(req).ok_or_else(missing_key)?;
     vault.authenticate(&token, audit).await?;

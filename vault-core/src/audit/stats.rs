@@ -88,14 +88,18 @@ pub fn covering_hours(from: Option<&str>, to: Option<&str>, now: SystemTime) -> 
         .transpose()
     };
     let to = parse("to", to)?.unwrap_or(now);
-    let from = parse("from", from)?.unwrap_or_else(|| to.checked_sub(DEFAULT_PERIOD).unwrap_or(UNIX_EPOCH));
+    let from =
+        parse("from", from)?.unwrap_or_else(|| to.checked_sub(DEFAULT_PERIOD).unwrap_or(UNIX_EPOCH)).max(UNIX_EPOCH);
     if from >= to {
         return Err(VaultError::invalid_field("from: must be before to"));
     }
-    let hour = |at: SystemTime| crate::time::format_rfc3339(at)[..13].to_string();
     let on_the_hour = to.duration_since(UNIX_EPOCH).is_ok_and(|d| d.as_nanos() % 3_600_000_000_000 == 0);
-    let end = if on_the_hour { to } else { to + Duration::from_secs(3600) };
-    Ok(Hours { from: hour(from), to: hour(end) })
+    let end = if on_the_hour { Some(to) } else { to.checked_add(Duration::from_secs(3600)) };
+    let hour = |at: SystemTime| crate::time::try_format_rfc3339(at).map(|t| t[..13].to_string());
+    let (Some(from), Some(to)) = (hour(from), end.and_then(hour)) else {
+        return Err(VaultError::invalid_field("to: must be before the last hour of year 9999"));
+    };
+    Ok(Hours { from, to })
 }
 
 /// The stats of the whole hours covering `[from, to)` (see [`covering_hours`]), from the
@@ -183,6 +187,9 @@ mod tests {
         assert!(hours(None, Some("2026-13-01T00:00:00Z")).unwrap_err().message.starts_with("to"));
         let backwards = hours(Some("2026-05-02T00:00:00Z"), Some("2026-05-01T00:00:00Z")).unwrap_err();
         assert_eq!(backwards.message, "from: must be before to");
+        // The edges of what timestamps can be: an answer or a 400, never a panic.
+        assert_eq!(hours(None, Some("1970-01-01T05:00:00Z")).unwrap().0, "1970-01-01T00");
+        assert!(hours(None, Some("9999-12-31T23:30:00Z")).unwrap_err().message.starts_with("to"));
     }
 
     fn record(timestamp: &str, user: &str, model: &str, status: u16, latency_ms: u64) -> AuditRecord {

@@ -209,18 +209,18 @@ impl AuditLog {
     /// returned receiver says when the row is committed instead.
     pub(super) fn enqueue(&self, record: AuditRecord) -> Option<oneshot::Receiver<bool>> {
         super::line::log_request_line(&record);
-        self.inner.shared.pending.fetch_add(1, Ordering::Relaxed);
         let json = match super::journal::serialize(&record) {
             Ok(json) => json,
             Err(err) => return self.wait_for_commit(record, &err),
         };
         let mut record = Some(record);
         let appended = self.inner.journal.append(&json, |seq| {
-            if let Some(record) = record.take()
-                && let Err(mpsc::error::SendError(Message::Record(record, ..))) =
-                    self.inner.queue.send(Message::Record(Box::new(record), Some(seq), None))
-            {
-                log_unstored(&record);
+            if let Some(record) = record.take() {
+                match self.inner.queue.send(Message::Record(Box::new(record), Some(seq), None)) {
+                    Ok(()) => self.counted_in(),
+                    Err(mpsc::error::SendError(Message::Record(record, ..))) => log_unstored(&record),
+                    Err(_) => {}
+                }
             }
         });
         match (appended, record) {
@@ -239,12 +239,17 @@ impl AuditLog {
             let _ = done.send(false);
             return Some(committed);
         }
-        if let Err(mpsc::error::SendError(Message::Record(record, ..))) =
-            self.send_awaited(Message::Record(Box::new(record), None, Some(done)))
-        {
-            log_unstored(&record);
+        match self.send_awaited(Message::Record(Box::new(record), None, Some(done))) {
+            Ok(()) => self.counted_in(),
+            Err(mpsc::error::SendError(Message::Record(record, ..))) => log_unstored(&record),
+            Err(_) => {}
         }
         Some(committed)
+    }
+
+    /// Counts a row the writer now holds (and will store or give up, counting it out).
+    fn counted_in(&self) {
+        self.inner.shared.pending.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Queues a message someone waits on, and wakes the writer if it is gathering a batch.
@@ -686,6 +691,7 @@ mod tests {
             audit.record_detached(test_record(i));
         }
         audit.flush().await;
+        assert_eq!(audit.queue_depth(), 0, "every row queued was counted out once stored");
         assert_eq!(count(&db).await, 300);
         let stats = audit.stats();
         assert_eq!(stats.rows, 300);

@@ -166,11 +166,14 @@ fn clause(filter: &AuditFilter) -> (String, Vec<libsql::Value>) {
     if let Some(v) = &filter.model {
         conditions.push(format!("model = {}", bind(v.clone().into())));
     }
+    // Bounds are compared as stored timestamps are written (`…T08:00:00.000Z`): as given,
+    // `…T08:00:00Z` would sort after every row of its first second.
+    let bound = |v: &String| crate::time::normalize_rfc3339(v).unwrap_or_else(|| v.clone());
     if let Some(v) = &filter.since {
-        conditions.push(format!("timestamp >= {}", bind(v.clone().into())));
+        conditions.push(format!("timestamp >= {}", bind(bound(v).into())));
     }
     if let Some(v) = &filter.until {
-        conditions.push(format!("timestamp < {}", bind(v.clone().into())));
+        conditions.push(format!("timestamp < {}", bind(bound(v).into())));
     }
     (conditions.join(" AND "), values)
 }
