@@ -12,6 +12,7 @@ mod inference;
 mod limits;
 mod live_feed;
 mod metrics;
+mod models;
 mod operations;
 mod setup;
 mod workspace;

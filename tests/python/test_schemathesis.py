@@ -22,7 +22,8 @@ EXAMPLES_PER_OPERATION = 40
 # accepts), a static address needs its prefix length and address together, a time zone
 # must exist on this host, a certificate must parse and match its key, a model must be in
 # the manifest, an audit or log time bound must be an RFC 3339 timestamp (with a period's
-# start before its end), and a cursor must be one the API gave.
+# start before its end), a cursor must be one the API gave, and a model id must name a
+# folder of the models dir.
 ACCEPTANCE_DECIDED_ELSEWHERE = {
     "POST /v1/chat/completions",
     "POST /v1/completions",
@@ -37,6 +38,8 @@ ACCEPTANCE_DECIDED_ELSEWHERE = {
     "GET /vault/admin/audit/export",
     "GET /vault/admin/audit/stats",
     "GET /vault/system/logs",
+    "GET /vault/models/{model_id}",
+    "DELETE /vault/models/{model_id}",
     "POST /vault/setup/model",
 }
 

@@ -127,6 +127,8 @@ error_codes! {
     /// A state machine refused the transition.
     InvalidState => "invalid_state",
     ModelNotFound => "model_not_found",
+    /// The model is loaded: unload it first.
+    ModelLoaded => "model_loaded",
     /// No managed service of that name.
     ServiceNotFound => "service_not_found",
     /// The inference upstream cannot be reached.

@@ -20,6 +20,7 @@ pub mod logs;
 pub mod manifest;
 pub mod metrics;
 pub mod model;
+pub mod models;
 pub mod secrets;
 pub mod services;
 pub mod settings;

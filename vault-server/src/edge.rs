@@ -233,17 +233,27 @@ fn declared_length(req: &Request) -> Option<u64> {
 }
 
 /// vLLM model ids contain `/` and clients put them in the path as is
-/// (`/v1/models/Qwen/Qwen2.5-7B`); the router sees one segment once they are encoded.
+/// (`/v1/models/Qwen/Qwen2.5-7B`, `/vault/models/Qwen/Qwen2.5-7B`); the router sees one
+/// segment once they are encoded. (Under `/vault/models/`, the fixed routes and a model's
+/// own sub-routes keep their segments.)
 fn encode_slashes_in_model_id(req: &mut Request) {
-    const PREFIX: &str = "/v1/models/";
     let path = req.uri().path();
-    let Some(id) = path.strip_prefix(PREFIX) else {
+    let (prefix, id) = if let Some(id) = path.strip_prefix("/v1/models/") {
+        ("/v1/models/", id)
+    } else if let Some(rest) = path.strip_prefix("/vault/models/") {
+        if rest.starts_with("operations/") {
+            return;
+        }
+        let id = rest.strip_suffix("/load").or_else(|| rest.strip_suffix("/unload")).unwrap_or(rest);
+        ("/vault/models/", id)
+    } else {
         return;
     };
     if !id.contains('/') {
         return;
     }
-    let encoded = format!("{PREFIX}{}", id.replace('/', "%2F"));
+    let tail = &path[prefix.len() + id.len()..];
+    let encoded = format!("{prefix}{}{tail}", id.replace('/', "%2F"));
     let rebuilt = match req.uri().query() {
         Some(query) => format!("{encoded}?{query}"),
         None => encoded,

@@ -5,6 +5,7 @@ mod conversations;
 mod health;
 pub(crate) mod inference;
 mod metrics;
+mod models;
 mod setup;
 mod system;
 mod training;
@@ -16,6 +17,7 @@ pub use conversations::ConversationsApi;
 pub use health::HealthApi;
 pub use inference::InferenceApi;
 pub use metrics::MetricsApi;
+pub use models::ModelsApi;
 pub use setup::SetupApi;
 pub use system::SystemApi;
 pub use training::TrainingApi;
@@ -38,6 +40,8 @@ pub enum Tag {
     Admin,
     /// Host metrics, health, managed services, usage insights and the activity feed.
     System,
+    /// Models on disk and on the GPUs.
+    Models,
     /// The first-boot wizard: no key needed until setup is complete, then gone.
     Setup,
 }
@@ -50,8 +54,9 @@ pub enum NoContent {
 }
 
 /// Every route of the API, as one type for `OpenApiService`.
-pub type Api = (InferenceApi, HealthApi, ConversationsApi, TrainingApi, AdminApi, SystemApi, MetricsApi, SetupApi);
+pub type Api =
+    (InferenceApi, HealthApi, ConversationsApi, TrainingApi, AdminApi, SystemApi, ModelsApi, MetricsApi, SetupApi);
 
 pub fn api() -> Api {
-    (InferenceApi, HealthApi, ConversationsApi, TrainingApi, AdminApi, SystemApi, MetricsApi, SetupApi)
+    (InferenceApi, HealthApi, ConversationsApi, TrainingApi, AdminApi, SystemApi, ModelsApi, MetricsApi, SetupApi)
 }

@@ -4,12 +4,14 @@
 
 mod admin;
 mod conversations;
+mod models;
 mod setup;
 mod system;
 mod training;
 
 pub use admin::*;
 pub use conversations::*;
+pub use models::*;
 pub use setup::*;
 pub use system::*;
 pub use training::*;
