@@ -14,12 +14,13 @@ use vault_core::users::{self, User};
 use vault_core::{ErrorKind, VaultError};
 
 mod audit;
+mod models;
 mod output;
 
 use output::{print_json, print_text, table};
 
 /// Offline administration of a Vault box: API keys, users, the first-boot wizard and its
-/// certificate, the audit log.
+/// certificate, the audit log, the models on disk.
 #[derive(Parser)]
 #[command(version)]
 struct Cli {
@@ -32,6 +33,12 @@ struct Cli {
     /// Token for a remote database.
     #[arg(long, env = config::VAULT_DB_AUTH_TOKEN, hide_env_values = true, global = true)]
     db_auth_token: Option<String>,
+    /// The inference engine, asked which models are loaded [default: http://localhost:8001].
+    #[arg(long, env = config::VLLM_BASE_URL, global = true)]
+    vllm_base_url: Option<String>,
+    /// Where the models are [default: <data dir>/models].
+    #[arg(long, env = config::VAULT_MODELS_DIR, global = true)]
+    models_dir: Option<String>,
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
@@ -98,6 +105,11 @@ enum Command {
         #[command(subcommand)]
         command: audit::AuditCommand,
     },
+    /// The models on disk: list, show, delete.
+    Models {
+        #[command(subcommand)]
+        command: models::ModelsCommand,
+    },
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -142,6 +154,8 @@ async fn open_db(cli: &Cli) -> Result<(Config, Db), VaultError> {
         (config::VAULT_DATA_DIR, &cli.data_dir),
         (config::VAULT_DB_URL, &cli.db_url),
         (config::VAULT_DB_AUTH_TOKEN, &cli.db_auth_token),
+        (config::VLLM_BASE_URL, &cli.vllm_base_url),
+        (config::VAULT_MODELS_DIR, &cli.models_dir),
     ] {
         if let Some(value) = value {
             overrides.insert(name, value.clone());
@@ -156,6 +170,7 @@ async fn run(cli: &Cli) -> Result<(), VaultError> {
     let (config, db) = open_db(cli).await?;
     match &cli.command {
         Command::Audit { command } => audit::run(command, db, cli.json).await,
+        Command::Models { command } => models::run(command, &config, &db, cli.json).await,
         Command::CreateKey { label, scope, user } => {
             let scope: Scope = scope.parse()?;
             let created = keys::create(&db, label, scope, user.as_deref(), Some("cli")).await?;

@@ -198,3 +198,41 @@ async fn the_audit_log_is_exported_to_a_file_or_stdout_and_summarised() {
         cli(&app, &["audit", "stats", "--from", "2026-01-02T00:00:00Z", "--to", "2026-01-01T00:00:00Z"]).await;
     assert_eq!(backwards.status.code(), Some(2));
 }
+
+#[tokio::test]
+async fn models_are_listed_shown_and_deleted_from_the_command_line() {
+    let app = TestApp::spawn().await;
+    let dir = app.data_dir.join("models");
+    for (id, weights) in [("qwen2.5-32b-awq", true), ("mistral-7b", true), ("half-copied", false)] {
+        std::fs::create_dir_all(dir.join(id)).unwrap();
+        std::fs::write(dir.join(id).join("config.json"), r#"{"architectures": ["MistralForCausalLM"]}"#).unwrap();
+        if weights {
+            std::fs::write(dir.join(id).join("model.bin"), vec![0u8; 4096]).unwrap();
+        }
+    }
+    let upstream = ["--vllm-base-url", app.upstream_url.as_str()];
+    let with = |args: &[&'static str]| [args, &upstream[..]].concat();
+
+    let listed = json_out(&cli(&app, &with(&["models", "list", "--json"])).await);
+    let statuses: Vec<(&str, &str)> =
+        listed.as_array().unwrap().iter().map(|m| (m["id"].as_str().unwrap(), m["status"].as_str().unwrap())).collect();
+    assert!(statuses.contains(&("qwen2.5-32b-awq", "loaded")), "{listed}");
+    assert!(statuses.contains(&("mistral-7b", "available")) && statuses.contains(&("half-copied", "incomplete")));
+    let shown = json_out(&cli(&app, &with(&["models", "show", "mistral-7b", "--json"])).await);
+    assert_eq!(
+        (shown["config"]["architecture"].as_str(), shown["size_bytes"].as_u64()),
+        (Some("MistralForCausalLM"), Some(4096 + 41))
+    );
+    let text = cli(&app, &with(&["models", "list"])).await;
+    assert!(String::from_utf8_lossy(&text.stdout).contains("incomplete (no weight files)"));
+
+    let unconfirmed = cli(&app, &with(&["models", "delete", "mistral-7b"])).await;
+    assert_eq!(unconfirmed.status.code(), Some(2));
+    assert!(dir.join("mistral-7b").exists());
+    let loaded = cli(&app, &with(&["models", "delete", "qwen2.5-32b-awq", "--yes"])).await;
+    assert_eq!(loaded.status.code(), Some(4), "{}", String::from_utf8_lossy(&loaded.stderr));
+    let traversal = cli(&app, &with(&["models", "delete", "../models", "--yes"])).await;
+    assert_eq!(traversal.status.code(), Some(2));
+    assert!(cli(&app, &with(&["models", "delete", "mistral-7b", "--yes"])).await.status.success());
+    assert!(!dir.join("mistral-7b").exists() && dir.join("qwen2.5-32b-awq").exists());
+}

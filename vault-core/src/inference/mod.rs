@@ -226,6 +226,15 @@ impl Inference {
         Inference { backend, manifest, stopping, stream_quiet_limit }
     }
 
+    /// Inference as a tool beside the server sees it (`vault-cli`): the configured upstream
+    /// and manifest, with no shutdown to watch.
+    pub fn for_tools(config: &crate::config::Config) -> Result<Inference> {
+        let backend = vllm::VllmBackend::new(&config.vllm_base_url, config.upstream_timeout, config.max_upstream_body)?;
+        let manifest = Manifest::new(config.models_manifest.clone());
+        let never = tokio_util::sync::CancellationToken::new();
+        Ok(Inference::new(Arc::new(backend), manifest, never, config.stream_idle_timeout))
+    }
+
     /// Forwards one request and completes its audit record: model and token usage, and
     /// for a stream, the outcome when it ends (its row is committed before the client gets
     /// the closing frame). An error leaves the record to whoever answers it.

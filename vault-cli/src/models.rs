@@ -1,0 +1,96 @@
+//! `vault-cli models list|show|delete`: the model folders of the models dir, as the server
+//! shows them (loaded status from the engine at `VLLM_BASE_URL`).
+
+use clap::Subcommand;
+use vault_core::VaultError;
+use vault_core::config::Config;
+use vault_core::inference::Inference;
+use vault_core::models;
+use vault_core::storage::Db;
+
+use crate::output::{print_json, print_text, table};
+
+#[derive(Subcommand)]
+pub enum ModelsCommand {
+    /// List the model folders (loaded, available, or incomplete with the reason).
+    List,
+    /// Show one model: files, size, config.json facts, GPU memory estimate.
+    Show {
+        /// The model's id: its folder's name, or `org/name`.
+        id: String,
+    },
+    /// Delete a model's folder (refused while the engine serves it).
+    Delete {
+        /// The model's id.
+        id: String,
+        /// Confirm: the folder and all its files are removed.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+fn gib(bytes: u64) -> String {
+    format!("{:.1} GiB", bytes as f64 / f64::from(1u32 << 30))
+}
+
+pub async fn run(command: &ModelsCommand, config: &Config, db: &Db, json: bool) -> Result<(), VaultError> {
+    let inference = Inference::for_tools(config)?;
+    let dir = &config.models_dir;
+    match command {
+        ModelsCommand::List => {
+            let listed = models::list(&inference, dir).await?;
+            if json {
+                return print_json(&listed);
+            }
+            if listed.is_empty() {
+                return print_text(&format!("No models in {}.", dir.display()));
+            }
+            let header = ["ID", "STATUS", "SIZE", "NAME"].map(String::from).to_vec();
+            let rows = listed.iter().map(|m| {
+                let status = match &m.reason {
+                    Some(reason) => format!("{} ({reason})", m.status.as_str()),
+                    None => m.status.as_str().to_string(),
+                };
+                vec![m.id.clone(), status, gib(m.size_bytes), m.name.clone().unwrap_or_else(|| "-".into())]
+            });
+            print_text(&table(&std::iter::once(header).chain(rows).collect::<Vec<_>>()))
+        }
+        ModelsCommand::Show { id } => {
+            let model = models::detail(&inference, dir, id).await?;
+            if json {
+                return print_json(&model);
+            }
+            let c = &model.config;
+            let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+            let mut text = format!(
+                "{}  ({})\n\nArchitecture:   {}\nContext:        {}\nDtype:          {}\nQuantization:   {}\n\
+                 Parameters:     {}\nSize on disk:   {}\nGPU memory:     {} (estimate)\n\nFiles:",
+                model.summary.id,
+                model.summary.status.as_str(),
+                or_dash(c.architecture.clone()),
+                or_dash(c.context_length.map(|n| n.to_string())),
+                or_dash(c.dtype.clone()),
+                or_dash(c.quantization.clone()),
+                or_dash(c.parameters.map(|n| n.to_string())),
+                gib(model.summary.size_bytes),
+                gib(model.vram_estimate_bytes),
+            );
+            for file in &model.files {
+                text.push_str(&format!("\n  {:>12}  {}", file.size_bytes, file.name));
+            }
+            print_text(&text)
+        }
+        ModelsCommand::Delete { id, yes } => {
+            if !yes {
+                return Err(VaultError::invalid_field(format!(
+                    "yes: delete removes the folder of {id} and every file in it; run it again with --yes"
+                )));
+            }
+            models::delete(&inference, dir, id, "cli", db).await?;
+            if json {
+                return print_json(&serde_json::json!({"deleted": id}));
+            }
+            print_text(&format!("Deleted the model {id}."))
+        }
+    }
+}
