@@ -37,6 +37,10 @@ pub struct Options {
     pub models: Vec<String>,
     /// Delay between streamed tokens.
     pub token_delay: Duration,
+    /// Vault's model configuration file (`VAULT_GPU_CONFIG`): the models it lists are
+    /// served too, as they are at the moment of each request (so a load or unload shows at
+    /// once, as if vLLM had been restarted with the new configuration).
+    pub gpu_config: Option<std::path::PathBuf>,
 }
 
 impl Default for Options {
@@ -44,6 +48,7 @@ impl Default for Options {
         Options {
             models: vec!["qwen2.5-32b-awq".into(), "Qwen/Qwen2.5-7B-Instruct".into()],
             token_delay: Duration::ZERO,
+            gpu_config: None,
         }
     }
 }
@@ -59,6 +64,23 @@ pub struct State {
 }
 
 impl State {
+    /// The models served now: those it was started with, then those the configuration
+    /// file lists.
+    fn served_models(&self) -> Vec<String> {
+        let mut models = self.options.models.clone();
+        let listed = self.options.gpu_config.as_ref().and_then(|path| std::fs::read(path).ok()).and_then(|raw| {
+            let config: serde_json::Value = serde_json::from_slice(&raw).ok()?;
+            let ids = config.get("models")?.as_array()?.iter().filter_map(|m| m.get("id")?.as_str().map(String::from));
+            Some(ids.collect::<Vec<_>>())
+        });
+        for id in listed.into_iter().flatten() {
+            if !models.contains(&id) {
+                models.push(id);
+            }
+        }
+        models
+    }
+
     fn remember(&self, body: &serde_json::Value) {
         self.requests.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut recent) = self.recent_bodies.lock() {

@@ -25,14 +25,21 @@ struct Args {
     /// A served model id (repeat for several; the first is the default).
     #[arg(long = "model")]
     models: Vec<String>,
+    /// Also serve the models this Vault model configuration file (VAULT_GPU_CONFIG) lists,
+    /// as it is at each request.
+    #[arg(long)]
+    gpu_config: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     tracing_subscriber::fmt().with_writer(std::io::stderr).init();
     let args = Args::parse();
-    let mut options =
-        fake_vllm::Options { token_delay: Duration::from_millis(args.token_delay_ms), ..Default::default() };
+    let mut options = fake_vllm::Options {
+        token_delay: Duration::from_millis(args.token_delay_ms),
+        gpu_config: args.gpu_config,
+        ..Default::default()
+    };
     if !args.models.is_empty() {
         options.models = args.models;
     }

@@ -99,7 +99,7 @@ fn model_card(id: &str, parent: Option<&str>) -> Value {
 
 #[handler]
 pub async fn models(state: Data<&Arc<State>>) -> Response {
-    let data: Vec<Value> = state.options.models.iter().map(|id| model_card(id, None)).collect();
+    let data: Vec<Value> = state.served_models().iter().map(|id| model_card(id, None)).collect();
     json_response(StatusCode::OK, &json!({"object": "list", "data": data}))
 }
 
@@ -181,7 +181,7 @@ async fn parse(state: &State, headers: &HeaderMap, raw: Bytes) -> Result<Parsed,
     }
     let model = match body.get("model") {
         None | Some(Value::Null) => state.options.models.first().cloned().unwrap_or_default(),
-        Some(Value::String(m)) if state.options.models.contains(m) => m.clone(),
+        Some(Value::String(m)) if state.served_models().contains(m) => m.clone(),
         Some(other) => {
             let name = other.as_str().map(String::from).unwrap_or_else(|| other.to_string());
             return Err(error_response(

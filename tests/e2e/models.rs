@@ -116,3 +116,96 @@ async fn delete_removes_one_folder_never_a_loaded_model_nor_anything_outside() {
     assert_eq!(std::fs::read_to_string(&sentinel).unwrap(), "keep", "a link inside was removed, not followed");
     assert!(dir.join("qwen2.5-32b-awq").exists());
 }
+
+/// Follows operation `id` until it is no longer running.
+async fn settled(app: &TestApp, admin: &str, id: &str) -> Value {
+    for _ in 0..100 {
+        let operation: Value =
+            app.send("GET", &format!("/vault/models/operations/{id}"), Some(admin), None).await.json().await.unwrap();
+        if operation["state"] != "running" {
+            return operation;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("operation {id} still running");
+}
+
+async fn served(app: &TestApp, key: &str) -> Vec<String> {
+    let list: Value = app.send("GET", "/v1/models", Some(key), None).await.json().await.unwrap();
+    list["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_string()).collect()
+}
+
+#[tokio::test]
+async fn a_load_makes_the_engine_serve_the_model_and_an_unload_stops_it() {
+    let app =
+        TestApp::spawn_with(vault_e2e::Upstream::Fake(Default::default()), &[("VAULT_SIMULATED_GPUS_MB", "64,1024")])
+            .await;
+    let admin = app.create_key(Scope::Admin).await;
+    let user = app.create_key(Scope::User).await;
+    model(&app.data_dir.join("models"), "mistral-7b", Some(100_000));
+    assert!(!served(&app, &user).await.contains(&"mistral-7b".to_string()));
+
+    let started = app.send("POST", "/vault/models/mistral-7b/load", Some(&admin), None).await;
+    assert_eq!(started.status(), 202);
+    let started: Value = started.json().await.unwrap();
+    assert_eq!((started["kind"].as_str(), started["dry_run"].as_bool()), (Some("load"), Some(true)));
+    assert_eq!(started["gpus"], json!([1]), "the freest GPU");
+    let done = settled(&app, &admin, started["id"].as_str().unwrap()).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert!(served(&app, &user).await.contains(&"mistral-7b".to_string()), "the engine serves it");
+    assert_eq!(app.host_commands(), [["systemctl", "restart", "--no-block", "vllm.service"]]);
+
+    let active: Value = app.send("GET", "/vault/models/active", Some(&user), None).await.json().await.unwrap();
+    assert_eq!((active["available"].as_bool(), active["simulated"].as_bool()), (Some(true), Some(true)));
+    let placed = active["models"].as_array().unwrap().iter().find(|m| m["id"] == "mistral-7b").unwrap();
+    assert_eq!(placed["gpus"], json!([1]));
+    assert_eq!(active["gpus"][1]["used_bytes"], placed["estimate_bytes"]);
+
+    assert_error(app.send("POST", "/vault/models/mistral-7b/load", Some(&admin), None).await, 409, "model_loaded")
+        .await;
+    assert_error(app.send("DELETE", "/vault/models/mistral-7b", Some(&admin), None).await, 409, "model_loaded").await;
+
+    let unloading: Value =
+        app.send("POST", "/vault/models/mistral-7b/unload", Some(&admin), None).await.json().await.unwrap();
+    assert_eq!(settled(&app, &admin, unloading["id"].as_str().unwrap()).await["state"], "succeeded");
+    assert!(!served(&app, &user).await.contains(&"mistral-7b".to_string()));
+    let again = app.send("POST", "/vault/models/mistral-7b/unload", Some(&admin), None).await;
+    assert_error(again, 409, "invalid_state").await;
+}
+
+#[tokio::test]
+async fn loads_that_cannot_be_done_are_refused_and_change_nothing() {
+    // A fake that reads another configuration: a load never settles, so one stays running.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let fake = vault_e2e::FakeOptions { gpu_config: Some(elsewhere.path().join("other.json")), ..Default::default() };
+    let app = TestApp::spawn_with(vault_e2e::Upstream::Fake(fake), &[("VAULT_SIMULATED_GPUS_MB", "1")]).await;
+    let admin = app.create_key(Scope::Admin).await;
+    let user = app.create_key(Scope::User).await;
+    let dir = app.data_dir.join("models");
+    model(&dir, "too-big", Some(600_000));
+    model(&dir, "small", Some(1_000));
+    model(&dir, "tiny", Some(1_000));
+    model(&dir, "no-weights", None);
+
+    let refused = app.send("POST", "/vault/models/too-big/load", Some(&admin), None).await;
+    let error = assert_error(refused, 409, "insufficient_gpu_memory").await;
+    let details = &error["error"]["details"];
+    assert!(details["estimate_bytes"].as_u64().unwrap() > details["free_bytes"].as_u64().unwrap(), "{error}");
+    assert_error(app.send("POST", "/vault/models/small/load", Some(&user), None).await, 403, "insufficient_scope")
+        .await;
+    assert_error(app.send("POST", "/vault/models/nothing/load", Some(&admin), None).await, 404, "model_not_found")
+        .await;
+    assert_error(app.send("POST", "/vault/models/no-weights/load", Some(&admin), None).await, 409, "invalid_state")
+        .await;
+    assert_error(app.send("POST", "/vault/models/a%2F..%2F../load", Some(&admin), None).await, 400, "invalid_request")
+        .await;
+    assert!(!app.data_dir.join("gpu-config.json").exists() && app.host_commands().is_empty(), "nothing changed");
+
+    let running: Value = app.send("POST", "/vault/models/small/load", Some(&admin), None).await.json().await.unwrap();
+    assert_eq!(running["state"], "running");
+    let busy = app.send("POST", "/vault/models/tiny/load", Some(&admin), None).await;
+    let error = assert_error(busy, 409, "operation_in_progress").await;
+    assert_eq!(error["error"]["details"]["operation"], running["id"]);
+    let missing = app.send("GET", "/vault/models/operations/nope", Some(&admin), None).await;
+    assert_error(missing, 404, "operation_not_found").await;
+}

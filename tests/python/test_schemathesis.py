@@ -22,8 +22,9 @@ EXAMPLES_PER_OPERATION = 40
 # accepts), a static address needs its prefix length and address together, a time zone
 # must exist on this host, a certificate must parse and match its key, a model must be in
 # the manifest, an audit or log time bound must be an RFC 3339 timestamp (with a period's
-# start before its end), a cursor must be one the API gave, and a model id must name a
-# folder of the models dir.
+# start before its end), a cursor must be one the API gave, a model id must name a
+# folder of the models dir (complete, and fitting the GPUs to load), and an operation id
+# one that was started.
 ACCEPTANCE_DECIDED_ELSEWHERE = {
     "POST /v1/chat/completions",
     "POST /v1/completions",
@@ -40,6 +41,9 @@ ACCEPTANCE_DECIDED_ELSEWHERE = {
     "GET /vault/system/logs",
     "GET /vault/models/{model_id}",
     "DELETE /vault/models/{model_id}",
+    "POST /vault/models/{model_id}/load",
+    "POST /vault/models/{model_id}/unload",
+    "GET /vault/models/operations/{operation_id}",
     "POST /vault/setup/model",
 }
 

@@ -33,6 +33,8 @@ pub struct Vault {
     pub stopping: tokio_util::sync::CancellationToken,
     /// The live metrics feed of `/ws/system`.
     pub feed: crate::feed::Feed,
+    /// Model loads and unloads, running and done.
+    pub operations: crate::models::operations::Operations,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -111,7 +113,20 @@ impl Vault {
         let monitor = SystemMonitor::new()?;
         let setup = SetupLock::load(&config, &db).await?;
         let feed = crate::feed::Feed::default();
-        let vault = Arc::new(Vault { config, db, auth, audit, inference, controller, monitor, setup, stopping, feed });
+        let operations = crate::models::operations::Operations::default();
+        let vault = Arc::new(Vault {
+            config,
+            db,
+            auth,
+            audit,
+            inference,
+            controller,
+            monitor,
+            setup,
+            stopping,
+            feed,
+            operations,
+        });
         if !vault.setup.is_complete() {
             tokio::spawn(watch_setup(Arc::downgrade(&vault)));
         }

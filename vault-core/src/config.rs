@@ -33,6 +33,12 @@ pub struct Config {
     /// Time allowed for the upstream to start answering (response headers).
     pub upstream_timeout: Duration,
     pub models_dir: PathBuf,
+    /// The inference service's model configuration: which models vLLM serves, on which
+    /// GPUs (written by model load and unload).
+    pub gpu_config: PathBuf,
+    /// GPUs to pretend the box has (total memory of each), for the demo and tests on a
+    /// machine without any: model loads are checked against them instead of NVML.
+    pub simulated_gpus: Option<Vec<u64>>,
     pub models_manifest: PathBuf,
     /// Whether the manifest was named explicitly (then it must exist).
     pub models_manifest_explicit: bool,
@@ -86,6 +92,8 @@ pub const VLLM_BASE_URL: &str = "VLLM_BASE_URL";
 pub const VAULT_UPSTREAM_TIMEOUT: &str = "VAULT_UPSTREAM_TIMEOUT";
 pub const VAULT_SECRET_KEY: &str = "VAULT_SECRET_KEY";
 pub const VAULT_MODELS_DIR: &str = "VAULT_MODELS_DIR";
+pub const VAULT_GPU_CONFIG: &str = "VAULT_GPU_CONFIG";
+pub const VAULT_SIMULATED_GPUS_MB: &str = "VAULT_SIMULATED_GPUS_MB";
 pub const VAULT_MODELS_MANIFEST: &str = "VAULT_MODELS_MANIFEST";
 pub const VAULT_SETUP_FLAG_PATH: &str = "VAULT_SETUP_FLAG_PATH";
 pub const VAULT_TLS_CERT_DIR: &str = "VAULT_TLS_CERT_DIR";
@@ -167,6 +175,19 @@ impl Config {
             None => Duration::from_secs_f64(DEFAULT_UPSTREAM_TIMEOUT_SECS),
         };
         let models_dir = lookup(VAULT_MODELS_DIR).map(PathBuf::from).unwrap_or_else(|| data_dir.join("models"));
+        let gpu_config =
+            lookup(VAULT_GPU_CONFIG).map(PathBuf::from).unwrap_or_else(|| data_dir.join("gpu-config.json"));
+        let simulated_gpus = match lookup(VAULT_SIMULATED_GPUS_MB) {
+            None => None,
+            Some(list) => Some(
+                list.split(',')
+                    .map(|mb| mb.trim().parse::<u64>().ok().filter(|mb| *mb > 0).map(|mb| mb * MIB))
+                    .collect::<Option<Vec<u64>>>()
+                    .ok_or_else(|| {
+                        bad(VAULT_SIMULATED_GPUS_MB, format!("`{list}` is not a list of sizes in MB, like 81920,81920"))
+                    })?,
+            ),
+        };
         let manifest = lookup(VAULT_MODELS_MANIFEST);
         let models_manifest_explicit = manifest.is_some();
         let models_manifest = manifest.map(PathBuf::from).unwrap_or_else(|| PathBuf::from("config/models.json"));
@@ -227,6 +248,8 @@ impl Config {
             vllm_base_url,
             upstream_timeout,
             models_dir,
+            gpu_config,
+            simulated_gpus,
             models_manifest,
             models_manifest_explicit,
             setup_flag_path,
@@ -302,6 +325,8 @@ impl Config {
             "vllm_base_url": self.vllm_base_url,
             "upstream_timeout_seconds": self.upstream_timeout.as_secs_f64(),
             "models_dir": self.models_dir.display().to_string(),
+            "gpu_config": self.gpu_config.display().to_string(),
+            "simulated_gpus_mb": self.simulated_gpus.as_ref().map(|g| g.iter().map(|b| b / MIB).collect::<Vec<_>>()),
             "models_manifest": self.models_manifest.display().to_string(),
             "setup_flag_path": self.setup_flag_path.display().to_string(),
             "tls_cert_dir": self.tls_cert_dir.display().to_string(),
@@ -432,6 +457,7 @@ mod tests {
             (VAULT_METRICS_ADDR, "0.0.0.0:9464"),
             (VAULT_METRICS_ADDR, "localhost"),
             (VAULT_LOG_MAX_MB, "0"),
+            (VAULT_SIMULATED_GPUS_MB, "80000,lots"),
         ] {
             let err = config(&[(var, value)]).unwrap_err();
             assert!(err.message.starts_with(var), "{var}: {}", err.message);

@@ -129,6 +129,11 @@ error_codes! {
     ModelNotFound => "model_not_found",
     /// The model is loaded: unload it first.
     ModelLoaded => "model_loaded",
+    /// The model does not fit the free memory of the GPUs (`details` has the figures).
+    InsufficientGpuMemory => "insufficient_gpu_memory",
+    /// Another model load or unload is under way.
+    OperationInProgress => "operation_in_progress",
+    OperationNotFound => "operation_not_found",
     /// No managed service of that name.
     ServiceNotFound => "service_not_found",
     /// The inference upstream cannot be reached.

@@ -87,6 +87,28 @@ fn pstate(state: PerformanceState) -> Option<String> {
     Some(format!("P{n}"))
 }
 
+/// The memory of one GPU, as the model load check sees it.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct GpuMemory {
+    pub index: u32,
+    pub total_bytes: u64,
+    pub used_bytes: u64,
+    pub free_bytes: u64,
+}
+
+/// Every GPU's memory from NVML; `None` without NVML. Blocking, like [`report`].
+pub fn memory() -> Option<Vec<GpuMemory>> {
+    let nvml = nvml()?;
+    let count = nvml.device_count().ok()?;
+    let gpus: Vec<GpuMemory> = (0..count)
+        .filter_map(|index| {
+            let m = nvml.device_by_index(index).ok()?.memory_info().ok()?;
+            Some(GpuMemory { index, total_bytes: m.total, used_bytes: m.used, free_bytes: m.free })
+        })
+        .collect();
+    (!gpus.is_empty()).then_some(gpus)
+}
+
 /// Reads every GPU. Blocking (NVML calls take milliseconds): call it off the async threads.
 pub fn report() -> GpuReport {
     let Some(nvml) = nvml() else { return GpuReport { available: false, gpus: Vec::new() } };

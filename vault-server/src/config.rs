@@ -39,6 +39,12 @@ pub struct ConfigArgs {
     /// Models on disk [default: <data dir>/models].
     #[arg(long, env = config::VAULT_MODELS_DIR, global = true)]
     pub models_dir: Option<String>,
+    /// The inference service's model configuration, written by model load and unload [default: <data dir>/gpu-config.json].
+    #[arg(long, env = config::VAULT_GPU_CONFIG, global = true)]
+    pub gpu_config: Option<String>,
+    /// Pretend the box has GPUs of these sizes in MB (demos and tests without GPUs), e.g. 81920,81920 [default: none].
+    #[arg(long, env = config::VAULT_SIMULATED_GPUS_MB, global = true)]
+    pub simulated_gpus_mb: Option<String>,
     /// The model manifest [default: config/models.json].
     #[arg(long, env = config::VAULT_MODELS_MANIFEST, global = true)]
     pub models_manifest: Option<String>,
@@ -100,6 +106,8 @@ impl ConfigArgs {
             (config::VAULT_SECRET_KEY, &self.secret_key),
             (config::VAULT_MODELS_DIR, &self.models_dir),
             (config::VAULT_MODELS_MANIFEST, &self.models_manifest),
+            (config::VAULT_GPU_CONFIG, &self.gpu_config),
+            (config::VAULT_SIMULATED_GPUS_MB, &self.simulated_gpus_mb),
             (config::VAULT_SETUP_FLAG_PATH, &self.setup_flag_path),
             (config::VAULT_TLS_CERT_DIR, &self.tls_cert_dir),
             (config::VAULT_CORS_ORIGINS, &self.cors_origins),

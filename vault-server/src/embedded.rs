@@ -46,12 +46,16 @@ impl EmbeddedGateway {
 
     async fn start_with(
         upstream: Upstream,
-        load: impl FnOnce(&Overrides) -> Result<Config, VaultError>,
+        load: impl Fn(&Overrides) -> Result<Config, VaultError>,
         mut overrides: Overrides,
     ) -> Result<EmbeddedGateway, VaultError> {
         let (upstream_url, fake) = match upstream {
             Upstream::Url(url) => (url, None),
-            Upstream::Fake(options) => {
+            Upstream::Fake(mut options) => {
+                // The fake serves what the gateway's model loads put in the configuration.
+                if options.gpu_config.is_none() {
+                    options.gpu_config = Some(load(&overrides)?.gpu_config);
+                }
                 let fake = fake_vllm::start(SocketAddr::from(([127, 0, 0, 1], 0)), options)
                     .await
                     .map_err(|e| VaultError::internal("starting the fake upstream", e))?;

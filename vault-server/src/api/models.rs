@@ -4,16 +4,24 @@
 use std::sync::Arc;
 
 use poem::web::Data;
-use poem_openapi::OpenApi;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
-use vault_core::{Vault, models};
+use poem_openapi::{ApiResponse, OpenApi};
+use vault_core::Vault;
+use vault_core::models::{self, operations};
 
 use super::{ApiResult, NoContent, Tag};
 use crate::auth::{AdminKey, UserKey};
-use crate::dto::{ModelDetail, ModelInventory, ModelSummary};
+use crate::dto::{ActiveModels, ModelDetail, ModelInventory, ModelOperation, ModelSummary};
 
 pub struct ModelsApi;
+
+#[derive(ApiResponse)]
+pub enum OperationStarted {
+    /// Started: follow it with `GET /vault/models/operations/{id}`.
+    #[oai(status = 202)]
+    Accepted(Json<ModelOperation>),
+}
 
 #[OpenApi(prefix_path = "/vault/models", tag = "Tag::Models")]
 impl ModelsApi {
@@ -25,6 +33,57 @@ impl ModelsApi {
     async fn list(&self, vault: Data<&Arc<Vault>>, _key: UserKey) -> ApiResult<Json<ModelInventory>> {
         let items = models::list(&vault.inference, &vault.config.models_dir).await?;
         Ok(Json(ModelInventory { items: items.into_iter().map(ModelSummary::from).collect() }))
+    }
+
+    /// Loaded models and GPU memory
+    ///
+    /// The models the engine serves, with the GPUs Vault's model configuration placed them
+    /// on, and each GPU's memory (NVML; `available: false` without it).
+    #[oai(path = "/active", method = "get")]
+    async fn active(&self, vault: Data<&Arc<Vault>>, _key: UserKey) -> ApiResult<Json<ActiveModels>> {
+        Ok(Json(operations::active(&vault).await?.into()))
+    }
+
+    /// Follow a model load or unload
+    #[oai(path = "/operations/:operation_id", method = "get")]
+    async fn operation(
+        &self,
+        vault: Data<&Arc<Vault>>,
+        _key: AdminKey,
+        operation_id: Path<String>,
+    ) -> ApiResult<Json<ModelOperation>> {
+        Ok(Json(vault.operations.get(&operation_id)?.into()))
+    }
+
+    /// Load a model
+    ///
+    /// Checks that it is complete, not loaded, and fits the freest GPU (weights × 1.2
+    /// against its free memory: 409 `insufficient_gpu_memory` with both figures otherwise),
+    /// writes the inference service's model configuration (`VAULT_GPU_CONFIG`) and restarts
+    /// the service through the system controller. One load or unload at a time.
+    #[oai(path = "/:model_id/load", method = "post")]
+    async fn load(
+        &self,
+        vault: Data<&Arc<Vault>>,
+        key: AdminKey,
+        model_id: Path<String>,
+    ) -> ApiResult<OperationStarted> {
+        let started = operations::load(&vault, &model_id, &key.0.account()).await?;
+        Ok(OperationStarted::Accepted(Json(started.into())))
+    }
+
+    /// Unload a model
+    ///
+    /// Only one Vault loaded (in its model configuration); restarts the inference service.
+    #[oai(path = "/:model_id/unload", method = "post")]
+    async fn unload(
+        &self,
+        vault: Data<&Arc<Vault>>,
+        key: AdminKey,
+        model_id: Path<String>,
+    ) -> ApiResult<OperationStarted> {
+        let started = operations::unload(&vault, &model_id, &key.0.account()).await?;
+        Ok(OperationStarted::Accepted(Json(started.into())))
     }
 
     /// Get a model

@@ -1,7 +1,7 @@
 //! The JSON shapes of `/vault/models`.
 
 use poem_openapi::Object;
-use vault_core::models;
+use vault_core::models::{self, operations};
 
 #[derive(Object)]
 pub struct ModelInventory {
@@ -104,6 +104,98 @@ impl From<models::ModelDetail> for ModelDetail {
             files: d.files.into_iter().map(|f| ModelFile { name: f.name, size_bytes: f.size_bytes }).collect(),
             vram_estimate_bytes: d.vram_estimate_bytes,
             manifest: d.manifest.map(serde_json::Value::Object),
+        }
+    }
+}
+
+/// A model load or unload, followed until the engine serves the model (or stops).
+#[derive(Object)]
+pub struct ModelOperation {
+    pub id: String,
+    /// `load` or `unload`.
+    pub kind: String,
+    pub model: String,
+    /// `running`, `succeeded` or `failed`.
+    pub state: String,
+    /// Why it failed.
+    #[oai(nullable)]
+    pub reason: Option<String>,
+    /// The GPUs the model is placed on.
+    pub gpus: Vec<u32>,
+    pub started_at: String,
+    #[oai(nullable)]
+    pub finished_at: Option<String>,
+    /// Whether the restart of the inference service was only recorded (a dry run).
+    pub dry_run: bool,
+}
+
+impl From<operations::Operation> for ModelOperation {
+    fn from(o: operations::Operation) -> Self {
+        ModelOperation {
+            id: o.id,
+            kind: o.kind.as_str().into(),
+            model: o.model,
+            state: o.state.as_str().into(),
+            reason: o.reason,
+            gpus: o.gpus,
+            started_at: o.started_at,
+            finished_at: o.finished_at,
+            dry_run: o.dry_run,
+        }
+    }
+}
+
+/// What runs on the GPUs now.
+#[derive(Object)]
+pub struct ActiveModels {
+    /// Whether GPU memory figures are known (NVML, or simulated GPUs).
+    pub available: bool,
+    /// Whether the GPUs are simulated (`VAULT_SIMULATED_GPUS_MB`, for demos and tests).
+    pub simulated: bool,
+    pub gpus: Vec<GpuMemory>,
+    /// The models the engine serves.
+    pub models: Vec<ActiveModel>,
+}
+
+#[derive(Object)]
+pub struct GpuMemory {
+    pub index: u32,
+    pub total_bytes: u64,
+    pub used_bytes: u64,
+    pub free_bytes: u64,
+}
+
+#[derive(Object)]
+pub struct ActiveModel {
+    pub id: String,
+    /// The GPUs Vault's model configuration places it on; empty when the engine serves it
+    /// from a configuration of its own.
+    pub gpus: Vec<u32>,
+    /// The GPU memory the load check expected it to take.
+    #[oai(nullable)]
+    pub estimate_bytes: Option<u64>,
+}
+
+impl From<operations::Active> for ActiveModels {
+    fn from(a: operations::Active) -> Self {
+        ActiveModels {
+            available: a.available,
+            simulated: a.simulated,
+            gpus: a
+                .gpus
+                .into_iter()
+                .map(|g| GpuMemory {
+                    index: g.index,
+                    total_bytes: g.total_bytes,
+                    used_bytes: g.used_bytes,
+                    free_bytes: g.free_bytes,
+                })
+                .collect(),
+            models: a
+                .models
+                .into_iter()
+                .map(|m| ActiveModel { id: m.id, gpus: m.gpus, estimate_bytes: m.estimate_bytes })
+                .collect(),
         }
     }
 }

@@ -8,6 +8,9 @@
 //! link where a model's folder would be is no model (listing skips it, asking for it is a
 //! 404), and links inside a model's folder are removed with it, never what they point to.
 
+pub mod gpu_config;
+pub mod operations;
+
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
