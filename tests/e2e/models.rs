@@ -209,3 +209,126 @@ async fn loads_that_cannot_be_done_are_refused_and_change_nothing() {
     let missing = app.send("GET", "/vault/models/operations/nope", Some(&admin), None).await;
     assert_error(missing, 404, "operation_not_found").await;
 }
+
+/// A safetensors file of `elements` F16 elements, sparse (its data is a hole).
+fn sparse_safetensors(path: &Path, elements: u64) {
+    let header = json!({"w": {"dtype": "F16", "shape": [elements], "data_offsets": [0, elements * 2]}});
+    let header = serde_json::to_vec(&header).unwrap();
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(&header);
+    std::fs::write(path, &bytes).unwrap();
+    std::fs::OpenOptions::new().write(true).open(path).unwrap().set_len(bytes.len() as u64 + elements * 2).unwrap();
+}
+
+#[tokio::test]
+async fn an_import_copies_in_the_background_with_progress_while_requests_are_served() {
+    let usb = tempfile::tempdir().unwrap();
+    let roots = usb.path().display().to_string();
+    let app =
+        TestApp::spawn_with(vault_e2e::Upstream::Fake(Default::default()), &[("VAULT_IMPORT_ROOTS", &roots)]).await;
+    let admin = app.create_key(Scope::Admin).await;
+    let user = app.create_key(Scope::User).await;
+    let source = usb.path().join("mistral-7b");
+    std::fs::create_dir_all(&source).unwrap();
+    std::fs::write(source.join("config.json"), r#"{"architectures": ["MistralForCausalLM"]}"#).unwrap();
+    for shard in ["model-00001.safetensors", "model-00002.safetensors"] {
+        sparse_safetensors(&source.join(shard), 50 * 1024 * 1024);
+    }
+    let body = json!({"path": source.display().to_string()});
+    let started = app.send("POST", "/vault/models/import", Some(&admin), Some(&body)).await;
+    assert_eq!(started.status(), 202);
+    let started: Value = started.json().await.unwrap();
+    let total = started["progress"]["total_bytes"].as_u64().unwrap();
+    assert!(total > 200 * 1000 * 1000, "{started}");
+    // Other requests are answered meanwhile: the copy runs off the request threads.
+    let chat = app.send("POST", "/v1/chat/completions", Some(&user), Some(&vault_e2e::chat_body(false))).await;
+    assert_eq!(chat.status(), 200);
+    let answered = vault_core::time::now_rfc3339();
+    let id = started["id"].as_str().unwrap();
+    let mut seen = Vec::new();
+    let done = loop {
+        let operation: Value =
+            app.send("GET", &format!("/vault/models/operations/{id}"), Some(&admin), None).await.json().await.unwrap();
+        seen.push(operation["progress"]["done_bytes"].as_u64().unwrap());
+        if operation["state"] != "running" {
+            break operation;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    };
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert!(answered.as_str() < done["finished_at"].as_str().unwrap(), "the chat waited for the copy: {done}");
+    assert_eq!(done["progress"]["done_bytes"].as_u64(), Some(total));
+    assert!(seen.windows(2).all(|w| w[0] <= w[1]), "progress only grows: {seen:?}");
+    let listed: Value = app.send("GET", "/vault/models/mistral-7b", Some(&user), None).await.json().await.unwrap();
+    assert_eq!((listed["status"].as_str(), listed["size_bytes"].as_u64()), (Some("available"), Some(total)));
+    let hidden = std::fs::read_dir(app.data_dir.join("models"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .count();
+    assert_eq!(hidden, 0, "no staging folder is left");
+    let again = app.send("POST", "/vault/models/import", Some(&admin), Some(&body)).await;
+    assert_error(again, 409, "model_exists").await;
+}
+
+#[tokio::test]
+async fn imports_from_outside_the_roots_or_of_broken_folders_are_refused_without_echoing_paths() {
+    let usb = tempfile::tempdir().unwrap();
+    let roots = usb.path().display().to_string();
+    let app =
+        TestApp::spawn_with(vault_e2e::Upstream::Fake(Default::default()), &[("VAULT_IMPORT_ROOTS", &roots)]).await;
+    let admin = app.create_key(Scope::Admin).await;
+    let user = app.create_key(Scope::User).await;
+    let folder = |name: &str, config: Option<&str>, elements: Option<u64>| {
+        let dir = usb.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        if let Some(config) = config {
+            std::fs::write(dir.join("config.json"), config).unwrap();
+        }
+        if let Some(elements) = elements {
+            sparse_safetensors(&dir.join("model.safetensors"), elements);
+        }
+        dir.display().to_string()
+    };
+    let good = folder("good", Some("{}"), Some(10));
+    let truncated = folder("truncated", Some("{}"), Some(10));
+    let file = std::fs::OpenOptions::new().write(true).open(usb.path().join("truncated/model.safetensors")).unwrap();
+    file.set_len(file.metadata().unwrap().len() - 1).unwrap();
+    let huge_config = folder("huge-config", None, Some(10));
+    let config = std::fs::File::create(usb.path().join("huge-config/config.json")).unwrap();
+    config.set_len(2 * 1024 * 1024 * 1024).unwrap();
+    let no_weights = folder("no-weights", Some("{}"), None);
+    let with_link = folder("with-link", Some("{}"), Some(10));
+    std::os::unix::fs::symlink("/etc/hostname", usb.path().join("with-link/notes.txt")).unwrap();
+    std::os::unix::fs::symlink(&app.data_dir, usb.path().join("escape")).unwrap();
+    let escape = usb.path().join("escape").display().to_string();
+
+    let import = |path: &str| json!({"path": path});
+    assert_error(
+        app.send("POST", "/vault/models/import", Some(&user), Some(&import(&good))).await,
+        403,
+        "insufficient_scope",
+    )
+    .await;
+    for (body, why) in [
+        (import("../etc"), "absolute"),
+        (import("/etc"), "import root"),
+        (import(&escape), "import root"),
+        (import(&format!("{good}\u{0}x")), "not a path"),
+        (import(&huge_config), "larger than"),
+        (import(&truncated), "truncated"),
+        (import(&no_weights), "no weights"),
+        (import(&with_link), "symbolic link"),
+        (json!({"path": good, "id": "../../etc"}), "model_id"),
+        (json!({"paht": good}), ""),
+    ] {
+        let response = app.send("POST", "/vault/models/import", Some(&admin), Some(&body)).await;
+        let error = assert_error(response, 400, "invalid_request").await;
+        let message = error["error"]["message"].as_str().unwrap();
+        assert!(message.contains(why), "{body}: {message}");
+        assert!(!message.contains(&app.data_dir.display().to_string()), "a resolved path is echoed: {message}");
+    }
+    assert!(
+        !app.data_dir.join("models").exists() || std::fs::read_dir(app.data_dir.join("models")).unwrap().count() == 0
+    );
+}

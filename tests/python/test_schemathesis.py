@@ -23,8 +23,8 @@ EXAMPLES_PER_OPERATION = 40
 # must exist on this host, a certificate must parse and match its key, a model must be in
 # the manifest, an audit or log time bound must be an RFC 3339 timestamp (with a period's
 # start before its end), a cursor must be one the API gave, a model id must name a
-# folder of the models dir (complete, and fitting the GPUs to load), and an operation id
-# one that was started.
+# folder of the models dir (complete, and fitting the GPUs to load), an import a model
+# folder under an import root, and an operation id one that was started.
 ACCEPTANCE_DECIDED_ELSEWHERE = {
     "POST /v1/chat/completions",
     "POST /v1/completions",
@@ -44,6 +44,7 @@ ACCEPTANCE_DECIDED_ELSEWHERE = {
     "POST /vault/models/{model_id}/load",
     "POST /vault/models/{model_id}/unload",
     "GET /vault/models/operations/{operation_id}",
+    "POST /vault/models/import",
     "POST /vault/setup/model",
 }
 

@@ -1,18 +1,17 @@
 //! `vault-cli audit export|stats`: the audit log as a file, and its summary.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use clap::Subcommand;
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use vault_core::VaultError;
 use vault_core::audit::{self, AuditFilter, ExportFormat};
 use vault_core::storage::Db;
 
-use crate::output::{print_json, print_text, table};
+use crate::output::{Progress, Unit, print_json, print_text, table};
 
 #[derive(Subcommand)]
 pub enum AuditCommand {
@@ -94,7 +93,7 @@ async fn export(
 ) -> Result<ExportSummary, VaultError> {
     let started = Instant::now();
     let total = audit::count(&db, filter).await?;
-    let mut progress = Progress::new(u64::try_from(total).unwrap_or(0));
+    let mut progress = Progress::new(u64::try_from(total).unwrap_or(0), Unit::Rows);
     let rows = match output {
         None => {
             let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout());
@@ -132,47 +131,6 @@ fn partial_path(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(".partial");
     path.with_file_name(name)
-}
-
-/// Progress on stderr: a bar on a terminal, otherwise a plain line every few seconds.
-enum Progress {
-    Bar(ProgressBar),
-    Lines { total: u64, last: Instant },
-}
-
-const LINE_EVERY: Duration = Duration::from_secs(2);
-
-impl Progress {
-    fn new(total: u64) -> Progress {
-        if std::io::stderr().is_terminal() {
-            let bar = ProgressBar::new(total);
-            if let Ok(style) = ProgressStyle::with_template("{bar:40} {pos}/{len} rows  {per_sec}  eta {eta}") {
-                bar.set_style(style);
-            }
-            Progress::Bar(bar)
-        } else {
-            Progress::Lines { total, last: Instant::now() }
-        }
-    }
-
-    fn show(&mut self, rows: u64) {
-        match self {
-            Progress::Bar(bar) => bar.set_position(rows),
-            Progress::Lines { total, last } => {
-                if last.elapsed() >= LINE_EVERY {
-                    *last = Instant::now();
-                    let percent = (rows.min(*total) * 100).checked_div(*total).unwrap_or(100);
-                    let _ = writeln!(std::io::stderr(), "vault-cli: exported {rows} of {total} rows ({percent}%)");
-                }
-            }
-        }
-    }
-
-    fn finish(&self) {
-        if let Progress::Bar(bar) = self {
-            bar.finish_and_clear();
-        }
-    }
 }
 
 fn stats_text(s: &audit::AuditStats) -> String {

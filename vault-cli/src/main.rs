@@ -39,6 +39,9 @@ struct Cli {
     /// Where the models are [default: <data dir>/models].
     #[arg(long, env = config::VAULT_MODELS_DIR, global = true)]
     models_dir: Option<String>,
+    /// Folders models may be imported from [default: /media,/mnt].
+    #[arg(long, env = config::VAULT_IMPORT_ROOTS, global = true)]
+    import_roots: Option<String>,
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
@@ -105,7 +108,7 @@ enum Command {
         #[command(subcommand)]
         command: audit::AuditCommand,
     },
-    /// The models on disk: list, show, delete.
+    /// The models on disk: list, show, import, delete.
     Models {
         #[command(subcommand)]
         command: models::ModelsCommand,
@@ -156,6 +159,7 @@ async fn open_db(cli: &Cli) -> Result<(Config, Db), VaultError> {
         (config::VAULT_DB_AUTH_TOKEN, &cli.db_auth_token),
         (config::VLLM_BASE_URL, &cli.vllm_base_url),
         (config::VAULT_MODELS_DIR, &cli.models_dir),
+        (config::VAULT_IMPORT_ROOTS, &cli.import_roots),
     ] {
         if let Some(value) = value {
             overrides.insert(name, value.clone());

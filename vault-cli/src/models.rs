@@ -1,14 +1,14 @@
-//! `vault-cli models list|show|delete`: the model folders of the models dir, as the server
+//! `vault-cli models list|show|import|delete`: the model folders of the models dir, as the server
 //! shows them (loaded status from the engine at `VLLM_BASE_URL`).
 
 use clap::Subcommand;
 use vault_core::VaultError;
 use vault_core::config::Config;
 use vault_core::inference::Inference;
-use vault_core::models;
+use vault_core::models::{self, import};
 use vault_core::storage::Db;
 
-use crate::output::{print_json, print_text, table};
+use crate::output::{Progress, Unit, print_json, print_text, table};
 
 #[derive(Subcommand)]
 pub enum ModelsCommand {
@@ -18,6 +18,15 @@ pub enum ModelsCommand {
     Show {
         /// The model's id: its folder's name, or `org/name`.
         id: String,
+    },
+    /// Import a model folder from under an import root (VAULT_IMPORT_ROOTS, e.g. a USB disk):
+    /// checked first, copied with progress on stderr, in place only once complete.
+    Import {
+        /// The folder: an absolute path under an import root.
+        path: String,
+        /// The id to import it as [default: the folder's name].
+        #[arg(long)]
+        id: Option<String>,
     },
     /// Delete a model's folder (refused while the engine serves it).
     Delete {
@@ -79,6 +88,24 @@ pub async fn run(command: &ModelsCommand, config: &Config, db: &Db, json: bool) 
                 text.push_str(&format!("\n  {:>12}  {}", file.size_bytes, file.name));
             }
             print_text(&text)
+        }
+        ModelsCommand::Import { path, id } => {
+            let started = std::time::Instant::now();
+            let mut progress: Option<Progress> = None;
+            let imported = import::import_now(config, path, id.as_deref(), &mut |done, total| {
+                progress.get_or_insert_with(|| Progress::new(total, Unit::Bytes)).show(done);
+            })?;
+            if let Some(progress) = &progress {
+                progress.finish();
+            }
+            let detail = models::detail(&inference, dir, &imported).await?;
+            let seconds = (started.elapsed().as_secs_f64() * 10.0).round() / 10.0;
+            if json {
+                return print_json(
+                    &serde_json::json!({"id": imported, "size_bytes": detail.summary.size_bytes, "seconds": seconds}),
+                );
+            }
+            print_text(&format!("Imported {imported} ({}) in {seconds} s.", gib(detail.summary.size_bytes)))
         }
         ModelsCommand::Delete { id, yes } => {
             if !yes {

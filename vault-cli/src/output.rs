@@ -1,7 +1,9 @@
 //! How commands print: aligned text tables for people, JSON for scripts.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
 
+use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use vault_core::VaultError;
 
@@ -26,4 +28,60 @@ pub fn print_json(value: &impl Serialize) -> Result<(), VaultError> {
 
 pub fn print_text(text: &str) -> Result<(), VaultError> {
     writeln!(std::io::stdout(), "{text}").map_err(|e| VaultError::internal("printing", e))
+}
+
+/// What a progress counts.
+#[derive(Clone, Copy)]
+pub enum Unit {
+    Rows,
+    Bytes,
+}
+
+/// Progress on stderr: a bar on a terminal, otherwise a plain line every few seconds.
+pub enum Progress {
+    Bar(ProgressBar),
+    Lines { total: u64, unit: Unit, last: Instant },
+}
+
+const LINE_EVERY: Duration = Duration::from_secs(2);
+
+impl Progress {
+    pub fn new(total: u64, unit: Unit) -> Progress {
+        if std::io::stderr().is_terminal() {
+            let bar = ProgressBar::new(total);
+            let template = match unit {
+                Unit::Rows => "{bar:40} {pos}/{len} rows  {per_sec}  eta {eta}",
+                Unit::Bytes => "{bar:40} {bytes}/{total_bytes}  {bytes_per_sec}  eta {eta}",
+            };
+            if let Ok(style) = ProgressStyle::with_template(template) {
+                bar.set_style(style);
+            }
+            Progress::Bar(bar)
+        } else {
+            Progress::Lines { total, unit, last: Instant::now() }
+        }
+    }
+
+    pub fn show(&mut self, done: u64) {
+        match self {
+            Progress::Bar(bar) => bar.set_position(done),
+            Progress::Lines { total, unit, last } => {
+                if last.elapsed() >= LINE_EVERY {
+                    *last = Instant::now();
+                    let percent = (done.min(*total) * 100).checked_div(*total).unwrap_or(100);
+                    let line = match unit {
+                        Unit::Rows => format!("vault-cli: exported {done} of {total} rows ({percent}%)"),
+                        Unit::Bytes => format!("vault-cli: copied {} of {} MiB ({percent}%)", done >> 20, *total >> 20),
+                    };
+                    let _ = writeln!(std::io::stderr(), "{line}");
+                }
+            }
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Progress::Bar(bar) = self {
+            bar.finish_and_clear();
+        }
+    }
 }

@@ -235,4 +235,18 @@ async fn models_are_listed_shown_and_deleted_from_the_command_line() {
     assert_eq!(traversal.status.code(), Some(2));
     assert!(cli(&app, &with(&["models", "delete", "mistral-7b", "--yes"])).await.status.success());
     assert!(!dir.join("mistral-7b").exists() && dir.join("qwen2.5-32b-awq").exists());
+
+    // Import it back from a "USB disk".
+    let usb = tempfile::tempdir().unwrap();
+    let source = usb.path().join("mistral-7b");
+    std::fs::create_dir_all(&source).unwrap();
+    std::fs::write(source.join("config.json"), "{}").unwrap();
+    std::fs::write(source.join("model.bin"), vec![1u8; 1 << 20]).unwrap();
+    let (path, roots) = (source.display().to_string(), usb.path().display().to_string());
+    let import = ["models", "import", path.as_str(), "--import-roots", roots.as_str(), "--json"];
+    let imported = json_out(&cli(&app, &[&import[..], &upstream[..]].concat()).await);
+    assert_eq!((imported["id"].as_str(), imported["size_bytes"].as_u64()), (Some("mistral-7b"), Some((1 << 20) + 2)));
+    assert_eq!(std::fs::read(dir.join("mistral-7b/model.bin")).unwrap().len(), 1 << 20);
+    let outside = ["models", "import", "/etc", "--import-roots", roots.as_str()];
+    assert_eq!(cli(&app, &[&outside[..], &upstream[..]].concat()).await.status.code(), Some(2));
 }

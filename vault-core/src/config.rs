@@ -36,6 +36,8 @@ pub struct Config {
     /// The inference service's model configuration: which models vLLM serves, on which
     /// GPUs (written by model load and unload).
     pub gpu_config: PathBuf,
+    /// Folders models may be imported from (mount points of removable disks).
+    pub import_roots: Vec<PathBuf>,
     /// GPUs to pretend the box has (total memory of each), for the demo and tests on a
     /// machine without any: model loads are checked against them instead of NVML.
     pub simulated_gpus: Option<Vec<u64>>,
@@ -94,6 +96,7 @@ pub const VAULT_SECRET_KEY: &str = "VAULT_SECRET_KEY";
 pub const VAULT_MODELS_DIR: &str = "VAULT_MODELS_DIR";
 pub const VAULT_GPU_CONFIG: &str = "VAULT_GPU_CONFIG";
 pub const VAULT_SIMULATED_GPUS_MB: &str = "VAULT_SIMULATED_GPUS_MB";
+pub const VAULT_IMPORT_ROOTS: &str = "VAULT_IMPORT_ROOTS";
 pub const VAULT_MODELS_MANIFEST: &str = "VAULT_MODELS_MANIFEST";
 pub const VAULT_SETUP_FLAG_PATH: &str = "VAULT_SETUP_FLAG_PATH";
 pub const VAULT_TLS_CERT_DIR: &str = "VAULT_TLS_CERT_DIR";
@@ -177,6 +180,16 @@ impl Config {
         let models_dir = lookup(VAULT_MODELS_DIR).map(PathBuf::from).unwrap_or_else(|| data_dir.join("models"));
         let gpu_config =
             lookup(VAULT_GPU_CONFIG).map(PathBuf::from).unwrap_or_else(|| data_dir.join("gpu-config.json"));
+        let import_roots: Vec<PathBuf> = lookup(VAULT_IMPORT_ROOTS)
+            .unwrap_or_else(|| "/media,/mnt".into())
+            .split(',')
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .map(PathBuf::from)
+            .collect();
+        if let Some(relative) = import_roots.iter().find(|r| !r.is_absolute()) {
+            return Err(bad(VAULT_IMPORT_ROOTS, format!("`{}` is not an absolute path", relative.display())));
+        }
         let simulated_gpus = match lookup(VAULT_SIMULATED_GPUS_MB) {
             None => None,
             Some(list) => Some(
@@ -249,6 +262,7 @@ impl Config {
             upstream_timeout,
             models_dir,
             gpu_config,
+            import_roots,
             simulated_gpus,
             models_manifest,
             models_manifest_explicit,
@@ -326,6 +340,7 @@ impl Config {
             "upstream_timeout_seconds": self.upstream_timeout.as_secs_f64(),
             "models_dir": self.models_dir.display().to_string(),
             "gpu_config": self.gpu_config.display().to_string(),
+            "import_roots": self.import_roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>(),
             "simulated_gpus_mb": self.simulated_gpus.as_ref().map(|g| g.iter().map(|b| b / MIB).collect::<Vec<_>>()),
             "models_manifest": self.models_manifest.display().to_string(),
             "setup_flag_path": self.setup_flag_path.display().to_string(),
@@ -458,6 +473,7 @@ mod tests {
             (VAULT_METRICS_ADDR, "localhost"),
             (VAULT_LOG_MAX_MB, "0"),
             (VAULT_SIMULATED_GPUS_MB, "80000,lots"),
+            (VAULT_IMPORT_ROOTS, "media"),
         ] {
             let err = config(&[(var, value)]).unwrap_err();
             assert!(err.message.starts_with(var), "{var}: {}", err.message);

@@ -129,6 +129,10 @@ error_codes! {
     ModelNotFound => "model_not_found",
     /// The model is loaded: unload it first.
     ModelLoaded => "model_loaded",
+    /// A model of that id is in the models dir already.
+    ModelExists => "model_exists",
+    /// The disk of the models dir has too little room for it.
+    InsufficientDiskSpace => "insufficient_disk_space",
     /// The model does not fit the free memory of the GPUs (`details` has the figures).
     InsufficientGpuMemory => "insufficient_gpu_memory",
     /// Another model load or unload is under way.

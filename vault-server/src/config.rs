@@ -42,6 +42,9 @@ pub struct ConfigArgs {
     /// The inference service's model configuration, written by model load and unload [default: <data dir>/gpu-config.json].
     #[arg(long, env = config::VAULT_GPU_CONFIG, global = true)]
     pub gpu_config: Option<String>,
+    /// Comma-separated folders models may be imported from [default: /media,/mnt].
+    #[arg(long, env = config::VAULT_IMPORT_ROOTS, global = true)]
+    pub import_roots: Option<String>,
     /// Pretend the box has GPUs of these sizes in MB (demos and tests without GPUs), e.g. 81920,81920 [default: none].
     #[arg(long, env = config::VAULT_SIMULATED_GPUS_MB, global = true)]
     pub simulated_gpus_mb: Option<String>,
@@ -107,6 +110,7 @@ impl ConfigArgs {
             (config::VAULT_MODELS_DIR, &self.models_dir),
             (config::VAULT_MODELS_MANIFEST, &self.models_manifest),
             (config::VAULT_GPU_CONFIG, &self.gpu_config),
+            (config::VAULT_IMPORT_ROOTS, &self.import_roots),
             (config::VAULT_SIMULATED_GPUS_MB, &self.simulated_gpus_mb),
             (config::VAULT_SETUP_FLAG_PATH, &self.setup_flag_path),
             (config::VAULT_TLS_CERT_DIR, &self.tls_cert_dir),

@@ -43,6 +43,7 @@ const CLOSED_BODIES: &[&str] = &[
     "NetworkPatch",
     "SystemPatch",
     "InferencePatch",
+    "ImportModel",
 ];
 
 /// The OpenAPI document the code describes (committed under `openapi/`, served at

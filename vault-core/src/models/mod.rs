@@ -9,6 +9,7 @@
 //! 404), and links inside a model's folder are removed with it, never what they point to.
 
 pub mod gpu_config;
+pub mod import;
 pub mod operations;
 
 use std::path::{Path, PathBuf};
@@ -19,7 +20,7 @@ use crate::error::{ErrorCode, ErrorKind, Result, VaultError};
 use crate::inference::Inference;
 
 /// File extensions of weights.
-const WEIGHT_EXTENSIONS: &[&str] = &["safetensors", "bin", "pt", "pth", "gguf"];
+pub(crate) const WEIGHT_EXTENSIONS: &[&str] = &["safetensors", "bin", "pt", "pth", "gguf"];
 /// A `config.json` larger than this is not a model's configuration.
 pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 /// Memory a loaded model takes beyond its weights (activations, CUDA graphs), as a share

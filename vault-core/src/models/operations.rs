@@ -9,6 +9,7 @@
 //! with the most free memory.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,6 +37,7 @@ const KEPT: usize = 100;
 pub enum OperationKind {
     Load,
     Unload,
+    Import,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -51,6 +53,7 @@ impl OperationKind {
         match self {
             OperationKind::Load => "load",
             OperationKind::Unload => "unload",
+            OperationKind::Import => "import",
         }
     }
 }
@@ -79,20 +82,37 @@ pub struct Operation {
     pub finished_at: Option<String>,
     /// Whether the host change was only recorded (`VAULT_SYSTEM_CONTROL=dry-run`).
     pub dry_run: bool,
+    /// How far an import has copied.
+    pub progress: Option<Progress>,
 }
 
-/// The operations of this gateway: the one running, and the last finished ones.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct Progress {
+    pub done_bytes: u64,
+    pub total_bytes: u64,
+}
+
+/// The operations of this gateway: the load or unload running, the imports copying, and
+/// the last finished ones.
 #[derive(Default)]
 pub struct Operations {
     all: Mutex<HashMap<String, Operation>>,
     running: Mutex<Option<String>>,
+    /// Imports under way: the model id each creates, and its bytes copied so far.
+    imports: Mutex<HashMap<String, (String, Arc<AtomicU64>)>>,
 }
 
 impl Operations {
     pub fn get(&self, id: &str) -> Result<Operation> {
-        self.all.lock().ok().and_then(|all| all.get(id).cloned()).ok_or_else(|| {
+        let mut operation = self.all.lock().ok().and_then(|all| all.get(id).cloned()).ok_or_else(|| {
             VaultError::not_found(ErrorCode::OperationNotFound, format!("There is no operation `{id}` here."))
-        })
+        })?;
+        if let (Some(progress), Ok(imports)) = (operation.progress.as_mut(), self.imports.lock())
+            && let Some((_, done)) = imports.get(id)
+        {
+            progress.done_bytes = done.load(Ordering::Relaxed);
+        }
+        Ok(operation)
     }
 
     /// Claims the one slot for a load or unload.
@@ -106,6 +126,27 @@ impl Operations {
             .with_details(serde_json::json!({"operation": other})));
         }
         *running = Some(operation.id.clone());
+        self.keep(operation);
+        Ok(())
+    }
+
+    /// Records an import that creates model `target`; gives its counter of bytes copied.
+    pub(super) fn begin_import(&self, operation: Operation, target: &str) -> Result<Arc<AtomicU64>> {
+        let mut imports = self.imports.lock().map_err(|_| VaultError::internal("starting an import", "lock"))?;
+        if let Some((other, _)) = imports.iter().find(|(_, (model, _))| model == target) {
+            return Err(VaultError::conflict(
+                ErrorCode::OperationInProgress,
+                format!("`{target}` is being imported already."),
+            )
+            .with_details(serde_json::json!({"operation": other})));
+        }
+        let done = Arc::new(AtomicU64::new(0));
+        imports.insert(operation.id.clone(), (target.to_string(), done.clone()));
+        self.keep(operation);
+        Ok(done)
+    }
+
+    fn keep(&self, operation: Operation) {
         if let Ok(mut all) = self.all.lock() {
             if all.len() >= KEPT {
                 let oldest = all
@@ -119,13 +160,16 @@ impl Operations {
             }
             all.insert(operation.id.clone(), operation);
         }
-        Ok(())
     }
 
-    fn finish(&self, id: &str, failure: Option<String>) {
+    pub(super) fn finish(&self, id: &str, failure: Option<String>) {
+        let copied = self.imports.lock().ok().and_then(|mut imports| imports.remove(id)).map(|(_, done)| done);
         if let Ok(mut all) = self.all.lock()
             && let Some(operation) = all.get_mut(id)
         {
+            if let (Some(progress), Some(done)) = (operation.progress.as_mut(), copied) {
+                progress.done_bytes = done.load(Ordering::Relaxed);
+            }
             operation.state = if failure.is_some() { OperationState::Failed } else { OperationState::Succeeded };
             operation.reason = failure;
             operation.finished_at = Some(crate::time::now_rfc3339());
@@ -171,7 +215,7 @@ async fn restart_engine(vault: &Vault) -> Result<()> {
         .map(drop)
 }
 
-fn new_operation(kind: OperationKind, model: &str, gpus: Vec<u32>, dry_run: bool) -> Operation {
+pub(super) fn new_operation(kind: OperationKind, model: &str, gpus: Vec<u32>, dry_run: bool) -> Operation {
     Operation {
         id: crate::secrets::new_id(),
         kind,
@@ -182,6 +226,7 @@ fn new_operation(kind: OperationKind, model: &str, gpus: Vec<u32>, dry_run: bool
         started_at: crate::time::now_rfc3339(),
         finished_at: None,
         dry_run,
+        progress: None,
     }
 }
 

@@ -8,11 +8,12 @@ use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi};
 use vault_core::Vault;
-use vault_core::models::{self, operations};
+use vault_core::models::{self, import, operations};
 
 use super::{ApiResult, NoContent, Tag};
 use crate::auth::{AdminKey, UserKey};
-use crate::dto::{ActiveModels, ModelDetail, ModelInventory, ModelOperation, ModelSummary};
+use crate::dto::{ActiveModels, ImportModel, ModelDetail, ModelInventory, ModelOperation, ModelSummary};
+use crate::payload::JsonBody;
 
 pub struct ModelsApi;
 
@@ -44,7 +45,24 @@ impl ModelsApi {
         Ok(Json(operations::active(&vault).await?.into()))
     }
 
-    /// Follow a model load or unload
+    /// Import a model
+    ///
+    /// From a folder under one of the import roots (`VAULT_IMPORT_ROOTS`, e.g. a mounted USB
+    /// disk). Checked first (no link in it or out of the roots, `config.json` parses, weights
+    /// present and whole, room on the disk), then copied in the background: follow the
+    /// operation for bytes copied. The model appears only once complete.
+    #[oai(path = "/import", method = "post")]
+    async fn import(
+        &self,
+        vault: Data<&Arc<Vault>>,
+        key: AdminKey,
+        body: JsonBody<ImportModel>,
+    ) -> ApiResult<OperationStarted> {
+        let started = import::import(&vault, &body.path, body.id.as_deref(), &key.0.account()).await?;
+        Ok(OperationStarted::Accepted(Json(started.into())))
+    }
+
+    /// Follow a model load, unload or import
     #[oai(path = "/operations/:operation_id", method = "get")]
     async fn operation(
         &self,

@@ -127,6 +127,28 @@ pub struct ModelOperation {
     pub finished_at: Option<String>,
     /// Whether the restart of the inference service was only recorded (a dry run).
     pub dry_run: bool,
+    /// How far an import has copied.
+    #[oai(nullable)]
+    pub progress: Option<ImportProgress>,
+}
+
+#[derive(Object)]
+pub struct ImportProgress {
+    pub done_bytes: u64,
+    pub total_bytes: u64,
+}
+
+/// A model folder to import.
+#[derive(Object, serde::Deserialize)]
+#[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
+pub struct ImportModel {
+    /// An absolute path under one of the import roots (`VAULT_IMPORT_ROOTS`).
+    #[oai(validator(max_length = 4096))]
+    pub path: String,
+    /// The id to import it as [default: the folder's name].
+    #[oai(validator(max_length = 257), nullable)]
+    pub id: Option<String>,
 }
 
 impl From<operations::Operation> for ModelOperation {
@@ -141,6 +163,7 @@ impl From<operations::Operation> for ModelOperation {
             started_at: o.started_at,
             finished_at: o.finished_at,
             dry_run: o.dry_run,
+            progress: o.progress.map(|p| ImportProgress { done_bytes: p.done_bytes, total_bytes: p.total_bytes }),
         }
     }
 }
