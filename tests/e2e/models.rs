@@ -164,6 +164,10 @@ async fn a_load_makes_the_engine_serve_the_model_and_an_unload_stops_it() {
     assert_error(app.send("POST", "/vault/models/mistral-7b/load", Some(&admin), None).await, 409, "model_loaded")
         .await;
     assert_error(app.send("DELETE", "/vault/models/mistral-7b", Some(&admin), None).await, 409, "model_loaded").await;
+    // An id with `/` reaches its model's own routes too.
+    model(&app.data_dir.join("models"), "Qwen/Qwen2.5-7B-Instruct", Some(10));
+    let nested = app.send("POST", "/vault/models/Qwen/Qwen2.5-7B-Instruct/load", Some(&admin), None).await;
+    assert_error(nested, 409, "model_loaded").await;
 
     let unloading: Value =
         app.send("POST", "/vault/models/mistral-7b/unload", Some(&admin), None).await.json().await.unwrap();
