@@ -110,6 +110,23 @@ async fn delete_removes_one_folder_never_a_loaded_model_nor_anything_outside() {
         assert_eq!(response.status().as_u16(), status, "{path}");
     }
     assert!(sentinel.exists() && app.data_dir.join("outside/config.json").exists() && dir.join("linked").exists());
+    // Only a model's own folder: not an organisation's folder holding a loaded model, not a
+    // folder inside a model, not a hidden one; and not one the model configuration lists.
+    model(&dir, "Qwen/Qwen2.5-7B-Instruct", Some(8));
+    std::fs::create_dir_all(dir.join("old-model/original")).unwrap();
+    for (path, status) in
+        [("/vault/models/Qwen", 404), ("/vault/models/old-model%2Foriginal", 404), ("/vault/models/.import-x", 400)]
+    {
+        assert_eq!(app.send("DELETE", path, Some(&admin), None).await.status(), status, "{path}");
+    }
+    assert!(dir.join("Qwen/Qwen2.5-7B-Instruct/config.json").exists());
+    model(&dir, "configured", Some(8));
+    std::fs::write(
+        app.data_dir.join("gpu-config.json"),
+        r#"{"models": [{"id": "configured", "path": "x", "gpus": [0], "gpu_memory_utilization": 0.9}]}"#,
+    )
+    .unwrap();
+    assert_error(app.send("DELETE", "/vault/models/configured", Some(&admin), None).await, 409, "model_loaded").await;
 
     assert_eq!(app.send("DELETE", "/vault/models/old-model", Some(&admin), None).await.status(), 204);
     assert!(!dir.join("old-model").exists());
@@ -273,6 +290,28 @@ async fn an_import_copies_in_the_background_with_progress_while_requests_are_ser
     assert_eq!(hidden, 0, "no staging folder is left");
     let again = app.send("POST", "/vault/models/import", Some(&admin), Some(&body)).await;
     assert_error(again, 409, "model_exists").await;
+
+    // A failed copy leaves nothing behind: here the organisation folder named is a model.
+    let nested = json!({"path": source.display().to_string(), "id": "mistral-7b/inside"});
+    let started: Value =
+        app.send("POST", "/vault/models/import", Some(&admin), Some(&nested)).await.json().await.unwrap();
+    let id = started["id"].as_str().unwrap();
+    let failed = loop {
+        let operation: Value =
+            app.send("GET", &format!("/vault/models/operations/{id}"), Some(&admin), None).await.json().await.unwrap();
+        if operation["state"] != "running" {
+            break operation;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(failed["state"], "failed", "{failed}");
+    assert!(!app.data_dir.join("models/mistral-7b/inside").exists());
+    let hidden = std::fs::read_dir(app.data_dir.join("models"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .count();
+    assert_eq!(hidden, 0, "a failed import left its staging folder");
 }
 
 #[tokio::test]

@@ -113,7 +113,9 @@ pub async fn run(command: &ModelsCommand, config: &Config, db: &Db, json: bool) 
                     "yes: delete removes the folder of {id} and every file in it; run it again with --yes"
                 )));
             }
-            models::delete(&inference, dir, id, "cli", db).await?;
+            // A running server's loads and imports are its own; the model configuration
+            // and the engine still say whether the model is in use.
+            models::delete(&inference, config, id, "cli", db, &|_| false).await?;
             if json {
                 return print_json(&serde_json::json!({"deleted": id}));
             }

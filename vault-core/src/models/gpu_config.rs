@@ -54,8 +54,15 @@ impl GpuConfig {
         }
         let mut temporary = path.as_os_str().to_os_string();
         temporary.push(".new");
-        std::fs::write(&temporary, text).map_err(fail)?;
-        std::fs::rename(&temporary, path).map_err(fail)
+        let mut file = std::fs::File::create(&temporary).map_err(fail)?;
+        std::io::Write::write_all(&mut file, &text).map_err(fail)?;
+        // On disk before it replaces the old one: a power loss leaves one or the other.
+        file.sync_all().map_err(fail)?;
+        std::fs::rename(&temporary, path).map_err(fail)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+        }
+        Ok(())
     }
 
     pub fn get(&self, id: &str) -> Option<&ServedModel> {

@@ -10,6 +10,8 @@
 //! nothing behind. Errors never echo the resolved path.
 
 use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -38,10 +40,26 @@ fn refused(why: impl Into<String>) -> VaultError {
     VaultError::invalid_field(format!("path: {}", why.into()))
 }
 
+/// Opens a file of the folder being imported as it was checked, whatever was swapped in
+/// since: never through a link (the file the kernel opened must still lie under `source`),
+/// a regular file (a FIFO or device is not waited on), of the size planned.
+fn open_planned(source: &Path, relative: &Path, size: u64) -> std::io::Result<std::fs::File> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(source.join(relative))?;
+    let meta = file.metadata()?;
+    let opened = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
+    if !meta.is_file() || meta.len() != size || !opened.starts_with(source) {
+        return Err(std::io::Error::other("a file changed after it was checked"));
+    }
+    Ok(file)
+}
+
 /// Whether a safetensors file's header parses and its tensors end exactly at its end.
-fn safetensors_whole(path: &Path, size: u64) -> bool {
+fn safetensors_whole(source: &Path, relative: &Path, size: u64) -> bool {
     let check = || -> Option<bool> {
-        let mut file = std::fs::File::open(path).ok()?;
+        let mut file = open_planned(source, relative, size).ok()?;
         let mut length = [0u8; 8];
         file.read_exact(&mut length).ok()?;
         let length = u64::from_le_bytes(length);
@@ -57,7 +75,7 @@ fn safetensors_whole(path: &Path, size: u64) -> bool {
             .filter_map(|(_, t)| t.get("data_offsets")?.get(1)?.as_u64())
             .max()
             .unwrap_or(0);
-        Some(8 + length + end == size)
+        Some(8u64.checked_add(length)?.checked_add(end)? == size)
     };
     check().unwrap_or(false)
 }
@@ -106,8 +124,11 @@ fn plan(config: &Config, path: &str, id: Option<&str>) -> Result<Plan> {
         Some(size) if size > MAX_CONFIG_BYTES => {
             return Err(refused(format!("config.json is larger than {} KiB", MAX_CONFIG_BYTES / 1024)));
         }
-        Some(_) => {
-            let raw = std::fs::read(source.join("config.json")).map_err(|_| refused("config.json cannot be read"))?;
+        Some(size) => {
+            let mut raw = Vec::new();
+            open_planned(&source, Path::new("config.json"), size)
+                .and_then(|mut file| file.read_to_end(&mut raw))
+                .map_err(|_| refused("config.json cannot be read"))?;
             if !serde_json::from_slice::<serde_json::Value>(&raw).is_ok_and(|c| c.is_object()) {
                 return Err(refused("config.json is not a JSON object"));
             }
@@ -121,7 +142,7 @@ fn plan(config: &Config, path: &str, id: Option<&str>) -> Result<Plan> {
     }
     for (name, size) in &weights {
         let truncated = *size == 0
-            || name.extension().is_some_and(|e| e == "safetensors") && !safetensors_whole(&source.join(name), *size);
+            || name.extension().is_some_and(|e| e == "safetensors") && !safetensors_whole(&source, name, *size);
         if truncated {
             return Err(refused(format!("{} is empty or truncated", name.display())));
         }
@@ -137,8 +158,11 @@ fn plan(config: &Config, path: &str, id: Option<&str>) -> Result<Plan> {
             format!("A model `{target}` is in the models dir already."),
         ));
     }
-    let total: u64 = files.iter().map(|(_, size)| size).sum();
-    let needed = total + total / MARGIN_DIVISOR + config.min_free_bytes;
+    let total = files.iter().try_fold(0u64, |sum, (_, size)| sum.checked_add(*size));
+    let needed = total.and_then(|t| t.checked_add(t / MARGIN_DIVISOR)?.checked_add(config.min_free_bytes));
+    let (Some(total), Some(needed)) = (total, needed) else {
+        return Err(refused("the model folder's files are too large to be real"));
+    };
     let existing = config.models_dir.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"));
     if let Some(free) = crate::system::free_space(existing)
         && free < needed
@@ -156,32 +180,47 @@ fn plan(config: &Config, path: &str, id: Option<&str>) -> Result<Plan> {
 /// Copies the planned files into a hidden folder of the models dir, syncs them, and renames
 /// the folder into place; removes it on any failure.
 fn copy(plan: &Plan, models_dir: &Path, staging: &Path, copied_bytes: &mut dyn FnMut(u64)) -> std::io::Result<()> {
+    let mut folders = std::fs::DirBuilder::new();
+    folders.recursive(true).mode(0o750);
     let copied = (|| {
-        for (name, _) in &plan.files {
+        for (name, size) in &plan.files {
             let to = staging.join(name);
             if let Some(dir) = to.parent() {
-                std::fs::create_dir_all(dir)?;
+                folders.create(dir)?;
             }
-            let mut from = std::fs::File::open(plan.source.join(name))?;
-            let mut out = std::fs::File::create(&to)?;
+            // Only the bytes planned: a file growing meanwhile cannot fill the disk.
+            let mut from = open_planned(&plan.source, name, *size)?.take(*size);
+            let mut out = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o640).open(&to)?;
             let mut buffer = vec![0u8; 1 << 20];
+            let mut written = 0u64;
             loop {
                 let n = from.read(&mut buffer)?;
                 if n == 0 {
                     break;
                 }
                 out.write_all(&buffer[..n])?;
+                written += n as u64;
                 copied_bytes(n as u64);
+            }
+            if written != *size {
+                return Err(std::io::Error::other("a file shrank while it was copied"));
             }
             // On disk before it can appear under its final name.
             out.sync_all()?;
         }
         let target = models_dir.join(&plan.target);
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent)?;
+        let parent = target.parent().unwrap_or(models_dir).to_path_buf();
+        folders.create(&parent)?;
+        // The organisation's folder, if any, must be a real folder of the models dir, and
+        // no model itself.
+        if parent != models_dir && (!super::real_dir(models_dir, &parent) || parent.join("config.json").exists()) {
+            return Err(std::io::Error::other("the model's organisation folder is not a plain folder"));
         }
         std::fs::rename(staging, &target)?;
-        std::fs::File::open(target.parent().unwrap_or(models_dir))?.sync_all()
+        if let Err(err) = std::fs::File::open(&parent).and_then(|dir| dir.sync_all()) {
+            tracing::warn!(error = %err, "the models dir could not be synced after an import");
+        }
+        Ok(())
     })();
     if copied.is_err() {
         let _ = std::fs::remove_dir_all(staging);
@@ -197,9 +236,13 @@ pub async fn import(vault: &Arc<Vault>, path: &str, id: Option<&str>, actor: &st
         .map_err(|e| VaultError::internal("checking an import", e))??;
     let mut operation = new_operation(OperationKind::Import, &plan.target, Vec::new(), false);
     operation.progress = Some(Progress { done_bytes: 0, total_bytes: plan.total });
-    let done = vault.operations.begin_import(operation.clone(), &plan.target)?;
     let models_dir = vault.config.models_dir.clone();
-    std::fs::create_dir_all(&models_dir).map_err(|e| VaultError::internal("importing a model", e))?;
+    let made = models_dir.clone();
+    tokio::task::spawn_blocking(move || std::fs::create_dir_all(made))
+        .await
+        .map_err(|e| VaultError::internal("importing a model", e))?
+        .map_err(|e| VaultError::internal("importing a model", e))?;
+    let done = vault.operations.begin_import(operation.clone(), &plan.target)?;
     let staging = models_dir.join(format!(".import-{}", operation.id));
     let (weak, id, target) = (Arc::downgrade(vault), operation.id.clone(), plan.target.clone());
     tracing::info!(model = %target, actor, bytes = plan.total, operation = %id, "model import started");
@@ -246,4 +289,31 @@ pub fn import_now(config: &Config, path: &str, id: Option<&str>, progress: &mut 
     })
     .map_err(|e| VaultError::internal("importing a model", e))?;
     Ok(plan.target)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_is_opened_only_as_it_was_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = std::fs::canonicalize(dir.path()).unwrap();
+        std::fs::write(source.join("a.bin"), b"1234").unwrap();
+        assert!(open_planned(&source, Path::new("a.bin"), 4).is_ok());
+        assert!(open_planned(&source, Path::new("a.bin"), 5).is_err(), "another size");
+        // Swapped for a link, even one into the folder itself.
+        std::fs::remove_file(source.join("a.bin")).unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", source.join("a.bin")).unwrap();
+        assert!(open_planned(&source, Path::new("a.bin"), 4).is_err());
+        // A folder swapped for a link to one outside.
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("b.bin"), b"1234").unwrap();
+        std::os::unix::fs::symlink(outside.path(), source.join("sub")).unwrap();
+        assert!(open_planned(&source, Path::new("sub/b.bin"), 4).is_err());
+        // A FIFO is refused at once, never waited on.
+        let fifo = source.join("pipe.bin");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        assert!(open_planned(&source, Path::new("pipe.bin"), 0).is_err());
+    }
 }

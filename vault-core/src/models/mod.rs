@@ -99,17 +99,17 @@ pub struct ModelDetail {
 /// and `-`, none of them `.` or `..`.
 pub fn folder_of(models_dir: &Path, id: &str) -> Result<PathBuf> {
     let segments: Vec<&str> = id.split('/').collect();
+    // No segment starts with `.`: not `.`, `..`, nor a hidden folder (an import's staging).
     let segment_ok = |s: &&str| {
         !s.is_empty()
             && s.len() <= 128
-            && *s != "."
-            && *s != ".."
+            && !s.starts_with('.')
             && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
     };
     if segments.len() > 2 || !segments.iter().all(segment_ok) {
         return Err(VaultError::invalid_field(
             "model_id: a model id is a folder name, or an organisation and a folder name (`org/name`), \
-             of letters, digits, `.`, `_` and `-`",
+             of letters, digits, `.`, `_` and `-`, not starting with `.`",
         ));
     }
     Ok(segments.iter().fold(models_dir.to_path_buf(), |path, segment| path.join(segment)))
@@ -121,7 +121,7 @@ fn not_found(id: &str) -> VaultError {
 }
 
 /// The folder is a real directory (no link anywhere from the models dir down to it).
-fn real_dir(models_dir: &Path, folder: &Path) -> bool {
+pub(crate) fn real_dir(models_dir: &Path, folder: &Path) -> bool {
     let Ok(relative) = folder.strip_prefix(models_dir) else { return false };
     let mut path = models_dir.to_path_buf();
     relative.components().all(|part| {
@@ -332,7 +332,7 @@ pub async fn detail(inference: &Inference, models_dir: &Path, id: &str) -> Resul
     let folder = folder_of(models_dir, id)?;
     let (dir, id_owned) = (models_dir.to_path_buf(), id.to_string());
     let disk = tokio::task::spawn_blocking(move || {
-        real_dir(&dir, &folder).then(|| {
+        is_model_folder(&dir, &id_owned, &folder).then(|| {
             let mut disk = OnDisk::read(id_owned, folder);
             let shards: Vec<PathBuf> = disk
                 .files
@@ -363,19 +363,28 @@ pub async fn detail(inference: &Inference, models_dir: &Path, id: &str) -> Resul
     })
 }
 
+/// Whether `id` names a model folder as the listing finds them (not an organisation's
+/// folder, nor a folder inside a model), through real folders only.
+fn is_model_folder(models_dir: &Path, id: &str, folder: &Path) -> bool {
+    real_dir(models_dir, folder) && scan(models_dir).iter().any(|d| d.id == id)
+}
+
 /// Removes a model's folder with everything in it (links inside are removed, never
-/// followed). Refused while the upstream serves it, or when it cannot say whether it does.
+/// followed). Refused while the upstream serves it (or cannot say), while the model
+/// configuration lists it, or while `busy` says an operation is on it.
 pub async fn delete(
     inference: &Inference,
-    models_dir: &Path,
+    config: &crate::config::Config,
     id: &str,
     actor: &str,
     db: &crate::storage::Db,
+    busy: &(dyn Fn(&str) -> bool + Sync),
 ) -> Result<()> {
+    let models_dir = &config.models_dir;
     let folder = folder_of(models_dir, id)?;
     let exists = {
-        let (folder, dir) = (folder.clone(), models_dir.to_path_buf());
-        tokio::task::spawn_blocking(move || real_dir(&dir, &folder))
+        let (folder, dir, id) = (folder.clone(), models_dir.to_path_buf(), id.to_string());
+        tokio::task::spawn_blocking(move || is_model_folder(&dir, &id, &folder))
             .await
             .map_err(|e| VaultError::internal("deleting a model", e))?
     };
@@ -389,14 +398,28 @@ pub async fn delete(
             "The inference engine does not answer, so it cannot be known whether it uses this model.",
         ));
     };
-    if served.iter().any(|s| s == id) {
+    let configured = gpu_config::GpuConfig::read(&config.gpu_config)?;
+    if served.iter().any(|s| s == id) || configured.get(id).is_some() {
         return Err(VaultError::conflict(ErrorCode::ModelLoaded, format!("The model `{id}` is loaded."))
             .with_suggestion("Unload it first (POST /vault/models/{model_id}/unload)."));
     }
-    tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&folder))
-        .await
-        .map_err(|e| VaultError::internal("deleting a model", e))?
-        .map_err(|e| VaultError::internal("deleting a model", e))?;
+    if busy(id) {
+        return Err(VaultError::conflict(
+            ErrorCode::OperationInProgress,
+            format!("An operation on `{id}` is under way."),
+        ));
+    }
+    let dir = models_dir.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        // Checked again right before: nothing swapped in since is followed.
+        if !real_dir(&dir, &folder) {
+            return Err(std::io::Error::other("the model's folder changed while it was being deleted"));
+        }
+        std::fs::remove_dir_all(&folder)
+    })
+    .await
+    .map_err(|e| VaultError::internal("deleting a model", e))?
+    .map_err(|e| VaultError::internal("deleting a model", e))?;
     tracing::info!(model = id, actor, "model deleted");
     crate::activity::record(db, "model.deleted", Some(actor), Some(id), format!("Model {id} deleted")).await;
     Ok(())

@@ -115,6 +115,14 @@ impl Operations {
         Ok(operation)
     }
 
+    /// Whether a load, unload or import of model `model` is under way.
+    pub fn busy_with(&self, model: &str) -> bool {
+        let running = self.running.lock().ok().and_then(|r| r.clone());
+        let loading =
+            running.is_some_and(|id| self.all.lock().is_ok_and(|all| all.get(&id).is_some_and(|o| o.model == model)));
+        loading || self.imports.lock().is_ok_and(|imports| imports.values().any(|(target, _)| target == model))
+    }
+
     /// Claims the one slot for a load or unload.
     fn begin(&self, operation: Operation) -> Result<()> {
         let mut running = self.running.lock().map_err(|_| VaultError::internal("starting an operation", "lock"))?;
@@ -301,6 +309,8 @@ async fn apply(
     actor: &str,
     present: bool,
 ) -> Result<Operation> {
+    // Should this request be dropped before the follower takes over, the slot is freed.
+    let mut unhanded = Unhanded { operations: &vault.operations, id: Some(operation.id.clone()) };
     let previous = GpuConfig::read(&vault.config.gpu_config);
     let applied = match config.write(&vault.config.gpu_config) {
         Ok(()) => restart_engine(vault).await,
@@ -311,6 +321,7 @@ async fn apply(
         if let Ok(previous) = previous {
             let _ = previous.write(&vault.config.gpu_config);
         }
+        unhanded.id = None;
         vault.operations.finish(&operation.id, Some(err.message.clone()));
         return Err(err);
     }
@@ -325,7 +336,23 @@ async fn apply(
     )
     .await;
     tokio::spawn(follow(Arc::downgrade(vault), operation.id.clone(), operation.model.clone(), present));
+    unhanded.id = None;
     Ok(operation.clone())
+}
+
+/// Finishes an operation as failed when the request that started it is dropped before its
+/// follower takes over (the client left, the server stopped), so the slot is not held.
+struct Unhanded<'a> {
+    operations: &'a Operations,
+    id: Option<String>,
+}
+
+impl Drop for Unhanded<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            self.operations.finish(&id, Some("the request that started it was cancelled".into()));
+        }
+    }
 }
 
 async fn follow(vault: std::sync::Weak<Vault>, operation: String, model: String, present: bool) {

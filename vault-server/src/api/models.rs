@@ -126,7 +126,8 @@ impl ModelsApi {
     #[oai(path = "/:model_id", method = "delete")]
     async fn delete(&self, vault: Data<&Arc<Vault>>, key: AdminKey, model_id: Path<String>) -> ApiResult<NoContent> {
         let actor = key.0.account();
-        models::delete(&vault.inference, &vault.config.models_dir, &model_id, &actor, &vault.db).await?;
+        let busy = |model: &str| vault.operations.busy_with(model);
+        models::delete(&vault.inference, &vault.config, &model_id, &actor, &vault.db, &busy).await?;
         Ok(NoContent::Deleted)
     }
 }
