@@ -80,8 +80,9 @@ fn safetensors_whole(source: &Path, relative: &Path, size: u64) -> bool {
     check().unwrap_or(false)
 }
 
-/// Checks the folder at `path` and the room for it; what to copy.
-fn plan(config: &Config, path: &str, id: Option<&str>) -> Result<Plan> {
+/// Checks the folder at `path` and the room for it (beside `reserved` bytes other imports
+/// will take); what to copy.
+fn plan(config: &Config, path: &str, id: Option<&str>, reserved: u64) -> Result<Plan> {
     if path.contains('\0') {
         return Err(refused("not a path"));
     }
@@ -159,7 +160,8 @@ fn plan(config: &Config, path: &str, id: Option<&str>) -> Result<Plan> {
         ));
     }
     let total = files.iter().try_fold(0u64, |sum, (_, size)| sum.checked_add(*size));
-    let needed = total.and_then(|t| t.checked_add(t / MARGIN_DIVISOR)?.checked_add(config.min_free_bytes));
+    let needed = total
+        .and_then(|t| t.checked_add(t / MARGIN_DIVISOR)?.checked_add(config.min_free_bytes)?.checked_add(reserved));
     let (Some(total), Some(needed)) = (total, needed) else {
         return Err(refused("the model folder's files are too large to be real"));
     };
@@ -231,7 +233,8 @@ fn copy(plan: &Plan, models_dir: &Path, staging: &Path, copied_bytes: &mut dyn F
 /// Starts importing the model folder at `path` (as model `id`, or under its folder's name).
 pub async fn import(vault: &Arc<Vault>, path: &str, id: Option<&str>, actor: &str) -> Result<Operation> {
     let (config, path_owned, id_owned) = (vault.config.clone(), path.to_string(), id.map(String::from));
-    let plan = tokio::task::spawn_blocking(move || plan(&config, &path_owned, id_owned.as_deref()))
+    let reserved = vault.operations.import_bytes_left();
+    let plan = tokio::task::spawn_blocking(move || plan(&config, &path_owned, id_owned.as_deref(), reserved))
         .await
         .map_err(|e| VaultError::internal("checking an import", e))??;
     let mut operation = new_operation(OperationKind::Import, &plan.target, Vec::new(), false);
@@ -279,7 +282,7 @@ pub async fn import(vault: &Arc<Vault>, path: &str, id: Option<&str>, actor: &st
 /// Imports the model folder at `path` here and now (for `vault-cli`, beside or without a
 /// running server), telling `progress` the bytes copied and the total. Gives the model's id.
 pub fn import_now(config: &Config, path: &str, id: Option<&str>, progress: &mut dyn FnMut(u64, u64)) -> Result<String> {
-    let plan = plan(config, path, id)?;
+    let plan = plan(config, path, id, 0)?;
     std::fs::create_dir_all(&config.models_dir).map_err(|e| VaultError::internal("importing a model", e))?;
     let staging = config.models_dir.join(format!(".import-{}", crate::secrets::new_id()));
     let mut done = 0;

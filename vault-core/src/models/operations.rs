@@ -115,6 +115,19 @@ impl Operations {
         Ok(operation)
     }
 
+    /// Bytes the imports under way have still to copy: room they will take on the disk.
+    pub fn import_bytes_left(&self) -> u64 {
+        let Ok(imports) = self.imports.lock() else { return 0 };
+        let Ok(all) = self.all.lock() else { return 0 };
+        imports
+            .iter()
+            .filter_map(|(id, (_, done))| {
+                let total = all.get(id)?.progress?.total_bytes;
+                Some(total.saturating_sub(done.load(Ordering::Relaxed)))
+            })
+            .fold(0u64, u64::saturating_add)
+    }
+
     /// Whether a load, unload or import of model `model` is under way.
     pub fn busy_with(&self, model: &str) -> bool {
         let running = self.running.lock().ok().and_then(|r| r.clone());
@@ -190,23 +203,29 @@ impl Operations {
     }
 }
 
-/// The GPUs' memory now: simulated GPUs less what the configuration placed on them, else
-/// NVML's figures; `None` when neither is known.
+/// The GPUs' memory now — NVML's figures, or the simulated GPUs' — with what the model
+/// configuration placed on each GPU counted as used even while the engine is not running
+/// (restarting, or after a failed load), so two models are never placed in one's room.
+/// `None` when no figures are known.
 async fn gpu_memory(vault: &Vault, config: &GpuConfig) -> Option<Vec<GpuMemory>> {
-    if let Some(totals) = &vault.config.simulated_gpus {
-        return Some(
-            totals
-                .iter()
-                .zip(0u32..)
-                .map(|(total, index)| {
-                    let placed = config.models.iter().filter(|m| m.gpus.contains(&index)).map(|m| m.estimate_bytes);
-                    let used = placed.sum::<u64>().min(*total);
-                    GpuMemory { index, total_bytes: *total, used_bytes: used, free_bytes: total - used }
-                })
-                .collect(),
-        );
-    }
-    tokio::task::spawn_blocking(crate::gpu::memory).await.ok().flatten()
+    let readings = match &vault.config.simulated_gpus {
+        Some(totals) => totals
+            .iter()
+            .zip(0u32..)
+            .map(|(total, index)| GpuMemory { index, total_bytes: *total, used_bytes: 0, free_bytes: *total })
+            .collect(),
+        None => tokio::task::spawn_blocking(crate::gpu::memory).await.ok().flatten()?,
+    };
+    Some(
+        readings
+            .into_iter()
+            .map(|gpu| {
+                let placed = config.models.iter().filter(|m| m.gpus.contains(&gpu.index)).map(|m| m.estimate_bytes);
+                let used = gpu.used_bytes.max(placed.sum::<u64>()).min(gpu.total_bytes);
+                GpuMemory { used_bytes: used, free_bytes: gpu.total_bytes - used, ..gpu }
+            })
+            .collect(),
+    )
 }
 
 /// The GPU memory view of `/vault/models/active` and of the load check.
@@ -368,6 +387,11 @@ async fn follow(vault: std::sync::Weak<Vault>, operation: String, model: String,
         if tokio::time::Instant::now() >= deadline {
             let what = if present { "start serving" } else { "stop serving" };
             let minutes = SETTLE_TIMEOUT.as_secs() / 60;
+            if present {
+                // A load that did not take is taken back, so the engine does not keep
+                // failing on it, and it can be tried again.
+                withdraw(&vault, &model).await;
+            }
             vault
                 .operations
                 .finish(&operation, Some(format!("the inference engine did not {what} it within {minutes} minutes")));
@@ -375,6 +399,22 @@ async fn follow(vault: std::sync::Weak<Vault>, operation: String, model: String,
         }
         drop(vault);
         tokio::time::sleep(POLL_EVERY).await;
+    }
+}
+
+/// Removes `model` from the model configuration and restarts the engine without it.
+async fn withdraw(vault: &Vault, model: &str) {
+    let mut config = match GpuConfig::read(&vault.config.gpu_config) {
+        Ok(config) => config,
+        Err(err) => return tracing::warn!(model, error = %err.message, "a failed load could not be withdrawn"),
+    };
+    config.models.retain(|m| m.id != model);
+    let withdrawn = match config.write(&vault.config.gpu_config) {
+        Ok(()) => restart_engine(vault).await,
+        Err(err) => Err(err),
+    };
+    if let Err(err) = withdrawn {
+        tracing::warn!(model, error = %err.message, "a failed load could not be withdrawn");
     }
 }
 
