@@ -266,7 +266,8 @@ pub async fn load(vault: &Arc<Vault>, id: &str, actor: &str) -> Result<Operation
             format!("The model `{id}` is incomplete: {reason}."),
         ));
     }
-    let (memory, mut config) = memory_now(vault).await?;
+    let folder = super::folder_of(&vault.config.models_dir, id)?;
+    let (memory, config) = memory_now(vault).await?;
     if detail.summary.status == super::ModelStatus::Loaded || config.get(id).is_some() {
         return Err(VaultError::conflict(ErrorCode::ModelLoaded, format!("The model `{id}` is loaded already.")));
     }
@@ -291,7 +292,7 @@ pub async fn load(vault: &Arc<Vault>, id: &str, actor: &str) -> Result<Operation
     };
     let operation = new_operation(OperationKind::Load, id, gpus.clone(), vault.controller.is_dry_run());
     vault.operations.begin(operation.clone())?;
-    let folder = super::folder_of(&vault.config.models_dir, id)?;
+    let mut config = read_holding_the_slot(vault, &operation)?;
     config.models.push(ServedModel {
         id: id.into(),
         path: folder.display().to_string(),
@@ -315,8 +316,17 @@ pub async fn unload(vault: &Arc<Vault>, id: &str, actor: &str) -> Result<Operati
     };
     let operation = new_operation(OperationKind::Unload, id, placed.gpus, vault.controller.is_dry_run());
     vault.operations.begin(operation.clone())?;
+    config = read_holding_the_slot(vault, &operation)?;
     config.models.retain(|m| m.id != id);
     apply(vault, &operation, &config, actor, false).await
+}
+
+/// The model configuration, read (again) once `operation` holds the slot, so no load or
+/// unload that finished since the checks is lost; on failure the slot is freed.
+fn read_holding_the_slot(vault: &Vault, operation: &Operation) -> Result<GpuConfig> {
+    GpuConfig::read(&vault.config.gpu_config).inspect_err(|err| {
+        vault.operations.finish(&operation.id, Some(err.message.clone()));
+    })
 }
 
 /// Writes the configuration, restarts the engine, and follows the operation until the
