@@ -245,6 +245,11 @@ impl OnDisk {
 /// Every model folder: the folders of the models dir with a `config.json` or weights, and
 /// those one level down in an organisation's folder. Links are skipped.
 fn scan(models_dir: &Path) -> Vec<OnDisk> {
+    model_folders(models_dir).into_iter().map(|(id, folder)| OnDisk::read(id, folder)).collect()
+}
+
+/// The model folders' ids and paths, by id, without reading them.
+fn model_folders(models_dir: &Path) -> Vec<(String, PathBuf)> {
     let subdirs = |dir: &Path| -> Vec<(String, PathBuf)> {
         let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
         entries
@@ -260,21 +265,15 @@ fn scan(models_dir: &Path) -> Vec<OnDisk> {
     };
     let mut found = Vec::new();
     for (name, folder) in subdirs(models_dir) {
-        if looks_like_model(&folder) {
-            found.push(OnDisk::read(name, folder));
-            continue;
-        }
-        let inner = subdirs(&folder);
+        let inner = if looks_like_model(&folder) { Vec::new() } else { subdirs(&folder) };
         if inner.is_empty() {
-            // An empty folder, or one of loose files: a model not yet complete.
-            found.push(OnDisk::read(name, folder));
+            // A model, or an empty folder or one of loose files: a model not yet complete.
+            found.push((name, folder));
             continue;
         }
-        for (model, path) in inner {
-            found.push(OnDisk::read(format!("{name}/{model}"), path));
-        }
+        found.extend(inner.into_iter().map(|(model, path)| (format!("{name}/{model}"), path)));
     }
-    found.sort_by(|a, b| a.id.cmp(&b.id));
+    found.sort_by(|a, b| a.0.cmp(&b.0));
     found
 }
 
@@ -366,7 +365,7 @@ pub async fn detail(inference: &Inference, models_dir: &Path, id: &str) -> Resul
 /// Whether `id` names a model folder as the listing finds them (not an organisation's
 /// folder, nor a folder inside a model), through real folders only.
 fn is_model_folder(models_dir: &Path, id: &str, folder: &Path) -> bool {
-    real_dir(models_dir, folder) && scan(models_dir).iter().any(|d| d.id == id)
+    real_dir(models_dir, folder) && model_folders(models_dir).iter().any(|(found, _)| found == id)
 }
 
 /// Removes a model's folder with everything in it (links inside are removed, never
