@@ -72,12 +72,14 @@ async fn serve(args: &ConfigArgs) -> Result<(), VaultError> {
 
 #[cfg(feature = "demo")]
 async fn demo(args: &ConfigArgs) -> Result<(), VaultError> {
-    use vault_core::config::VAULT_DATA_DIR;
+    use vault_core::config::{VAULT_DATA_DIR, VAULT_SIMULATED_GPUS_MB};
     use vault_core::keys::{self, Scope};
     use vault_server::embedded::{EmbeddedGateway, FakeOptions, Upstream};
 
     let mut overrides = args.overrides();
     overrides.entry(VAULT_DATA_DIR).or_insert_with(|| "./data/demo".into());
+    // The fake engine runs on no GPU: one 80 GB GPU is pretended, so model loads can be tried.
+    overrides.entry(VAULT_SIMULATED_GPUS_MB).or_insert_with(|| "81920".into());
     let log = vault_server::logging::init(&Config::load(&overrides)?)?;
     let fake = FakeOptions { token_delay: std::time::Duration::from_millis(40), ..Default::default() };
     let model = fake.models.first().cloned().unwrap_or_default();
