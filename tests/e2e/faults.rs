@@ -21,11 +21,20 @@ async fn an_unreachable_upstream_answers_503_quickly() {
     let key = gateway.create_key(Scope::User).await;
     let started = Instant::now();
     let response = post_json(&gateway, &key, &chat_body(false)).await;
+    assert_eq!(response.headers()["retry-after"], "5", "a client learns when to try again");
+    let id = request_id(&response);
     assert_error(response, 503, "inference_unavailable").await;
     assert!(started.elapsed() < Duration::from_secs(2));
+    let row = gateway.audit_row(&id).await.unwrap();
+    assert_eq!(row.model.as_deref(), chat_body(false)["model"].as_str(), "the row names the model asked for");
     let health: serde_json::Value =
         client().get(format!("{}/vault/health", gateway.url)).send().await.unwrap().json().await.unwrap();
     assert_eq!(health["status"], "degraded");
+    // Alive, but not ready for inference: a load balancer sends it none.
+    let ready = client().get(format!("{}/vault/health/ready", gateway.url)).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let fine = TestApp::spawn().await;
+    assert_eq!(client().get(format!("{}/vault/health/ready", fine.url)).send().await.unwrap().status(), 200);
 }
 
 #[tokio::test]
@@ -38,6 +47,7 @@ async fn an_upstream_that_hangs_answers_504_within_the_timeout() {
         let started = Instant::now();
         let response = post_json(&gateway, &key, &body).await;
         let id = request_id(&response);
+        assert_eq!(response.headers()["retry-after"], "5");
         assert_error(response, 504, "inference_timeout").await;
         let took = started.elapsed();
         assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(3), "took {took:?}");

@@ -178,6 +178,13 @@ async fn upstream_errors_keep_their_status_and_message() {
     assert_eq!(error["error"]["message"], "The model `gpt-4` does not exist.");
     let row = gateway.audit_row(&id).await.unwrap();
     assert_eq!((row.status, row.error_code.as_deref()), (404, Some("model_not_found")));
+    assert_eq!(row.model.as_deref(), Some("gpt-4"), "the row names the model asked for");
+
+    // The engine's rate limit passes with its status, and a hint when to try again.
+    let mut body = chat_body(false);
+    body["fake_mode"] = json!("error:429");
+    let response = post_json(format!("{}/v1/chat/completions", gateway.url), &key, &body).await;
+    assert_eq!((response.status().as_u16(), response.headers()["retry-after"].to_str().unwrap()), (429, "1"));
 
     let mut body = chat_body(true);
     body["fake_mode"] = json!("error:422");

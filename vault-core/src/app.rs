@@ -62,6 +62,11 @@ impl Health {
     pub fn is_ready(&self) -> bool {
         self.database.ok && self.audit.ok
     }
+
+    /// Whether Vault can answer inference: it keeps its records and the upstream answers.
+    pub fn serves_inference(&self) -> bool {
+        self.is_ready() && self.inference.reachable
+    }
 }
 
 impl Check {

@@ -31,14 +31,16 @@ pub fn error_response(err: &VaultError) -> Response {
     let status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response =
         Response::builder().status(status).content_type("application/json").body(err.to_body().to_string());
-    match err.kind {
-        ErrorKind::RateLimited => {
-            response.headers_mut().insert("retry-after", poem::http::HeaderValue::from_static("1"));
-        }
-        ErrorKind::Unavailable => {
-            response.headers_mut().insert("retry-after", poem::http::HeaderValue::from_static("10"));
-        }
-        _ => {}
+    // When to try again: soon after a rate limit, a little later when the engine is down or
+    // slow (restarting, loading a model), later still when the audit trail cannot keep rows.
+    let retry_after = match err.kind {
+        ErrorKind::RateLimited | ErrorKind::Upstream { status: 429 } => Some("1"),
+        ErrorKind::UpstreamUnavailable | ErrorKind::UpstreamTimeout => Some("5"),
+        ErrorKind::Unavailable => Some("10"),
+        _ => None,
+    };
+    if let Some(seconds) = retry_after {
+        response.headers_mut().insert("retry-after", poem::http::HeaderValue::from_static(seconds));
     }
     // Kept on the response for the audit row.
     response.extensions_mut().insert(err.code);

@@ -242,7 +242,7 @@ impl Inference {
     pub async fn serve(&self, route: Route, body: Bytes, audit: &Arc<RequestAudit>) -> Result<Answer> {
         audit.log().available()?;
         let sent = Instant::now();
-        let proxied = self.proxy(route, body).await;
+        let proxied = self.proxy(route, body, audit).await;
         if proxied.is_err() {
             audit.set_upstream(UpstreamTiming { sent, first_byte: None, done: Instant::now() });
         }
@@ -272,9 +272,17 @@ impl Inference {
     }
 
     /// Forwards one request. A stream is returned as soon as the upstream starts answering.
-    pub async fn proxy(&self, route: Route, body: Bytes) -> Result<Proxied> {
+    /// When the upstream refuses or fails it, the model asked for is still recorded.
+    async fn proxy(&self, route: Route, body: Bytes, audit: &RequestAudit) -> Result<Proxied> {
         let prepared = prepare(route, body)?;
-        match self.backend.forward(route, prepared.body, prepared.stream).await? {
+        let reply = match self.backend.forward(route, prepared.body, prepared.stream).await {
+            Ok(reply) => reply,
+            Err(err) => {
+                audit.set_model(prepared.model);
+                return Err(err);
+            }
+        };
+        match reply {
             UpstreamReply::Complete(body) => {
                 // Reading the fields Vault records also checks that the answer is JSON.
                 let peek: AnswerPeek = serde_json::from_slice(&body)

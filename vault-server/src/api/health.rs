@@ -47,10 +47,12 @@ pub struct GpuHealth {
 
 #[derive(ApiResponse)]
 pub enum HealthAnswer {
-    /// Ready to serve (`ok`, or `degraded` while the inference engine is down).
+    /// Ready (for `/vault/health`: records kept, the engine may be down, `degraded`; for
+    /// `/vault/health/ready`: records kept and the engine answering).
     #[oai(status = 200)]
     Ready(Json<HealthResponse>),
-    /// Not ready: Vault cannot keep its records.
+    /// Not ready: Vault cannot keep its records (or, for `/vault/health/ready`, the engine
+    /// does not answer).
     #[oai(status = 503)]
     Unavailable(Json<HealthResponse>),
 }
@@ -68,14 +70,31 @@ impl HealthApi {
     async fn health(&self, vault: Data<&Arc<Vault>>) -> HealthAnswer {
         let health = vault.health().await;
         let ready = health.is_ready();
-        let body = Json(HealthResponse {
-            status: health.status.to_string(),
-            version: health.version.to_string(),
-            inference: InferenceHealth { reachable: health.inference.reachable },
-            database: health.database.into(),
-            audit: health.audit.into(),
-            gpu: GpuHealth { available: health.gpu.available, count: health.gpu.count },
-        });
-        if ready { HealthAnswer::Ready(body) } else { HealthAnswer::Unavailable(body) }
+        answer(health, ready)
     }
+
+    /// Readiness for inference
+    ///
+    /// The same report, answering 503 until the database, the audit trail and the
+    /// inference engine all answer: for a load balancer or orchestrator that should send
+    /// inference only to a gateway that can serve it.
+    #[oai(path = "/health/ready", method = "get")]
+    async fn ready(&self, vault: Data<&Arc<Vault>>) -> HealthAnswer {
+        let health = vault.health().await;
+        let ready = health.serves_inference();
+        answer(health, ready)
+    }
+}
+
+/// The report, as a 200 when `ready`, else a 503.
+fn answer(health: vault_core::app::Health, ready: bool) -> HealthAnswer {
+    let body = Json(HealthResponse {
+        status: health.status.to_string(),
+        version: health.version.to_string(),
+        inference: InferenceHealth { reachable: health.inference.reachable },
+        database: health.database.into(),
+        audit: health.audit.into(),
+        gpu: GpuHealth { available: health.gpu.available, count: health.gpu.count },
+    });
+    if ready { HealthAnswer::Ready(body) } else { HealthAnswer::Unavailable(body) }
 }
