@@ -6,6 +6,7 @@
 
 mod audit;
 mod auth;
+mod cors;
 mod faults;
 mod https;
 mod inference;

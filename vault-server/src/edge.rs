@@ -12,6 +12,7 @@ use vault_core::inference::Route;
 use vault_core::{ErrorCode, ErrorKind, Vault, VaultError};
 
 use crate::api::inference::serve_direct;
+use crate::cors;
 use crate::error::{ApiError, error_response, from_poem_error};
 use crate::https::Certificates;
 use crate::methods::AllowedMethods;
@@ -31,19 +32,12 @@ impl Edge {
     }
 }
 
-/// Whether the generation routes are served from the edge (see [`serve_direct`]): not
-/// with CORS on, whose layer sits between the edge and the routes.
-fn serves_direct(vault: &Vault) -> bool {
-    vault.config.cors_origins.is_empty()
-}
-
 impl<E: Endpoint> Middleware<E> for Edge {
     type Output = EdgeEndpoint<E>;
 
     fn transform(&self, inner: E) -> Self::Output {
         EdgeEndpoint {
             inner,
-            direct: serves_direct(&self.vault),
             vault: self.vault.clone(),
             allowed: self.allowed.clone(),
             certificates: self.certificates.clone(),
@@ -54,7 +48,6 @@ impl<E: Endpoint> Middleware<E> for Edge {
 pub struct EdgeEndpoint<E> {
     inner: E,
     vault: Arc<Vault>,
-    direct: bool,
     allowed: Arc<AllowedMethods>,
     certificates: Arc<Certificates>,
 }
@@ -71,7 +64,7 @@ impl<E> EdgeEndpoint<E> {
     }
 
     fn direct_route(&self, req: &Request) -> Option<Route> {
-        (self.direct && req.method() == Method::POST).then(|| Route::at(req.uri().path())).flatten()
+        (req.method() == Method::POST).then(|| Route::at(req.uri().path())).flatten()
     }
 }
 
@@ -85,6 +78,8 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
         let audit =
             RequestAudit::begin(self.vault.audit.clone(), req.method().as_str(), req.uri().path(), request_id, peer);
         encode_slashes_in_model_id(&mut req);
+        let cors = (!self.vault.config.cors_origins.is_empty())
+            .then(|| cors::allowed_origin(&self.vault.config, req.headers()));
         let direct = self.direct_route(&req);
         if direct.is_none() {
             // What the routed handlers and extractors take from the request.
@@ -95,6 +90,8 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
         let routed_uri = direct.is_none().then(|| req.uri().clone());
         let answer = if req.extensions().get::<MetricsPort>().is_some() {
             Ok(metrics_port(&self.vault, &req))
+        } else if cors.is_some() && cors::is_preflight(&req) {
+            Ok(cors::preflight(&req, cors.clone().flatten(), self.allowed.for_path(req.uri().path())))
         } else if let Some(to) = req.extensions().get::<RedirectToHttps>().copied() {
             // Without a usable certificate the main port speaks plain HTTP: sent there, so
             // the wizard stays reachable.
@@ -130,6 +127,9 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
         }
         if let Ok(value) = HeaderValue::from_str(&audit.request_id()) {
             response.headers_mut().insert("x-request-id", value);
+        }
+        if let Some(origin) = cors {
+            cors::allow(&mut response, origin);
         }
         if !audit.is_deferred() {
             let status = response.status().as_u16();

@@ -5,6 +5,7 @@ mod api;
 pub mod auth;
 pub mod config;
 mod connections;
+mod cors;
 mod declared;
 mod download;
 mod dto;

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use poem::listener::{Acceptor, Listener, TcpListener};
-use poem::middleware::Cors;
 use poem::{Endpoint, EndpointExt, Route};
 use poem_openapi::OpenApiService;
 use vault_core::tls::TlsStore;
@@ -87,20 +86,13 @@ pub fn app(vault: Arc<Vault>, certificates: Arc<Certificates>) -> impl Endpoint 
     let spec = poem::endpoint::make_sync(move |_| {
         poem::Response::builder().content_type("application/json; charset=utf-8").body(document.clone())
     });
-    let routes = Route::new().at("/openapi.json", spec).nest("/docs", docs).nest("/", service);
-    let origins = vault.config.cors_origins.clone();
-    let cors = (!origins.is_empty()).then(|| {
-        Cors::new()
-            .allow_origins(origins)
-            .allow_headers(["authorization", "content-type", "x-request-id"])
-            .expose_headers(["x-request-id"])
-    });
-    // The live feed checks origins itself (CORS does not cover WebSockets), so it is not
-    // behind the CORS layer.
-    Route::new()
+    // CORS is answered by the edge, for every route alike (see `cors`).
+    let routes = Route::new()
+        .at("/openapi.json", spec)
+        .nest("/docs", docs)
         .at(crate::websocket::PATH, poem::get(crate::websocket::system_feed))
-        .nest("/", routes.with_if(cors.is_some(), cors.unwrap_or_default()))
-        .with(Edge::new(vault, allowed, certificates))
+        .nest("/", service);
+    routes.with(Edge::new(vault, allowed, certificates))
 }
 
 /// A bound server, not yet serving.

@@ -4,7 +4,7 @@
 //! The key comes as `?token=` (browsers cannot set headers on a WebSocket) or in
 //! `Authorization`; the audit row has the path only, so the token is never recorded. A
 //! browser page from an origin not in `VAULT_CORS_ORIGINS` is refused before the key is
-//! even looked at (a WebSocket is not protected by CORS). The key is checked again before every frame: a
+//! even looked at: a browser opens a WebSocket without asking CORS first. The key is checked again before every frame: a
 //! key revoked, or a user deactivated, closes the socket within one interval.
 
 use std::sync::Arc;
