@@ -72,12 +72,15 @@ def test_bad_key_raises_authentication_error(stack):
         bad.models.list()
     assert caught.value.status_code == 401
     assert caught.value.body["code"] == "invalid_api_key"
+    # OpenAI's own fields, which the SDKs expose.
+    assert caught.value.type == "authentication_error"
 
 
 def test_unknown_model_raises_not_found(client):
     with pytest.raises(openai.NotFoundError) as caught:
         client.chat.completions.create(model="gpt-4", messages=MESSAGES)
     assert "gpt-4" in caught.value.message
+    assert (caught.value.type, caught.value.param) == ("not_found_error", "model")
 
 
 @pytest.mark.parametrize("mode", ["stream_error:2", "cut:2"])

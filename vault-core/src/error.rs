@@ -267,12 +267,53 @@ impl VaultError {
         self.kind.http_status()
     }
 
-    /// The error shape of the API: `{"error": {"code", "message", "status", "details"}}`.
+    /// OpenAI's name for the kind of error (`error.type`), which its SDKs read.
+    pub fn openai_type(&self) -> &'static str {
+        match self.kind {
+            ErrorKind::Unauthorized | ErrorKind::Upstream { status: 401 } => "authentication_error",
+            ErrorKind::Forbidden | ErrorKind::Upstream { status: 403 } => "permission_error",
+            ErrorKind::NotFound | ErrorKind::Upstream { status: 404 } => "not_found_error",
+            ErrorKind::RateLimited | ErrorKind::Upstream { status: 429 } => "rate_limit_error",
+            ErrorKind::Upstream { status } if status < 500 => "invalid_request_error",
+            ErrorKind::Invalid
+            | ErrorKind::PayloadTooLarge
+            | ErrorKind::UnsupportedMediaType
+            | ErrorKind::RequestTimeout
+            | ErrorKind::HeadTooLarge
+            | ErrorKind::MethodNotAllowed
+            | ErrorKind::Conflict => "invalid_request_error",
+            ErrorKind::Upstream { .. }
+            | ErrorKind::UpstreamUnavailable
+            | ErrorKind::UpstreamTimeout
+            | ErrorKind::Unavailable
+            | ErrorKind::Internal => "server_error",
+        }
+    }
+
+    /// The request field the error is about (OpenAI's `error.param`): the engine's, or the
+    /// one a validation message starts with (`role: must be one of …`).
+    pub fn param(&self) -> Option<String> {
+        if let Some(param) = self.details.as_ref().and_then(|d| d.get("param")).and_then(|p| p.as_str()) {
+            return Some(param.to_string());
+        }
+        if self.code != ErrorCode::InvalidRequest {
+            return None;
+        }
+        let (name, _) = self.message.split_once(": ")?;
+        let plain = !name.is_empty()
+            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.[]".contains(&b));
+        plain.then(|| name.to_string())
+    }
+
+    /// The error shape of the API: `{"error": {"code", "message", "status", "type", "param",
+    /// "details"}}` — Vault's fields, and OpenAI's `type` and `param` for its clients.
     pub fn to_body(&self) -> serde_json::Value {
         let mut error = serde_json::json!({
             "code": self.code.as_str(),
             "message": self.message,
             "status": self.status(),
+            "type": self.openai_type(),
+            "param": self.param(),
         });
         if let (Some(details), Some(map)) = (&self.details, error.as_object_mut()) {
             map.insert("details".into(), (**details).clone());
@@ -298,6 +339,16 @@ mod tests {
         let body = err.to_body();
         assert_eq!(body["error"]["code"], "inference_unavailable");
         assert_eq!(body["error"]["status"], 503);
+        assert_eq!((body["error"]["type"].as_str(), body["error"]["param"].as_str()), (Some("server_error"), None));
+        let invalid = VaultError::invalid_field("messages.0.role: must be one of user, assistant").to_body();
+        assert_eq!(
+            (invalid["error"]["type"].as_str(), invalid["error"]["param"].as_str()),
+            (Some("invalid_request_error"), Some("messages.0.role"))
+        );
+        let sentence = VaultError::invalid_field("The body is not JSON: expected value").to_body();
+        assert_eq!(sentence["error"]["param"], serde_json::Value::Null, "only a field name is a param");
+        let key = VaultError::unauthorized("An API key is required.").to_body();
+        assert_eq!(key["error"]["type"], "authentication_error");
         assert_eq!(body["error"]["message"], "down");
         assert_eq!(body["error"]["details"]["suggestion"], "start vLLM");
     }

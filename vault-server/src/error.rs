@@ -77,6 +77,14 @@ pub struct ErrorDetail {
     pub message: String,
     /// The HTTP status, repeated.
     pub status: u16,
+    /// OpenAI's kind of error, which its SDKs read: `invalid_request_error`,
+    /// `authentication_error`, `permission_error`, `not_found_error`, `rate_limit_error` or
+    /// `server_error`.
+    #[oai(rename = "type")]
+    pub kind: String,
+    /// The request field the error is about, when there is one.
+    #[oai(nullable)]
+    pub param: Option<String>,
     /// More about the error, such as a `suggestion`.
     #[oai(nullable)]
     pub details: Option<serde_json::Value>,
