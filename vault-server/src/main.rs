@@ -91,7 +91,8 @@ async fn demo(args: &ConfigArgs) -> Result<(), VaultError> {
         "\nVault demo is running at {url}\n\
          \x20 upstream : built-in fake vLLM at {upstream} (no GPU needed)\n\
          \x20 database : {db}\n\
-         \x20 admin key: {key}   (shown once; revoke with vault-cli revoke-key {prefix})\n\n\
+         \x20 admin key: {key}   (shown once)\n\
+         \x20 revoke it: VAULT_DATA_DIR={data_dir} vault-cli revoke-key {prefix}\n\n\
          Try it:\n\
          \x20 curl -N {url}/v1/chat/completions \\\n\
          \x20   -H \"Authorization: Bearer {key}\" -H \"Content-Type: application/json\" \\\n\
@@ -99,6 +100,7 @@ async fn demo(args: &ConfigArgs) -> Result<(), VaultError> {
          API docs: {url}/docs    Stop: Ctrl-C\n",
         upstream = gateway.upstream_url(),
         db = vault.config.data_dir.join("vault.db").display(),
+        data_dir = vault.config.data_dir.display(),
         key = admin.key,
         prefix = admin.info.prefix,
     );
