@@ -5,13 +5,13 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use vault_core::config::{self, Config, Overrides};
+use vault_core::config::{self, Config, DbLocation, Overrides};
 use vault_core::keys::{self, ApiKeyInfo, Scope};
 use vault_core::setup;
 use vault_core::storage::Db;
 use vault_core::tls::TlsStore;
 use vault_core::users::{self, User};
-use vault_core::{ErrorKind, VaultError};
+use vault_core::{ErrorCode, ErrorKind, VaultError};
 
 mod audit;
 mod models;
@@ -166,6 +166,23 @@ async fn open_db(cli: &Cli) -> Result<(Config, Db), VaultError> {
         }
     }
     let config = Config::load(&overrides)?;
+    // Only the commands that provision a box may start a database (and tls-info, which reads
+    // none); any other, pointed at the wrong data dir, says so instead of answering from a
+    // new, empty one.
+    let provisions = matches!(cli.command, Command::CreateKey { .. } | Command::CreateUser { .. } | Command::TlsInfo);
+    if let DbLocation::Local(path) = &config.db
+        && !provisions
+        && !path.exists()
+    {
+        return Err(VaultError::not_found(
+            ErrorCode::NotFound,
+            format!(
+                "There is no database at {}. Set VAULT_DATA_DIR (or --data-dir) to the server's data \
+                 directory; create-key and create-user start a new one.",
+                path.display()
+            ),
+        ));
+    }
     let db = Db::open(&config.db).await?;
     Ok((config, db))
 }

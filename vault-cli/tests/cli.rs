@@ -251,3 +251,18 @@ async fn models_are_listed_shown_and_deleted_from_the_command_line() {
     let outside = ["models", "import", "/etc", "--import-roots", roots.as_str()];
     assert_eq!(cli(&app, &[&outside[..], &upstream[..]].concat()).await.status.code(), Some(2));
 }
+
+#[tokio::test]
+async fn a_read_only_command_pointed_at_no_database_says_so_and_creates_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("not-the-server");
+    for args in [&["list-keys"][..], &["revoke-key", "vault_sk_AbCd"], &["setup-status", "--json"]] {
+        let out = run_cli(BINARY, &data_dir, args).await;
+        assert_eq!(out.status.code(), Some(3), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("There is no database at"), "{args:?}");
+    }
+    assert!(!data_dir.join("vault.db").exists(), "no empty database was made");
+    let created = run_cli(BINARY, &data_dir, &["create-key", "--label", "first", "--scope", "admin", "--json"]).await;
+    assert!(created.status.success(), "provisioning starts one");
+    assert!(run_cli(BINARY, &data_dir, &["list-keys"]).await.status.success());
+}
