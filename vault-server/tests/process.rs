@@ -126,3 +126,25 @@ async fn no_row_of_an_answered_request_is_lost_to_sigkill() {
     }
     drop(server);
 }
+
+#[tokio::test]
+async fn a_demo_that_cannot_listen_leaves_no_admin_key_behind() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let out = tokio::process::Command::new(BINARY)
+        .env_clear()
+        .env("VAULT_DATA_DIR", &data_dir)
+        .env("VAULT_PORT", &port)
+        .arg("demo")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("VAULT_PORT: cannot listen"));
+    if data_dir.join("vault.db").exists() {
+        let keys = vault_core::keys::list(&open_db(&data_dir).await, true).await.unwrap();
+        assert!(keys.is_empty(), "a key was left behind: {keys:?}");
+    }
+}
