@@ -13,8 +13,12 @@
 //! - `garbage`: answer 200 with a body that is not JSON.
 //!
 //! `GET /_fake/stats` reports open streams, requests waiting in `slow` or `hang`, and
-//! requests served; `GET /_fake/requests`
-//! returns the last request bodies received, as sent.
+//! requests served; `GET /_fake/requests` returns the last request bodies received, as
+//! sent, and `GET /_fake/headers` what their heads said of them: `x-request-id`,
+//! `traceparent`, and whether they carried the `--api-key` (never the key itself).
+//!
+//! Started with an API key, it refuses `/v1/*` requests without it, as vLLM's `--api-key`
+//! does (`401 {"error":"Unauthorized"}`); `/health` and `/version` stay open.
 
 mod wire;
 
@@ -41,6 +45,9 @@ pub struct Options {
     /// served too, as they are at the moment of each request (so a load or unload shows at
     /// once, as if vLLM had been restarted with the new configuration).
     pub gpu_config: Option<std::path::PathBuf>,
+    /// The key `/v1/*` requests must carry (`Authorization: Bearer <key>`), as with
+    /// `vllm serve --api-key`.
+    pub api_key: Option<String>,
 }
 
 impl Default for Options {
@@ -49,6 +56,7 @@ impl Default for Options {
             models: vec!["qwen2.5-32b-awq".into(), "Qwen/Qwen2.5-7B-Instruct".into()],
             token_delay: Duration::ZERO,
             gpu_config: None,
+            api_key: None,
         }
     }
 }
@@ -61,6 +69,7 @@ pub struct State {
     waiting: AtomicUsize,
     requests: AtomicU64,
     recent_bodies: Mutex<VecDeque<serde_json::Value>>,
+    recent_headers: Mutex<VecDeque<serde_json::Value>>,
 }
 
 impl State {
@@ -81,14 +90,30 @@ impl State {
         models
     }
 
-    fn remember(&self, body: &serde_json::Value) {
+    fn remember(&self, body: &serde_json::Value, headers: &poem::http::HeaderMap) {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut recent) = self.recent_bodies.lock() {
-            if recent.len() == KEPT_REQUESTS {
-                recent.pop_front();
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let head = serde_json::json!({
+            "x-request-id": header("x-request-id"),
+            "traceparent": header("traceparent"),
+            "authorized": header("authorization").is_some(),
+        });
+        for (kept, item) in [(&self.recent_bodies, body.clone()), (&self.recent_headers, head)] {
+            if let Ok(mut recent) = kept.lock() {
+                if recent.len() == KEPT_REQUESTS {
+                    recent.pop_front();
+                }
+                recent.push_back(item);
             }
-            recent.push_back(body.clone());
         }
+    }
+
+    /// Whether a `/v1/*` request may be served: it carries the key the fake was started
+    /// with, if any.
+    fn admits(&self, req: &poem::Request) -> bool {
+        let Some(key) = &self.options.api_key else { return true };
+        let given = req.headers().get("authorization").and_then(|v| v.to_str().ok());
+        !req.uri().path().starts_with("/v1/") || given.and_then(|v| v.strip_prefix("Bearer ")) == Some(key.as_str())
     }
 }
 
@@ -100,7 +125,9 @@ pub fn app(options: Options) -> impl Endpoint + 'static {
         waiting: AtomicUsize::new(0),
         requests: AtomicU64::new(0),
         recent_bodies: Mutex::new(VecDeque::new()),
+        recent_headers: Mutex::new(VecDeque::new()),
     });
+    let gate = state.clone();
     Route::new()
         .at("/health", get(wire::health))
         .at("/version", get(wire::version))
@@ -110,7 +137,17 @@ pub fn app(options: Options) -> impl Endpoint + 'static {
         .at("/v1/embeddings", post(wire::embeddings))
         .at("/_fake/stats", get(wire::stats))
         .at("/_fake/requests", get(wire::recent_requests))
+        .at("/_fake/headers", get(wire::recent_headers))
         .data(state)
+        .around(move |next, req| {
+            let gate = gate.clone();
+            async move {
+                if !gate.admits(&req) {
+                    return Ok(wire::unauthorized());
+                }
+                next.call(req).await.map(poem::IntoResponse::into_response)
+            }
+        })
 }
 
 /// A fake running in this process.

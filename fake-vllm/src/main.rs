@@ -29,6 +29,9 @@ struct Args {
     /// as it is at each request.
     #[arg(long)]
     gpu_config: Option<std::path::PathBuf>,
+    /// Refuse /v1/* requests without this key, as `vllm serve --api-key` does.
+    #[arg(long, env = "VLLM_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
 }
 
 #[tokio::main]
@@ -38,6 +41,7 @@ async fn main() -> std::io::Result<()> {
     let mut options = fake_vllm::Options {
         token_delay: Duration::from_millis(args.token_delay_ms),
         gpu_config: args.gpu_config,
+        api_key: args.api_key,
         ..Default::default()
     };
     if !args.models.is_empty() {

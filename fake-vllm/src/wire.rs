@@ -56,6 +56,16 @@ fn random_hex() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
+/// As vLLM names an answer: after the request's `X-Request-Id` when it has one.
+fn base_request_id(headers: &HeaderMap) -> String {
+    headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(String::from).unwrap_or_else(random_hex)
+}
+
+/// vLLM's answer to a request without its `--api-key` (on `/v1/*` only).
+pub fn unauthorized() -> Response {
+    json_response(StatusCode::UNAUTHORIZED, &json!({"error": "Unauthorized"}))
+}
+
 fn json_response(status: StatusCode, body: &Value) -> Response {
     Response::builder().status(status).content_type("application/json").body(body.to_string())
 }
@@ -121,6 +131,12 @@ pub async fn recent_requests(state: Data<&Arc<State>>) -> Response {
     json_response(StatusCode::OK, &Value::Array(bodies))
 }
 
+#[handler]
+pub async fn recent_headers(state: Data<&Arc<State>>) -> Response {
+    let heads: Vec<Value> = state.recent_headers.lock().map(|r| r.iter().cloned().collect()).unwrap_or_default();
+    json_response(StatusCode::OK, &Value::Array(heads))
+}
+
 /// What every POST route does first, as vLLM does: check the content type and JSON, pick the
 /// model, apply the failure mode that answers before any body.
 struct Parsed {
@@ -148,7 +164,7 @@ async fn parse(state: &State, headers: &HeaderMap, raw: Bytes) -> Result<Parsed,
             return Err(error_response(400, "BadRequestError", "Invalid JSON body", None));
         }
     };
-    state.remember(&body);
+    state.remember(&body, headers);
     let mode = match body.get("fake_mode").and_then(Value::as_str) {
         None => Mode::Normal,
         Some(raw) => Mode::parse(raw).ok_or_else(|| {
@@ -279,10 +295,7 @@ pub async fn chat(state: Data<&Arc<State>>, headers: &HeaderMap, raw: Bytes) -> 
     }
     let prompt_tokens = chat_prompt_tokens(&p.body);
     let (tokens, finish) = answer_tokens(&p.body, &last_user_text(&p.body));
-    let id = match headers.get("x-request-id").and_then(|v| v.to_str().ok()) {
-        Some(id) => id.to_string(),
-        None => format!("chatcmpl-{}", random_hex()),
-    };
+    let id = format!("chatcmpl-{}", base_request_id(headers));
     let created = now();
     if !p.body.get("stream").and_then(Value::as_bool).unwrap_or(false) {
         let content: String = tokens.concat();
@@ -349,7 +362,7 @@ pub async fn completions(state: Data<&Arc<State>>, headers: &HeaderMap, raw: Byt
     }
     let (prompt_tokens, prompt_text) = completion_prompt(&p.body);
     let (tokens, finish) = answer_tokens(&p.body, &prompt_text);
-    let id = format!("cmpl-{}", random_hex());
+    let id = format!("cmpl-{}", base_request_id(headers));
     let created = now();
     if !p.body.get("stream").and_then(Value::as_bool).unwrap_or(false) {
         return json_response(

@@ -271,3 +271,78 @@ async fn generation_routes_answer_alike_with_cors_on_and_off() {
         assert_eq!(seen[0], seen[1], "{path} {authorization:?} {content_type:?} {body}");
     }
 }
+
+#[tokio::test]
+async fn request_ids_and_trace_context_reach_the_upstream() {
+    let (gateway, key) = setup().await;
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let response = vault_e2e::client()
+        .post(format!("{}/v1/chat/completions", gateway.url))
+        .bearer_auth(&key)
+        .header("x-request-id", "trace-abc-1")
+        .header("traceparent", traceparent)
+        .json(&chat_body(false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(request_id(&response), "trace-abc-1");
+    let answer: Value = response.json().await.unwrap();
+    // vLLM names its answer after the request id: its logs and the audit row match.
+    assert_eq!(answer["id"], "chatcmpl-trace-abc-1");
+    let head = gateway.upstream_heads().await.pop().unwrap();
+    assert_eq!(head["x-request-id"], "trace-abc-1");
+    assert_eq!(head["traceparent"], traceparent);
+    assert_eq!(head["authorized"], false, "no VLLM_API_KEY, no Authorization upstream: the client's key stays here");
+
+    // Without a client id, the one Vault made up goes upstream; a malformed traceparent does not.
+    let response = vault_e2e::client()
+        .post(format!("{}/v1/completions", gateway.url))
+        .bearer_auth(&key)
+        .header("traceparent", "00-not-a-trace-context")
+        .json(&json!({"prompt": "hi", "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    let id = request_id(&response);
+    let events = sse_data(&response.text().await.unwrap());
+    let first: Value = serde_json::from_str(&events[0]).unwrap();
+    assert_eq!(first["id"], format!("cmpl-{id}"));
+    let head = gateway.upstream_heads().await.pop().unwrap();
+    assert_eq!(head["x-request-id"], id.as_str());
+    assert!(head["traceparent"].is_null(), "{head}");
+
+    let response = post_json(format!("{}/v1/embeddings", gateway.url), &key, &json!({"input": "x"})).await;
+    let id = request_id(&response);
+    assert_eq!(gateway.upstream_heads().await.pop().unwrap()["x-request-id"], id.as_str());
+}
+
+#[tokio::test]
+async fn a_vllm_started_with_an_api_key_is_reached_with_vllm_api_key() {
+    let upstream = || Upstream::Fake(FakeOptions { api_key: Some("upstream-secret-1".into()), ..Default::default() });
+    let gateway = TestApp::spawn_with(upstream(), &[("VLLM_API_KEY", "upstream-secret-1")]).await;
+    let key = gateway.create_key(Scope::User).await;
+    let response = post_json(format!("{}/v1/chat/completions", gateway.url), &key, &chat_body(false)).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(gateway.upstream_heads().await.pop().unwrap()["authorized"], true);
+    let stream = post_json(format!("{}/v1/chat/completions", gateway.url), &key, &chat_body(true)).await;
+    assert!(stream.text().await.unwrap().ends_with("data: [DONE]\n\n"));
+    assert_eq!(get_with_key(format!("{}/v1/models", gateway.url), &key).await.status(), 200);
+    let ready = vault_e2e::client().get(format!("{}/vault/health/ready", gateway.url)).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    // Admins see that a key is set, never the key.
+    let admin = gateway.create_key(Scope::Admin).await;
+    let config = gateway.send("GET", "/vault/admin/config", Some(&admin), None).await.text().await.unwrap();
+    assert!(!config.contains("upstream-secret-1"), "{config}");
+
+    // Without the key the upstream refuses the gateway: that is a bad gateway, not the
+    // client's 401, and the client is told nothing of the key.
+    let gateway = TestApp::spawn_with(upstream(), &[]).await;
+    let key = gateway.create_key(Scope::User).await;
+    let response = post_json(format!("{}/v1/chat/completions", gateway.url), &key, &chat_body(false)).await;
+    let id = request_id(&response);
+    let body = assert_error(response, 502, "upstream_error").await;
+    assert!(body["error"]["message"].as_str().unwrap().contains("credentials"), "{body}");
+    assert_eq!(gateway.audit_row(&id).await.unwrap().status, 502);
+    let models = get_with_key(format!("{}/v1/models", gateway.url), &key).await;
+    assert_error(models, 502, "upstream_error").await;
+}

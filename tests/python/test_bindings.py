@@ -253,6 +253,29 @@ def test_check_upstream_maps_each_upstream_failure(gateway: vault.Gateway) -> No
         vault.check_upstream("not a url")
 
 
+def test_check_upstream_sends_the_api_key_vllm_was_started_with() -> None:
+    class Keyed(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            ok = self.headers.get("Authorization") == "Bearer upstream-key"
+            body = b'{"object": "list", "data": []}' if ok else b'{"error": "Unauthorized"}'
+            self.send_response(200 if ok else 401)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    url, server = serve_forever(Keyed)
+    try:
+        assert vault.check_upstream(url, api_key="upstream-key")["data"] == []
+        with pytest.raises(vault.UpstreamError) as refused:
+            vault.check_upstream(url)
+        assert refused.value.status == 502 and "credentials" in refused.value.message
+    finally:
+        server.shutdown()
+
+
 def test_a_database_that_is_not_one_raises_the_base_error(tmp_path: pathlib.Path) -> None:
     garbage = tmp_path / "vault.db"
     garbage.write_bytes(b"this is not a database file, not even close" * 100)

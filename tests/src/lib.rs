@@ -128,6 +128,12 @@ impl TestApp {
         self.http.get(format!("{}/_fake/requests", self.upstream_url)).send().await.unwrap().json().await.unwrap()
     }
 
+    /// What the heads of the last requests the fake upstream received said: `x-request-id`,
+    /// `traceparent`, and whether an `Authorization` came with them.
+    pub async fn upstream_heads(&self) -> Vec<Value> {
+        self.http.get(format!("{}/_fake/headers", self.upstream_url)).send().await.unwrap().json().await.unwrap()
+    }
+
     /// Stops the gateway as SIGTERM would: in-flight requests finish, every row is stored.
     /// The data dir stays until the app is dropped.
     pub async fn stop(&mut self) {

@@ -36,6 +36,9 @@ struct Cli {
     /// The inference engine, asked which models are loaded [default: http://localhost:8001].
     #[arg(long, env = config::VLLM_BASE_URL, global = true)]
     vllm_base_url: Option<String>,
+    /// The key vLLM was started with (`vllm serve --api-key`), if any.
+    #[arg(long, env = config::VLLM_API_KEY, hide_env_values = true, global = true)]
+    vllm_api_key: Option<String>,
     /// Where the models are [default: <data dir>/models].
     #[arg(long, env = config::VAULT_MODELS_DIR, global = true)]
     models_dir: Option<String>,
@@ -158,6 +161,7 @@ async fn open_db(cli: &Cli) -> Result<(Config, Db), VaultError> {
         (config::VAULT_DB_URL, &cli.db_url),
         (config::VAULT_DB_AUTH_TOKEN, &cli.db_auth_token),
         (config::VLLM_BASE_URL, &cli.vllm_base_url),
+        (config::VLLM_API_KEY, &cli.vllm_api_key),
         (config::VAULT_MODELS_DIR, &cli.models_dir),
         (config::VAULT_IMPORT_ROOTS, &cli.import_roots),
     ] {

@@ -98,7 +98,12 @@ impl Vault {
     /// Opens the data dir and database and starts the audit writer, with vLLM at
     /// `VLLM_BASE_URL` as the upstream.
     pub async fn open(config: Config) -> Result<Arc<Vault>> {
-        let backend = VllmBackend::new(&config.vllm_base_url, config.upstream_timeout, config.max_upstream_body)?;
+        let backend = VllmBackend::new(
+            &config.vllm_base_url,
+            config.vllm_api_key(),
+            config.upstream_timeout,
+            config.max_upstream_body,
+        )?;
         Self::open_with_backend(config, Arc::new(backend)).await
     }
 

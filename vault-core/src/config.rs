@@ -68,7 +68,19 @@ pub struct Config {
     pub stream_idle_timeout: Duration,
     /// Open connections at most; `None`: as many as the open-files limit allows.
     pub max_connections: Option<usize>,
-    secret_key: Option<String>,
+    secret_key: Option<Secret>,
+    /// The key vLLM was started with (`--api-key`), sent with every upstream request.
+    vllm_api_key: Option<Secret>,
+}
+
+/// A setting that must never be shown: its `Debug` prints a placeholder.
+#[derive(Clone)]
+struct Secret(String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<secret>")
+    }
 }
 
 /// How host changes are carried out.
@@ -91,6 +103,7 @@ pub const VAULT_DATA_DIR: &str = "VAULT_DATA_DIR";
 pub const VAULT_DB_URL: &str = "VAULT_DB_URL";
 pub const VAULT_DB_AUTH_TOKEN: &str = "VAULT_DB_AUTH_TOKEN";
 pub const VLLM_BASE_URL: &str = "VLLM_BASE_URL";
+pub const VLLM_API_KEY: &str = "VLLM_API_KEY";
 pub const VAULT_UPSTREAM_TIMEOUT: &str = "VAULT_UPSTREAM_TIMEOUT";
 pub const VAULT_SECRET_KEY: &str = "VAULT_SECRET_KEY";
 pub const VAULT_MODELS_DIR: &str = "VAULT_MODELS_DIR";
@@ -279,7 +292,8 @@ impl Config {
             idle_timeout,
             stream_idle_timeout,
             max_connections,
-            secret_key: lookup(VAULT_SECRET_KEY),
+            secret_key: lookup(VAULT_SECRET_KEY).map(Secret),
+            vllm_api_key: lookup(VLLM_API_KEY).map(|key| Secret(key.trim().to_string())),
         })
     }
 
@@ -307,7 +321,7 @@ impl Config {
     /// The server secret: the configured one, else the one stored in the data dir,
     /// else a new one written there (readable by the owner only).
     pub fn secret_key(&self) -> Result<String, VaultError> {
-        if let Some(secret) = &self.secret_key {
+        if let Some(Secret(secret)) = &self.secret_key {
             return Ok(secret.clone());
         }
         let path = self.data_dir.join("secret_key");
@@ -322,8 +336,13 @@ impl Config {
         }
     }
 
+    /// The key to send vLLM, when it was started with one.
+    pub fn vllm_api_key(&self) -> Option<&str> {
+        self.vllm_api_key.as_ref().map(|Secret(key)| key.as_str())
+    }
+
     /// The settings as a reader may see them: everything but secrets (the server secret,
-    /// the database token).
+    /// the database token, vLLM's key: only whether one is set).
     pub fn summary(&self) -> serde_json::Value {
         let db = match &self.db {
             DbLocation::Local(path) => path.display().to_string(),
@@ -337,6 +356,7 @@ impl Config {
             "data_dir": self.data_dir.display().to_string(),
             "db_url": db,
             "vllm_base_url": self.vllm_base_url,
+            "vllm_api_key_set": self.vllm_api_key.is_some(),
             "upstream_timeout_seconds": self.upstream_timeout.as_secs_f64(),
             "models_dir": self.models_dir.display().to_string(),
             "gpu_config": self.gpu_config.display().to_string(),
@@ -492,11 +512,20 @@ mod tests {
 
     #[test]
     fn the_summary_never_shows_secrets() {
-        let c = config(&[(VAULT_SECRET_KEY, "topsecret"), (VAULT_DB_AUTH_TOKEN, "tok"), (VAULT_DB_URL, "libsql://db")])
-            .unwrap();
+        let c = config(&[
+            (VAULT_SECRET_KEY, "topsecret"),
+            (VAULT_DB_AUTH_TOKEN, "tok"),
+            (VAULT_DB_URL, "libsql://db"),
+            (VLLM_API_KEY, "vllmsecret"),
+        ])
+        .unwrap();
         let text = c.summary().to_string();
-        assert!(!text.contains("topsecret") && !text.contains("tok\""));
+        assert!(!text.contains("topsecret") && !text.contains("tok\"") && !text.contains("vllmsecret"));
         assert_eq!(c.summary()["db_url"], "libsql://db");
+        assert_eq!(c.summary()["vllm_api_key_set"], true);
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("topsecret") && !debug.contains("vllmsecret"), "{debug}");
+        assert_eq!(c.vllm_api_key(), Some("vllmsecret"));
     }
 
     #[test]

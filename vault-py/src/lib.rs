@@ -358,8 +358,8 @@ impl Audit {
 /// check for scripts. Raises ``UpstreamUnavailable`` when nothing answers,
 /// ``UpstreamTimeout`` after ``timeout`` seconds, ``UpstreamError`` for an error answer.
 #[pyfunction]
-#[pyo3(signature = (url, timeout=5.0))]
-fn check_upstream(py: Python<'_>, url: String, timeout: f64) -> PyResult<Py<PyAny>> {
+#[pyo3(signature = (url, timeout=5.0, api_key=None))]
+fn check_upstream(py: Python<'_>, url: String, timeout: f64, api_key: Option<String>) -> PyResult<Py<PyAny>> {
     use vault_core::inference::InferenceBackend;
     if !(timeout.is_finite() && timeout > 0.0) {
         return Err(to_py_err(VaultError::invalid_field("timeout: must be a positive number of seconds")));
@@ -367,6 +367,7 @@ fn check_upstream(py: Python<'_>, url: String, timeout: f64) -> PyResult<Py<PyAn
     let models = run(py, async move {
         let backend = vault_core::inference::vllm::VllmBackend::new(
             &url,
+            api_key.as_deref(),
             std::time::Duration::from_secs_f64(timeout),
             64 * 1024 * 1024,
         )?;

@@ -30,6 +30,9 @@ pub struct ConfigArgs {
     /// The vLLM server [default: http://localhost:8001].
     #[arg(long, env = config::VLLM_BASE_URL, global = true)]
     pub vllm_base_url: Option<String>,
+    /// The key vLLM was started with (`vllm serve --api-key`), sent with every upstream request.
+    #[arg(long, env = config::VLLM_API_KEY, hide_env_values = true, global = true)]
+    pub vllm_api_key: Option<String>,
     /// Seconds the upstream may take to start answering before a 504 [default: 300].
     #[arg(long, env = config::VAULT_UPSTREAM_TIMEOUT, global = true)]
     pub upstream_timeout: Option<String>,
@@ -105,6 +108,7 @@ impl ConfigArgs {
             (config::VAULT_DB_URL, &self.db_url),
             (config::VAULT_DB_AUTH_TOKEN, &self.db_auth_token),
             (config::VLLM_BASE_URL, &self.vllm_base_url),
+            (config::VLLM_API_KEY, &self.vllm_api_key),
             (config::VAULT_UPSTREAM_TIMEOUT, &self.upstream_timeout),
             (config::VAULT_SECRET_KEY, &self.secret_key),
             (config::VAULT_MODELS_DIR, &self.models_dir),

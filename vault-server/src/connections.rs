@@ -399,7 +399,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> GuardedIo<S> {
         let request_id = vault_core::secrets::request_id();
         if let Some(log) = &self.audit {
             let (method, path) = self.head.method_and_path();
-            let audit = RequestAudit::begin(log.clone(), &method, &path, request_id.clone(), self.peer);
+            let audit = RequestAudit::begin(log.clone(), &method, &path, request_id.clone(), self.peer, None);
             // Journaled when finished; nothing waits here for the commit.
             drop(audit.finish(err.status(), true, Some(err.code)));
         }

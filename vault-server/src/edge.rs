@@ -75,8 +75,15 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
         let request_id = request_id(&req);
         // The path only: a query string may carry a token and is never recorded.
         let peer = req.remote_addr().as_socket_addr().map(|a| a.ip());
-        let audit =
-            RequestAudit::begin(self.vault.audit.clone(), req.method().as_str(), req.uri().path(), request_id, peer);
+        let traceparent = req.headers().get("traceparent").and_then(|v| v.to_str().ok());
+        let audit = RequestAudit::begin(
+            self.vault.audit.clone(),
+            req.method().as_str(),
+            req.uri().path(),
+            request_id,
+            peer,
+            traceparent,
+        );
         encode_slashes_in_model_id(&mut req);
         let cors = (!self.vault.config.cors_origins.is_empty())
             .then(|| cors::allowed_origin(&self.vault.config, req.headers()));

@@ -17,6 +17,8 @@ pub struct RequestAudit {
     log: AuditLog,
     /// The client's address, to keep a flood of refused requests in check.
     peer: Option<std::net::IpAddr>,
+    /// The client's W3C trace context, passed on to the upstream (not recorded).
+    traceparent: Option<String>,
     started: Instant,
     record: std::sync::Mutex<AuditRecord>,
     deferred: AtomicBool,
@@ -25,19 +27,22 @@ pub struct RequestAudit {
 
 impl RequestAudit {
     /// Opens the record of a request. Anything in its path or id that looks like a key is
-    /// cut to its display prefix: the record must never hold a key.
+    /// cut to its display prefix: the record must never hold a key. A `traceparent` that is
+    /// not well formed is dropped.
     pub fn begin(
         log: AuditLog,
         method: &str,
         path: &str,
         request_id: String,
         peer: Option<std::net::IpAddr>,
+        traceparent: Option<&str>,
     ) -> Arc<RequestAudit> {
         let request_id = crate::keys::redact_keys(&request_id).into_owned();
         let path = crate::keys::redact_keys(path).into_owned();
         Arc::new(RequestAudit {
             log,
             peer,
+            traceparent: traceparent.filter(|t| crate::inference::is_valid_traceparent(t)).map(String::from),
             started: Instant::now(),
             record: std::sync::Mutex::new(AuditRecord {
                 timestamp: crate::time::now_rfc3339(),
@@ -65,6 +70,11 @@ impl RequestAudit {
 
     pub fn request_id(&self) -> String {
         self.record.lock().map(|r| r.request_id.clone()).unwrap_or_default()
+    }
+
+    /// What the upstream is told of this request.
+    pub fn trace(&self) -> crate::inference::Trace {
+        crate::inference::Trace { request_id: self.request_id(), traceparent: self.traceparent.clone() }
     }
 
     /// Records who the request acts as.
@@ -174,7 +184,7 @@ mod tests {
         let (_dir, db) = storage::test_db().await;
         let db = Arc::new(db);
         let audit = AuditLog::start(db.clone()).await.unwrap();
-        let request = RequestAudit::begin(audit.clone(), "POST", "/v1/completions", "gone-1".into(), None);
+        let request = RequestAudit::begin(audit.clone(), "POST", "/v1/completions", "gone-1".into(), None, None);
         drop(request);
         audit.shutdown().await;
         let conn = db.connect().await.unwrap();

@@ -65,12 +65,48 @@ pub enum UpstreamReply {
     Stream(BoxStream<'static, std::result::Result<Bytes, String>>),
 }
 
+/// What the upstream is told of the request it serves, so that its logs can be matched with
+/// the audit trail: the request's id (vLLM names its answer after it: `chatcmpl-<id>`) and
+/// the client's W3C trace context.
+#[derive(Debug, Clone, Default)]
+pub struct Trace {
+    pub request_id: String,
+    pub traceparent: Option<String>,
+}
+
+/// Whether `value` is a W3C `traceparent` that can be passed on: `<version>-<trace id>-
+/// <parent id>-<flags>` in lowercase hex (2, 32, 16 and 2 digits), neither id all zeros,
+/// version `ff` never; a later version may add fields after a `-`.
+pub fn is_valid_traceparent(value: &str) -> bool {
+    let bytes = value.as_bytes();
+    let hex =
+        |range: std::ops::Range<usize>| bytes[range].iter().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b));
+    let zeros = |range: std::ops::Range<usize>| bytes[range].iter().all(|b| *b == b'0');
+    bytes.len() >= 55
+        && (bytes.len() == 55 || (bytes[..2] != *b"00" && bytes[55] == b'-'))
+        && [2, 35, 52].iter().all(|&i| bytes[i] == b'-')
+        && hex(0..2)
+        && bytes[..2] != *b"ff"
+        && hex(3..35)
+        && !zeros(3..35)
+        && hex(36..52)
+        && !zeros(36..52)
+        && hex(53..55)
+}
+
 /// An inference engine Vault can sit in front of. vLLM over HTTP is the one in production;
 /// a router over several instances can implement the same trait.
 pub trait InferenceBackend: Send + Sync {
     /// Sends `body` to `route`. Errors are already mapped: unreachable → 503, no answer in
     /// time → 504, the upstream's own errors keep their status and message.
-    fn forward(&self, route: Route, body: Bytes, stream: bool) -> BoxFuture<'_, Result<UpstreamReply>>;
+    /// `trace` goes upstream with it.
+    fn forward<'a>(
+        &'a self,
+        route: Route,
+        body: Bytes,
+        stream: bool,
+        trace: &'a Trace,
+    ) -> BoxFuture<'a, Result<UpstreamReply>>;
     /// The upstream's `/v1/models` document.
     fn list_models(&self) -> BoxFuture<'_, Result<serde_json::Value>>;
     /// Whether the upstream answers its health check.
@@ -229,7 +265,12 @@ impl Inference {
     /// Inference as a tool beside the server sees it (`vault-cli`): the configured upstream
     /// and manifest, with no shutdown to watch.
     pub fn for_tools(config: &crate::config::Config) -> Result<Inference> {
-        let backend = vllm::VllmBackend::new(&config.vllm_base_url, config.upstream_timeout, config.max_upstream_body)?;
+        let backend = vllm::VllmBackend::new(
+            &config.vllm_base_url,
+            config.vllm_api_key(),
+            config.upstream_timeout,
+            config.max_upstream_body,
+        )?;
         let manifest = Manifest::new(config.models_manifest.clone());
         let never = tokio_util::sync::CancellationToken::new();
         Ok(Inference::new(Arc::new(backend), manifest, never, config.stream_idle_timeout))
@@ -275,7 +316,8 @@ impl Inference {
     /// When the upstream refuses or fails it, the model asked for is still recorded.
     async fn proxy(&self, route: Route, body: Bytes, audit: &RequestAudit) -> Result<Proxied> {
         let prepared = prepare(route, body)?;
-        let reply = match self.backend.forward(route, prepared.body, prepared.stream).await {
+        let trace = audit.trace();
+        let reply = match self.backend.forward(route, prepared.body, prepared.stream, &trace).await {
             Ok(reply) => reply,
             Err(err) => {
                 audit.set_model(prepared.model);
@@ -342,8 +384,19 @@ pub(crate) fn upstream_invalid(why: String) -> VaultError {
     )
 }
 
-/// Maps an upstream error answer to Vault's error, keeping its status and message.
+/// Maps an upstream error answer to Vault's error, keeping its status and message — except
+/// the upstream refusing Vault itself (401/403: a missing or wrong `VLLM_API_KEY`), which is
+/// the gateway's fault, not the client's, and answers 502.
 pub(crate) fn upstream_error(status: u16, body: &[u8]) -> VaultError {
+    if matches!(status, 401 | 403) {
+        tracing::error!(status, "the inference upstream refused the gateway's credentials: check VLLM_API_KEY");
+        return VaultError::new(
+            ErrorKind::Upstream { status: 502 },
+            ErrorCode::UpstreamError,
+            "The inference service refused the gateway's credentials.",
+        )
+        .with_suggestion("The administrator should check VLLM_API_KEY against the key vLLM was started with.");
+    }
     #[derive(Deserialize)]
     struct Detail {
         #[serde(default)]
@@ -468,5 +521,36 @@ mod tests {
         let flat = br#"{"object":"error","message":"too long","type":"BadRequestError","param":null,"code":400}"#;
         assert_eq!(upstream_error(400, flat).message, "too long");
         assert_eq!(upstream_error(500, b"<html>").status(), 500);
+    }
+
+    #[test]
+    fn an_upstream_refusing_the_gateway_is_a_bad_gateway_not_the_clients_fault() {
+        for status in [401, 403] {
+            let err = upstream_error(status, br#"{"error":"Unauthorized"}"#);
+            assert_eq!(err.status(), 502);
+            assert!(err.message.contains("credentials"), "{}", err.message);
+        }
+    }
+
+    #[test]
+    fn traceparents_are_passed_on_only_when_well_formed() {
+        let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert!(is_valid_traceparent(good));
+        assert!(is_valid_traceparent("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra"));
+        for bad in [
+            "",
+            "garbage",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-600f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0g",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\nx: y",
+        ] {
+            assert!(!is_valid_traceparent(bad), "{bad}");
+        }
     }
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::Stream;
-use http::{HeaderValue, Method, Request, Response, Uri, header};
+use http::{HeaderName, HeaderValue, Method, Request, Response, Uri, header};
 use http_body_util::Full;
 use hyper::body::{Body, Incoming};
 use hyper::client::conn::{TrySendError, http1};
@@ -107,11 +107,17 @@ impl Pool {
         })
     }
 
-    /// Sends a request (`uri` in origin form, `/path`; a JSON `body` unless empty) and waits
-    /// for the answer's head. The body is the caller's to read, or drop; reading it drives
-    /// the connection.
-    pub async fn send(&self, method: &Method, uri: &Uri, body: Bytes) -> Result<Response<PooledBody>, SendError> {
-        let request = || self.inner.request(method, uri, body.clone());
+    /// Sends a request (`uri` in origin form, `/path`; a JSON `body` unless empty; `headers`
+    /// besides `Host` and `Content-Type`) and waits for the answer's head. The body is the
+    /// caller's to read, or drop; reading it drives the connection.
+    pub async fn send(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        body: Bytes,
+        headers: &[(HeaderName, HeaderValue)],
+    ) -> Result<Response<PooledBody>, SendError> {
+        let request = || self.inner.request(method, uri, body.clone(), headers);
         let (mut connection, reused) = match self.inner.take_idle() {
             Some(connection) => (connection, true),
             None => (self.inner.connect().await?, false),
@@ -151,10 +157,19 @@ async fn exchange(connection: &mut Connection, request: Request<Full<Bytes>>) ->
 }
 
 impl Inner {
-    fn request(&self, method: &Method, uri: &Uri, body: Bytes) -> Result<Request<Full<Bytes>>, SendError> {
+    fn request(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        body: Bytes,
+        headers: &[(HeaderName, HeaderValue)],
+    ) -> Result<Request<Full<Bytes>>, SendError> {
         let mut request = Request::builder().method(method).uri(uri).header(header::HOST, &self.host);
         if !body.is_empty() {
             request = request.header(header::CONTENT_TYPE, "application/json");
+        }
+        for (name, value) in headers {
+            request = request.header(name, value);
         }
         request.body(Full::new(body)).map_err(|e| SendError::Request(e.to_string()))
     }
@@ -348,7 +363,7 @@ mod tests {
     }
 
     async fn get(pool: &Pool) -> Result<String, SendError> {
-        let response = pool.send(&Method::GET, &Uri::from_static("/v1/models"), Bytes::new()).await?;
+        let response = pool.send(&Method::GET, &Uri::from_static("/v1/models"), Bytes::new(), &[]).await?;
         let mut body = response.into_body();
         let mut text = String::new();
         while let Some(chunk) = body.next().await {
@@ -391,7 +406,7 @@ mod tests {
         let server = start(Upstream::Events { ends: true }).await;
         let pool = pool(&server);
         for _ in 0..2 {
-            let response = pool.send(&Method::GET, &Uri::from_static("/"), Bytes::new()).await.unwrap();
+            let response = pool.send(&Method::GET, &Uri::from_static("/"), Bytes::new(), &[]).await.unwrap();
             let mut body = response.into_body();
             assert_eq!(body.next().await.unwrap().unwrap(), "data: [DONE]\n\n");
             drop(body);
@@ -403,7 +418,7 @@ mod tests {
     async fn a_body_dropped_in_the_middle_closes_its_connection() {
         let server = start(Upstream::Events { ends: false }).await;
         let pool = pool(&server);
-        let response = pool.send(&Method::GET, &Uri::from_static("/"), Bytes::new()).await.unwrap();
+        let response = pool.send(&Method::GET, &Uri::from_static("/"), Bytes::new(), &[]).await.unwrap();
         let mut body = response.into_body();
         assert_eq!(body.next().await.unwrap().unwrap(), "data: {\"a\"}\n\n");
         drop(body);
@@ -414,7 +429,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert_eq!(server.abandoned.load(Ordering::SeqCst), 1, "the upstream saw the client leave");
-        let response = pool.send(&Method::GET, &Uri::from_static("/"), Bytes::new()).await.unwrap();
+        let response = pool.send(&Method::GET, &Uri::from_static("/"), Bytes::new(), &[]).await.unwrap();
         drop(response);
         assert_eq!(server.accepted.load(Ordering::SeqCst), 2);
     }

@@ -6,10 +6,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt, TryStreamExt};
-use http::{Method, Uri};
+use http::{HeaderName, HeaderValue, Method, Uri, header};
 
 use super::pool::{Pool, PooledBody};
-use super::{InferenceBackend, Route, UpstreamReply, upstream_error, upstream_invalid};
+use super::{InferenceBackend, Route, Trace, UpstreamReply, upstream_error, upstream_invalid};
 use crate::error::{ErrorCode, ErrorKind, Result, VaultError};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -28,10 +28,21 @@ pub struct VllmBackend {
     first_byte_timeout: Duration,
     /// The largest non-streamed answer taken.
     max_body: usize,
+    /// `Bearer <VLLM_API_KEY>`, sent with every request when vLLM was started with a key.
+    authorization: Option<HeaderValue>,
 }
 
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
 impl VllmBackend {
-    pub fn new(base_url: &str, first_byte_timeout: Duration, max_body: usize) -> Result<VllmBackend> {
+    /// The backend for vLLM at `base_url`; `api_key` when vLLM was started with `--api-key`.
+    pub fn new(
+        base_url: &str,
+        api_key: Option<&str>,
+        first_byte_timeout: Duration,
+        max_body: usize,
+    ) -> Result<VllmBackend> {
         let base_url =
             crate::config::parse_http_url(base_url).map_err(|why| VaultError::invalid_field(format!("url: {why}")))?;
         let invalid = |e: &dyn std::fmt::Display| VaultError::invalid_field(format!("url: {e}"));
@@ -41,6 +52,15 @@ impl VllmBackend {
         let prefix = base.path().trim_end_matches('/').to_string();
         let uri = |path: &str| format!("{prefix}{path}").parse::<Uri>().map_err(|e| invalid(&e));
         let pool = Pool::new(&authority, CONNECT_TIMEOUT, POOL_IDLE_TIMEOUT).map_err(|e| invalid(&e))?;
+        let authorization = match api_key {
+            None => None,
+            Some(key) => {
+                let mut value = HeaderValue::from_str(&format!("Bearer {key}"))
+                    .map_err(|_| VaultError::config("VLLM_API_KEY: not a value an HTTP header can carry"))?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+        };
         Ok(VllmBackend {
             pool,
             routes: [
@@ -52,6 +72,7 @@ impl VllmBackend {
             health: uri("/health")?,
             first_byte_timeout,
             max_body,
+            authorization,
         })
     }
 
@@ -74,9 +95,34 @@ impl VllmBackend {
         .with_suggestion("Retry later, or ask for fewer tokens.")
     }
 
+    /// The headers every request carries, and those that name `trace`.
+    fn headers(&self, trace: Option<&Trace>) -> Vec<(HeaderName, HeaderValue)> {
+        let mut headers = Vec::with_capacity(3);
+        if let Some(authorization) = &self.authorization {
+            headers.push((header::AUTHORIZATION, authorization.clone()));
+        }
+        if let Some(trace) = trace {
+            // Both were checked on the way in (a plain token, a well-formed traceparent).
+            if let Ok(id) = HeaderValue::from_str(&trace.request_id) {
+                headers.push((X_REQUEST_ID, id));
+            }
+            if let Some(Ok(parent)) = trace.traceparent.as_deref().map(HeaderValue::from_str) {
+                headers.push((TRACEPARENT, parent));
+            }
+        }
+        headers
+    }
+
     /// Sends a request and waits for the answer's head; a redirect is an unusable answer.
-    async fn send(&self, method: Method, uri: &Uri, body: Bytes) -> Result<http::Response<PooledBody>> {
-        let response = tokio::time::timeout(self.first_byte_timeout, self.pool.send(&method, uri, body))
+    async fn send(
+        &self,
+        method: Method,
+        uri: &Uri,
+        body: Bytes,
+        trace: Option<&Trace>,
+    ) -> Result<http::Response<PooledBody>> {
+        let headers = self.headers(trace);
+        let response = tokio::time::timeout(self.first_byte_timeout, self.pool.send(&method, uri, body, &headers))
             .await
             .map_err(|_| self.timed_out())?
             .map_err(|e| self.unavailable(&e))?;
@@ -110,7 +156,7 @@ impl VllmBackend {
     }
 
     async fn get_json(&self, uri: &Uri) -> Result<serde_json::Value> {
-        let response = self.send(Method::GET, uri, Bytes::new()).await?;
+        let response = self.send(Method::GET, uri, Bytes::new(), None).await?;
         let status = response.status().as_u16();
         let body = self.read_body(response).await?;
         if status >= 400 {
@@ -121,14 +167,20 @@ impl VllmBackend {
 }
 
 impl InferenceBackend for VllmBackend {
-    fn forward(&self, route: Route, body: Bytes, stream: bool) -> BoxFuture<'_, Result<UpstreamReply>> {
+    fn forward<'a>(
+        &'a self,
+        route: Route,
+        body: Bytes,
+        stream: bool,
+        trace: &'a Trace,
+    ) -> BoxFuture<'a, Result<UpstreamReply>> {
         async move {
             let uri = match route {
                 Route::ChatCompletions => &self.routes[0],
                 Route::Completions => &self.routes[1],
                 Route::Embeddings => &self.routes[2],
             };
-            let response = self.send(Method::POST, uri, body).await?;
+            let response = self.send(Method::POST, uri, body, Some(trace)).await?;
             let status = response.status().as_u16();
             if status >= 400 || !stream {
                 let body = self.read_body(response).await?;
@@ -149,8 +201,12 @@ impl InferenceBackend for VllmBackend {
 
     fn is_healthy(&self) -> BoxFuture<'_, bool> {
         async move {
-            let answered =
-                tokio::time::timeout(HEALTH_TIMEOUT, self.pool.send(&Method::GET, &self.health, Bytes::new())).await;
+            let headers = self.headers(None);
+            let answered = tokio::time::timeout(
+                HEALTH_TIMEOUT,
+                self.pool.send(&Method::GET, &self.health, Bytes::new(), &headers),
+            )
+            .await;
             matches!(answered, Ok(Ok(response)) if response.status().is_success())
         }
         .boxed()

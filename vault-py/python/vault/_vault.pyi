@@ -5,7 +5,7 @@ from typing import Any, Literal
 
 JsonDict = dict[str, Any]
 
-def check_upstream(url: str, timeout: float = 5.0) -> JsonDict:
+def check_upstream(url: str, timeout: float = 5.0, api_key: str | None = None) -> JsonDict:
     """Asks an inference upstream for its model list; raises Upstream* errors."""
 
 class Vault:
