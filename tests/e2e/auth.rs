@@ -89,6 +89,46 @@ async fn a_key_in_a_path_or_request_id_is_never_recorded_whole() {
 }
 
 #[tokio::test]
+async fn docs_are_compressed_revalidated_and_show_the_served_document() {
+    let app = TestApp::spawn().await;
+    let c = client();
+    let plain = c.get(format!("{}/docs", app.url)).send().await.unwrap();
+    assert_eq!(plain.status(), 200);
+    assert!(plain.headers().get("content-encoding").is_none(), "not asked for gzip");
+    let etag = plain.headers()["etag"].clone();
+    let page = plain.text().await.unwrap();
+    // The page shows the document /openapi.json serves, examples included, and the icon.
+    assert!(page.contains("What is a reverse proxy?") && page.contains("createChatCompletion"));
+    assert!(page.contains("/favicon.svg"));
+
+    let gzipped = c.get(format!("{}/docs", app.url)).header("accept-encoding", "br, gzip;q=0.8").send().await.unwrap();
+    assert_eq!(gzipped.headers()["content-encoding"], "gzip");
+    assert_eq!(gzipped.headers()["etag"], etag);
+    assert_eq!(gzipped.headers()["vary"], "accept-encoding");
+    let compressed = gzipped.bytes().await.unwrap();
+    assert!(compressed.len() * 3 < page.len(), "{} of {} bytes", compressed.len(), page.len());
+    let mut unpacked = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&compressed[..]), &mut unpacked).unwrap();
+    assert_eq!(unpacked, page);
+    let refused = c.get(format!("{}/docs", app.url)).header("accept-encoding", "gzip;q=0").send().await.unwrap();
+    assert!(refused.headers().get("content-encoding").is_none());
+
+    // A browser that has the page asks again with its tag and gets no body.
+    let again = c.get(format!("{}/docs", app.url)).header("if-none-match", etag.clone()).send().await.unwrap();
+    assert_eq!(again.status(), 304);
+    assert!(again.bytes().await.unwrap().is_empty());
+    let stale = c.get(format!("{}/docs", app.url)).header("if-none-match", "\"old\"").send().await.unwrap();
+    assert_eq!(stale.status(), 200);
+
+    let spec = c.get(format!("{}/openapi.json", app.url)).header("accept-encoding", "gzip").send().await.unwrap();
+    assert_eq!(spec.headers()["content-encoding"], "gzip");
+    let icon = c.get(format!("{}/favicon.ico", app.url)).send().await.unwrap();
+    assert_eq!(icon.status(), 200);
+    assert_eq!(icon.headers()["content-type"], "image/svg+xml");
+    assert!(icon.text().await.unwrap().starts_with("<svg"));
+}
+
+#[tokio::test]
 async fn health_and_docs_need_no_key_and_the_framework_errors_keep_the_shape() {
     let app = TestApp::spawn().await;
     let key = app.create_key(Scope::User).await;

@@ -108,8 +108,10 @@ choices! {
     MessageRoles => vault_core::conversations::ROLES.iter().copied();
     TlsModes => vault_core::certificate::TLS_MODES.iter().copied();
     ServiceNames => vault_core::services::SERVICES.iter().map(|s| s.name);
-    LogServices =>
-        std::iter::once(vault_core::logs::VAULT_SERVICE).chain(vault_core::services::SERVICES.iter().map(|s| s.name));
+    // This gateway's own log first (the default), then every managed service's journal.
+    LogServices => std::iter::once(vault_core::logs::VAULT_SERVICE).chain(
+        vault_core::services::SERVICES.iter().map(|s| s.name).filter(|name| *name != vault_core::logs::VAULT_SERVICE),
+    );
     LogLevels => vault_core::logs::LEVELS;
     AuditExportFormats => vault_core::audit::ExportFormat::ALL.map(vault_core::audit::ExportFormat::as_str);
     ConversationExportFormats =>

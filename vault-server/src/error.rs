@@ -4,7 +4,7 @@
 
 use poem::http::StatusCode;
 use poem::{IntoResponse, Response};
-use poem_openapi::registry::{MetaMediaType, MetaResponse, MetaResponses, Registry};
+use poem_openapi::registry::{MetaHeader, MetaMediaType, MetaResponse, MetaResponses, Registry};
 use poem_openapi::{ApiResponse, Object};
 use vault_core::{ErrorCode, ErrorKind, VaultError};
 
@@ -143,11 +143,15 @@ const DOCUMENTED: &[(u16, &str)] = &[
     (409, "The request conflicts with the current state (a state transition, a duplicate, the last admin key)."),
     (413, "The body is too large."),
     (415, "The body is not JSON."),
+    (429, "Too many requests: the inference service is busy (wait `Retry-After` seconds)."),
     (500, "An internal error."),
     (502, "The inference service gave an answer that could not be used (a redirect, not JSON, too large)."),
     (503, "The inference service is not reachable, or Vault cannot keep its audit trail now."),
     (504, "The inference service did not answer in time."),
 ];
+
+/// The statuses that come with a `Retry-After`: worth retrying, after that many seconds.
+const RETRY_AFTER: &[u16] = &[429, 503, 504];
 
 impl ApiResponse for ApiError {
     fn meta() -> MetaResponses {
@@ -162,7 +166,17 @@ impl ApiResponse for ApiError {
                         content_type: "application/json",
                         schema: <ErrorBody as poem_openapi::types::Type>::schema_ref(),
                     }],
-                    headers: vec![],
+                    headers: RETRY_AFTER
+                        .contains(status)
+                        .then(|| MetaHeader {
+                            name: "Retry-After".into(),
+                            description: Some("Seconds to wait before retrying.".into()),
+                            required: false,
+                            deprecated: false,
+                            schema: <u32 as poem_openapi::types::Type>::schema_ref(),
+                        })
+                        .into_iter()
+                        .collect(),
                 })
                 .collect(),
         }

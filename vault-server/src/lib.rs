@@ -7,6 +7,7 @@ pub mod config;
 mod connections;
 mod cors;
 mod declared;
+mod docs;
 mod download;
 mod dto;
 mod edge;
@@ -21,6 +22,8 @@ mod payload;
 mod schemas;
 pub(crate) mod serve;
 mod server;
+mod spec;
 mod websocket;
 
-pub use server::{Server, app, openapi_service, shutdown_signal, spec_json};
+pub use server::{Server, app, shutdown_signal};
+pub use spec::{openapi_service, spec_json};

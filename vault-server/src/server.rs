@@ -6,16 +6,15 @@ use std::time::Duration;
 
 use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::{Endpoint, EndpointExt, Route};
-use poem_openapi::OpenApiService;
 use vault_core::tls::TlsStore;
 use vault_core::{Vault, VaultError};
 
-use crate::api::{Api, api};
 use crate::connections::{GuardedAcceptor, Limits};
 use crate::edge::Edge;
 use crate::https::Certificates;
 use crate::methods::AllowedMethods;
 use crate::serve::{Listeners, serve};
+use crate::spec::{openapi_service, spec_json};
 
 /// How long in-flight requests (streams included) may run on after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -23,73 +22,17 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// so their clients learn why and their rows are stored as incomplete.
 const STREAM_END_NOTICE: Duration = Duration::from_secs(2);
 
-pub fn openapi_service() -> OpenApiService<Api, ()> {
-    OpenApiService::new(api(), "Vault", env!("CARGO_PKG_VERSION")).description(
-        "The gateway of an on-premises AI appliance: an OpenAI-compatible API with per-user keys \
-         and an audit trail of every request. Every error answers `{\"error\": {\"code\", \"message\", \
-         \"status\", \"details\"}}`.",
-    )
-}
-
-/// Request bodies that refuse fields they do not know (a mistyped wizard field must not be
-/// ignored). The framework refuses them but does not say so in the document; it is said here,
-/// with the redirect to HTTPS every route may answer.
-const CLOSED_BODIES: &[&str] = &[
-    "SetupAdmin",
-    "SetupModel",
-    "CertificateRequest",
-    "ConfigUpdate",
-    "NetworkPatch",
-    "SystemPatch",
-    "InferencePatch",
-    "ImportModel",
-];
-
-/// The OpenAPI document the code describes (committed under `openapi/`, served at
-/// `/openapi.json`).
-pub fn spec_json() -> String {
-    let spec = openapi_service().spec();
-    let Ok(mut document) = serde_json::from_str::<serde_json::Value>(&spec) else {
-        return spec;
-    };
-    for name in CLOSED_BODIES {
-        if let Some(schema) = document["components"]["schemas"].get_mut(*name).and_then(|s| s.as_object_mut()) {
-            schema.insert("additionalProperties".into(), false.into());
-        }
-    }
-    // Answered by the edge for every route, so the framework does not list it.
-    let redirect = serde_json::json!({
-        "description": "Plain HTTP to a box that is set up and has a certificate: the same URL in HTTPS, in `Location`.",
-        "headers": {"Location": {"schema": {"type": "string"}}},
-    });
-    for methods in document["paths"].as_object_mut().into_iter().flat_map(|p| p.values_mut()) {
-        for operation in methods.as_object_mut().into_iter().flat_map(|m| m.values_mut()) {
-            if let Some(responses) = operation["responses"].as_object_mut() {
-                responses.insert("308".into(), redirect.clone());
-            }
-        }
-    }
-    serde_json::to_string_pretty(&document).unwrap_or(spec)
-}
-
 /// All routes with the gateway layer around them; `certificates` is the box's certificate
 /// as the accept loop serves it (the edge redirects plain HTTP when it is usable).
 pub fn app(vault: Arc<Vault>, certificates: Arc<Certificates>) -> impl Endpoint + 'static {
     let service = openapi_service();
-    let document = spec_json();
-    let parsed: serde_json::Value = serde_json::from_str(&document).unwrap_or_default();
+    let parsed: serde_json::Value = serde_json::from_str(&spec_json()).unwrap_or_default();
     let allowed = AllowedMethods::from_spec(&parsed);
     let templates = parsed["paths"].as_object().map(|paths| paths.keys().cloned().collect::<Vec<_>>());
-    let served_beside = ["/openapi.json", "/docs", crate::websocket::PATH];
+    let served_beside = crate::docs::PATHS.into_iter().chain([crate::websocket::PATH]);
     vault.audit.metrics().set_routes(templates.iter().flatten().map(String::as_str).chain(served_beside));
-    let docs = service.swagger_ui();
-    let spec = poem::endpoint::make_sync(move |_| {
-        poem::Response::builder().content_type("application/json; charset=utf-8").body(document.clone())
-    });
     // CORS is answered by the edge, for every route alike (see `cors`).
-    let routes = Route::new()
-        .at("/openapi.json", spec)
-        .nest("/docs", docs)
+    let routes = crate::docs::add_routes(Route::new())
         .at(crate::websocket::PATH, poem::get(crate::websocket::system_feed))
         .nest("/", service);
     routes.with(Edge::new(vault, allowed, certificates))

@@ -42,14 +42,14 @@ pub enum KeyCreated {
 #[OpenApi(prefix_path = "/vault/admin", tag = "Tag::Admin")]
 impl AdminApi {
     /// List users
-    #[oai(path = "/users", method = "get")]
+    #[oai(path = "/users", method = "get", operation_id = "listUsers")]
     async fn list_users(&self, vault: Data<&Arc<Vault>>, _key: AdminKey) -> ApiResult<Json<UserList>> {
         let items = users::list(&vault.db).await?.into_iter().map(User::from).collect();
         Ok(Json(UserList { items }))
     }
 
     /// Create a user
-    #[oai(path = "/users", method = "post")]
+    #[oai(path = "/users", method = "post", operation_id = "createUser")]
     async fn create_user(
         &self,
         vault: Data<&Arc<Vault>>,
@@ -64,7 +64,7 @@ impl AdminApi {
     /// Update a user
     ///
     /// Deactivating (`is_active: false`) stops all of the user's keys on their next request.
-    #[oai(path = "/users/:id", method = "put")]
+    #[oai(path = "/users/:id", method = "put", operation_id = "updateUser")]
     async fn update_user(
         &self,
         vault: Data<&Arc<Vault>>,
@@ -81,7 +81,7 @@ impl AdminApi {
     /// Deactivate a user
     ///
     /// A soft delete: the record stays; the user's keys stop working on the next request.
-    #[oai(path = "/users/:id", method = "delete")]
+    #[oai(path = "/users/:id", method = "delete", operation_id = "deactivateUser")]
     async fn deactivate_user(
         &self,
         vault: Data<&Arc<Vault>>,
@@ -94,7 +94,7 @@ impl AdminApi {
     /// List API keys
     ///
     /// Prefixes only: keys and their hashes are never shown.
-    #[oai(path = "/keys", method = "get")]
+    #[oai(path = "/keys", method = "get", operation_id = "listKeys")]
     async fn list_keys(
         &self,
         vault: Data<&Arc<Vault>>,
@@ -107,7 +107,7 @@ impl AdminApi {
     }
 
     /// Create an API key
-    #[oai(path = "/keys", method = "post")]
+    #[oai(path = "/keys", method = "post", operation_id = "createKey")]
     async fn create_key(
         &self,
         vault: Data<&Arc<Vault>>,
@@ -123,7 +123,7 @@ impl AdminApi {
     /// Revoke an API key
     ///
     /// It stops working on the next request and stays listed as revoked.
-    #[oai(path = "/keys/:id", method = "delete")]
+    #[oai(path = "/keys/:id", method = "delete", operation_id = "revokeKey")]
     async fn revoke_key(&self, vault: Data<&Arc<Vault>>, key: AdminKey, id: Path<i64>) -> ApiResult<Json<ApiKey>> {
         Ok(Json(keys::revoke_by_id(&vault.db, id.0, Some(&key.0.account())).await?.into()))
     }
@@ -133,7 +133,7 @@ impl AdminApi {
     /// Newest first, filtered by any of the conditions given, a page at a time: pass
     /// `next_cursor` back as `cursor` for the next page (stable while rows are written, and
     /// as fast for the last page as for the first).
-    #[oai(path = "/audit", method = "get")]
+    #[oai(path = "/audit", method = "get", operation_id = "queryAudit")]
     #[allow(clippy::too_many_arguments)]
     async fn audit(
         &self,
@@ -176,7 +176,7 @@ impl AdminApi {
     /// Every row matching the filters, oldest first, as CSV (cells that a spreadsheet would
     /// run as a formula are defused) or as one JSON array; streamed, so memory stays constant
     /// however long the log.
-    #[oai(path = "/audit/export", method = "get")]
+    #[oai(path = "/audit/export", method = "get", operation_id = "exportAudit")]
     async fn audit_export(
         &self,
         vault: Data<&Arc<Vault>>,
@@ -205,7 +205,7 @@ impl AdminApi {
     /// per account and per model, failures by status and code. Read from hourly rollups,
     /// so the period is widened to whole UTC hours (`from` back to its hour's start, `to`
     /// on to its hour's end); the answer says which hours it covers.
-    #[oai(path = "/audit/stats", method = "get")]
+    #[oai(path = "/audit/stats", method = "get", operation_id = "getAuditStats")]
     async fn audit_stats(
         &self,
         vault: Data<&Arc<Vault>>,
@@ -222,7 +222,7 @@ impl AdminApi {
     ///
     /// Network, system settings, the certificate, how the inference engine is reached, and
     /// where setup stands. Never a secret.
-    #[oai(path = "/config", method = "get")]
+    #[oai(path = "/config", method = "get", operation_id = "getConfig")]
     async fn get_config(&self, vault: Data<&Arc<Vault>>, _key: AdminKey) -> ApiResult<Json<ConfigOverview>> {
         Ok(Json(settings::overview(&vault).await?.into()))
     }
@@ -232,7 +232,7 @@ impl AdminApi {
     /// A partial update: only the sections and fields given change. Every field is checked
     /// first (a 400 names it as `section.field`), so a bad one changes nothing. Network and
     /// time zone changes go through the system controller.
-    #[oai(path = "/config", method = "put")]
+    #[oai(path = "/config", method = "put", operation_id = "updateConfig")]
     async fn put_config(
         &self,
         vault: Data<&Arc<Vault>>,
@@ -245,7 +245,7 @@ impl AdminApi {
     /// Get the certificate
     ///
     /// Subject, issuer, names, validity and days left, SHA-256 fingerprint, self-signed.
-    #[oai(path = "/config/tls", method = "get")]
+    #[oai(path = "/config/tls", method = "get", operation_id = "getTlsStatus")]
     async fn get_tls(&self, vault: Data<&Arc<Vault>>, _key: AdminKey) -> ApiResult<Json<TlsStatus>> {
         Ok(Json(certificate::current(&vault.config)?.into()))
     }
@@ -255,7 +255,7 @@ impl AdminApi {
     /// Self-signed (made here for the host name, `localhost` and the static address) or an
     /// uploaded PEM chain and unencrypted key, checked first: it parses, the key matches the
     /// leaf, it is valid now, the chain is in order. A bad upload changes nothing.
-    #[oai(path = "/config/tls", method = "post")]
+    #[oai(path = "/config/tls", method = "post", operation_id = "installCertificate")]
     async fn post_tls(
         &self,
         vault: Data<&Arc<Vault>>,
@@ -270,7 +270,7 @@ impl AdminApi {
     }
 
     /// Get the network configuration
-    #[oai(path = "/config/network", method = "get")]
+    #[oai(path = "/config/network", method = "get", operation_id = "getNetworkConfig")]
     async fn get_network(&self, vault: Data<&Arc<Vault>>, _key: AdminKey) -> ApiResult<Json<NetworkConfig>> {
         Ok(Json(settings::network(&vault.db).await?.into()))
     }
@@ -278,7 +278,7 @@ impl AdminApi {
     /// Change the network configuration
     ///
     /// Applied through the system controller (a dry run unless `VAULT_SYSTEM_CONTROL=host`).
-    #[oai(path = "/config/network", method = "put")]
+    #[oai(path = "/config/network", method = "put", operation_id = "updateNetworkConfig")]
     async fn put_network(
         &self,
         vault: Data<&Arc<Vault>>,
@@ -291,13 +291,13 @@ impl AdminApi {
     }
 
     /// Get the system settings
-    #[oai(path = "/config/system", method = "get")]
+    #[oai(path = "/config/system", method = "get", operation_id = "getSystemConfig")]
     async fn get_system(&self, vault: Data<&Arc<Vault>>, _key: AdminKey) -> ApiResult<Json<SystemSettings>> {
         Ok(Json(settings::system(&vault.db).await?.into()))
     }
 
     /// Change the system settings
-    #[oai(path = "/config/system", method = "put")]
+    #[oai(path = "/config/system", method = "put", operation_id = "updateSystemConfig")]
     async fn put_system(
         &self,
         vault: Data<&Arc<Vault>>,

@@ -39,7 +39,7 @@ impl ConversationsApi {
     /// List your conversations
     ///
     /// Most recently updated first.
-    #[oai(path = "/", method = "get")]
+    #[oai(path = "/", method = "get", operation_id = "listConversations")]
     async fn list(
         &self,
         vault: Data<&Arc<Vault>>,
@@ -54,7 +54,7 @@ impl ConversationsApi {
     }
 
     /// Create a conversation
-    #[oai(path = "/", method = "post")]
+    #[oai(path = "/", method = "post", operation_id = "createConversation")]
     async fn create(
         &self,
         vault: Data<&Arc<Vault>>,
@@ -66,7 +66,7 @@ impl ConversationsApi {
     }
 
     /// Get a conversation with its messages
-    #[oai(path = "/:id", method = "get")]
+    #[oai(path = "/:id", method = "get", operation_id = "getConversation")]
     async fn get(
         &self,
         vault: Data<&Arc<Vault>>,
@@ -77,7 +77,7 @@ impl ConversationsApi {
     }
 
     /// Rename a conversation
-    #[oai(path = "/:id", method = "put")]
+    #[oai(path = "/:id", method = "put", operation_id = "renameConversation")]
     async fn rename(
         &self,
         vault: Data<&Arc<Vault>>,
@@ -89,14 +89,14 @@ impl ConversationsApi {
     }
 
     /// Delete a conversation and its messages
-    #[oai(path = "/:id", method = "delete")]
+    #[oai(path = "/:id", method = "delete", operation_id = "deleteConversation")]
     async fn delete(&self, vault: Data<&Arc<Vault>>, key: UserKey, id: Path<String>) -> ApiResult<NoContent> {
         conversations::delete(&vault.db, &key.0, &id).await?;
         Ok(NoContent::Deleted)
     }
 
     /// Add a message to a conversation
-    #[oai(path = "/:id/messages", method = "post")]
+    #[oai(path = "/:id/messages", method = "post", operation_id = "addConversationMessage")]
     async fn add_message(
         &self,
         vault: Data<&Arc<Vault>>,
@@ -112,7 +112,7 @@ impl ConversationsApi {
     ///
     /// The conversation and its messages as a file: Markdown with one section per message,
     /// or the same JSON as `GET /vault/conversations/{id}`.
-    #[oai(path = "/:id/export", method = "get")]
+    #[oai(path = "/:id/export", method = "get", operation_id = "exportConversation")]
     async fn export(
         &self,
         vault: Data<&Arc<Vault>>,

@@ -66,7 +66,7 @@ impl From<vault_core::app::Check> for Check {
 #[OpenApi(prefix_path = "/vault", tag = "Tag::Health")]
 impl HealthApi {
     /// Health of the gateway, its records and its upstream
-    #[oai(path = "/health", method = "get")]
+    #[oai(path = "/health", method = "get", operation_id = "getHealth")]
     async fn health(&self, vault: Data<&Arc<Vault>>) -> HealthAnswer {
         let health = vault.health().await;
         let ready = health.is_ready();
@@ -78,7 +78,7 @@ impl HealthApi {
     /// The same report, answering 503 until the database, the audit trail and the
     /// inference engine all answer: for a load balancer or orchestrator that should send
     /// inference only to a gateway that can serve it.
-    #[oai(path = "/health/ready", method = "get")]
+    #[oai(path = "/health/ready", method = "get", operation_id = "getReadiness")]
     async fn ready(&self, vault: Data<&Arc<Vault>>) -> HealthAnswer {
         let health = vault.health().await;
         let ready = health.serves_inference();

@@ -31,7 +31,7 @@ impl InferenceApi {
     ///
     /// Forwarded to the engine as sent. With `"stream": true` the answer arrives as
     /// server-sent events, chunk by chunk.
-    #[oai(path = "/chat/completions", method = "post")]
+    #[oai(path = "/chat/completions", method = "post", operation_id = "createChatCompletion")]
     async fn chat_completions(
         &self,
         vault: Data<&Arc<Vault>>,
@@ -43,7 +43,7 @@ impl InferenceApi {
     }
 
     /// Create a text completion
-    #[oai(path = "/completions", method = "post")]
+    #[oai(path = "/completions", method = "post", operation_id = "createCompletion")]
     async fn completions(
         &self,
         vault: Data<&Arc<Vault>>,
@@ -55,7 +55,7 @@ impl InferenceApi {
     }
 
     /// Create embeddings
-    #[oai(path = "/embeddings", method = "post")]
+    #[oai(path = "/embeddings", method = "post", operation_id = "createEmbedding")]
     async fn embeddings(
         &self,
         vault: Data<&Arc<Vault>>,
@@ -67,7 +67,7 @@ impl InferenceApi {
     }
 
     /// List the served models
-    #[oai(path = "/models", method = "get")]
+    #[oai(path = "/models", method = "get", operation_id = "listModels")]
     async fn list_models(&self, vault: Data<&Arc<Vault>>, _key: UserKey) -> ApiResult<UpstreamJson<ModelList>> {
         json_answer(&vault.inference.list_models().await?)
     }
@@ -75,7 +75,7 @@ impl InferenceApi {
     /// Get one served model
     ///
     /// The id may contain `/` (`Qwen/Qwen2.5-7B-Instruct`), written as is in the path.
-    #[oai(path = "/models/:model_id", method = "get")]
+    #[oai(path = "/models/:model_id", method = "get", operation_id = "retrieveModel")]
     async fn get_model(
         &self,
         vault: Data<&Arc<Vault>>,

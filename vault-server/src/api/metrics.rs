@@ -27,7 +27,7 @@ impl MetricsApi {
     /// Requests by route template and status, the time spent in Vault apart from the
     /// upstream, upstream time to first byte and latency, tokens by model, active streams,
     /// the audit writer's queue and commits, and the key cache.
-    #[oai(path = "/metrics", method = "get")]
+    #[oai(path = "/metrics", method = "get", operation_id = "getMetrics")]
     async fn metrics(&self, vault: Data<&Arc<Vault>>, _key: AdminKey) -> ApiResult<MetricsText> {
         Ok(MetricsText::Ok(PlainText(vault.metrics_text())))
     }

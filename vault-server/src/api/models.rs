@@ -30,7 +30,7 @@ impl ModelsApi {
     ///
     /// Every model folder of the models dir (`loaded`, `available`, or `incomplete` with the
     /// reason), and every model the engine serves from elsewhere.
-    #[oai(path = "/", method = "get")]
+    #[oai(path = "/", method = "get", operation_id = "listLocalModels")]
     async fn list(&self, vault: Data<&Arc<Vault>>, _key: UserKey) -> ApiResult<Json<ModelInventory>> {
         let items = models::list(&vault.inference, &vault.config.models_dir).await?;
         Ok(Json(ModelInventory { items: items.into_iter().map(ModelSummary::from).collect() }))
@@ -40,7 +40,7 @@ impl ModelsApi {
     ///
     /// The models the engine serves, with the GPUs Vault's model configuration placed them
     /// on, and each GPU's memory (NVML; `available: false` without it).
-    #[oai(path = "/active", method = "get")]
+    #[oai(path = "/active", method = "get", operation_id = "listActiveModels")]
     async fn active(&self, vault: Data<&Arc<Vault>>, _key: UserKey) -> ApiResult<Json<ActiveModels>> {
         Ok(Json(operations::active(&vault).await?.into()))
     }
@@ -51,7 +51,7 @@ impl ModelsApi {
     /// disk). Checked first (no link in it or out of the roots, `config.json` parses, weights
     /// present and whole, room on the disk), then copied in the background: follow the
     /// operation for bytes copied. The model appears only once complete.
-    #[oai(path = "/import", method = "post")]
+    #[oai(path = "/import", method = "post", operation_id = "importModel")]
     async fn import(
         &self,
         vault: Data<&Arc<Vault>>,
@@ -63,7 +63,7 @@ impl ModelsApi {
     }
 
     /// Follow a model load, unload or import
-    #[oai(path = "/operations/:operation_id", method = "get")]
+    #[oai(path = "/operations/:operation_id", method = "get", operation_id = "getModelOperation")]
     async fn operation(
         &self,
         vault: Data<&Arc<Vault>>,
@@ -79,7 +79,7 @@ impl ModelsApi {
     /// against its free memory: 409 `insufficient_gpu_memory` with both figures otherwise),
     /// writes the inference service's model configuration (`VAULT_GPU_CONFIG`) and restarts
     /// the service through the system controller. One load or unload at a time.
-    #[oai(path = "/:model_id/load", method = "post")]
+    #[oai(path = "/:model_id/load", method = "post", operation_id = "loadModel")]
     async fn load(
         &self,
         vault: Data<&Arc<Vault>>,
@@ -93,7 +93,7 @@ impl ModelsApi {
     /// Unload a model
     ///
     /// Only one Vault loaded (in its model configuration); restarts the inference service.
-    #[oai(path = "/:model_id/unload", method = "post")]
+    #[oai(path = "/:model_id/unload", method = "post", operation_id = "unloadModel")]
     async fn unload(
         &self,
         vault: Data<&Arc<Vault>>,
@@ -108,7 +108,7 @@ impl ModelsApi {
     ///
     /// Size and files on disk, the facts of its `config.json`, its manifest entry, whether
     /// it is loaded, and the GPU memory the load check expects it to take.
-    #[oai(path = "/:model_id", method = "get")]
+    #[oai(path = "/:model_id", method = "get", operation_id = "getLocalModel")]
     async fn get(
         &self,
         vault: Data<&Arc<Vault>>,
@@ -123,7 +123,7 @@ impl ModelsApi {
     /// Removes its folder and everything in it (symbolic links inside are removed, never
     /// followed; a link in a model's place is no model: 404). Refused with 409
     /// `model_loaded` while the engine serves it.
-    #[oai(path = "/:model_id", method = "delete")]
+    #[oai(path = "/:model_id", method = "delete", operation_id = "deleteLocalModel")]
     async fn delete(&self, vault: Data<&Arc<Vault>>, key: AdminKey, model_id: Path<String>) -> ApiResult<NoContent> {
         let actor = key.0.account();
         let busy = |model: &str| vault.operations.busy_with(model);

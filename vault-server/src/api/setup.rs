@@ -30,7 +30,7 @@ impl SetupApi {
     /// Where the wizard stands
     ///
     /// Every step with its state (`pending`, `in_progress`, `complete`) and what it stored.
-    #[oai(path = "/status", method = "get")]
+    #[oai(path = "/status", method = "get", operation_id = "getSetupStatus")]
     async fn status(&self, vault: Data<&Arc<Vault>>) -> ApiResult<Json<SetupStatus>> {
         Ok(Json(setup::status(&vault.config, &vault.db).await?.into()))
     }
@@ -39,7 +39,7 @@ impl SetupApi {
     ///
     /// Host name, addresses and DNS, applied through the system controller (a dry run
     /// unless `VAULT_SYSTEM_CONTROL=host`).
-    #[oai(path = "/network", method = "post")]
+    #[oai(path = "/network", method = "post", operation_id = "setupNetwork")]
     async fn network(
         &self,
         vault: Data<&Arc<Vault>>,
@@ -52,7 +52,7 @@ impl SetupApi {
     ///
     /// The first admin user and an admin key for it. Exactly one call creates them; every
     /// later one answers 409 `admin_exists`.
-    #[oai(path = "/admin", method = "post")]
+    #[oai(path = "/admin", method = "post", operation_id = "setupAdmin")]
     async fn admin(&self, vault: Data<&Arc<Vault>>, body: JsonBody<SetupAdmin>) -> ApiResult<AdminCreated> {
         let created = setup::admin(&vault, &body.name, &body.email).await?;
         Ok(AdminCreated::Created(Json(created.into())))
@@ -62,7 +62,7 @@ impl SetupApi {
     ///
     /// Self-signed (made here) or an uploaded PEM chain and key, checked first: it parses,
     /// the key matches, it is valid now, the chain is in order. A bad upload changes nothing.
-    #[oai(path = "/tls", method = "post")]
+    #[oai(path = "/tls", method = "post", operation_id = "setupTls")]
     async fn tls(
         &self,
         vault: Data<&Arc<Vault>>,
@@ -80,7 +80,7 @@ impl SetupApi {
     /// Choose the default model
     ///
     /// It must be an `id` of the model manifest.
-    #[oai(path = "/model", method = "post")]
+    #[oai(path = "/model", method = "post", operation_id = "setupModel")]
     async fn model(&self, vault: Data<&Arc<Vault>>, body: JsonBody<SetupModel>) -> ApiResult<Json<SetupModelChosen>> {
         let entry = setup::model(&vault, &body.model_id).await?;
         Ok(Json(SetupModelChosen { model_id: body.0.model_id, manifest: entry.into() }))
@@ -90,7 +90,7 @@ impl SetupApi {
     ///
     /// Real checks, each with pass or fail and a reason: a database write and read, the
     /// inference service's models, GPUs through NVML, the certificate.
-    #[oai(path = "/verify", method = "get")]
+    #[oai(path = "/verify", method = "get", operation_id = "verifySetup")]
     async fn verify(&self, vault: Data<&Arc<Vault>>) -> ApiResult<Json<Verification>> {
         Ok(Json(setup::verify(&vault).await?.into()))
     }
@@ -100,7 +100,7 @@ impl SetupApi {
     /// Refused (409 `setup_incomplete`, naming what is missing) until an admin exists and
     /// a certificate is installed. Afterwards every `/vault/setup` route answers 404, also
     /// after a restart.
-    #[oai(path = "/complete", method = "post")]
+    #[oai(path = "/complete", method = "post", operation_id = "completeSetup")]
     async fn complete(&self, vault: Data<&Arc<Vault>>) -> ApiResult<Json<SetupStatus>> {
         Ok(Json(setup::complete(&vault).await?.into()))
     }

@@ -39,7 +39,7 @@ pub enum RestartAccepted {
 #[OpenApi(prefix_path = "/vault", tag = "Tag::System")]
 impl SystemApi {
     /// CPU, memory, disk and network usage
-    #[oai(path = "/system/resources", method = "get")]
+    #[oai(path = "/system/resources", method = "get", operation_id = "getSystemResources")]
     async fn resources(&self, vault: Data<&Arc<Vault>>, _key: UserKey) -> ApiResult<Json<Resources>> {
         Ok(Json(vault.monitor.resources().await?.into()))
     }
@@ -47,7 +47,7 @@ impl SystemApi {
     /// Per-GPU metrics
     ///
     /// `{"gpus": [], "available": false}` on a box without NVML.
-    #[oai(path = "/system/gpu", method = "get")]
+    #[oai(path = "/system/gpu", method = "get", operation_id = "getGpuStatus")]
     async fn gpu(&self, _key: UserKey) -> ApiResult<Json<GpuReport>> {
         let report = tokio::task::spawn_blocking(gpu::report)
             .await
@@ -61,7 +61,7 @@ impl SystemApi {
     /// trail, inference engine, the data directory's disk, the certificate, GPUs and the
     /// managed services. Answers 503 when the overall status is `down`, so it can serve
     /// as a readiness probe.
-    #[oai(path = "/system/health", method = "get")]
+    #[oai(path = "/system/health", method = "get", operation_id = "getSystemHealth")]
     async fn health(&self, vault: Data<&Arc<Vault>>, _key: UserKey) -> ApiResult<HealthReport> {
         let report = health::report(&vault).await;
         let ready = report.is_ready();
@@ -73,7 +73,7 @@ impl SystemApi {
     ///
     /// Requests per minute, error rate, tokens per second, latency and time to first token
     /// (p50/p95/p99) over the last 5 and 60 minutes, for every gateway on this database.
-    #[oai(path = "/system/inference", method = "get")]
+    #[oai(path = "/system/inference", method = "get", operation_id = "getInferenceStats")]
     async fn inference(&self, vault: Data<&Arc<Vault>>, _key: UserKey) -> ApiResult<Json<InferenceStats>> {
         Ok(Json(vault.inference_stats().await?.into()))
     }
@@ -82,7 +82,7 @@ impl SystemApi {
     ///
     /// The services the appliance manages, with systemd's view of each (`unknown` in a dry
     /// run, where systemd is not asked).
-    #[oai(path = "/system/services", method = "get")]
+    #[oai(path = "/system/services", method = "get", operation_id = "listServices")]
     async fn services(&self, vault: Data<&Arc<Vault>>, _key: AdminKey) -> ApiResult<Json<ServiceList>> {
         let items = services::list(&vault.controller).await?.into_iter().map(Service::from).collect();
         Ok(Json(ServiceList { items }))
@@ -92,7 +92,7 @@ impl SystemApi {
     ///
     /// Only a service of the list, named exactly. The restart is queued on the host and not
     /// waited for (the service may be this gateway); it is recorded with who asked.
-    #[oai(path = "/system/services/:name/restart", method = "post")]
+    #[oai(path = "/system/services/:name/restart", method = "post", operation_id = "restartService")]
     async fn restart_service(
         &self,
         vault: Data<&Arc<Vault>>,
@@ -108,7 +108,7 @@ impl SystemApi {
     /// This gateway's own log (its JSON log file, rotated files included), or a managed
     /// service's systemd journal, newest first, a page at a time: pass `next_cursor` back as
     /// `cursor`. Filtered by level (that level and the more severe), time and text.
-    #[oai(path = "/system/logs", method = "get")]
+    #[oai(path = "/system/logs", method = "get", operation_id = "getLogs")]
     #[allow(clippy::too_many_arguments)]
     async fn logs(
         &self,
@@ -143,7 +143,7 @@ impl SystemApi {
     ///
     /// Inference requests and tokens over time, active users, per-model usage, average and
     /// p95 latency. An admin key sees everyone's usage; a user key sees its own.
-    #[oai(path = "/insights", method = "get")]
+    #[oai(path = "/insights", method = "get", operation_id = "getInsights")]
     async fn insights(
         &self,
         vault: Data<&Arc<Vault>>,
@@ -159,7 +159,7 @@ impl SystemApi {
     ///
     /// Keys, users, conversations and training jobs, newest first. An admin key sees
     /// everyone's; a user key sees its own.
-    #[oai(path = "/activity", method = "get")]
+    #[oai(path = "/activity", method = "get", operation_id = "getActivity")]
     async fn activity(
         &self,
         vault: Data<&Arc<Vault>>,

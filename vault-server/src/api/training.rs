@@ -32,7 +32,7 @@ async fn transition(vault: &Vault, key: &AdminKey, id: &str, event: JobEvent) ->
 #[OpenApi(prefix_path = "/vault/training/jobs", tag = "Tag::Training")]
 impl TrainingApi {
     /// List training jobs
-    #[oai(path = "/", method = "get")]
+    #[oai(path = "/", method = "get", operation_id = "listTrainingJobs")]
     async fn list(
         &self,
         vault: Data<&Arc<Vault>>,
@@ -48,7 +48,7 @@ impl TrainingApi {
     /// Create a training job
     ///
     /// The job starts `queued`.
-    #[oai(path = "/", method = "post")]
+    #[oai(path = "/", method = "post", operation_id = "createTrainingJob")]
     async fn create(
         &self,
         vault: Data<&Arc<Vault>>,
@@ -62,7 +62,7 @@ impl TrainingApi {
     }
 
     /// Get a training job with its metrics
-    #[oai(path = "/:id", method = "get")]
+    #[oai(path = "/:id", method = "get", operation_id = "getTrainingJob")]
     async fn get(&self, vault: Data<&Arc<Vault>>, _key: UserKey, id: Path<String>) -> ApiResult<Json<TrainingJob>> {
         Ok(Json(training::get(&vault.db, &id).await?.into()))
     }
@@ -70,7 +70,7 @@ impl TrainingApi {
     /// Pause a running job
     ///
     /// 409 `invalid_state` unless the job is running.
-    #[oai(path = "/:id/pause", method = "post")]
+    #[oai(path = "/:id/pause", method = "post", operation_id = "pauseTrainingJob")]
     async fn pause(&self, vault: Data<&Arc<Vault>>, key: AdminKey, id: Path<String>) -> ApiResult<Json<TrainingJob>> {
         transition(&vault, &key, &id, JobEvent::Pause).await
     }
@@ -78,7 +78,7 @@ impl TrainingApi {
     /// Resume a paused job
     ///
     /// 409 `invalid_state` unless the job is paused.
-    #[oai(path = "/:id/resume", method = "post")]
+    #[oai(path = "/:id/resume", method = "post", operation_id = "resumeTrainingJob")]
     async fn resume(&self, vault: Data<&Arc<Vault>>, key: AdminKey, id: Path<String>) -> ApiResult<Json<TrainingJob>> {
         transition(&vault, &key, &id, JobEvent::Resume).await
     }
@@ -86,7 +86,7 @@ impl TrainingApi {
     /// Cancel a job
     ///
     /// 409 `invalid_state` when the job has already finished.
-    #[oai(path = "/:id/cancel", method = "post")]
+    #[oai(path = "/:id/cancel", method = "post", operation_id = "cancelTrainingJob")]
     async fn cancel(&self, vault: Data<&Arc<Vault>>, key: AdminKey, id: Path<String>) -> ApiResult<Json<TrainingJob>> {
         transition(&vault, &key, &id, JobEvent::Cancel).await
     }
@@ -94,7 +94,7 @@ impl TrainingApi {
     /// Delete a finished job's record
     ///
     /// 409 `invalid_state` unless the job is completed, failed or cancelled.
-    #[oai(path = "/:id", method = "delete")]
+    #[oai(path = "/:id", method = "delete", operation_id = "deleteTrainingJob")]
     async fn delete(&self, vault: Data<&Arc<Vault>>, key: AdminKey, id: Path<String>) -> ApiResult<NoContent> {
         training::delete(&vault.db, &id, Some(&key.0.account())).await?;
         Ok(NoContent::Deleted)
