@@ -314,6 +314,43 @@ async fn an_import_copies_in_the_background_with_progress_while_requests_are_ser
     assert_eq!(hidden, 0, "a failed import left its staging folder");
 }
 
+/// The hidden entries of a models dir (staging folders of copies).
+fn hidden_entries(models: &Path) -> Vec<String> {
+    std::fs::read_dir(models)
+        .map(|entries| entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|name| name.starts_with('.'))
+        .collect()
+}
+
+#[tokio::test]
+async fn imports_cut_short_leave_nothing_behind() {
+    let (usb, models) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // What a gateway that died mid-copy left: removed at the next start.
+    std::fs::create_dir_all(models.path().join(".import-dead/sub")).unwrap();
+    std::fs::write(models.path().join(".import-dead/sub/model.safetensors"), b"partial").unwrap();
+    let settings =
+        [("VAULT_IMPORT_ROOTS", usb.path().to_str().unwrap()), ("VAULT_MODELS_DIR", models.path().to_str().unwrap())];
+    let mut app = TestApp::spawn_with(vault_e2e::Upstream::Fake(Default::default()), &settings).await;
+    assert_eq!(hidden_entries(models.path()), Vec::<String>::new());
+
+    // A shutdown stops a copy (1 GiB: seconds of work) and removes what it had copied.
+    let admin = app.create_key(Scope::Admin).await;
+    let source = usb.path().join("big");
+    std::fs::create_dir_all(&source).unwrap();
+    std::fs::write(source.join("config.json"), r#"{"architectures": ["MistralForCausalLM"]}"#).unwrap();
+    sparse_safetensors(&source.join("model.safetensors"), 512 * 1024 * 1024);
+    let body = json!({"path": source.display().to_string()});
+    let started = app.send("POST", "/vault/models/import", Some(&admin), Some(&body)).await;
+    assert_eq!(started.status(), 202);
+    let started = std::time::Instant::now();
+    app.stop().await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "the copy held the shutdown up");
+    assert_eq!(hidden_entries(models.path()), Vec::<String>::new());
+    assert!(!models.path().join("big").exists());
+}
+
 #[tokio::test]
 async fn imports_from_outside_the_roots_or_of_broken_folders_are_refused_without_echoing_paths() {
     let usb = tempfile::tempdir().unwrap();

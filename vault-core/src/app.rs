@@ -94,6 +94,10 @@ async fn watch_setup(vault: std::sync::Weak<Vault>) {
     }
 }
 
+/// How long shutdown waits for stopped imports to remove their partial copies (each stops
+/// within a MiB of copying).
+const IMPORT_STOP_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Vault {
     /// Opens the data dir and database and starts the audit writer, with vLLM at
     /// `VLLM_BASE_URL` as the upstream.
@@ -124,6 +128,15 @@ impl Vault {
         let setup = SetupLock::load(&config, &db).await?;
         let feed = crate::feed::Feed::default();
         let operations = crate::models::operations::Operations::default();
+        let models_dir = config.models_dir.clone();
+        match tokio::task::spawn_blocking(move || crate::models::import::remove_abandoned_copies(&models_dir)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(folders)) => {
+                tracing::warn!(folders, "removed the partial copies of model imports that were cut short")
+            }
+            Ok(Err(err)) => tracing::warn!(error = %err, "could not look for partial copies of model imports"),
+            Err(err) => tracing::warn!(error = %err, "could not look for partial copies of model imports"),
+        }
         let vault = Arc::new(Vault {
             config,
             db,
@@ -213,8 +226,10 @@ impl Vault {
         }
     }
 
-    /// Stores every audit row still queued. Call after the server stopped taking requests.
+    /// Stops the model imports under way (removing what they copied) and stores every audit
+    /// row still queued. Call after the server stopped taking requests.
     pub async fn shutdown(&self) {
+        self.operations.stop_imports(IMPORT_STOP_PATIENCE).await;
         self.audit.shutdown().await;
         let stats = self.audit.stats();
         tracing::info!(

@@ -8,6 +8,10 @@
 //! background (an operation reports bytes copied), into a hidden folder of the models dir
 //! that is synced and renamed into place only when complete: a failed import leaves
 //! nothing behind. Errors never echo the resolved path.
+//!
+//! A copy holds a lock on its hidden folder; one found without its lock at start-up was
+//! left by a process that died mid-copy, and is removed. A gateway that shuts down stops
+//! its copies and removes what they had copied.
 
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
@@ -179,12 +183,26 @@ fn plan(config: &Config, path: &str, id: Option<&str>, reserved: u64) -> Result<
     Ok(Plan { source, target, files, total })
 }
 
+/// The hidden folders copies are made in.
+const STAGING_PREFIX: &str = ".import-";
+
 /// Copies the planned files into a hidden folder of the models dir, syncs them, and renames
-/// the folder into place; removes it on any failure.
-fn copy(plan: &Plan, models_dir: &Path, staging: &Path, copied_bytes: &mut dyn FnMut(u64)) -> std::io::Result<()> {
+/// the folder into place; removes it on any failure, or when `stopped` says so (checked
+/// after each MiB).
+fn copy(
+    plan: &Plan,
+    models_dir: &Path,
+    staging: &Path,
+    copied_bytes: &mut dyn FnMut(u64),
+    stopped: &dyn Fn() -> bool,
+) -> std::io::Result<()> {
     let mut folders = std::fs::DirBuilder::new();
     folders.recursive(true).mode(0o750);
     let copied = (|| {
+        folders.create(staging)?;
+        // Held until the folder is renamed or removed: see `remove_abandoned_copies`.
+        let held = std::fs::File::open(staging)?;
+        held.try_lock().map_err(|_| std::io::Error::other("the staging folder is in use"))?;
         for (name, size) in &plan.files {
             let to = staging.join(name);
             if let Some(dir) = to.parent() {
@@ -196,6 +214,9 @@ fn copy(plan: &Plan, models_dir: &Path, staging: &Path, copied_bytes: &mut dyn F
             let mut buffer = vec![0u8; 1 << 20];
             let mut written = 0u64;
             loop {
+                if stopped() {
+                    return Err(std::io::Error::new(std::io::ErrorKind::Interrupted, "the gateway is stopping"));
+                }
                 let n = from.read(&mut buffer)?;
                 if n == 0 {
                     break;
@@ -246,7 +267,8 @@ pub async fn import(vault: &Arc<Vault>, path: &str, id: Option<&str>, actor: &st
         .map_err(|e| VaultError::internal("importing a model", e))?
         .map_err(|e| VaultError::internal("importing a model", e))?;
     let done = vault.operations.begin_import(operation.clone(), &plan.target)?;
-    let staging = models_dir.join(format!(".import-{}", operation.id));
+    let staging = models_dir.join(format!("{STAGING_PREFIX}{}", operation.id));
+    let stop = vault.operations.imports_stopping();
     let (weak, id, target) = (Arc::downgrade(vault), operation.id.clone(), plan.target.clone());
     tracing::info!(model = %target, actor, bytes = plan.total, operation = %id, "model import started");
     crate::activity::record(
@@ -259,13 +281,16 @@ pub async fn import(vault: &Arc<Vault>, path: &str, id: Option<&str>, actor: &st
     .await;
     tokio::spawn(async move {
         let copied = tokio::task::spawn_blocking(move || {
-            copy(&plan, &models_dir, &staging, &mut |n| {
-                done.fetch_add(n, Ordering::Relaxed);
-            })
+            let stopped = || stop.is_cancelled();
+            copy(&plan, &models_dir, &staging, &mut |n| _ = done.fetch_add(n, Ordering::Relaxed), &stopped)
         })
         .await;
         let failure = match copied {
             Ok(Ok(())) => None,
+            Ok(Err(err)) if err.kind() == std::io::ErrorKind::Interrupted => {
+                tracing::warn!(model = %target, "model import stopped: the gateway is shutting down");
+                Some("the copy was stopped: the gateway shut down".into())
+            }
             Ok(Err(err)) => {
                 tracing::warn!(model = %target, error = %err, "model import failed");
                 Some(format!("the copy failed ({})", err.kind()))
@@ -284,14 +309,43 @@ pub async fn import(vault: &Arc<Vault>, path: &str, id: Option<&str>, actor: &st
 pub fn import_now(config: &Config, path: &str, id: Option<&str>, progress: &mut dyn FnMut(u64, u64)) -> Result<String> {
     let plan = plan(config, path, id, 0)?;
     std::fs::create_dir_all(&config.models_dir).map_err(|e| VaultError::internal("importing a model", e))?;
-    let staging = config.models_dir.join(format!(".import-{}", crate::secrets::new_id()));
+    let staging = config.models_dir.join(format!("{STAGING_PREFIX}{}", crate::secrets::new_id()));
     let mut done = 0;
-    copy(&plan, &config.models_dir, &staging, &mut |n| {
+    let mut copied = |n| {
         done += n;
         progress(done, plan.total);
-    })
-    .map_err(|e| VaultError::internal("importing a model", e))?;
+    };
+    copy(&plan, &config.models_dir, &staging, &mut copied, &|| false)
+        .map_err(|e| VaultError::internal("importing a model", e))?;
     Ok(plan.target)
+}
+
+/// Removes the hidden folders of copies that no process is making any more (their maker
+/// died mid-copy: no lock is held on them); gives how many. Folders that are links are
+/// only unlinked.
+pub fn remove_abandoned_copies(models_dir: &Path) -> std::io::Result<usize> {
+    let entries = match std::fs::read_dir(models_dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(err) => return Err(err),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry?;
+        if !entry.file_name().to_string_lossy().starts_with(STAGING_PREFIX) {
+            continue;
+        }
+        let path = entry.path();
+        if !entry.file_type()?.is_dir() {
+            std::fs::remove_file(&path)?;
+        } else if std::fs::File::open(&path)?.try_lock().is_ok() {
+            std::fs::remove_dir_all(&path)?;
+        } else {
+            continue;
+        }
+        removed += 1;
+    }
+    Ok(removed)
 }
 
 #[cfg(test)]
@@ -318,5 +372,59 @@ mod tests {
         let fifo = source.join("pipe.bin");
         assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
         assert!(open_planned(&source, Path::new("pipe.bin"), 0).is_err());
+    }
+
+    #[test]
+    fn a_stopped_copy_leaves_nothing_behind() {
+        let (usb, models) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let source = std::fs::canonicalize(usb.path()).unwrap();
+        std::fs::write(source.join("model.safetensors"), vec![0u8; 3 << 20]).unwrap();
+        let plan = Plan {
+            source,
+            target: "m".into(),
+            files: vec![(PathBuf::from("model.safetensors"), 3 << 20)],
+            total: 3 << 20,
+        };
+        let staging = models.path().join(".import-1");
+        let mut copied = 0;
+        let stopped = std::cell::Cell::new(false);
+        let err = copy(
+            &plan,
+            models.path(),
+            &staging,
+            &mut |n| {
+                copied += n;
+                stopped.set(true);
+            },
+            &|| stopped.get(),
+        )
+        .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::Interrupted);
+        assert_eq!(copied, 1 << 20, "it stops within a MiB");
+        assert!(!staging.exists() && !models.path().join("m").exists());
+    }
+
+    #[test]
+    fn only_copies_nobody_is_making_are_removed() {
+        let models = tempfile::tempdir().unwrap();
+        let abandoned = models.path().join(".import-dead");
+        std::fs::create_dir_all(abandoned.join("sub")).unwrap();
+        std::fs::write(abandoned.join("sub/model.safetensors"), b"partial").unwrap();
+        let running = models.path().join(".import-live");
+        std::fs::create_dir(&running).unwrap();
+        let held = std::fs::File::open(&running).unwrap();
+        held.try_lock().unwrap();
+        // A link by that name is unlinked, never followed.
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("keep"), b"x").unwrap();
+        std::os::unix::fs::symlink(outside.path(), models.path().join(".import-link")).unwrap();
+        std::fs::create_dir(models.path().join("a-model")).unwrap();
+
+        assert_eq!(remove_abandoned_copies(models.path()).unwrap(), 2);
+        assert!(!abandoned.exists() && running.exists() && models.path().join("a-model").exists());
+        assert!(!models.path().join(".import-link").exists() && outside.path().join("keep").exists());
+        drop(held);
+        assert_eq!(remove_abandoned_copies(models.path()).unwrap(), 1, "its maker is gone");
+        assert_eq!(remove_abandoned_copies(&models.path().join("missing")).unwrap(), 0);
     }
 }

@@ -100,6 +100,8 @@ pub struct Operations {
     running: Mutex<Option<String>>,
     /// Imports under way: the model id each creates, and its bytes copied so far.
     imports: Mutex<HashMap<String, (String, Arc<AtomicU64>)>>,
+    /// Cancelled when the gateway shuts down: the copies stop.
+    stopping_imports: tokio_util::sync::CancellationToken,
 }
 
 impl Operations {
@@ -113,6 +115,21 @@ impl Operations {
             progress.done_bytes = done.load(Ordering::Relaxed);
         }
         Ok(operation)
+    }
+
+    /// What tells the copies to stop.
+    pub(super) fn imports_stopping(&self) -> tokio_util::sync::CancellationToken {
+        self.stopping_imports.clone()
+    }
+
+    /// Stops the imports under way, and waits (up to `patience`) until each has removed
+    /// what it had copied.
+    pub async fn stop_imports(&self, patience: std::time::Duration) {
+        self.stopping_imports.cancel();
+        let deadline = tokio::time::Instant::now() + patience;
+        while self.imports.lock().is_ok_and(|imports| !imports.is_empty()) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     /// Bytes the imports under way have still to copy: room they will take on the disk.
