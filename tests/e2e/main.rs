@@ -15,5 +15,6 @@ mod live_feed;
 mod metrics;
 mod models;
 mod operations;
+mod rate_limits;
 mod setup;
 mod workspace;

@@ -14,6 +14,7 @@ use vault_core::users::{self, User};
 use vault_core::{ErrorCode, ErrorKind, VaultError};
 
 mod audit;
+mod limits;
 mod models;
 mod output;
 
@@ -111,6 +112,11 @@ enum Command {
         #[command(subcommand)]
         command: audit::AuditCommand,
     },
+    /// Rate limits of a key or a user: show, set.
+    Limits {
+        #[command(subcommand)]
+        command: limits::LimitsCommand,
+    },
     /// The models on disk: list, show, import, delete.
     Models {
         #[command(subcommand)]
@@ -196,6 +202,7 @@ async fn run(cli: &Cli) -> Result<(), VaultError> {
     match &cli.command {
         Command::Audit { command } => audit::run(command, db, cli.json).await,
         Command::Models { command } => models::run(command, &config, &db, cli.json).await,
+        Command::Limits { command } => limits::run(command, &config, &db, cli.json).await,
         Command::CreateKey { label, scope, user } => {
             let scope: Scope = scope.parse()?;
             let created = keys::create(&db, label, scope, user.as_deref(), Some("cli")).await?;

@@ -266,3 +266,31 @@ async fn a_read_only_command_pointed_at_no_database_says_so_and_creates_none() {
     assert!(created.status.success(), "provisioning starts one");
     assert!(run_cli(BINARY, &data_dir, &["list-keys"]).await.status.success());
 }
+
+#[tokio::test]
+async fn limits_set_with_the_cli_hold_on_the_next_request() {
+    let app = TestApp::spawn().await;
+    let created = json_out(&cli(&app, &["create-key", "--label", "script", "--json"]).await);
+    let (key, id) = (created["key"].as_str().unwrap(), created["id"].to_string());
+    assert_eq!(app.send("POST", "/v1/chat/completions", Some(key), Some(&chat_body(false))).await.status(), 200);
+    let set = json_out(&cli(&app, &["limits", "set", "--key", &id, "--rpm", "1", "--tpm", "100000", "--json"]).await);
+    assert_eq!((set["limits"]["rpm"].as_u64(), set["limits"]["tpm"].as_u64()), (Some(1), Some(100000)));
+    // Counted from the change on: one request this minute, then none.
+    assert_eq!(app.send("POST", "/v1/chat/completions", Some(key), Some(&chat_body(false))).await.status(), 200);
+    let refused = app.send("POST", "/v1/chat/completions", Some(key), Some(&chat_body(false))).await;
+    assert_error(refused, 429, "rate_limited").await;
+    // Only the limit named changes; `none` removes it.
+    let lifted = json_out(&cli(&app, &["limits", "set", "--key", &id, "--rpm", "none", "--json"]).await);
+    assert_eq!(lifted["limits"], serde_json::json!({"rpm": null, "tpm": 100000, "concurrency": null}));
+    assert_eq!(app.send("POST", "/v1/chat/completions", Some(key), Some(&chat_body(false))).await.status(), 200);
+    let text = cli(&app, &["limits", "show", "--key", &id]).await;
+    assert!(String::from_utf8_lossy(&text.stdout).contains("100000"));
+
+    let zero = cli(&app, &["limits", "set", "--key", &id, "--rpm", "0"]).await;
+    assert_eq!(zero.status.code(), Some(2), "{}", String::from_utf8_lossy(&zero.stderr));
+    assert!(String::from_utf8_lossy(&zero.stderr).contains("rpm"));
+    let unknown = cli(&app, &["limits", "show", "--user", "nobody"]).await;
+    assert_eq!(unknown.status.code(), Some(3));
+    let neither = cli(&app, &["limits", "show"]).await;
+    assert!(!neither.status.success());
+}

@@ -119,7 +119,8 @@ impl Vault {
         let audit = AuditLog::start_with(db.clone(), config.min_free_bytes).await?;
         let stopping = tokio_util::sync::CancellationToken::new();
         let manifest = Manifest::new(config.models_manifest.clone());
-        let inference = Inference::new(backend, manifest, stopping.clone(), config.stream_idle_timeout);
+        let limiter = crate::limits::Limiter::new(config.default_limits);
+        let inference = Inference::new(backend, manifest, stopping.clone(), config.stream_idle_timeout, limiter);
         let controller: Arc<dyn SystemController> = match config.system_control {
             SystemControl::DryRun => Arc::new(DryRunController::default()),
             SystemControl::Host => Arc::new(HostController),

@@ -68,6 +68,8 @@ pub struct Config {
     pub stream_idle_timeout: Duration,
     /// Open connections at most; `None`: as many as the open-files limit allows.
     pub max_connections: Option<usize>,
+    /// The rate limits of a key that has none of its own (`VAULT_DEFAULT_*`).
+    pub default_limits: crate::model::limits::LimitSet,
     secret_key: Option<Secret>,
     /// The key vLLM was started with (`--api-key`), sent with every upstream request.
     vllm_api_key: Option<Secret>,
@@ -124,6 +126,9 @@ pub const VAULT_HEADER_TIMEOUT: &str = "VAULT_HEADER_TIMEOUT";
 pub const VAULT_IDLE_TIMEOUT: &str = "VAULT_IDLE_TIMEOUT";
 pub const VAULT_STREAM_IDLE_TIMEOUT: &str = "VAULT_STREAM_IDLE_TIMEOUT";
 pub const VAULT_MAX_CONNECTIONS: &str = "VAULT_MAX_CONNECTIONS";
+pub const VAULT_DEFAULT_RPM: &str = "VAULT_DEFAULT_RPM";
+pub const VAULT_DEFAULT_TPM: &str = "VAULT_DEFAULT_TPM";
+pub const VAULT_DEFAULT_CONCURRENCY: &str = "VAULT_DEFAULT_CONCURRENCY";
 
 const DEFAULT_UPSTREAM_TIMEOUT_SECS: f64 = 300.0;
 const DEFAULT_MIN_FREE_MB: u64 = 1024;
@@ -264,6 +269,27 @@ impl Config {
                 _ => return Err(bad(VAULT_MAX_CONNECTIONS, format!("`{v}` is not a positive number"))),
             },
         };
+        let limit = |var: &str| -> Result<Option<u64>, VaultError> {
+            match lookup(var) {
+                None => Ok(None),
+                Some(v) => match v.trim().parse::<u64>() {
+                    Ok(n) if n >= 1 => Ok(Some(n)),
+                    _ => Err(bad(var, format!("`{v}` is not a positive whole number"))),
+                },
+            }
+        };
+        let default_limits = crate::model::limits::LimitSet {
+            rpm: limit(VAULT_DEFAULT_RPM)?,
+            tpm: limit(VAULT_DEFAULT_TPM)?,
+            concurrency: limit(VAULT_DEFAULT_CONCURRENCY)?,
+        };
+        crate::limits::check(&default_limits).map_err(|e| {
+            let var = [("rpm", VAULT_DEFAULT_RPM), ("tpm", VAULT_DEFAULT_TPM)]
+                .into_iter()
+                .find_map(|(field, var)| e.message.starts_with(field).then_some(var))
+                .unwrap_or(VAULT_DEFAULT_CONCURRENCY);
+            bad(var, e.message)
+        })?;
         Ok(Config {
             host,
             port,
@@ -292,6 +318,7 @@ impl Config {
             idle_timeout,
             stream_idle_timeout,
             max_connections,
+            default_limits,
             secret_key: lookup(VAULT_SECRET_KEY).map(Secret),
             vllm_api_key: lookup(VLLM_API_KEY).map(|key| Secret(key.trim().to_string())),
         })
@@ -379,6 +406,7 @@ impl Config {
             "idle_timeout_seconds": self.idle_timeout.as_secs_f64(),
             "stream_idle_timeout_seconds": self.stream_idle_timeout.as_secs_f64(),
             "max_connections": self.max_connections,
+            "default_limits": self.default_limits,
         })
     }
 
@@ -489,6 +517,10 @@ mod tests {
             (VAULT_MAX_UPSTREAM_BODY_MB, "0"),
             (VAULT_HEADER_TIMEOUT, "never"),
             (VAULT_MAX_CONNECTIONS, "0"),
+            (VAULT_DEFAULT_RPM, "0"),
+            (VAULT_DEFAULT_RPM, "99999999999"),
+            (VAULT_DEFAULT_TPM, "-5"),
+            (VAULT_DEFAULT_CONCURRENCY, "lots"),
             (VAULT_METRICS_ADDR, "0.0.0.0:9464"),
             (VAULT_METRICS_ADDR, "localhost"),
             (VAULT_LOG_MAX_MB, "0"),

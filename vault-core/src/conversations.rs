@@ -182,6 +182,7 @@ mod tests {
             key_prefix: format!("vault_sk_{key_id:04}"),
             scope: Scope::User,
             user_id: user.map(String::from),
+            limits: Default::default(),
         }
     }
 

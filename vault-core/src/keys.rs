@@ -218,7 +218,8 @@ async fn lookup(db: &Db, hash: &str) -> Result<Principal> {
     let Some(key) = storage::keys::find_usable_by_hash(&conn, hash).await? else {
         return Err(VaultError::unauthorized("The API key is unknown, revoked, or belongs to a deactivated user."));
     };
-    Ok(Principal { key_id: key.id, key_prefix: key.prefix, scope: key.scope, user_id: key.user_id })
+    let limits = crate::limits::of(&conn, key.id, key.user_id.as_deref()).await?;
+    Ok(Principal { key_id: key.id, key_prefix: key.prefix, scope: key.scope, user_id: key.user_id, limits })
 }
 
 /// How often every gateway looks for changes to keys and users made by another process.

@@ -15,6 +15,7 @@ pub mod health;
 pub mod inference;
 pub mod insights;
 pub mod keys;
+pub mod limits;
 pub mod live;
 pub mod logs;
 pub mod manifest;

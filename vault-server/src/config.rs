@@ -94,6 +94,15 @@ pub struct ConfigArgs {
     /// Open connections at most; past it the longest-idle one is closed [default: from the open-files limit].
     #[arg(long, env = config::VAULT_MAX_CONNECTIONS, global = true)]
     pub max_connections: Option<String>,
+    /// Requests per minute of a key without a limit of its own [default: unlimited].
+    #[arg(long, env = config::VAULT_DEFAULT_RPM, global = true)]
+    pub default_rpm: Option<String>,
+    /// Tokens per minute (prompt and completion) of a key without a limit of its own [default: unlimited].
+    #[arg(long, env = config::VAULT_DEFAULT_TPM, global = true)]
+    pub default_tpm: Option<String>,
+    /// Requests at once of a key without a limit of its own [default: unlimited].
+    #[arg(long, env = config::VAULT_DEFAULT_CONCURRENCY, global = true)]
+    pub default_concurrency: Option<String>,
 }
 
 impl ConfigArgs {
@@ -129,6 +138,9 @@ impl ConfigArgs {
             (config::VAULT_IDLE_TIMEOUT, &self.idle_timeout),
             (config::VAULT_STREAM_IDLE_TIMEOUT, &self.stream_idle_timeout),
             (config::VAULT_MAX_CONNECTIONS, &self.max_connections),
+            (config::VAULT_DEFAULT_RPM, &self.default_rpm),
+            (config::VAULT_DEFAULT_TPM, &self.default_tpm),
+            (config::VAULT_DEFAULT_CONCURRENCY, &self.default_concurrency),
         ];
         pairs.into_iter().filter_map(|(name, value)| value.clone().map(|v| (name, v))).collect()
     }

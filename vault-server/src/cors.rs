@@ -14,7 +14,9 @@ use vault_core::config::Config;
 /// How long a browser may keep a preflight's answer.
 const MAX_AGE_SECONDS: &str = "600";
 /// The headers of an answer a page's script may read besides the simple ones.
-const EXPOSED: &str = "x-request-id, retry-after";
+const EXPOSED: &str = "x-request-id, retry-after, retry-after-ms, x-ratelimit-limit-requests, \
+                       x-ratelimit-remaining-requests, x-ratelimit-reset-requests, x-ratelimit-limit-tokens, \
+                       x-ratelimit-remaining-tokens, x-ratelimit-reset-tokens";
 
 /// The request's `Origin` when it is one of `VAULT_CORS_ORIGINS`.
 pub fn allowed_origin(config: &Config, headers: &HeaderMap) -> Option<HeaderValue> {

@@ -6,6 +6,7 @@ use poem::http::StatusCode;
 use poem::{IntoResponse, Response};
 use poem_openapi::registry::{MetaHeader, MetaMediaType, MetaResponse, MetaResponses, Registry};
 use poem_openapi::{ApiResponse, Object};
+use vault_core::limits::RateStatus;
 use vault_core::{ErrorCode, ErrorKind, VaultError};
 
 /// A core error on its way out of a handler.
@@ -41,6 +42,17 @@ pub fn error_response(err: &VaultError) -> Response {
     };
     if let Some(seconds) = retry_after {
         response.headers_mut().insert("retry-after", poem::http::HeaderValue::from_static(seconds));
+    }
+    // A rate limit of Vault's own says exactly when, and where the limits stand.
+    if let Some(details) = err.details.as_deref() {
+        if let Some(wait) = details.get("retry_after_seconds").and_then(|v| v.as_f64()) {
+            let headers = response.headers_mut();
+            headers.insert("retry-after", poem::http::HeaderValue::from(wait.ceil().max(1.0) as u64));
+            headers.insert("retry-after-ms", poem::http::HeaderValue::from((wait * 1000.0).ceil() as u64));
+        }
+        if let Some(Ok(rate)) = details.get("rate_limit").map(|v| serde_json::from_value::<RateStatus>(v.clone())) {
+            add_rate_headers(&mut response, &rate);
+        }
     }
     // Kept on the response for the audit row.
     response.extensions_mut().insert(err.code);
@@ -131,6 +143,15 @@ impl poem_openapi::types::ParseFromJSON for CodeName {
             .find(|c| c.as_str() == name)
             .map(|c| CodeName(*c))
             .ok_or_else(|| poem_openapi::types::ParseError::custom("not an error code"))
+    }
+}
+
+/// OpenAI's `x-ratelimit-*` headers, from where a request's limits stand.
+pub fn add_rate_headers(response: &mut Response, rate: &RateStatus) {
+    for (name, value) in rate.headers() {
+        if let Ok(value) = poem::http::HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, value);
+        }
     }
 }
 

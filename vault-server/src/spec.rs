@@ -29,6 +29,7 @@ const CLOSED_BODIES: &[&str] = &[
     "SystemPatch",
     "InferencePatch",
     "ImportModel",
+    "RateLimits",
 ];
 
 /// What a client would really send, shown by `/docs` and generated clients instead of

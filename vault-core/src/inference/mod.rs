@@ -19,8 +19,10 @@ use serde::Deserialize;
 
 use crate::audit::RequestAudit;
 use crate::error::{ErrorCode, ErrorKind, Result, VaultError};
+use crate::limits::{Limiter, RateStatus};
 use crate::manifest::Manifest;
 use crate::metrics::UpstreamTiming;
+use crate::model::keys::Principal;
 pub use crate::model::usage::Usage;
 
 pub use stream::{ProxyStream, StreamOutcome};
@@ -140,7 +142,17 @@ struct Peek {
     /// `null` as absent).
     #[serde(default, deserialize_with = "present")]
     stream_options: Option<serde_json::Value>,
+    #[serde(default)]
+    max_tokens: Option<serde_json::Value>,
+    #[serde(default)]
+    max_completion_tokens: Option<serde_json::Value>,
 }
+
+/// Tokens held for an answer that names no `max_tokens`, until its real usage is known.
+const DEFAULT_COMPLETION_RESERVE: u64 = 256;
+/// Bytes of a request per prompt token, roughly (JSON around English text), to reserve
+/// its prompt's tokens before the engine counts them.
+const BYTES_PER_TOKEN: u64 = 4;
 
 fn present<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
@@ -155,6 +167,8 @@ struct Prepared {
     model: Option<String>,
     stream: bool,
     client_wants_usage: bool,
+    /// The tokens the request may use, estimated, held against a tokens-per-minute limit.
+    reserve: u64,
 }
 
 fn prepare(route: Route, body: Bytes) -> Result<Prepared> {
@@ -190,10 +204,20 @@ fn prepare(route: Route, body: Bytes) -> Result<Prepared> {
     if stream && !route.can_stream() {
         return Err(VaultError::invalid_field("stream: this endpoint does not stream"));
     }
+    // The upstream judges these fields; a value that is no count reserves the default.
+    let completion = match route {
+        Route::Embeddings => 0,
+        _ => peek
+            .max_completion_tokens
+            .or(peek.max_tokens)
+            .and_then(|v| v.as_u64())
+            .unwrap_or(DEFAULT_COMPLETION_RESERVE),
+    };
+    let reserve = (body.len() as u64 / BYTES_PER_TOKEN).saturating_add(completion);
     if !stream {
         // Forwarded byte for byte; the upstream judges everything else (and rejects
         // stream_options without stream, as vLLM does).
-        return Ok(Prepared { body, model, stream, client_wants_usage: false });
+        return Ok(Prepared { body, model, stream, client_wants_usage: false, reserve });
     }
     // vLLM: include_usage defaults to true once a stream_options object is present.
     let client_wants_usage = match &peek.stream_options {
@@ -201,10 +225,10 @@ fn prepare(route: Route, body: Bytes) -> Result<Prepared> {
         _ => false,
     };
     if client_wants_usage {
-        return Ok(Prepared { body, model, stream, client_wants_usage });
+        return Ok(Prepared { body, model, stream, client_wants_usage, reserve });
     }
     if peek.stream_options.is_none() {
-        return Ok(Prepared { body: with_usage_requested(&body), model, stream, client_wants_usage });
+        return Ok(Prepared { body: with_usage_requested(&body), model, stream, client_wants_usage, reserve });
     }
     let mut value: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| VaultError::invalid(ErrorCode::InvalidJson, format!("body: not valid JSON ({e})")))?;
@@ -218,7 +242,7 @@ fn prepare(route: Route, body: Bytes) -> Result<Prepared> {
         }
     }
     let body = serde_json::to_vec(&value).map_err(|e| VaultError::internal("re-encoding a request", e))?;
-    Ok(Prepared { body: body.into(), model, stream, client_wants_usage })
+    Ok(Prepared { body: body.into(), model, stream, client_wants_usage, reserve })
 }
 
 /// `body` (a JSON object that has a `stream` member and no `stream_options`) with
@@ -250,6 +274,15 @@ pub struct Inference {
     stopping: tokio_util::sync::CancellationToken,
     /// The longest silence of the upstream within a streamed answer.
     stream_quiet_limit: std::time::Duration,
+    /// Admission by the keys' and users' rate limits.
+    limiter: Arc<Limiter>,
+}
+
+/// An answer, and where the request's rate limits stand after it (OpenAI's
+/// `x-ratelimit-*` headers; `None` when no limit applies).
+pub struct Served {
+    pub answer: Answer,
+    pub rate: Option<RateStatus>,
 }
 
 impl Inference {
@@ -258,8 +291,9 @@ impl Inference {
         manifest: Manifest,
         stopping: tokio_util::sync::CancellationToken,
         stream_quiet_limit: std::time::Duration,
+        limiter: Arc<Limiter>,
     ) -> Inference {
-        Inference { backend, manifest, stopping, stream_quiet_limit }
+        Inference { backend, manifest, stopping, stream_quiet_limit, limiter }
     }
 
     /// Inference as a tool beside the server sees it (`vault-cli`): the configured upstream
@@ -273,27 +307,46 @@ impl Inference {
         )?;
         let manifest = Manifest::new(config.models_manifest.clone());
         let never = tokio_util::sync::CancellationToken::new();
-        Ok(Inference::new(Arc::new(backend), manifest, never, config.stream_idle_timeout))
+        let limiter = Limiter::new(config.default_limits);
+        Ok(Inference::new(Arc::new(backend), manifest, never, config.stream_idle_timeout, limiter))
     }
 
-    /// Forwards one request and completes its audit record: model and token usage, and
-    /// for a stream, the outcome when it ends (its row is committed before the client gets
-    /// the closing frame). An error leaves the record to whoever answers it.
-    /// Nothing is sent upstream while the audit trail cannot take rows (503).
-    pub async fn serve(&self, route: Route, body: Bytes, audit: &Arc<RequestAudit>) -> Result<Answer> {
+    /// Forwards one request of `principal` and completes its audit record: model and token
+    /// usage, and for a stream, the outcome when it ends (its row is committed before the
+    /// client gets the closing frame). An error leaves the record to whoever answers it.
+    /// Nothing is sent upstream while the audit trail cannot take rows (503), nor past the
+    /// rate limits of the key or its user (429); the tokens the answer used count against
+    /// them once it ends.
+    pub async fn serve(
+        &self,
+        route: Route,
+        body: Bytes,
+        audit: &Arc<RequestAudit>,
+        principal: &Principal,
+    ) -> Result<Served> {
         audit.log().available()?;
+        let prepared = prepare(route, body)?;
+        let mut permit = match self.limiter.admit(principal, prepared.reserve) {
+            Ok(permit) => permit,
+            Err(err) => {
+                audit.set_model(prepared.model);
+                return Err(err);
+            }
+        };
+        let rate = permit.status();
         let sent = Instant::now();
-        let proxied = self.proxy(route, body, audit).await;
+        let proxied = self.proxy(route, prepared, audit).await;
         if proxied.is_err() {
             audit.set_upstream(UpstreamTiming { sent, first_byte: None, done: Instant::now() });
         }
-        match proxied? {
+        let answer = match proxied? {
             Proxied::Complete { body, model, usage } => {
                 // A whole answer has no first token of its own: only streams have a TTFT.
                 audit.set_upstream(UpstreamTiming { sent, first_byte: None, done: Instant::now() });
                 audit.set_model(model);
+                permit.settle(usage.map_or(0, |u| u.prompt_tokens + u.completion_tokens));
                 audit.set_usage(usage);
-                Ok(Answer::Json(body))
+                Answer::Json(body)
             }
             Proxied::Stream { stream, model } => {
                 audit.set_model(model);
@@ -301,21 +354,23 @@ impl Inference {
                 let record = audit.clone();
                 let active = audit.log().metrics().stream_started();
                 let stream = stream.stop_on(self.stopping.clone()).quiet_limit(self.stream_quiet_limit);
-                Ok(Answer::Stream(stream.on_finish(move |outcome| {
+                Answer::Stream(stream.on_finish(move |outcome| {
                     drop(active);
                     let first_byte = outcome.first_chunk;
+                    permit.settle(outcome.usage.map_or(0, |u| u.prompt_tokens + u.completion_tokens));
+                    drop(permit);
                     record.set_upstream(UpstreamTiming { sent, first_byte, done: outcome.upstream_done });
                     record.set_usage(outcome.usage);
                     record.finish(200, outcome.completed, outcome.error_code).boxed()
-                })))
+                }))
             }
-        }
+        };
+        Ok(Served { answer, rate })
     }
 
     /// Forwards one request. A stream is returned as soon as the upstream starts answering.
     /// When the upstream refuses or fails it, the model asked for is still recorded.
-    async fn proxy(&self, route: Route, body: Bytes, audit: &RequestAudit) -> Result<Proxied> {
-        let prepared = prepare(route, body)?;
+    async fn proxy(&self, route: Route, prepared: Prepared, audit: &RequestAudit) -> Result<Proxied> {
         let trace = audit.trace();
         let reply = match self.backend.forward(route, prepared.body, prepared.stream, &trace).await {
             Ok(reply) => reply,

@@ -68,12 +68,20 @@ pub struct Principal {
     pub key_prefix: String,
     pub scope: Scope,
     pub user_id: Option<String>,
+    /// The key's and the user's own rate limits, read with the key.
+    pub limits: super::limits::Limits,
 }
 
 impl Principal {
     /// A user acting through an offline tool (the CLI, `import vault`) rather than a key.
     pub fn for_user(user_id: &str) -> Principal {
-        Principal { key_id: 0, key_prefix: String::new(), scope: Scope::User, user_id: Some(user_id.to_string()) }
+        Principal {
+            key_id: 0,
+            key_prefix: String::new(),
+            scope: Scope::User,
+            user_id: Some(user_id.to_string()),
+            limits: Default::default(),
+        }
     }
 
     pub fn account(&self) -> String {
@@ -113,7 +121,13 @@ mod tests {
 
     #[test]
     fn the_account_is_the_user_else_the_key() {
-        let mut p = Principal { key_id: 7, key_prefix: "vault_sk_abcd".into(), scope: Scope::User, user_id: None };
+        let mut p = Principal {
+            key_id: 7,
+            key_prefix: "vault_sk_abcd".into(),
+            scope: Scope::User,
+            user_id: None,
+            limits: Default::default(),
+        };
         assert_eq!(p.account(), "key:7");
         p.user_id = Some("u1".into());
         assert_eq!(p.account(), "u1");

@@ -6,6 +6,7 @@ pub mod activity;
 pub mod audit;
 pub mod conversations;
 pub mod keys;
+pub mod limits;
 pub mod page;
 pub mod training;
 pub mod usage;

@@ -9,6 +9,7 @@ pub mod activity;
 pub mod audit;
 pub mod conversations;
 pub mod keys;
+pub mod limits;
 pub mod settings;
 pub mod training;
 pub mod usage;
@@ -35,6 +36,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (6, "audit_repeat_count", include_str!("../../migrations/0006_audit_repeat_count.sql")),
     (7, "usage_errors", include_str!("../../migrations/0007_usage_errors.sql")),
     (8, "usage_minutes", include_str!("../../migrations/0008_usage_minutes.sql")),
+    (9, "rate_limits", include_str!("../../migrations/0009_rate_limits.sql")),
 ];
 
 /// An open Vault database.

@@ -9,6 +9,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi};
 use vault_core::audit::{self, AuditFilter};
 use vault_core::keys::{self, Scope};
+use vault_core::limits;
 use vault_core::users::{self, Role, UserUpdate};
 use vault_core::{Vault, certificate, settings};
 
@@ -19,7 +20,8 @@ use crate::download::{CsvOrJsonArray, Download};
 use crate::dto::{
     ApiKey, ApiKeyList, AppliedNetworkConfig, AppliedSystemSettings, AuditEntry, AuditPage, AuditStats,
     CertificateInfo, CertificateRequest, ConfigChanged, ConfigOverview, ConfigUpdate, CreateApiKey, CreateUser,
-    CreatedApiKey, NetworkConfig, SystemSettings, TlsStatus, UpdateUser, User, UserList,
+    CreatedApiKey, KeyLimits, NetworkConfig, RateLimits, SystemSettings, TlsStatus, UpdateUser, User, UserLimits,
+    UserList,
 };
 use crate::payload::JsonBody;
 
@@ -126,6 +128,60 @@ impl AdminApi {
     #[oai(path = "/keys/:id", method = "delete", operation_id = "revokeKey")]
     async fn revoke_key(&self, vault: Data<&Arc<Vault>>, key: AdminKey, id: Path<i64>) -> ApiResult<Json<ApiKey>> {
         Ok(Json(keys::revoke_by_id(&vault.db, id.0, Some(&key.0.account())).await?.into()))
+    }
+
+    /// Get a key's rate limits
+    #[oai(path = "/keys/:id/limits", method = "get", operation_id = "getKeyLimits")]
+    async fn get_key_limits(
+        &self,
+        vault: Data<&Arc<Vault>>,
+        _key: AdminKey,
+        id: Path<i64>,
+    ) -> ApiResult<Json<KeyLimits>> {
+        Ok(Json(limits::for_key(&vault.db, id.0, vault.config.default_limits).await?.into()))
+    }
+
+    /// Set a key's rate limits
+    ///
+    /// Replaces them all (`null`: none of its own); they apply from the key's next request,
+    /// on every gateway of the box.
+    #[oai(path = "/keys/:id/limits", method = "put", operation_id = "setKeyLimits")]
+    async fn set_key_limits(
+        &self,
+        vault: Data<&Arc<Vault>>,
+        key: AdminKey,
+        id: Path<i64>,
+        body: JsonBody<RateLimits>,
+    ) -> ApiResult<Json<KeyLimits>> {
+        let (defaults, actor) = (vault.config.default_limits, key.0.account());
+        Ok(Json(limits::set_for_key(&vault.db, id.0, body.0.into(), defaults, Some(&actor)).await?.into()))
+    }
+
+    /// Get a user's rate limits
+    #[oai(path = "/users/:id/limits", method = "get", operation_id = "getUserLimits")]
+    async fn get_user_limits(
+        &self,
+        vault: Data<&Arc<Vault>>,
+        _key: AdminKey,
+        id: Path<String>,
+    ) -> ApiResult<Json<UserLimits>> {
+        Ok(Json(limits::for_user(&vault.db, &id).await?.into()))
+    }
+
+    /// Set a user's rate limits
+    ///
+    /// Shared by all of the user's keys (each key's own limits apply too: the stricter
+    /// first). Replaces them all (`null`: none), from the next request.
+    #[oai(path = "/users/:id/limits", method = "put", operation_id = "setUserLimits")]
+    async fn set_user_limits(
+        &self,
+        vault: Data<&Arc<Vault>>,
+        key: AdminKey,
+        id: Path<String>,
+        body: JsonBody<RateLimits>,
+    ) -> ApiResult<Json<UserLimits>> {
+        let actor = key.0.account();
+        Ok(Json(limits::set_for_user(&vault.db, &id, body.0.into(), Some(&actor)).await?.into()))
     }
 
     /// Query the audit log

@@ -11,6 +11,7 @@ use poem_openapi::error::ContentTypeError;
 use poem_openapi::param::Path;
 use vault_core::audit::RequestAudit;
 use vault_core::inference::{Answer, Route};
+use vault_core::keys::Principal;
 use vault_core::{Vault, VaultError};
 
 use super::{ApiResult, Tag};
@@ -36,10 +37,10 @@ impl InferenceApi {
         &self,
         vault: Data<&Arc<Vault>>,
         audit: Data<&Arc<RequestAudit>>,
-        _key: UserKey,
+        key: UserKey,
         body: ForwardedJson<ChatCompletionRequest>,
     ) -> ApiResult<Generation<ChatCompletion, ChatCompletionChunk>> {
-        generate(&vault, &audit, Route::ChatCompletions, body.bytes).await.map(Generation::new)
+        generate(&vault, &audit, &key.0, Route::ChatCompletions, body.bytes).await.map(Generation::new)
     }
 
     /// Create a text completion
@@ -48,10 +49,10 @@ impl InferenceApi {
         &self,
         vault: Data<&Arc<Vault>>,
         audit: Data<&Arc<RequestAudit>>,
-        _key: UserKey,
+        key: UserKey,
         body: ForwardedJson<CompletionRequest>,
     ) -> ApiResult<Generation<Completion, Completion>> {
-        generate(&vault, &audit, Route::Completions, body.bytes).await.map(Generation::new)
+        generate(&vault, &audit, &key.0, Route::Completions, body.bytes).await.map(Generation::new)
     }
 
     /// Create embeddings
@@ -60,10 +61,10 @@ impl InferenceApi {
         &self,
         vault: Data<&Arc<Vault>>,
         audit: Data<&Arc<RequestAudit>>,
-        _key: UserKey,
+        key: UserKey,
         body: ForwardedJson<EmbeddingRequest>,
     ) -> ApiResult<UpstreamJson<EmbeddingList>> {
-        generate(&vault, &audit, Route::Embeddings, body.bytes).await.map(UpstreamJson::from_response)
+        generate(&vault, &audit, &key.0, Route::Embeddings, body.bytes).await.map(UpstreamJson::from_response)
     }
 
     /// List the served models
@@ -86,9 +87,17 @@ impl InferenceApi {
     }
 }
 
-/// Proxies a generation request and frames its answer: JSON, or server-sent events.
-async fn generate(vault: &Vault, audit: &Arc<RequestAudit>, route: Route, body: bytes::Bytes) -> ApiResult<Response> {
-    Ok(match vault.inference.serve(route, body, audit).await? {
+/// Proxies a generation request and frames its answer: JSON, or server-sent events, with
+/// the rate limits' headers.
+async fn generate(
+    vault: &Vault,
+    audit: &Arc<RequestAudit>,
+    principal: &Principal,
+    route: Route,
+    body: bytes::Bytes,
+) -> ApiResult<Response> {
+    let served = vault.inference.serve(route, body, audit, principal).await?;
+    let mut response = match served.answer {
         Answer::Json(body) => Response::builder().content_type("application/json").body(body),
         Answer::Stream(_) if route == Route::Embeddings => {
             return Err(ApiError(VaultError::internal("creating embeddings", "the upstream answered with a stream")));
@@ -98,7 +107,11 @@ async fn generate(vault: &Vault, audit: &Arc<RequestAudit>, route: Route, body: 
             .header("cache-control", "no-cache")
             .header("x-accel-buffering", "no")
             .body(Body::from_bytes_stream(stream.map(Ok::<_, std::io::Error>))),
-    })
+    };
+    if let Some(rate) = served.rate {
+        crate::error::add_rate_headers(&mut response, &rate);
+    }
+    Ok(response)
 }
 
 /// Serves a generation route straight from the edge, past the router and the operation
@@ -112,7 +125,7 @@ pub async fn serve_direct(
     mut req: Request,
 ) -> poem::Result<Response> {
     let bearer = <Bearer as BearerAuthorization>::from_request(&req)?;
-    vault.authenticate(&bearer.token, audit).await.map_err(ApiError)?;
+    let principal = vault.authenticate(&bearer.token, audit).await.map_err(ApiError)?;
     match req.content_type() {
         Some(content_type) if is_json(content_type) => {}
         Some(content_type) => return Err(ContentTypeError::NotSupported { content_type: content_type.into() }.into()),
@@ -120,7 +133,7 @@ pub async fn serve_direct(
     }
     let mut body = RequestBody::new(req.take_body());
     let bytes = read_limited(&mut body, Some(vault.config.header_timeout)).await?;
-    Ok(generate(vault, audit, route, bytes).await?)
+    Ok(generate(vault, audit, &principal, route, bytes).await?)
 }
 
 fn json_answer<T>(value: &serde_json::Value) -> ApiResult<UpstreamJson<T>> {

@@ -566,3 +566,61 @@ impl From<audit::AuditStats> for AuditStats {
         }
     }
 }
+
+/// Rate limits of a key or a user; `null`: none (a key then has the configured default).
+/// Over a limit, inference requests answer 429 `rate_limited` with `Retry-After`.
+#[derive(Object, Deserialize)]
+#[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimits {
+    /// Requests per minute.
+    #[oai(nullable, validator(minimum(value = "1"), maximum(value = "1000000")))]
+    pub rpm: Option<u64>,
+    /// Tokens per minute, prompt and completion.
+    #[oai(nullable, validator(minimum(value = "1"), maximum(value = "1000000000")))]
+    pub tpm: Option<u64>,
+    /// Requests under way at once.
+    #[oai(nullable, validator(minimum(value = "1"), maximum(value = "100000")))]
+    pub concurrency: Option<u64>,
+}
+
+impl From<vault_core::limits::LimitSet> for RateLimits {
+    fn from(l: vault_core::limits::LimitSet) -> Self {
+        RateLimits { rpm: l.rpm, tpm: l.tpm, concurrency: l.concurrency }
+    }
+}
+
+impl From<RateLimits> for vault_core::limits::LimitSet {
+    fn from(l: RateLimits) -> Self {
+        vault_core::limits::LimitSet { rpm: l.rpm, tpm: l.tpm, concurrency: l.concurrency }
+    }
+}
+
+#[derive(Object)]
+pub struct KeyLimits {
+    pub key_id: i64,
+    /// The key's own limits.
+    pub limits: RateLimits,
+    /// What its requests are held to: its own limits, else the configured defaults (its
+    /// user's limits apply too, the stricter first).
+    pub effective: RateLimits,
+}
+
+impl From<vault_core::limits::KeyLimits> for KeyLimits {
+    fn from(k: vault_core::limits::KeyLimits) -> Self {
+        KeyLimits { key_id: k.key_id, limits: k.limits.into(), effective: k.effective.into() }
+    }
+}
+
+#[derive(Object)]
+pub struct UserLimits {
+    pub user_id: String,
+    /// Shared by all of the user's keys.
+    pub limits: RateLimits,
+}
+
+impl From<vault_core::limits::UserLimits> for UserLimits {
+    fn from(u: vault_core::limits::UserLimits) -> Self {
+        UserLimits { user_id: u.user_id, limits: u.limits.into() }
+    }
+}

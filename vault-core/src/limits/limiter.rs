@@ -1,0 +1,456 @@
+//! Admission by rate limits: requests per minute, tokens per minute and requests at once,
+//! of a key and of its user (the stricter applies). One lock over the windows of both, held
+//! for a few lookups, keeps the count exact across threads: 200 requests at once against a
+//! limit of 50 per minute admit exactly 50.
+//!
+//! Windows slide: a request counts for the minute after its admission. Tokens count when
+//! its answer ends, by its real usage; until then it holds a reservation (its prompt,
+//! estimated from its size, and its `max_tokens`). A request is admitted while the
+//! minute's tokens and the reservations leave any room, so it overruns by at most itself.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::LimitSet;
+use crate::error::{ErrorCode, ErrorKind, Result, VaultError};
+use crate::model::keys::Principal;
+
+/// How long a request, or an answer's tokens, count against a limit.
+pub const WINDOW: Duration = Duration::from_secs(60);
+/// The wait suggested when only a request under way can make room.
+const WHEN_ONE_ENDS: Duration = Duration::from_secs(1);
+/// Admissions between two sweeps of the windows nobody used for a minute.
+const SWEEP_EVERY: u64 = 4096;
+
+/// The admission state of every limited key and user of this gateway.
+pub struct Limiter {
+    /// What a key without limits of its own is held to (`VAULT_DEFAULT_*`).
+    defaults: LimitSet,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    windows: HashMap<Subject, Window>,
+    admissions: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Subject {
+    Key(i64),
+    User(String),
+}
+
+impl Subject {
+    fn scope(&self) -> &'static str {
+        match self {
+            Subject::Key(_) => "key",
+            Subject::User(_) => "user",
+        }
+    }
+}
+
+/// What one key or user did in the last minute.
+#[derive(Debug, Default)]
+pub struct Window {
+    /// When each request of the last minute was admitted, oldest first.
+    requests: VecDeque<Instant>,
+    /// Tokens of the answers that ended in the last minute, oldest first.
+    tokens: VecDeque<(Instant, u64)>,
+    tokens_used: u64,
+    /// Tokens held by the requests under way.
+    reserved: u64,
+    running: u64,
+}
+
+/// Where a request stands against one kind of limit, as OpenAI's `x-ratelimit-*` headers
+/// say it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Quota {
+    pub limit: u64,
+    pub remaining: u64,
+    /// Seconds until the window is empty again.
+    pub reset_seconds: f64,
+}
+
+/// The requests and tokens left to a request's key or user (the tighter of the two).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct RateStatus {
+    pub requests: Option<Quota>,
+    pub tokens: Option<Quota>,
+}
+
+impl RateStatus {
+    /// OpenAI's headers: `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        let mut headers = Vec::new();
+        if let Some(q) = self.requests {
+            headers.push(("x-ratelimit-limit-requests", q.limit.to_string()));
+            headers.push(("x-ratelimit-remaining-requests", q.remaining.to_string()));
+            headers.push(("x-ratelimit-reset-requests", duration_text(q.reset_seconds)));
+        }
+        if let Some(q) = self.tokens {
+            headers.push(("x-ratelimit-limit-tokens", q.limit.to_string()));
+            headers.push(("x-ratelimit-remaining-tokens", q.remaining.to_string()));
+            headers.push(("x-ratelimit-reset-tokens", duration_text(q.reset_seconds)));
+        }
+        headers
+    }
+
+    /// Keeps, for each kind, the quota with less left.
+    fn tighten(&mut self, other: RateStatus) {
+        let tighter = |a: Option<Quota>, b: Option<Quota>| match (a, b) {
+            (Some(a), Some(b)) => Some(if b.remaining < a.remaining { b } else { a }),
+            (a, b) => a.or(b),
+        };
+        self.requests = tighter(self.requests, other.requests);
+        self.tokens = tighter(self.tokens, other.tokens);
+    }
+}
+
+/// A duration as OpenAI writes it in these headers: `20ms`, `1.5s`, `6m0s`.
+fn duration_text(seconds: f64) -> String {
+    let seconds = seconds.max(0.0);
+    if seconds < 1.0 {
+        format!("{}ms", (seconds * 1000.0).round() as u64)
+    } else if seconds < 60.0 {
+        let text = format!("{seconds:.3}");
+        format!("{}s", text.trim_end_matches('0').trim_end_matches('.'))
+    } else {
+        format!("{}m{}s", (seconds / 60.0).floor() as u64, (seconds % 60.0).round() as u64)
+    }
+}
+
+fn until(then: Instant, now: Instant) -> f64 {
+    then.saturating_duration_since(now).as_secs_f64()
+}
+
+impl Window {
+    fn expire(&mut self, now: Instant) {
+        while self.requests.front().is_some_and(|t| now.duration_since(*t) >= WINDOW) {
+            self.requests.pop_front();
+        }
+        while let Some(&(t, n)) = self.tokens.front()
+            && now.duration_since(t) >= WINDOW
+        {
+            self.tokens.pop_front();
+            self.tokens_used -= n;
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.requests.is_empty() && self.tokens.is_empty() && self.running == 0 && self.reserved == 0
+    }
+
+    /// The limit a new request would break, its value, and how long until it would not.
+    fn refusal(&self, limits: &LimitSet, now: Instant) -> Option<(&'static str, u64, Duration)> {
+        if let Some(max) = limits.concurrency
+            && self.running >= max
+        {
+            return Some(("concurrent_requests", max, WHEN_ONE_ENDS));
+        }
+        if let Some(max) = limits.rpm
+            && self.requests.len() as u64 >= max
+        {
+            // Room comes when enough of the oldest have left the window.
+            let index = self.requests.len() - usize::try_from(max).unwrap_or(usize::MAX).min(self.requests.len());
+            let freed =
+                self.requests.get(index).map_or(WHEN_ONE_ENDS, |t| (*t + WINDOW).saturating_duration_since(now));
+            return Some(("requests_per_minute", max, freed));
+        }
+        if let Some(max) = limits.tpm
+            && self.tokens_used + self.reserved >= max
+        {
+            let mut left = self.tokens_used + self.reserved;
+            let freed = self
+                .tokens
+                .iter()
+                .find(|(_, n)| {
+                    left -= n;
+                    left < max
+                })
+                .map_or(WHEN_ONE_ENDS, |(t, _)| (*t + WINDOW).saturating_duration_since(now));
+            return Some(("tokens_per_minute", max, freed));
+        }
+        None
+    }
+
+    fn status(&self, limits: &LimitSet, now: Instant) -> RateStatus {
+        RateStatus {
+            requests: limits.rpm.map(|limit| Quota {
+                limit,
+                remaining: limit.saturating_sub(self.requests.len() as u64),
+                reset_seconds: self.requests.back().map_or(0.0, |t| until(*t + WINDOW, now)),
+            }),
+            tokens: limits.tpm.map(|limit| Quota {
+                limit,
+                remaining: limit.saturating_sub(self.tokens_used + self.reserved),
+                reset_seconds: self.tokens.back().map_or(0.0, |(t, _)| until(*t + WINDOW, now)),
+            }),
+        }
+    }
+}
+
+/// An admitted request's hold on its limits: released when dropped, with the tokens it
+/// used counted from then on (see [`settle`](Permit::settle)).
+pub struct Permit {
+    held: Option<Held>,
+}
+
+struct Held {
+    limiter: Arc<Limiter>,
+    subjects: Vec<Subject>,
+    reserved: u64,
+    used: u64,
+    status: RateStatus,
+}
+
+impl std::fmt::Debug for Permit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Permit").field("status", &self.status()).finish()
+    }
+}
+
+impl Permit {
+    /// The limits' state after this admission; `None` when none applies.
+    pub fn status(&self) -> Option<RateStatus> {
+        self.held.as_ref().map(|h| h.status)
+    }
+
+    /// Records the tokens the answer really used (prompt and completion), to count in
+    /// place of the reservation once the permit is released.
+    pub fn settle(&mut self, used: u64) {
+        if let Some(held) = self.held.as_mut() {
+            held.used = used;
+        }
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let Some(held) = self.held.take() else { return };
+        let now = Instant::now();
+        let mut state = held.limiter.lock();
+        for subject in &held.subjects {
+            if let Some(window) = state.windows.get_mut(subject) {
+                window.running = window.running.saturating_sub(1);
+                window.reserved = window.reserved.saturating_sub(held.reserved);
+                if held.used > 0 {
+                    window.tokens.push_back((now, held.used));
+                    window.tokens_used += held.used;
+                }
+            }
+        }
+    }
+}
+
+impl Limiter {
+    pub fn new(defaults: LimitSet) -> Arc<Limiter> {
+        Arc::new(Limiter { defaults, state: Mutex::new(State::default()) })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The state stays consistent between statements: a panic elsewhere leaves it usable.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Admits a request of `principal` that may use `reserve` tokens, or refuses it with a
+    /// 429 that says which limit, until when, and where the limits stand.
+    pub fn admit(self: &Arc<Self>, principal: &Principal, reserve: u64) -> Result<Permit> {
+        let key = principal.limits.key.or(self.defaults);
+        let user = principal.limits.user;
+        let mut applied = Vec::with_capacity(2);
+        if !key.is_unlimited() {
+            applied.push((Subject::Key(principal.key_id), key));
+        }
+        if let Some(id) = &principal.user_id
+            && !user.is_unlimited()
+        {
+            applied.push((Subject::User(id.clone()), user));
+        }
+        if applied.is_empty() {
+            return Ok(Permit { held: None });
+        }
+        let now = Instant::now();
+        let mut state = self.lock();
+        for (subject, limits) in &applied {
+            let window = state.windows.entry(subject.clone()).or_default();
+            window.expire(now);
+            if let Some((limit, value, wait)) = window.refusal(limits, now) {
+                return Err(refused(subject.scope(), limit, value, wait, window.status(limits, now)));
+            }
+        }
+        let mut status = RateStatus::default();
+        for (subject, limits) in &applied {
+            if let Some(window) = state.windows.get_mut(subject) {
+                window.requests.push_back(now);
+                window.reserved += reserve;
+                window.running += 1;
+                status.tighten(window.status(limits, now));
+            }
+        }
+        state.admissions += 1;
+        if state.admissions.is_multiple_of(SWEEP_EVERY) {
+            state.windows.retain(|_, window| {
+                window.expire(now);
+                !window.is_idle()
+            });
+        }
+        let subjects = applied.into_iter().map(|(subject, _)| subject).collect();
+        Ok(Permit { held: Some(Held { limiter: self.clone(), subjects, reserved: reserve, used: 0, status }) })
+    }
+}
+
+fn refused(scope: &str, limit: &str, value: u64, wait: Duration, status: RateStatus) -> VaultError {
+    let what = match limit {
+        "requests_per_minute" => format!("{value} requests per minute"),
+        "tokens_per_minute" => format!("{value} tokens per minute"),
+        _ => format!("{value} requests at once"),
+    };
+    VaultError::new(
+        ErrorKind::RateLimited,
+        ErrorCode::RateLimited,
+        format!("Rate limit of this {scope} reached: {what}."),
+    )
+    .with_details(serde_json::json!({
+        "scope": scope,
+        "limit": limit,
+        "value": value,
+        "retry_after_seconds": wait.as_secs_f64(),
+        "rate_limit": status,
+        "suggestion": "Retry after the time in Retry-After; an admin can raise the limit.",
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::keys::Scope;
+    use crate::model::limits::Limits;
+
+    fn principal(key_id: i64, user: Option<&str>, key: LimitSet, user_limits: LimitSet) -> Principal {
+        Principal {
+            key_id,
+            key_prefix: format!("vault_sk_{key_id:04}"),
+            scope: Scope::User,
+            user_id: user.map(String::from),
+            limits: Limits { key, user: user_limits },
+        }
+    }
+
+    fn rpm(n: u64) -> LimitSet {
+        LimitSet { rpm: Some(n), ..LimitSet::default() }
+    }
+
+    #[test]
+    fn no_more_requests_are_admitted_than_the_limit_even_at_once() {
+        let limiter = Limiter::new(LimitSet::default());
+        let who = principal(1, None, rpm(50), LimitSet::default());
+        let admitted = std::sync::atomic::AtomicU64::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    for _ in 0..25 {
+                        if let Ok(permit) = limiter.admit(&who, 10) {
+                            admitted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            drop(permit);
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(admitted.into_inner(), 50);
+        let refused = limiter.admit(&who, 10).unwrap_err();
+        assert_eq!((refused.status(), refused.code.as_str()), (429, "rate_limited"));
+        let details = refused.details.unwrap();
+        assert_eq!((details["scope"].as_str(), details["limit"].as_str()), (Some("key"), Some("requests_per_minute")));
+        let wait = details["retry_after_seconds"].as_f64().unwrap();
+        assert!(wait > 59.0 && wait <= 60.0, "{wait}");
+        assert_eq!(details["rate_limit"]["requests"]["remaining"], 0);
+        // Another key is not held to this one's count.
+        assert!(limiter.admit(&principal(2, None, rpm(50), LimitSet::default()), 10).is_ok());
+    }
+
+    #[test]
+    fn the_remaining_requests_count_down() {
+        let limiter = Limiter::new(LimitSet::default());
+        let who = principal(1, None, rpm(3), LimitSet::default());
+        let left: Vec<u64> =
+            (0..3).map(|_| limiter.admit(&who, 0).unwrap().status().unwrap().requests.unwrap().remaining).collect();
+        assert_eq!(left, [2, 1, 0]);
+    }
+
+    #[test]
+    fn a_user_limit_is_shared_by_the_users_keys_and_the_stricter_applies() {
+        let limiter = Limiter::new(LimitSet::default());
+        let first = principal(1, Some("u1"), rpm(10), rpm(3));
+        let second = principal(2, Some("u1"), LimitSet::default(), rpm(3));
+        let permits = [limiter.admit(&first, 0), limiter.admit(&second, 0), limiter.admit(&first, 0)];
+        assert!(permits.iter().all(Result::is_ok));
+        let status = permits[2].as_ref().unwrap().status().unwrap();
+        assert_eq!(status.requests.unwrap().limit, 3, "the tighter quota is reported");
+        let refused = limiter.admit(&second, 0).unwrap_err();
+        assert_eq!(refused.details.unwrap()["scope"], "user");
+    }
+
+    #[test]
+    fn defaults_hold_keys_without_limits_of_their_own() {
+        let limiter = Limiter::new(rpm(1));
+        let who = principal(1, None, LimitSet::default(), LimitSet::default());
+        let _first = limiter.admit(&who, 0).unwrap();
+        assert!(limiter.admit(&who, 0).is_err());
+        let own = principal(2, None, rpm(5), LimitSet::default());
+        assert!(limiter.admit(&own, 0).is_ok() && limiter.admit(&own, 0).is_ok(), "its own limit wins");
+        let free = Limiter::new(LimitSet::default());
+        let permit = free.admit(&who, 0).unwrap();
+        assert!(permit.status().is_none(), "nothing to count, nothing locked");
+    }
+
+    #[test]
+    fn requests_at_once_are_capped_until_one_ends() {
+        let limiter = Limiter::new(LimitSet::default());
+        let who = principal(1, None, LimitSet { concurrency: Some(2), ..LimitSet::default() }, LimitSet::default());
+        let (a, _b) = (limiter.admit(&who, 0).unwrap(), limiter.admit(&who, 0).unwrap());
+        let refused = limiter.admit(&who, 0).unwrap_err();
+        assert_eq!(refused.details.unwrap()["limit"], "concurrent_requests");
+        drop(a);
+        assert!(limiter.admit(&who, 0).is_ok());
+    }
+
+    #[test]
+    fn tokens_are_reserved_then_settled_by_real_usage() {
+        let limiter = Limiter::new(LimitSet::default());
+        let who = principal(1, None, LimitSet { tpm: Some(1000), ..LimitSet::default() }, LimitSet::default());
+        let mut first = limiter.admit(&who, 600).unwrap();
+        assert_eq!(first.status().unwrap().tokens.unwrap().remaining, 400);
+        // Room is left, so the second is admitted; it may overrun by itself at most.
+        let second = limiter.admit(&who, 600).unwrap();
+        assert_eq!(second.status().unwrap().tokens.unwrap().remaining, 0);
+        let refused = limiter.admit(&who, 1).unwrap_err();
+        assert_eq!(refused.details.unwrap()["limit"], "tokens_per_minute");
+        // The first used far less than it held: 100 count, the rest is free again.
+        first.settle(100);
+        drop(first);
+        let third = limiter.admit(&who, 200).unwrap();
+        assert_eq!(third.status().unwrap().tokens.unwrap().remaining, 1000 - 100 - 600 - 200);
+        drop((second, third));
+        // An answer that used more than the minute allows holds the next until it leaves.
+        let mut greedy = limiter.admit(&who, 0).unwrap();
+        greedy.settle(5000);
+        drop(greedy);
+        let refused = limiter.admit(&who, 0).unwrap_err();
+        let wait = refused.details.unwrap()["retry_after_seconds"].as_f64().unwrap();
+        assert!(wait > 59.0, "until the big answer leaves the window: {wait}");
+    }
+
+    #[test]
+    fn durations_are_written_as_openai_does() {
+        assert_eq!(duration_text(0.02), "20ms");
+        assert_eq!(duration_text(1.5), "1.5s");
+        assert_eq!(duration_text(59.0), "59s");
+        assert_eq!(duration_text(360.0), "6m0s");
+    }
+}
