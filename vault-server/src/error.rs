@@ -148,10 +148,9 @@ impl poem_openapi::types::ParseFromJSON for CodeName {
 
 /// OpenAI's `x-ratelimit-*` headers, from where a request's limits stand.
 pub fn add_rate_headers(response: &mut Response, rate: &RateStatus) {
+    let headers = response.headers_mut();
     for (name, value) in rate.headers() {
-        if let Ok(value) = poem::http::HeaderValue::from_str(&value) {
-            response.headers_mut().insert(name, value);
-        }
+        headers.insert(name, value);
     }
 }
 

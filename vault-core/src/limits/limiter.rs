@@ -3,23 +3,26 @@
 //! for a few lookups, keeps the count exact across threads: 200 requests at once against a
 //! limit of 50 per minute admit exactly 50.
 //!
-//! Windows slide: a request counts for the minute after its admission. Tokens count when
-//! its answer ends, by its real usage; until then it holds a reservation (its prompt,
-//! estimated from its size, and its `max_tokens`). A request is admitted while the
-//! minute's tokens and the reservations leave any room, so it overruns by at most itself.
+//! Windows slide by the second: a request counts from its admission to the end of the 61st
+//! second after it (never less than a minute), kept as counts per second, so a window costs
+//! the same at 10 or a million requests per minute. Tokens count when an answer ends, by
+//! its real usage; until then the request holds a reservation (its prompt, estimated from
+//! its size, and its `max_tokens`). A request is admitted while the minute's tokens and the
+//! reservations leave any room, so it overruns by at most itself.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use http::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 
 use super::LimitSet;
 use crate::error::{ErrorCode, ErrorKind, Result, VaultError};
 use crate::model::keys::Principal;
 
-/// How long a request, or an answer's tokens, count against a limit.
-pub const WINDOW: Duration = Duration::from_secs(60);
+/// Seconds a window keeps, one slot each: the minute, and the second under way.
+const SLOTS: usize = 61;
 /// The wait suggested when only a request under way can make room.
 const WHEN_ONE_ENDS: Duration = Duration::from_secs(1);
 /// Admissions between two sweeps of the windows nobody used for a minute.
@@ -30,6 +33,8 @@ pub struct Limiter {
     /// What a key without limits of its own is held to (`VAULT_DEFAULT_*`).
     defaults: LimitSet,
     state: Mutex<State>,
+    /// Seconds are counted from here.
+    origin: Instant,
 }
 
 #[derive(Default)]
@@ -53,14 +58,17 @@ impl Subject {
     }
 }
 
-/// What one key or user did in the last minute.
-#[derive(Debug, Default)]
-pub struct Window {
-    /// When each request of the last minute was admitted, oldest first.
-    requests: VecDeque<Instant>,
-    /// Tokens of the answers that ended in the last minute, oldest first.
-    tokens: VecDeque<(Instant, u64)>,
-    tokens_used: u64,
+/// What one key or user did in the last minute, per second.
+#[derive(Debug)]
+struct Window {
+    /// Requests admitted and tokens used in each of the seconds `newest - SLOTS + 1 ..=
+    /// newest` (second `s` in slot `s % SLOTS`).
+    requests: [u64; SLOTS],
+    tokens: [u64; SLOTS],
+    newest: u64,
+    /// The sums of the slots.
+    requests_in: u64,
+    tokens_in: u64,
     /// Tokens held by the requests under way.
     reserved: u64,
     running: u64,
@@ -85,17 +93,16 @@ pub struct RateStatus {
 
 impl RateStatus {
     /// OpenAI's headers: `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`.
-    pub fn headers(&self) -> Vec<(&'static str, String)> {
-        let mut headers = Vec::new();
-        if let Some(q) = self.requests {
-            headers.push(("x-ratelimit-limit-requests", q.limit.to_string()));
-            headers.push(("x-ratelimit-remaining-requests", q.remaining.to_string()));
-            headers.push(("x-ratelimit-reset-requests", duration_text(q.reset_seconds)));
-        }
-        if let Some(q) = self.tokens {
-            headers.push(("x-ratelimit-limit-tokens", q.limit.to_string()));
-            headers.push(("x-ratelimit-remaining-tokens", q.remaining.to_string()));
-            headers.push(("x-ratelimit-reset-tokens", duration_text(q.reset_seconds)));
+    pub fn headers(&self) -> Vec<(HeaderName, HeaderValue)> {
+        let mut headers = Vec::with_capacity(6);
+        for (quota, [limit, remaining, reset]) in [(self.requests, REQUEST_HEADERS), (self.tokens, TOKEN_HEADERS)] {
+            if let Some(q) = quota {
+                headers.push((limit, HeaderValue::from(q.limit)));
+                headers.push((remaining, HeaderValue::from(q.remaining)));
+                if let Ok(value) = HeaderValue::from_str(&duration_text(q.reset_seconds)) {
+                    headers.push((reset, value));
+                }
+            }
         }
         headers
     }
@@ -111,6 +118,17 @@ impl RateStatus {
     }
 }
 
+const REQUEST_HEADERS: [HeaderName; 3] = [
+    HeaderName::from_static("x-ratelimit-limit-requests"),
+    HeaderName::from_static("x-ratelimit-remaining-requests"),
+    HeaderName::from_static("x-ratelimit-reset-requests"),
+];
+const TOKEN_HEADERS: [HeaderName; 3] = [
+    HeaderName::from_static("x-ratelimit-limit-tokens"),
+    HeaderName::from_static("x-ratelimit-remaining-tokens"),
+    HeaderName::from_static("x-ratelimit-reset-tokens"),
+];
+
 /// A duration as OpenAI writes it in these headers: `20ms`, `1.5s`, `6m0s`.
 fn duration_text(seconds: f64) -> String {
     let seconds = seconds.max(0.0);
@@ -124,71 +142,109 @@ fn duration_text(seconds: f64) -> String {
     }
 }
 
-fn until(then: Instant, now: Instant) -> f64 {
-    then.saturating_duration_since(now).as_secs_f64()
-}
-
 impl Window {
-    fn expire(&mut self, now: Instant) {
-        while self.requests.front().is_some_and(|t| now.duration_since(*t) >= WINDOW) {
-            self.requests.pop_front();
+    fn new() -> Window {
+        Window {
+            requests: [0; SLOTS],
+            tokens: [0; SLOTS],
+            newest: 0,
+            requests_in: 0,
+            tokens_in: 0,
+            reserved: 0,
+            running: 0,
         }
-        while let Some(&(t, n)) = self.tokens.front()
-            && now.duration_since(t) >= WINDOW
-        {
-            self.tokens.pop_front();
-            self.tokens_used -= n;
+    }
+
+    /// Moves the window on to second `now`, emptying the slots of the seconds it leaves.
+    fn advance(&mut self, now: u64) {
+        if now <= self.newest {
+            return;
         }
+        if now - self.newest >= SLOTS as u64 {
+            self.requests = [0; SLOTS];
+            self.tokens = [0; SLOTS];
+            (self.requests_in, self.tokens_in) = (0, 0);
+        } else {
+            for second in self.newest + 1..=now {
+                let slot = (second % SLOTS as u64) as usize;
+                self.requests_in -= std::mem::take(&mut self.requests[slot]);
+                self.tokens_in -= std::mem::take(&mut self.tokens[slot]);
+            }
+        }
+        self.newest = now;
+    }
+
+    /// The seconds the window holds, oldest first, with their slots.
+    fn seconds(&self) -> impl DoubleEndedIterator<Item = (u64, usize)> {
+        let oldest = (self.newest + 1).saturating_sub(SLOTS as u64);
+        (oldest..=self.newest).map(|second| (second, (second % SLOTS as u64) as usize))
     }
 
     fn is_idle(&self) -> bool {
-        self.requests.is_empty() && self.tokens.is_empty() && self.running == 0 && self.reserved == 0
+        self.requests_in == 0 && self.tokens_in == 0 && self.running == 0 && self.reserved == 0
+    }
+
+    /// The second by whose end counts in `slots` from `total` fall below `max`.
+    fn freed_after(&self, slots: &[u64; SLOTS], total: u64, max: u64) -> Option<u64> {
+        let mut left = total;
+        self.seconds()
+            .find(|(_, slot)| {
+                left -= slots[*slot];
+                left < max
+            })
+            .map(|(second, _)| second)
+    }
+
+    /// The newest second with something in `slots`.
+    fn last_used(&self, slots: &[u64; SLOTS]) -> Option<u64> {
+        self.seconds().rev().find(|(_, slot)| slots[*slot] > 0).map(|(second, _)| second)
+    }
+}
+
+impl Limiter {
+    fn second(&self, now: Instant) -> u64 {
+        now.duration_since(self.origin).as_secs()
+    }
+
+    /// How long from `now` until second `second` leaves the window.
+    fn until_gone(&self, second: u64, now: Instant) -> Duration {
+        (self.origin + Duration::from_secs(second + SLOTS as u64)).saturating_duration_since(now)
     }
 
     /// The limit a new request would break, its value, and how long until it would not.
-    fn refusal(&self, limits: &LimitSet, now: Instant) -> Option<(&'static str, u64, Duration)> {
+    fn refusal(&self, window: &Window, limits: &LimitSet, now: Instant) -> Option<(&'static str, u64, Duration)> {
         if let Some(max) = limits.concurrency
-            && self.running >= max
+            && window.running >= max
         {
             return Some(("concurrent_requests", max, WHEN_ONE_ENDS));
         }
         if let Some(max) = limits.rpm
-            && self.requests.len() as u64 >= max
+            && window.requests_in >= max
         {
-            // Room comes when enough of the oldest have left the window.
-            let index = self.requests.len() - usize::try_from(max).unwrap_or(usize::MAX).min(self.requests.len());
-            let freed =
-                self.requests.get(index).map_or(WHEN_ONE_ENDS, |t| (*t + WINDOW).saturating_duration_since(now));
-            return Some(("requests_per_minute", max, freed));
+            let freed = window.freed_after(&window.requests, window.requests_in, max);
+            return Some(("requests_per_minute", max, freed.map_or(WHEN_ONE_ENDS, |s| self.until_gone(s, now))));
         }
         if let Some(max) = limits.tpm
-            && self.tokens_used + self.reserved >= max
+            && window.tokens_in + window.reserved >= max
         {
-            let mut left = self.tokens_used + self.reserved;
-            let freed = self
-                .tokens
-                .iter()
-                .find(|(_, n)| {
-                    left -= n;
-                    left < max
-                })
-                .map_or(WHEN_ONE_ENDS, |(t, _)| (*t + WINDOW).saturating_duration_since(now));
-            return Some(("tokens_per_minute", max, freed));
+            let freed = window.freed_after(&window.tokens, window.tokens_in + window.reserved, max);
+            return Some(("tokens_per_minute", max, freed.map_or(WHEN_ONE_ENDS, |s| self.until_gone(s, now))));
         }
         None
     }
 
-    fn status(&self, limits: &LimitSet, now: Instant) -> RateStatus {
+    fn status(&self, window: &Window, limits: &LimitSet, now: Instant) -> RateStatus {
+        let reset = |slots| window.last_used(slots).map_or(0.0, |s| self.until_gone(s, now).as_secs_f64());
         RateStatus {
             requests: limits.rpm.map(|limit| Quota {
                 limit,
-                remaining: limit.saturating_sub(self.requests.len() as u64),
-                reset_seconds: self.requests.back().map_or(0.0, |t| until(*t + WINDOW, now)),
+                remaining: limit.saturating_sub(window.requests_in),
+                reset_seconds: reset(&window.requests),
             }),
             tokens: limits.tpm.map(|limit| Quota {
                 limit,
-                remaining: limit.saturating_sub(self.tokens_used + self.reserved),
-                reset_seconds: self.tokens.back().map_or(0.0, |(t, _)| until(*t + WINDOW, now)),
+                remaining: limit.saturating_sub(window.tokens_in + window.reserved),
+                reset_seconds: reset(&window.tokens),
             }),
         }
     }
@@ -232,16 +288,15 @@ impl Permit {
 impl Drop for Permit {
     fn drop(&mut self) {
         let Some(held) = self.held.take() else { return };
-        let now = Instant::now();
+        let now = held.limiter.second(Instant::now());
         let mut state = held.limiter.lock();
         for subject in &held.subjects {
             if let Some(window) = state.windows.get_mut(subject) {
+                window.advance(now);
                 window.running = window.running.saturating_sub(1);
                 window.reserved = window.reserved.saturating_sub(held.reserved);
-                if held.used > 0 {
-                    window.tokens.push_back((now, held.used));
-                    window.tokens_used += held.used;
-                }
+                window.tokens[(now % SLOTS as u64) as usize] += held.used;
+                window.tokens_in += held.used;
             }
         }
     }
@@ -249,7 +304,7 @@ impl Drop for Permit {
 
 impl Limiter {
     pub fn new(defaults: LimitSet) -> Arc<Limiter> {
-        Arc::new(Limiter { defaults, state: Mutex::new(State::default()) })
+        Arc::new(Limiter { defaults, state: Mutex::new(State::default()), origin: Instant::now() })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -275,27 +330,29 @@ impl Limiter {
             return Ok(Permit { held: None });
         }
         let now = Instant::now();
+        let second = self.second(now);
         let mut state = self.lock();
         for (subject, limits) in &applied {
-            let window = state.windows.entry(subject.clone()).or_default();
-            window.expire(now);
-            if let Some((limit, value, wait)) = window.refusal(limits, now) {
-                return Err(refused(subject.scope(), limit, value, wait, window.status(limits, now)));
+            let window = state.windows.entry(subject.clone()).or_insert_with(Window::new);
+            window.advance(second);
+            if let Some((limit, value, wait)) = self.refusal(window, limits, now) {
+                return Err(refused(subject.scope(), limit, value, wait, self.status(window, limits, now)));
             }
         }
         let mut status = RateStatus::default();
         for (subject, limits) in &applied {
             if let Some(window) = state.windows.get_mut(subject) {
-                window.requests.push_back(now);
+                window.requests[(second % SLOTS as u64) as usize] += 1;
+                window.requests_in += 1;
                 window.reserved += reserve;
                 window.running += 1;
-                status.tighten(window.status(limits, now));
+                status.tighten(self.status(window, limits, now));
             }
         }
         state.admissions += 1;
         if state.admissions.is_multiple_of(SWEEP_EVERY) {
             state.windows.retain(|_, window| {
-                window.expire(now);
+                window.advance(second);
                 !window.is_idle()
             });
         }
@@ -368,7 +425,7 @@ mod tests {
         let details = refused.details.unwrap();
         assert_eq!((details["scope"].as_str(), details["limit"].as_str()), (Some("key"), Some("requests_per_minute")));
         let wait = details["retry_after_seconds"].as_f64().unwrap();
-        assert!(wait > 59.0 && wait <= 60.0, "{wait}");
+        assert!(wait > 59.0 && wait <= 61.0, "{wait}");
         assert_eq!(details["rate_limit"]["requests"]["remaining"], 0);
         // Another key is not held to this one's count.
         assert!(limiter.admit(&principal(2, None, rpm(50), LimitSet::default()), 10).is_ok());

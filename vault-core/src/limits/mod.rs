@@ -4,7 +4,7 @@
 
 mod limiter;
 
-pub use limiter::{Limiter, Permit, Quota, RateStatus, WINDOW};
+pub use limiter::{Limiter, Permit, Quota, RateStatus};
 
 use libsql::Connection;
 use serde::Serialize;
