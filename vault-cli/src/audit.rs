@@ -1,4 +1,5 @@
-//! `vault-cli audit export|stats`: the audit log as a file, and its summary.
+//! `vault-cli audit export|stats|verify`: the audit log as a file, its summary, and the
+//! check of its hash chain.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -9,6 +10,7 @@ use clap::Subcommand;
 use serde::Serialize;
 use vault_core::VaultError;
 use vault_core::audit::{self, AuditFilter, ExportFormat};
+use vault_core::config::Config;
 use vault_core::storage::Db;
 
 use crate::output::{Progress, Unit, print_json, print_text, table};
@@ -47,9 +49,16 @@ pub enum AuditCommand {
         #[arg(long)]
         to: Option<String>,
     },
+    /// Check the audit log's hash chain and its signed checkpoints: names the first row
+    /// that was altered, deleted or inserted, and exits with status 4 if any was.
+    Verify {
+        /// Start at this row id (trusting the row before it) [default: the chain's start].
+        #[arg(long)]
+        from: Option<i64>,
+    },
 }
 
-pub async fn run(command: &AuditCommand, db: Db, json: bool) -> Result<(), VaultError> {
+pub async fn run(command: &AuditCommand, db: Db, config: &Config, json: bool) -> Result<(), VaultError> {
     match command {
         AuditCommand::Export { format, from, to, user, path, output } => {
             let filter = AuditFilter {
@@ -66,6 +75,28 @@ pub async fn run(command: &AuditCommand, db: Db, json: bool) -> Result<(), Vault
             let target = summary.file.as_deref().unwrap_or("stdout");
             let line = format!("Exported {} rows to {target} in {:.1} s.", summary.rows, summary.seconds);
             writeln!(std::io::stderr(), "{line}").map_err(|e| VaultError::internal("printing", e))
+        }
+        AuditCommand::Verify { from } => {
+            let started = Instant::now();
+            let key = config.secret_key()?.into_bytes();
+            let mut progress: Option<Progress> = None;
+            let report = audit::chain::verify(&db, &key, *from, &mut |done, total| {
+                progress.get_or_insert_with(|| Progress::new(total, Unit::Rows)).show(done);
+            })
+            .await?;
+            if let Some(progress) = &progress {
+                progress.finish();
+            }
+            if json {
+                print_json(&report)?;
+            } else if report.intact {
+                let seconds = started.elapsed().as_secs_f64();
+                print_text(&format!(
+                    "The audit log is intact: {} rows and {} signed checkpoints verified in {seconds:.1} s.",
+                    report.rows_checked, report.checkpoints_checked
+                ))?;
+            }
+            report.into_result().map(drop)
         }
         AuditCommand::Stats { from, to } => {
             let stats = audit::stats(&db, from.as_deref(), to.as_deref()).await?;

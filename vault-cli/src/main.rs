@@ -200,7 +200,7 @@ async fn open_db(cli: &Cli) -> Result<(Config, Db), VaultError> {
 async fn run(cli: &Cli) -> Result<(), VaultError> {
     let (config, db) = open_db(cli).await?;
     match &cli.command {
-        Command::Audit { command } => audit::run(command, db, cli.json).await,
+        Command::Audit { command } => audit::run(command, db, &config, cli.json).await,
         Command::Models { command } => models::run(command, &config, &db, cli.json).await,
         Command::Limits { command } => limits::run(command, &config, &db, cli.json).await,
         Command::CreateKey { label, scope, user } => {

@@ -294,3 +294,32 @@ async fn limits_set_with_the_cli_hold_on_the_next_request() {
     let neither = cli(&app, &["limits", "show"]).await;
     assert!(!neither.status.success());
 }
+
+#[tokio::test]
+async fn the_audit_chain_verifies_until_a_row_is_edited_behind_the_gateways_back() {
+    let app = TestApp::spawn().await;
+    let key = app.create_key(Scope::User).await;
+    let admin = app.create_key(Scope::Admin).await;
+    for _ in 0..5 {
+        assert_eq!(app.send("POST", "/v1/chat/completions", Some(&key), Some(&chat_body(false))).await.status(), 200);
+    }
+    let report: Value = app.send("GET", "/vault/admin/audit/verify", Some(&admin), None).await.json().await.unwrap();
+    assert_eq!(report["intact"], true, "{report}");
+    assert!(report["rows_checked"].as_u64().unwrap() >= 5);
+    let verified = json_out(&cli(&app, &["audit", "verify", "--json"]).await);
+    assert_eq!(verified["intact"], true);
+
+    // Someone with the database file changes what a request did.
+    let row = app.audit_rows("/v1/chat/completions").await[2].id;
+    let db = vault_e2e::open_db(&app.data_dir).await;
+    db.connect().await.unwrap().execute("UPDATE audit_log SET status = 404 WHERE id = ?1", [row]).await.unwrap();
+    let caught = cli(&app, &["audit", "verify"]).await;
+    assert_eq!(caught.status.code(), Some(4), "{}", String::from_utf8_lossy(&caught.stderr));
+    assert!(String::from_utf8_lossy(&caught.stderr).contains(&format!("Row {row} was altered")));
+    let report: Value = app.send("GET", "/vault/admin/audit/verify", Some(&admin), None).await.json().await.unwrap();
+    assert_eq!((report["intact"].as_bool(), report["problem"]["row_id"].as_i64()), (Some(false), Some(row)));
+    assert_error(app.send("GET", "/vault/admin/audit/verify", Some(&key), None).await, 403, "insufficient_scope").await;
+    assert_error(app.send("GET", "/vault/admin/audit/verify", None, None).await, 401, "invalid_api_key").await;
+    let bad = app.send("GET", "/vault/admin/audit/verify?from=abc", Some(&admin), None).await;
+    assert_eq!(bad.status(), 400);
+}

@@ -138,6 +138,8 @@ error_codes! {
     /// Another model load or unload is under way.
     OperationInProgress => "operation_in_progress",
     OperationNotFound => "operation_not_found",
+    /// The audit trail's hash chain does not verify: a row was altered, deleted or inserted.
+    AuditTampered => "audit_tampered",
     /// No managed service of that name.
     ServiceNotFound => "service_not_found",
     /// The inference upstream cannot be reached.

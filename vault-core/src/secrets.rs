@@ -27,13 +27,17 @@ pub fn random_alphanumeric(len: usize) -> Result<String> {
 
 /// The SHA-256 of `raw` as lowercase hex.
 pub fn sha256_hex(raw: &str) -> String {
-    let digest = Sha256::digest(raw.as_bytes());
-    let mut hex = String::with_capacity(64);
-    for byte in digest {
-        hex.push(char::from(b"0123456789abcdef"[usize::from(byte >> 4)]));
-        hex.push(char::from(b"0123456789abcdef"[usize::from(byte & 15)]));
+    hex(&Sha256::digest(raw.as_bytes()))
+}
+
+/// `bytes` as lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        out.push(char::from(b"0123456789abcdef"[usize::from(byte >> 4)]));
+        out.push(char::from(b"0123456789abcdef"[usize::from(byte & 15)]));
     }
-    hex
+    out
 }
 
 /// A new random id for a stored record (UUID v4).

@@ -93,20 +93,22 @@ struct Shared {
 }
 
 impl AuditLog {
-    /// [`start_with`](Self::start_with) without a free-space minimum.
+    /// [`start_with`](Self::start_with) without a free-space minimum, its chain's
+    /// checkpoints signed with an empty key.
     pub async fn start(db: Arc<Db>) -> Result<AuditLog> {
-        Self::start_with(db, 0).await
+        Self::start_with(db, 0, Vec::new()).await
     }
 
     /// Commits what a previous run left in the journal, then starts the writer on a thread
     /// of its own, so a database busy with another process's write never blocks a thread
     /// that serves requests. Below `min_free_bytes` of free space on the database's disk,
-    /// the log reports itself unavailable (see [`available`](Self::available)).
-    pub async fn start_with(db: Arc<Db>, min_free_bytes: u64) -> Result<AuditLog> {
+    /// the log reports itself unavailable (see [`available`](Self::available)). The hash
+    /// chain's checkpoints are signed with `chain_key` (the server secret).
+    pub async fn start_with(db: Arc<Db>, min_free_bytes: u64, chain_key: Vec<u8>) -> Result<AuditLog> {
         let conn = db.connect().await?;
         // The writer checkpoints when it chooses (between commits), never inside one.
         storage::disable_autocheckpoint(&conn).await?;
-        let writer = storage::audit::BatchWriter::new(conn).await?;
+        let writer = storage::audit::BatchWriter::new(conn, chain_key.clone()).await?;
         let shared = Arc::new(Shared::default());
         let lock = Journal::lock(db.path()).map_err(|e| {
             VaultError::config(format!("VAULT_DATA_DIR: cannot use the audit journal of {}: {e}", db.path().display()))
@@ -132,7 +134,7 @@ impl AuditLog {
             watch_free_space(db.path(), min_free_bytes, Arc::downgrade(&shared))?;
         }
         let inner = Arc::new(Inner { queue, writer, journal, shared, flood: FloodGuard::default() });
-        tokio::spawn(housekeeping(Arc::downgrade(&inner), Arc::downgrade(&db)));
+        tokio::spawn(housekeeping(Arc::downgrade(&inner), Arc::downgrade(&db), chain_key));
         Ok(AuditLog { inner })
     }
 
@@ -284,7 +286,7 @@ const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// Until the log is gone: writes the summaries of refused floods once their minute is
 /// over, and prunes rows past the retention period every [`PRUNE_INTERVAL`].
-async fn housekeeping(log: std::sync::Weak<Inner>, db: std::sync::Weak<Db>) {
+async fn housekeeping(log: std::sync::Weak<Inner>, db: std::sync::Weak<Db>, chain_key: Vec<u8>) {
     let mut next_prune = Instant::now() + Duration::from_secs(60);
     loop {
         tokio::time::sleep(Duration::from_secs(10)).await;
@@ -295,7 +297,7 @@ async fn housekeeping(log: std::sync::Weak<Inner>, db: std::sync::Weak<Db>) {
         }
         if Instant::now() >= next_prune {
             next_prune = Instant::now() + PRUNE_INTERVAL;
-            match super::prune(&db, std::time::SystemTime::now()).await {
+            match super::prune(&db, std::time::SystemTime::now(), &chain_key).await {
                 Ok(0) => {}
                 Ok(rows) => tracing::info!(rows, "pruned audit rows past the retention period"),
                 Err(err) => tracing::warn!(error = %err.message, "could not prune the audit log"),
@@ -708,7 +710,7 @@ mod tests {
         for record in &records {
             journal.append(&super::super::journal::serialize(record).unwrap(), |_| {}).unwrap();
         }
-        let writer = storage::audit::BatchWriter::new(db.connect().await.unwrap()).await.unwrap();
+        let writer = storage::audit::BatchWriter::new(db.connect().await.unwrap(), Vec::new()).await.unwrap();
         writer.write(&[&records[0], &records[1]], &[], Some(2)).await.unwrap();
         drop(journal);
 

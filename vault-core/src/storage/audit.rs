@@ -2,6 +2,7 @@
 
 use libsql::{Connection, Row, Statement};
 
+use crate::audit::chain::{CHECKPOINT_ROWS, ChainedRow, Head, mac};
 use crate::error::Result;
 use crate::model::audit::{AuditEntry, AuditFilter, AuditRecord};
 
@@ -13,8 +14,11 @@ fn opt_u64(value: Option<u64>) -> Option<i64> {
 }
 
 const INSERT: &str = "INSERT INTO audit_log (timestamp, request_id, method, path, key_prefix, user_id, model, status, \
-                      latency_ms, tokens_input, tokens_output, completed, error_code, repeat_count) \
-                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
+                      latency_ms, tokens_input, tokens_output, completed, error_code, repeat_count, id, hash) \
+                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)";
+
+const CHECKPOINT: &str = "INSERT INTO audit_checkpoints (row_id, hash, mac, created_at) VALUES (?1, ?2, ?3, ?4) \
+                          ON CONFLICT (row_id) DO NOTHING";
 
 const JOURNAL_MARK: &str = "UPDATE audit_journal SET committed_seq = ?1 WHERE id = 1 AND committed_seq < ?1";
 
@@ -39,15 +43,26 @@ pub(crate) async fn run(statement: &Statement, params: impl libsql::params::Into
 pub struct BatchWriter {
     conn: Connection,
     insert: Statement,
+    checkpoint: Statement,
+    /// Signs the chain's checkpoints (see `audit::chain`).
+    chain_key: Vec<u8>,
+    /// Where the chain stands after the last commit.
+    head: std::sync::Mutex<Head>,
     rollups: super::usage::Rollups,
     touch_last_used: Statement,
     journal_mark: Statement,
 }
 
 impl BatchWriter {
-    pub async fn new(conn: Connection) -> Result<BatchWriter> {
+    /// A writer on `conn` that chains the rows it writes and signs checkpoints with
+    /// `chain_key`. It must be the only writer of audit rows: it numbers them.
+    pub async fn new(conn: Connection, chain_key: Vec<u8>) -> Result<BatchWriter> {
+        let head = chain_head(&conn).await?;
         Ok(BatchWriter {
             insert: conn.prepare(INSERT).await?,
+            checkpoint: conn.prepare(CHECKPOINT).await?,
+            chain_key,
+            head: std::sync::Mutex::new(head),
             rollups: super::usage::Rollups::prepare(&conn).await?,
             touch_last_used: conn.prepare(super::keys::TOUCH_LAST_USED).await?,
             journal_mark: conn.prepare(JOURNAL_MARK).await?,
@@ -65,12 +80,20 @@ impl BatchWriter {
         journal_seq: Option<u64>,
     ) -> Result<()> {
         let tx = super::write_transaction(&self.conn).await?;
-        let mut written = self.write_rows(records, last_used).await;
+        let mut head = self.head.lock().map(|h| h.clone()).unwrap_or_default();
+        let mut written = self.write_rows(records, last_used, &mut head).await;
         if let (Ok(()), Some(seq)) = (&written, journal_seq) {
             written = run(&self.journal_mark, [i64::try_from(seq).unwrap_or(i64::MAX)]).await;
         }
         match written {
-            Ok(()) => Ok(tx.commit().await?),
+            Ok(()) => {
+                tx.commit().await?;
+                // The chain moves on only with rows that are stored.
+                if let Ok(mut stored) = self.head.lock() {
+                    *stored = head;
+                }
+                Ok(())
+            }
             Err(err) => {
                 // Roll back here rather than on drop, where a failure would panic.
                 let _ = tx.rollback().await;
@@ -86,8 +109,10 @@ impl BatchWriter {
         super::checkpoint(&self.conn).await
     }
 
-    async fn write_rows(&self, records: &[&AuditRecord], last_used: &[(i64, &str)]) -> Result<()> {
+    async fn write_rows(&self, records: &[&AuditRecord], last_used: &[(i64, &str)], head: &mut Head) -> Result<()> {
         for r in records {
+            let id = head.last_id + 1;
+            let hash = ChainedRow::of(id, r).hash(&head.last_hash);
             run(
                 &self.insert,
                 libsql::params![
@@ -105,9 +130,15 @@ impl BatchWriter {
                     i64::from(r.completed),
                     r.error_code.map(|code| code.as_str()),
                     i64::from(r.repeat_count.0),
+                    id,
+                    hash.as_str(),
                 ],
             )
             .await?;
+            if id % CHECKPOINT_ROWS == 0 {
+                self.sign(id, &hash).await?;
+            }
+            (head.last_id, head.last_hash) = (id, hash);
         }
         self.rollups.add(&self.conn, records).await?;
         for (key_id, at) in last_used {
@@ -115,6 +146,75 @@ impl BatchWriter {
         }
         Ok(())
     }
+}
+
+impl BatchWriter {
+    /// Stores a signed checkpoint of the chain at row `row_id`.
+    async fn sign(&self, row_id: i64, hash: &str) -> Result<()> {
+        let signature = mac(&self.chain_key, row_id, hash);
+        run(&self.checkpoint, libsql::params![row_id, hash, signature, crate::time::now_rfc3339()]).await
+    }
+}
+
+/// Where the chain stands in the database: its last row (or the checkpoint of the last row
+/// pruned, when every row was), which the next row follows.
+async fn chain_head(conn: &Connection) -> Result<Head> {
+    let mut rows = conn
+        .query(
+            "SELECT id, hash FROM ( \
+               SELECT * FROM (SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1) \
+               UNION ALL \
+               SELECT * FROM (SELECT row_id AS id, hash FROM audit_checkpoints ORDER BY row_id DESC LIMIT 1)) \
+             ORDER BY id DESC LIMIT 1",
+            (),
+        )
+        .await?;
+    Ok(match rows.next().await? {
+        Some(row) => Head { last_id: row.get(0)?, last_hash: row.get::<Option<String>>(1)?.unwrap_or_default() },
+        None => Head::default(),
+    })
+}
+
+/// Signs a checkpoint at the last row that pruning removes (the chain of the rows left
+/// starts from it), and removes the rows up to it, `limit` at a time; gives how many.
+pub async fn prune_through(conn: &Connection, last: i64, chain_key: &[u8], limit: u32) -> Result<u64> {
+    let tx = super::write_transaction(conn).await?;
+    let mut rows = tx.query("SELECT hash FROM audit_log WHERE id = ?1", [last]).await?;
+    if let Some(row) = rows.next().await?
+        && let Some(hash) = row.get::<Option<String>>(0)?
+    {
+        tx.execute(
+            CHECKPOINT,
+            libsql::params![last, hash.as_str(), mac(chain_key, last, &hash), crate::time::now_rfc3339()],
+        )
+        .await?;
+        // The rows they vouched for go; the chain of the rows left starts from this one.
+        tx.execute("DELETE FROM audit_checkpoints WHERE row_id < ?1", [last]).await?;
+    }
+    drop(rows);
+    let deleted = tx
+        .execute(
+            "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log WHERE id <= ?1 ORDER BY id LIMIT ?2)",
+            libsql::params![last, limit],
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(deleted)
+}
+
+/// The id of the newest row that can be pruned at `before`: the rows before the first one
+/// still kept, so that what is left is a whole chain. A stream that began before the
+/// cut-off but was stored after newer rows stays until they go.
+pub async fn last_prunable(conn: &Connection, before: &str) -> Result<Option<i64>> {
+    let last = super::query_i64(
+        conn,
+        "SELECT COALESCE((SELECT MIN(id) FROM audit_log WHERE timestamp >= ?1), \
+         (SELECT MAX(id) + 1 FROM audit_log), 0) - 1",
+        [before],
+    )
+    .await?;
+    let first = super::query_i64(conn, "SELECT COALESCE(MIN(id), 0) FROM audit_log", ()).await?;
+    Ok((last >= first && last > 0).then_some(last))
 }
 
 fn from_row(row: &Row) -> Result<AuditEntry> {

@@ -37,6 +37,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (7, "usage_errors", include_str!("../../migrations/0007_usage_errors.sql")),
     (8, "usage_minutes", include_str!("../../migrations/0008_usage_minutes.sql")),
     (9, "rate_limits", include_str!("../../migrations/0009_rate_limits.sql")),
+    (10, "audit_chain", include_str!("../../migrations/0010_audit_chain.sql")),
 ];
 
 /// An open Vault database.

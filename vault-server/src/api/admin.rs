@@ -19,9 +19,9 @@ use crate::declared::{AuditExportFormats, Limit, OneOf};
 use crate::download::{CsvOrJsonArray, Download};
 use crate::dto::{
     ApiKey, ApiKeyList, AppliedNetworkConfig, AppliedSystemSettings, AuditEntry, AuditPage, AuditStats,
-    CertificateInfo, CertificateRequest, ConfigChanged, ConfigOverview, ConfigUpdate, CreateApiKey, CreateUser,
-    CreatedApiKey, KeyLimits, NetworkConfig, RateLimits, SystemSettings, TlsStatus, UpdateUser, User, UserLimits,
-    UserList,
+    AuditVerification, CertificateInfo, CertificateRequest, ConfigChanged, ConfigOverview, ConfigUpdate, CreateApiKey,
+    CreateUser, CreatedApiKey, KeyLimits, NetworkConfig, RateLimits, SystemSettings, TlsStatus, UpdateUser, User,
+    UserLimits, UserList,
 };
 use crate::payload::JsonBody;
 
@@ -272,6 +272,22 @@ impl AdminApi {
         to: Query<Option<String>>,
     ) -> ApiResult<Json<AuditStats>> {
         Ok(Json(vault.audit_stats(from.as_deref(), to.as_deref()).await?.into()))
+    }
+
+    /// Verify the audit log
+    ///
+    /// Walks the hash chain of the audit log and its checkpoints signed with the server
+    /// secret, and names the first row that was altered, deleted or inserted
+    /// (`intact: false`). Runs beside the requests being served.
+    #[oai(path = "/audit/verify", method = "get", operation_id = "verifyAudit")]
+    async fn audit_verify(
+        &self,
+        vault: Data<&Arc<Vault>>,
+        _key: AdminKey,
+        /// Start at this row id, trusting the row before it [default: the chain's start].
+        from: Query<Option<i64>>,
+    ) -> ApiResult<Json<AuditVerification>> {
+        Ok(Json(vault.verify_audit(from.0).await?.into()))
     }
 
     /// Get the whole configuration

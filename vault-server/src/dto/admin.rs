@@ -624,3 +624,34 @@ impl From<vault_core::limits::UserLimits> for UserLimits {
         UserLimits { user_id: u.user_id, limits: u.limits.into() }
     }
 }
+
+/// What a check of the audit log's hash chain found.
+#[derive(Object)]
+pub struct AuditVerification {
+    /// Whether every row and signed checkpoint fits the chain.
+    pub intact: bool,
+    pub rows_checked: u64,
+    pub checkpoints_checked: u64,
+    /// The first row that does not fit.
+    #[oai(nullable)]
+    pub problem: Option<AuditProblem>,
+}
+
+#[derive(Object)]
+pub struct AuditProblem {
+    pub row_id: i64,
+    /// `altered`, `deleted`, `inserted` or `checkpoint` (one not signed by this box).
+    pub kind: String,
+    pub message: String,
+}
+
+impl From<audit::chain::Verification> for AuditVerification {
+    fn from(v: audit::chain::Verification) -> Self {
+        AuditVerification {
+            intact: v.intact,
+            rows_checked: v.rows_checked,
+            checkpoints_checked: v.checkpoints_checked,
+            problem: v.problem.map(|p| AuditProblem { row_id: p.row_id, kind: p.kind.into(), message: p.message }),
+        }
+    }
+}

@@ -1,0 +1,394 @@
+//! The audit trail's hash chain, which makes it tamper-evident.
+//!
+//! The single writer gives rows consecutive ids and stores with each the SHA-256 of the
+//! previous row's hash and its own content (id included), so changing, removing or adding
+//! a row breaks the chain from there on. Whoever can write the database could recompute the
+//! whole chain, but not the checkpoints: every [`CHECKPOINT_ROWS`] rows the writer signs the
+//! chain's hash with the server secret (HMAC-SHA-256). Retention pruning removes the oldest
+//! rows only, after signing a checkpoint for the last one it removes, where the rest of
+//! the chain then starts. [`verify`] walks it all and names the first row that does not fit.
+
+use hmac::{Hmac, Mac};
+use libsql::Row;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::error::{ErrorCode, ErrorKind, Result, VaultError};
+use crate::model::audit::AuditRecord;
+use crate::secrets::hex;
+use crate::storage::Db;
+
+/// A signed checkpoint is kept at every row whose id is a multiple of this.
+pub const CHECKPOINT_ROWS: i64 = 1000;
+
+/// A row's content as stored, in the order it is hashed.
+#[derive(Serialize)]
+pub(crate) struct ChainedRow<'a> {
+    id: i64,
+    timestamp: &'a str,
+    request_id: &'a str,
+    method: &'a str,
+    path: &'a str,
+    key_prefix: Option<&'a str>,
+    user_id: Option<&'a str>,
+    model: Option<&'a str>,
+    status: i64,
+    latency_ms: i64,
+    tokens_input: Option<i64>,
+    tokens_output: Option<i64>,
+    completed: i64,
+    error_code: Option<&'a str>,
+    repeat_count: i64,
+}
+
+fn count(value: Option<u64>) -> Option<i64> {
+    value.map(|v| i64::try_from(v).unwrap_or(i64::MAX))
+}
+
+impl<'a> ChainedRow<'a> {
+    pub(crate) fn of(id: i64, r: &'a AuditRecord) -> ChainedRow<'a> {
+        ChainedRow {
+            id,
+            timestamp: &r.timestamp,
+            request_id: &r.request_id,
+            method: &r.method,
+            path: &r.path,
+            key_prefix: r.key_prefix.as_deref(),
+            user_id: r.user_id.as_deref(),
+            model: r.model.as_deref(),
+            status: i64::from(r.status),
+            latency_ms: count(Some(r.latency_ms)).unwrap_or_default(),
+            tokens_input: count(r.tokens_input),
+            tokens_output: count(r.tokens_output),
+            completed: i64::from(r.completed),
+            error_code: r.error_code.map(|c| c.as_str()),
+            repeat_count: i64::from(r.repeat_count.0),
+        }
+    }
+
+    /// The row's hash, chained to `previous` (empty for the first row of a chain).
+    pub(crate) fn hash(&self, previous: &str) -> String {
+        let mut digest = Sha256::new();
+        digest.update(previous.as_bytes());
+        digest.update(b"\n");
+        // Serializing plain values cannot fail; were it to, the row would not verify.
+        let _ = serde_json::to_writer(&mut digest, self);
+        hex(&digest.finalize())
+    }
+}
+
+/// The signature of a checkpoint: the chain's hash at row `row_id`.
+pub(crate) fn mac(key: &[u8], row_id: i64, hash: &str) -> String {
+    // HMAC takes a key of any length.
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) else { return String::new() };
+    mac.update(format!("{row_id}:{hash}").as_bytes());
+    hex(&mac.finalize().into_bytes())
+}
+
+/// Where the chain stands: the id and hash the next row follows.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Head {
+    pub last_id: i64,
+    pub last_hash: String,
+}
+
+/// What a verification found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verification {
+    /// Whether every row and checkpoint fits.
+    pub intact: bool,
+    /// Rows whose hash was checked.
+    pub rows_checked: u64,
+    /// Signed checkpoints checked against the chain.
+    pub checkpoints_checked: u64,
+    /// The first row that does not fit, and how.
+    pub problem: Option<Problem>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    /// The row where the chain breaks.
+    pub row_id: i64,
+    /// `altered`, `deleted`, `inserted` or `checkpoint`.
+    pub kind: &'static str,
+    pub message: String,
+}
+
+impl Verification {
+    /// The error that reports a broken chain (409 `audit_tampered`), or none.
+    pub fn into_result(self) -> Result<Verification> {
+        match &self.problem {
+            None => Ok(self),
+            Some(problem) => {
+                Err(VaultError::new(ErrorKind::Conflict, ErrorCode::AuditTampered, problem.message.clone())
+                    .with_details(serde_json::json!({"row_id": problem.row_id, "kind": problem.kind})))
+            }
+        }
+    }
+}
+
+const ROWS: &str = "SELECT id, timestamp, request_id, method, path, key_prefix, user_id, model, status, latency_ms, \
+                    tokens_input, tokens_output, completed, error_code, repeat_count, hash FROM audit_log";
+
+/// Rows read per query.
+const PAGE: i64 = 10_000;
+
+fn text(row: &Row, i: i32) -> Result<String> {
+    Ok(row.get::<String>(i)?)
+}
+
+/// Walks the chain from its start (or from row `from`, trusting the hash of the row
+/// before), checking every row's hash and every signed checkpoint; `progress` is told the
+/// rows checked and the rows to check.
+pub async fn verify(
+    db: &Db,
+    key: &[u8],
+    from: Option<i64>,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Verification> {
+    let conn = db.connect().await?;
+    let mut checkpoints = std::collections::BTreeMap::new();
+    let mut rows = conn.query("SELECT row_id, hash, mac FROM audit_checkpoints ORDER BY row_id", ()).await?;
+    while let Some(row) = rows.next().await? {
+        checkpoints.insert(row.get::<i64>(0)?, (text(&row, 1)?, text(&row, 2)?));
+    }
+    let mut report = Verification { intact: true, rows_checked: 0, checkpoints_checked: 0, problem: None };
+    let broken = |report: &mut Verification, row_id: i64, kind: &'static str, message: String| {
+        report.intact = false;
+        report.problem = Some(Problem { row_id, kind, message });
+    };
+    for (row_id, (hash, signature)) in &checkpoints {
+        if mac(key, *row_id, hash) != *signature {
+            broken(
+                &mut report,
+                *row_id,
+                "checkpoint",
+                format!("The checkpoint at row {row_id} is not signed by this box."),
+            );
+            return Ok(report);
+        }
+    }
+    // Where the chain starts: its first row, or the row after the oldest checkpoint (where
+    // a pruned range ends, and from which no row may lack its hash); rows before were
+    // written before the chain began.
+    let first_chained =
+        crate::storage::query_i64(&conn, "SELECT COALESCE(MIN(id), 0) FROM audit_log WHERE hash IS NOT NULL", ())
+            .await?;
+    let after_checkpoint = checkpoints.keys().next().map(|row_id| row_id + 1);
+    let first = match (from, first_chained, after_checkpoint) {
+        (Some(id), _, _) => id,
+        (None, 0, Some(id)) => id,
+        (None, 0, None) => return Ok(report),
+        (None, first, Some(id)) => first.min(id),
+        (None, first, None) => first,
+    };
+    let total = u64::try_from(
+        crate::storage::query_i64(&conn, "SELECT COUNT(*) FROM audit_log WHERE id >= ?1", [first]).await?,
+    )
+    .unwrap_or(0);
+    let mut previous = match from {
+        Some(id) => {
+            let mut rows = conn.query("SELECT hash FROM audit_log WHERE id = ?1", [id - 1]).await?;
+            match rows.next().await? {
+                Some(row) => row.get::<Option<String>>(0)?.unwrap_or_default(),
+                None => checkpoints.get(&(id - 1)).map(|(h, _)| h.clone()).unwrap_or_default(),
+            }
+        }
+        // A pruned range ends in a checkpoint; a chain that never lost rows starts empty.
+        None => checkpoints.get(&(first - 1)).map(|(h, _)| h.clone()).unwrap_or_default(),
+    };
+    let mut last_id = first - 1;
+    loop {
+        let mut rows = conn.query(&format!("{ROWS} WHERE id > ?1 ORDER BY id LIMIT {PAGE}"), [last_id]).await?;
+        let mut read = 0;
+        while let Some(row) = rows.next().await? {
+            read += 1;
+            let id: i64 = row.get(0)?;
+            if id != last_id + 1 && report.rows_checked > 0 {
+                let gone = last_id + 1;
+                broken(&mut report, gone, "deleted", format!("Rows {gone} to {} were deleted.", id - 1));
+                return Ok(report);
+            }
+            let stored: Option<String> = row.get(15)?;
+            let Some(stored) = stored else {
+                broken(&mut report, id, "inserted", format!("Row {id} is not part of the chain: it was inserted."));
+                return Ok(report);
+            };
+            let (timestamp, request_id, method, path) =
+                (text(&row, 1)?, text(&row, 2)?, text(&row, 3)?, text(&row, 4)?);
+            let (key_prefix, user_id, model): (Option<String>, Option<String>, Option<String>) =
+                (row.get(5)?, row.get(6)?, row.get(7)?);
+            let error_code: Option<String> = row.get(13)?;
+            let content = ChainedRow {
+                id,
+                timestamp: &timestamp,
+                request_id: &request_id,
+                method: &method,
+                path: &path,
+                key_prefix: key_prefix.as_deref(),
+                user_id: user_id.as_deref(),
+                model: model.as_deref(),
+                status: row.get(8)?,
+                latency_ms: row.get(9)?,
+                tokens_input: row.get(10)?,
+                tokens_output: row.get(11)?,
+                completed: row.get(12)?,
+                error_code: error_code.as_deref(),
+                repeat_count: row.get(14)?,
+            };
+            let hash = content.hash(&previous);
+            if hash != stored {
+                broken(&mut report, id, "altered", format!("Row {id} was altered, or the rows before it were."));
+                return Ok(report);
+            }
+            if let Some((signed, _)) = checkpoints.get(&id) {
+                report.checkpoints_checked += 1;
+                if *signed != hash {
+                    broken(&mut report, id, "altered", format!("The chain up to row {id} was rewritten."));
+                    return Ok(report);
+                }
+            }
+            report.rows_checked += 1;
+            (previous, last_id) = (hash, id);
+        }
+        progress(report.rows_checked, total);
+        if read < PAGE {
+            break;
+        }
+    }
+    // A checkpoint beyond the last row: the rows up to it were removed from the end.
+    if let Some((&row_id, _)) = checkpoints.range(last_id + 1..).next() {
+        broken(
+            &mut report,
+            last_id + 1,
+            "deleted",
+            format!("Rows {} to {row_id} (at least) were deleted.", last_id + 1),
+        );
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage;
+
+    async fn chained(rows: usize) -> (tempfile::TempDir, Db) {
+        let (dir, db) = storage::test_db().await;
+        let records: Vec<AuditRecord> = (0..rows).map(crate::audit::test_record).collect();
+        crate::audit::store_for_test(&db, &records[..rows / 2]).await;
+        // A second writer, as after a restart, carries the chain on.
+        crate::audit::store_for_test(&db, &records[rows / 2..]).await;
+        (dir, db)
+    }
+
+    async fn check(db: &Db) -> Verification {
+        verify(db, b"", None, &mut |_, _| {}).await.unwrap()
+    }
+
+    async fn sql(db: &Db, statement: &str) {
+        db.connect().await.unwrap().execute(statement, ()).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_untouched_log_verifies_with_its_checkpoints() {
+        let (_dir, db) = chained(2500).await;
+        let report = check(&db).await;
+        assert!(report.intact, "{report:?}");
+        assert_eq!((report.rows_checked, report.checkpoints_checked), (2500, 2));
+        assert!(report.into_result().is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_altered_row_is_named() {
+        let (_dir, db) = chained(50).await;
+        sql(&db, "UPDATE audit_log SET status = 200 WHERE id = 17 AND status = 200").await;
+        assert!(check(&db).await.intact, "writing the same value changes nothing");
+        sql(&db, "UPDATE audit_log SET status = 403 WHERE id = 17").await;
+        let problem = check(&db).await.problem.unwrap();
+        assert_eq!((problem.row_id, problem.kind), (17, "altered"));
+        let err = check(&db).await.into_result().unwrap_err();
+        assert_eq!((err.status(), err.code.as_str()), (409, "audit_tampered"));
+    }
+
+    #[tokio::test]
+    async fn deleted_and_inserted_rows_are_named() {
+        let (_dir, db) = chained(50).await;
+        sql(&db, "DELETE FROM audit_log WHERE id IN (20, 21)").await;
+        let problem = check(&db).await.problem.unwrap();
+        assert_eq!((problem.row_id, problem.kind), (20, "deleted"));
+
+        let (_dir, db) = chained(50).await;
+        sql(
+            &db,
+            "INSERT INTO audit_log (timestamp, request_id, method, path, status, latency_ms) \
+             VALUES ('2026-01-01T00:00:00.000Z', 'forged', 'GET', '/', 200, 1)",
+        )
+        .await;
+        let problem = check(&db).await.problem.unwrap();
+        assert_eq!((problem.row_id, problem.kind), (51, "inserted"));
+    }
+
+    #[tokio::test]
+    async fn a_rewritten_chain_is_caught_by_the_signed_checkpoints() {
+        let (_dir, db) = chained(1500).await;
+        // Alter row 10, then recompute every hash after it, as someone with the database
+        // but not the server secret could.
+        sql(&db, "UPDATE audit_log SET status = 500 WHERE id = 10").await;
+        let conn = db.connect().await.unwrap();
+        let mut previous: String = {
+            let mut rows = conn.query("SELECT hash FROM audit_log WHERE id = 9", ()).await.unwrap();
+            rows.next().await.unwrap().unwrap().get(0).unwrap()
+        };
+        for id in 10..=1500i64 {
+            let mut rows = conn.query(&format!("{ROWS} WHERE id = ?1"), [id]).await.unwrap();
+            let row = rows.next().await.unwrap().unwrap();
+            let strings: Vec<Option<String>> = [1, 2, 3, 4, 5, 6, 7, 13].iter().map(|i| row.get(*i).unwrap()).collect();
+            let text = |i: usize| strings[i].clone().unwrap_or_default();
+            let content = ChainedRow {
+                id,
+                timestamp: &text(0),
+                request_id: &text(1),
+                method: &text(2),
+                path: &text(3),
+                key_prefix: strings[4].as_deref(),
+                user_id: strings[5].as_deref(),
+                model: strings[6].as_deref(),
+                status: row.get(8).unwrap(),
+                latency_ms: row.get(9).unwrap(),
+                tokens_input: row.get(10).unwrap(),
+                tokens_output: row.get(11).unwrap(),
+                completed: row.get(12).unwrap(),
+                error_code: strings[7].as_deref(),
+                repeat_count: row.get(14).unwrap(),
+            };
+            previous = content.hash(&previous);
+            conn.execute("UPDATE audit_log SET hash = ?1 WHERE id = ?2", libsql::params![previous.as_str(), id])
+                .await
+                .unwrap();
+        }
+        let problem = check(&db).await.problem.unwrap();
+        assert_eq!((problem.row_id, problem.kind), (1000, "altered"), "{problem:?}");
+        // Nor can a checkpoint be forged without the secret.
+        sql(&db, "UPDATE audit_checkpoints SET hash = 'x' WHERE row_id = 1000").await;
+        assert_eq!(check(&db).await.problem.unwrap().kind, "checkpoint");
+        let other_key = verify(&db, b"another box", None, &mut |_, _| {}).await.unwrap();
+        assert_eq!(other_key.problem.unwrap().kind, "checkpoint");
+    }
+
+    #[tokio::test]
+    async fn rows_removed_from_the_end_are_caught_by_a_checkpoint_past_them() {
+        let (_dir, db) = chained(1200).await;
+        sql(&db, "DELETE FROM audit_log WHERE id > 900").await;
+        let problem = check(&db).await.problem.unwrap();
+        assert_eq!((problem.row_id, problem.kind), (901, "deleted"));
+    }
+
+    #[tokio::test]
+    async fn hashes_wiped_after_a_checkpoint_do_not_make_a_log_look_empty() {
+        let (_dir, db) = chained(1200).await;
+        sql(&db, "UPDATE audit_log SET hash = NULL").await;
+        let problem = check(&db).await.problem.unwrap();
+        assert_eq!((problem.row_id, problem.kind), (1001, "inserted"));
+    }
+}
