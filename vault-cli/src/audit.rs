@@ -78,7 +78,16 @@ pub async fn run(command: &AuditCommand, db: Db, config: &Config, json: bool) ->
         }
         AuditCommand::Verify { from } => {
             let started = Instant::now();
-            let key = config.secret_key()?.into_bytes();
+            // Never a new secret: that would only make every checkpoint look forged.
+            let key = config.existing_secret_key().map(String::into_bytes).ok_or_else(|| {
+                VaultError::not_found(
+                    vault_core::ErrorCode::NotFound,
+                    format!(
+                        "No server secret in {} nor VAULT_SECRET_KEY: the signed checkpoints cannot be checked.",
+                        config.data_dir.display()
+                    ),
+                )
+            })?;
             let mut progress: Option<Progress> = None;
             let report = audit::chain::verify(&db, &key, *from, &mut |done, total| {
                 progress.get_or_insert_with(|| Progress::new(total, Unit::Rows)).show(done);

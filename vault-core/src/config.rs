@@ -345,6 +345,16 @@ impl Config {
         Ok(())
     }
 
+    /// The server secret as it is now — configured, or stored in the data dir — without
+    /// making one (for tools that check what the server signed).
+    pub fn existing_secret_key(&self) -> Option<String> {
+        if let Some(Secret(secret)) = &self.secret_key {
+            return Some(secret.clone());
+        }
+        let stored = std::fs::read_to_string(self.data_dir.join("secret_key")).ok()?;
+        Some(stored.trim().to_string()).filter(|s| !s.is_empty())
+    }
+
     /// The server secret: the configured one, else the one stored in the data dir,
     /// else a new one written there (readable by the owner only).
     pub fn secret_key(&self) -> Result<String, VaultError> {

@@ -8,6 +8,8 @@
 //! rows only, after signing a checkpoint for the last one it removes, where the rest of
 //! the chain then starts. [`verify`] walks it all and names the first row that does not fit.
 
+use std::collections::BTreeMap;
+
 use hmac::{Hmac, Mac};
 use libsql::Row;
 use serde::Serialize;
@@ -20,6 +22,10 @@ use crate::storage::Db;
 
 /// A signed checkpoint is kept at every row whose id is a multiple of this.
 pub const CHECKPOINT_ROWS: i64 = 1000;
+/// The kinds of signed records: the chain's hash at a thousandth row, and where the chain of
+/// the rows kept starts (the hash the row after it follows).
+pub(crate) const CHECKPOINT_KIND: &str = "checkpoint";
+pub(crate) const START: &str = "start";
 
 /// A row's content as stored, in the order it is hashed.
 #[derive(Serialize)]
@@ -77,11 +83,11 @@ impl<'a> ChainedRow<'a> {
     }
 }
 
-/// The signature of a checkpoint: the chain's hash at row `row_id`.
-pub(crate) fn mac(key: &[u8], row_id: i64, hash: &str) -> String {
+/// The signature of a record of `kind`: the chain's hash at row `row_id`.
+pub(crate) fn mac(key: &[u8], kind: &str, row_id: i64, hash: &str) -> String {
     // HMAC takes a key of any length.
     let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) else { return String::new() };
-    mac.update(format!("{row_id}:{hash}").as_bytes());
+    mac.update(format!("{kind}:{row_id}:{hash}").as_bytes());
     hex(&mac.finalize().into_bytes())
 }
 
@@ -147,64 +153,70 @@ pub async fn verify(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Verification> {
     let conn = db.connect().await?;
-    let mut checkpoints = std::collections::BTreeMap::new();
-    let mut rows = conn.query("SELECT row_id, hash, mac FROM audit_checkpoints ORDER BY row_id", ()).await?;
-    while let Some(row) = rows.next().await? {
-        checkpoints.insert(row.get::<i64>(0)?, (text(&row, 1)?, text(&row, 2)?));
-    }
+    // One snapshot: pruning or writing meanwhile cannot look like tampering.
+    let tx = conn.transaction().await?;
+    let report = walk(&tx, key, from, progress).await;
+    // Only read: ended here rather than on drop, where a failure would panic.
+    let _ = tx.rollback().await;
+    report
+}
+
+async fn walk(
+    tx: &libsql::Connection,
+    key: &[u8],
+    from: Option<i64>,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Verification> {
     let mut report = Verification { intact: true, rows_checked: 0, checkpoints_checked: 0, problem: None };
     let broken = |report: &mut Verification, row_id: i64, kind: &'static str, message: String| {
         report.intact = false;
         report.problem = Some(Problem { row_id, kind, message });
     };
-    for (row_id, (hash, signature)) in &checkpoints {
-        if mac(key, *row_id, hash) != *signature {
-            broken(
-                &mut report,
-                *row_id,
-                "checkpoint",
-                format!("The checkpoint at row {row_id} is not signed by this box."),
-            );
+    let (mut marks, mut starts) = (BTreeMap::new(), BTreeMap::new());
+    let mut rows = tx.query("SELECT row_id, kind, hash, mac FROM audit_checkpoints ORDER BY row_id", ()).await?;
+    while let Some(row) = rows.next().await? {
+        let (row_id, kind, hash, signature) = (row.get::<i64>(0)?, text(&row, 1)?, text(&row, 2)?, text(&row, 3)?);
+        if mac(key, &kind, row_id, &hash) != signature {
+            let message = format!("The signed record at row {row_id} is not signed by this box.");
+            broken(&mut report, row_id, "checkpoint", message);
             return Ok(report);
         }
+        match kind.as_str() {
+            START => starts.insert(row_id, hash),
+            _ => marks.insert(row_id, hash),
+        };
     }
-    // Where the chain starts: its first row, or the row after the oldest checkpoint (where
-    // a pruned range ends, and from which no row may lack its hash); rows before were
+    drop(rows);
+    // The chain starts after the newest signed start; before it, rows were pruned or
     // written before the chain began.
-    let first_chained =
-        crate::storage::query_i64(&conn, "SELECT COALESCE(MIN(id), 0) FROM audit_log WHERE hash IS NOT NULL", ())
-            .await?;
-    let after_checkpoint = checkpoints.keys().next().map(|row_id| row_id + 1);
-    let first = match (from, first_chained, after_checkpoint) {
-        (Some(id), _, _) => id,
-        (None, 0, Some(id)) => id,
-        (None, 0, None) => return Ok(report),
-        (None, first, Some(id)) => first.min(id),
-        (None, first, None) => first,
-    };
-    let total = u64::try_from(
-        crate::storage::query_i64(&conn, "SELECT COUNT(*) FROM audit_log WHERE id >= ?1", [first]).await?,
-    )
-    .unwrap_or(0);
-    let mut previous = match from {
-        Some(id) => {
-            let mut rows = conn.query("SELECT hash FROM audit_log WHERE id = ?1", [id - 1]).await?;
-            match rows.next().await? {
-                Some(row) => row.get::<Option<String>>(0)?.unwrap_or_default(),
-                None => checkpoints.get(&(id - 1)).map(|(h, _)| h.clone()).unwrap_or_default(),
-            }
+    let chained = crate::storage::query_i64(tx, "SELECT COUNT(*) FROM audit_log WHERE hash IS NOT NULL", ()).await?;
+    let (first, mut previous) = match (from, starts.last_key_value()) {
+        (Some(id), _) => {
+            let mut rows = tx.query("SELECT hash FROM audit_log WHERE id = ?1", [id - 1]).await?;
+            let before = match rows.next().await? {
+                Some(row) => row.get::<Option<String>>(0)?,
+                None => None,
+            };
+            (id, before.or_else(|| starts.get(&(id - 1)).cloned()).unwrap_or_default())
         }
-        // A pruned range ends in a checkpoint; a chain that never lost rows starts empty.
-        None => checkpoints.get(&(first - 1)).map(|(h, _)| h.clone()).unwrap_or_default(),
+        (None, Some((row_id, hash))) => (row_id + 1, hash.clone()),
+        (None, None) if chained == 0 && marks.is_empty() => return Ok(report),
+        (None, None) => {
+            broken(&mut report, 0, "deleted", "The signed start of the audit chain is missing.".into());
+            return Ok(report);
+        }
     };
+    let total =
+        u64::try_from(crate::storage::query_i64(tx, "SELECT COUNT(*) FROM audit_log WHERE id >= ?1", [first]).await?)
+            .unwrap_or(0);
     let mut last_id = first - 1;
     loop {
-        let mut rows = conn.query(&format!("{ROWS} WHERE id > ?1 ORDER BY id LIMIT {PAGE}"), [last_id]).await?;
+        let mut rows = tx.query(&format!("{ROWS} WHERE id > ?1 ORDER BY id LIMIT {PAGE}"), [last_id]).await?;
         let mut read = 0;
         while let Some(row) = rows.next().await? {
             read += 1;
             let id: i64 = row.get(0)?;
-            if id != last_id + 1 && report.rows_checked > 0 {
+            if id != last_id + 1 {
                 let gone = last_id + 1;
                 broken(&mut report, gone, "deleted", format!("Rows {gone} to {} were deleted.", id - 1));
                 return Ok(report);
@@ -241,11 +253,18 @@ pub async fn verify(
                 broken(&mut report, id, "altered", format!("Row {id} was altered, or the rows before it were."));
                 return Ok(report);
             }
-            if let Some((signed, _)) = checkpoints.get(&id) {
-                report.checkpoints_checked += 1;
-                if *signed != hash {
-                    broken(&mut report, id, "altered", format!("The chain up to row {id} was rewritten."));
-                    return Ok(report);
+            if id % CHECKPOINT_ROWS == 0 {
+                match marks.get(&id) {
+                    Some(signed) if *signed == hash => report.checkpoints_checked += 1,
+                    Some(_) => {
+                        broken(&mut report, id, "altered", format!("The chain up to row {id} was rewritten."));
+                        return Ok(report);
+                    }
+                    None => {
+                        let message = format!("The signed checkpoint at row {id} is missing.");
+                        broken(&mut report, id, "checkpoint", message);
+                        return Ok(report);
+                    }
                 }
             }
             report.rows_checked += 1;
@@ -256,14 +275,10 @@ pub async fn verify(
             break;
         }
     }
-    // A checkpoint beyond the last row: the rows up to it were removed from the end.
-    if let Some((&row_id, _)) = checkpoints.range(last_id + 1..).next() {
-        broken(
-            &mut report,
-            last_id + 1,
-            "deleted",
-            format!("Rows {} to {row_id} (at least) were deleted.", last_id + 1),
-        );
+    // A signed record beyond the last row: the rows up to it were removed from the end.
+    if let Some(row_id) = marks.range(last_id + 1..).chain(starts.range(last_id + 1..)).map(|(id, _)| *id).min() {
+        let message = format!("Rows {} to {row_id} (at least) were deleted.", last_id + 1);
+        broken(&mut report, last_id + 1, "deleted", message);
     }
     Ok(report)
 }
@@ -370,7 +385,7 @@ mod tests {
         let problem = check(&db).await.problem.unwrap();
         assert_eq!((problem.row_id, problem.kind), (1000, "altered"), "{problem:?}");
         // Nor can a checkpoint be forged without the secret.
-        sql(&db, "UPDATE audit_checkpoints SET hash = 'x' WHERE row_id = 1000").await;
+        sql(&db, "UPDATE audit_checkpoints SET hash = 'x' WHERE row_id = 1000 AND kind = 'checkpoint'").await;
         assert_eq!(check(&db).await.problem.unwrap().kind, "checkpoint");
         let other_key = verify(&db, b"another box", None, &mut |_, _| {}).await.unwrap();
         assert_eq!(other_key.problem.unwrap().kind, "checkpoint");
@@ -385,10 +400,20 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn hashes_wiped_after_a_checkpoint_do_not_make_a_log_look_empty() {
+    async fn the_start_of_the_chain_cannot_be_moved() {
+        // Hashes wiped, as if the rows predated the chain.
         let (_dir, db) = chained(1200).await;
-        sql(&db, "UPDATE audit_log SET hash = NULL").await;
+        sql(&db, "UPDATE audit_log SET hash = NULL WHERE id <= 1000").await;
+        assert_eq!(check(&db).await.problem.unwrap().row_id, 1, "{:?}", check(&db).await);
+        // The oldest rows and the records below them deleted, as a pruning would.
+        let (_dir, db) = chained(2200).await;
+        sql(&db, "DELETE FROM audit_log WHERE id <= 1000").await;
+        sql(&db, "DELETE FROM audit_checkpoints WHERE row_id < 1000").await;
         let problem = check(&db).await.problem.unwrap();
-        assert_eq!((problem.row_id, problem.kind), (1001, "inserted"));
+        assert_eq!(problem.kind, "deleted", "{problem:?}");
+        // A checkpoint dropped to hide a rewrite.
+        let (_dir, db) = chained(1200).await;
+        sql(&db, "DELETE FROM audit_checkpoints WHERE kind = 'checkpoint'").await;
+        assert_eq!(check(&db).await.problem.unwrap().kind, "checkpoint");
     }
 }

@@ -2,7 +2,7 @@
 
 use libsql::{Connection, Row, Statement};
 
-use crate::audit::chain::{CHECKPOINT_ROWS, ChainedRow, Head, mac};
+use crate::audit::chain::{CHECKPOINT_KIND, CHECKPOINT_ROWS, ChainedRow, Head, START, mac};
 use crate::error::Result;
 use crate::model::audit::{AuditEntry, AuditFilter, AuditRecord};
 
@@ -17,8 +17,8 @@ const INSERT: &str = "INSERT INTO audit_log (timestamp, request_id, method, path
                       latency_ms, tokens_input, tokens_output, completed, error_code, repeat_count, id, hash) \
                       VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)";
 
-const CHECKPOINT: &str = "INSERT INTO audit_checkpoints (row_id, hash, mac, created_at) VALUES (?1, ?2, ?3, ?4) \
-                          ON CONFLICT (row_id) DO NOTHING";
+const CHECKPOINT: &str = "INSERT INTO audit_checkpoints (row_id, kind, hash, mac, created_at) \
+                          VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (row_id, kind) DO NOTHING";
 
 const JOURNAL_MARK: &str = "UPDATE audit_journal SET committed_seq = ?1 WHERE id = 1 AND committed_seq < ?1";
 
@@ -86,19 +86,33 @@ impl BatchWriter {
             written = run(&self.journal_mark, [i64::try_from(seq).unwrap_or(i64::MAX)]).await;
         }
         match written {
-            Ok(()) => {
-                tx.commit().await?;
-                // The chain moves on only with rows that are stored.
-                if let Ok(mut stored) = self.head.lock() {
-                    *stored = head;
+            Ok(()) => match tx.commit().await {
+                Ok(()) => {
+                    // The chain moves on only with rows that are stored.
+                    if let Ok(mut stored) = self.head.lock() {
+                        *stored = head;
+                    }
+                    Ok(())
                 }
-                Ok(())
-            }
+                Err(err) => {
+                    self.reload_head().await;
+                    Err(err.into())
+                }
+            },
             Err(err) => {
                 // Roll back here rather than on drop, where a failure would panic.
                 let _ = tx.rollback().await;
+                self.reload_head().await;
                 Err(err)
             }
+        }
+    }
+
+    /// Takes the chain's head from the database, for the next attempt to follow the chain
+    /// as stored (a commit reported failed that went through, a row that took the next id).
+    async fn reload_head(&self) {
+        if let (Ok(stored), Ok(mut head)) = (chain_head(&self.conn).await, self.head.lock()) {
+            *head = stored;
         }
     }
 
@@ -112,6 +126,10 @@ impl BatchWriter {
     async fn write_rows(&self, records: &[&AuditRecord], last_used: &[(i64, &str)], head: &mut Head) -> Result<()> {
         for r in records {
             let id = head.last_id + 1;
+            if head.last_hash.is_empty() {
+                // The chain begins here: signed, so that a start is never made up.
+                self.sign(id - 1, START, "").await?;
+            }
             let hash = ChainedRow::of(id, r).hash(&head.last_hash);
             run(
                 &self.insert,
@@ -136,7 +154,7 @@ impl BatchWriter {
             )
             .await?;
             if id % CHECKPOINT_ROWS == 0 {
-                self.sign(id, &hash).await?;
+                self.sign(id, CHECKPOINT_KIND, &hash).await?;
             }
             (head.last_id, head.last_hash) = (id, hash);
         }
@@ -149,10 +167,10 @@ impl BatchWriter {
 }
 
 impl BatchWriter {
-    /// Stores a signed checkpoint of the chain at row `row_id`.
-    async fn sign(&self, row_id: i64, hash: &str) -> Result<()> {
-        let signature = mac(&self.chain_key, row_id, hash);
-        run(&self.checkpoint, libsql::params![row_id, hash, signature, crate::time::now_rfc3339()]).await
+    /// Stores a signed record of the chain's hash at row `row_id`.
+    async fn sign(&self, row_id: i64, kind: &str, hash: &str) -> Result<()> {
+        let signature = mac(&self.chain_key, kind, row_id, hash);
+        run(&self.checkpoint, libsql::params![row_id, kind, hash, signature, crate::time::now_rfc3339()]).await
     }
 }
 
@@ -183,12 +201,10 @@ pub async fn prune_through(conn: &Connection, last: i64, chain_key: &[u8], limit
     if let Some(row) = rows.next().await?
         && let Some(hash) = row.get::<Option<String>>(0)?
     {
-        tx.execute(
-            CHECKPOINT,
-            libsql::params![last, hash.as_str(), mac(chain_key, last, &hash), crate::time::now_rfc3339()],
-        )
-        .await?;
-        // The rows they vouched for go; the chain of the rows left starts from this one.
+        let signature = mac(chain_key, START, last, &hash);
+        tx.execute(CHECKPOINT, libsql::params![last, START, hash.as_str(), signature, crate::time::now_rfc3339()])
+            .await?;
+        // The rows the older records vouched for go; the chain now starts after this row.
         tx.execute("DELETE FROM audit_checkpoints WHERE row_id < ?1", [last]).await?;
     }
     drop(rows);
