@@ -150,6 +150,8 @@ struct Peek {
 
 /// Tokens held for an answer that names no `max_tokens`, until its real usage is known.
 const DEFAULT_COMPLETION_RESERVE: u64 = 256;
+/// The most tokens one request holds: past any limit there is (see `limits::check`).
+const MAX_RESERVE: u64 = 1_000_000_000;
 /// Bytes of a request per prompt token, roughly (JSON around English text), to reserve
 /// its prompt's tokens before the engine counts them.
 const BYTES_PER_TOKEN: u64 = 4;
@@ -213,7 +215,8 @@ fn prepare(route: Route, body: Bytes) -> Result<Prepared> {
             .and_then(|v| v.as_u64())
             .unwrap_or(DEFAULT_COMPLETION_RESERVE),
     };
-    let reserve = (body.len() as u64 / BYTES_PER_TOKEN).saturating_add(completion);
+    // Capped: a `max_tokens` of 2^64 must not wrap the counts around.
+    let reserve = (body.len() as u64 / BYTES_PER_TOKEN).saturating_add(completion).min(MAX_RESERVE);
     if !stream {
         // Forwarded byte for byte; the upstream judges everything else (and rejects
         // stream_options without stream, as vLLM does).
@@ -344,7 +347,7 @@ impl Inference {
                 // A whole answer has no first token of its own: only streams have a TTFT.
                 audit.set_upstream(UpstreamTiming { sent, first_byte: None, done: Instant::now() });
                 audit.set_model(model);
-                permit.settle(usage.map_or(0, |u| u.prompt_tokens + u.completion_tokens));
+                permit.settle(usage.map(|u| u.prompt_tokens.saturating_add(u.completion_tokens)));
                 audit.set_usage(usage);
                 Answer::Json(body)
             }
@@ -357,7 +360,7 @@ impl Inference {
                 Answer::Stream(stream.on_finish(move |outcome| {
                     drop(active);
                     let first_byte = outcome.first_chunk;
-                    permit.settle(outcome.usage.map_or(0, |u| u.prompt_tokens + u.completion_tokens));
+                    permit.settle(outcome.usage.map(|u| u.prompt_tokens.saturating_add(u.completion_tokens)));
                     drop(permit);
                     record.set_upstream(UpstreamTiming { sent, first_byte, done: outcome.upstream_done });
                     record.set_usage(outcome.usage);

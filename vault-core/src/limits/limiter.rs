@@ -167,8 +167,8 @@ impl Window {
         } else {
             for second in self.newest + 1..=now {
                 let slot = (second % SLOTS as u64) as usize;
-                self.requests_in -= std::mem::take(&mut self.requests[slot]);
-                self.tokens_in -= std::mem::take(&mut self.tokens[slot]);
+                self.requests_in = self.requests_in.saturating_sub(std::mem::take(&mut self.requests[slot]));
+                self.tokens_in = self.tokens_in.saturating_sub(std::mem::take(&mut self.tokens[slot]));
             }
         }
         self.newest = now;
@@ -225,9 +225,9 @@ impl Limiter {
             return Some(("requests_per_minute", max, freed.map_or(WHEN_ONE_ENDS, |s| self.until_gone(s, now))));
         }
         if let Some(max) = limits.tpm
-            && window.tokens_in + window.reserved >= max
+            && window.tokens_in.saturating_add(window.reserved) >= max
         {
-            let freed = window.freed_after(&window.tokens, window.tokens_in + window.reserved, max);
+            let freed = window.freed_after(&window.tokens, window.tokens_in.saturating_add(window.reserved), max);
             return Some(("tokens_per_minute", max, freed.map_or(WHEN_ONE_ENDS, |s| self.until_gone(s, now))));
         }
         None
@@ -243,7 +243,7 @@ impl Limiter {
             }),
             tokens: limits.tpm.map(|limit| Quota {
                 limit,
-                remaining: limit.saturating_sub(window.tokens_in + window.reserved),
+                remaining: limit.saturating_sub(window.tokens_in.saturating_add(window.reserved)),
                 reset_seconds: reset(&window.tokens),
             }),
         }
@@ -276,11 +276,12 @@ impl Permit {
         self.held.as_ref().map(|h| h.status)
     }
 
-    /// Records the tokens the answer really used (prompt and completion), to count in
-    /// place of the reservation once the permit is released.
-    pub fn settle(&mut self, used: u64) {
+    /// Records the tokens the answer used (prompt and completion), to count in place of
+    /// the reservation once the permit is released; an answer whose usage is unknown (a
+    /// stream cut short) counts its reservation.
+    pub fn settle(&mut self, used: Option<u64>) {
         if let Some(held) = self.held.as_mut() {
-            held.used = used;
+            held.used = used.unwrap_or(held.reserved);
         }
     }
 }
@@ -295,8 +296,9 @@ impl Drop for Permit {
                 window.advance(now);
                 window.running = window.running.saturating_sub(1);
                 window.reserved = window.reserved.saturating_sub(held.reserved);
-                window.tokens[(now % SLOTS as u64) as usize] += held.used;
-                window.tokens_in += held.used;
+                let slot = &mut window.tokens[(now % SLOTS as u64) as usize];
+                *slot = slot.saturating_add(held.used);
+                window.tokens_in = window.tokens_in.saturating_add(held.used);
             }
         }
     }
@@ -344,7 +346,7 @@ impl Limiter {
             if let Some(window) = state.windows.get_mut(subject) {
                 window.requests[(second % SLOTS as u64) as usize] += 1;
                 window.requests_in += 1;
-                window.reserved += reserve;
+                window.reserved = window.reserved.saturating_add(reserve);
                 window.running += 1;
                 status.tighten(self.status(window, limits, now));
             }
@@ -489,18 +491,34 @@ mod tests {
         let refused = limiter.admit(&who, 1).unwrap_err();
         assert_eq!(refused.details.unwrap()["limit"], "tokens_per_minute");
         // The first used far less than it held: 100 count, the rest is free again.
-        first.settle(100);
+        first.settle(Some(100));
         drop(first);
         let third = limiter.admit(&who, 200).unwrap();
         assert_eq!(third.status().unwrap().tokens.unwrap().remaining, 1000 - 100 - 600 - 200);
         drop((second, third));
         // An answer that used more than the minute allows holds the next until it leaves.
         let mut greedy = limiter.admit(&who, 0).unwrap();
-        greedy.settle(5000);
+        greedy.settle(Some(5000));
         drop(greedy);
         let refused = limiter.admit(&who, 0).unwrap_err();
         let wait = refused.details.unwrap()["retry_after_seconds"].as_f64().unwrap();
         assert!(wait > 59.0, "until the big answer leaves the window: {wait}");
+    }
+
+    #[test]
+    fn an_answer_of_unknown_usage_counts_its_reservation_and_nothing_wraps() {
+        let limiter = Limiter::new(LimitSet::default());
+        let who = principal(1, None, LimitSet { tpm: Some(1000), ..LimitSet::default() }, LimitSet::default());
+        let mut cut = limiter.admit(&who, 300).unwrap();
+        cut.settle(None);
+        drop(cut);
+        let next = limiter.admit(&who, 0).unwrap();
+        assert_eq!(next.status().unwrap().tokens.unwrap().remaining, 700);
+        drop(next);
+        let huge = limiter.admit(&who, u64::MAX).unwrap();
+        let also = limiter.admit(&principal(1, None, who.limits.key, LimitSet::default()), u64::MAX);
+        assert!(also.is_err(), "the minute is spent, and the counts did not wrap around");
+        drop(huge);
     }
 
     #[test]
