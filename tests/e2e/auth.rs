@@ -103,7 +103,7 @@ async fn docs_are_compressed_revalidated_and_show_the_served_document() {
 
     let gzipped = c.get(format!("{}/docs", app.url)).header("accept-encoding", "br, gzip;q=0.8").send().await.unwrap();
     assert_eq!(gzipped.headers()["content-encoding"], "gzip");
-    assert_eq!(gzipped.headers()["etag"], etag);
+    assert_ne!(gzipped.headers()["etag"], etag, "another representation, another tag");
     assert_eq!(gzipped.headers()["vary"], "accept-encoding");
     let compressed = gzipped.bytes().await.unwrap();
     assert!(compressed.len() * 3 < page.len(), "{} of {} bytes", compressed.len(), page.len());

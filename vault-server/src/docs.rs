@@ -45,38 +45,37 @@ struct Asset {
     content_type: &'static str,
     plain: Bytes,
     gzipped: Bytes,
+    /// One tag per representation: the gzipped body is another sequence of bytes.
     etag: HeaderValue,
+    gzipped_etag: HeaderValue,
 }
 
 impl Asset {
     fn new(content_type: &'static str, body: String) -> Asset {
-        let etag = format!("\"{}\"", &vault_core::secrets::sha256_hex(&body)[..32]);
+        let digest = &vault_core::secrets::sha256_hex(&body)[..32];
+        let tag = |suffix: &str| {
+            HeaderValue::from_str(&format!("\"{digest}{suffix}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
+        };
         let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         // Writing to memory cannot fail; were it to, the plain body is served to everyone.
         let gzipped = encoder.write_all(body.as_bytes()).and_then(|()| encoder.finish()).unwrap_or_default();
-        Asset {
-            content_type,
-            plain: body.into(),
-            gzipped: gzipped.into(),
-            etag: HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("\"0\"")),
-        }
+        Asset { content_type, plain: body.into(), gzipped: gzipped.into(), etag: tag(""), gzipped_etag: tag("-gzip") }
     }
 
     fn respond(&self, req: &Request) -> Response {
+        let gzip = accepts_gzip(req) && !self.gzipped.is_empty();
+        let (body, etag) = if gzip { (&self.gzipped, &self.gzipped_etag) } else { (&self.plain, &self.etag) };
         let builder = Response::builder()
-            .header(header::ETAG, self.etag.clone())
+            .header(header::ETAG, etag.clone())
             // Kept, but checked with the ETag on every use: a new version shows at once.
             .header(header::CACHE_CONTROL, "no-cache")
             .header(header::VARY, "accept-encoding");
-        if matches_etag(req, &self.etag) {
+        if matches_etag(req, etag) {
             return builder.status(StatusCode::NOT_MODIFIED).finish();
         }
         let builder = builder.content_type(self.content_type);
-        if accepts_gzip(req) && !self.gzipped.is_empty() {
-            builder.header(header::CONTENT_ENCODING, "gzip").body(self.gzipped.clone())
-        } else {
-            builder.body(self.plain.clone())
-        }
+        let builder = if gzip { builder.header(header::CONTENT_ENCODING, "gzip") } else { builder };
+        builder.body(body.clone())
     }
 }
 

@@ -72,9 +72,13 @@ impl RequestAudit {
         self.record.lock().map(|r| r.request_id.clone()).unwrap_or_default()
     }
 
-    /// What the upstream is told of this request.
+    /// What the upstream is told of this request. Its id is the request's with a suffix of
+    /// its own: vLLM refuses (or worse) two requests of one id at once, and a client may
+    /// send the same `X-Request-Id` twice; the audit row's id starts vLLM's.
     pub fn trace(&self) -> crate::inference::Trace {
-        crate::inference::Trace { request_id: self.request_id(), traceparent: self.traceparent.clone() }
+        let unique = crate::secrets::request_id();
+        let request_id = format!("{}-{}", self.request_id(), &unique[..8]);
+        crate::inference::Trace { request_id, traceparent: self.traceparent.clone() }
     }
 
     /// Records who the request acts as.

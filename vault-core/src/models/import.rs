@@ -183,6 +183,24 @@ fn plan(config: &Config, path: &str, id: Option<&str>, reserved: u64) -> Result<
     Ok(Plan { source, target, files, total })
 }
 
+/// Why a copy ended when the gateway stopped it (not an I/O error of its own).
+#[derive(Debug)]
+struct Stopped;
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the gateway is stopping")
+    }
+}
+
+impl std::error::Error for Stopped {}
+
+impl Stopped {
+    fn is(err: &std::io::Error) -> bool {
+        err.get_ref().is_some_and(|inner| inner.is::<Stopped>())
+    }
+}
+
 /// The hidden folders copies are made in.
 const STAGING_PREFIX: &str = ".import-";
 
@@ -215,7 +233,7 @@ fn copy(
             let mut written = 0u64;
             loop {
                 if stopped() {
-                    return Err(std::io::Error::new(std::io::ErrorKind::Interrupted, "the gateway is stopping"));
+                    return Err(std::io::Error::other(Stopped));
                 }
                 let n = from.read(&mut buffer)?;
                 if n == 0 {
@@ -287,7 +305,7 @@ pub async fn import(vault: &Arc<Vault>, path: &str, id: Option<&str>, actor: &st
         .await;
         let failure = match copied {
             Ok(Ok(())) => None,
-            Ok(Err(err)) if err.kind() == std::io::ErrorKind::Interrupted => {
+            Ok(Err(err)) if Stopped::is(&err) => {
                 tracing::warn!(model = %target, "model import stopped: the gateway is shutting down");
                 Some("the copy was stopped: the gateway shut down".into())
             }
@@ -399,7 +417,7 @@ mod tests {
             &|| stopped.get(),
         )
         .unwrap_err();
-        assert_eq!(err.kind(), std::io::ErrorKind::Interrupted);
+        assert!(Stopped::is(&err), "{err}");
         assert_eq!(copied, 1 << 20, "it stops within a MiB");
         assert!(!staging.exists() && !models.path().join("m").exists());
     }
