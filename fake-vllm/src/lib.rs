@@ -17,6 +17,9 @@
 //! sent, and `GET /_fake/headers` what their heads said of them: `x-request-id`,
 //! `traceparent`, and whether they carried the `--api-key` (never the key itself).
 //!
+//! `GET /metrics` serves vLLM's gauges of its scheduler: requests running and waiting, and
+//! the KV-cache usage (running / capacity), from the fake's real counts.
+//!
 //! Started with an API key, it refuses `/v1/*` requests without it, as vLLM's `--api-key`
 //! does (`401 {"error":"Unauthorized"}`); `/health` and `/version` stay open.
 
@@ -48,6 +51,10 @@ pub struct Options {
     /// The key `/v1/*` requests must carry (`Authorization: Bearer <key>`), as with
     /// `vllm serve --api-key`.
     pub api_key: Option<String>,
+    /// Requests generated at once, as vLLM's batch; more wait their turn, in order (and
+    /// `GET /metrics` counts them as waiting). With a capacity, a request holds its place
+    /// for as long as it generates: its tokens × the token delay. `None`: no limit.
+    pub capacity: Option<usize>,
 }
 
 impl Default for Options {
@@ -57,6 +64,7 @@ impl Default for Options {
             token_delay: Duration::ZERO,
             gpu_config: None,
             api_key: None,
+            capacity: None,
         }
     }
 }
@@ -70,6 +78,11 @@ pub struct State {
     requests: AtomicU64,
     recent_bodies: Mutex<VecDeque<serde_json::Value>>,
     recent_headers: Mutex<VecDeque<serde_json::Value>>,
+    /// The places of the batch (see `Options::capacity`).
+    batch: Option<Arc<tokio::sync::Semaphore>>,
+    /// Requests generating now, and waiting for a place.
+    running: Arc<AtomicUsize>,
+    queued: AtomicUsize,
 }
 
 impl State {
@@ -108,6 +121,22 @@ impl State {
         }
     }
 
+    /// Takes a place in the batch, waiting for one while it is full; generating until the
+    /// place is dropped.
+    async fn generate(&self) -> Place {
+        let permit = match &self.batch {
+            None => None,
+            Some(batch) => {
+                self.queued.fetch_add(1, Ordering::SeqCst);
+                let permit = batch.clone().acquire_owned().await.ok();
+                self.queued.fetch_sub(1, Ordering::SeqCst);
+                permit
+            }
+        };
+        self.running.fetch_add(1, Ordering::SeqCst);
+        Place { _permit: permit, running: self.running.clone() }
+    }
+
     /// Whether a `/v1/*` request may be served: it carries the key the fake was started
     /// with, if any.
     fn admits(&self, req: &poem::Request) -> bool {
@@ -117,15 +146,30 @@ impl State {
     }
 }
 
+/// A request's place in the batch.
+pub struct Place {
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    running: Arc<AtomicUsize>,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.running.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// The fake's routes, ready to serve.
 pub fn app(options: Options) -> impl Endpoint + 'static {
     let state = Arc::new(State {
-        options,
+        options: options.clone(),
         open_streams: AtomicUsize::new(0),
         waiting: AtomicUsize::new(0),
         requests: AtomicU64::new(0),
         recent_bodies: Mutex::new(VecDeque::new()),
         recent_headers: Mutex::new(VecDeque::new()),
+        batch: options.capacity.map(|c| Arc::new(tokio::sync::Semaphore::new(c))),
+        running: Arc::new(AtomicUsize::new(0)),
+        queued: AtomicUsize::new(0),
     });
     let gate = state.clone();
     Route::new()
@@ -138,6 +182,7 @@ pub fn app(options: Options) -> impl Endpoint + 'static {
         .at("/_fake/stats", get(wire::stats))
         .at("/_fake/requests", get(wire::recent_requests))
         .at("/_fake/headers", get(wire::recent_headers))
+        .at("/metrics", get(wire::metrics))
         .data(state)
         .around(move |next, req| {
             let gate = gate.clone();

@@ -29,6 +29,9 @@ struct Args {
     /// as it is at each request.
     #[arg(long)]
     gpu_config: Option<std::path::PathBuf>,
+    /// Requests generated at once (vLLM's batch); more wait, and GET /metrics counts them.
+    #[arg(long)]
+    capacity: Option<usize>,
     /// Refuse /v1/* requests without this key, as `vllm serve --api-key` does.
     #[arg(long, env = "VLLM_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
@@ -42,6 +45,7 @@ async fn main() -> std::io::Result<()> {
         token_delay: Duration::from_millis(args.token_delay_ms),
         gpu_config: args.gpu_config,
         api_key: args.api_key,
+        capacity: args.capacity,
         ..Default::default()
     };
     if !args.models.is_empty() {

@@ -131,6 +131,26 @@ pub async fn recent_requests(state: Data<&Arc<State>>) -> Response {
     json_response(StatusCode::OK, &Value::Array(bodies))
 }
 
+/// vLLM's scheduler gauges, as its `/metrics` writes them.
+#[handler]
+pub async fn metrics(state: Data<&Arc<State>>) -> Response {
+    let running = state.running.load(Ordering::SeqCst);
+    let waiting = state.queued.load(Ordering::SeqCst);
+    let usage = state.options.capacity.map_or(0.0, |c| running as f64 / c.max(1) as f64);
+    let model = state.options.models.first().cloned().unwrap_or_default();
+    let mut text = String::new();
+    for (name, help, value) in [
+        ("vllm:num_requests_running", "Number of requests in model execution batches.", running as f64),
+        ("vllm:num_requests_waiting", "Number of requests waiting to be processed.", waiting as f64),
+        ("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", usage),
+    ] {
+        text.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{engine=\"0\",model_name=\"{model}\"}} {value:?}\n"
+        ));
+    }
+    Response::builder().content_type("text/plain; version=0.0.4; charset=utf-8").body(text)
+}
+
 #[handler]
 pub async fn recent_headers(state: Data<&Arc<State>>) -> Response {
     let heads: Vec<Value> = state.recent_headers.lock().map(|r| r.iter().cloned().collect()).unwrap_or_default();
@@ -143,6 +163,25 @@ struct Parsed {
     body: Value,
     model: String,
     mode: Mode,
+    /// Its place in the batch, held while it generates.
+    place: crate::Place,
+}
+
+impl Parsed {
+    fn token_delay(&self, state: &State) -> Duration {
+        match self.mode {
+            Mode::Delay(d) => d,
+            _ => state.options.token_delay,
+        }
+    }
+
+    /// With a batch capacity, an answer sent whole takes its generation time first, as vLLM's
+    /// does (without one, it is sent at once).
+    async fn generate_whole(&self, state: &State, tokens: usize) {
+        if state.options.capacity.is_some() {
+            tokio::time::sleep(self.token_delay(state) * u32::try_from(tokens).unwrap_or(u32::MAX)).await;
+        }
+    }
 }
 
 async fn parse(state: &State, headers: &HeaderMap, raw: Bytes) -> Result<Parsed, Response> {
@@ -217,7 +256,8 @@ async fn parse(state: &State, headers: &HeaderMap, raw: Bytes) -> Result<Parsed,
             Some("stream_options"),
         ));
     }
-    Ok(Parsed { body, model, mode })
+    let place = state.generate().await;
+    Ok(Parsed { body, model, mode, place })
 }
 
 fn words(text: &str) -> u64 {
@@ -298,6 +338,7 @@ pub async fn chat(state: Data<&Arc<State>>, headers: &HeaderMap, raw: Bytes) -> 
     let id = format!("chatcmpl-{}", base_request_id(headers));
     let created = now();
     if !p.body.get("stream").and_then(Value::as_bool).unwrap_or(false) {
+        p.generate_whole(&state, tokens.len()).await;
         let content: String = tokens.concat();
         return json_response(
             StatusCode::OK,
@@ -324,7 +365,7 @@ pub async fn chat(state: Data<&Arc<State>>, headers: &HeaderMap, raw: Bytes) -> 
     ));
     let usage_chunk = json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": p.model,
         "choices": [], "usage": usage(prompt_tokens, tokens.len() as u64)});
-    stream_response(&state, &p, chunks, usage_chunk, prompt_tokens)
+    stream_response(&state, p, chunks, usage_chunk, prompt_tokens)
 }
 
 /// Tokens of a completion prompt: words of a string, or the length of a token list.
@@ -365,6 +406,7 @@ pub async fn completions(state: Data<&Arc<State>>, headers: &HeaderMap, raw: Byt
     let id = format!("cmpl-{}", base_request_id(headers));
     let created = now();
     if !p.body.get("stream").and_then(Value::as_bool).unwrap_or(false) {
+        p.generate_whole(&state, tokens.len()).await;
         return json_response(
             StatusCode::OK,
             &json!({
@@ -385,7 +427,7 @@ pub async fn completions(state: Data<&Arc<State>>, headers: &HeaderMap, raw: Byt
     chunks.push(chunk("", Some(finish)));
     let usage_chunk = json!({"id": id, "object": "text_completion", "created": created, "model": p.model,
         "choices": [], "usage": usage(prompt_tokens, tokens.len() as u64)});
-    stream_response(&state, &p, chunks, usage_chunk, prompt_tokens)
+    stream_response(&state, p, chunks, usage_chunk, prompt_tokens)
 }
 
 /// Counts a request as waiting (`slow`, `hang`) for as long as its handler holds it: a
@@ -422,15 +464,12 @@ fn frame(value: &Value) -> Bytes {
 /// or breaks off as the mode says.
 fn stream_response(
     state: &Arc<State>,
-    p: &Parsed,
+    p: Parsed,
     mut chunks: Vec<Value>,
     usage_chunk: Value,
     prompt_tokens: u64,
 ) -> Response {
-    let delay = match p.mode {
-        Mode::Delay(d) => d,
-        _ => state.options.token_delay,
-    };
+    let delay = p.token_delay(state);
     let (final_usage, continuous) = stream_usage_wanted(&p.body);
     if continuous {
         for (i, chunk) in chunks.iter_mut().enumerate() {
@@ -461,7 +500,8 @@ fn stream_response(
         }
     }
     state.open_streams.fetch_add(1, Ordering::SeqCst);
-    let guard = OpenStream(state.clone());
+    // The stream keeps its place in the batch until it ends.
+    let guard = (OpenStream(state.clone()), p.place);
     let cut = matches!(p.mode, Mode::Cut(_));
     let body = futures_util::stream::iter(frames.into_iter().enumerate())
         .then(move |(i, item)| {

@@ -364,3 +364,33 @@ async fn a_vllm_started_with_an_api_key_is_reached_with_vllm_api_key() {
     let models = get_with_key(format!("{}/v1/models", gateway.url), &key).await;
     assert_error(models, 502, "upstream_error").await;
 }
+
+#[tokio::test]
+async fn the_engines_queue_shows_in_the_inference_stats() {
+    // A batch of two: of five requests at once, two generate and three wait.
+    let options = FakeOptions { capacity: Some(2), token_delay: Duration::from_millis(40), ..Default::default() };
+    let app = TestApp::spawn_with(Upstream::Fake(options), &[]).await;
+    let key = app.create_key(Scope::User).await;
+    let stats: Value = app.send("GET", "/vault/system/inference", Some(&key), None).await.json().await.unwrap();
+    assert_eq!(stats["engine"], json!({"running": 0, "waiting": 0, "kv_cache_usage": 0.0}));
+
+    let url = format!("{}/v1/chat/completions", app.url);
+    let requests: Vec<_> = (0..5)
+        .map(|_| {
+            let (url, key) = (url.clone(), key.clone());
+            tokio::spawn(async move { post_json(url, &key, &chat_body(false)).await.status() })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let full = loop {
+        let stats: Value = app.send("GET", "/vault/system/inference", Some(&key), None).await.json().await.unwrap();
+        if stats["engine"]["waiting"] == 3 || Instant::now() > deadline {
+            break stats["engine"].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(full, json!({"running": 2, "waiting": 3, "kv_cache_usage": 1.0}));
+    for request in requests {
+        assert_eq!(request.await.unwrap(), 200);
+    }
+}

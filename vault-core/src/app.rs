@@ -202,7 +202,9 @@ impl Vault {
     /// minutes, with every answered request in.
     pub async fn inference_stats(&self) -> Result<crate::live::InferenceStats> {
         self.audit.flush().await;
-        crate::live::inference_stats(&self.db, self.audit.metrics().active_streams()).await
+        let mut stats = crate::live::inference_stats(&self.db, self.audit.metrics().active_streams()).await?;
+        stats.engine = self.inference.engine_load().await;
+        Ok(stats)
     }
 
     /// A page of logs, newest first: this gateway's own log file, or a managed service's

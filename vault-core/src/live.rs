@@ -24,6 +24,8 @@ pub struct InferenceStats {
     pub windows: Vec<Window>,
     /// Streamed answers this gateway is sending now.
     pub active_streams: i64,
+    /// What the engine's scheduler reports now (`None`: it serves no `/metrics`).
+    pub engine: Option<crate::inference::EngineLoad>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -90,7 +92,7 @@ pub async fn inference_stats_at(db: &Db, active_streams: i64, now: SystemTime) -
             ttft_ms: summary(&ttft, None),
         });
     }
-    Ok(InferenceStats { windows, active_streams })
+    Ok(InferenceStats { windows, active_streams, engine: None })
 }
 
 #[cfg(test)]

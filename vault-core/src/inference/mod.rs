@@ -113,6 +113,45 @@ pub trait InferenceBackend: Send + Sync {
     fn list_models(&self) -> BoxFuture<'_, Result<serde_json::Value>>;
     /// Whether the upstream answers its health check.
     fn is_healthy(&self) -> BoxFuture<'_, bool>;
+    /// What the engine's scheduler reports, when it does.
+    fn engine_load(&self) -> BoxFuture<'_, Option<EngineLoad>> {
+        Box::pin(async { None })
+    }
+}
+
+/// What vLLM's scheduler reports on its `/metrics`: requests generating now and waiting for
+/// a place in the batch, and how full its KV cache is (0–1).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct EngineLoad {
+    pub running: u64,
+    pub waiting: u64,
+    pub kv_cache_usage: Option<f64>,
+}
+
+/// vLLM's gauges from a Prometheus text page, summed over its engines and models; `None`
+/// when the page has neither queue gauge (not vLLM's).
+pub fn parse_engine_load(text: &str) -> Option<EngineLoad> {
+    let (mut running, mut waiting, mut usage) = (None::<f64>, None::<f64>, None::<f64>);
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((name, value)) = line.split_once(['{', ' ']) else { continue };
+        let Some(value) = value.rsplit(' ').next().and_then(|v| v.trim().parse::<f64>().ok()) else { continue };
+        let slot = match name {
+            "vllm:num_requests_running" => &mut running,
+            "vllm:num_requests_waiting" => &mut waiting,
+            // The name changed across vLLM versions.
+            "vllm:kv_cache_usage_perc" | "vllm:gpu_cache_usage_perc" => {
+                usage = Some(usage.map_or(value, |u| u.max(value)));
+                continue;
+            }
+            _ => continue,
+        };
+        *slot = Some(slot.unwrap_or(0.0) + value);
+    }
+    if running.is_none() && waiting.is_none() {
+        return None;
+    }
+    let count = |v: Option<f64>| v.map_or(0, |v| v.max(0.0).round() as u64);
+    Some(EngineLoad { running: count(running), waiting: count(waiting), kv_cache_usage: usage })
 }
 
 /// The result of proxying one request. (Made once per request and moved on at once: a box
@@ -396,6 +435,11 @@ impl Inference {
         }
     }
 
+    /// What the engine's scheduler reports now (`None`: it serves no `/metrics`).
+    pub async fn engine_load(&self) -> Option<EngineLoad> {
+        self.backend.engine_load().await
+    }
+
     /// The upstream's model list, each card enriched with what the manifest says of it.
     /// The model manifest (read from disk on use).
     pub fn manifest(&self) -> &Manifest {
@@ -610,5 +654,23 @@ mod tests {
         ] {
             assert!(!is_valid_traceparent(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn vllms_scheduler_gauges_are_read_from_its_metrics_page() {
+        let page = "# HELP vllm:num_requests_running Number of requests in model execution batches.\n\
+                    # TYPE vllm:num_requests_running gauge\n\
+                    vllm:num_requests_running{engine=\"0\",model_name=\"m\"} 3.0\n\
+                    vllm:num_requests_running{engine=\"1\",model_name=\"m\"} 1.0\n\
+                    vllm:num_requests_waiting{engine=\"0\",model_name=\"m\"} 7.0\n\
+                    vllm:gpu_cache_usage_perc{engine=\"0\",model_name=\"m\"} 0.42\n\
+                    vllm:num_requests_waiting_by_reason{reason=\"capacity\"} 99.0\n";
+        let load = parse_engine_load(page).unwrap();
+        assert_eq!(load, EngineLoad { running: 4, waiting: 7, kv_cache_usage: Some(0.42) });
+        assert_eq!(parse_engine_load("process_cpu_seconds_total 1.0\n"), None);
+        assert_eq!(
+            parse_engine_load("vllm:num_requests_waiting 2"),
+            Some(EngineLoad { running: 0, waiting: 2, kv_cache_usage: None })
+        );
     }
 }

@@ -9,7 +9,7 @@ use futures_util::{FutureExt, StreamExt, TryStreamExt};
 use http::{HeaderName, HeaderValue, Method, Uri, header};
 
 use super::pool::{Pool, PooledBody};
-use super::{InferenceBackend, Route, Trace, UpstreamReply, upstream_error, upstream_invalid};
+use super::{EngineLoad, InferenceBackend, Route, Trace, UpstreamReply, upstream_error, upstream_invalid};
 use crate::error::{ErrorCode, ErrorKind, Result, VaultError};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -23,6 +23,7 @@ pub struct VllmBackend {
     routes: [Uri; 3],
     models: Uri,
     health: Uri,
+    metrics: Uri,
     /// Time allowed until the upstream starts answering (for a non-stream request, until
     /// the whole answer is in, since vLLM sends it all at once).
     first_byte_timeout: Duration,
@@ -70,6 +71,7 @@ impl VllmBackend {
             ],
             models: uri("/v1/models")?,
             health: uri("/health")?,
+            metrics: uri("/metrics")?,
             first_byte_timeout,
             max_body,
             authorization,
@@ -197,6 +199,20 @@ impl InferenceBackend for VllmBackend {
 
     fn list_models(&self) -> BoxFuture<'_, Result<serde_json::Value>> {
         self.get_json(&self.models).boxed()
+    }
+
+    fn engine_load(&self) -> BoxFuture<'_, Option<EngineLoad>> {
+        async move {
+            let headers = self.headers(None);
+            let asked = self.pool.send(&Method::GET, &self.metrics, Bytes::new(), &headers);
+            let response = tokio::time::timeout(HEALTH_TIMEOUT, asked).await.ok()?.ok()?;
+            if !response.status().is_success() {
+                return None;
+            }
+            let body = tokio::time::timeout(HEALTH_TIMEOUT, self.read_body(response)).await.ok()?.ok()?;
+            super::parse_engine_load(&String::from_utf8_lossy(&body))
+        }
+        .boxed()
     }
 
     fn is_healthy(&self) -> BoxFuture<'_, bool> {

@@ -388,6 +388,20 @@ pub struct InferenceStats {
     pub windows: Vec<InferenceWindow>,
     /// Streamed answers this gateway is sending now.
     pub active_streams: i64,
+    /// What vLLM's scheduler reports now on its `/metrics`; null when it serves none.
+    #[oai(nullable)]
+    pub engine: Option<EngineLoad>,
+}
+
+/// vLLM's scheduler: requests generating and waiting for a place in the batch, and how
+/// full its KV cache is.
+#[derive(Object)]
+pub struct EngineLoad {
+    pub running: u64,
+    pub waiting: u64,
+    /// 0 to 1; null when vLLM does not report it.
+    #[oai(nullable)]
+    pub kv_cache_usage: Option<f64>,
 }
 
 #[derive(Object)]
@@ -426,6 +440,11 @@ impl From<live::InferenceStats> for InferenceStats {
                 })
                 .collect(),
             active_streams: s.active_streams,
+            engine: s.engine.map(|e| EngineLoad {
+                running: e.running,
+                waiting: e.waiting,
+                kv_cache_usage: e.kv_cache_usage,
+            }),
         }
     }
 }
