@@ -50,9 +50,26 @@ pub fn new_id() -> String {
 /// counter, so ids do not repeat within a process (the mix is a bijection), do not collide
 /// across processes (the keys differ), and do not show how many requests came before.
 pub fn request_id() -> String {
+    let (key, n) = (unique_key(), COUNTER.fetch_add(1, Ordering::Relaxed));
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&mix(n.wrapping_add(key[0])).to_le_bytes());
+    bytes[8..].copy_from_slice(&mix(n.wrapping_add(key[1])).to_le_bytes());
+    uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
+}
+
+/// Eight hex digits that do not repeat within a process for 2^32 calls, made the way
+/// [`request_id`] is: a suffix that makes an id unique.
+pub fn unique_suffix() -> String {
+    let (key, n) = (unique_key(), COUNTER.fetch_add(1, Ordering::Relaxed));
+    format!("{:08x}", mix(n.wrapping_add(key[0])) as u32)
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A key drawn once from the OS for [`request_id`] and [`unique_suffix`].
+fn unique_key() -> &'static [u64; 2] {
     static KEY: OnceLock<[u64; 2]> = OnceLock::new();
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let key = KEY.get_or_init(|| {
+    KEY.get_or_init(|| {
         let mut bytes = [0u8; 16];
         if getrandom::fill(&mut bytes).is_err() {
             // No OS randomness: the clock still keeps processes apart.
@@ -61,12 +78,7 @@ pub fn request_id() -> String {
         }
         let seed = u128::from_le_bytes(bytes);
         [seed as u64, (seed >> 64) as u64]
-    });
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let mut bytes = [0u8; 16];
-    bytes[..8].copy_from_slice(&mix(n.wrapping_add(key[0])).to_le_bytes());
-    bytes[8..].copy_from_slice(&mix(n.wrapping_add(key[1])).to_le_bytes());
-    uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
+    })
 }
 
 /// The SplitMix64 finalizer: a bijection on `u64` that scatters neighbouring inputs.

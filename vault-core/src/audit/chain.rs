@@ -27,8 +27,7 @@ pub const CHECKPOINT_ROWS: i64 = 1000;
 pub(crate) const CHECKPOINT_KIND: &str = "checkpoint";
 pub(crate) const START: &str = "start";
 
-/// A row's content as stored, in the order it is hashed.
-#[derive(Serialize)]
+/// A row's content as stored.
 pub(crate) struct ChainedRow<'a> {
     id: i64,
     timestamp: &'a str,
@@ -72,13 +71,49 @@ impl<'a> ChainedRow<'a> {
         }
     }
 
-    /// The row's hash, chained to `previous` (empty for the first row of a chain).
+    /// The row's hash, chained to `previous` (empty for the first row of a chain). Each
+    /// field goes in tagged and length-prefixed, so no two rows read the same.
     pub(crate) fn hash(&self, previous: &str) -> String {
         let mut digest = Sha256::new();
         digest.update(previous.as_bytes());
-        digest.update(b"\n");
-        // Serializing plain values cannot fail; were it to, the row would not verify.
-        let _ = serde_json::to_writer(&mut digest, self);
+        let texts = [
+            Some(self.timestamp),
+            Some(self.request_id),
+            Some(self.method),
+            Some(self.path),
+            self.key_prefix,
+            self.user_id,
+            self.model,
+            self.error_code,
+        ];
+        for text in texts {
+            match text {
+                None => digest.update([0u8]),
+                Some(text) => {
+                    digest.update([1u8]);
+                    digest.update((text.len() as u64).to_le_bytes());
+                    digest.update(text.as_bytes());
+                }
+            }
+        }
+        let numbers = [
+            Some(self.id),
+            Some(self.status),
+            Some(self.latency_ms),
+            self.tokens_input,
+            self.tokens_output,
+            Some(self.completed),
+            Some(self.repeat_count),
+        ];
+        for number in numbers {
+            match number {
+                None => digest.update([0u8]),
+                Some(number) => {
+                    digest.update([1u8]);
+                    digest.update(number.to_le_bytes());
+                }
+            }
+        }
         hex(&digest.finalize())
     }
 }

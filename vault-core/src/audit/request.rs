@@ -76,8 +76,7 @@ impl RequestAudit {
     /// its own: vLLM refuses (or worse) two requests of one id at once, and a client may
     /// send the same `X-Request-Id` twice; the audit row's id starts vLLM's.
     pub fn trace(&self) -> crate::inference::Trace {
-        let unique = crate::secrets::request_id();
-        let request_id = format!("{}-{}", self.request_id(), &unique[..8]);
+        let request_id = format!("{}-{}", self.request_id(), crate::secrets::unique_suffix());
         crate::inference::Trace { request_id, traceparent: self.traceparent.clone() }
     }
 
