@@ -171,6 +171,48 @@ impl Verification {
 const ROWS: &str = "SELECT id, timestamp, request_id, method, path, key_prefix, user_id, model, status, latency_ms, \
                     tokens_input, tokens_output, completed, error_code, repeat_count, hash FROM audit_log";
 
+/// A row as [`ROWS`] reads it back, to hash it again.
+struct StoredRow {
+    texts: [Option<String>; 8],
+    numbers: [Option<i64>; 6],
+}
+
+impl StoredRow {
+    fn read(row: &Row) -> Result<StoredRow> {
+        let mut texts: [Option<String>; 8] = Default::default();
+        for (slot, column) in texts.iter_mut().zip([1, 2, 3, 4, 5, 6, 7, 13]) {
+            *slot = row.get(column)?;
+        }
+        let mut numbers = [None; 6];
+        for (slot, column) in numbers.iter_mut().zip([8, 9, 10, 11, 12, 14]) {
+            *slot = row.get(column)?;
+        }
+        Ok(StoredRow { texts, numbers })
+    }
+
+    fn content(&self, id: i64) -> ChainedRow<'_> {
+        let text = |i: usize| self.texts[i].as_deref();
+        let number = |i: usize| self.numbers[i].unwrap_or_default();
+        ChainedRow {
+            id,
+            timestamp: text(0).unwrap_or_default(),
+            request_id: text(1).unwrap_or_default(),
+            method: text(2).unwrap_or_default(),
+            path: text(3).unwrap_or_default(),
+            key_prefix: text(4),
+            user_id: text(5),
+            model: text(6),
+            status: number(0),
+            latency_ms: number(1),
+            tokens_input: self.numbers[2],
+            tokens_output: self.numbers[3],
+            completed: number(4),
+            error_code: text(7),
+            repeat_count: number(5),
+        }
+    }
+}
+
 /// Rows read per query.
 const PAGE: i64 = 10_000;
 
@@ -261,28 +303,8 @@ async fn walk(
                 broken(&mut report, id, "inserted", format!("Row {id} is not part of the chain: it was inserted."));
                 return Ok(report);
             };
-            let (timestamp, request_id, method, path) =
-                (text(&row, 1)?, text(&row, 2)?, text(&row, 3)?, text(&row, 4)?);
-            let (key_prefix, user_id, model): (Option<String>, Option<String>, Option<String>) =
-                (row.get(5)?, row.get(6)?, row.get(7)?);
-            let error_code: Option<String> = row.get(13)?;
-            let content = ChainedRow {
-                id,
-                timestamp: &timestamp,
-                request_id: &request_id,
-                method: &method,
-                path: &path,
-                key_prefix: key_prefix.as_deref(),
-                user_id: user_id.as_deref(),
-                model: model.as_deref(),
-                status: row.get(8)?,
-                latency_ms: row.get(9)?,
-                tokens_input: row.get(10)?,
-                tokens_output: row.get(11)?,
-                completed: row.get(12)?,
-                error_code: error_code.as_deref(),
-                repeat_count: row.get(14)?,
-            };
+            let stored_row = StoredRow::read(&row)?;
+            let content = stored_row.content(id);
             let hash = content.hash(&previous);
             if hash != stored {
                 broken(&mut report, id, "altered", format!("Row {id} was altered, or the rows before it were."));
@@ -392,26 +414,8 @@ mod tests {
         };
         for id in 10..=1500i64 {
             let mut rows = conn.query(&format!("{ROWS} WHERE id = ?1"), [id]).await.unwrap();
-            let row = rows.next().await.unwrap().unwrap();
-            let strings: Vec<Option<String>> = [1, 2, 3, 4, 5, 6, 7, 13].iter().map(|i| row.get(*i).unwrap()).collect();
-            let text = |i: usize| strings[i].clone().unwrap_or_default();
-            let content = ChainedRow {
-                id,
-                timestamp: &text(0),
-                request_id: &text(1),
-                method: &text(2),
-                path: &text(3),
-                key_prefix: strings[4].as_deref(),
-                user_id: strings[5].as_deref(),
-                model: strings[6].as_deref(),
-                status: row.get(8).unwrap(),
-                latency_ms: row.get(9).unwrap(),
-                tokens_input: row.get(10).unwrap(),
-                tokens_output: row.get(11).unwrap(),
-                completed: row.get(12).unwrap(),
-                error_code: strings[7].as_deref(),
-                repeat_count: row.get(14).unwrap(),
-            };
+            let stored = StoredRow::read(&rows.next().await.unwrap().unwrap()).unwrap();
+            let content = stored.content(id);
             previous = content.hash(&previous);
             conn.execute("UPDATE audit_log SET hash = ?1 WHERE id = ?2", libsql::params![previous.as_str(), id])
                 .await
