@@ -113,10 +113,11 @@ impl Vault {
 
     pub async fn open_with_backend(config: Config, backend: Arc<dyn InferenceBackend>) -> Result<Arc<Vault>> {
         config.prepare_data_dir()?;
-        config.secret_key()?;
+        // Made (or read) before anything else: the audit chain's checkpoints are signed with it.
+        let secret = config.secret_key()?;
         let db = Arc::new(Db::open(&config.db).await?);
         let auth = Authenticator::new(db.clone()).await?;
-        let audit = AuditLog::start_with(db.clone(), config.min_free_bytes, config.secret_key()?.into_bytes()).await?;
+        let audit = AuditLog::start_with(db.clone(), config.min_free_bytes, secret.into_bytes()).await?;
         let stopping = tokio_util::sync::CancellationToken::new();
         let manifest = Manifest::new(config.models_manifest.clone());
         let limiter = crate::limits::Limiter::new(config.default_limits);
