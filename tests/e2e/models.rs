@@ -282,12 +282,7 @@ async fn an_import_copies_in_the_background_with_progress_while_requests_are_ser
     assert!(seen.windows(2).all(|w| w[0] <= w[1]), "progress only grows: {seen:?}");
     let listed: Value = app.send("GET", "/vault/models/mistral-7b", Some(&user), None).await.json().await.unwrap();
     assert_eq!((listed["status"].as_str(), listed["size_bytes"].as_u64()), (Some("available"), Some(total)));
-    let hidden = std::fs::read_dir(app.data_dir.join("models"))
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
-        .count();
-    assert_eq!(hidden, 0, "no staging folder is left");
+    assert_eq!(hidden_entries(&app.data_dir.join("models")), Vec::<String>::new(), "no staging folder is left");
     let again = app.send("POST", "/vault/models/import", Some(&admin), Some(&body)).await;
     assert_error(again, 409, "model_exists").await;
 
@@ -306,12 +301,11 @@ async fn an_import_copies_in_the_background_with_progress_while_requests_are_ser
     };
     assert_eq!(failed["state"], "failed", "{failed}");
     assert!(!app.data_dir.join("models/mistral-7b/inside").exists());
-    let hidden = std::fs::read_dir(app.data_dir.join("models"))
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
-        .count();
-    assert_eq!(hidden, 0, "a failed import left its staging folder");
+    assert_eq!(
+        hidden_entries(&app.data_dir.join("models")),
+        Vec::<String>::new(),
+        "a failed import left its staging folder"
+    );
 }
 
 /// The hidden entries of a models dir (staging folders of copies).
