@@ -4,6 +4,7 @@
 // Helpers shared by tests fail loudly, like the tests themselves.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod admission;
 mod audit;
 mod auth;
 mod cors;

@@ -136,10 +136,29 @@ async fn limits_routes_need_admin_and_refuse_bad_values() {
     .await;
     assert_error(app.send("GET", "/vault/admin/users/nobody/limits", Some(&admin), None).await, 404, "user_not_found")
         .await;
-    for bad in [json!({"rpm": -1}), json!({"rpm": 0}), json!({"tpm": 1e12}), json!({"rpm": "ten"}), json!({"rps": 5})] {
+    for bad in [
+        json!({"rpm": -1}),
+        json!({"rpm": 0}),
+        json!({"tpm": 1e12}),
+        json!({"rpm": "ten"}),
+        json!({"rps": 5}),
+        json!({"weight": 0}),
+        json!({"weight": 101}),
+    ] {
         let refused = set_limits(&app, &admin, &path, bad.clone()).await;
         assert_eq!(refused.status(), 400, "{bad}");
     }
     let shown: Value = app.send("GET", &path, Some(&admin), None).await.json().await.unwrap();
-    assert_eq!(shown["limits"], json!({"rpm": null, "tpm": null, "concurrency": null}), "nothing half-written");
+    assert_eq!(
+        shown["limits"],
+        json!({"rpm": null, "tpm": null, "concurrency": null, "weight": null}),
+        "nothing half-written"
+    );
+    let user = vault_core::users::create(app.db(), "n", "n@clinic.example", vault_core::users::Role::User, None)
+        .await
+        .unwrap();
+    let weighted =
+        set_limits(&app, &admin, &format!("/vault/admin/users/{}/limits", user.id), json!({"weight": 4})).await;
+    let weighted: Value = weighted.json().await.unwrap();
+    assert_eq!(weighted["limits"]["weight"], 4);
 }

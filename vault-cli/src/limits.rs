@@ -1,5 +1,5 @@
 //! `vault-cli limits show|set`: the rate limits of a key or a user (requests per minute,
-//! tokens per minute, requests at once). A running gateway applies a change from the
+//! tokens per minute, requests at once) and its weight in the queue of a full engine. A running gateway applies a change from the
 //! key's next request.
 
 use clap::{Args, Subcommand};
@@ -27,6 +27,10 @@ pub enum LimitsCommand {
         /// Requests under way at once, or `none`.
         #[arg(long)]
         concurrency: Option<Limit>,
+        /// Turns taken in the queue while the engine is full, against 1 for everyone else
+        /// (1–100), or `none`.
+        #[arg(long)]
+        weight: Option<Limit>,
     },
 }
 
@@ -62,9 +66,9 @@ fn text(value: Option<u64>) -> String {
 }
 
 fn rows(limits: &[(&str, LimitSet)]) -> String {
-    let mut rows = vec![["", "RPM", "TPM", "CONCURRENCY"].map(String::from).to_vec()];
+    let mut rows = vec![["", "RPM", "TPM", "CONCURRENCY", "WEIGHT"].map(String::from).to_vec()];
     for (label, set) in limits {
-        rows.push(vec![label.to_string(), text(set.rpm), text(set.tpm), text(set.concurrency)]);
+        rows.push(vec![label.to_string(), text(set.rpm), text(set.tpm), text(set.concurrency), text(set.weight)]);
     }
     table(&rows)
 }
@@ -96,13 +100,14 @@ async fn show(db: &Db, config: &Config, whose: &Whose, json: bool) -> Result<(),
 pub async fn run(command: &LimitsCommand, config: &Config, db: &Db, json: bool) -> Result<(), VaultError> {
     match command {
         LimitsCommand::Show(whose) => show(db, config, whose, json).await,
-        LimitsCommand::Set { whose, rpm, tpm, concurrency } => {
+        LimitsCommand::Set { whose, rpm, tpm, concurrency, weight } => {
             let mut set = current(db, config, whose).await?;
             let given = |limit: &Option<Limit>, now: Option<u64>| limit.map_or(now, |Limit(v)| v);
             set = LimitSet {
                 rpm: given(rpm, set.rpm),
                 tpm: given(tpm, set.tpm),
                 concurrency: given(concurrency, set.concurrency),
+                weight: given(weight, set.weight),
             };
             match (&whose.key, &whose.user) {
                 (Some(id), _) => {

@@ -281,7 +281,12 @@ async fn limits_set_with_the_cli_hold_on_the_next_request() {
     assert_error(refused, 429, "rate_limited").await;
     // Only the limit named changes; `none` removes it.
     let lifted = json_out(&cli(&app, &["limits", "set", "--key", &id, "--rpm", "none", "--json"]).await);
-    assert_eq!(lifted["limits"], serde_json::json!({"rpm": null, "tpm": 100000, "concurrency": null}));
+    assert_eq!(lifted["limits"], serde_json::json!({"rpm": null, "tpm": 100000, "concurrency": null, "weight": null}));
+    let weighted = json_out(&cli(&app, &["limits", "set", "--key", &id, "--weight", "3", "--json"]).await);
+    assert_eq!(weighted["limits"], serde_json::json!({"rpm": null, "tpm": 100000, "concurrency": null, "weight": 3}));
+    let heavy = cli(&app, &["limits", "set", "--key", &id, "--weight", "101"]).await;
+    assert_eq!(heavy.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&heavy.stderr).contains("weight"));
     assert_eq!(app.send("POST", "/v1/chat/completions", Some(key), Some(&chat_body(false))).await.status(), 200);
     let text = cli(&app, &["limits", "show", "--key", &id]).await;
     assert!(String::from_utf8_lossy(&text.stdout).contains("100000"));

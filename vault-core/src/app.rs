@@ -121,7 +121,10 @@ impl Vault {
         let stopping = tokio_util::sync::CancellationToken::new();
         let manifest = Manifest::new(config.models_manifest.clone());
         let limiter = crate::limits::Limiter::new(config.default_limits);
-        let inference = Inference::new(backend, manifest, stopping.clone(), config.stream_idle_timeout, limiter);
+        let admission = crate::inference::admission::Admission::new(config.admission);
+        let inference =
+            Inference::new(backend, manifest, stopping.clone(), config.stream_idle_timeout, limiter, admission);
+        inference.watch_engine();
         let controller: Arc<dyn SystemController> = match config.system_control {
             SystemControl::DryRun => Arc::new(DryRunController::default()),
             SystemControl::Host => Arc::new(HostController),
@@ -222,8 +225,12 @@ impl Vault {
     /// The gateway's Prometheus metrics, as text (see `metrics`).
     pub fn metrics_text(&self) -> String {
         let (key_cache_hits, key_cache_misses) = self.auth.cache_lookups();
-        let snapshot =
-            crate::metrics::Snapshot { audit_queue_depth: self.audit.queue_depth(), key_cache_hits, key_cache_misses };
+        let snapshot = crate::metrics::Snapshot {
+            audit_queue_depth: self.audit.queue_depth(),
+            key_cache_hits,
+            key_cache_misses,
+            admission: self.inference.admission().snapshot(),
+        };
         self.audit.metrics().encode(snapshot)
     }
 

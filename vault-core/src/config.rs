@@ -70,6 +70,8 @@ pub struct Config {
     pub max_connections: Option<usize>,
     /// The rate limits of a key that has none of its own (`VAULT_DEFAULT_*`).
     pub default_limits: crate::model::limits::LimitSet,
+    /// Fair admission to the engine while it is full; `None`: off.
+    pub admission: Option<crate::inference::admission::AdmissionConfig>,
     secret_key: Option<Secret>,
     /// The key vLLM was started with (`--api-key`), sent with every upstream request.
     vllm_api_key: Option<Secret>,
@@ -129,11 +131,19 @@ pub const VAULT_MAX_CONNECTIONS: &str = "VAULT_MAX_CONNECTIONS";
 pub const VAULT_DEFAULT_RPM: &str = "VAULT_DEFAULT_RPM";
 pub const VAULT_DEFAULT_TPM: &str = "VAULT_DEFAULT_TPM";
 pub const VAULT_DEFAULT_CONCURRENCY: &str = "VAULT_DEFAULT_CONCURRENCY";
+pub const VAULT_ADMISSION: &str = "VAULT_ADMISSION";
+pub const VAULT_ADMISSION_THRESHOLD: &str = "VAULT_ADMISSION_THRESHOLD";
+pub const VAULT_ADMISSION_MAX_WAIT: &str = "VAULT_ADMISSION_MAX_WAIT";
 
 const DEFAULT_UPSTREAM_TIMEOUT_SECS: f64 = 300.0;
 const DEFAULT_MIN_FREE_MB: u64 = 1024;
 const DEFAULT_MAX_UPSTREAM_BODY_MB: u64 = 64;
 const DEFAULT_LOG_MAX_MB: u64 = 50;
+/// Requests vLLM may have waiting for its batch before Vault queues new ones itself: enough
+/// that the engine never idles between two of its steps.
+const DEFAULT_ADMISSION_THRESHOLD: u64 = 8;
+const MAX_ADMISSION_THRESHOLD: u64 = 100_000;
+const DEFAULT_ADMISSION_MAX_WAIT_SECS: u64 = 60;
 const MIB: u64 = 1024 * 1024;
 
 fn bad(var: &str, why: impl std::fmt::Display) -> VaultError {
@@ -282,6 +292,7 @@ impl Config {
             rpm: limit(VAULT_DEFAULT_RPM)?,
             tpm: limit(VAULT_DEFAULT_TPM)?,
             concurrency: limit(VAULT_DEFAULT_CONCURRENCY)?,
+            weight: None,
         };
         crate::limits::check(&default_limits).map_err(|e| {
             let var = [("rpm", VAULT_DEFAULT_RPM), ("tpm", VAULT_DEFAULT_TPM)]
@@ -290,6 +301,25 @@ impl Config {
                 .unwrap_or(VAULT_DEFAULT_CONCURRENCY);
             bad(var, e.message)
         })?;
+        let admission = match lookup(VAULT_ADMISSION).as_deref().map(str::trim) {
+            None | Some("fair") => Some(crate::inference::admission::AdmissionConfig {
+                threshold: match lookup(VAULT_ADMISSION_THRESHOLD) {
+                    None => DEFAULT_ADMISSION_THRESHOLD,
+                    Some(v) => match v.trim().parse::<u64>() {
+                        Ok(n) if n <= MAX_ADMISSION_THRESHOLD => n,
+                        _ => {
+                            return Err(bad(
+                                VAULT_ADMISSION_THRESHOLD,
+                                format!("`{v}` is not a whole number from 0 to {MAX_ADMISSION_THRESHOLD}"),
+                            ));
+                        }
+                    },
+                },
+                max_wait: seconds(VAULT_ADMISSION_MAX_WAIT, DEFAULT_ADMISSION_MAX_WAIT_SECS)?,
+            }),
+            Some("off") => None,
+            Some(other) => return Err(bad(VAULT_ADMISSION, format!("`{other}` must be fair or off"))),
+        };
         Ok(Config {
             host,
             port,
@@ -319,6 +349,7 @@ impl Config {
             stream_idle_timeout,
             max_connections,
             default_limits,
+            admission,
             secret_key: lookup(VAULT_SECRET_KEY).map(Secret),
             vllm_api_key: lookup(VLLM_API_KEY).map(|key| Secret(key.trim().to_string())),
         })
@@ -417,6 +448,10 @@ impl Config {
             "stream_idle_timeout_seconds": self.stream_idle_timeout.as_secs_f64(),
             "max_connections": self.max_connections,
             "default_limits": self.default_limits,
+            "admission": self.admission.map(|a| serde_json::json!({
+                "threshold": a.threshold,
+                "max_wait_seconds": a.max_wait.as_secs_f64(),
+            })),
         })
     }
 
@@ -507,6 +542,9 @@ mod tests {
         assert_eq!(c.metrics_addr, None);
         assert_eq!(c.log_file, Some(PathBuf::from("./data/logs/vault.log")));
         assert_eq!(config(&[(VAULT_LOG_FILE, "off")]).unwrap().log_file, None);
+        let admission = c.admission.unwrap();
+        assert_eq!((admission.threshold, admission.max_wait), (8, Duration::from_secs(60)));
+        assert_eq!(config(&[(VAULT_ADMISSION, "off")]).unwrap().admission, None);
         let c = config(&[(VAULT_METRICS_ADDR, "[::1]:9464")]).unwrap();
         assert_eq!(c.metrics_addr.map(|a| a.to_string()).as_deref(), Some("[::1]:9464"));
     }
@@ -523,6 +561,10 @@ mod tests {
             (VLLM_BASE_URL, "http://vllm:8001/?x=1"),
             (VAULT_UPSTREAM_TIMEOUT, "-1"),
             (VAULT_SYSTEM_CONTROL, "yes"),
+            (VAULT_ADMISSION, "maybe"),
+            (VAULT_ADMISSION_THRESHOLD, "-1"),
+            (VAULT_ADMISSION_THRESHOLD, "1e9"),
+            (VAULT_ADMISSION_MAX_WAIT, "0"),
             (VAULT_MIN_FREE_MB, "-5"),
             (VAULT_MAX_UPSTREAM_BODY_MB, "0"),
             (VAULT_HEADER_TIMEOUT, "never"),

@@ -146,6 +146,9 @@ error_codes! {
     InferenceUnavailable => "inference_unavailable",
     /// The inference upstream did not answer in time.
     InferenceTimeout => "inference_timeout",
+    /// The inference engine was full for longer than a request may wait its turn
+    /// (`VAULT_ADMISSION_MAX_WAIT`).
+    InferenceBusy => "inference_busy",
     /// The inference upstream answered with an error or something unreadable.
     UpstreamError => "upstream_error",
     /// The inference upstream broke off a stream.

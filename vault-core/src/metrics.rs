@@ -55,6 +55,7 @@ pub struct Snapshot {
     pub audit_queue_depth: i64,
     pub key_cache_hits: u64,
     pub key_cache_misses: u64,
+    pub admission: crate::inference::admission::AdmissionSnapshot,
 }
 
 pub struct Metrics {
@@ -68,6 +69,9 @@ pub struct Metrics {
     audit_queue_depth: Gauge,
     audit_commit: Histogram,
     key_cache: Family<CacheLabels, Counter>,
+    admission_queued: Gauge,
+    admission_in_flight: Gauge,
+    admission_wait: Histogram,
     routes: OnceLock<Routes>,
     /// The token counters of each model seen (input, output), found without allocating.
     tokens_by_model: RwLock<HashMap<String, [Counter; 2]>>,
@@ -99,6 +103,10 @@ impl Metrics {
         // 100 µs to about 3 s.
         let audit_commit = Histogram::new(exponential_buckets(0.000_1, 2.0, 15));
         let key_cache = Family::<CacheLabels, Counter>::default();
+        let admission_queued = Gauge::default();
+        let admission_in_flight = Gauge::default();
+        // 1 ms to about 65 s.
+        let admission_wait = Histogram::new(exponential_buckets(0.001, 2.0, 17));
 
         let mut registry = Registry::with_prefix("vault");
         registry.register("requests", "Requests answered, by route template, method and status", requests.clone());
@@ -126,6 +134,21 @@ impl Metrics {
             "API key lookups, answered from the cache (hit) or not",
             key_cache.clone(),
         );
+        registry.register(
+            "admission_queued",
+            "Inference requests waiting their turn while the engine is full (fair admission)",
+            admission_queued.clone(),
+        );
+        registry.register(
+            "admission_in_flight",
+            "Inference requests this gateway has sent upstream and not finished (fair admission)",
+            admission_in_flight.clone(),
+        );
+        registry.register(
+            "admission_wait_seconds",
+            "How long inference requests that had to wait their turn waited, admitted or turned away",
+            admission_wait.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -137,6 +160,9 @@ impl Metrics {
             audit_queue_depth,
             audit_commit,
             key_cache,
+            admission_queued,
+            admission_in_flight,
+            admission_wait,
             routes: OnceLock::new(),
             tokens_by_model: RwLock::new(HashMap::new()),
             scraping: Mutex::new(()),
@@ -200,6 +226,11 @@ impl Metrics {
         self.active_streams.get()
     }
 
+    /// Counts the wait of a request that queued for the engine.
+    pub fn observe_admission_wait(&self, waited: Duration) {
+        self.admission_wait.observe(waited.as_secs_f64());
+    }
+
     pub fn observe_commit(&self, took: Duration) {
         self.audit_commit.observe(took.as_secs_f64());
     }
@@ -208,6 +239,9 @@ impl Metrics {
     pub fn encode(&self, snapshot: Snapshot) -> String {
         let _one_at_a_time = self.scraping.lock();
         self.audit_queue_depth.set(snapshot.audit_queue_depth);
+        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.admission_queued.set(gauge(snapshot.admission.queued));
+        self.admission_in_flight.set(gauge(snapshot.admission.in_flight));
         for (result, total) in [("hit", snapshot.key_cache_hits), ("miss", snapshot.key_cache_misses)] {
             let counter = self.key_cache.get_or_create(&CacheLabels { result });
             counter.inc_by(total.saturating_sub(counter.get()));
@@ -321,7 +355,12 @@ mod tests {
         }
         metrics.observe_request(&record("GET", "/nope", 404), Duration::from_micros(50), None);
         let stream = metrics.stream_started();
-        let text = metrics.encode(Snapshot { audit_queue_depth: 4, key_cache_hits: 9, key_cache_misses: 1 });
+        let text = metrics.encode(Snapshot {
+            audit_queue_depth: 4,
+            key_cache_hits: 9,
+            key_cache_misses: 1,
+            ..Snapshot::default()
+        });
         drop(stream);
         let line =
             |start: &str| text.lines().find(|l| l.starts_with(start)).unwrap_or_else(|| panic!("{start}\n{text}"));
@@ -336,7 +375,12 @@ mod tests {
         assert!(text.trim_end().ends_with("# EOF"));
         assert_eq!(metrics.active_streams(), 0);
         // A second scrape moves the cache counters by the difference only.
-        let text = metrics.encode(Snapshot { audit_queue_depth: 0, key_cache_hits: 12, key_cache_misses: 1 });
+        let text = metrics.encode(Snapshot {
+            audit_queue_depth: 0,
+            key_cache_hits: 12,
+            key_cache_misses: 1,
+            ..Snapshot::default()
+        });
         assert!(text.contains("vault_key_cache_lookups_total{result=\"hit\"} 12"));
     }
 

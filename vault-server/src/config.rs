@@ -103,6 +103,16 @@ pub struct ConfigArgs {
     /// Requests at once of a key without a limit of its own [default: unlimited].
     #[arg(long, env = config::VAULT_DEFAULT_CONCURRENCY, global = true)]
     pub default_concurrency: Option<String>,
+    /// `fair`: while vLLM has more requests waiting than the threshold, hold new ones in a
+    /// queue per user and admit them in turn; `off`: send every request on at once [default: fair].
+    #[arg(long, env = config::VAULT_ADMISSION, global = true)]
+    pub admission: Option<String>,
+    /// Requests vLLM may have waiting for its batch before requests queue in Vault [default: 8].
+    #[arg(long, env = config::VAULT_ADMISSION_THRESHOLD, global = true)]
+    pub admission_threshold: Option<String>,
+    /// Seconds a request may wait its turn before it is answered 503 `inference_busy` [default: 60].
+    #[arg(long, env = config::VAULT_ADMISSION_MAX_WAIT, global = true)]
+    pub admission_max_wait: Option<String>,
 }
 
 impl ConfigArgs {
@@ -141,6 +151,9 @@ impl ConfigArgs {
             (config::VAULT_DEFAULT_RPM, &self.default_rpm),
             (config::VAULT_DEFAULT_TPM, &self.default_tpm),
             (config::VAULT_DEFAULT_CONCURRENCY, &self.default_concurrency),
+            (config::VAULT_ADMISSION, &self.admission),
+            (config::VAULT_ADMISSION_THRESHOLD, &self.admission_threshold),
+            (config::VAULT_ADMISSION_MAX_WAIT, &self.admission_max_wait),
         ];
         pairs.into_iter().filter_map(|(name, value)| value.clone().map(|v| (name, v))).collect()
     }

@@ -44,6 +44,7 @@ pub(crate) struct ChainedRow<'a> {
     completed: i64,
     error_code: Option<&'a str>,
     repeat_count: i64,
+    queued_ms: Option<i64>,
 }
 
 fn count(value: Option<u64>) -> Option<i64> {
@@ -68,6 +69,7 @@ impl<'a> ChainedRow<'a> {
             completed: i64::from(r.completed),
             error_code: r.error_code.map(|c| c.as_str()),
             repeat_count: i64::from(r.repeat_count.0),
+            queued_ms: count(r.queued_ms),
         }
     }
 
@@ -113,6 +115,12 @@ impl<'a> ChainedRow<'a> {
                     digest.update(number.to_le_bytes());
                 }
             }
+        }
+        // Fields added later go in only when set, so that the rows written before them keep
+        // their hashes.
+        if let Some(queued_ms) = self.queued_ms {
+            digest.update([2u8]);
+            digest.update(queued_ms.to_le_bytes());
         }
         hex(&digest.finalize())
     }
@@ -169,12 +177,12 @@ impl Verification {
 }
 
 const ROWS: &str = "SELECT id, timestamp, request_id, method, path, key_prefix, user_id, model, status, latency_ms, \
-                    tokens_input, tokens_output, completed, error_code, repeat_count, hash FROM audit_log";
+                    tokens_input, tokens_output, completed, error_code, repeat_count, hash, queued_ms FROM audit_log";
 
 /// A row as [`ROWS`] reads it back, to hash it again.
 struct StoredRow {
     texts: [Option<String>; 8],
-    numbers: [Option<i64>; 6],
+    numbers: [Option<i64>; 7],
 }
 
 impl StoredRow {
@@ -183,8 +191,8 @@ impl StoredRow {
         for (slot, column) in texts.iter_mut().zip([1, 2, 3, 4, 5, 6, 7, 13]) {
             *slot = row.get(column)?;
         }
-        let mut numbers = [None; 6];
-        for (slot, column) in numbers.iter_mut().zip([8, 9, 10, 11, 12, 14]) {
+        let mut numbers = [None; 7];
+        for (slot, column) in numbers.iter_mut().zip([8, 9, 10, 11, 12, 14, 16]) {
             *slot = row.get(column)?;
         }
         Ok(StoredRow { texts, numbers })
@@ -209,6 +217,7 @@ impl StoredRow {
             completed: number(4),
             error_code: text(7),
             repeat_count: number(5),
+            queued_ms: self.numbers[6],
         }
     }
 }

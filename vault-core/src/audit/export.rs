@@ -51,7 +51,7 @@ impl ExportFormat {
     }
 }
 
-const CSV_HEADER: &str = "id,timestamp,request_id,method,path,key_prefix,user_id,model,status,latency_ms,tokens_input,tokens_output,completed,error_code,repeat_count\n";
+const CSV_HEADER: &str = "id,timestamp,request_id,method,path,key_prefix,user_id,model,status,latency_ms,tokens_input,tokens_output,completed,error_code,repeat_count,queued_ms\n";
 
 /// Appends one CSV cell: quoted when needed, and with a leading formula character defused
 /// for spreadsheet users.
@@ -103,6 +103,10 @@ fn push_csv_row(out: &mut Vec<u8>, e: &AuditEntry) {
     push_field(out, e.error_code.as_deref().unwrap_or(""));
     out.push(b',');
     push_number(out, e.repeat_count);
+    out.push(b',');
+    if let Some(queued_ms) = e.queued_ms {
+        push_number(out, queued_ms);
+    }
     out.push(b'\n');
 }
 

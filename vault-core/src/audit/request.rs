@@ -98,6 +98,13 @@ impl RequestAudit {
         self.update(|r| r.model = model);
     }
 
+    /// Records how long the request waited its turn for the engine.
+    pub(crate) fn set_queued(&self, queued: std::time::Duration) {
+        self.log.metrics().observe_admission_wait(queued);
+        let queued_ms = u64::try_from(queued.as_millis()).unwrap_or(u64::MAX);
+        self.update(|r| r.queued_ms = Some(queued_ms));
+    }
+
     pub(crate) fn set_usage(&self, usage: Option<Usage>) {
         self.update(|r| {
             r.tokens_input = usage.map(|u| u.prompt_tokens);

@@ -4,6 +4,7 @@
 //! for a stream Vault only adds `stream_options.include_usage` so it can account tokens,
 //! and drops that extra chunk again when the client did not ask for it.
 
+pub mod admission;
 mod pool;
 mod stream;
 pub mod vllm;
@@ -24,6 +25,7 @@ use crate::manifest::Manifest;
 use crate::metrics::UpstreamTiming;
 use crate::model::keys::Principal;
 pub use crate::model::usage::Usage;
+use admission::Admission;
 
 pub use stream::{ProxyStream, StreamOutcome};
 
@@ -113,9 +115,10 @@ pub trait InferenceBackend: Send + Sync {
     fn list_models(&self) -> BoxFuture<'_, Result<serde_json::Value>>;
     /// Whether the upstream answers its health check.
     fn is_healthy(&self) -> BoxFuture<'_, bool>;
-    /// What the engine's scheduler reports, when it does.
-    fn engine_load(&self) -> BoxFuture<'_, Option<EngineLoad>> {
-        Box::pin(async { None })
+    /// What the engine's scheduler reports: `Ok(None)` when it serves no such figures, an
+    /// error when it cannot be reached.
+    fn engine_load(&self) -> BoxFuture<'_, Result<Option<EngineLoad>>> {
+        Box::pin(async { Ok(None) })
     }
 }
 
@@ -318,6 +321,8 @@ pub struct Inference {
     stream_quiet_limit: std::time::Duration,
     /// Admission by the keys' and users' rate limits.
     limiter: Arc<Limiter>,
+    /// Fair admission to the engine while it is full.
+    admission: Arc<Admission>,
 }
 
 /// An answer, and where the request's rate limits stand after it (OpenAI's
@@ -334,8 +339,18 @@ impl Inference {
         stopping: tokio_util::sync::CancellationToken,
         stream_quiet_limit: std::time::Duration,
         limiter: Arc<Limiter>,
+        admission: Arc<Admission>,
     ) -> Inference {
-        Inference { backend, manifest, stopping, stream_quiet_limit, limiter }
+        Inference { backend, manifest, stopping, stream_quiet_limit, limiter, admission }
+    }
+
+    /// Reads the engine's load for fair admission until the gateway stops.
+    pub fn watch_engine(&self) {
+        tokio::spawn(self.admission.clone().watch(self.backend.clone(), self.stopping.clone()));
+    }
+
+    pub fn admission(&self) -> &Admission {
+        &self.admission
     }
 
     /// Inference as a tool beside the server sees it (`vault-cli`): the configured upstream
@@ -350,7 +365,9 @@ impl Inference {
         let manifest = Manifest::new(config.models_manifest.clone());
         let never = tokio_util::sync::CancellationToken::new();
         let limiter = Limiter::new(config.default_limits);
-        Ok(Inference::new(Arc::new(backend), manifest, never, config.stream_idle_timeout, limiter))
+        // A tool sends one request at a time: nothing to share out.
+        let admission = Admission::new(None);
+        Ok(Inference::new(Arc::new(backend), manifest, never, config.stream_idle_timeout, limiter, admission))
     }
 
     /// Forwards one request of `principal` and completes its audit record: model and token
@@ -358,7 +375,8 @@ impl Inference {
     /// client gets the closing frame). An error leaves the record to whoever answers it.
     /// Nothing is sent upstream while the audit trail cannot take rows (503), nor past the
     /// rate limits of the key or its user (429); the tokens the answer used count against
-    /// them once it ends.
+    /// them once it ends. While the engine is full, the request waits its user's turn (503
+    /// after the longest wait).
     pub async fn serve(
         &self,
         route: Route,
@@ -376,6 +394,17 @@ impl Inference {
             }
         };
         let rate = permit.status();
+        let entry = match self.admission.enter(principal).await {
+            Ok(entry) => entry,
+            Err(busy) => {
+                audit.set_queued(busy.queued);
+                audit.set_model(prepared.model);
+                return Err(busy.into());
+            }
+        };
+        if let Some(queued) = entry.queued {
+            audit.set_queued(queued);
+        }
         let sent = Instant::now();
         let proxied = self.proxy(route, prepared, audit).await;
         if proxied.is_err() {
@@ -387,6 +416,7 @@ impl Inference {
                 audit.set_upstream(UpstreamTiming { sent, first_byte: None, done: Instant::now() });
                 audit.set_model(model);
                 permit.settle(usage.map(|u| u.prompt_tokens.saturating_add(u.completion_tokens)));
+                drop(entry);
                 audit.set_usage(usage);
                 Answer::Json(body)
             }
@@ -398,6 +428,7 @@ impl Inference {
                 let stream = stream.stop_on(self.stopping.clone()).quiet_limit(self.stream_quiet_limit);
                 Answer::Stream(stream.on_finish(move |outcome| {
                     drop(active);
+                    drop(entry);
                     let first_byte = outcome.first_chunk;
                     permit.settle(outcome.usage.map(|u| u.prompt_tokens.saturating_add(u.completion_tokens)));
                     drop(permit);
@@ -435,9 +466,10 @@ impl Inference {
         }
     }
 
-    /// What the engine's scheduler reports now (`None`: it serves no `/metrics`).
+    /// What the engine's scheduler reports now (`None`: it serves no `/metrics`, or cannot
+    /// be reached).
     pub async fn engine_load(&self) -> Option<EngineLoad> {
-        self.backend.engine_load().await
+        self.backend.engine_load().await.ok().flatten()
     }
 
     /// The upstream's model list, each card enriched with what the manifest says of it.

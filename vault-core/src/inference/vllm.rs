@@ -201,16 +201,22 @@ impl InferenceBackend for VllmBackend {
         self.get_json(&self.models).boxed()
     }
 
-    fn engine_load(&self) -> BoxFuture<'_, Option<EngineLoad>> {
+    fn engine_load(&self) -> BoxFuture<'_, Result<Option<EngineLoad>>> {
         async move {
             let headers = self.headers(None);
             let asked = self.pool.send(&Method::GET, &self.metrics, Bytes::new(), &headers);
-            let response = tokio::time::timeout(HEALTH_TIMEOUT, asked).await.ok()?.ok()?;
+            // Not logged: it is read several times a second, and requests report the outage.
+            let unreachable = || VaultError::new(ErrorKind::UpstreamUnavailable, ErrorCode::InferenceUnavailable, "");
+            let response = tokio::time::timeout(HEALTH_TIMEOUT, asked)
+                .await
+                .map_err(|_| unreachable())?
+                .map_err(|_| unreachable())?;
             if !response.status().is_success() {
-                return None;
+                return Ok(None);
             }
-            let body = tokio::time::timeout(HEALTH_TIMEOUT, self.read_body(response)).await.ok()?.ok()?;
-            super::parse_engine_load(&String::from_utf8_lossy(&body))
+            let body =
+                tokio::time::timeout(HEALTH_TIMEOUT, self.read_body(response)).await.map_err(|_| unreachable())??;
+            Ok(super::parse_engine_load(&String::from_utf8_lossy(&body)))
         }
         .boxed()
     }

@@ -15,11 +15,11 @@ use crate::storage::{self, Db};
 
 /// The largest value each limit takes: beyond what any box serves, so a typo (`1e12`) is
 /// caught rather than taken as "unlimited".
-const MAX: [(&str, u64); 3] = [("rpm", 1_000_000), ("tpm", 1_000_000_000), ("concurrency", 100_000)];
+const MAX: [(&str, u64); 4] = [("rpm", 1_000_000), ("tpm", 1_000_000_000), ("concurrency", 100_000), ("weight", 100)];
 
 /// Checks each limit set (400 naming the field): a whole number from 1 up to its maximum.
 pub fn check(limits: &LimitSet) -> Result<()> {
-    let values = [limits.rpm, limits.tpm, limits.concurrency];
+    let values = [limits.rpm, limits.tpm, limits.concurrency, limits.weight];
     for ((field, max), value) in MAX.iter().zip(values) {
         if let Some(value) = value
             && !(1..=*max).contains(&value)

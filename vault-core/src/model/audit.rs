@@ -26,6 +26,9 @@ pub struct AuditRecord {
     /// How many requests the row stands for.
     #[serde(default)]
     pub repeat_count: RequestCount,
+    /// How long the request waited its turn for the engine (`None`: it did not wait).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued_ms: Option<u64>,
     /// From the request's arrival to the first bytes of the upstream's answer (a stream's
     /// first token): kept in the per-minute rollups, not in the row.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -82,6 +85,8 @@ pub struct AuditEntry {
     pub error_code: Option<String>,
     /// How many requests the row stands for (more than 1 for a flood's summary row).
     pub repeat_count: u32,
+    /// How long the request waited its turn for the engine, when it had to.
+    pub queued_ms: Option<u64>,
 }
 
 /// Conditions on audit rows; every one given must hold.

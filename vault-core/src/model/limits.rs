@@ -11,11 +11,21 @@ pub struct LimitSet {
     pub tpm: Option<u64>,
     /// Requests under way at once.
     pub concurrency: Option<u64>,
+    /// Turns in the queue while the engine is full, against 1 for everyone else (see
+    /// `inference::admission`); a user's applies to all of their keys. Not a limit: no
+    /// default applies.
+    #[serde(default)]
+    pub weight: Option<u64>,
 }
 
 impl LimitSet {
     pub fn is_unlimited(&self) -> bool {
         self.rpm.is_none() && self.tpm.is_none() && self.concurrency.is_none()
+    }
+
+    /// Whether nothing at all is set, weight included.
+    pub fn is_empty(&self) -> bool {
+        self.is_unlimited() && self.weight.is_none()
     }
 
     /// These limits, with `defaults` where none is set.
@@ -24,6 +34,7 @@ impl LimitSet {
             rpm: self.rpm.or(defaults.rpm),
             tpm: self.tpm.or(defaults.tpm),
             concurrency: self.concurrency.or(defaults.concurrency),
+            weight: self.weight,
         }
     }
 }

@@ -7,15 +7,15 @@ use crate::error::Result;
 use crate::model::audit::{AuditEntry, AuditFilter, AuditRecord};
 
 const COLUMNS: &str = "id, timestamp, request_id, method, path, key_prefix, user_id, model, status, latency_ms, \
-                       tokens_input, tokens_output, completed, error_code, repeat_count";
+                       tokens_input, tokens_output, completed, error_code, repeat_count, queued_ms";
 
 fn opt_u64(value: Option<u64>) -> Option<i64> {
     value.map(|v| i64::try_from(v).unwrap_or(i64::MAX))
 }
 
 const INSERT: &str = "INSERT INTO audit_log (timestamp, request_id, method, path, key_prefix, user_id, model, status, \
-                      latency_ms, tokens_input, tokens_output, completed, error_code, repeat_count, id, hash) \
-                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)";
+                      latency_ms, tokens_input, tokens_output, completed, error_code, repeat_count, id, hash, queued_ms) \
+                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)";
 
 const CHECKPOINT: &str = "INSERT INTO audit_checkpoints (row_id, kind, hash, mac, created_at) \
                           VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (row_id, kind) DO NOTHING";
@@ -150,6 +150,7 @@ impl BatchWriter {
                     i64::from(r.repeat_count.0),
                     id,
                     hash.as_str(),
+                    opt_u64(r.queued_ms),
                 ],
             )
             .await?;
@@ -251,6 +252,7 @@ fn from_row(row: &Row) -> Result<AuditEntry> {
         completed: row.get::<i64>(12)? != 0,
         error_code: row.get(13)?,
         repeat_count: u32::try_from(row.get::<i64>(14)?).unwrap_or(1),
+        queued_ms: opt(15)?,
     })
 }
 

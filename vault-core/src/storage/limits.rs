@@ -18,9 +18,14 @@ pub async fn get_many(conn: &Connection, subjects: &[&str]) -> Result<Vec<(Strin
     let mut found = Vec::new();
     for subject in subjects {
         let mut rows =
-            conn.query("SELECT rpm, tpm, concurrency FROM rate_limits WHERE subject = ?1", [*subject]).await?;
+            conn.query("SELECT rpm, tpm, concurrency, weight FROM rate_limits WHERE subject = ?1", [*subject]).await?;
         if let Some(row) = rows.next().await? {
-            let limits = LimitSet { rpm: count(row.get(0)?), tpm: count(row.get(1)?), concurrency: count(row.get(2)?) };
+            let limits = LimitSet {
+                rpm: count(row.get(0)?),
+                tpm: count(row.get(1)?),
+                concurrency: count(row.get(2)?),
+                weight: count(row.get(3)?),
+            };
             found.push((subject.to_string(), limits));
         }
     }
@@ -29,14 +34,21 @@ pub async fn get_many(conn: &Connection, subjects: &[&str]) -> Result<Vec<(Strin
 
 /// Stores `limits` for `subject`; none at all removes its row.
 pub async fn set(conn: &Connection, subject: &str, limits: &LimitSet, at: &str) -> Result<()> {
-    if limits.is_unlimited() {
+    if limits.is_empty() {
         conn.execute("DELETE FROM rate_limits WHERE subject = ?1", [subject]).await?;
         return Ok(());
     }
     conn.execute(
-        "INSERT INTO rate_limits (subject, rpm, tpm, concurrency, updated_at) VALUES (?1, ?2, ?3, ?4, ?5) \
-         ON CONFLICT (subject) DO UPDATE SET rpm = ?2, tpm = ?3, concurrency = ?4, updated_at = ?5",
-        libsql::params![subject, column(limits.rpm), column(limits.tpm), column(limits.concurrency), at],
+        "INSERT INTO rate_limits (subject, rpm, tpm, concurrency, weight, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+         ON CONFLICT (subject) DO UPDATE SET rpm = ?2, tpm = ?3, concurrency = ?4, weight = ?5, updated_at = ?6",
+        libsql::params![
+            subject,
+            column(limits.rpm),
+            column(limits.tpm),
+            column(limits.concurrency),
+            column(limits.weight),
+            at
+        ],
     )
     .await?;
     Ok(())

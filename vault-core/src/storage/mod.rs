@@ -38,6 +38,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (8, "usage_minutes", include_str!("../../migrations/0008_usage_minutes.sql")),
     (9, "rate_limits", include_str!("../../migrations/0009_rate_limits.sql")),
     (10, "audit_chain", include_str!("../../migrations/0010_audit_chain.sql")),
+    (11, "fair_admission", include_str!("../../migrations/0011_fair_admission.sql")),
 ];
 
 /// An open Vault database.

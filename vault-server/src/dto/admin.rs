@@ -428,6 +428,10 @@ pub struct AuditEntry {
     #[oai(nullable)]
     pub error_code: Option<String>,
     pub repeat_count: u32,
+    /// Milliseconds the request waited its turn while the engine was full (`null`: it did
+    /// not wait).
+    #[oai(nullable)]
+    pub queued_ms: Option<u64>,
 }
 
 impl From<vault_core::audit::AuditEntry> for AuditEntry {
@@ -448,6 +452,7 @@ impl From<vault_core::audit::AuditEntry> for AuditEntry {
             completed: e.completed,
             error_code: e.error_code,
             repeat_count: e.repeat_count,
+            queued_ms: e.queued_ms,
         }
     }
 }
@@ -568,7 +573,10 @@ impl From<audit::AuditStats> for AuditStats {
 }
 
 /// Rate limits of a key or a user; `null`: none (a key then has the configured default).
-/// Over a limit, inference requests answer 429 `rate_limited` with `Retry-After`.
+/// Over a limit, inference requests answer 429 `rate_limited` with `Retry-After`. The weight
+/// is a share, not a limit: while the engine is full, requests wait in one queue per user
+/// (a key without a user has its own) taking turns, and a weight of 3 takes three turns to
+/// everyone else's one.
 #[derive(Object, Deserialize)]
 #[oai(deny_unknown_fields)]
 #[serde(deny_unknown_fields)]
@@ -582,17 +590,22 @@ pub struct RateLimits {
     /// Requests under way at once.
     #[oai(nullable, validator(minimum(value = "1"), maximum(value = "100000")))]
     pub concurrency: Option<u64>,
+    /// Turns taken in the queue while the engine is full (`null`: 1). A user's weight
+    /// applies to all of their keys; a key's, only when the key has no user.
+    #[oai(nullable, validator(minimum(value = "1"), maximum(value = "100")))]
+    #[serde(default)]
+    pub weight: Option<u64>,
 }
 
 impl From<vault_core::limits::LimitSet> for RateLimits {
     fn from(l: vault_core::limits::LimitSet) -> Self {
-        RateLimits { rpm: l.rpm, tpm: l.tpm, concurrency: l.concurrency }
+        RateLimits { rpm: l.rpm, tpm: l.tpm, concurrency: l.concurrency, weight: l.weight }
     }
 }
 
 impl From<RateLimits> for vault_core::limits::LimitSet {
     fn from(l: RateLimits) -> Self {
-        vault_core::limits::LimitSet { rpm: l.rpm, tpm: l.tpm, concurrency: l.concurrency }
+        vault_core::limits::LimitSet { rpm: l.rpm, tpm: l.tpm, concurrency: l.concurrency, weight: l.weight }
     }
 }
 
