@@ -287,8 +287,9 @@ impl Admission {
         }
     }
 
-    /// Sets the gate from a reading of the engine's gauges.
-    fn on_reading(&self, load: EngineLoad) {
+    /// Sets the gate from a reading of the engine's gauges (the poller's; public for the
+    /// benchmark).
+    pub fn on_reading(&self, load: EngineLoad) {
         self.mode.store(ACTIVE, Ordering::Relaxed);
         let mut queue = self.lock();
         let (threshold, in_flight, waiting) = (self.config.threshold, queue.in_flight, load.waiting);
