@@ -55,7 +55,8 @@ async fn serve(requests: usize, limiter: Option<Arc<Limiter>>, gate: Option<Arc<
 /// The gate as the poller leaves it while 64 requests are under way and the engine keeps up
 /// (nobody waits in it): room for twice as many.
 async fn fair_gate() -> Arc<Admission> {
-    let gate = Admission::new(Some(AdmissionConfig { threshold: 8, max_wait: Duration::from_secs(60) }));
+    let config = AdmissionConfig { threshold: 8, max_wait: Duration::from_secs(60) };
+    let gate = Admission::new(Some(config), tokio_util::sync::CancellationToken::new());
     let who = Principal::for_user("bench");
     let mut under_way = Vec::new();
     for _ in 0..UNDER_WAY {

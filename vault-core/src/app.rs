@@ -121,7 +121,7 @@ impl Vault {
         let stopping = tokio_util::sync::CancellationToken::new();
         let manifest = Manifest::new(config.models_manifest.clone());
         let limiter = crate::limits::Limiter::new(config.default_limits);
-        let admission = crate::inference::admission::Admission::new(config.admission);
+        let admission = crate::inference::admission::Admission::new(config.admission, stopping.clone());
         let inference =
             Inference::new(backend, manifest, stopping.clone(), config.stream_idle_timeout, limiter, admission);
         inference.watch_engine();

@@ -301,22 +301,24 @@ impl Config {
                 .unwrap_or(VAULT_DEFAULT_CONCURRENCY);
             bad(var, e.message)
         })?;
-        let admission = match lookup(VAULT_ADMISSION).as_deref().map(str::trim) {
-            None | Some("fair") => Some(crate::inference::admission::AdmissionConfig {
-                threshold: match lookup(VAULT_ADMISSION_THRESHOLD) {
-                    None => DEFAULT_ADMISSION_THRESHOLD,
-                    Some(v) => match v.trim().parse::<u64>() {
-                        Ok(n) if n <= MAX_ADMISSION_THRESHOLD => n,
-                        _ => {
-                            return Err(bad(
-                                VAULT_ADMISSION_THRESHOLD,
-                                format!("`{v}` is not a whole number from 0 to {MAX_ADMISSION_THRESHOLD}"),
-                            ));
-                        }
-                    },
+        // Both are checked even when admission is off, so that turning it on cannot fail.
+        let fair = crate::inference::admission::AdmissionConfig {
+            threshold: match lookup(VAULT_ADMISSION_THRESHOLD) {
+                None => DEFAULT_ADMISSION_THRESHOLD,
+                Some(v) => match v.trim().parse::<u64>() {
+                    Ok(n) if n <= MAX_ADMISSION_THRESHOLD => n,
+                    _ => {
+                        return Err(bad(
+                            VAULT_ADMISSION_THRESHOLD,
+                            format!("`{v}` is not a whole number from 0 to {MAX_ADMISSION_THRESHOLD}"),
+                        ));
+                    }
                 },
-                max_wait: seconds(VAULT_ADMISSION_MAX_WAIT, DEFAULT_ADMISSION_MAX_WAIT_SECS)?,
-            }),
+            },
+            max_wait: seconds(VAULT_ADMISSION_MAX_WAIT, DEFAULT_ADMISSION_MAX_WAIT_SECS)?,
+        };
+        let admission = match lookup(VAULT_ADMISSION).as_deref().map(str::trim) {
+            None | Some("fair") => Some(fair),
             Some("off") => None,
             Some(other) => return Err(bad(VAULT_ADMISSION, format!("`{other}` must be fair or off"))),
         };

@@ -392,6 +392,35 @@ mod tests {
         assert_eq!((err.status(), err.code.as_str()), (409, "audit_tampered"));
     }
 
+    #[test]
+    fn a_row_without_a_wait_hashes_as_before_waits_were_recorded() {
+        let record = AuditRecord { timestamp: "2026-11-28T12:00:00.000Z".into(), ..crate::audit::test_record(1) };
+        // The hash such a row had when rows had no `queued_ms`: those rows still verify.
+        assert_eq!(
+            ChainedRow::of(1, &record).hash(""),
+            "d2e73b3e92dd9e339367c2bf9eea5e55f1d9f0c2c55addcea6171a8b9fe42c22"
+        );
+        let waited = AuditRecord { queued_ms: Some(0), ..record.clone() };
+        assert_ne!(ChainedRow::of(1, &waited).hash(""), ChainedRow::of(1, &record).hash(""));
+    }
+
+    #[tokio::test]
+    async fn a_changed_wait_is_caught() {
+        let (_dir, db) = storage::test_db().await;
+        let records: Vec<AuditRecord> = (0..20)
+            .map(|i| AuditRecord { queued_ms: (i % 2 == 0).then_some(40), ..crate::audit::test_record(i) })
+            .collect();
+        crate::audit::store_for_test(&db, &records).await;
+        assert!(check(&db).await.intact);
+        sql(&db, "UPDATE audit_log SET queued_ms = NULL WHERE id = 5").await;
+        let problem = check(&db).await.problem.unwrap();
+        assert_eq!((problem.row_id, problem.kind), (5, "altered"));
+        sql(&db, "UPDATE audit_log SET queued_ms = 40 WHERE id = 5").await;
+        assert!(check(&db).await.intact);
+        sql(&db, "UPDATE audit_log SET queued_ms = 1 WHERE id = 6").await;
+        assert_eq!(check(&db).await.problem.unwrap().row_id, 6);
+    }
+
     #[tokio::test]
     async fn deleted_and_inserted_rows_are_named() {
         let (_dir, db) = chained(50).await;

@@ -7,14 +7,17 @@
 //! Vault cannot see the engine's batch size, only what its `/metrics` gauges say, read every
 //! [`POLL_EVERY`] while requests are under way. From each reading it sets how many requests
 //! it keeps in flight upstream: above the threshold, what it has now less the excess; at or
-//! below it, what it has plus the room left, doubling when nobody waits at all. A request
-//! that finds that many in flight queues; while the last reading showed room, it asks for a
-//! reading at once rather than waiting for the next tick, so a burst reaches the engine in a
-//! few quick steps and a flood is caught before it fills the engine's own queue.
+//! below it, what it has plus the room left, doubling when nobody waits at all. Requests
+//! Vault sent that the engine counts neither as running nor as waiting count as waiting:
+//! the gauges lag behind, and room they do not show yet is not room. A request that finds
+//! that many in flight queues; while the last reading showed room, it asks for a reading at
+//! once rather than waiting for the next tick, so a burst reaches the engine in a few quick
+//! steps and a flood is caught before it fills the engine's own queue.
 //!
-//! An upstream that serves no such gauges turns admission off (one warning); then only the
-//! keys' own concurrency limits hold requests back. An upstream that cannot be reached
-//! leaves the gate open: forwarding fails by itself.
+//! While the upstream serves no such gauges (a 404, or a page without them), nothing is
+//! held back (one warning): only the keys' own concurrency limits apply; it is asked again
+//! every [`RECHECK_EVERY`]. A reading that fails (vLLM busy, restarting) changes nothing:
+//! the last limit holds, and requests that end still admit the next.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -33,6 +36,8 @@ pub const POLL_EVERY: Duration = Duration::from_millis(250);
 /// The least time between two readings: requests just admitted reach the engine's gauges
 /// first, or the next reading would count room they already took.
 const READING_GAP: Duration = Duration::from_millis(10);
+/// How often an upstream without gauges is asked again.
+pub const RECHECK_EVERY: Duration = Duration::from_secs(30);
 
 /// When to hold requests back, and for how long at most (`VAULT_ADMISSION_*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,9 +49,9 @@ pub struct AdmissionConfig {
     pub max_wait: Duration,
 }
 
-/// Where the gate stands.
-const UNKNOWN: u8 = 0;
-const ACTIVE: u8 = 1;
+/// Where the gate stands: counting requests (holding them back once a reading set a limit),
+/// or off by configuration.
+const COUNTING: u8 = 0;
 const OFF: u8 = 2;
 
 /// The gate in front of the engine, shared by every request of this gateway.
@@ -54,6 +59,8 @@ pub struct Admission {
     config: AdmissionConfig,
     mode: AtomicU8,
     queue: Mutex<Queue>,
+    /// Cancelled when the gateway stops: requests still waiting are turned away.
+    stopping: CancellationToken,
     /// Asks the poller for a reading now.
     probe: Notify,
     /// Wakes the poller when requests start after a quiet spell.
@@ -64,7 +71,7 @@ pub struct Admission {
 struct Queue {
     /// Requests this gateway has sent upstream and not finished.
     in_flight: u64,
-    /// How many may be in flight; `None`: no reading yet, or the engine cannot be read.
+    /// How many may be in flight; `None`: no reading yet, or the engine has no gauges.
     limit: Option<u64>,
     /// Whether the last reading let more requests in than were in flight: the engine had
     /// room, so a request that queues asks for a new reading at once.
@@ -92,7 +99,6 @@ struct Waiter {
 /// What the gate shows on `/metrics`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AdmissionSnapshot {
-    pub active: bool,
     pub queued: u64,
     pub in_flight: u64,
     pub limit: Option<u64>,
@@ -185,16 +191,18 @@ impl Queue {
 }
 
 impl Admission {
-    /// The gate; `None` turns fair admission off for good.
-    pub fn new(config: Option<AdmissionConfig>) -> Arc<Admission> {
+    /// The gate; `None` turns fair admission off for good. Requests still waiting when
+    /// `stopping` is cancelled are turned away.
+    pub fn new(config: Option<AdmissionConfig>, stopping: CancellationToken) -> Arc<Admission> {
         let (config, mode) = match config {
-            Some(config) => (config, UNKNOWN),
+            Some(config) => (config, COUNTING),
             None => (AdmissionConfig { threshold: 0, max_wait: Duration::ZERO }, OFF),
         };
         Arc::new(Admission {
             config,
             mode: AtomicU8::new(mode),
             queue: Mutex::new(Queue::default()),
+            stopping,
             probe: Notify::new(),
             traffic: Notify::new(),
         })
@@ -206,12 +214,7 @@ impl Admission {
 
     pub fn snapshot(&self) -> AdmissionSnapshot {
         let queue = self.lock();
-        AdmissionSnapshot {
-            active: self.mode.load(Ordering::Relaxed) == ACTIVE,
-            queued: queue.queued as u64,
-            in_flight: queue.in_flight,
-            limit: queue.limit,
-        }
+        AdmissionSnapshot { queued: queue.queued as u64, in_flight: queue.in_flight, limit: queue.limit }
     }
 
     /// Takes a place upstream for `principal`'s request, waiting in its user's lane while
@@ -242,6 +245,8 @@ impl Admission {
                 weight,
                 credit: weight,
             });
+            // The newest request's weight: a change by an admin applies from its next turn.
+            entry.weight = weight;
             let new_lane = entry.waiting.is_empty();
             entry.waiting.push_back(Waiter { ticket, admit });
             if new_lane {
@@ -255,26 +260,23 @@ impl Admission {
             (rx, lane, ticket)
         };
         let since = Instant::now();
-        let mut pending = Pending { gate: self, lane, ticket, admitted: None };
-        let waited = tokio::time::timeout(self.config.max_wait, async {
-            let rx = pending.admitted.insert(rx);
-            rx.await.is_ok()
-        })
-        .await;
-        let given = match waited {
-            Ok(given) => {
-                pending.admitted = None;
-                given
-            }
-            // Given at the last moment, it is taken.
-            Err(_) => pending.settle(),
+        let mut pending = Pending { gate: self, lane, ticket, admitted: Some(rx) };
+        let given = match pending.admitted.as_mut() {
+            Some(rx) => tokio::select! {
+                given = tokio::time::timeout(self.config.max_wait, rx) => matches!(given, Ok(Ok(()))),
+                _ = self.stopping.cancelled() => false,
+            },
+            None => false,
         };
+        // Given at the last moment (as the wait ran out), it is taken.
+        let given = given || pending.settle();
+        pending.admitted = None;
         drop(pending);
         let queued = since.elapsed();
         if given {
             return Ok(Entry { gate: Some(self.clone()), queued: Some(queued) });
         }
-        Err(Busy { queued })
+        Err(Busy { queued, stopping: self.stopping.is_cancelled() })
     }
 
     /// Admits waiters in turn while there is room.
@@ -290,9 +292,11 @@ impl Admission {
     /// Sets the gate from a reading of the engine's gauges (the poller's; public for the
     /// benchmark).
     pub fn on_reading(&self, load: EngineLoad) {
-        self.mode.store(ACTIVE, Ordering::Relaxed);
         let mut queue = self.lock();
-        let (threshold, in_flight, waiting) = (self.config.threshold, queue.in_flight, load.waiting);
+        let in_flight = queue.in_flight;
+        // Sent but not counted by the engine yet: as good as waiting.
+        let waiting = load.waiting.max(in_flight.saturating_sub(load.running));
+        let threshold = self.config.threshold;
         let limit = if waiting > threshold {
             in_flight.saturating_sub(waiting - threshold)
         } else if waiting == 0 {
@@ -311,18 +315,16 @@ impl Admission {
         }
     }
 
-    /// The engine cannot be read: nothing is held back.
+    /// The engine cannot be read now: the last limit holds, without growing.
     fn on_unreachable(&self) {
+        self.lock().room = false;
+    }
+
+    /// The engine has no gauges: nothing is held back.
+    fn open(&self) {
         let mut queue = self.lock();
         queue.limit = None;
         queue.room = false;
-        self.release(&mut queue);
-    }
-
-    fn turn_off(&self) {
-        self.mode.store(OFF, Ordering::Relaxed);
-        let mut queue = self.lock();
-        queue.limit = None;
         self.release(&mut queue);
     }
 
@@ -336,16 +338,28 @@ impl Admission {
         if self.mode.load(Ordering::Relaxed) == OFF {
             return;
         }
+        let mut without_gauges = false;
         loop {
             match backend.engine_load().await {
-                Ok(Some(load)) => self.on_reading(load),
+                Ok(Some(load)) => {
+                    if std::mem::take(&mut without_gauges) {
+                        tracing::info!("the inference upstream serves its scheduler gauges: fair admission is on");
+                    }
+                    self.on_reading(load);
+                }
                 Ok(None) => {
-                    tracing::warn!(
-                        "the inference upstream serves no vLLM scheduler gauges at /metrics: fair admission is off, \
-                         only the keys' concurrency limits hold requests back"
-                    );
-                    self.turn_off();
-                    return;
+                    if !without_gauges {
+                        tracing::warn!(
+                            "the inference upstream serves no vLLM scheduler gauges at /metrics: fair admission \
+                             waits for them, only the keys' concurrency limits hold requests back"
+                        );
+                        without_gauges = true;
+                        self.open();
+                    }
+                    tokio::select! {
+                        _ = stopping.cancelled() => return,
+                        _ = tokio::time::sleep(RECHECK_EVERY) => continue,
+                    }
                 }
                 Err(_) => self.on_unreachable(),
             }
@@ -365,22 +379,34 @@ impl Admission {
     }
 }
 
-/// A request's share of turns: its user's weight, else its key's, else 1.
+/// A request's share of turns: its user's weight, or for a key without a user, the key's;
+/// 1 when none is set.
 fn weight_of(principal: &Principal) -> u32 {
     let limits = &principal.limits;
-    let weight = limits.user.weight.or(limits.key.weight).unwrap_or(1);
+    let own = if principal.user_id.is_some() { limits.user.weight } else { limits.key.weight };
+    let weight = own.unwrap_or(1);
     u32::try_from(weight).unwrap_or(u32::MAX).max(1)
 }
 
-/// A request that waited its longest for a place in a full engine.
+/// A request that waited its longest for a place in a full engine, or was waiting when the
+/// gateway stopped.
 #[derive(Debug)]
 pub struct Busy {
     pub queued: Duration,
+    pub stopping: bool,
 }
 
 impl From<Busy> for VaultError {
-    /// 503 `inference_busy`, with when to try again.
+    /// 503 `inference_busy`, with when to try again (or `server_shutting_down`).
     fn from(busy: Busy) -> VaultError {
+        if busy.stopping {
+            return VaultError::new(
+                ErrorKind::Unavailable,
+                ErrorCode::ServerShuttingDown,
+                "The gateway is stopping; the request was not sent to the inference engine.",
+            )
+            .with_suggestion("Retry once the gateway is back.");
+        }
         VaultError::new(
             ErrorKind::UpstreamUnavailable,
             ErrorCode::InferenceBusy,
@@ -477,7 +503,7 @@ mod tests {
 
     #[tokio::test]
     async fn without_a_reading_nothing_is_held() {
-        let gate = Admission::new(config(2, 1000));
+        let gate = Admission::new(config(2, 1000), CancellationToken::new());
         let entries = enter_n(&gate, 50).await;
         assert!(entries.iter().all(|e| e.queued.is_none()));
         assert_eq!(gate.snapshot().in_flight, 50);
@@ -487,7 +513,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_engine_holds_back_the_excess_and_admits_lanes_in_turn() {
-        let gate = Admission::new(config(2, 5000));
+        let gate = Admission::new(config(2, 5000), CancellationToken::new());
         let first: VecDeque<Entry> = enter_n(&gate, 6).await.into();
         // vLLM has 4 waiting, 2 over the threshold: Vault keeps 2 fewer in flight.
         gate.on_reading(load(2, 4));
@@ -506,7 +532,7 @@ mod tests {
 
     #[tokio::test]
     async fn weights_give_more_turns() {
-        let gate = Admission::new(config(0, 5000));
+        let gate = Admission::new(config(0, 5000), CancellationToken::new());
         let held = gate.enter(&who("x", None)).await.unwrap();
         gate.on_reading(load(1, 1));
         assert_eq!(gate.snapshot().limit, Some(1));
@@ -522,7 +548,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_request_waiting_too_long_is_told_the_engine_is_busy() {
-        let gate = Admission::new(config(0, 50));
+        let gate = Admission::new(config(0, 50), CancellationToken::new());
         let _held = gate.enter(&who("a", None)).await.unwrap();
         gate.on_reading(load(1, 3));
         let busy = gate.enter(&who("b", None)).await.err().unwrap();
@@ -536,7 +562,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_client_leaving_the_queue_takes_no_place() {
-        let gate = Admission::new(config(0, 5000));
+        let gate = Admission::new(config(0, 5000), CancellationToken::new());
         let held = gate.enter(&who("a", None)).await.unwrap();
         gate.on_reading(load(1, 1));
         let waiting = tokio::spawn({
@@ -554,7 +580,7 @@ mod tests {
 
     #[tokio::test]
     async fn each_reading_sets_how_many_may_be_in_flight() {
-        let gate = Admission::new(config(4, 5000));
+        let gate = Admission::new(config(4, 5000), CancellationToken::new());
         let held = enter_n(&gate, 8).await;
         gate.on_reading(load(8, 0));
         assert_eq!(gate.snapshot().limit, Some(16), "nobody waits: double");
@@ -562,8 +588,10 @@ mod tests {
         assert_eq!(gate.snapshot().limit, Some(10), "two wait: the threshold leaves two");
         gate.on_reading(load(2, 10));
         assert_eq!(gate.snapshot().limit, Some(2), "six too many wait");
+        gate.on_reading(load(2, 0));
+        assert_eq!(gate.snapshot().limit, Some(6), "six sent but not counted yet wait: two over");
         gate.on_unreachable();
-        assert_eq!(gate.snapshot().limit, None);
+        assert_eq!(gate.snapshot().limit, Some(6), "a failed reading changes nothing");
         drop(held);
     }
 
@@ -589,17 +617,75 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_upstream_without_gauges_turns_it_off() {
-        let gate = Admission::new(config(0, 5000));
-        let watching = tokio::spawn(gate.clone().watch(Arc::new(NoGauges), CancellationToken::new()));
+    async fn an_upstream_without_gauges_holds_nothing_back() {
+        let gate = Admission::new(config(0, 5000), CancellationToken::new());
+        let held = gate.enter(&who("a", None)).await.unwrap();
+        gate.on_reading(load(1, 1));
+        let waiting = queue_up(&gate, "b", None, 3, &Arc::new(Mutex::new(Vec::new())));
+        settle().await;
+        assert_eq!(gate.snapshot().queued, 3);
+        let stopping = CancellationToken::new();
+        let watching = tokio::spawn(gate.clone().watch(Arc::new(NoGauges), stopping.clone()));
+        for request in waiting {
+            let entry = tokio::time::timeout(Duration::from_secs(5), request).await.unwrap().unwrap().unwrap();
+            assert!(entry.queued.is_some());
+        }
+        assert_eq!(gate.snapshot().limit, None);
+        stopping.cancel();
         tokio::time::timeout(Duration::from_secs(5), watching).await.unwrap().unwrap();
-        let entry = gate.enter(&who("a", None)).await.unwrap();
-        assert!(entry.gate.is_none(), "nothing is counted once it is off");
+        drop(held);
+    }
+
+    #[tokio::test]
+    async fn a_request_admitted_as_its_client_leaves_gives_its_place_back() {
+        let gate = Admission::new(config(0, 5000), CancellationToken::new());
+        let held = gate.enter(&who("a", None)).await.unwrap();
+        gate.on_reading(load(1, 1));
+        let waiting = tokio::spawn({
+            let gate = gate.clone();
+            async move { gate.enter(&who("b", None)).await.map(|_| ()) }
+        });
+        settle().await;
+        // The place goes to the waiter, which is gone before it could take it.
+        drop(held);
+        assert_eq!((gate.snapshot().in_flight, gate.snapshot().queued), (1, 0));
+        waiting.abort();
+        settle().await;
+        assert_eq!(gate.snapshot().in_flight, 0);
+    }
+
+    #[tokio::test]
+    async fn requests_waiting_when_the_gateway_stops_are_turned_away() {
+        let stopping = CancellationToken::new();
+        let gate = Admission::new(config(0, 60_000), stopping.clone());
+        let _held = gate.enter(&who("a", None)).await.unwrap();
+        gate.on_reading(load(1, 1));
+        let waiting = tokio::spawn({
+            let gate = gate.clone();
+            async move { gate.enter(&who("b", None)).await.err() }
+        });
+        settle().await;
+        stopping.cancel();
+        let refused = tokio::time::timeout(Duration::from_secs(5), waiting).await.unwrap().unwrap().unwrap();
+        assert!(refused.stopping);
+        assert_eq!(VaultError::from(refused).code, ErrorCode::ServerShuttingDown);
+        assert_eq!(gate.snapshot().queued, 0);
+    }
+
+    #[tokio::test]
+    async fn a_keys_weight_counts_only_for_a_key_without_a_user() {
+        let mut principal = who("a", Some(2));
+        principal.limits.key.weight = Some(9);
+        assert_eq!(weight_of(&principal), 2);
+        principal.limits.user.weight = None;
+        assert_eq!(weight_of(&principal), 1, "a user's keys share the user's turn");
+        principal.user_id = None;
+        assert_eq!(weight_of(&principal), 9);
     }
 
     #[tokio::test]
     async fn turned_off_it_counts_nothing() {
-        let gate = Admission::new(None);
+        let gate = Admission::new(None, CancellationToken::new());
         let entry = gate.enter(&who("a", None)).await.unwrap();
         assert!(entry.gate.is_none());
         assert_eq!(gate.snapshot(), AdmissionSnapshot::default());

@@ -366,7 +366,7 @@ impl Inference {
         let never = tokio_util::sync::CancellationToken::new();
         let limiter = Limiter::new(config.default_limits);
         // A tool sends one request at a time: nothing to share out.
-        let admission = Admission::new(None);
+        let admission = Admission::new(None, never.clone());
         Ok(Inference::new(Arc::new(backend), manifest, never, config.stream_idle_timeout, limiter, admission))
     }
 

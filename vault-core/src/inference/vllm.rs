@@ -211,8 +211,12 @@ impl InferenceBackend for VllmBackend {
                 .await
                 .map_err(|_| unreachable())?
                 .map_err(|_| unreachable())?;
-            if !response.status().is_success() {
+            // No such page: not vLLM's, or an older one. Any other failure is passing.
+            if response.status() == http::StatusCode::NOT_FOUND {
                 return Ok(None);
+            }
+            if !response.status().is_success() {
+                return Err(unreachable());
             }
             let body =
                 tokio::time::timeout(HEALTH_TIMEOUT, self.read_body(response)).await.map_err(|_| unreachable())??;
