@@ -17,5 +17,6 @@ mod metrics;
 mod models;
 mod operations;
 mod rate_limits;
+mod routing;
 mod setup;
 mod workspace;

@@ -10,7 +10,6 @@ use crate::config::{Config, SystemControl};
 use crate::controller::{DryRunController, HostController, SystemController};
 use crate::error::Result;
 use crate::gpu::{self, GpuPresence};
-use crate::inference::vllm::VllmBackend;
 use crate::inference::{Inference, InferenceBackend};
 use crate::insights;
 use crate::keys::{self, Authenticator, Principal};
@@ -78,6 +77,9 @@ impl Check {
 #[derive(Debug, Clone, Serialize)]
 pub struct UpstreamHealth {
     pub reachable: bool,
+    /// With several upstreams: how many are in rotation, of how many.
+    pub upstreams_up: usize,
+    pub upstreams: usize,
 }
 
 /// How often a gateway whose setup is open looks whether it was completed elsewhere (another
@@ -102,13 +104,8 @@ impl Vault {
     /// Opens the data dir and database and starts the audit writer, with vLLM at
     /// `VLLM_BASE_URL` as the upstream.
     pub async fn open(config: Config) -> Result<Arc<Vault>> {
-        let backend = VllmBackend::new(
-            &config.vllm_base_url,
-            config.vllm_api_key(),
-            config.upstream_timeout,
-            config.max_upstream_body,
-        )?;
-        Self::open_with_backend(config, Arc::new(backend)).await
+        let backend = crate::inference::backend_for(&config)?;
+        Self::open_with_backend(config, backend).await
     }
 
     pub async fn open_with_backend(config: Config, backend: Arc<dyn InferenceBackend>) -> Result<Arc<Vault>> {
@@ -246,7 +243,15 @@ impl Vault {
         Health {
             status,
             version: env!("CARGO_PKG_VERSION"),
-            inference: UpstreamHealth { reachable },
+            inference: {
+                let states = self.inference.upstream_states();
+                let up = states.iter().filter(|s| s.state == "up").count();
+                UpstreamHealth {
+                    reachable,
+                    upstreams_up: if states.is_empty() { 1 } else { up },
+                    upstreams: states.len().max(1),
+                }
+            },
             database,
             audit,
             gpu: gpu::presence(),

@@ -29,7 +29,11 @@ pub struct Config {
     pub metrics_addr: Option<std::net::SocketAddr>,
     pub data_dir: PathBuf,
     pub db: DbLocation,
+    /// The upstreams' URLs as one comma-separated list (for display).
     pub vllm_base_url: String,
+    /// The vLLM servers requests are routed to (one, unless `VLLM_BASE_URL` lists several or
+    /// `VAULT_UPSTREAMS` names a file).
+    pub upstreams: Vec<crate::inference::router::UpstreamSpec>,
     /// Time allowed for the upstream to start answering (response headers).
     pub upstream_timeout: Duration,
     pub models_dir: PathBuf,
@@ -108,6 +112,7 @@ pub const VAULT_DB_URL: &str = "VAULT_DB_URL";
 pub const VAULT_DB_AUTH_TOKEN: &str = "VAULT_DB_AUTH_TOKEN";
 pub const VLLM_BASE_URL: &str = "VLLM_BASE_URL";
 pub const VLLM_API_KEY: &str = "VLLM_API_KEY";
+pub const VAULT_UPSTREAMS: &str = "VAULT_UPSTREAMS";
 pub const VAULT_UPSTREAM_TIMEOUT: &str = "VAULT_UPSTREAM_TIMEOUT";
 pub const VAULT_SECRET_KEY: &str = "VAULT_SECRET_KEY";
 pub const VAULT_MODELS_DIR: &str = "VAULT_MODELS_DIR";
@@ -199,8 +204,21 @@ impl Config {
             None => DbLocation::Local(data_dir.join("vault.db")),
             Some(url) => parse_db_url(&url, lookup(VAULT_DB_AUTH_TOKEN))?,
         };
-        let vllm_base_url = lookup(VLLM_BASE_URL).unwrap_or_else(|| "http://localhost:8001".into());
-        let vllm_base_url = parse_http_url(&vllm_base_url).map_err(|why| bad(VLLM_BASE_URL, why))?;
+        let upstreams = match lookup(VAULT_UPSTREAMS) {
+            Some(file) => read_upstreams(Path::new(&file)).map_err(|why| bad(VAULT_UPSTREAMS, why))?,
+            None => {
+                let urls = lookup(VLLM_BASE_URL).unwrap_or_else(|| "http://localhost:8001".into());
+                let specs = urls
+                    .split(',')
+                    .map(|url| {
+                        let url = parse_http_url(url.trim())?;
+                        Ok(crate::inference::router::UpstreamSpec { url, models: None, weight: 1 })
+                    })
+                    .collect::<Result<Vec<_>, String>>();
+                specs.map_err(|why| bad(VLLM_BASE_URL, why))?
+            }
+        };
+        let vllm_base_url = upstreams.iter().map(|u| u.url.as_str()).collect::<Vec<_>>().join(",");
         let upstream_timeout = match lookup(VAULT_UPSTREAM_TIMEOUT) {
             Some(v) => parse_seconds(&v).map_err(|why| bad(VAULT_UPSTREAM_TIMEOUT, why))?,
             None => Duration::from_secs_f64(DEFAULT_UPSTREAM_TIMEOUT_SECS),
@@ -330,6 +348,7 @@ impl Config {
             data_dir,
             db,
             vllm_base_url,
+            upstreams,
             upstream_timeout,
             models_dir,
             gpu_config,
@@ -426,6 +445,7 @@ impl Config {
             "data_dir": self.data_dir.display().to_string(),
             "db_url": db,
             "vllm_base_url": self.vllm_base_url,
+            "upstreams": self.upstreams,
             "vllm_api_key_set": self.vllm_api_key.is_some(),
             "upstream_timeout_seconds": self.upstream_timeout.as_secs_f64(),
             "models_dir": self.models_dir.display().to_string(),
@@ -494,6 +514,34 @@ fn parse_db_url(url: &str, auth_token: Option<String>) -> Result<DbLocation, Vau
     Ok(DbLocation::Local(PathBuf::from(path)))
 }
 
+/// The upstreams listed in a JSON file: `{"upstreams": [{"url": "http://…", "models":
+/// ["…"], "weight": 1}]}` (`models` and `weight` optional).
+fn read_upstreams(path: &Path) -> Result<Vec<crate::inference::router::UpstreamSpec>, String> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct File {
+        upstreams: Vec<crate::inference::router::UpstreamSpec>,
+    }
+    let raw = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let file: File = serde_json::from_slice(&raw).map_err(|e| format!("{}: {e}", path.display()))?;
+    if file.upstreams.is_empty() {
+        return Err(format!("{}: lists no upstream", path.display()));
+    }
+    file.upstreams
+        .into_iter()
+        .map(|mut spec| {
+            spec.url = parse_http_url(&spec.url)?;
+            if !(1..=100).contains(&spec.weight) {
+                return Err(format!("{}: weight must be from 1 to 100", spec.url));
+            }
+            if spec.models.as_ref().is_some_and(|m| m.is_empty() || m.iter().any(|id| id.trim().is_empty())) {
+                return Err(format!("{}: models must name at least one model, none empty", spec.url));
+            }
+            Ok(spec)
+        })
+        .collect()
+}
+
 /// Validates an http base URL and returns it without a trailing slash.
 pub(crate) fn parse_http_url(raw: &str) -> Result<String, String> {
     let uri: http::Uri = raw.parse().map_err(|e| format!("`{raw}` is not a URL ({e})"))?;
@@ -547,8 +595,39 @@ mod tests {
         let admission = c.admission.unwrap();
         assert_eq!((admission.threshold, admission.max_wait), (8, Duration::from_secs(60)));
         assert_eq!(config(&[(VAULT_ADMISSION, "off")]).unwrap().admission, None);
+        let several = config(&[(VLLM_BASE_URL, "http://a:1/, http://b:2")]).unwrap();
+        assert_eq!(several.upstreams.iter().map(|u| u.url.as_str()).collect::<Vec<_>>(), ["http://a:1", "http://b:2"]);
+        assert_eq!(several.vllm_base_url, "http://a:1,http://b:2");
         let c = config(&[(VAULT_METRICS_ADDR, "[::1]:9464")]).unwrap();
         assert_eq!(c.metrics_addr.map(|a| a.to_string()).as_deref(), Some("[::1]:9464"));
+    }
+
+    #[test]
+    fn an_upstreams_file_lists_urls_models_and_weights() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("upstreams.json");
+        let path = file.to_str().unwrap();
+        std::fs::write(
+            &file,
+            r#"{"upstreams": [{"url": "http://a:1/", "models": ["x"], "weight": 2}, {"url": "http://b:2"}]}"#,
+        )
+        .unwrap();
+        let c = config(&[(VAULT_UPSTREAMS, path), (VLLM_BASE_URL, "http://ignored:9")]).unwrap();
+        assert_eq!(c.upstreams[0].url, "http://a:1");
+        assert_eq!((c.upstreams[0].models.clone(), c.upstreams[0].weight), (Some(vec!["x".to_string()]), 2));
+        assert_eq!((c.upstreams[1].models.clone(), c.upstreams[1].weight), (None, 1));
+        for bad in [
+            r#"{"upstreams": []}"#,
+            r#"{"upstreams": [{"url": "ftp://a"}]}"#,
+            r#"{"upstreams": [{"url": "http://a:1", "weight": 0}]}"#,
+            r#"{"upstreams": [{"url": "http://a:1", "models": []}]}"#,
+            r#"{"upstreams": [{"url": "http://a:1", "model": "x"}]}"#,
+            "not json",
+        ] {
+            std::fs::write(&file, bad).unwrap();
+            let err = config(&[(VAULT_UPSTREAMS, path)]).unwrap_err();
+            assert!(err.message.starts_with(VAULT_UPSTREAMS), "{bad}: {}", err.message);
+        }
     }
 
     #[test]
@@ -563,6 +642,9 @@ mod tests {
             (VLLM_BASE_URL, "http://vllm:8001/?x=1"),
             (VAULT_UPSTREAM_TIMEOUT, "-1"),
             (VAULT_SYSTEM_CONTROL, "yes"),
+            (VLLM_BASE_URL, "http://a:1,ftp://b"),
+            (VLLM_BASE_URL, "http://a:1,"),
+            (VAULT_UPSTREAMS, "/nonexistent/upstreams.json"),
             (VAULT_ADMISSION, "maybe"),
             (VAULT_ADMISSION_THRESHOLD, "-1"),
             (VAULT_ADMISSION_THRESHOLD, "1e9"),

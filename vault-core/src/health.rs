@@ -144,6 +144,19 @@ pub async fn report(vault: &Vault) -> SystemHealth {
     } else {
         component("inference", Status::Down, Some("the inference engine does not answer".into()), None)
     });
+    // With several upstreams, each has its own line; one out of rotation degrades the box.
+    for upstream in vault.inference.upstream_states() {
+        let detail = Some(format!("{} in flight; serves {}", upstream.in_flight, upstream.models.join(", ")));
+        components.push(match upstream.state {
+            "up" => component(&format!("upstream {}", upstream.url), Status::Ok, None, detail),
+            _ => component(
+                &format!("upstream {}", upstream.url),
+                Status::Degraded,
+                Some("left out of rotation after failures in a row; back once its health check passes".into()),
+                detail,
+            ),
+        });
+    }
     let data_dir = vault.config.data_dir.clone();
     let space = tokio::task::spawn_blocking(move || crate::system::disk_space(&data_dir)).await.ok().flatten();
     components.push(disk_component(space, vault.config.min_free_bytes));

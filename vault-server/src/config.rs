@@ -27,7 +27,7 @@ pub struct ConfigArgs {
     /// Token for a remote database.
     #[arg(long, env = config::VAULT_DB_AUTH_TOKEN, hide_env_values = true, global = true)]
     pub db_auth_token: Option<String>,
-    /// The vLLM server [default: http://localhost:8001].
+    /// The vLLM server, or several separated by commas [default: http://localhost:8001].
     #[arg(long, env = config::VLLM_BASE_URL, global = true)]
     pub vllm_base_url: Option<String>,
     /// The key vLLM was started with (`vllm serve --api-key`), sent with every upstream request.
@@ -103,6 +103,10 @@ pub struct ConfigArgs {
     /// Requests at once of a key without a limit of its own [default: unlimited].
     #[arg(long, env = config::VAULT_DEFAULT_CONCURRENCY, global = true)]
     pub default_concurrency: Option<String>,
+    /// A JSON file listing the vLLM upstreams (`{"upstreams": [{"url", "models", "weight"}]}`);
+    /// replaces VLLM_BASE_URL [default: none].
+    #[arg(long, env = config::VAULT_UPSTREAMS, global = true)]
+    pub upstreams: Option<String>,
     /// `fair`: while vLLM has more requests waiting than the threshold, hold new ones in a
     /// queue per user and admit them in turn; `off`: send every request on at once [default: fair].
     #[arg(long, env = config::VAULT_ADMISSION, global = true)]
@@ -151,6 +155,7 @@ impl ConfigArgs {
             (config::VAULT_DEFAULT_RPM, &self.default_rpm),
             (config::VAULT_DEFAULT_TPM, &self.default_tpm),
             (config::VAULT_DEFAULT_CONCURRENCY, &self.default_concurrency),
+            (config::VAULT_UPSTREAMS, &self.upstreams),
             (config::VAULT_ADMISSION, &self.admission),
             (config::VAULT_ADMISSION_THRESHOLD, &self.admission_threshold),
             (config::VAULT_ADMISSION_MAX_WAIT, &self.admission_max_wait),

@@ -77,7 +77,7 @@ impl RequestAudit {
     /// send the same `X-Request-Id` twice; the audit row's id starts vLLM's.
     pub fn trace(&self) -> crate::inference::Trace {
         let request_id = format!("{}-{}", self.request_id(), crate::secrets::unique_suffix());
-        crate::inference::Trace { request_id, traceparent: self.traceparent.clone() }
+        crate::inference::Trace { request_id, traceparent: self.traceparent.clone(), model: None }
     }
 
     /// Records who the request acts as.

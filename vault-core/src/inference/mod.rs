@@ -6,6 +6,7 @@
 
 pub mod admission;
 mod pool;
+pub mod router;
 mod stream;
 pub mod vllm;
 
@@ -76,6 +77,8 @@ pub enum UpstreamReply {
 pub struct Trace {
     pub request_id: String,
     pub traceparent: Option<String>,
+    /// The model asked for, which picks the upstream among several (not sent as a header).
+    pub model: Option<String>,
 }
 
 /// Whether `value` is a W3C `traceparent` that can be passed on: `<version>-<trace id>-
@@ -119,6 +122,22 @@ pub trait InferenceBackend: Send + Sync {
     /// error when it cannot be reached.
     fn engine_load(&self) -> BoxFuture<'_, Result<Option<EngineLoad>>> {
         Box::pin(async { Ok(None) })
+    }
+    /// Each upstream's state, when there are several.
+    fn upstream_states(&self) -> Vec<router::UpstreamState> {
+        Vec::new()
+    }
+    /// Starts what the backend does in the background (a router's health checks), until
+    /// `stopping`.
+    fn start(self: Arc<Self>, _stopping: tokio_util::sync::CancellationToken) {}
+}
+
+/// The upstream `config` names: vLLM at its URL, or a router over several.
+pub fn backend_for(config: &crate::config::Config) -> Result<Arc<dyn InferenceBackend>> {
+    let (key, timeout, max_body) = (config.vllm_api_key(), config.upstream_timeout, config.max_upstream_body);
+    match config.upstreams.as_slice() {
+        [one] => Ok(Arc::new(vllm::VllmBackend::new(&one.url, key, timeout, max_body)?)),
+        several => Ok(Arc::new(router::Router::new(several, key, timeout, max_body)?)),
     }
 }
 
@@ -344,9 +363,16 @@ impl Inference {
         Inference { backend, manifest, stopping, stream_quiet_limit, limiter, admission }
     }
 
-    /// Reads the engine's load for fair admission until the gateway stops.
+    /// Reads the engine's load for fair admission, and checks the upstreams, until the
+    /// gateway stops.
     pub fn watch_engine(&self) {
+        self.backend.clone().start(self.stopping.clone());
         tokio::spawn(self.admission.clone().watch(self.backend.clone(), self.stopping.clone()));
+    }
+
+    /// Each upstream's state, when there are several.
+    pub fn upstream_states(&self) -> Vec<router::UpstreamState> {
+        self.backend.upstream_states()
     }
 
     pub fn admission(&self) -> &Admission {
@@ -356,18 +382,13 @@ impl Inference {
     /// Inference as a tool beside the server sees it (`vault-cli`): the configured upstream
     /// and manifest, with no shutdown to watch.
     pub fn for_tools(config: &crate::config::Config) -> Result<Inference> {
-        let backend = vllm::VllmBackend::new(
-            &config.vllm_base_url,
-            config.vllm_api_key(),
-            config.upstream_timeout,
-            config.max_upstream_body,
-        )?;
+        let backend = backend_for(config)?;
         let manifest = Manifest::new(config.models_manifest.clone());
         let never = tokio_util::sync::CancellationToken::new();
         let limiter = Limiter::new(config.default_limits);
         // A tool sends one request at a time: nothing to share out.
         let admission = Admission::new(None, never.clone());
-        Ok(Inference::new(Arc::new(backend), manifest, never, config.stream_idle_timeout, limiter, admission))
+        Ok(Inference::new(backend, manifest, never, config.stream_idle_timeout, limiter, admission))
     }
 
     /// Forwards one request of `principal` and completes its audit record: model and token
@@ -444,7 +465,8 @@ impl Inference {
     /// Forwards one request. A stream is returned as soon as the upstream starts answering.
     /// When the upstream refuses or fails it, the model asked for is still recorded.
     async fn proxy(&self, route: Route, prepared: Prepared, audit: &RequestAudit) -> Result<Proxied> {
-        let trace = audit.trace();
+        let mut trace = audit.trace();
+        trace.model = prepared.model.clone();
         let reply = match self.backend.forward(route, prepared.body, prepared.stream, &trace).await {
             Ok(reply) => reply,
             Err(err) => {

@@ -8,7 +8,7 @@ use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt, TryStreamExt};
 use http::{HeaderName, HeaderValue, Method, Uri, header};
 
-use super::pool::{Pool, PooledBody};
+use super::pool::{Pool, PooledBody, SendError};
 use super::{EngineLoad, InferenceBackend, Route, Trace, UpstreamReply, upstream_error, upstream_invalid};
 use crate::error::{ErrorCode, ErrorKind, Result, VaultError};
 
@@ -31,6 +31,18 @@ pub struct VllmBackend {
     max_body: usize,
     /// `Bearer <VLLM_API_KEY>`, sent with every request when vLLM was started with a key.
     authorization: Option<HeaderValue>,
+}
+
+/// A request the upstream did not answer, and whether any of it went out.
+pub(crate) struct Failure {
+    pub error: VaultError,
+    pub sent: bool,
+}
+
+impl Failure {
+    fn sent(error: VaultError) -> Failure {
+        Failure { error, sent: true }
+    }
 }
 
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
@@ -122,17 +134,48 @@ impl VllmBackend {
         uri: &Uri,
         body: Bytes,
         trace: Option<&Trace>,
-    ) -> Result<http::Response<PooledBody>> {
+    ) -> std::result::Result<http::Response<PooledBody>, Failure> {
         let headers = self.headers(trace);
         let response = tokio::time::timeout(self.first_byte_timeout, self.pool.send(&method, uri, body, &headers))
             .await
-            .map_err(|_| self.timed_out())?
-            .map_err(|e| self.unavailable(&e))?;
+            .map_err(|_| Failure::sent(self.timed_out()))?
+            .map_err(|e| {
+                // No connection: the request never left.
+                let sent = !matches!(e, SendError::Connect(..) | SendError::ConnectTimeout(_));
+                Failure { error: self.unavailable(&e), sent }
+            })?;
         let status = response.status().as_u16();
         if (300..400).contains(&status) {
-            return Err(upstream_invalid(format!("it answered with a redirect ({status})")));
+            return Err(Failure::sent(upstream_invalid(format!("it answered with a redirect ({status})"))));
         }
         Ok(response)
+    }
+
+    /// Forwards a request as [`InferenceBackend::forward`] does, saying on failure whether
+    /// any of it was sent (a router may try another upstream only when not).
+    pub(crate) async fn attempt(
+        &self,
+        route: Route,
+        body: Bytes,
+        stream: bool,
+        trace: &Trace,
+    ) -> std::result::Result<UpstreamReply, Failure> {
+        let uri = match route {
+            Route::ChatCompletions => &self.routes[0],
+            Route::Completions => &self.routes[1],
+            Route::Embeddings => &self.routes[2],
+        };
+        let response = self.send(Method::POST, uri, body, Some(trace)).await?;
+        let status = response.status().as_u16();
+        if status >= 400 || !stream {
+            let body = self.read_body(response).await.map_err(Failure::sent)?;
+            if status >= 400 {
+                return Err(Failure::sent(upstream_error(status, &body)));
+            }
+            return Ok(UpstreamReply::Complete(body));
+        }
+        let events = response.into_body().map_err(|e| e.to_string());
+        Ok(UpstreamReply::Stream(events.boxed()))
     }
 
     /// The whole body of an answer, within the timeout and the size limit.
@@ -158,7 +201,7 @@ impl VllmBackend {
     }
 
     async fn get_json(&self, uri: &Uri) -> Result<serde_json::Value> {
-        let response = self.send(Method::GET, uri, Bytes::new(), None).await?;
+        let response = self.send(Method::GET, uri, Bytes::new(), None).await.map_err(|f| f.error)?;
         let status = response.status().as_u16();
         let body = self.read_body(response).await?;
         if status >= 400 {
@@ -176,25 +219,7 @@ impl InferenceBackend for VllmBackend {
         stream: bool,
         trace: &'a Trace,
     ) -> BoxFuture<'a, Result<UpstreamReply>> {
-        async move {
-            let uri = match route {
-                Route::ChatCompletions => &self.routes[0],
-                Route::Completions => &self.routes[1],
-                Route::Embeddings => &self.routes[2],
-            };
-            let response = self.send(Method::POST, uri, body, Some(trace)).await?;
-            let status = response.status().as_u16();
-            if status >= 400 || !stream {
-                let body = self.read_body(response).await?;
-                if status >= 400 {
-                    return Err(upstream_error(status, &body));
-                }
-                return Ok(UpstreamReply::Complete(body));
-            }
-            let events = response.into_body().map_err(|e| e.to_string());
-            Ok(UpstreamReply::Stream(events.boxed()))
-        }
-        .boxed()
+        async move { self.attempt(route, body, stream, trace).await.map_err(|f| f.error) }.boxed()
     }
 
     fn list_models(&self) -> BoxFuture<'_, Result<serde_json::Value>> {

@@ -28,6 +28,9 @@ pub struct HealthResponse {
 #[derive(Object)]
 pub struct InferenceHealth {
     pub reachable: bool,
+    /// Upstreams in rotation, of `upstreams` (1 of 1 with a single `VLLM_BASE_URL`).
+    pub upstreams_up: u32,
+    pub upstreams: u32,
 }
 
 #[derive(Object)]
@@ -91,7 +94,11 @@ fn answer(health: vault_core::app::Health, ready: bool) -> HealthAnswer {
     let body = Json(HealthResponse {
         status: health.status.to_string(),
         version: health.version.to_string(),
-        inference: InferenceHealth { reachable: health.inference.reachable },
+        inference: InferenceHealth {
+            reachable: health.inference.reachable,
+            upstreams_up: u32::try_from(health.inference.upstreams_up).unwrap_or(u32::MAX),
+            upstreams: u32::try_from(health.inference.upstreams).unwrap_or(u32::MAX),
+        },
         database: health.database.into(),
         audit: health.audit.into(),
         gpu: GpuHealth { available: health.gpu.available, count: health.gpu.count },

@@ -1,0 +1,416 @@
+//! Several vLLM upstreams behind one gateway (one per GPU, or per model, or per box): each
+//! request goes to an upstream that serves its model, the one with the fewest requests in
+//! flight for its weight. Every upstream's `/health` and `/v1/models` are read every
+//! [`CHECK_EVERY`]; after [`EJECT_AFTER`] failures in a row (connections refused, health
+//! checks failed) an upstream is left out until its health check passes again. A request
+//! moves on to another upstream only when nothing of it was sent — never after its first
+//! byte, which could run a generation twice.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::{FutureExt, StreamExt};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use super::vllm::VllmBackend;
+use super::{EngineLoad, InferenceBackend, Route, Trace, UpstreamReply};
+use crate::error::{ErrorCode, ErrorKind, Result, VaultError};
+
+/// How often every upstream's health and models are read.
+pub const CHECK_EVERY: Duration = Duration::from_secs(3);
+/// Failures in a row that take an upstream out of rotation.
+pub const EJECT_AFTER: u32 = 3;
+
+/// One upstream as configured (`VLLM_BASE_URL` lists them; `VAULT_UPSTREAMS` names a file
+/// that also says which models each serves, and its weight).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSpec {
+    pub url: String,
+    /// The models it serves; `None`: whatever its `/v1/models` lists.
+    #[serde(default)]
+    pub models: Option<Vec<String>>,
+    /// Its share of requests against the others' (1–100).
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// An upstream's state, as the health routes show it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UpstreamState {
+    pub url: String,
+    /// `up`, or `ejected` (left out after failures in a row until its health check passes).
+    pub state: &'static str,
+    pub in_flight: u64,
+    pub weight: u32,
+    /// The models it serves, as configured or as its `/v1/models` last said.
+    pub models: Vec<String>,
+}
+
+struct Upstream {
+    spec: UpstreamSpec,
+    backend: VllmBackend,
+    /// What its `/v1/models` listed at the last check.
+    learned: RwLock<Vec<String>>,
+    in_flight: Arc<AtomicU64>,
+    failures: AtomicU32,
+    ejected: AtomicBool,
+}
+
+impl Upstream {
+    fn models(&self) -> Vec<String> {
+        match &self.spec.models {
+            Some(models) => models.clone(),
+            None => self.learned.read().map(|m| m.clone()).unwrap_or_default(),
+        }
+    }
+
+    fn serves(&self, model: &str) -> bool {
+        match &self.spec.models {
+            Some(models) => models.iter().any(|m| m == model),
+            None => self.learned.read().is_ok_and(|m| m.iter().any(|m| m == model)),
+        }
+    }
+
+    fn failed(&self) {
+        let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if failures >= EJECT_AFTER && !self.ejected.swap(true, Ordering::Relaxed) {
+            tracing::warn!(upstream = %self.spec.url, failures, "inference upstream left out of rotation");
+        }
+    }
+
+    fn answered(&self) {
+        self.failures.store(0, Ordering::Relaxed);
+    }
+
+    fn is_ejected(&self) -> bool {
+        self.ejected.load(Ordering::Relaxed)
+    }
+
+    /// Reads its health and models; brings it back when healthy.
+    async fn check(&self) {
+        if !self.backend.is_healthy().await {
+            self.failed();
+            return;
+        }
+        self.answered();
+        if self.ejected.swap(false, Ordering::Relaxed) {
+            tracing::info!(upstream = %self.spec.url, "inference upstream back in rotation");
+        }
+        if let Ok(list) = self.backend.list_models().await {
+            let ids = model_ids(&list);
+            if let Ok(mut learned) = self.learned.write() {
+                *learned = ids;
+            }
+        }
+    }
+}
+
+fn model_ids(list: &serde_json::Value) -> Vec<String> {
+    let cards = list.get("data").and_then(|d| d.as_array());
+    cards.into_iter().flatten().filter_map(|c| c.get("id")?.as_str().map(String::from)).collect()
+}
+
+/// Counts a request in flight on an upstream until dropped.
+struct InFlight(Arc<AtomicU64>);
+
+impl InFlight {
+    fn new(count: &Arc<AtomicU64>) -> InFlight {
+        count.fetch_add(1, Ordering::Relaxed);
+        InFlight(count.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The upstreams, and which one serves what.
+pub struct Router {
+    upstreams: Vec<Upstream>,
+}
+
+impl Router {
+    /// A router over `specs` (at least one), each reached as `VllmBackend` would.
+    pub fn new(
+        specs: &[UpstreamSpec],
+        api_key: Option<&str>,
+        first_byte_timeout: Duration,
+        max_body: usize,
+    ) -> Result<Router> {
+        let upstreams = specs
+            .iter()
+            .map(|spec| {
+                Ok(Upstream {
+                    backend: VllmBackend::new(&spec.url, api_key, first_byte_timeout, max_body)?,
+                    spec: spec.clone(),
+                    learned: RwLock::new(Vec::new()),
+                    in_flight: Arc::new(AtomicU64::new(0)),
+                    failures: AtomicU32::new(0),
+                    ejected: AtomicBool::new(false),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if upstreams.is_empty() {
+            return Err(VaultError::config("no inference upstream is configured"));
+        }
+        Ok(Router { upstreams })
+    }
+
+    /// Checks every upstream now and then every [`CHECK_EVERY`], until `stopping`.
+    pub async fn watch(self: Arc<Self>, stopping: CancellationToken) {
+        loop {
+            futures_util::future::join_all(self.upstreams.iter().map(Upstream::check)).await;
+            tokio::select! {
+                _ = stopping.cancelled() => return,
+                _ = tokio::time::sleep(CHECK_EVERY) => {}
+            }
+        }
+    }
+
+    pub fn states(&self) -> Vec<UpstreamState> {
+        self.upstreams
+            .iter()
+            .map(|u| UpstreamState {
+                url: u.spec.url.clone(),
+                state: if u.is_ejected() { "ejected" } else { "up" },
+                in_flight: u.in_flight.load(Ordering::Relaxed),
+                weight: u.spec.weight,
+                models: u.models(),
+            })
+            .collect()
+    }
+
+    /// The upstream for a request for `model`, not among `tried`: of those in rotation that
+    /// serve it (any, when none is known to), the one with the fewest requests in flight
+    /// for its weight.
+    fn pick(&self, model: Option<&str>, tried: &[usize]) -> Option<usize> {
+        let open: Vec<usize> =
+            (0..self.upstreams.len()).filter(|i| !tried.contains(i) && !self.upstreams[*i].is_ejected()).collect();
+        let serving: Vec<usize> = match model {
+            Some(model) => open.iter().copied().filter(|i| self.upstreams[*i].serves(model)).collect(),
+            None => open.clone(),
+        };
+        // A model nobody is known to serve: one of them says so (404) in its own words.
+        let known_anywhere = model.is_some_and(|m| self.upstreams.iter().any(|u| u.serves(m)));
+        let candidates = if serving.is_empty() && !known_anywhere { open } else { serving };
+        candidates.into_iter().min_by(|a, b| {
+            let load = |i: usize| {
+                let u = &self.upstreams[i];
+                (u.in_flight.load(Ordering::Relaxed) + 1) as f64 / f64::from(u.spec.weight.max(1))
+            };
+            load(*a).total_cmp(&load(*b))
+        })
+    }
+}
+
+fn all_down() -> VaultError {
+    VaultError::new(
+        ErrorKind::UpstreamUnavailable,
+        ErrorCode::InferenceUnavailable,
+        "No inference service that serves this model is reachable.",
+    )
+    .with_suggestion("Check that vLLM is running; the administrator can see each upstream's state in /vault/health.")
+}
+
+impl InferenceBackend for Router {
+    fn forward<'a>(
+        &'a self,
+        route: Route,
+        body: Bytes,
+        stream: bool,
+        trace: &'a Trace,
+    ) -> BoxFuture<'a, Result<UpstreamReply>> {
+        async move {
+            let mut tried = Vec::new();
+            let mut last = None;
+            while let Some(i) = self.pick(trace.model.as_deref(), &tried) {
+                let upstream = &self.upstreams[i];
+                let in_flight = InFlight::new(&upstream.in_flight);
+                match upstream.backend.attempt(route, body.clone(), stream, trace).await {
+                    Ok(reply) => {
+                        upstream.answered();
+                        return Ok(match reply {
+                            UpstreamReply::Complete(body) => UpstreamReply::Complete(body),
+                            // Counted in flight until the stream ends or is dropped.
+                            UpstreamReply::Stream(events) => UpstreamReply::Stream(
+                                events
+                                    .map(move |event| {
+                                        let _held = &in_flight;
+                                        event
+                                    })
+                                    .boxed(),
+                            ),
+                        });
+                    }
+                    // Nothing went out: another upstream may take it.
+                    Err(failure) if !failure.sent => {
+                        upstream.failed();
+                        tried.push(i);
+                        last = Some(failure.error);
+                    }
+                    Err(failure) => return Err(failure.error),
+                }
+            }
+            Err(last.unwrap_or_else(all_down))
+        }
+        .boxed()
+    }
+
+    /// The models of every upstream in rotation, each once.
+    fn list_models(&self) -> BoxFuture<'_, Result<serde_json::Value>> {
+        async move {
+            let open = self.upstreams.iter().filter(|u| !u.is_ejected());
+            let lists = futures_util::future::join_all(open.map(|u| u.backend.list_models())).await;
+            let mut cards: Vec<serde_json::Value> = Vec::new();
+            let mut first_error = None;
+            let mut answered = false;
+            for list in lists {
+                match list {
+                    Ok(list) => {
+                        answered = true;
+                        for card in list.get("data").and_then(|d| d.as_array()).into_iter().flatten() {
+                            let id = card.get("id");
+                            if !cards.iter().any(|c| c.get("id") == id) {
+                                cards.push(card.clone());
+                            }
+                        }
+                    }
+                    Err(err) => {
+                        first_error.get_or_insert(err);
+                    }
+                }
+            }
+            if !answered {
+                return Err(first_error.unwrap_or_else(all_down));
+            }
+            Ok(serde_json::json!({"object": "list", "data": cards}))
+        }
+        .boxed()
+    }
+
+    /// Whether any upstream answers its health check.
+    fn is_healthy(&self) -> BoxFuture<'_, bool> {
+        async move {
+            let checks = self.upstreams.iter().map(|u| u.backend.is_healthy());
+            futures_util::future::join_all(checks).await.into_iter().any(|healthy| healthy)
+        }
+        .boxed()
+    }
+
+    /// The scheduler gauges of all upstreams summed (the fullest KV cache): fair admission
+    /// shares out the whole.
+    fn engine_load(&self) -> BoxFuture<'_, Result<Option<EngineLoad>>> {
+        async move {
+            let loads = futures_util::future::join_all(self.upstreams.iter().map(|u| u.backend.engine_load())).await;
+            let mut total: Option<EngineLoad> = None;
+            let mut reached = false;
+            for load in loads.into_iter().flatten() {
+                reached = true;
+                if let Some(load) = load {
+                    let sum = total.get_or_insert(EngineLoad { running: 0, waiting: 0, kv_cache_usage: None });
+                    sum.running += load.running;
+                    sum.waiting += load.waiting;
+                    sum.kv_cache_usage = match (sum.kv_cache_usage, load.kv_cache_usage) {
+                        (Some(a), Some(b)) => Some(a.max(b)),
+                        (a, b) => a.or(b),
+                    };
+                }
+            }
+            if !reached {
+                return Err(all_down());
+            }
+            Ok(total)
+        }
+        .boxed()
+    }
+
+    fn upstream_states(&self) -> Vec<UpstreamState> {
+        self.states()
+    }
+
+    fn start(self: Arc<Self>, stopping: CancellationToken) {
+        tokio::spawn(self.watch(stopping));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(port: u16, models: Option<&[&str]>, weight: u32) -> UpstreamSpec {
+        UpstreamSpec {
+            url: format!("http://127.0.0.1:{port}"),
+            models: models.map(|m| m.iter().map(|s| s.to_string()).collect()),
+            weight,
+        }
+    }
+
+    fn router(specs: &[UpstreamSpec]) -> Router {
+        Router::new(specs, None, Duration::from_secs(1), 1 << 20).unwrap()
+    }
+
+    #[test]
+    fn a_request_goes_where_its_model_is_served_with_the_least_load_for_the_weight() {
+        let r = router(&[spec(1, Some(&["x"]), 1), spec(2, Some(&["x"]), 2), spec(3, Some(&["y"]), 1)]);
+        assert_eq!(r.pick(Some("y"), &[]), Some(2));
+        // Both idle: the heavier weight first; then 1 in flight there counts as half.
+        assert_eq!(r.pick(Some("x"), &[]), Some(1));
+        r.upstreams[1].in_flight.store(1, Ordering::Relaxed);
+        assert_eq!(r.pick(Some("x"), &[]), Some(0), "2/2 against 1/1: a tie goes to the first");
+        r.upstreams[1].in_flight.store(0, Ordering::Relaxed);
+        r.upstreams[0].in_flight.store(3, Ordering::Relaxed);
+        r.upstreams[1].in_flight.store(5, Ordering::Relaxed);
+        assert_eq!(r.pick(Some("x"), &[]), Some(1), "6/2 against 4/1");
+        assert_eq!(r.pick(Some("x"), &[1]), Some(0), "one tried already is passed over");
+        assert_eq!(r.pick(Some("x"), &[0, 1]), None, "y's upstream never gets x");
+        // A model nobody serves goes to any, to be refused in the upstream's words.
+        assert!(r.pick(Some("z"), &[]).is_some());
+    }
+
+    #[test]
+    fn an_upstream_failing_in_a_row_is_left_out_until_it_answers() {
+        let r = router(&[spec(1, None, 1), spec(2, None, 1)]);
+        *r.upstreams[0].learned.write().unwrap() = vec!["x".into()];
+        *r.upstreams[1].learned.write().unwrap() = vec!["x".into()];
+        for _ in 0..EJECT_AFTER - 1 {
+            r.upstreams[0].failed();
+        }
+        r.upstreams[0].answered();
+        r.upstreams[0].failed();
+        assert!(!r.upstreams[0].is_ejected(), "failures not in a row");
+        for _ in 0..EJECT_AFTER {
+            r.upstreams[0].failed();
+        }
+        assert!(r.upstreams[0].is_ejected());
+        assert_eq!(r.pick(Some("x"), &[]), Some(1));
+        assert_eq!(r.pick(Some("x"), &[1]), None);
+        assert_eq!(r.states()[0].state, "ejected");
+        assert_eq!(r.states()[1].models, ["x"]);
+    }
+
+    #[tokio::test]
+    async fn with_every_upstream_refusing_the_answer_is_503() {
+        let closed =
+            [std::net::TcpListener::bind("127.0.0.1:0").unwrap(), std::net::TcpListener::bind("127.0.0.1:0").unwrap()];
+        let ports: Vec<u16> = closed.iter().map(|l| l.local_addr().unwrap().port()).collect();
+        drop(closed);
+        let r = router(&[spec(ports[0], None, 1), spec(ports[1], None, 1)]);
+        let trace = Trace::default();
+        let err = r.forward(Route::ChatCompletions, Bytes::from_static(b"{}"), false, &trace).await.err().unwrap();
+        assert_eq!((err.status(), err.code), (503, ErrorCode::InferenceUnavailable));
+        assert!(r.upstreams.iter().all(|u| u.failures.load(Ordering::Relaxed) == 1), "each was tried once");
+        assert!(!r.is_healthy().await);
+        assert!(r.list_models().await.is_err());
+    }
+}
