@@ -57,7 +57,7 @@ async fn requests_follow_their_model_spread_by_load_and_survive_an_upstream_stop
     let key = app.create_key(Scope::User).await;
     // Each upstream's models are learned from its /v1/models at start.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while app.vault().inference.upstream_states().iter().any(|u| u.models.is_empty()) {
+    while app.vault().inference.upstream_states().unwrap().iter().any(|u| u.models.is_empty()) {
         assert!(Instant::now() < deadline, "the upstreams' models were never read");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -98,4 +98,41 @@ async fn requests_follow_their_model_spread_by_load_and_survive_an_upstream_stop
     assert!(received(&x1).await >= 4, "x1 takes requests again");
     let unknown = app.send("POST", "/v1/chat/completions", Some(&key), Some(&chat("model-z"))).await;
     assert_eq!(unknown.status(), 404, "a model nobody serves is refused by an upstream, in its words");
+}
+
+#[tokio::test]
+async fn the_gateway_follows_the_upstreams_file_as_the_engine_changes() {
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    let (x, y) = (fake(any, "model-x").await, fake(any, "model-y").await);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("upstreams.json");
+    let list = |fakes: &[(&fake_vllm::RunningFake, &str)]| {
+        let upstreams: Vec<Value> =
+            fakes.iter().map(|(f, model)| json!({"url": f.base_url(), "models": [model]})).collect();
+        json!({ "upstreams": upstreams }).to_string()
+    };
+    // No file yet: the engine serves nothing, and says so.
+    let settings = [("VAULT_UPSTREAMS", file.to_str().unwrap())];
+    let app = TestApp::spawn_with(Upstream::Url("http://127.0.0.1:9".into()), &settings).await;
+    let key = app.create_key(Scope::User).await;
+    let refused = app.send("POST", "/v1/chat/completions", Some(&key), Some(&chat("model-x"))).await;
+    assert_eq!(refused.status(), 503);
+
+    std::fs::write(&file, list(&[(&x, "model-x")])).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while app.vault().inference.upstream_states().unwrap().len() != 1 {
+        assert!(Instant::now() < deadline, "the new file was never read");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    ask(&app, &key, "model-x", 4, 2).await;
+
+    std::fs::write(&file, list(&[(&x, "model-x"), (&y, "model-y")])).unwrap();
+    while app.vault().inference.upstream_states().unwrap().len() != 2 {
+        assert!(Instant::now() < deadline, "the changed file was never read");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    ask(&app, &key, "model-y", 2, 2).await;
+    assert_eq!((received(&x).await, received(&y).await), (4, 2));
+    let kept = &app.vault().inference.upstream_states().unwrap()[0];
+    assert_eq!((kept.url.as_str(), kept.models.as_slice()), (x.base_url().as_str(), &["model-x".to_string()][..]));
 }

@@ -46,6 +46,12 @@ struct Cli {
     /// Folders models may be imported from [default: /media,/mnt].
     #[arg(long, env = config::VAULT_IMPORT_ROOTS, global = true)]
     import_roots: Option<String>,
+    /// The model configuration: which models the engine serves, on which GPUs [default: <data dir>/gpu-config.json].
+    #[arg(long, env = config::VAULT_GPU_CONFIG, global = true)]
+    gpu_config: Option<String>,
+    /// The upstreams file `models launch` writes for the gateway [default: <data dir>/upstreams.json].
+    #[arg(long, env = config::VAULT_UPSTREAMS, global = true)]
+    upstreams: Option<String>,
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
@@ -170,6 +176,8 @@ async fn open_db(cli: &Cli) -> Result<(Config, Db), VaultError> {
         (config::VLLM_API_KEY, &cli.vllm_api_key),
         (config::VAULT_MODELS_DIR, &cli.models_dir),
         (config::VAULT_IMPORT_ROOTS, &cli.import_roots),
+        (config::VAULT_GPU_CONFIG, &cli.gpu_config),
+        (config::VAULT_UPSTREAMS, &cli.upstreams),
     ] {
         if let Some(value) = value {
             overrides.insert(name, value.clone());

@@ -1,11 +1,13 @@
 //! `vault-cli models list|show|import|delete`: the model folders of the models dir, as the server
-//! shows them (loaded status from the engine at `VLLM_BASE_URL`).
+//! shows them (loaded status from the engine at `VLLM_BASE_URL`); `models launch`: the
+//! engine itself, started from the model configuration.
 
 use clap::Subcommand;
 use vault_core::VaultError;
 use vault_core::config::Config;
 use vault_core::inference::Inference;
-use vault_core::models::{self, import};
+use vault_core::models::gpu_config::GpuConfig;
+use vault_core::models::{self, import, launch};
 use vault_core::storage::Db;
 
 use crate::output::{Progress, Unit, print_json, print_text, table};
@@ -28,6 +30,22 @@ pub enum ModelsCommand {
         #[arg(long)]
         id: Option<String>,
     },
+    /// Start the inference engine from the model configuration (VAULT_GPU_CONFIG): one vLLM
+    /// server per loaded model, on its GPUs, on ports from --port up, and the upstreams file
+    /// (VAULT_UPSTREAMS, else <data dir>/upstreams.json) that tells the gateway which serves
+    /// what. Runs until a server ends or it is stopped (SIGTERM/Ctrl-C, passed on to each):
+    /// the appliance's `vllm` unit runs it.
+    Launch {
+        /// vLLM's command.
+        #[arg(long, default_value = "vllm")]
+        vllm: String,
+        /// The first model's port; the next model gets the next port.
+        #[arg(long, default_value_t = 8001)]
+        port: u16,
+        /// Print the servers that would start and the upstreams file, and start nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Delete a model's folder (refused while the engine serves it).
     Delete {
         /// The model's id.
@@ -40,6 +58,54 @@ pub enum ModelsCommand {
 
 fn gib(bytes: u64) -> String {
     format!("{:.1} GiB", bytes as f64 / f64::from(1u32 << 30))
+}
+
+/// How long a stopped server has to end before it is killed.
+const STOP_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
+async fn launch(config: &Config, vllm: &str, port: u16, dry_run: bool, json: bool) -> Result<(), VaultError> {
+    let models = GpuConfig::read(&config.gpu_config)?;
+    let plan = launch::plan(&models, vllm, port)?;
+    let file = config.upstreams_file.clone().unwrap_or_else(|| config.data_dir.join("upstreams.json"));
+    if dry_run {
+        if json {
+            return print_json(&serde_json::json!({"plan": plan, "upstreams_file": file}));
+        }
+        let mut text = plan.engines.iter().map(|e| e.display()).collect::<Vec<_>>().join("\n");
+        if plan.engines.is_empty() {
+            text = "No model is loaded: no server would start.".into();
+        }
+        return print_text(&format!("{text}\nUpstreams file: {}", file.display()));
+    }
+    launch::write_upstreams(&file, &plan.upstreams)?;
+    if plan.engines.is_empty() {
+        return print_text("No model is loaded: nothing to serve. Load one with POST /vault/models/{id}/load.");
+    }
+    let stopping = tokio_util::sync::CancellationToken::new();
+    tokio::spawn({
+        let stopping = stopping.clone();
+        async move {
+            stop_requested().await;
+            stopping.cancel();
+        }
+    });
+    let status = launch::supervise(&plan, stopping.clone(), STOP_PATIENCE).await?;
+    if stopping.is_cancelled() || status.success() {
+        return Ok(());
+    }
+    Err(VaultError::internal("running the inference engine", format!("a server ended ({status})")))
+}
+
+/// SIGTERM (a service manager stopping the unit) or Ctrl-C.
+async fn stop_requested() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
 }
 
 pub async fn run(command: &ModelsCommand, config: &Config, db: &Db, json: bool) -> Result<(), VaultError> {
@@ -107,6 +173,7 @@ pub async fn run(command: &ModelsCommand, config: &Config, db: &Db, json: bool) 
             }
             print_text(&format!("Imported {imported} ({}) in {seconds} s.", gib(detail.summary.size_bytes)))
         }
+        ModelsCommand::Launch { vllm, port, dry_run } => launch(config, vllm, *port, *dry_run, json).await,
         ModelsCommand::Delete { id, yes } => {
             if !yes {
                 return Err(VaultError::invalid_field(format!(

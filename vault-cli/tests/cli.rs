@@ -328,3 +328,45 @@ async fn the_audit_chain_verifies_until_a_row_is_edited_behind_the_gateways_back
     let bad = app.send("GET", "/vault/admin/audit/verify?from=abc", Some(&admin), None).await;
     assert_eq!(bad.status(), 400);
 }
+
+#[tokio::test]
+async fn models_launch_starts_a_server_per_loaded_model_and_writes_the_upstreams_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    assert!(run_cli(BINARY, data, &["create-key", "--label", "ops", "--scope", "admin"]).await.status.success());
+    let nothing = run_cli(BINARY, data, &["models", "launch", "--dry-run"]).await;
+    assert!(String::from_utf8_lossy(&nothing.stdout).contains("No model is loaded"));
+    std::fs::write(
+        data.join("gpu-config.json"),
+        r#"{"models": [
+            {"id": "a", "path": "/models/a", "gpus": [0], "gpu_memory_utilization": 0.9, "max_model_len": 4096},
+            {"id": "b", "path": "/models/b", "gpus": [1, 2], "gpu_memory_utilization": 0.5}]}"#,
+    )
+    .unwrap();
+    let planned = run_cli(BINARY, data, &["models", "launch", "--dry-run", "--port", "9001", "--json"]).await;
+    let planned: Value = serde_json::from_slice(&planned.stdout).unwrap();
+    let engines = planned["plan"]["engines"].as_array().unwrap();
+    assert_eq!(engines.len(), 2);
+    assert_eq!(engines[1]["port"], 9002);
+    assert!(!data.join("upstreams.json").exists(), "a dry run writes nothing");
+
+    // A stand-in for vLLM that notes how it was started and ends at once: the launch ends
+    // with it, having written the gateway's upstreams file.
+    let program = data.join("vllm.sh");
+    let marks = data.display();
+    std::fs::write(&program, format!("#!/bin/sh\necho \"$CUDA_VISIBLE_DEVICES $*\" >> {marks}/started\n")).unwrap();
+    std::fs::set_permissions(&program, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let ran = run_cli(BINARY, data, &["models", "launch", "--vllm", program.to_str().unwrap()]).await;
+    assert!(ran.status.success(), "{}", String::from_utf8_lossy(&ran.stderr));
+    let started = std::fs::read_to_string(data.join("started")).unwrap();
+    assert!(started.contains("0 serve /models/a --served-model-name a --host 127.0.0.1 --port 8001"), "{started}");
+    let upstreams: Value = serde_json::from_slice(&std::fs::read(data.join("upstreams.json")).unwrap()).unwrap();
+    assert_eq!(
+        upstreams["upstreams"][1],
+        serde_json::json!({"url": "http://127.0.0.1:8002", "models": ["b"], "weight": 1})
+    );
+
+    let missing = run_cli(BINARY, data, &["models", "launch", "--vllm", "/nonexistent/vllm"]).await;
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot start"));
+}

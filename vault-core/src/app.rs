@@ -243,14 +243,14 @@ impl Vault {
         Health {
             status,
             version: env!("CARGO_PKG_VERSION"),
-            inference: {
-                let states = self.inference.upstream_states();
-                let up = states.iter().filter(|s| s.state == "up").count();
-                UpstreamHealth {
+            inference: match self.inference.upstream_states() {
+                // One upstream: in rotation while it answers.
+                None => UpstreamHealth { reachable, upstreams_up: usize::from(reachable), upstreams: 1 },
+                Some(states) => UpstreamHealth {
                     reachable,
-                    upstreams_up: if states.is_empty() { 1 } else { up },
-                    upstreams: states.len().max(1),
-                }
+                    upstreams_up: states.iter().filter(|s| s.state == "up").count(),
+                    upstreams: states.len(),
+                },
             },
             database,
             audit,

@@ -34,6 +34,8 @@ pub struct Config {
     /// The vLLM servers requests are routed to (one, unless `VLLM_BASE_URL` lists several or
     /// `VAULT_UPSTREAMS` names a file).
     pub upstreams: Vec<crate::inference::router::UpstreamSpec>,
+    /// The file they were read from (`VAULT_UPSTREAMS`), which the gateway follows.
+    pub upstreams_file: Option<PathBuf>,
     /// Time allowed for the upstream to start answering (response headers).
     pub upstream_timeout: Duration,
     pub models_dir: PathBuf,
@@ -204,6 +206,7 @@ impl Config {
             None => DbLocation::Local(data_dir.join("vault.db")),
             Some(url) => parse_db_url(&url, lookup(VAULT_DB_AUTH_TOKEN))?,
         };
+        let upstreams_file = lookup(VAULT_UPSTREAMS).map(PathBuf::from);
         let upstreams = match lookup(VAULT_UPSTREAMS) {
             Some(file) => read_upstreams(Path::new(&file)).map_err(|why| bad(VAULT_UPSTREAMS, why))?,
             None => {
@@ -349,6 +352,7 @@ impl Config {
             db,
             vllm_base_url,
             upstreams,
+            upstreams_file,
             upstream_timeout,
             models_dir,
             gpu_config,
@@ -515,18 +519,21 @@ fn parse_db_url(url: &str, auth_token: Option<String>) -> Result<DbLocation, Vau
 }
 
 /// The upstreams listed in a JSON file: `{"upstreams": [{"url": "http://…", "models":
-/// ["…"], "weight": 1}]}` (`models` and `weight` optional).
-fn read_upstreams(path: &Path) -> Result<Vec<crate::inference::router::UpstreamSpec>, String> {
+/// ["…"], "weight": 1}]}` (`models` and `weight` optional). An empty list, or no file yet,
+/// is an engine serving no model yet.
+pub(crate) fn read_upstreams(path: &Path) -> Result<Vec<crate::inference::router::UpstreamSpec>, String> {
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct File {
         upstreams: Vec<crate::inference::router::UpstreamSpec>,
     }
-    let raw = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let raw = match std::fs::read(path) {
+        Ok(raw) => raw,
+        // Not written yet: `vault-cli models launch` writes it as the engine starts.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
     let file: File = serde_json::from_slice(&raw).map_err(|e| format!("{}: {e}", path.display()))?;
-    if file.upstreams.is_empty() {
-        return Err(format!("{}: lists no upstream", path.display()));
-    }
     file.upstreams
         .into_iter()
         .map(|mut spec| {
@@ -616,8 +623,12 @@ mod tests {
         assert_eq!(c.upstreams[0].url, "http://a:1");
         assert_eq!((c.upstreams[0].models.clone(), c.upstreams[0].weight), (Some(vec!["x".to_string()]), 2));
         assert_eq!((c.upstreams[1].models.clone(), c.upstreams[1].weight), (None, 1));
+        assert_eq!(c.upstreams_file.as_deref(), Some(file.as_path()));
+        std::fs::write(&file, r#"{"upstreams": []}"#).unwrap();
+        assert!(config(&[(VAULT_UPSTREAMS, path)]).unwrap().upstreams.is_empty(), "an engine serving nothing yet");
+        let not_yet = dir.path().join("not-yet.json");
+        assert!(config(&[(VAULT_UPSTREAMS, not_yet.to_str().unwrap())]).unwrap().upstreams.is_empty());
         for bad in [
-            r#"{"upstreams": []}"#,
             r#"{"upstreams": [{"url": "ftp://a"}]}"#,
             r#"{"upstreams": [{"url": "http://a:1", "weight": 0}]}"#,
             r#"{"upstreams": [{"url": "http://a:1", "models": []}]}"#,
@@ -644,7 +655,7 @@ mod tests {
             (VAULT_SYSTEM_CONTROL, "yes"),
             (VLLM_BASE_URL, "http://a:1,ftp://b"),
             (VLLM_BASE_URL, "http://a:1,"),
-            (VAULT_UPSTREAMS, "/nonexistent/upstreams.json"),
+            (VAULT_UPSTREAMS, "/"),
             (VAULT_ADMISSION, "maybe"),
             (VAULT_ADMISSION_THRESHOLD, "-1"),
             (VAULT_ADMISSION_THRESHOLD, "1e9"),

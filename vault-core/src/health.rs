@@ -145,7 +145,7 @@ pub async fn report(vault: &Vault) -> SystemHealth {
         component("inference", Status::Down, Some("the inference engine does not answer".into()), None)
     });
     // With several upstreams, each has its own line; one out of rotation degrades the box.
-    for upstream in vault.inference.upstream_states() {
+    for upstream in vault.inference.upstream_states().unwrap_or_default() {
         let detail = Some(format!("{} in flight; serves {}", upstream.in_flight, upstream.models.join(", ")));
         components.push(match upstream.state {
             "up" => component(&format!("upstream {}", upstream.url), Status::Ok, None, detail),

@@ -123,9 +123,9 @@ pub trait InferenceBackend: Send + Sync {
     fn engine_load(&self) -> BoxFuture<'_, Result<Option<EngineLoad>>> {
         Box::pin(async { Ok(None) })
     }
-    /// Each upstream's state, when there are several.
-    fn upstream_states(&self) -> Vec<router::UpstreamState> {
-        Vec::new()
+    /// Each upstream's state, when requests are routed among several (`None`: one).
+    fn upstream_states(&self) -> Option<Vec<router::UpstreamState>> {
+        None
     }
     /// Starts what the backend does in the background (a router's health checks), until
     /// `stopping`.
@@ -135,9 +135,9 @@ pub trait InferenceBackend: Send + Sync {
 /// The upstream `config` names: vLLM at its URL, or a router over several.
 pub fn backend_for(config: &crate::config::Config) -> Result<Arc<dyn InferenceBackend>> {
     let (key, timeout, max_body) = (config.vllm_api_key(), config.upstream_timeout, config.max_upstream_body);
-    match config.upstreams.as_slice() {
-        [one] => Ok(Arc::new(vllm::VllmBackend::new(&one.url, key, timeout, max_body)?)),
-        several => Ok(Arc::new(router::Router::new(several, key, timeout, max_body)?)),
+    match (config.upstreams.as_slice(), &config.upstreams_file) {
+        ([one], None) => Ok(Arc::new(vllm::VllmBackend::new(&one.url, key, timeout, max_body)?)),
+        (several, file) => Ok(Arc::new(router::Router::new(several, file.clone(), key, timeout, max_body)?)),
     }
 }
 
@@ -370,8 +370,8 @@ impl Inference {
         tokio::spawn(self.admission.clone().watch(self.backend.clone(), self.stopping.clone()));
     }
 
-    /// Each upstream's state, when there are several.
-    pub fn upstream_states(&self) -> Vec<router::UpstreamState> {
+    /// Each upstream's state, when requests are routed among several (`None`: one).
+    pub fn upstream_states(&self) -> Option<Vec<router::UpstreamState>> {
         self.backend.upstream_states()
     }
 

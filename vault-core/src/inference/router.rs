@@ -5,10 +5,15 @@
 //! checks failed) an upstream is left out until its health check passes again. A request
 //! moves on to another upstream only when nothing of it was sent — never after its first
 //! byte, which could run a generation twice.
+//!
+//! Upstreams listed in a file (`VAULT_UPSTREAMS`) follow it: when the file changes (a model
+//! load restarts the engine with a new set of servers, see `models::launch`), the next
+//! check takes the new list; an upstream that stays keeps its counts.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
@@ -135,42 +140,106 @@ impl Drop for InFlight {
     }
 }
 
+type Upstreams = Arc<Vec<Arc<Upstream>>>;
+
+/// How every upstream is reached.
+#[derive(Clone)]
+struct Reach {
+    api_key: Option<String>,
+    first_byte_timeout: Duration,
+    max_body: usize,
+}
+
+impl Reach {
+    fn upstream(&self, spec: &UpstreamSpec) -> Result<Arc<Upstream>> {
+        Ok(Arc::new(Upstream {
+            backend: VllmBackend::new(&spec.url, self.api_key.as_deref(), self.first_byte_timeout, self.max_body)?,
+            spec: spec.clone(),
+            learned: RwLock::new(Vec::new()),
+            in_flight: Arc::new(AtomicU64::new(0)),
+            failures: AtomicU32::new(0),
+            ejected: AtomicBool::new(false),
+        }))
+    }
+}
+
+/// The file the upstreams are listed in, and its time of change when last read.
+struct Source {
+    path: PathBuf,
+    read_at: Mutex<Option<SystemTime>>,
+}
+
 /// The upstreams, and which one serves what.
 pub struct Router {
-    upstreams: Vec<Upstream>,
+    upstreams: RwLock<Upstreams>,
+    reach: Reach,
+    source: Option<Source>,
 }
 
 impl Router {
-    /// A router over `specs` (at least one), each reached as `VllmBackend` would.
+    /// A router over `specs`, each reached as `VllmBackend` would; following the file
+    /// `source` when they were read from one.
     pub fn new(
         specs: &[UpstreamSpec],
+        source: Option<PathBuf>,
         api_key: Option<&str>,
         first_byte_timeout: Duration,
         max_body: usize,
     ) -> Result<Router> {
-        let upstreams = specs
-            .iter()
-            .map(|spec| {
-                Ok(Upstream {
-                    backend: VllmBackend::new(&spec.url, api_key, first_byte_timeout, max_body)?,
-                    spec: spec.clone(),
-                    learned: RwLock::new(Vec::new()),
-                    in_flight: Arc::new(AtomicU64::new(0)),
-                    failures: AtomicU32::new(0),
-                    ejected: AtomicBool::new(false),
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        if upstreams.is_empty() {
-            return Err(VaultError::config("no inference upstream is configured"));
+        let reach = Reach { api_key: api_key.map(String::from), first_byte_timeout, max_body };
+        let upstreams = specs.iter().map(|spec| reach.upstream(spec)).collect::<Result<Vec<_>>>()?;
+        let source = source.map(|path| {
+            let read_at = Mutex::new(std::fs::metadata(&path).and_then(|m| m.modified()).ok());
+            Source { path, read_at }
+        });
+        Ok(Router { upstreams: RwLock::new(Arc::new(upstreams)), reach, source })
+    }
+
+    fn current(&self) -> Upstreams {
+        self.upstreams.read().map(|u| u.clone()).unwrap_or_default()
+    }
+
+    /// Takes the upstreams file's new list when it changed since it was read. A file that
+    /// cannot be used is reported and the list stays.
+    fn follow_source(&self) {
+        let Some(source) = &self.source else { return };
+        let changed = std::fs::metadata(&source.path).and_then(|m| m.modified()).ok();
+        let Ok(mut read_at) = source.read_at.lock() else { return };
+        if changed == *read_at {
+            return;
         }
-        Ok(Router { upstreams })
+        *read_at = changed;
+        let specs = match crate::config::read_upstreams(&source.path) {
+            Ok(specs) => specs,
+            Err(why) => {
+                tracing::warn!(why, "the upstreams file cannot be used: the upstreams stay as they were");
+                return;
+            }
+        };
+        let before = self.current();
+        let mut next = Vec::new();
+        for spec in &specs {
+            match before.iter().find(|u| u.spec == *spec) {
+                Some(kept) => next.push(kept.clone()),
+                None => match self.reach.upstream(spec) {
+                    Ok(upstream) => next.push(upstream),
+                    Err(err) => tracing::warn!(url = %spec.url, error = %err.message, "an upstream cannot be used"),
+                },
+            }
+        }
+        let urls: Vec<&str> = next.iter().map(|u| u.spec.url.as_str()).collect();
+        tracing::info!(upstreams = ?urls, "the upstreams file changed");
+        if let Ok(mut upstreams) = self.upstreams.write() {
+            *upstreams = Arc::new(next);
+        }
     }
 
     /// Checks every upstream now and then every [`CHECK_EVERY`], until `stopping`.
     pub async fn watch(self: Arc<Self>, stopping: CancellationToken) {
         loop {
-            futures_util::future::join_all(self.upstreams.iter().map(Upstream::check)).await;
+            self.follow_source();
+            let upstreams = self.current();
+            futures_util::future::join_all(upstreams.iter().map(|u| u.check())).await;
             tokio::select! {
                 _ = stopping.cancelled() => return,
                 _ = tokio::time::sleep(CHECK_EVERY) => {}
@@ -179,7 +248,7 @@ impl Router {
     }
 
     pub fn states(&self) -> Vec<UpstreamState> {
-        self.upstreams
+        self.current()
             .iter()
             .map(|u| UpstreamState {
                 url: u.spec.url.clone(),
@@ -194,19 +263,19 @@ impl Router {
     /// The upstream for a request for `model`, not among `tried`: of those in rotation that
     /// serve it (any, when none is known to), the one with the fewest requests in flight
     /// for its weight.
-    fn pick(&self, model: Option<&str>, tried: &[usize]) -> Option<usize> {
+    fn pick(upstreams: &[Arc<Upstream>], model: Option<&str>, tried: &[usize]) -> Option<usize> {
         let open: Vec<usize> =
-            (0..self.upstreams.len()).filter(|i| !tried.contains(i) && !self.upstreams[*i].is_ejected()).collect();
+            (0..upstreams.len()).filter(|i| !tried.contains(i) && !upstreams[*i].is_ejected()).collect();
         let serving: Vec<usize> = match model {
-            Some(model) => open.iter().copied().filter(|i| self.upstreams[*i].serves(model)).collect(),
+            Some(model) => open.iter().copied().filter(|i| upstreams[*i].serves(model)).collect(),
             None => open.clone(),
         };
         // A model nobody is known to serve: one of them says so (404) in its own words.
-        let known_anywhere = model.is_some_and(|m| self.upstreams.iter().any(|u| u.serves(m)));
+        let known_anywhere = model.is_some_and(|m| upstreams.iter().any(|u| u.serves(m)));
         let candidates = if serving.is_empty() && !known_anywhere { open } else { serving };
         candidates.into_iter().min_by(|a, b| {
             let load = |i: usize| {
-                let u = &self.upstreams[i];
+                let u = &upstreams[i];
                 (u.in_flight.load(Ordering::Relaxed) + 1) as f64 / f64::from(u.spec.weight.max(1))
             };
             load(*a).total_cmp(&load(*b))
@@ -232,10 +301,11 @@ impl InferenceBackend for Router {
         trace: &'a Trace,
     ) -> BoxFuture<'a, Result<UpstreamReply>> {
         async move {
+            let upstreams = self.current();
             let mut tried = Vec::new();
             let mut last = None;
-            while let Some(i) = self.pick(trace.model.as_deref(), &tried) {
-                let upstream = &self.upstreams[i];
+            while let Some(i) = Router::pick(&upstreams, trace.model.as_deref(), &tried) {
+                let upstream = &upstreams[i];
                 let in_flight = InFlight::new(&upstream.in_flight);
                 match upstream.backend.attempt(route, body.clone(), stream, trace).await {
                     Ok(reply) => {
@@ -270,7 +340,8 @@ impl InferenceBackend for Router {
     /// The models of every upstream in rotation, each once.
     fn list_models(&self) -> BoxFuture<'_, Result<serde_json::Value>> {
         async move {
-            let open = self.upstreams.iter().filter(|u| !u.is_ejected());
+            let upstreams = self.current();
+            let open = upstreams.iter().filter(|u| !u.is_ejected());
             let lists = futures_util::future::join_all(open.map(|u| u.backend.list_models())).await;
             let mut cards: Vec<serde_json::Value> = Vec::new();
             let mut first_error = None;
@@ -302,7 +373,8 @@ impl InferenceBackend for Router {
     /// Whether any upstream answers its health check.
     fn is_healthy(&self) -> BoxFuture<'_, bool> {
         async move {
-            let checks = self.upstreams.iter().map(|u| u.backend.is_healthy());
+            let upstreams = self.current();
+            let checks = upstreams.iter().map(|u| u.backend.is_healthy());
             futures_util::future::join_all(checks).await.into_iter().any(|healthy| healthy)
         }
         .boxed()
@@ -312,7 +384,8 @@ impl InferenceBackend for Router {
     /// shares out the whole.
     fn engine_load(&self) -> BoxFuture<'_, Result<Option<EngineLoad>>> {
         async move {
-            let loads = futures_util::future::join_all(self.upstreams.iter().map(|u| u.backend.engine_load())).await;
+            let upstreams = self.current();
+            let loads = futures_util::future::join_all(upstreams.iter().map(|u| u.backend.engine_load())).await;
             let mut total: Option<EngineLoad> = None;
             let mut reached = false;
             for load in loads.into_iter().flatten() {
@@ -335,8 +408,8 @@ impl InferenceBackend for Router {
         .boxed()
     }
 
-    fn upstream_states(&self) -> Vec<UpstreamState> {
-        self.states()
+    fn upstream_states(&self) -> Option<Vec<UpstreamState>> {
+        Some(self.states())
     }
 
     fn start(self: Arc<Self>, stopping: CancellationToken) {
@@ -357,44 +430,44 @@ mod tests {
     }
 
     fn router(specs: &[UpstreamSpec]) -> Router {
-        Router::new(specs, None, Duration::from_secs(1), 1 << 20).unwrap()
+        Router::new(specs, None, None, Duration::from_secs(1), 1 << 20).unwrap()
     }
 
     #[test]
     fn a_request_goes_where_its_model_is_served_with_the_least_load_for_the_weight() {
         let r = router(&[spec(1, Some(&["x"]), 1), spec(2, Some(&["x"]), 2), spec(3, Some(&["y"]), 1)]);
-        assert_eq!(r.pick(Some("y"), &[]), Some(2));
+        assert_eq!(Router::pick(&r.current(), Some("y"), &[]), Some(2));
         // Both idle: the heavier weight first; then 1 in flight there counts as half.
-        assert_eq!(r.pick(Some("x"), &[]), Some(1));
-        r.upstreams[1].in_flight.store(1, Ordering::Relaxed);
-        assert_eq!(r.pick(Some("x"), &[]), Some(0), "2/2 against 1/1: a tie goes to the first");
-        r.upstreams[1].in_flight.store(0, Ordering::Relaxed);
-        r.upstreams[0].in_flight.store(3, Ordering::Relaxed);
-        r.upstreams[1].in_flight.store(5, Ordering::Relaxed);
-        assert_eq!(r.pick(Some("x"), &[]), Some(1), "6/2 against 4/1");
-        assert_eq!(r.pick(Some("x"), &[1]), Some(0), "one tried already is passed over");
-        assert_eq!(r.pick(Some("x"), &[0, 1]), None, "y's upstream never gets x");
+        assert_eq!(Router::pick(&r.current(), Some("x"), &[]), Some(1));
+        r.current()[1].in_flight.store(1, Ordering::Relaxed);
+        assert_eq!(Router::pick(&r.current(), Some("x"), &[]), Some(0), "2/2 against 1/1: a tie goes to the first");
+        r.current()[1].in_flight.store(0, Ordering::Relaxed);
+        r.current()[0].in_flight.store(3, Ordering::Relaxed);
+        r.current()[1].in_flight.store(5, Ordering::Relaxed);
+        assert_eq!(Router::pick(&r.current(), Some("x"), &[]), Some(1), "6/2 against 4/1");
+        assert_eq!(Router::pick(&r.current(), Some("x"), &[1]), Some(0), "one tried already is passed over");
+        assert_eq!(Router::pick(&r.current(), Some("x"), &[0, 1]), None, "y's upstream never gets x");
         // A model nobody serves goes to any, to be refused in the upstream's words.
-        assert!(r.pick(Some("z"), &[]).is_some());
+        assert!(Router::pick(&r.current(), Some("z"), &[]).is_some());
     }
 
     #[test]
     fn an_upstream_failing_in_a_row_is_left_out_until_it_answers() {
         let r = router(&[spec(1, None, 1), spec(2, None, 1)]);
-        *r.upstreams[0].learned.write().unwrap() = vec!["x".into()];
-        *r.upstreams[1].learned.write().unwrap() = vec!["x".into()];
+        *r.current()[0].learned.write().unwrap() = vec!["x".into()];
+        *r.current()[1].learned.write().unwrap() = vec!["x".into()];
         for _ in 0..EJECT_AFTER - 1 {
-            r.upstreams[0].failed();
+            r.current()[0].failed();
         }
-        r.upstreams[0].answered();
-        r.upstreams[0].failed();
-        assert!(!r.upstreams[0].is_ejected(), "failures not in a row");
+        r.current()[0].answered();
+        r.current()[0].failed();
+        assert!(!r.current()[0].is_ejected(), "failures not in a row");
         for _ in 0..EJECT_AFTER {
-            r.upstreams[0].failed();
+            r.current()[0].failed();
         }
-        assert!(r.upstreams[0].is_ejected());
-        assert_eq!(r.pick(Some("x"), &[]), Some(1));
-        assert_eq!(r.pick(Some("x"), &[1]), None);
+        assert!(r.current()[0].is_ejected());
+        assert_eq!(Router::pick(&r.current(), Some("x"), &[]), Some(1));
+        assert_eq!(Router::pick(&r.current(), Some("x"), &[1]), None);
         assert_eq!(r.states()[0].state, "ejected");
         assert_eq!(r.states()[1].models, ["x"]);
     }
@@ -409,7 +482,7 @@ mod tests {
         let trace = Trace::default();
         let err = r.forward(Route::ChatCompletions, Bytes::from_static(b"{}"), false, &trace).await.err().unwrap();
         assert_eq!((err.status(), err.code), (503, ErrorCode::InferenceUnavailable));
-        assert!(r.upstreams.iter().all(|u| u.failures.load(Ordering::Relaxed) == 1), "each was tried once");
+        assert!(r.current().iter().all(|u| u.failures.load(Ordering::Relaxed) == 1), "each was tried once");
         assert!(!r.is_healthy().await);
         assert!(r.list_models().await.is_err());
     }

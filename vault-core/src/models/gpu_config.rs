@@ -46,28 +46,33 @@ impl GpuConfig {
 
     /// Replaces the file at `path` with this configuration in one step.
     pub fn write(&self, path: &Path) -> Result<()> {
-        let fail = |e: std::io::Error| VaultError::internal("writing the model configuration", e);
         let text =
             serde_json::to_vec_pretty(self).map_err(|e| VaultError::internal("writing the model configuration", e))?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(fail)?;
-        }
-        let mut temporary = path.as_os_str().to_os_string();
-        temporary.push(".new");
-        let mut file = std::fs::File::create(&temporary).map_err(fail)?;
-        std::io::Write::write_all(&mut file, &text).map_err(fail)?;
-        // On disk before it replaces the old one: a power loss leaves one or the other.
-        file.sync_all().map_err(fail)?;
-        std::fs::rename(&temporary, path).map_err(fail)?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
-        }
-        Ok(())
+        write_whole(path, &text).map_err(|e| VaultError::internal("writing the model configuration", e))
     }
 
     pub fn get(&self, id: &str) -> Option<&ServedModel> {
         self.models.iter().find(|m| m.id == id)
     }
+}
+
+/// Replaces the file at `path` with `contents` in one step: a reader sees the old file or
+/// the new one, never half of one, even after a power loss.
+pub(crate) fn write_whole(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut temporary = path.as_os_str().to_os_string();
+    temporary.push(".new");
+    let mut file = std::fs::File::create(&temporary)?;
+    std::io::Write::write_all(&mut file, contents)?;
+    // On disk before it replaces the old one: a power loss leaves one or the other.
+    file.sync_all()?;
+    std::fs::rename(&temporary, path)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

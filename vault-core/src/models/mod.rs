@@ -10,6 +10,7 @@
 
 pub mod gpu_config;
 pub mod import;
+pub mod launch;
 pub mod operations;
 
 use std::path::{Path, PathBuf};
