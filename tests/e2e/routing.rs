@@ -86,10 +86,13 @@ async fn requests_follow_their_model_spread_by_load_and_survive_an_upstream_stop
         .as_array()
         .unwrap()
         .iter()
-        .find(|c| c["name"] == format!("upstream http://{x1_addr}"))
+        .find(|c| c["name"] == "upstream 1")
         .unwrap_or_else(|| panic!("no line for x1 in {system}"))
         .clone();
     assert_eq!(x1_line["status"], "degraded", "{x1_line}");
+    assert!(x1_line["detail"].as_str().unwrap().starts_with(&format!("http://{x1_addr}; ")), "{x1_line}");
+    let user_view: Value = app.send("GET", "/vault/system/health", Some(&key), None).await.json().await.unwrap();
+    assert!(!user_view.to_string().contains(&x1_addr.to_string()), "where upstreams are is for admins: {user_view}");
 
     // Back on the same address: back in rotation after its next health check.
     let x1 = fake(x1_addr, "model-x").await;
@@ -98,6 +101,16 @@ async fn requests_follow_their_model_spread_by_load_and_survive_an_upstream_stop
     assert!(received(&x1).await >= 4, "x1 takes requests again");
     let unknown = app.send("POST", "/v1/chat/completions", Some(&key), Some(&chat("model-z"))).await;
     assert_eq!(unknown.status(), 404, "a model nobody serves is refused by an upstream, in its words");
+
+    // A request that reached an upstream and failed there is not sent to another.
+    let before = received(&x1).await + received(&x2).await;
+    let failing =
+        json!({"model": "model-x", "messages": [{"role": "user", "content": "hi"}], "fake_mode": "error:500"});
+    let failed = app.send("POST", "/v1/chat/completions", Some(&key), Some(&failing)).await;
+    assert_eq!(failed.status(), 500);
+    assert_eq!(received(&x1).await + received(&x2).await, before + 1, "sent once, not again elsewhere");
+    let states = app.vault().inference.upstream_states().unwrap();
+    assert!(states.iter().all(|u| u.in_flight == 0), "every request gave its place back: {states:?}");
 }
 
 #[tokio::test]

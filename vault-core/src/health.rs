@@ -131,7 +131,8 @@ pub fn overall(components: &[Component]) -> Status {
     }
 }
 
-pub async fn report(vault: &Vault) -> SystemHealth {
+/// The report; `for_admin` adds where each upstream is (its URL), which only an admin sees.
+pub async fn report(vault: &Vault, for_admin: bool) -> SystemHealth {
     let mut components = Vec::new();
     let check = |name: &str, outcome: std::result::Result<(), String>| match outcome {
         Ok(()) => component(name, Status::Ok, None, None),
@@ -145,12 +146,14 @@ pub async fn report(vault: &Vault) -> SystemHealth {
         component("inference", Status::Down, Some("the inference engine does not answer".into()), None)
     });
     // With several upstreams, each has its own line; one out of rotation degrades the box.
-    for upstream in vault.inference.upstream_states().unwrap_or_default() {
-        let detail = Some(format!("{} in flight; serves {}", upstream.in_flight, upstream.models.join(", ")));
+    for (i, upstream) in vault.inference.upstream_states().unwrap_or_default().into_iter().enumerate() {
+        let name = format!("upstream {}", i + 1);
+        let at = if for_admin { format!("{}; ", upstream.url) } else { String::new() };
+        let detail = Some(format!("{at}{} in flight; serves {}", upstream.in_flight, upstream.models.join(", ")));
         components.push(match upstream.state {
-            "up" => component(&format!("upstream {}", upstream.url), Status::Ok, None, detail),
+            "up" => component(&name, Status::Ok, None, detail),
             _ => component(
-                &format!("upstream {}", upstream.url),
+                &name,
                 Status::Degraded,
                 Some("left out of rotation after failures in a row; back once its health check passes".into()),
                 detail,

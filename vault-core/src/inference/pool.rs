@@ -38,8 +38,23 @@ pub enum SendError {
     ConnectTimeout(String),
     #[error("{0}")]
     Http(#[from] hyper::Error),
+    /// The connection failed with the request handed back unsent.
+    #[error("{0}")]
+    NotSent(hyper::Error),
+    /// A new connection for a second try could not be made, after a first try that may
+    /// have reached the upstream.
+    #[error("cannot connect again to {0}: {1}")]
+    Reconnect(String, String),
     #[error("cannot build the request: {0}")]
     Request(String),
+}
+
+impl SendError {
+    /// Whether the upstream may have received the request: then it must not be sent to
+    /// another (it may be generating).
+    pub fn may_have_been_sent(&self) -> bool {
+        matches!(self, SendError::Http(_) | SendError::Reconnect(..))
+    }
 }
 
 /// One connection: the handle requests are sent through, and its I/O.
@@ -129,10 +144,21 @@ impl Pool {
             // The connection closed as it was taken: the request never went out, or the
             // upstream closed the kept-alive connection without reading it. Once more, on
             // a new connection.
-            connection = self.inner.connect().await?;
+            let maybe_read = failed.message().is_none();
+            connection = match self.inner.connect().await {
+                Ok(connection) => connection,
+                Err(SendError::Connect(to, why)) if maybe_read => return Err(SendError::Reconnect(to, why)),
+                Err(SendError::ConnectTimeout(to)) if maybe_read => {
+                    return Err(SendError::Reconnect(to, "no answer within the connect timeout".into()));
+                }
+                Err(err) => return Err(err),
+            };
             (reply, open) = exchange(&mut connection, request()?).await;
         }
-        let response = reply.map_err(|failed| SendError::Http(failed.into_error()))?;
+        let response = reply.map_err(|failed| match failed.message() {
+            Some(_) => SendError::NotSent(failed.into_error()),
+            None => SendError::Http(failed.into_error()),
+        })?;
         let pool = self.inner.clone();
         Ok(response.map(|body| PooledBody { body, connection: open.then_some(connection), pool }))
     }

@@ -29,6 +29,10 @@ use crate::error::{ErrorCode, ErrorKind, Result, VaultError};
 pub const CHECK_EVERY: Duration = Duration::from_secs(3);
 /// Failures in a row that take an upstream out of rotation.
 pub const EJECT_AFTER: u32 = 3;
+/// The longest one upstream's check may take, so that a slow one holds up no other.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest one upstream's model list may take within `GET /v1/models`.
+const LIST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One upstream as configured (`VLLM_BASE_URL` lists them; `VAULT_UPSTREAMS` names a file
 /// that also says which models each serves, and its weight).
@@ -85,6 +89,11 @@ impl Upstream {
         }
     }
 
+    /// Whether it is known which models it serves (configured, or read from it).
+    fn models_known(&self) -> bool {
+        self.spec.models.is_some() || self.learned.read().is_ok_and(|m| !m.is_empty())
+    }
+
     fn failed(&self) {
         let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
         if failures >= EJECT_AFTER && !self.ejected.swap(true, Ordering::Relaxed) {
@@ -110,7 +119,7 @@ impl Upstream {
         if self.ejected.swap(false, Ordering::Relaxed) {
             tracing::info!(upstream = %self.spec.url, "inference upstream back in rotation");
         }
-        if let Ok(list) = self.backend.list_models().await {
+        if let Ok(Ok(list)) = tokio::time::timeout(CHECK_TIMEOUT, self.backend.list_models()).await {
             let ids = model_ids(&list);
             if let Ok(mut learned) = self.learned.write() {
                 *learned = ids;
@@ -174,6 +183,8 @@ pub struct Router {
     upstreams: RwLock<Upstreams>,
     reach: Reach,
     source: Option<Source>,
+    /// Counts picks, to take ties in turn.
+    turn: std::sync::atomic::AtomicUsize,
 }
 
 impl Router {
@@ -192,7 +203,7 @@ impl Router {
             let read_at = Mutex::new(std::fs::metadata(&path).and_then(|m| m.modified()).ok());
             Source { path, read_at }
         });
-        Ok(Router { upstreams: RwLock::new(Arc::new(upstreams)), reach, source })
+        Ok(Router { upstreams: RwLock::new(Arc::new(upstreams)), reach, source, turn: Default::default() })
     }
 
     fn current(&self) -> Upstreams {
@@ -239,7 +250,12 @@ impl Router {
         loop {
             self.follow_source();
             let upstreams = self.current();
-            futures_util::future::join_all(upstreams.iter().map(|u| u.check())).await;
+            let checks = upstreams.iter().map(|u| async move {
+                if tokio::time::timeout(CHECK_TIMEOUT, u.check()).await.is_err() {
+                    u.failed();
+                }
+            });
+            futures_util::future::join_all(checks).await;
             tokio::select! {
                 _ = stopping.cancelled() => return,
                 _ = tokio::time::sleep(CHECK_EVERY) => {}
@@ -261,25 +277,42 @@ impl Router {
     }
 
     /// The upstream for a request for `model`, not among `tried`: of those in rotation that
-    /// serve it (any, when none is known to), the one with the fewest requests in flight
-    /// for its weight.
-    fn pick(upstreams: &[Arc<Upstream>], model: Option<&str>, tried: &[usize]) -> Option<usize> {
+    /// serve it, the one with the fewest requests in flight for its weight (ties taken in
+    /// turn). While some upstream's models are not known yet, a model no other serves goes
+    /// only to such one; a model no upstream serves (all known) goes to any, to be refused
+    /// in the upstream's own words.
+    fn pick(&self, upstreams: &[Arc<Upstream>], model: Option<&str>, tried: &[usize]) -> Option<usize> {
         let open: Vec<usize> =
             (0..upstreams.len()).filter(|i| !tried.contains(i) && !upstreams[*i].is_ejected()).collect();
-        let serving: Vec<usize> = match model {
-            Some(model) => open.iter().copied().filter(|i| upstreams[*i].serves(model)).collect(),
-            None => open.clone(),
+        let candidates: Vec<usize> = match model {
+            None => open,
+            Some(model) if upstreams.iter().any(|u| u.serves(model)) => {
+                open.into_iter().filter(|i| upstreams[*i].serves(model)).collect()
+            }
+            Some(_) if upstreams.iter().any(|u| !u.models_known()) => {
+                open.into_iter().filter(|i| !upstreams[*i].models_known()).collect()
+            }
+            Some(_) => open,
         };
-        // A model nobody is known to serve: one of them says so (404) in its own words.
-        let known_anywhere = model.is_some_and(|m| upstreams.iter().any(|u| u.serves(m)));
-        let candidates = if serving.is_empty() && !known_anywhere { open } else { serving };
-        candidates.into_iter().min_by(|a, b| {
-            let load = |i: usize| {
-                let u = &upstreams[i];
-                (u.in_flight.load(Ordering::Relaxed) + 1) as f64 / f64::from(u.spec.weight.max(1))
-            };
-            load(*a).total_cmp(&load(*b))
-        })
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+        let start = turn % candidates.len().max(1);
+        let load = |i: usize| {
+            let u = &upstreams[i];
+            (u.in_flight.load(Ordering::Relaxed) + 1) as f64 / f64::from(u.spec.weight.max(1))
+        };
+        // `min_by` keeps the first of equals: starting at a different one each time spreads
+        // ties across them.
+        candidates[start..].iter().chain(&candidates[..start]).copied().min_by(|a, b| load(*a).total_cmp(&load(*b)))
+    }
+}
+
+/// An error that is the upstream's failing, not the request's: unreachable, too slow, or a
+/// 5xx of its own.
+fn is_upstream_fault(err: &VaultError) -> bool {
+    match err.kind {
+        ErrorKind::UpstreamUnavailable | ErrorKind::UpstreamTimeout => true,
+        ErrorKind::Upstream { status } => status >= 500,
+        _ => false,
     }
 }
 
@@ -289,7 +322,9 @@ fn all_down() -> VaultError {
         ErrorCode::InferenceUnavailable,
         "No inference service that serves this model is reachable.",
     )
-    .with_suggestion("Check that vLLM is running; the administrator can see each upstream's state in /vault/health.")
+    .with_suggestion(
+        "Check that vLLM is running; the administrator can see each upstream's state in /vault/system/health.",
+    )
 }
 
 impl InferenceBackend for Router {
@@ -304,7 +339,7 @@ impl InferenceBackend for Router {
             let upstreams = self.current();
             let mut tried = Vec::new();
             let mut last = None;
-            while let Some(i) = Router::pick(&upstreams, trace.model.as_deref(), &tried) {
+            while let Some(i) = self.pick(&upstreams, trace.model.as_deref(), &tried) {
                 let upstream = &upstreams[i];
                 let in_flight = InFlight::new(&upstream.in_flight);
                 match upstream.backend.attempt(route, body.clone(), stream, trace).await {
@@ -329,7 +364,16 @@ impl InferenceBackend for Router {
                         tried.push(i);
                         last = Some(failure.error);
                     }
-                    Err(failure) => return Err(failure.error),
+                    Err(failure) => {
+                        // It failed the request (not the client): it counts against it, but
+                        // the request is not sent again.
+                        if is_upstream_fault(&failure.error) {
+                            upstream.failed();
+                        } else {
+                            upstream.answered();
+                        }
+                        return Err(failure.error);
+                    }
                 }
             }
             Err(last.unwrap_or_else(all_down))
@@ -342,7 +386,10 @@ impl InferenceBackend for Router {
         async move {
             let upstreams = self.current();
             let open = upstreams.iter().filter(|u| !u.is_ejected());
-            let lists = futures_util::future::join_all(open.map(|u| u.backend.list_models())).await;
+            let lists = futures_util::future::join_all(open.map(|u| async move {
+                tokio::time::timeout(LIST_TIMEOUT, u.backend.list_models()).await.unwrap_or_else(|_| Err(all_down()))
+            }))
+            .await;
             let mut cards: Vec<serde_json::Value> = Vec::new();
             let mut first_error = None;
             let mut answered = false;
@@ -380,30 +427,39 @@ impl InferenceBackend for Router {
         .boxed()
     }
 
-    /// The scheduler gauges of all upstreams summed (the fullest KV cache): fair admission
-    /// shares out the whole.
+    /// The scheduler gauges of the upstreams in rotation summed (the fullest KV cache):
+    /// fair admission shares out the whole, its threshold applying to the sum. Unless every
+    /// one of them answers alike, the reading is a failed one (the gate then keeps its last
+    /// limit): a part counted as the whole would hold requests back for nothing.
     fn engine_load(&self) -> BoxFuture<'_, Result<Option<EngineLoad>>> {
         async move {
             let upstreams = self.current();
-            let loads = futures_util::future::join_all(upstreams.iter().map(|u| u.backend.engine_load())).await;
-            let mut total: Option<EngineLoad> = None;
-            let mut reached = false;
-            for load in loads.into_iter().flatten() {
-                reached = true;
-                if let Some(load) = load {
-                    let sum = total.get_or_insert(EngineLoad { running: 0, waiting: 0, kv_cache_usage: None });
-                    sum.running += load.running;
-                    sum.waiting += load.waiting;
-                    sum.kv_cache_usage = match (sum.kv_cache_usage, load.kv_cache_usage) {
-                        (Some(a), Some(b)) => Some(a.max(b)),
-                        (a, b) => a.or(b),
-                    };
-                }
-            }
-            if !reached {
+            let open = upstreams.iter().filter(|u| !u.is_ejected());
+            let loads = futures_util::future::join_all(open.map(|u| u.backend.engine_load())).await;
+            if loads.is_empty() {
                 return Err(all_down());
             }
-            Ok(total)
+            let mut total = EngineLoad { running: 0, waiting: 0, kv_cache_usage: None };
+            let mut without_gauges = 0;
+            for load in &loads {
+                match load {
+                    Err(_) => return Err(all_down()),
+                    Ok(None) => without_gauges += 1,
+                    Ok(Some(load)) => {
+                        total.running += load.running;
+                        total.waiting += load.waiting;
+                        total.kv_cache_usage = match (total.kv_cache_usage, load.kv_cache_usage) {
+                            (Some(a), Some(b)) => Some(a.max(b)),
+                            (a, b) => a.or(b),
+                        };
+                    }
+                }
+            }
+            match without_gauges {
+                0 => Ok(Some(total)),
+                n if n == loads.len() => Ok(None),
+                _ => Err(all_down()),
+            }
         }
         .boxed()
     }
@@ -436,19 +492,37 @@ mod tests {
     #[test]
     fn a_request_goes_where_its_model_is_served_with_the_least_load_for_the_weight() {
         let r = router(&[spec(1, Some(&["x"]), 1), spec(2, Some(&["x"]), 2), spec(3, Some(&["y"]), 1)]);
-        assert_eq!(Router::pick(&r.current(), Some("y"), &[]), Some(2));
+        assert_eq!(r.pick(&r.current(), Some("y"), &[]), Some(2));
         // Both idle: the heavier weight first; then 1 in flight there counts as half.
-        assert_eq!(Router::pick(&r.current(), Some("x"), &[]), Some(1));
+        assert_eq!(r.pick(&r.current(), Some("x"), &[]), Some(1));
         r.current()[1].in_flight.store(1, Ordering::Relaxed);
-        assert_eq!(Router::pick(&r.current(), Some("x"), &[]), Some(0), "2/2 against 1/1: a tie goes to the first");
+        let ties = [r.pick(&r.current(), Some("x"), &[]), r.pick(&r.current(), Some("x"), &[])];
+        assert!(ties.contains(&Some(0)) && ties.contains(&Some(1)), "2/2 against 1/1: ties in turn, {ties:?}");
         r.current()[1].in_flight.store(0, Ordering::Relaxed);
         r.current()[0].in_flight.store(3, Ordering::Relaxed);
         r.current()[1].in_flight.store(5, Ordering::Relaxed);
-        assert_eq!(Router::pick(&r.current(), Some("x"), &[]), Some(1), "6/2 against 4/1");
-        assert_eq!(Router::pick(&r.current(), Some("x"), &[1]), Some(0), "one tried already is passed over");
-        assert_eq!(Router::pick(&r.current(), Some("x"), &[0, 1]), None, "y's upstream never gets x");
+        assert_eq!(r.pick(&r.current(), Some("x"), &[]), Some(1), "6/2 against 4/1");
+        assert_eq!(r.pick(&r.current(), Some("x"), &[1]), Some(0), "one tried already is passed over");
+        assert_eq!(r.pick(&r.current(), Some("x"), &[0, 1]), None, "y's upstream never gets x");
         // A model nobody serves goes to any, to be refused in the upstream's words.
-        assert!(Router::pick(&r.current(), Some("z"), &[]).is_some());
+        assert!(r.pick(&r.current(), Some("z"), &[]).is_some());
+    }
+
+    #[test]
+    fn a_model_nobody_is_known_to_serve_goes_only_where_the_models_are_not_known_yet() {
+        let r = router(&[spec(1, Some(&["x"]), 1), spec(2, None, 1)]);
+        for _ in 0..4 {
+            assert_eq!(r.pick(&r.current(), Some("y"), &[]), Some(1), "maybe it serves y");
+        }
+        *r.current()[1].learned.write().unwrap() = vec!["y".into()];
+        assert_eq!(r.pick(&r.current(), Some("y"), &[]), Some(1));
+        // Every list known, and nobody serves z: any of them refuses it.
+        assert!(r.pick(&r.current(), Some("z"), &[]).is_some());
+        // y's only upstream out of rotation: nowhere to send it (a 503, not x's 404).
+        for _ in 0..EJECT_AFTER {
+            r.current()[1].failed();
+        }
+        assert_eq!(r.pick(&r.current(), Some("y"), &[]), None);
     }
 
     #[test]
@@ -466,8 +540,8 @@ mod tests {
             r.current()[0].failed();
         }
         assert!(r.current()[0].is_ejected());
-        assert_eq!(Router::pick(&r.current(), Some("x"), &[]), Some(1));
-        assert_eq!(Router::pick(&r.current(), Some("x"), &[1]), None);
+        assert_eq!(r.pick(&r.current(), Some("x"), &[]), Some(1));
+        assert_eq!(r.pick(&r.current(), Some("x"), &[1]), None);
         assert_eq!(r.states()[0].state, "ejected");
         assert_eq!(r.states()[1].models, ["x"]);
     }

@@ -8,7 +8,7 @@ use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt, TryStreamExt};
 use http::{HeaderName, HeaderValue, Method, Uri, header};
 
-use super::pool::{Pool, PooledBody, SendError};
+use super::pool::{Pool, PooledBody};
 use super::{EngineLoad, InferenceBackend, Route, Trace, UpstreamReply, upstream_error, upstream_invalid};
 use crate::error::{ErrorCode, ErrorKind, Result, VaultError};
 
@@ -97,7 +97,7 @@ impl VllmBackend {
             ErrorCode::InferenceUnavailable,
             "The inference service is not reachable.",
         )
-        .with_suggestion("Check that vLLM is running; the administrator can see its state in /vault/health.")
+        .with_suggestion("Check that vLLM is running; the administrator can see its state in /vault/system/health.")
     }
 
     fn timed_out(&self) -> VaultError {
@@ -139,11 +139,7 @@ impl VllmBackend {
         let response = tokio::time::timeout(self.first_byte_timeout, self.pool.send(&method, uri, body, &headers))
             .await
             .map_err(|_| Failure::sent(self.timed_out()))?
-            .map_err(|e| {
-                // No connection: the request never left.
-                let sent = !matches!(e, SendError::Connect(..) | SendError::ConnectTimeout(_));
-                Failure { error: self.unavailable(&e), sent }
-            })?;
+            .map_err(|e| Failure { error: self.unavailable(&e), sent: e.may_have_been_sent() })?;
         let status = response.status().as_u16();
         if (300..400).contains(&status) {
             return Err(Failure::sent(upstream_invalid(format!("it answered with a redirect ({status})"))));

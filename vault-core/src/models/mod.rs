@@ -278,11 +278,17 @@ fn model_folders(models_dir: &Path) -> Vec<(String, PathBuf)> {
     found
 }
 
-/// The ids the upstream serves; `None` when it cannot be asked.
+/// The ids the upstream serves; `None` when it cannot be asked. With several upstreams, the
+/// models of those out of rotation count too: a model is not free to delete because the
+/// one upstream serving it is restarting.
 async fn served(inference: &Inference) -> Option<Vec<String>> {
     let list = inference.list_models().await.ok()?;
     let cards = list.get("data")?.as_array()?;
-    Some(cards.iter().filter_map(|c| c.get("id")?.as_str().map(String::from)).collect())
+    let mut ids: Vec<String> = cards.iter().filter_map(|c| c.get("id")?.as_str().map(String::from)).collect();
+    for upstream in inference.upstream_states().unwrap_or_default() {
+        ids.extend(upstream.models);
+    }
+    Some(ids)
 }
 
 fn summary(disk: &OnDisk, served: &[String], name: Option<String>) -> ModelSummary {

@@ -62,8 +62,8 @@ impl SystemApi {
     /// managed services. Answers 503 when the overall status is `down`, so it can serve
     /// as a readiness probe.
     #[oai(path = "/system/health", method = "get", operation_id = "getSystemHealth")]
-    async fn health(&self, vault: Data<&Arc<Vault>>, _key: UserKey) -> ApiResult<HealthReport> {
-        let report = health::report(&vault).await;
+    async fn health(&self, vault: Data<&Arc<Vault>>, key: UserKey) -> ApiResult<HealthReport> {
+        let report = health::report(&vault, key.0.require_admin().is_ok()).await;
         let ready = report.is_ready();
         let body = Json(report.into());
         Ok(if ready { HealthReport::Ready(body) } else { HealthReport::Down(body) })
