@@ -221,7 +221,12 @@ impl Config {
                 specs.map_err(|why| bad(VLLM_BASE_URL, why))?
             }
         };
-        let vllm_base_url = upstreams.iter().map(|u| u.url.as_str()).collect::<Vec<_>>().join(",");
+        let urls: Vec<&str> = upstreams.iter().map(|u| u.url.as_str()).collect();
+        if let Some(twice) = urls.iter().enumerate().find_map(|(i, url)| urls[..i].contains(url).then_some(url)) {
+            let var = if lookup(VAULT_UPSTREAMS).is_some() { VAULT_UPSTREAMS } else { VLLM_BASE_URL };
+            return Err(bad(var, format!("{twice} is listed twice")));
+        }
+        let vllm_base_url = urls.join(",");
         let upstream_timeout = match lookup(VAULT_UPSTREAM_TIMEOUT) {
             Some(v) => parse_seconds(&v).map_err(|why| bad(VAULT_UPSTREAM_TIMEOUT, why))?,
             None => Duration::from_secs_f64(DEFAULT_UPSTREAM_TIMEOUT_SECS),
@@ -655,6 +660,7 @@ mod tests {
             (VAULT_SYSTEM_CONTROL, "yes"),
             (VLLM_BASE_URL, "http://a:1,ftp://b"),
             (VLLM_BASE_URL, "http://a:1,"),
+            (VLLM_BASE_URL, "http://a:1,http://a:1/"),
             (VAULT_UPSTREAMS, "/"),
             (VAULT_ADMISSION, "maybe"),
             (VAULT_ADMISSION_THRESHOLD, "-1"),
