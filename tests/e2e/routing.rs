@@ -131,7 +131,13 @@ async fn the_gateway_follows_the_upstreams_file_as_the_engine_changes() {
     let refused = app.send("POST", "/v1/chat/completions", Some(&key), Some(&chat("model-x"))).await;
     assert_eq!(refused.status(), 503);
 
-    std::fs::write(&file, list(&[(&x, "model-x")])).unwrap();
+    // Replaced whole, as `vault-cli models launch` writes it.
+    let replace = |text: String| {
+        let next = dir.path().join("upstreams.json.new");
+        std::fs::write(&next, text).unwrap();
+        std::fs::rename(&next, &file).unwrap();
+    };
+    replace(list(&[(&x, "model-x")]));
     let deadline = Instant::now() + Duration::from_secs(15);
     while app.vault().inference.upstream_states().unwrap().len() != 1 {
         assert!(Instant::now() < deadline, "the new file was never read");
@@ -139,7 +145,8 @@ async fn the_gateway_follows_the_upstreams_file_as_the_engine_changes() {
     }
     ask(&app, &key, "model-x", 4, 2).await;
 
-    std::fs::write(&file, list(&[(&x, "model-x"), (&y, "model-y")])).unwrap();
+    let x_state = app.vault().inference.upstream_states().unwrap()[0].clone();
+    replace(list(&[(&x, "model-x"), (&y, "model-y")]));
     while app.vault().inference.upstream_states().unwrap().len() != 2 {
         assert!(Instant::now() < deadline, "the changed file was never read");
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -147,5 +154,16 @@ async fn the_gateway_follows_the_upstreams_file_as_the_engine_changes() {
     ask(&app, &key, "model-y", 2, 2).await;
     assert_eq!((received(&x).await, received(&y).await), (4, 2));
     let kept = &app.vault().inference.upstream_states().unwrap()[0];
-    assert_eq!((kept.url.as_str(), kept.models.as_slice()), (x.base_url().as_str(), &["model-x".to_string()][..]));
+    assert_eq!((kept.url.as_str(), kept.models.as_slice()), (x_state.url.as_str(), x_state.models.as_slice()));
+
+    // Down to y alone: x is out, y kept.
+    replace(list(&[(&y, "model-y")]));
+    while app.vault().inference.upstream_states().unwrap().len() != 1 {
+        assert!(Instant::now() < deadline, "the shrunk file was never read");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let refused = app.send("POST", "/v1/chat/completions", Some(&key), Some(&chat("model-x"))).await;
+    assert_eq!(refused.status(), 404, "y refuses a model it does not serve");
+    ask(&app, &key, "model-y", 2, 2).await;
+    assert_eq!(received(&y).await, 5, "two, the refused one, and two more");
 }

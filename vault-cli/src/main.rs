@@ -166,7 +166,7 @@ fn exit_code(kind: ErrorKind) -> u8 {
     }
 }
 
-async fn open_db(cli: &Cli) -> Result<(Config, Db), VaultError> {
+fn load_config(cli: &Cli) -> Result<Config, VaultError> {
     let mut overrides = Overrides::new();
     for (name, value) in [
         (config::VAULT_DATA_DIR, &cli.data_dir),
@@ -183,7 +183,11 @@ async fn open_db(cli: &Cli) -> Result<(Config, Db), VaultError> {
             overrides.insert(name, value.clone());
         }
     }
-    let config = Config::load(&overrides)?;
+    Config::load(&overrides)
+}
+
+async fn open_db(cli: &Cli) -> Result<(Config, Db), VaultError> {
+    let config = load_config(cli)?;
     // Only the commands that provision a box may start a database (and tls-info, which reads
     // none); any other, pointed at the wrong data dir, says so instead of answering from a
     // new, empty one.
@@ -206,6 +210,9 @@ async fn open_db(cli: &Cli) -> Result<(Config, Db), VaultError> {
 }
 
 async fn run(cli: &Cli) -> Result<(), VaultError> {
+    if let Command::Models { command: models::ModelsCommand::Launch { vllm, port, dry_run } } = &cli.command {
+        return models::launch(&load_config(cli)?, vllm, *port, *dry_run, cli.json).await;
+    }
     let (config, db) = open_db(cli).await?;
     match &cli.command {
         Command::Audit { command } => audit::run(command, db, &config, cli.json).await,

@@ -3,12 +3,12 @@
 //! engine itself, started from the model configuration.
 
 use clap::Subcommand;
-use vault_core::VaultError;
 use vault_core::config::Config;
 use vault_core::inference::Inference;
 use vault_core::models::gpu_config::GpuConfig;
 use vault_core::models::{self, import, launch};
 use vault_core::storage::Db;
+use vault_core::{ErrorCode, ErrorKind, VaultError};
 
 use crate::output::{Progress, Unit, print_json, print_text, table};
 
@@ -63,7 +63,10 @@ fn gib(bytes: u64) -> String {
 /// How long a stopped server has to end before it is killed.
 const STOP_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
 
-async fn launch(config: &Config, vllm: &str, port: u16, dry_run: bool, json: bool) -> Result<(), VaultError> {
+/// `models launch`: needs no database, so the engine starts before the gateway ever made one.
+pub async fn launch(config: &Config, vllm: &str, port: u16, dry_run: bool, json: bool) -> Result<(), VaultError> {
+    // Listening before anything starts: a stop at any moment is passed on, never lost.
+    let stop = StopSignals::listen()?;
     let models = GpuConfig::read(&config.gpu_config)?;
     let plan = launch::plan(&models, vllm, port)?;
     let file = config.upstreams_file.clone().unwrap_or_else(|| config.data_dir.join("upstreams.json"));
@@ -82,29 +85,42 @@ async fn launch(config: &Config, vllm: &str, port: u16, dry_run: bool, json: boo
         return print_text("No model is loaded: nothing to serve. Load one with POST /vault/models/{id}/load.");
     }
     let stopping = tokio_util::sync::CancellationToken::new();
-    tokio::spawn({
-        let stopping = stopping.clone();
-        async move {
-            stop_requested().await;
-            stopping.cancel();
-        }
-    });
-    let status = launch::supervise(&plan, stopping.clone(), STOP_PATIENCE).await?;
-    if stopping.is_cancelled() || status.success() {
-        return Ok(());
+    tokio::spawn(stop.cancel_on_signal(stopping.clone()));
+    match launch::supervise(&plan, stopping, STOP_PATIENCE).await? {
+        launch::LaunchEnd::Stopped => Ok(()),
+        // Whatever its status, the engine is not whole: failing makes the service manager
+        // start it again.
+        launch::LaunchEnd::ServerEnded { model, status } => Err(VaultError::new(
+            ErrorKind::UpstreamUnavailable,
+            ErrorCode::InferenceUnavailable,
+            format!("The inference server of {model} ended ({status}); the others were stopped."),
+        )),
     }
-    Err(VaultError::internal("running the inference engine", format!("a server ended ({status})")))
 }
 
-/// SIGTERM (a service manager stopping the unit) or Ctrl-C.
-async fn stop_requested() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+/// SIGTERM (a service manager stopping the unit) and SIGINT (Ctrl-C), caught from the moment
+/// they are made.
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn listen() -> Result<StopSignals, VaultError> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let fail = |e: std::io::Error| VaultError::internal("listening for stop signals", e);
+        Ok(StopSignals {
+            term: signal(SignalKind::terminate()).map_err(fail)?,
+            interrupt: signal(SignalKind::interrupt()).map_err(fail)?,
+        })
+    }
+
+    async fn cancel_on_signal(mut self, stopping: tokio_util::sync::CancellationToken) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
+        stopping.cancel();
     }
 }
 

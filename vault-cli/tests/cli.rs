@@ -333,7 +333,7 @@ async fn the_audit_chain_verifies_until_a_row_is_edited_behind_the_gateways_back
 async fn models_launch_starts_a_server_per_loaded_model_and_writes_the_upstreams_file() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
-    assert!(run_cli(BINARY, data, &["create-key", "--label", "ops", "--scope", "admin"]).await.status.success());
+    // No database: the engine starts before the gateway has made one.
     let nothing = run_cli(BINARY, data, &["models", "launch", "--dry-run"]).await;
     assert!(String::from_utf8_lossy(&nothing.stdout).contains("No model is loaded"));
     std::fs::write(
@@ -350,22 +350,34 @@ async fn models_launch_starts_a_server_per_loaded_model_and_writes_the_upstreams
     assert_eq!(engines[1]["port"], 9002);
     assert!(!data.join("upstreams.json").exists(), "a dry run writes nothing");
 
-    // A stand-in for vLLM that notes how it was started and ends at once: the launch ends
-    // with it, having written the gateway's upstreams file.
+    // A stand-in for vLLM that notes how it was started; b's ends by itself once a's has
+    // started. The launch then fails (the engine is not whole), having stopped a and
+    // written the gateway's upstreams file.
     let program = data.join("vllm.sh");
     let marks = data.display();
-    std::fs::write(&program, format!("#!/bin/sh\necho \"$CUDA_VISIBLE_DEVICES $*\" >> {marks}/started\n")).unwrap();
-    std::fs::set_permissions(&program, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let body = format!(
+        "port=$7\ntrap 'exit 0' TERM\necho \"$CUDA_VISIBLE_DEVICES $*\" >> {marks}/started\n\
+         if [ \"$port\" = 8002 ]; then until grep -q -- '--port 8001' {marks}/started; do sleep 0.01; done; exit 0; fi\n\
+         while :; do sleep 0.01; done"
+    );
+    // Written by a child process: no descriptor of it is open here when it runs.
+    let written = std::process::Command::new("sh")
+        .args(["-c", &format!("cat > '{0}' <<'END'\n#!/bin/sh\n{body}\nEND\nchmod +x '{0}'", program.display())])
+        .status()
+        .unwrap();
+    assert!(written.success());
     let ran = run_cli(BINARY, data, &["models", "launch", "--vllm", program.to_str().unwrap()]).await;
-    assert!(ran.status.success(), "{}", String::from_utf8_lossy(&ran.stderr));
+    assert!(!ran.status.success(), "a server ending by itself fails the launch");
+    assert!(String::from_utf8_lossy(&ran.stderr).contains("The inference server of b ended"), "{ran:?}");
     let started = std::fs::read_to_string(data.join("started")).unwrap();
-    assert!(started.contains("0 serve /models/a --served-model-name a --host 127.0.0.1 --port 8001"), "{started}");
+    assert!(started.contains("0 serve /models/a --served-model-name=a --host 127.0.0.1 --port 8001"), "{started}");
     let upstreams: Value = serde_json::from_slice(&std::fs::read(data.join("upstreams.json")).unwrap()).unwrap();
     assert_eq!(
         upstreams["upstreams"][1],
         serde_json::json!({"url": "http://127.0.0.1:8002", "models": ["b"], "weight": 1})
     );
 
+    assert!(!data.join("vault.db").exists(), "the launcher makes no database");
     let missing = run_cli(BINARY, data, &["models", "launch", "--vllm", "/nonexistent/vllm"]).await;
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot start"));

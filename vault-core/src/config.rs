@@ -222,9 +222,8 @@ impl Config {
             }
         };
         let urls: Vec<&str> = upstreams.iter().map(|u| u.url.as_str()).collect();
-        if let Some(twice) = urls.iter().enumerate().find_map(|(i, url)| urls[..i].contains(url).then_some(url)) {
-            let var = if lookup(VAULT_UPSTREAMS).is_some() { VAULT_UPSTREAMS } else { VLLM_BASE_URL };
-            return Err(bad(var, format!("{twice} is listed twice")));
+        if let Some(twice) = listed_twice(&upstreams) {
+            return Err(bad(VLLM_BASE_URL, format!("{twice} is listed twice")));
         }
         let vllm_base_url = urls.join(",");
         let upstream_timeout = match lookup(VAULT_UPSTREAM_TIMEOUT) {
@@ -539,7 +538,8 @@ pub(crate) fn read_upstreams(path: &Path) -> Result<Vec<crate::inference::router
         Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
     };
     let file: File = serde_json::from_slice(&raw).map_err(|e| format!("{}: {e}", path.display()))?;
-    file.upstreams
+    let upstreams = file
+        .upstreams
         .into_iter()
         .map(|mut spec| {
             spec.url = parse_http_url(&spec.url)?;
@@ -551,7 +551,19 @@ pub(crate) fn read_upstreams(path: &Path) -> Result<Vec<crate::inference::router
             }
             Ok(spec)
         })
-        .collect()
+        .collect::<Result<Vec<_>, String>>()?;
+    if let Some(twice) = listed_twice(&upstreams) {
+        return Err(format!("{}: {twice} is listed twice", path.display()));
+    }
+    Ok(upstreams)
+}
+
+/// The first URL listed twice: one server would take two shares.
+fn listed_twice(upstreams: &[crate::inference::router::UpstreamSpec]) -> Option<&str> {
+    upstreams
+        .iter()
+        .enumerate()
+        .find_map(|(i, u)| upstreams[..i].iter().any(|v| v.url == u.url).then_some(u.url.as_str()))
 }
 
 /// Validates an http base URL and returns it without a trailing slash.

@@ -138,13 +138,15 @@ impl Pool {
             None => (self.inner.connect().await?, false),
         };
         let (mut reply, mut open) = exchange(&mut connection, request()?).await;
+        // Whether a first try may have reached the upstream before a second one.
+        let mut maybe_read = false;
         if let Err(failed) = &reply
             && (failed.message().is_some() || (reused && failed.error().is_incomplete_message()))
         {
             // The connection closed as it was taken: the request never went out, or the
             // upstream closed the kept-alive connection without reading it. Once more, on
             // a new connection.
-            let maybe_read = failed.message().is_none();
+            maybe_read = failed.message().is_none();
             connection = match self.inner.connect().await {
                 Ok(connection) => connection,
                 Err(SendError::Connect(to, why)) if maybe_read => return Err(SendError::Reconnect(to, why)),
@@ -156,8 +158,8 @@ impl Pool {
             (reply, open) = exchange(&mut connection, request()?).await;
         }
         let response = reply.map_err(|failed| match failed.message() {
-            Some(_) => SendError::NotSent(failed.into_error()),
-            None => SendError::Http(failed.into_error()),
+            Some(_) if !maybe_read => SendError::NotSent(failed.into_error()),
+            _ => SendError::Http(failed.into_error()),
         })?;
         let pool = self.inner.clone();
         Ok(response.map(|body| PooledBody { body, connection: open.then_some(connection), pool }))

@@ -172,10 +172,11 @@ impl Reach {
     }
 }
 
-/// The file the upstreams are listed in, and its time of change when last read.
+/// The file the upstreams are listed in, and what it was (time of change and length) when
+/// last taken.
 struct Source {
     path: PathBuf,
-    read_at: Mutex<Option<SystemTime>>,
+    taken: Mutex<Option<(SystemTime, u64)>>,
 }
 
 /// The upstreams, and which one serves what.
@@ -199,10 +200,9 @@ impl Router {
     ) -> Result<Router> {
         let reach = Reach { api_key: api_key.map(String::from), first_byte_timeout, max_body };
         let upstreams = specs.iter().map(|spec| reach.upstream(spec)).collect::<Result<Vec<_>>>()?;
-        let source = source.map(|path| {
-            let read_at = Mutex::new(std::fs::metadata(&path).and_then(|m| m.modified()).ok());
-            Source { path, read_at }
-        });
+        // Nothing taken yet: the first check reads the file again, in case it changed since
+        // the configuration was read.
+        let source = source.map(|path| Source { path, taken: Mutex::new(None) });
         Ok(Router { upstreams: RwLock::new(Arc::new(upstreams)), reach, source, turn: Default::default() })
     }
 
@@ -214,19 +214,20 @@ impl Router {
     /// cannot be used is reported and the list stays.
     fn follow_source(&self) {
         let Some(source) = &self.source else { return };
-        let changed = std::fs::metadata(&source.path).and_then(|m| m.modified()).ok();
-        let Ok(mut read_at) = source.read_at.lock() else { return };
-        if changed == *read_at {
+        let now = std::fs::metadata(&source.path).ok().and_then(|m| Some((m.modified().ok()?, m.len())));
+        let Ok(mut taken) = source.taken.lock() else { return };
+        if now.is_some() && now == *taken {
             return;
         }
-        *read_at = changed;
         let specs = match crate::config::read_upstreams(&source.path) {
             Ok(specs) => specs,
+            // Tried again at the next check: it may be half written.
             Err(why) => {
                 tracing::warn!(why, "the upstreams file cannot be used: the upstreams stay as they were");
                 return;
             }
         };
+        *taken = now;
         let before = self.current();
         let mut next = Vec::new();
         for spec in &specs {
@@ -237,6 +238,10 @@ impl Router {
                     Err(err) => tracing::warn!(url = %spec.url, error = %err.message, "an upstream cannot be used"),
                 },
             }
+        }
+        let unchanged = next.len() == before.len() && next.iter().zip(before.iter()).all(|(a, b)| Arc::ptr_eq(a, b));
+        if unchanged {
+            return;
         }
         let urls: Vec<&str> = next.iter().map(|u| u.spec.url.as_str()).collect();
         tracing::info!(upstreams = ?urls, "the upstreams file changed");

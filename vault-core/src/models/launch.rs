@@ -5,12 +5,11 @@
 //! `vault-cli models launch`; a model load or unload rewrites the configuration and restarts
 //! the unit, and the gateway follows the upstreams file as it changes.
 //!
-//! The servers are supervised as one: when one ends, the others are stopped and the launch
-//! ends with its status, so the service manager restarts the whole engine; a stop request
-//! is passed on to each (SIGTERM, as vLLM expects).
+//! The servers are supervised as one: when one ends (whatever its status), the others are
+//! stopped and the launch fails, so the service manager restarts the whole engine; a stop
+//! request is passed on to each (SIGTERM, as vLLM expects).
 
 use std::path::Path;
-use std::process::ExitStatus;
 
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -63,14 +62,14 @@ pub fn plan(config: &GpuConfig, program: &str, first_port: u16) -> Result<Launch
         let mut args = vec![
             "serve".to_string(),
             model.path.clone(),
-            "--served-model-name".into(),
-            model.id.clone(),
+            // One argument: an id may start with `-`.
+            format!("--served-model-name={}", model.id),
             "--host".into(),
             HOST.into(),
             "--port".into(),
             port.to_string(),
             "--gpu-memory-utilization".into(),
-            model.gpu_memory_utilization.to_string(),
+            share(config, model).to_string(),
         ];
         if let Some(length) = model.max_model_len {
             args.extend(["--max-model-len".into(), length.to_string()]);
@@ -84,7 +83,8 @@ pub fn plan(config: &GpuConfig, program: &str, first_port: u16) -> Result<Launch
             port,
             program: program.to_string(),
             args,
-            env: vec![("CUDA_VISIBLE_DEVICES".into(), gpus)],
+            // NVML's numbering, which the load check used: by bus, not fastest first.
+            env: vec![("CUDA_DEVICE_ORDER".into(), "PCI_BUS_ID".into()), ("CUDA_VISIBLE_DEVICES".into(), gpus)],
         });
         upstreams.push(UpstreamSpec {
             url: format!("http://{HOST}:{port}"),
@@ -95,6 +95,26 @@ pub fn plan(config: &GpuConfig, program: &str, first_port: u16) -> Result<Launch
     Ok(LaunchPlan { engines, upstreams })
 }
 
+/// The most of a GPU's memory all servers on it may take together, as vLLM's own default.
+const GPU_SHARE: f64 = 0.9;
+
+/// `model`'s `--gpu-memory-utilization`: its own, unless the models sharing one of its GPUs
+/// ask for more than [`GPU_SHARE`] together; then each gets its part of that, by its own
+/// (vLLM takes the share of the GPU's whole memory, so two at 0.9 on one GPU could not start).
+fn share(config: &GpuConfig, model: &super::gpu_config::ServedModel) -> f64 {
+    let scale = model
+        .gpus
+        .iter()
+        .map(|gpu| {
+            let asked: f64 =
+                config.models.iter().filter(|m| m.gpus.contains(gpu)).map(|m| m.gpu_memory_utilization).sum();
+            if asked > GPU_SHARE { GPU_SHARE / asked } else { 1.0 }
+        })
+        .fold(1.0, f64::min);
+    // Two decimals, rounded down: the sum stays within the share.
+    (model.gpu_memory_utilization * scale * 100.0).floor() / 100.0
+}
+
 /// Writes the upstreams file the gateway follows, whole and in one step.
 pub fn write_upstreams(path: &Path, upstreams: &[UpstreamSpec]) -> Result<()> {
     let text = serde_json::to_vec_pretty(&serde_json::json!({ "upstreams": upstreams }))
@@ -103,57 +123,90 @@ pub fn write_upstreams(path: &Path, upstreams: &[UpstreamSpec]) -> Result<()> {
         .map_err(|e| VaultError::internal("writing the upstreams file", format!("{}: {e}", path.display())))
 }
 
-/// Starts every server of `plan` and waits: until one ends (the others are then stopped;
-/// its status is returned), or until `stopping` (each is asked to stop, and given
-/// `patience` before it is killed).
+/// How a launch ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LaunchEnd {
+    /// Stopped on request; every server was stopped.
+    Stopped,
+    /// A server ended by itself (with its status); the others were stopped.
+    ServerEnded { model: String, status: String },
+}
+
+/// Starts every server of `plan` and waits: until one ends (the others are then stopped),
+/// or until `stopping` (each is asked to stop). Each server runs in a process group of its
+/// own, which is asked to stop as a whole (SIGTERM: vLLM stops its engine and workers), then
+/// killed as a whole once `patience` has passed for all of them.
 pub async fn supervise(
     plan: &LaunchPlan,
     stopping: CancellationToken,
     patience: std::time::Duration,
-) -> Result<ExitStatus> {
+) -> Result<LaunchEnd> {
     let mut children = Vec::new();
+    let mut failed = None;
     for engine in &plan.engines {
-        let child = tokio::process::Command::new(&engine.program)
+        let spawned = tokio::process::Command::new(&engine.program)
             .args(&engine.args)
             .envs(engine.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| VaultError::invalid_field(format!("vllm: cannot start `{}` ({e})", engine.program)))?;
-        tracing::info!(model = %engine.model, port = engine.port, "inference server started");
-        children.push(child);
-    }
-    let first_to_end = futures_util::future::select_all(children.iter_mut().map(|c| Box::pin(c.wait())));
-    let status = tokio::select! {
-        (ended, index, _) = first_to_end => {
-            let status = ended.map_err(|e| VaultError::internal("waiting for the inference engine", e))?;
-            tracing::warn!(model = %plan.engines[index].model, %status, "an inference server ended: stopping the others");
-            Some(status)
+            // Its own group: its workers are stopped with it, and a Ctrl-C at a terminal
+            // reaches the launcher alone.
+            .process_group(0)
+            .spawn();
+        match spawned {
+            Ok(child) => {
+                tracing::info!(model = %engine.model, port = engine.port, "inference server started");
+                children.push(child);
+            }
+            Err(e) => {
+                failed = Some(VaultError::invalid_field(format!("vllm: cannot start `{}` ({e})", engine.program)));
+                break;
+            }
         }
-        _ = stopping.cancelled() => None,
+    }
+    let end = match failed {
+        Some(err) => Err(err),
+        None if children.is_empty() => Ok(LaunchEnd::Stopped),
+        None => {
+            let first_to_end = futures_util::future::select_all(children.iter_mut().map(|c| Box::pin(c.wait())));
+            tokio::select! {
+                (ended, index, _) = first_to_end => {
+                    let model = plan.engines[index].model.clone();
+                    let status = match ended {
+                        Ok(status) => status.to_string(),
+                        Err(e) => format!("unknown ({e})"),
+                    };
+                    tracing::warn!(%model, %status, "an inference server ended: stopping the others");
+                    Ok(LaunchEnd::ServerEnded { model, status })
+                }
+                _ = stopping.cancelled() => Ok(LaunchEnd::Stopped),
+            }
+        }
     };
-    for child in &children {
-        terminate(child).await;
-    }
-    for child in &mut children {
-        if tokio::time::timeout(patience, child.wait()).await.is_err() {
-            let _ = child.kill().await;
-        }
-    }
-    match status {
-        Some(status) => Ok(status),
-        None => Ok(std::os::unix::process::ExitStatusExt::from_raw(0)),
-    }
+    stop_all(&mut children, patience).await;
+    end
 }
 
-/// Asks a server to stop with SIGTERM, as a service manager would: vLLM then stops the
-/// worker processes it started (a SIGKILL would leave them behind). Sent with `kill(1)`,
-/// as this workspace has no unsafe code to call kill(2) with.
-async fn terminate(child: &tokio::process::Child) {
-    if let Some(pid) = child.id() {
-        let sent = tokio::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().await;
-        if !sent.is_ok_and(|s| s.success()) {
-            tracing::warn!(pid, "could not ask an inference server to stop: it is killed after the wait");
+/// Asks every server's group to stop, and kills the groups still there after `patience`.
+async fn stop_all(children: &mut [tokio::process::Child], patience: std::time::Duration) {
+    use nix::sys::signal::{Signal, killpg};
+    let groups: Vec<nix::unistd::Pid> = children
+        .iter()
+        .filter_map(|c| c.id().and_then(|id| i32::try_from(id).ok()).map(nix::unistd::Pid::from_raw))
+        .collect();
+    for group in &groups {
+        let _ = killpg(*group, Signal::SIGTERM);
+    }
+    let deadline = tokio::time::Instant::now() + patience;
+    for child in children.iter_mut() {
+        if tokio::time::timeout_at(deadline, child.wait()).await.is_err() {
+            tracing::warn!("an inference server did not stop in time: killed");
         }
+    }
+    // Whatever is left of each group (workers of a server that ended, or one that did not).
+    for group in &groups {
+        let _ = killpg(*group, Signal::SIGKILL);
+    }
+    for child in children.iter_mut() {
+        let _ = child.wait().await;
     }
 }
 
@@ -181,10 +234,10 @@ mod tests {
         assert_eq!(plan.engines.len(), 2);
         assert_eq!(
             plan.engines[0].display(),
-            "CUDA_VISIBLE_DEVICES=0 vllm serve /data/models/qwen --served-model-name qwen --host 127.0.0.1 \
-             --port 8001 --gpu-memory-utilization 0.9 --max-model-len 32768"
+            "CUDA_DEVICE_ORDER=PCI_BUS_ID CUDA_VISIBLE_DEVICES=0 vllm serve /data/models/qwen \
+             --served-model-name=qwen --host 127.0.0.1 --port 8001 --gpu-memory-utilization 0.9 --max-model-len 32768"
         );
-        assert_eq!(plan.engines[1].env, [("CUDA_VISIBLE_DEVICES".to_string(), "1,2".to_string())]);
+        assert_eq!(plan.engines[1].env[1], ("CUDA_VISIBLE_DEVICES".to_string(), "1,2".to_string()));
         assert!(plan.engines[1].args.ends_with(&["--tensor-parallel-size".to_string(), "2".to_string()]));
         assert_eq!(plan.upstreams[1].url, "http://127.0.0.1:8002");
         assert_eq!(plan.upstreams[1].models.as_deref(), Some(&["Org/big".to_string()][..]));
@@ -192,43 +245,75 @@ mod tests {
         assert!(super::plan(&GpuConfig::default(), "vllm", 8001).unwrap().engines.is_empty());
     }
 
+    #[test]
+    fn models_sharing_a_gpu_share_its_memory() {
+        let mut small = served("small", vec![0], None);
+        small.gpu_memory_utilization = 0.3;
+        let config = GpuConfig { models: vec![served("a", vec![0, 1], None), small, served("c", vec![1], None)] };
+        let shares: Vec<f64> = config.models.iter().map(|m| share(&config, m)).collect();
+        // GPU 0: 0.9 + 0.3 asked → scaled by 0.75; GPU 1: 0.9 + 0.9 → by 0.5; `a` takes the
+        // smaller of its GPUs' scales.
+        assert_eq!(shares, [0.45, 0.22, 0.45]);
+        let alone = GpuConfig { models: vec![served("a", vec![0], None)] };
+        assert_eq!(share(&alone, &alone.models[0]), 0.9);
+    }
+
+    /// Writes an executable script from a child process, so that no descriptor of it is
+    /// open here when it is run (a fork meanwhile would make it busy).
+    fn script(path: &std::path::Path, body: &str) {
+        let written = std::process::Command::new("sh")
+            .args(["-c", &format!("cat > '{0}' <<'END'\n#!/bin/sh\n{body}\nEND\nchmod +x '{0}'", path.display())])
+            .status()
+            .unwrap();
+        assert!(written.success());
+    }
+
+    async fn until_exists(path: std::path::PathBuf) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !path.exists() {
+            assert!(std::time::Instant::now() < deadline, "{} never appeared", path.display());
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     #[tokio::test]
     async fn the_servers_run_as_one_and_stop_together() {
         let dir = tempfile::tempdir().unwrap();
         let marks = dir.path().display().to_string();
-        // A stand-in for vLLM: notes its model's port, then serves until stopped; the one
-        // on port 8002 fails after a moment.
+        // A stand-in for vLLM: notes how it was started and that it is ready, then serves
+        // until stopped; the one on port 8002 ends by itself once 8001 is ready.
         let program = dir.path().join("fake-vllm.sh");
-        std::fs::write(
+        script(
             &program,
-            format!(
-                "#!/bin/sh\nport=$8\necho \"$CUDA_VISIBLE_DEVICES $*\" > {marks}/started-$port\n\
-                 trap 'echo stopped > {marks}/stopped-$port; exit 0' TERM\n\
-                 if [ \"$port\" = 8002 ]; then sleep 0.3; exit 3; fi\nwhile :; do sleep 0.05; done\n"
+            &format!(
+                "port=$7\ntrap 'echo stopped > {marks}/stopped-$port; exit 0' TERM\n\
+                 echo \"$CUDA_VISIBLE_DEVICES $*\" > {marks}/started-$port\n\
+                 if [ \"$port\" = 8002 ]; then while [ ! -e {marks}/started-8001 ]; do sleep 0.01; done; exit 3; fi\n\
+                 while :; do sleep 0.01; done"
             ),
-        )
-        .unwrap();
-        std::fs::set_permissions(&program, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        );
         let config = GpuConfig { models: vec![served("a", vec![0], None), served("b", vec![1], None)] };
         let both = plan(&config, program.to_str().unwrap(), 8001).unwrap();
-        let status = supervise(&both, CancellationToken::new(), std::time::Duration::from_secs(5)).await.unwrap();
-        assert_eq!(status.code(), Some(3), "the launch ends as the server that ended");
+        let end = supervise(&both, CancellationToken::new(), std::time::Duration::from_secs(10)).await.unwrap();
+        assert_eq!(end, LaunchEnd::ServerEnded { model: "b".into(), status: "exit status: 3".into() });
         let started = std::fs::read_to_string(dir.path().join("started-8001")).unwrap();
-        assert!(started.starts_with("0 serve /data/models/a --served-model-name a"), "{started}");
+        assert!(started.starts_with("0 serve /data/models/a --served-model-name=a"), "{started}");
         assert!(dir.path().join("stopped-8001").exists(), "the other server was asked to stop");
 
         // A stop request reaches every server.
         let config = GpuConfig { models: vec![served("a", vec![0], None)] };
         let one = plan(&config, program.to_str().unwrap(), 8001).unwrap();
-        std::fs::remove_file(dir.path().join("stopped-8001")).unwrap();
+        for mark in ["started-8001", "stopped-8001"] {
+            std::fs::remove_file(dir.path().join(mark)).unwrap();
+        }
         let stopping = CancellationToken::new();
         let running = tokio::spawn({
             let stopping = stopping.clone();
-            async move { supervise(&one, stopping, std::time::Duration::from_secs(5)).await }
+            async move { supervise(&one, stopping, std::time::Duration::from_secs(10)).await }
         });
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        until_exists(dir.path().join("started-8001")).await;
         stopping.cancel();
-        assert!(running.await.unwrap().unwrap().success());
+        assert_eq!(running.await.unwrap().unwrap(), LaunchEnd::Stopped);
         assert!(dir.path().join("stopped-8001").exists());
     }
 }

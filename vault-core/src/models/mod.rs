@@ -278,13 +278,18 @@ fn model_folders(models_dir: &Path) -> Vec<(String, PathBuf)> {
     found
 }
 
-/// The ids the upstream serves; `None` when it cannot be asked. With several upstreams, the
-/// models of those out of rotation count too: a model is not free to delete because the
-/// one upstream serving it is restarting.
+/// The ids the upstream serves now; `None` when it cannot be asked.
 async fn served(inference: &Inference) -> Option<Vec<String>> {
     let list = inference.list_models().await.ok()?;
     let cards = list.get("data")?.as_array()?;
-    let mut ids: Vec<String> = cards.iter().filter_map(|c| c.get("id")?.as_str().map(String::from)).collect();
+    Some(cards.iter().filter_map(|c| c.get("id")?.as_str().map(String::from)).collect())
+}
+
+/// The ids that may be in use: those served now, and with several upstreams, those of
+/// upstreams out of rotation too (a model is not free to delete because the one upstream
+/// serving it is restarting).
+async fn maybe_in_use(inference: &Inference) -> Option<Vec<String>> {
+    let mut ids = served(inference).await?;
     for upstream in inference.upstream_states().unwrap_or_default() {
         ids.extend(upstream.models);
     }
@@ -397,7 +402,7 @@ pub async fn delete(
     if !exists {
         return Err(not_found(id));
     }
-    let Some(served) = served(inference).await else {
+    let Some(served) = maybe_in_use(inference).await else {
         return Err(VaultError::new(
             ErrorKind::UpstreamUnavailable,
             ErrorCode::InferenceUnavailable,
