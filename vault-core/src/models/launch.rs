@@ -132,19 +132,31 @@ pub enum LaunchEnd {
     ServerEnded { model: String, status: String },
 }
 
+/// A server running, waited for on a thread of its own.
+struct Running {
+    group: nix::unistd::Pid,
+    ended: tokio::task::JoinHandle<std::io::Result<std::process::ExitStatus>>,
+    done: bool,
+}
+
 /// Starts every server of `plan` and waits: until one ends (the others are then stopped),
 /// or until `stopping` (each is asked to stop). Each server runs in a process group of its
 /// own, which is asked to stop as a whole (SIGTERM: vLLM stops its engine and workers), then
 /// killed as a whole once `patience` has passed for all of them.
+///
+/// The servers are started and waited for with `std::process` on blocking threads: tokio's
+/// own process support would make every park of the gateway's runtime look for children
+/// to reap, a cost on each request of every binary built with it.
 pub async fn supervise(
     plan: &LaunchPlan,
     stopping: CancellationToken,
     patience: std::time::Duration,
 ) -> Result<LaunchEnd> {
-    let mut children = Vec::new();
+    use std::os::unix::process::CommandExt;
+    let mut running = Vec::new();
     let mut failed = None;
     for engine in &plan.engines {
-        let spawned = tokio::process::Command::new(&engine.program)
+        let spawned = std::process::Command::new(&engine.program)
             .args(&engine.args)
             .envs(engine.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             // Its own group: its workers are stopped with it, and a Ctrl-C at a terminal
@@ -152,9 +164,11 @@ pub async fn supervise(
             .process_group(0)
             .spawn();
         match spawned {
-            Ok(child) => {
+            Ok(mut child) => {
                 tracing::info!(model = %engine.model, port = engine.port, "inference server started");
-                children.push(child);
+                let group = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
+                let ended = tokio::task::spawn_blocking(move || child.wait());
+                running.push(Running { group, ended, done: false });
             }
             Err(e) => {
                 failed = Some(VaultError::invalid_field(format!("vllm: cannot start `{}` ({e})", engine.program)));
@@ -164,14 +178,16 @@ pub async fn supervise(
     }
     let end = match failed {
         Some(err) => Err(err),
-        None if children.is_empty() => Ok(LaunchEnd::Stopped),
+        None if running.is_empty() => Ok(LaunchEnd::Stopped),
         None => {
-            let first_to_end = futures_util::future::select_all(children.iter_mut().map(|c| Box::pin(c.wait())));
+            let first_to_end = futures_util::future::select_all(running.iter_mut().map(|r| &mut r.ended));
             tokio::select! {
                 (ended, index, _) = first_to_end => {
+                    running[index].done = true;
                     let model = plan.engines[index].model.clone();
                     let status = match ended {
-                        Ok(status) => status.to_string(),
+                        Ok(Ok(status)) => status.to_string(),
+                        Ok(Err(e)) => format!("unknown ({e})"),
                         Err(e) => format!("unknown ({e})"),
                     };
                     tracing::warn!(%model, %status, "an inference server ended: stopping the others");
@@ -181,32 +197,29 @@ pub async fn supervise(
             }
         }
     };
-    stop_all(&mut children, patience).await;
+    stop_all(&mut running, patience).await;
     end
 }
 
 /// Asks every server's group to stop, and kills the groups still there after `patience`.
-async fn stop_all(children: &mut [tokio::process::Child], patience: std::time::Duration) {
+async fn stop_all(running: &mut [Running], patience: std::time::Duration) {
     use nix::sys::signal::{Signal, killpg};
-    let groups: Vec<nix::unistd::Pid> = children
-        .iter()
-        .filter_map(|c| c.id().and_then(|id| i32::try_from(id).ok()).map(nix::unistd::Pid::from_raw))
-        .collect();
-    for group in &groups {
-        let _ = killpg(*group, Signal::SIGTERM);
+    for server in running.iter() {
+        let _ = killpg(server.group, Signal::SIGTERM);
     }
     let deadline = tokio::time::Instant::now() + patience;
-    for child in children.iter_mut() {
-        if tokio::time::timeout_at(deadline, child.wait()).await.is_err() {
-            tracing::warn!("an inference server did not stop in time: killed");
+    for server in running.iter_mut().filter(|s| !s.done) {
+        if tokio::time::timeout_at(deadline, &mut server.ended).await.is_ok() {
+            server.done = true;
         }
     }
     // Whatever is left of each group (workers of a server that ended, or one that did not).
-    for group in &groups {
-        let _ = killpg(*group, Signal::SIGKILL);
+    for server in running.iter() {
+        let _ = killpg(server.group, Signal::SIGKILL);
     }
-    for child in children.iter_mut() {
-        let _ = child.wait().await;
+    for server in running.iter_mut().filter(|s| !s.done) {
+        tracing::warn!("an inference server did not stop in time: killed");
+        let _ = (&mut server.ended).await;
     }
 }
 
