@@ -109,6 +109,12 @@ async fn a_flood_waits_behind_another_users_few_requests() {
         .unwrap_or_else(|| panic!("no wait histogram in {metrics}"));
     assert_eq!(waits, queued as u64);
     assert!(metrics.contains("vault_admission_queued 0"), "{metrics}");
+    let limit = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("vault_admission_limit "))
+        .map(|n| n.trim().parse::<u64>().unwrap())
+        .unwrap_or_else(|| panic!("no limit gauge in {metrics}"));
+    assert!(limit >= 1, "the engine was read, so a limit applies: {limit}");
 }
 
 #[tokio::test]

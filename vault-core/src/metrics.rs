@@ -71,6 +71,7 @@ pub struct Metrics {
     key_cache: Family<CacheLabels, Counter>,
     admission_queued: Gauge,
     admission_in_flight: Gauge,
+    admission_limit: Gauge,
     admission_wait: Histogram,
     routes: OnceLock<Routes>,
     /// The token counters of each model seen (input, output), found without allocating.
@@ -105,6 +106,7 @@ impl Metrics {
         let key_cache = Family::<CacheLabels, Counter>::default();
         let admission_queued = Gauge::default();
         let admission_in_flight = Gauge::default();
+        let admission_limit = Gauge::default();
         // 1 ms to about 65 s.
         let admission_wait = Histogram::new(exponential_buckets(0.001, 2.0, 17));
 
@@ -145,6 +147,11 @@ impl Metrics {
             admission_in_flight.clone(),
         );
         registry.register(
+            "admission_limit",
+            "Inference requests this gateway lets be in flight upstream, from the engine's last reading (0: no limit)",
+            admission_limit.clone(),
+        );
+        registry.register(
             "admission_wait_seconds",
             "How long inference requests that had to wait their turn waited, admitted or turned away",
             admission_wait.clone(),
@@ -162,6 +169,7 @@ impl Metrics {
             key_cache,
             admission_queued,
             admission_in_flight,
+            admission_limit,
             admission_wait,
             routes: OnceLock::new(),
             tokens_by_model: RwLock::new(HashMap::new()),
@@ -242,6 +250,7 @@ impl Metrics {
         let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         self.admission_queued.set(gauge(snapshot.admission.queued));
         self.admission_in_flight.set(gauge(snapshot.admission.in_flight));
+        self.admission_limit.set(snapshot.admission.limit.map_or(0, gauge));
         for (result, total) in [("hit", snapshot.key_cache_hits), ("miss", snapshot.key_cache_misses)] {
             let counter = self.key_cache.get_or_create(&CacheLabels { result });
             counter.inc_by(total.saturating_sub(counter.get()));
