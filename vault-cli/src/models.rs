@@ -3,12 +3,11 @@
 //! engine itself, started from the model configuration.
 
 use clap::Subcommand;
+use vault_core::VaultError;
 use vault_core::config::Config;
 use vault_core::inference::Inference;
-use vault_core::models::gpu_config::GpuConfig;
 use vault_core::models::{self, import, launch};
 use vault_core::storage::Db;
-use vault_core::{ErrorCode, ErrorKind, VaultError};
 
 use crate::output::{Progress, Unit, print_json, print_text, table};
 
@@ -60,16 +59,12 @@ fn gib(bytes: u64) -> String {
     format!("{:.1} GiB", bytes as f64 / f64::from(1u32 << 30))
 }
 
-/// How long a stopped server has to end before it is killed.
-const STOP_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
-
 /// `models launch`: needs no database, so the engine starts before the gateway ever made one.
 pub async fn launch(config: &Config, vllm: &str, port: u16, dry_run: bool, json: bool) -> Result<(), VaultError> {
     // Listening before anything starts: a stop at any moment is passed on, never lost.
     let stop = StopSignals::listen()?;
-    let models = GpuConfig::read(&config.gpu_config)?;
-    let plan = launch::plan(&models, vllm, port)?;
-    let file = config.upstreams_file.clone().unwrap_or_else(|| config.data_dir.join("upstreams.json"));
+    let plan = launch::plan_for(config, vllm, port)?;
+    let file = launch::upstreams_file(config);
     if dry_run {
         if json {
             return print_json(&serde_json::json!({"plan": plan, "upstreams_file": file}));
@@ -80,22 +75,13 @@ pub async fn launch(config: &Config, vllm: &str, port: u16, dry_run: bool, json:
         }
         return print_text(&format!("{text}\nUpstreams file: {}", file.display()));
     }
-    launch::write_upstreams(&file, &plan.upstreams)?;
+    let stopping = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(stop.cancel_on_signal(stopping.clone()));
+    launch::run(&plan, &file, stopping).await?;
     if plan.engines.is_empty() {
         return print_text("No model is loaded: nothing to serve. Load one with POST /vault/models/{id}/load.");
     }
-    let stopping = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(stop.cancel_on_signal(stopping.clone()));
-    match launch::supervise(&plan, stopping, STOP_PATIENCE).await? {
-        launch::LaunchEnd::Stopped => Ok(()),
-        // Whatever its status, the engine is not whole: failing makes the service manager
-        // start it again.
-        launch::LaunchEnd::ServerEnded { model, status } => Err(VaultError::new(
-            ErrorKind::UpstreamUnavailable,
-            ErrorCode::InferenceUnavailable,
-            format!("The inference server of {model} ended ({status}); the others were stopped."),
-        )),
-    }
+    Ok(())
 }
 
 /// SIGTERM (a service manager stopping the unit) and SIGINT (Ctrl-C), caught from the moment

@@ -492,6 +492,21 @@ mod tests {
         }
     }
 
+    /// A gate with one place, taken by user `x` (the returned entry), and the engine full.
+    async fn one_place_taken(max_wait_ms: u64, stopping: CancellationToken) -> (Arc<Admission>, Entry) {
+        let gate = Admission::new(config(0, max_wait_ms), stopping);
+        let held = gate.enter(&who("x", None)).await.unwrap();
+        gate.on_reading(load(1, 1));
+        assert_eq!(gate.snapshot().limit, Some(1));
+        (gate, held)
+    }
+
+    /// A request of user `b` waiting in the background.
+    fn waiting_b(gate: &Arc<Admission>) -> tokio::task::JoinHandle<std::result::Result<Entry, Busy>> {
+        let gate = gate.clone();
+        tokio::spawn(async move { gate.enter(&who("b", None)).await })
+    }
+
     /// `n` requests of user `a` admitted one after another.
     async fn enter_n(gate: &Arc<Admission>, n: usize) -> Vec<Entry> {
         let mut entries = Vec::new();
@@ -532,10 +547,7 @@ mod tests {
 
     #[tokio::test]
     async fn weights_give_more_turns() {
-        let gate = Admission::new(config(0, 5000), CancellationToken::new());
-        let held = gate.enter(&who("x", None)).await.unwrap();
-        gate.on_reading(load(1, 1));
-        assert_eq!(gate.snapshot().limit, Some(1));
+        let (gate, held) = one_place_taken(5000, CancellationToken::new()).await;
         let order = Arc::new(Mutex::new(Vec::new()));
         let mut waiting = queue_up(&gate, "a", Some(3), 6, &order);
         settle().await;
@@ -548,9 +560,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_request_waiting_too_long_is_told_the_engine_is_busy() {
-        let gate = Admission::new(config(0, 50), CancellationToken::new());
-        let _held = gate.enter(&who("a", None)).await.unwrap();
-        gate.on_reading(load(1, 3));
+        let (gate, _held) = one_place_taken(50, CancellationToken::new()).await;
         let busy = gate.enter(&who("b", None)).await.err().unwrap();
         assert!(busy.queued >= Duration::from_millis(50));
         let err = VaultError::from(busy);
@@ -562,13 +572,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_client_leaving_the_queue_takes_no_place() {
-        let gate = Admission::new(config(0, 5000), CancellationToken::new());
-        let held = gate.enter(&who("a", None)).await.unwrap();
-        gate.on_reading(load(1, 1));
-        let waiting = tokio::spawn({
-            let gate = gate.clone();
-            async move { gate.enter(&who("b", None)).await.map(|_| ()) }
-        });
+        let (gate, held) = one_place_taken(5000, CancellationToken::new()).await;
+        let waiting = waiting_b(&gate);
         settle().await;
         assert_eq!(gate.snapshot().queued, 1);
         waiting.abort();
@@ -638,13 +643,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_request_admitted_as_its_client_leaves_gives_its_place_back() {
-        let gate = Admission::new(config(0, 5000), CancellationToken::new());
-        let held = gate.enter(&who("a", None)).await.unwrap();
-        gate.on_reading(load(1, 1));
-        let waiting = tokio::spawn({
-            let gate = gate.clone();
-            async move { gate.enter(&who("b", None)).await.map(|_| ()) }
-        });
+        let (gate, held) = one_place_taken(5000, CancellationToken::new()).await;
+        let waiting = waiting_b(&gate);
         settle().await;
         // The place goes to the waiter, which is gone before it could take it.
         drop(held);
@@ -657,16 +657,11 @@ mod tests {
     #[tokio::test]
     async fn requests_waiting_when_the_gateway_stops_are_turned_away() {
         let stopping = CancellationToken::new();
-        let gate = Admission::new(config(0, 60_000), stopping.clone());
-        let _held = gate.enter(&who("a", None)).await.unwrap();
-        gate.on_reading(load(1, 1));
-        let waiting = tokio::spawn({
-            let gate = gate.clone();
-            async move { gate.enter(&who("b", None)).await.err() }
-        });
+        let (gate, _held) = one_place_taken(60_000, stopping.clone()).await;
+        let waiting = waiting_b(&gate);
         settle().await;
         stopping.cancel();
-        let refused = tokio::time::timeout(Duration::from_secs(5), waiting).await.unwrap().unwrap().unwrap();
+        let refused = tokio::time::timeout(Duration::from_secs(5), waiting).await.unwrap().unwrap().err().unwrap();
         assert!(refused.stopping);
         assert_eq!(VaultError::from(refused).code, ErrorCode::ServerShuttingDown);
         assert_eq!(gate.snapshot().queued, 0);

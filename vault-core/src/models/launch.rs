@@ -49,6 +49,35 @@ pub struct LaunchPlan {
     pub upstreams: Vec<UpstreamSpec>,
 }
 
+/// How long stopped servers have, together, before they are killed.
+pub const STOP_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Where the launcher writes the upstreams file: `VAULT_UPSTREAMS`, else
+/// `<data dir>/upstreams.json`.
+pub fn upstreams_file(config: &crate::config::Config) -> std::path::PathBuf {
+    config.upstreams_file.clone().unwrap_or_else(|| config.data_dir.join("upstreams.json"))
+}
+
+/// The servers for the models in `config`'s model configuration.
+pub fn plan_for(config: &crate::config::Config, program: &str, first_port: u16) -> Result<LaunchPlan> {
+    plan(&GpuConfig::read(&config.gpu_config)?, program, first_port)
+}
+
+/// Runs the engine of `plan`: writes the upstreams `file`, then supervises the servers until
+/// `stopping`. A server ending by itself is an error whatever its status: the engine is not
+/// whole, and failing makes the service manager start it again.
+pub async fn run(plan: &LaunchPlan, file: &Path, stopping: CancellationToken) -> Result<()> {
+    write_upstreams(file, &plan.upstreams)?;
+    match supervise(plan, stopping, STOP_PATIENCE).await? {
+        LaunchEnd::Stopped => Ok(()),
+        LaunchEnd::ServerEnded { model, status } => Err(VaultError::new(
+            crate::error::ErrorKind::UpstreamUnavailable,
+            crate::error::ErrorCode::InferenceUnavailable,
+            format!("The inference server of {model} ended ({status}); the others were stopped."),
+        )),
+    }
+}
+
 /// The servers for `config`: `program` (vLLM's `vllm`) serving each model on `first_port`
 /// and up.
 pub fn plan(config: &GpuConfig, program: &str, first_port: u16) -> Result<LaunchPlan> {
