@@ -44,7 +44,7 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(&DbLocation::Local(dir.path().join("vault.db"))).await.unwrap();
     let conn = db.connect().await.unwrap();
-    let writer = storage::audit::BatchWriter::new(db.connect().await.unwrap(), Vec::new()).await.unwrap();
+    let writer = storage::audit::BatchWriter::new(&db, Vec::new()).await.unwrap();
     let now = SystemTime::now();
     let models = ["qwen2.5-32b-awq", "Qwen/Qwen2.5-7B-Instruct", "embed-small"];
     let paths = ["/v1/chat/completions", "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/vault/health"];

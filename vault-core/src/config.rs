@@ -14,8 +14,11 @@ use crate::error::VaultError;
 pub enum DbLocation {
     /// An embedded libsql file.
     Local(PathBuf),
-    /// A libsql server shared by several gateways (`libsql://`, `http(s)://`).
+    /// A libsql server (`libsql://`, `http(s)://`), which this build refuses.
     Remote { url: String, auth_token: Option<String> },
+    /// A PostgreSQL database shared by several gateways (`postgres://`). `local` is the
+    /// base name of this box's own files (the audit journal), in the data directory.
+    Postgres { url: String, local: PathBuf },
 }
 
 /// The resolved configuration of one Vault process.
@@ -204,7 +207,7 @@ impl Config {
         let data_dir = PathBuf::from(lookup(VAULT_DATA_DIR).unwrap_or_else(|| "./data".into()));
         let db = match lookup(VAULT_DB_URL) {
             None => DbLocation::Local(data_dir.join("vault.db")),
-            Some(url) => parse_db_url(&url, lookup(VAULT_DB_AUTH_TOKEN))?,
+            Some(url) => parse_db_url(&url, lookup(VAULT_DB_AUTH_TOKEN), &data_dir)?,
         };
         let upstreams_file = lookup(VAULT_UPSTREAMS).map(PathBuf::from);
         let upstreams = match lookup(VAULT_UPSTREAMS) {
@@ -444,6 +447,9 @@ impl Config {
         let db = match &self.db {
             DbLocation::Local(path) => path.display().to_string(),
             DbLocation::Remote { url, .. } => url.clone(),
+            DbLocation::Postgres { url, .. } => crate::storage::postgres::parse_url(url)
+                .map(|c| crate::storage::postgres::describe(&c))
+                .unwrap_or_default(),
         };
         serde_json::json!({
             "host": self.host.to_string(),
@@ -510,8 +516,12 @@ fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     options.open(path)?.write_all(contents)
 }
 
-fn parse_db_url(url: &str, auth_token: Option<String>) -> Result<DbLocation, VaultError> {
+fn parse_db_url(url: &str, auth_token: Option<String>, data_dir: &Path) -> Result<DbLocation, VaultError> {
     let lower = url.to_ascii_lowercase();
+    if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
+        crate::storage::postgres::parse_url(url)?;
+        return Ok(DbLocation::Postgres { url: url.to_string(), local: data_dir.join("vault-postgres") });
+    }
     if ["libsql://", "http://", "https://", "ws://", "wss://"].iter().any(|s| lower.starts_with(s)) {
         return Ok(DbLocation::Remote { url: url.to_string(), auth_token });
     }
@@ -731,6 +741,16 @@ mod tests {
         assert_eq!(c.db, DbLocation::Remote { url: "libsql://db.example".into(), auth_token: Some("t".into()) });
         let c = config(&[(VAULT_DB_URL, "file:/tmp/x.db")]).unwrap();
         assert_eq!(c.db, DbLocation::Local(PathBuf::from("/tmp/x.db")));
+    }
+
+    #[test]
+    fn postgres_urls_are_recognised_and_shown_without_their_password() {
+        let url = "postgres://vault:hunter2@db.clinic.lan:5433/vault";
+        let c = config(&[(VAULT_DB_URL, url), (VAULT_DATA_DIR, "/srv/vault")]).unwrap();
+        assert_eq!(c.db, DbLocation::Postgres { url: url.into(), local: PathBuf::from("/srv/vault/vault-postgres") });
+        assert_eq!(c.summary()["db_url"], "postgres://vault@db.clinic.lan:5433/vault");
+        let err = config(&[(VAULT_DB_URL, "postgresql://vault:hunter2@db:port/vault")]).unwrap_err();
+        assert!(err.message.starts_with("VAULT_DB_URL") && !err.message.contains("hunter2"), "{}", err.message);
     }
 
     #[test]

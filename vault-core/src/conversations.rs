@@ -86,6 +86,7 @@ pub async fn add_message(db: &Db, who: &Principal, id: &str, role: &str, content
     if content.is_empty() {
         return Err(VaultError::invalid_field("content: must not be empty"));
     }
+    validate::storable("content", content)?;
     if content.chars().count() > MAX_MESSAGE_CHARS {
         return Err(VaultError::invalid_field(format!("content: at most {MAX_MESSAGE_CHARS} characters")));
     }
@@ -240,6 +241,8 @@ mod tests {
         assert_eq!(c.title, DEFAULT_TITLE);
         assert!(add_message(&db, &me, &c.id, "robot", "x").await.unwrap_err().message.starts_with("role"));
         assert!(add_message(&db, &me, &c.id, "user", "").await.unwrap_err().message.starts_with("content"));
+        let nul = add_message(&db, &me, &c.id, "user", "a\0b").await.unwrap_err();
+        assert_eq!((nul.status(), nul.message.starts_with("content")), (400, true));
         let huge = "x".repeat(MAX_MESSAGE_CHARS + 1);
         assert!(add_message(&db, &me, &c.id, "user", &huge).await.unwrap_err().message.starts_with("content"));
         assert!(rename(&db, &me, &c.id, " ").await.unwrap_err().message.starts_with("title"));

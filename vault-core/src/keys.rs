@@ -294,7 +294,7 @@ struct Cache {
 impl Authenticator {
     pub async fn new(db: Arc<Db>) -> Result<Authenticator> {
         let watched = Arc::new(Watched::new());
-        watch_auth_epoch(&db, Arc::downgrade(&watched)).await?;
+        watch_auth_epoch(db.clone(), Arc::downgrade(&watched)).await?;
         let (hits, misses) = (AtomicU64::new(0), AtomicU64::new(0));
         Ok(Authenticator { db, watched, cache: RwLock::new(Cache::default()), hits, misses })
     }
@@ -339,35 +339,34 @@ impl Authenticator {
     }
 }
 
-/// Starts a thread that reads the database's `auth_epoch` whenever the database changed
-/// (`PRAGMA data_version`), every [`WATCH_INTERVAL`], and moves `watched` when it moved.
-/// It stops when `watched` is dropped with its authenticator. While it cannot read the
-/// database it moves `watched` every time, so nothing stays cached that might be revoked.
-async fn watch_auth_epoch(db: &Db, watched: std::sync::Weak<Watched>) -> Result<()> {
-    let conn = db.connect().await?;
-    let data_version = conn.prepare(storage::keys::DATA_VERSION).await?;
-    let mut seen = (storage::keys::data_version(&data_version).await?, storage::keys::auth_epoch(&conn).await?);
+/// Starts a thread that asks [`storage::auth_watch::AuthWatch`] every [`WATCH_INTERVAL`]
+/// whether keys or users changed in any process, and moves `watched` when they did. It
+/// stops when `watched` is dropped with its authenticator. While the database cannot be
+/// watched it moves `watched` every time, so nothing stays cached that might be revoked.
+async fn watch_auth_epoch(db: Arc<Db>, watched: std::sync::Weak<Watched>) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
         .build()
         .map_err(|e| VaultError::internal("starting the key watcher", e))?;
-    let changed = move |seen: &mut (i64, i64)| -> Result<bool> {
-        runtime.block_on(async {
-            let version = storage::keys::data_version(&data_version).await?;
-            if version == seen.0 {
-                return Ok(false);
-            }
-            let epoch = storage::keys::auth_epoch(&conn).await?;
-            let moved = epoch != seen.1;
-            *seen = (version, epoch);
-            Ok(moved)
-        })
-    };
+    let (started_tx, started) = tokio::sync::oneshot::channel();
     let watch = move || {
+        // Started on the watcher's own runtime, which its connection (if any) lives on.
+        let mut auth_watch = match runtime.block_on(storage::auth_watch::AuthWatch::start(&db)) {
+            Ok(auth_watch) => {
+                let _ = started_tx.send(Ok(()));
+                auth_watch
+            }
+            Err(err) => {
+                let _ = started_tx.send(Err(err));
+                return;
+            }
+        };
+        drop(db);
         let mut failing = false;
         loop {
             std::thread::sleep(WATCH_INTERVAL);
             let Some(watched) = watched.upgrade() else { return };
-            match changed(&mut seen) {
+            match runtime.block_on(auth_watch.moved()) {
                 Ok(moved) => {
                     failing = false;
                     if moved {
@@ -389,7 +388,7 @@ async fn watch_auth_epoch(db: &Db, watched: std::sync::Weak<Watched>) -> Result<
         .name("vault-key-watch".into())
         .spawn(watch)
         .map_err(|e| VaultError::internal("starting the key watcher", e))?;
-    Ok(())
+    started.await.map_err(|_| VaultError::internal("starting the key watcher", "the watcher stopped"))?
 }
 
 #[cfg(test)]

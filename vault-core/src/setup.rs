@@ -234,7 +234,7 @@ const STALE_CLAIM: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Takes over a claim on the admin step left by a call that never finished; says whether
 /// it did. Exactly one caller wins, as with the claim itself.
-async fn reclaim_stale(conn: &libsql::Connection, config: &Config, db: &Db, now: &str) -> Result<bool> {
+async fn reclaim_stale(conn: &crate::storage::Conn, config: &Config, db: &Db, now: &str) -> Result<bool> {
     let admin_done =
         status(config, db).await?.steps.iter().any(|s| s.name == Step::Admin && s.state == StepState::Complete);
     if admin_done {

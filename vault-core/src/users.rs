@@ -28,7 +28,7 @@ fn email(value: &str) -> Result<String> {
     if valid { Ok(value) } else { Err(VaultError::invalid_field("email: not an email address")) }
 }
 
-async fn ensure_email_free(conn: &libsql::Connection, email: &str, except_id: &str) -> Result<()> {
+async fn ensure_email_free(conn: &crate::storage::Conn, email: &str, except_id: &str) -> Result<()> {
     if storage::users::email_taken(conn, email, except_id).await? {
         return Err(VaultError::conflict(
             ErrorCode::EmailTaken,
@@ -111,7 +111,7 @@ pub async fn deactivate(db: &Db, id: &str, actor: Option<&str>) -> Result<User> 
 
 /// Refuses (409, and the transaction rolls back when dropped) a change after which no key
 /// could act as admin: demoting or deactivating the user of the last admin key.
-async fn keep_an_admin_key(tx: &libsql::Transaction) -> Result<()> {
+async fn keep_an_admin_key(tx: &crate::storage::Tx<'_>) -> Result<()> {
     if storage::keys::usable_admin_keys(tx).await? == 0 && storage::keys::any_admin_key_ever(tx).await? {
         return Err(VaultError::conflict(
             ErrorCode::LastAdminKey,

@@ -8,10 +8,20 @@ pub fn text(field: &str, value: &str, max: usize) -> Result<String> {
     if value.is_empty() {
         return Err(VaultError::invalid_field(format!("{field}: must not be empty")));
     }
+    storable(field, value)?;
     if value.chars().count() > max {
         return Err(VaultError::invalid_field(format!("{field}: at most {max} characters")));
     }
     Ok(value.to_string())
+}
+
+/// Refuses the NUL character, which PostgreSQL cannot store in text: refused alike on
+/// both engines, rather than stored by one and a server error on the other.
+pub fn storable(field: &str, value: &str) -> Result<()> {
+    if value.contains('\0') {
+        return Err(VaultError::invalid_field(format!("{field}: must not contain the NUL character (U+0000)")));
+    }
+    Ok(())
 }
 
 /// The one of `all` named `raw`, or an error naming the field and every choice.
@@ -40,6 +50,8 @@ mod tests {
         assert_eq!(text("title", "  a ", 5).unwrap(), "a");
         assert!(text("title", "   ", 5).unwrap_err().message.starts_with("title"));
         assert!(text("title", "abcdef", 5).is_err());
+        let nul = text("title", "a\0b", 5).unwrap_err();
+        assert_eq!((nul.status(), nul.message.starts_with("title: must not contain")), (400, true));
     }
 
     #[test]

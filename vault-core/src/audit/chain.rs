@@ -10,8 +10,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::storage::Row;
 use hmac::{Hmac, Mac};
-use libsql::Row;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -226,7 +226,7 @@ impl StoredRow {
 const PAGE: i64 = 10_000;
 
 fn text(row: &Row, i: i32) -> Result<String> {
-    Ok(row.get::<String>(i)?)
+    row.get::<String>(i)
 }
 
 /// Walks the chain from its start (or from row `from`, trusting the hash of the row
@@ -240,7 +240,7 @@ pub async fn verify(
 ) -> Result<Verification> {
     let conn = db.connect().await?;
     // One snapshot: pruning or writing meanwhile cannot look like tampering.
-    let tx = conn.transaction().await?;
+    let tx = conn.read_transaction().await?;
     let report = walk(&tx, key, from, progress).await;
     // Only read: ended here rather than on drop, where a failure would panic.
     let _ = tx.rollback().await;
@@ -248,7 +248,7 @@ pub async fn verify(
 }
 
 async fn walk(
-    tx: &libsql::Connection,
+    tx: &crate::storage::Conn,
     key: &[u8],
     from: Option<i64>,
     progress: &mut dyn FnMut(u64, u64),
@@ -353,6 +353,7 @@ async fn walk(
 mod tests {
     use super::*;
     use crate::storage;
+    use crate::storage::sql::params;
 
     async fn chained(rows: usize) -> (tempfile::TempDir, Db) {
         let (dir, db) = storage::test_db().await;
@@ -455,9 +456,7 @@ mod tests {
             let stored = StoredRow::read(&rows.next().await.unwrap().unwrap()).unwrap();
             let content = stored.content(id);
             previous = content.hash(&previous);
-            conn.execute("UPDATE audit_log SET hash = ?1 WHERE id = ?2", libsql::params![previous.as_str(), id])
-                .await
-                .unwrap();
+            conn.execute("UPDATE audit_log SET hash = ?1 WHERE id = ?2", params![previous.as_str(), id]).await.unwrap();
         }
         let problem = check(&db).await.problem.unwrap();
         assert_eq!((problem.row_id, problem.kind), (1000, "altered"), "{problem:?}");

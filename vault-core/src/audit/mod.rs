@@ -31,7 +31,7 @@ pub use writer::{AuditLog, COMMIT_DELAY, WriterStats};
 #[cfg(test)]
 pub(crate) async fn store_for_test(db: &crate::storage::Db, records: &[AuditRecord]) {
     let refs: Vec<&AuditRecord> = records.iter().collect();
-    let writer = crate::storage::audit::BatchWriter::new(db.connect().await.unwrap(), Vec::new()).await.unwrap();
+    let writer = crate::storage::audit::BatchWriter::new(db, Vec::new()).await.unwrap();
     writer.write(&refs, &[], None).await.unwrap();
 }
 

@@ -105,10 +105,7 @@ impl AuditLog {
     /// the log reports itself unavailable (see [`available`](Self::available)). The hash
     /// chain's checkpoints are signed with `chain_key` (the server secret).
     pub async fn start_with(db: Arc<Db>, min_free_bytes: u64, chain_key: Vec<u8>) -> Result<AuditLog> {
-        let conn = db.connect().await?;
-        // The writer checkpoints when it chooses (between commits), never inside one.
-        storage::disable_autocheckpoint(&conn).await?;
-        let writer = storage::audit::BatchWriter::new(conn, chain_key.clone()).await?;
+        let writer = storage::audit::BatchWriter::new(&db, chain_key.clone()).await?;
         let shared = Arc::new(Shared::default());
         let lock = Journal::lock(db.path()).map_err(|e| {
             VaultError::config(format!("VAULT_DATA_DIR: cannot use the audit journal of {}: {e}", db.path().display()))
@@ -309,7 +306,7 @@ async fn housekeeping(log: std::sync::Weak<Inner>, db: std::sync::Weak<Db>, chai
 /// Commits the journal's rows that the database does not have yet; returns the last
 /// sequence number now committed.
 async fn recover(db: &Db, writer: &storage::audit::BatchWriter, shared: &Shared) -> Result<u64> {
-    let committed = storage::audit::journal_committed_seq(&db.connect().await?).await?;
+    let committed = storage::audit::journal_committed_seq(&db.connect().await?, writer.journal()).await?;
     let found = Journal::read_existing(db.path()).map_err(|e| VaultError::internal("reading the audit journal", e))?;
     let missing: Vec<_> = found.into_iter().filter(|r| r.seq > committed).collect();
     let Some(last) = missing.last().map(|r| r.seq) else {
@@ -668,7 +665,10 @@ mod tests {
         let conn = db.connect().await.unwrap();
         let row = storage::audit::by_request_id(&conn, "req-1").await.unwrap().unwrap();
         assert_eq!((row.tokens_input, row.tokens_output, row.status), (Some(5), Some(7), 200));
-        assert_eq!(storage::audit::journal_committed_seq(&conn).await.unwrap(), journaled[0].seq);
+        assert_eq!(
+            storage::audit::journal_committed_seq(&conn, storage::audit::journal_id(&db).unwrap()).await.unwrap(),
+            journaled[0].seq
+        );
     }
 
     #[tokio::test]
@@ -710,7 +710,7 @@ mod tests {
         for record in &records {
             journal.append(&super::super::journal::serialize(record).unwrap(), |_| {}).unwrap();
         }
-        let writer = storage::audit::BatchWriter::new(db.connect().await.unwrap(), Vec::new()).await.unwrap();
+        let writer = storage::audit::BatchWriter::new(&db, Vec::new()).await.unwrap();
         writer.write(&[&records[0], &records[1]], &[], Some(2)).await.unwrap();
         drop(journal);
 
@@ -752,7 +752,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_wal_stays_bounded_under_a_long_run_of_commits() {
-        let (dir, db) = storage::test_db().await;
+        let (dir, db) = storage::test_sqlite_db().await;
         let db = Arc::new(db);
         let audit = AuditLog::start(db.clone()).await.unwrap();
         for i in 0..3000 {

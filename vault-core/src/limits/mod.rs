@@ -6,7 +6,7 @@ mod limiter;
 
 pub use limiter::{Limiter, Permit, Quota, RateStatus};
 
-use libsql::Connection;
+use crate::storage::Conn;
 use serde::Serialize;
 
 use crate::error::{ErrorCode, Result, VaultError};
@@ -39,7 +39,7 @@ fn user_subject(id: &str) -> String {
 }
 
 /// The limits of a key and of its user, as stored.
-pub(crate) async fn of(conn: &Connection, key_id: i64, user_id: Option<&str>) -> Result<Limits> {
+pub(crate) async fn of(conn: &Conn, key_id: i64, user_id: Option<&str>) -> Result<Limits> {
     let key = key_subject(key_id);
     let user = user_id.map(user_subject);
     let subjects: Vec<&str> = std::iter::once(key.as_str()).chain(user.as_deref()).collect();
@@ -62,14 +62,14 @@ pub struct KeyLimits {
     pub effective: LimitSet,
 }
 
-async fn key_exists(conn: &Connection, id: i64) -> Result<()> {
+async fn key_exists(conn: &Conn, id: i64) -> Result<()> {
     match storage::keys::find_by_id(conn, id).await? {
         Some(_) => Ok(()),
         None => Err(VaultError::not_found(ErrorCode::KeyNotFound, format!("No key with id {id}."))),
     }
 }
 
-async fn user_exists(conn: &Connection, id: &str) -> Result<()> {
+async fn user_exists(conn: &Conn, id: &str) -> Result<()> {
     match storage::users::get(conn, id).await? {
         Some(_) => Ok(()),
         None => Err(VaultError::not_found(ErrorCode::UserNotFound, format!("No user with id {id}."))),

@@ -1,14 +1,15 @@
 //! SQL for the `activity` table.
 
-use libsql::Connection;
+use crate::storage::Conn;
+use crate::storage::sql::params;
 
 use crate::error::Result;
 use crate::model::activity::ActivityItem;
 
-pub async fn insert(conn: &Connection, item: &ActivityItem) -> Result<()> {
+pub async fn insert(conn: &Conn, item: &ActivityItem) -> Result<()> {
     conn.execute(
         "INSERT INTO activity (timestamp, kind, actor, subject, summary) VALUES (?1, ?2, ?3, ?4, ?5)",
-        libsql::params![
+        params![
             item.timestamp.as_str(),
             item.kind.as_str(),
             item.actor.as_deref(),
@@ -21,12 +22,12 @@ pub async fn insert(conn: &Connection, item: &ActivityItem) -> Result<()> {
 }
 
 /// The newest events, optionally only those of one actor.
-pub async fn recent(conn: &Connection, limit: u32, actor: Option<&str>) -> Result<Vec<ActivityItem>> {
+pub async fn recent(conn: &Conn, limit: u32, actor: Option<&str>) -> Result<Vec<ActivityItem>> {
     let mut rows = conn
         .query(
-            "SELECT timestamp, kind, actor, subject, summary FROM activity WHERE (?2 IS NULL OR actor = ?2) \
+            "SELECT timestamp, kind, actor, subject, summary FROM activity WHERE (CAST(?2 AS TEXT) IS NULL OR actor = ?2) \
              ORDER BY id DESC LIMIT ?1",
-            libsql::params![limit, actor],
+            params![limit, actor],
         )
         .await?;
     let mut items = Vec::new();

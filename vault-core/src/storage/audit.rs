@@ -1,10 +1,12 @@
 //! SQL for the `audit_log` table.
 
-use libsql::{Connection, Row, Statement};
+use crate::storage::sql::params;
+use crate::storage::{Conn, Row, Statement};
 
 use crate::audit::chain::{CHECKPOINT_KIND, CHECKPOINT_ROWS, ChainedRow, Head, START, mac};
-use crate::error::Result;
+use crate::error::{Result, VaultError};
 use crate::model::audit::{AuditEntry, AuditFilter, AuditRecord};
+use crate::storage::Dialect;
 
 const COLUMNS: &str = "id, timestamp, request_id, method, path, key_prefix, user_id, model, status, latency_ms, \
                        tokens_input, tokens_output, completed, error_code, repeat_count, queued_ms";
@@ -20,28 +22,51 @@ const INSERT: &str = "INSERT INTO audit_log (timestamp, request_id, method, path
 const CHECKPOINT: &str = "INSERT INTO audit_checkpoints (row_id, kind, hash, mac, created_at) \
                           VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (row_id, kind) DO NOTHING";
 
-const JOURNAL_MARK: &str = "UPDATE audit_journal SET committed_seq = ?1 WHERE id = 1 AND committed_seq < ?1";
+/// Moves a journal's (?2) committed mark forward to ?1.
+const JOURNAL_MARK: &str = "INSERT INTO audit_journal (id, committed_seq) VALUES (?2, ?1) \
+                            ON CONFLICT (id) DO UPDATE SET committed_seq = ?1 WHERE audit_journal.committed_seq < ?1";
 
-/// The journal sequence number up to which rows are committed.
-pub async fn journal_committed_seq(conn: &Connection) -> Result<u64> {
-    let seq = super::query_i64(conn, "SELECT committed_seq FROM audit_journal WHERE id = 1", ()).await?;
-    Ok(u64::try_from(seq).unwrap_or(0))
+/// Which journal's mark this box moves. The embedded database has one journal beside it
+/// (1). Gateways sharing PostgreSQL each keep their own journal, named by a random number
+/// kept in the box's data directory, so one box's mark never stands for another's rows.
+pub fn journal_id(db: &super::Db) -> Result<i64> {
+    if db.dialect() == Dialect::Sqlite {
+        return Ok(1);
+    }
+    let mut name = db.path().as_os_str().to_owned();
+    name.push("-journal-id");
+    let path = std::path::PathBuf::from(name);
+    let unreadable = |e: std::io::Error| VaultError::config(format!("VAULT_DATA_DIR: {}: {e}", path.display()));
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .map_err(|_| VaultError::config(format!("VAULT_DATA_DIR: {} does not hold a journal id", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut bytes = [0u8; 8];
+            getrandom::fill(&mut bytes).map_err(|e| VaultError::internal("naming the audit journal", e))?;
+            // Positive and never 1, the embedded database's journal.
+            let id = (i64::from_le_bytes(bytes) & i64::MAX).max(2);
+            std::fs::write(&path, format!("{id}\n")).map_err(unreadable)?;
+            Ok(id)
+        }
+        Err(e) => Err(unreadable(e)),
+    }
 }
 
-/// Runs a prepared statement once and leaves it ready for the next run.
-pub(crate) async fn run(statement: &Statement, params: impl libsql::params::IntoParams) -> Result<()> {
-    statement.reset();
-    let outcome = statement.execute(params).await;
-    statement.reset();
-    outcome?;
-    Ok(())
+/// The journal sequence number up to which a journal's rows are committed.
+pub async fn journal_committed_seq(conn: &Conn, journal: i64) -> Result<u64> {
+    let seq =
+        super::query_i64(conn, "SELECT COALESCE(MAX(committed_seq), 0) FROM audit_journal WHERE id = ?1", [journal])
+            .await?;
+    Ok(u64::try_from(seq).unwrap_or(0))
 }
 
 /// Writes batches of audit rows, their usage rollups and keys' `last_used_at`, through
 /// statements prepared once: the audit writer runs them for every request, and preparing
 /// them anew was a large share of its cost.
 pub struct BatchWriter {
-    conn: Connection,
+    conn: Conn,
     insert: Statement,
     checkpoint: Statement,
     /// Signs the chain's checkpoints (see `audit::chain`).
@@ -51,12 +76,17 @@ pub struct BatchWriter {
     rollups: super::usage::Rollups,
     touch_last_used: Statement,
     journal_mark: Statement,
+    journal: i64,
 }
 
 impl BatchWriter {
-    /// A writer on `conn` that chains the rows it writes and signs checkpoints with
-    /// `chain_key`. It must be the only writer of audit rows: it numbers them.
-    pub async fn new(conn: Connection, chain_key: Vec<u8>) -> Result<BatchWriter> {
+    /// A writer on its own connection that chains the rows it writes and signs checkpoints
+    /// with `chain_key`. On the embedded database it must be the only writer of audit rows:
+    /// it numbers them. On PostgreSQL the writers of several gateways take turns.
+    pub async fn new(db: &super::Db, chain_key: Vec<u8>) -> Result<BatchWriter> {
+        let conn = db.connect().await?;
+        // The writer checkpoints when it chooses (between commits), never inside one.
+        super::disable_autocheckpoint(&conn).await?;
         let head = chain_head(&conn).await?;
         Ok(BatchWriter {
             insert: conn.prepare(INSERT).await?,
@@ -66,6 +96,7 @@ impl BatchWriter {
             rollups: super::usage::Rollups::prepare(&conn).await?,
             touch_last_used: conn.prepare(super::keys::TOUCH_LAST_USED).await?,
             journal_mark: conn.prepare(JOURNAL_MARK).await?,
+            journal: journal_id(db)?,
             conn,
         })
     }
@@ -80,10 +111,19 @@ impl BatchWriter {
         journal_seq: Option<u64>,
     ) -> Result<()> {
         let tx = super::write_transaction(&self.conn).await?;
+        let mut written = Ok(());
         let mut head = self.head.lock().map(|h| h.clone()).unwrap_or_default();
-        let mut written = self.write_rows(records, last_used, &mut head).await;
+        if self.conn.dialect() == Dialect::Postgres {
+            // Other gateways write too, each in its turn (the write lock): follow the chain
+            // as stored.
+            written = chain_head(&tx).await.map(|stored| head = stored);
+        }
+        if written.is_ok() {
+            written = self.write_rows(records, last_used, &mut head).await;
+        }
         if let (Ok(()), Some(seq)) = (&written, journal_seq) {
-            written = run(&self.journal_mark, [i64::try_from(seq).unwrap_or(i64::MAX)]).await;
+            let seq = i64::try_from(seq).unwrap_or(i64::MAX);
+            written = self.conn.run(&self.journal_mark, params![seq, self.journal]).await.map(drop);
         }
         match written {
             Ok(()) => match tx.commit().await {
@@ -96,7 +136,7 @@ impl BatchWriter {
                 }
                 Err(err) => {
                     self.reload_head().await;
-                    Err(err.into())
+                    Err(err)
                 }
             },
             Err(err) => {
@@ -123,6 +163,11 @@ impl BatchWriter {
         super::checkpoint(&self.conn).await
     }
 
+    /// The journal whose mark this writer moves (see [`journal_id`]).
+    pub fn journal(&self) -> i64 {
+        self.journal
+    }
+
     async fn write_rows(&self, records: &[&AuditRecord], last_used: &[(i64, &str)], head: &mut Head) -> Result<()> {
         for r in records {
             let id = head.last_id + 1;
@@ -131,29 +176,30 @@ impl BatchWriter {
                 self.sign(id - 1, START, "").await?;
             }
             let hash = ChainedRow::of(id, r).hash(&head.last_hash);
-            run(
-                &self.insert,
-                libsql::params![
-                    r.timestamp.as_str(),
-                    r.request_id.as_str(),
-                    r.method.as_str(),
-                    r.path.as_str(),
-                    r.key_prefix.as_deref(),
-                    r.user_id.as_deref(),
-                    r.model.as_deref(),
-                    i64::from(r.status),
-                    opt_u64(Some(r.latency_ms)),
-                    opt_u64(r.tokens_input),
-                    opt_u64(r.tokens_output),
-                    i64::from(r.completed),
-                    r.error_code.map(|code| code.as_str()),
-                    i64::from(r.repeat_count.0),
-                    id,
-                    hash.as_str(),
-                    opt_u64(r.queued_ms),
-                ],
-            )
-            .await?;
+            self.conn
+                .run(
+                    &self.insert,
+                    params![
+                        r.timestamp.as_str(),
+                        r.request_id.as_str(),
+                        r.method.as_str(),
+                        r.path.as_str(),
+                        r.key_prefix.as_deref(),
+                        r.user_id.as_deref(),
+                        r.model.as_deref(),
+                        i64::from(r.status),
+                        opt_u64(Some(r.latency_ms)),
+                        opt_u64(r.tokens_input),
+                        opt_u64(r.tokens_output),
+                        i64::from(r.completed),
+                        r.error_code.map(|code| code.as_str()),
+                        i64::from(r.repeat_count.0),
+                        id,
+                        hash.as_str(),
+                        opt_u64(r.queued_ms),
+                    ],
+                )
+                .await?;
             if id % CHECKPOINT_ROWS == 0 {
                 self.sign(id, CHECKPOINT_KIND, &hash).await?;
             }
@@ -161,7 +207,7 @@ impl BatchWriter {
         }
         self.rollups.add(&self.conn, records).await?;
         for (key_id, at) in last_used {
-            run(&self.touch_last_used, libsql::params![*key_id, *at]).await?;
+            self.conn.run(&self.touch_last_used, params![*key_id, *at]).await?;
         }
         Ok(())
     }
@@ -171,20 +217,23 @@ impl BatchWriter {
     /// Stores a signed record of the chain's hash at row `row_id`.
     async fn sign(&self, row_id: i64, kind: &str, hash: &str) -> Result<()> {
         let signature = mac(&self.chain_key, kind, row_id, hash);
-        run(&self.checkpoint, libsql::params![row_id, kind, hash, signature, crate::time::now_rfc3339()]).await
+        self.conn
+            .run(&self.checkpoint, params![row_id, kind, hash, signature, crate::time::now_rfc3339()])
+            .await
+            .map(drop)
     }
 }
 
 /// Where the chain stands in the database: its last row (or the checkpoint of the last row
 /// pruned, when every row was), which the next row follows.
-async fn chain_head(conn: &Connection) -> Result<Head> {
+async fn chain_head(conn: &Conn) -> Result<Head> {
     let mut rows = conn
         .query(
             "SELECT id, hash FROM ( \
-               SELECT * FROM (SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1) \
+               SELECT * FROM (SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1) AS last_row \
                UNION ALL \
-               SELECT * FROM (SELECT row_id AS id, hash FROM audit_checkpoints ORDER BY row_id DESC LIMIT 1)) \
-             ORDER BY id DESC LIMIT 1",
+               SELECT * FROM (SELECT row_id AS id, hash FROM audit_checkpoints ORDER BY row_id DESC LIMIT 1) AS last_pruned) \
+             AS heads ORDER BY id DESC LIMIT 1",
             (),
         )
         .await?;
@@ -196,15 +245,14 @@ async fn chain_head(conn: &Connection) -> Result<Head> {
 
 /// Signs a checkpoint at the last row that pruning removes (the chain of the rows left
 /// starts from it), and removes the rows up to it, `limit` at a time; gives how many.
-pub async fn prune_through(conn: &Connection, last: i64, chain_key: &[u8], limit: u32) -> Result<u64> {
+pub async fn prune_through(conn: &Conn, last: i64, chain_key: &[u8], limit: u32) -> Result<u64> {
     let tx = super::write_transaction(conn).await?;
     let mut rows = tx.query("SELECT hash FROM audit_log WHERE id = ?1", [last]).await?;
     if let Some(row) = rows.next().await?
         && let Some(hash) = row.get::<Option<String>>(0)?
     {
         let signature = mac(chain_key, START, last, &hash);
-        tx.execute(CHECKPOINT, libsql::params![last, START, hash.as_str(), signature, crate::time::now_rfc3339()])
-            .await?;
+        tx.execute(CHECKPOINT, params![last, START, hash.as_str(), signature, crate::time::now_rfc3339()]).await?;
         // The rows the older records vouched for go; the chain now starts after this row.
         tx.execute("DELETE FROM audit_checkpoints WHERE row_id < ?1", [last]).await?;
     }
@@ -212,7 +260,7 @@ pub async fn prune_through(conn: &Connection, last: i64, chain_key: &[u8], limit
     let deleted = tx
         .execute(
             "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log WHERE id <= ?1 ORDER BY id LIMIT ?2)",
-            libsql::params![last, limit],
+            params![last, limit],
         )
         .await?;
     tx.commit().await?;
@@ -222,7 +270,7 @@ pub async fn prune_through(conn: &Connection, last: i64, chain_key: &[u8], limit
 /// The id of the newest row that can be pruned at `before`: the rows before the first one
 /// still kept, so that what is left is a whole chain. A stream that began before the
 /// cut-off but was stored after newer rows stays until they go.
-pub async fn last_prunable(conn: &Connection, before: &str) -> Result<Option<i64>> {
+pub async fn last_prunable(conn: &Conn, before: &str) -> Result<Option<i64>> {
     let last = super::query_i64(
         conn,
         "SELECT COALESCE((SELECT MIN(id) FROM audit_log WHERE timestamp >= ?1), \
@@ -258,9 +306,9 @@ fn from_row(row: &Row) -> Result<AuditEntry> {
 
 /// The WHERE clause of a filter and its bound values. Values are always bound, never
 /// formatted in.
-fn clause(filter: &AuditFilter) -> (String, Vec<libsql::Value>) {
-    let mut values: Vec<libsql::Value> = Vec::new();
-    let mut bind = |value: libsql::Value| {
+fn clause(filter: &AuditFilter) -> (String, Vec<crate::storage::Value>) {
+    let mut values: Vec<crate::storage::Value> = Vec::new();
+    let mut bind = |value: crate::storage::Value| {
         values.push(value);
         format!("?{}", values.len())
     };
@@ -298,7 +346,7 @@ fn clause(filter: &AuditFilter) -> (String, Vec<libsql::Value>) {
 
 /// Rows matching `filter`, oldest first from `after_id` (exclusive), at most `limit`.
 pub async fn query(
-    conn: &Connection,
+    conn: &Conn,
     filter: &AuditFilter,
     after_id: i64,
     limit: u32,
@@ -317,20 +365,20 @@ pub async fn query(
 }
 
 /// How many rows match `filter`.
-pub async fn count_matching(conn: &Connection, filter: &AuditFilter) -> Result<i64> {
+pub async fn count_matching(conn: &Conn, filter: &AuditFilter) -> Result<i64> {
     let (conditions, values) = clause(filter);
-    let clause = if conditions.is_empty() { "1".to_string() } else { conditions };
+    let clause = if conditions.is_empty() { "1 = 1".to_string() } else { conditions };
     super::query_i64(conn, &format!("SELECT COUNT(*) FROM audit_log WHERE {clause}"), values).await
 }
 
 /// The newest entries first, at most `limit` of them.
-pub async fn recent(conn: &Connection, limit: u32) -> Result<Vec<AuditEntry>> {
+pub async fn recent(conn: &Conn, limit: u32) -> Result<Vec<AuditEntry>> {
     let rows = conn.query(&format!("SELECT {COLUMNS} FROM audit_log ORDER BY id DESC LIMIT ?1"), [limit]).await?;
     super::collect_rows(rows, from_row).await
 }
 
 /// The entry a request wrote, found by its request id.
-pub async fn by_request_id(conn: &Connection, request_id: &str) -> Result<Option<AuditEntry>> {
+pub async fn by_request_id(conn: &Conn, request_id: &str) -> Result<Option<AuditEntry>> {
     let mut rows = conn.query(&format!("SELECT {COLUMNS} FROM audit_log WHERE request_id = ?1"), [request_id]).await?;
     match rows.next().await? {
         Some(row) => Ok(Some(from_row(&row)?)),
@@ -340,16 +388,16 @@ pub async fn by_request_id(conn: &Connection, request_id: &str) -> Result<Option
 
 /// Deletes up to `limit` of the oldest rows older than `before` (RFC 3339); returns how
 /// many it deleted. Small batches keep each write transaction short.
-pub async fn delete_older_than(conn: &Connection, before: &str, limit: u32) -> Result<u64> {
+pub async fn delete_older_than(conn: &Conn, before: &str, limit: u32) -> Result<u64> {
     let deleted = conn
         .execute(
             "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log WHERE timestamp < ?1 ORDER BY id LIMIT ?2)",
-            libsql::params![before, limit],
+            params![before, limit],
         )
         .await?;
     Ok(deleted)
 }
 
-pub async fn count(conn: &Connection) -> Result<i64> {
+pub async fn count(conn: &Conn) -> Result<i64> {
     super::query_i64(conn, "SELECT COUNT(*) FROM audit_log", ()).await
 }

@@ -1,6 +1,7 @@
 //! SQL for the `api_keys` table and the `auth_epoch` counter its triggers move.
 
-use libsql::{Connection, Row};
+use crate::storage::sql::params;
+use crate::storage::{Conn, Row};
 
 use crate::error::Result;
 use crate::model::keys::{ApiKeyInfo, Scope};
@@ -31,18 +32,19 @@ fn from_row(row: &Row) -> Result<ApiKeyInfo> {
     })
 }
 
-async fn collect(conn: &Connection, sql: &str, params: impl libsql::params::IntoParams) -> Result<Vec<ApiKeyInfo>> {
+async fn collect(conn: &Conn, sql: &str, params: impl crate::storage::sql::Params) -> Result<Vec<ApiKeyInfo>> {
     let rows = conn.query(sql, params).await?;
     super::collect_rows(rows, from_row).await
 }
 
-pub async fn insert(conn: &Connection, key: &NewKey<'_>) -> Result<i64> {
-    conn.execute(
-        "INSERT INTO api_keys (key_hash, key_prefix, label, scope, user_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        libsql::params![key.key_hash, key.key_prefix, key.label, key.scope.as_str(), key.user_id, key.created_at],
+pub async fn insert(conn: &Conn, key: &NewKey<'_>) -> Result<i64> {
+    super::query_i64(
+        conn,
+        "INSERT INTO api_keys (key_hash, key_prefix, label, scope, user_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+         RETURNING id",
+        params![key.key_hash, key.key_prefix, key.label, key.scope.as_str(), key.user_id, key.created_at],
     )
-    .await?;
-    Ok(conn.last_insert_rowid())
+    .await
 }
 
 /// Keys that may be used: not revoked, and their user (if any) is active. The scope is
@@ -54,45 +56,42 @@ const USABLE: &str = "SELECT k.id, k.key_prefix, k.label, CASE WHEN u.role = 'us
                       WHERE k.is_active = 1 AND (k.user_id IS NULL OR u.is_active = 1)";
 
 /// The usable key with this hash (see [`USABLE`]).
-pub async fn find_usable_by_hash(conn: &Connection, key_hash: &str) -> Result<Option<ApiKeyInfo>> {
+pub async fn find_usable_by_hash(conn: &Conn, key_hash: &str) -> Result<Option<ApiKeyInfo>> {
     Ok(collect(conn, &format!("{USABLE} AND k.key_hash = ?1"), [key_hash]).await?.pop())
 }
 
 /// The usable key with this id (see [`USABLE`]).
-pub async fn find_usable_by_id(conn: &Connection, id: i64) -> Result<Option<ApiKeyInfo>> {
+pub async fn find_usable_by_id(conn: &Conn, id: i64) -> Result<Option<ApiKeyInfo>> {
     Ok(collect(conn, &format!("{USABLE} AND k.id = ?1"), [id]).await?.pop())
 }
 
-pub async fn find_by_hash(conn: &Connection, key_hash: &str) -> Result<Option<ApiKeyInfo>> {
+pub async fn find_by_hash(conn: &Conn, key_hash: &str) -> Result<Option<ApiKeyInfo>> {
     Ok(collect(conn, &format!("SELECT {COLUMNS} FROM api_keys WHERE key_hash = ?1"), [key_hash]).await?.pop())
 }
 
-pub async fn find_by_id(conn: &Connection, id: i64) -> Result<Option<ApiKeyInfo>> {
+pub async fn find_by_id(conn: &Conn, id: i64) -> Result<Option<ApiKeyInfo>> {
     Ok(collect(conn, &format!("SELECT {COLUMNS} FROM api_keys WHERE id = ?1"), [id]).await?.pop())
 }
 
-pub async fn find_by_prefix(conn: &Connection, prefix: &str) -> Result<Vec<ApiKeyInfo>> {
+pub async fn find_by_prefix(conn: &Conn, prefix: &str) -> Result<Vec<ApiKeyInfo>> {
     collect(conn, &format!("SELECT {COLUMNS} FROM api_keys WHERE key_prefix = ?1 ORDER BY id"), [prefix]).await
 }
 
-pub async fn list(conn: &Connection, include_revoked: bool) -> Result<Vec<ApiKeyInfo>> {
+pub async fn list(conn: &Conn, include_revoked: bool) -> Result<Vec<ApiKeyInfo>> {
     let filter = if include_revoked { "" } else { "WHERE is_active = 1" };
     collect(conn, &format!("SELECT {COLUMNS} FROM api_keys {filter} ORDER BY id"), ()).await
 }
 
 /// Marks a key revoked; false when it was not active.
-pub async fn revoke(conn: &Connection, id: i64, at: &str) -> Result<bool> {
+pub async fn revoke(conn: &Conn, id: i64, at: &str) -> Result<bool> {
     let changed = conn
-        .execute(
-            "UPDATE api_keys SET is_active = 0, revoked_at = ?2 WHERE id = ?1 AND is_active = 1",
-            libsql::params![id, at],
-        )
+        .execute("UPDATE api_keys SET is_active = 0, revoked_at = ?2 WHERE id = ?1 AND is_active = 1", params![id, at])
         .await?;
     Ok(changed > 0)
 }
 
 /// Active keys that can act with the admin scope (their user, if any, is an active admin).
-pub async fn usable_admin_keys(conn: &Connection) -> Result<i64> {
+pub async fn usable_admin_keys(conn: &Conn) -> Result<i64> {
     super::query_i64(
         conn,
         "SELECT COUNT(*) FROM api_keys k LEFT JOIN users u ON u.id = k.user_id \
@@ -104,7 +103,7 @@ pub async fn usable_admin_keys(conn: &Connection) -> Result<i64> {
 
 /// Whether any admin key exists, usable or not (before the first one, nothing needs
 /// protecting).
-pub async fn any_admin_key_ever(conn: &Connection) -> Result<bool> {
+pub async fn any_admin_key_ever(conn: &Conn) -> Result<bool> {
     Ok(super::query_i64(conn, "SELECT EXISTS (SELECT 1 FROM api_keys WHERE scope = 'admin')", ()).await? != 0)
 }
 
@@ -113,21 +112,6 @@ pub const TOUCH_LAST_USED: &str =
     "UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at < ?2)";
 
 /// The counter that moves whenever a key or a user's standing changes.
-pub async fn auth_epoch(conn: &Connection) -> Result<i64> {
+pub async fn auth_epoch(conn: &Conn) -> Result<i64> {
     super::query_i64(conn, "SELECT epoch FROM auth_epoch WHERE id = 1", ()).await
-}
-
-pub const DATA_VERSION: &str = "PRAGMA data_version";
-
-/// SQLite's per-connection counter that moves when another connection commits, read
-/// through a statement prepared from [`DATA_VERSION`] on the watching connection.
-pub async fn data_version(statement: &libsql::Statement) -> Result<i64> {
-    let value = match statement.query(()).await?.next().await? {
-        Some(row) => row.get(0)?,
-        None => {
-            return Err(crate::error::VaultError::internal("reading the data version", "no row"));
-        }
-    };
-    statement.reset();
-    Ok(value)
 }

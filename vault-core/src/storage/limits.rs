@@ -1,6 +1,7 @@
 //! SQL for the `rate_limits` table.
 
-use libsql::Connection;
+use crate::storage::Conn;
+use crate::storage::sql::params;
 
 use crate::error::Result;
 use crate::model::limits::LimitSet;
@@ -14,7 +15,7 @@ fn column(value: Option<u64>) -> Option<i64> {
 }
 
 /// The limits stored for each of `subjects` (absent: none).
-pub async fn get_many(conn: &Connection, subjects: &[&str]) -> Result<Vec<(String, LimitSet)>> {
+pub async fn get_many(conn: &Conn, subjects: &[&str]) -> Result<Vec<(String, LimitSet)>> {
     let mut found = Vec::new();
     for subject in subjects {
         let mut rows =
@@ -33,7 +34,7 @@ pub async fn get_many(conn: &Connection, subjects: &[&str]) -> Result<Vec<(Strin
 }
 
 /// Stores `limits` for `subject`; none at all removes its row.
-pub async fn set(conn: &Connection, subject: &str, limits: &LimitSet, at: &str) -> Result<()> {
+pub async fn set(conn: &Conn, subject: &str, limits: &LimitSet, at: &str) -> Result<()> {
     if limits.is_empty() {
         conn.execute("DELETE FROM rate_limits WHERE subject = ?1", [subject]).await?;
         return Ok(());
@@ -41,14 +42,7 @@ pub async fn set(conn: &Connection, subject: &str, limits: &LimitSet, at: &str) 
     conn.execute(
         "INSERT INTO rate_limits (subject, rpm, tpm, concurrency, weight, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
          ON CONFLICT (subject) DO UPDATE SET rpm = ?2, tpm = ?3, concurrency = ?4, weight = ?5, updated_at = ?6",
-        libsql::params![
-            subject,
-            column(limits.rpm),
-            column(limits.tpm),
-            column(limits.concurrency),
-            column(limits.weight),
-            at
-        ],
+        params![subject, column(limits.rpm), column(limits.tpm), column(limits.concurrency), column(limits.weight), at],
     )
     .await?;
     Ok(())

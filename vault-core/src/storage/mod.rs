@@ -1,16 +1,22 @@
 //! The storage layer: the only place in Vault that holds SQL. Each table has its own
-//! module of functions; services call those and never write SQL themselves, so a second
-//! engine can be added behind the same functions.
+//! module of functions; services call those and never write SQL themselves. Two engines
+//! run the same SQL (`sql`): the embedded libsql file of a single box, and PostgreSQL for
+//! several gateways sharing one database (`postgres`).
 //!
-//! Every connection gets WAL, a busy timeout and foreign keys, so the CLI can write while a
-//! server runs without "database is locked".
+//! Every embedded connection gets WAL, a busy timeout and foreign keys, so the CLI can
+//! write while a server runs without "database is locked".
 
 pub mod activity;
 pub mod audit;
+pub mod auth_watch;
 pub mod conversations;
 pub mod keys;
 pub mod limits;
+pub mod postgres;
 pub mod settings;
+pub mod sql;
+#[doc(hidden)]
+pub mod test_cluster;
 pub mod training;
 pub mod usage;
 pub mod users;
@@ -18,7 +24,9 @@ pub mod users;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use libsql::{Connection, Database, TransactionBehavior};
+use libsql::Database;
+
+pub use sql::{Conn, Dialect, Row, Rows, Statement, Tx, Value};
 
 use crate::config::DbLocation;
 use crate::error::{Result, VaultError};
@@ -41,9 +49,17 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (11, "fair_admission", include_str!("../../migrations/0011_fair_admission.sql")),
 ];
 
+/// The same schema for PostgreSQL, in its own dialect and numbering.
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] =
+    &[(1, "initial", include_str!("../../migrations/postgres/0001_initial.sql"))];
+
+/// Serialises migrations of gateways starting at once on one PostgreSQL database.
+const MIGRATION_LOCK: i64 = 0x7661_756c_7400;
+
 /// An open Vault database.
 pub struct Db {
-    database: Database,
+    engine: Engine,
+    /// The database file, or with PostgreSQL the base name of this box's own files.
     path: std::path::PathBuf,
     /// The identity (device, inode) of the file opened, to notice it being replaced.
     identity: Option<(u64, u64)>,
@@ -51,10 +67,15 @@ pub struct Db {
     auth_changes: AtomicU64,
 }
 
+enum Engine {
+    Lite(Database),
+    Pg { pool: deadpool_postgres::Pool, config: Box<tokio_postgres::Config> },
+}
+
 impl Db {
     /// Opens (creating if needed) the database and brings its schema up to date.
     pub async fn open(location: &DbLocation) -> Result<Db> {
-        let (database, path) = match location {
+        let (engine, path) = match location {
             DbLocation::Local(path) => {
                 if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                     std::fs::create_dir_all(parent).map_err(|e| {
@@ -65,32 +86,57 @@ impl Db {
                     .build()
                     .await
                     .map_err(|e| VaultError::config(format!("VAULT_DB_URL: cannot open {}: {e}", path.display())))?;
-                (database, path.clone())
+                (Engine::Lite(database), path.clone())
+            }
+            DbLocation::Postgres { url, local } => {
+                let (pool, config) = postgres::open(url).await?;
+                (Engine::Pg { pool, config: Box::new(config) }, local.clone())
             }
             DbLocation::Remote { url, .. } => {
                 return Err(VaultError::config(format!(
-                    "VAULT_DB_URL: `{url}` is a remote database; this build supports embedded database files only"
+                    "VAULT_DB_URL: `{url}` is a remote libsql database; this build supports embedded database files and postgres:// URLs"
                 )));
             }
         };
-        let mut db = Db { database, path, identity: None, auth_changes: AtomicU64::new(0) };
+        let mut db = Db { engine, path, identity: None, auth_changes: AtomicU64::new(0) };
         let conn = db.connect().await?;
-        // WAL is a property of the file: set once, kept by every later connection.
-        conn.query("PRAGMA journal_mode = WAL", ()).await?;
-        migrate(&conn).await?;
-        // The file exists now (libsql creates it on the first connection).
-        db.identity = file_identity(&db.path);
+        match conn.dialect() {
+            Dialect::Sqlite => {
+                // WAL is a property of the file: set once, kept by every later connection.
+                conn.query("PRAGMA journal_mode = WAL", ()).await?;
+                migrate(&conn, MIGRATIONS, "").await?;
+                // The file exists now (libsql creates it on the first connection).
+                db.identity = file_identity(&db.path);
+            }
+            Dialect::Postgres => {
+                let lock = format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})");
+                migrate(&conn, POSTGRES_MIGRATIONS, &lock).await?;
+            }
+        }
         Ok(db)
     }
 
-    /// The database file.
+    /// Which engine runs.
+    pub fn dialect(&self) -> Dialect {
+        match self.engine {
+            Engine::Lite(_) => Dialect::Sqlite,
+            Engine::Pg { .. } => Dialect::Postgres,
+        }
+    }
+
+    /// The database file; with PostgreSQL, the base name of this box's own files (the
+    /// audit journal lives beside it).
     pub fn path(&self) -> &std::path::Path {
         &self.path
     }
 
     /// Whether the file opened is still the database file and can still be written: an
-    /// error says why not (it was deleted or replaced, or made read-only).
+    /// error says why not (it was deleted or replaced, or made read-only). A PostgreSQL
+    /// database has no file here; its failures show as failed requests.
     pub fn check_file(&self) -> std::result::Result<(), &'static str> {
+        if let Engine::Pg { .. } = self.engine {
+            return Ok(());
+        }
         if file_identity(&self.path) != self.identity {
             return Err("the database file was deleted or replaced while Vault ran");
         }
@@ -110,9 +156,13 @@ impl Db {
         self.auth_changes.load(Ordering::Acquire)
     }
 
-    /// A new connection with the per-connection settings applied.
-    pub async fn connect(&self) -> Result<Connection> {
-        let conn = self.database.connect()?;
+    /// A connection with the per-connection settings applied.
+    pub async fn connect(&self) -> Result<Conn> {
+        let database = match &self.engine {
+            Engine::Lite(database) => database,
+            Engine::Pg { pool, .. } => return Ok(Conn::Pg(Box::new(postgres::connect(pool).await?))),
+        };
+        let conn = database.connect()?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
         // synchronous=NORMAL in WAL mode: a commit survives a crash of the process; only an
         // OS crash or power loss can lose the last commits. A WAL that grew while readers
@@ -121,7 +171,7 @@ impl Db {
             "PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; PRAGMA journal_size_limit = 67108864;",
         )
         .await?;
-        Ok(conn)
+        Ok(Conn::Lite(conn))
     }
 }
 
@@ -136,42 +186,54 @@ fn file_identity(path: &std::path::Path) -> Option<(u64, u64)> {
     std::fs::metadata(path).ok().map(|_| (0, 0))
 }
 
-/// Stops this connection from checkpointing the WAL after its commits.
-pub async fn disable_autocheckpoint(conn: &Connection) -> Result<()> {
-    conn.query("PRAGMA wal_autocheckpoint = 0", ()).await?;
+/// Stops this connection from checkpointing the WAL after its commits (embedded only).
+pub async fn disable_autocheckpoint(conn: &Conn) -> Result<()> {
+    if conn.dialect() == Dialect::Sqlite {
+        conn.query("PRAGMA wal_autocheckpoint = 0", ()).await?;
+    }
     Ok(())
 }
 
-/// Copies committed pages from the WAL into the database file, without blocking writers.
-pub async fn checkpoint(conn: &Connection) -> Result<()> {
-    conn.query("PRAGMA wal_checkpoint(PASSIVE)", ()).await?;
+/// Copies committed pages from the WAL into the database file, without blocking writers
+/// (embedded only: PostgreSQL checkpoints by itself).
+pub async fn checkpoint(conn: &Conn) -> Result<()> {
+    if conn.dialect() == Dialect::Sqlite {
+        conn.query("PRAGMA wal_checkpoint(PASSIVE)", ()).await?;
+    }
     Ok(())
 }
 
-/// Starts a write transaction that takes the write lock at once, so a busy database makes
-/// it wait (busy timeout) instead of failing on a lock upgrade.
-pub async fn write_transaction(conn: &Connection) -> Result<libsql::Transaction> {
-    Ok(conn.transaction_with_behavior(TransactionBehavior::Immediate).await?)
+/// Starts a write transaction (see [`Conn::write_transaction`]).
+pub async fn write_transaction(conn: &Conn) -> Result<Tx<'_>> {
+    conn.write_transaction().await
 }
 
-async fn migrate(conn: &Connection) -> Result<()> {
+/// Applies the migrations the database has not seen, in one transaction (after `lock`, a
+/// statement that serialises gateways starting at once). A database whose schema is newer
+/// than this build is refused: this build would misread it.
+async fn migrate(conn: &Conn, migrations: &[(i64, &str, &str)], lock: &str) -> Result<()> {
     let tx = write_transaction(conn).await?;
+    if !lock.is_empty() {
+        tx.query(lock, ()).await?;
+    }
     tx.execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)",
         (),
     )
     .await?;
-    let mut rows = tx.query("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", ()).await?;
-    let current: i64 = match rows.next().await? {
-        Some(row) => row.get(0)?,
-        None => 0,
-    };
-    drop(rows);
-    for (version, name, sql) in MIGRATIONS.iter().filter(|(v, _, _)| *v > current) {
+    let current = query_i64(&tx, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations", ()).await?;
+    let known = migrations.last().map_or(0, |(v, _, _)| *v);
+    if current > known {
+        return Err(VaultError::config(format!(
+            "VAULT_DB_URL: the database's schema (version {current}) is newer than this build of Vault knows \
+             (version {known}); run the newer Vault, or restore a backup made for this one"
+        )));
+    }
+    for (version, name, sql) in migrations.iter().filter(|(v, _, _)| *v > current) {
         tx.execute_batch(sql).await?;
         tx.execute(
             "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
-            libsql::params![*version, *name, crate::time::now_rfc3339()],
+            sql::params![*version, *name, crate::time::now_rfc3339()],
         )
         .await?;
         tracing::info!(version, name, "applied database migration");
@@ -182,16 +244,13 @@ async fn migrate(conn: &Connection) -> Result<()> {
 
 /// Reads a text column into its type. A value the type refuses means the database was
 /// changed by hand, which is an internal error, not the caller's.
-pub(crate) fn parse_column<T: std::str::FromStr>(row: &libsql::Row, index: i32, what: &str) -> Result<T> {
+pub(crate) fn parse_column<T: std::str::FromStr>(row: &Row, index: i32, what: &str) -> Result<T> {
     let raw: String = row.get(index)?;
     raw.parse().map_err(|_| VaultError::internal(what, format!("unexpected stored value `{raw}`")))
 }
 
 /// Maps every row of a result with `from_row`.
-pub(crate) async fn collect_rows<T>(
-    mut rows: libsql::Rows,
-    from_row: impl Fn(&libsql::Row) -> Result<T>,
-) -> Result<Vec<T>> {
+pub(crate) async fn collect_rows<T>(mut rows: Rows, from_row: impl Fn(&Row) -> Result<T>) -> Result<Vec<T>> {
     let mut out = Vec::new();
     while let Some(row) = rows.next().await? {
         out.push(from_row(&row)?);
@@ -200,7 +259,7 @@ pub(crate) async fn collect_rows<T>(
 }
 
 /// Reads the first column of the first row as an integer.
-pub(crate) async fn query_i64(conn: &Connection, sql: &str, params: impl libsql::params::IntoParams) -> Result<i64> {
+pub(crate) async fn query_i64(conn: &Conn, sql: &str, params: impl sql::Params) -> Result<i64> {
     let mut rows = conn.query(sql, params).await?;
     match rows.next().await? {
         Some(row) => Ok(row.get(0)?),
@@ -208,8 +267,25 @@ pub(crate) async fn query_i64(conn: &Connection, sql: &str, params: impl libsql:
     }
 }
 
+/// A fresh database for a test: embedded, or on the test PostgreSQL server when
+/// `VAULT_TEST_DB=postgres` (the test command runs the suite both ways).
 #[cfg(test)]
 pub(crate) async fn test_db() -> (tempfile::TempDir, Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let location = match std::env::var("VAULT_TEST_DB").as_deref() {
+        Ok("postgres") => match test_cluster::database().await {
+            Some(url) => DbLocation::Postgres { url, local: dir.path().join("vault-postgres") },
+            None => DbLocation::Local(dir.path().join("vault.db")),
+        },
+        _ => DbLocation::Local(dir.path().join("vault.db")),
+    };
+    let db = Db::open(&location).await.unwrap();
+    (dir, db)
+}
+
+/// A fresh embedded database, for tests of what only the embedded engine has.
+#[cfg(test)]
+pub(crate) async fn test_sqlite_db() -> (tempfile::TempDir, Db) {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(&DbLocation::Local(dir.path().join("vault.db"))).await.unwrap();
     (dir, db)

@@ -1,6 +1,7 @@
 //! SQL for the `training_jobs` table.
 
-use libsql::{Connection, Row};
+use crate::storage::sql::params;
+use crate::storage::{Conn, Row};
 
 use crate::error::Result;
 use crate::model::training::{JobStatus, TrainingJob};
@@ -31,11 +32,11 @@ fn from_row(row: &Row) -> Result<TrainingJob> {
     })
 }
 
-pub async fn insert(conn: &Connection, job: &TrainingJob) -> Result<()> {
+pub async fn insert(conn: &Conn, job: &TrainingJob) -> Result<()> {
     conn.execute(
         "INSERT INTO training_jobs (id, name, status, model, dataset, config, metrics, progress, error, created_by, \
          created_at, updated_at, started_at, completed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-        libsql::params![
+        params![
             job.id.as_str(),
             job.name.as_str(),
             job.status.as_str(),
@@ -56,7 +57,7 @@ pub async fn insert(conn: &Connection, job: &TrainingJob) -> Result<()> {
     Ok(())
 }
 
-pub async fn list(conn: &Connection, status: Option<JobStatus>) -> Result<Vec<TrainingJob>> {
+pub async fn list(conn: &Conn, status: Option<JobStatus>) -> Result<Vec<TrainingJob>> {
     let rows = match status {
         Some(status) => {
             conn.query(
@@ -70,7 +71,7 @@ pub async fn list(conn: &Connection, status: Option<JobStatus>) -> Result<Vec<Tr
     super::collect_rows(rows, from_row).await
 }
 
-pub async fn get(conn: &Connection, id: &str) -> Result<Option<TrainingJob>> {
+pub async fn get(conn: &Conn, id: &str) -> Result<Option<TrainingJob>> {
     let mut rows = conn.query(&format!("SELECT {COLUMNS} FROM training_jobs WHERE id = ?1"), [id]).await?;
     match rows.next().await? {
         Some(row) => Ok(Some(from_row(&row)?)),
@@ -80,12 +81,12 @@ pub async fn get(conn: &Connection, id: &str) -> Result<Option<TrainingJob>> {
 
 /// Writes a job's new state only if it is still in `expected_status`, so two concurrent
 /// transitions cannot both win; false when it was not.
-pub async fn update_if_status(conn: &Connection, job: &TrainingJob, expected_status: JobStatus) -> Result<bool> {
+pub async fn update_if_status(conn: &Conn, job: &TrainingJob, expected_status: JobStatus) -> Result<bool> {
     let changed = conn
         .execute(
             "UPDATE training_jobs SET status = ?2, metrics = ?3, progress = ?4, error = ?5, updated_at = ?6, \
              started_at = ?7, completed_at = ?8 WHERE id = ?1 AND status = ?9",
-            libsql::params![
+            params![
                 job.id.as_str(),
                 job.status.as_str(),
                 job.metrics.to_string(),
@@ -102,6 +103,6 @@ pub async fn update_if_status(conn: &Connection, job: &TrainingJob, expected_sta
 }
 
 /// Deletes a job only if it is in `status`; false when it was not.
-pub async fn delete_if_status(conn: &Connection, id: &str, status: JobStatus) -> Result<bool> {
+pub async fn delete_if_status(conn: &Conn, id: &str, status: JobStatus) -> Result<bool> {
     Ok(conn.execute("DELETE FROM training_jobs WHERE id = ?1 AND status = ?2", [id, status.as_str()]).await? > 0)
 }

@@ -1,11 +1,11 @@
 //! SQL for the usage rollups (migrations 0003, 0004, 0007 and 0008). With an account, every query
 //! reads the per-account tables; without, the everyone tables.
 
+use crate::storage::sql::params;
 use std::collections::HashMap;
 
-use libsql::Connection;
+use crate::storage::Conn;
 
-use super::audit::run;
 use crate::error::Result;
 use crate::model::audit::AuditRecord;
 use crate::model::usage::latency_bucket;
@@ -36,33 +36,33 @@ fn clamp(v: u64) -> i64 {
 
 const UPSERT_HOURLY: &str = "INSERT INTO usage_hourly (hour, requests, errors, tokens_input, tokens_output, latency_ms_sum) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(hour) DO UPDATE SET \
-     requests = requests + excluded.requests, errors = errors + excluded.errors, \
-     tokens_input = tokens_input + excluded.tokens_input, tokens_output = tokens_output + excluded.tokens_output, \
-     latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum";
+     requests = usage_hourly.requests + excluded.requests, errors = usage_hourly.errors + excluded.errors, \
+     tokens_input = usage_hourly.tokens_input + excluded.tokens_input, tokens_output = usage_hourly.tokens_output + excluded.tokens_output, \
+     latency_ms_sum = usage_hourly.latency_ms_sum + excluded.latency_ms_sum";
 const UPSERT_MODEL: &str = "INSERT INTO usage_hourly_model (hour, model, requests, tokens_input, tokens_output) \
-     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(hour, model) DO UPDATE SET requests = requests + excluded.requests, \
-     tokens_input = tokens_input + excluded.tokens_input, tokens_output = tokens_output + excluded.tokens_output";
+     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(hour, model) DO UPDATE SET requests = usage_hourly_model.requests + excluded.requests, \
+     tokens_input = usage_hourly_model.tokens_input + excluded.tokens_input, tokens_output = usage_hourly_model.tokens_output + excluded.tokens_output";
 const UPSERT_ACCOUNT: &str = "INSERT INTO usage_hourly_account (account, hour, model, requests, errors, \
      tokens_input, tokens_output, latency_ms_sum) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
      ON CONFLICT(account, hour, model) DO UPDATE SET \
-     requests = requests + excluded.requests, errors = errors + excluded.errors, \
-     tokens_input = tokens_input + excluded.tokens_input, tokens_output = tokens_output + excluded.tokens_output, \
-     latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum";
+     requests = usage_hourly_account.requests + excluded.requests, errors = usage_hourly_account.errors + excluded.errors, \
+     tokens_input = usage_hourly_account.tokens_input + excluded.tokens_input, tokens_output = usage_hourly_account.tokens_output + excluded.tokens_output, \
+     latency_ms_sum = usage_hourly_account.latency_ms_sum + excluded.latency_ms_sum";
 const UPSERT_LATENCY: &str = "INSERT INTO latency_hourly (hour, bucket, requests) VALUES (?1, ?2, ?3) \
-     ON CONFLICT(hour, bucket) DO UPDATE SET requests = requests + excluded.requests";
+     ON CONFLICT(hour, bucket) DO UPDATE SET requests = latency_hourly.requests + excluded.requests";
 const UPSERT_LATENCY_ACCOUNT: &str = "INSERT INTO latency_hourly_account (account, hour, bucket, requests) \
-     VALUES (?1, ?2, ?3, ?4) ON CONFLICT(account, hour, bucket) DO UPDATE SET requests = requests + excluded.requests";
+     VALUES (?1, ?2, ?3, ?4) ON CONFLICT(account, hour, bucket) DO UPDATE SET requests = latency_hourly_account.requests + excluded.requests";
 
 const UPSERT_ERRORS: &str = "INSERT INTO usage_hourly_errors (hour, status, error_code, requests) \
-     VALUES (?1, ?2, ?3, ?4) ON CONFLICT(hour, status, error_code) DO UPDATE SET requests = requests + excluded.requests";
+     VALUES (?1, ?2, ?3, ?4) ON CONFLICT(hour, status, error_code) DO UPDATE SET requests = usage_hourly_errors.requests + excluded.requests";
 
 const UPSERT_MINUTE: &str = "INSERT INTO usage_minute (minute, requests, errors, tokens_input, tokens_output, \
      latency_ms_sum) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(minute) DO UPDATE SET \
-     requests = requests + excluded.requests, errors = errors + excluded.errors, \
-     tokens_input = tokens_input + excluded.tokens_input, tokens_output = tokens_output + excluded.tokens_output, \
-     latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum";
+     requests = usage_minute.requests + excluded.requests, errors = usage_minute.errors + excluded.errors, \
+     tokens_input = usage_minute.tokens_input + excluded.tokens_input, tokens_output = usage_minute.tokens_output + excluded.tokens_output, \
+     latency_ms_sum = usage_minute.latency_ms_sum + excluded.latency_ms_sum";
 const UPSERT_LATENCY_MINUTE: &str = "INSERT INTO latency_minute (minute, kind, bucket, requests) VALUES (?1, ?2, ?3, ?4) \
-     ON CONFLICT(minute, kind, bucket) DO UPDATE SET requests = requests + excluded.requests";
+     ON CONFLICT(minute, kind, bucket) DO UPDATE SET requests = latency_minute.requests + excluded.requests";
 
 /// How long the per-minute rollups are kept.
 pub const MINUTES_KEPT: std::time::Duration = std::time::Duration::from_secs(2 * 3600);
@@ -80,20 +80,20 @@ pub struct Hours {
 
 /// The rollup upserts, prepared once on the audit writer's connection.
 pub struct Rollups {
-    hourly: libsql::Statement,
-    model: libsql::Statement,
-    account: libsql::Statement,
-    latency: libsql::Statement,
-    latency_account: libsql::Statement,
-    errors: libsql::Statement,
-    minute: libsql::Statement,
-    latency_minute: libsql::Statement,
+    hourly: crate::storage::Statement,
+    model: crate::storage::Statement,
+    account: crate::storage::Statement,
+    latency: crate::storage::Statement,
+    latency_account: crate::storage::Statement,
+    errors: crate::storage::Statement,
+    minute: crate::storage::Statement,
+    latency_minute: crate::storage::Statement,
     /// The cut-off of the last pruning of the per-minute rollups.
     pruned_before: std::sync::Mutex<String>,
 }
 
 impl Rollups {
-    pub async fn prepare(conn: &Connection) -> Result<Rollups> {
+    pub async fn prepare(conn: &Conn) -> Result<Rollups> {
         Ok(Rollups {
             hourly: conn.prepare(UPSERT_HOURLY).await?,
             model: conn.prepare(UPSERT_MODEL).await?,
@@ -109,9 +109,9 @@ impl Rollups {
 
     /// Adds a batch of audit records to the rollups; only inference requests count. Drops
     /// per-minute rollups older than [`MINUTES_KEPT`] (once a minute at most).
-    pub async fn add(&self, conn: &Connection, records: &[&AuditRecord]) -> Result<()> {
-        self.add_hourly(records).await?;
-        self.add_minutes(records).await?;
+    pub async fn add(&self, conn: &Conn, records: &[&AuditRecord]) -> Result<()> {
+        self.add_hourly(conn, records).await?;
+        self.add_minutes(conn, records).await?;
         let cutoff = minute_key(std::time::SystemTime::now() - MINUTES_KEPT);
         let due = match self.pruned_before.lock() {
             Ok(mut last) if *last != cutoff => {
@@ -127,7 +127,7 @@ impl Rollups {
         Ok(())
     }
 
-    async fn add_minutes(&self, records: &[&AuditRecord]) -> Result<()> {
+    async fn add_minutes(&self, conn: &Conn, records: &[&AuditRecord]) -> Result<()> {
         let mut minutes: HashMap<&str, Sums> = HashMap::new();
         let mut latency: HashMap<(&str, i64, i64), i64> = HashMap::new();
         for r in records.iter().filter(|r| r.is_inference() && r.timestamp.len() >= 16) {
@@ -140,17 +140,16 @@ impl Rollups {
             }
         }
         for (minute, s) in minutes {
-            let params =
-                libsql::params![minute, s.requests, s.errors, s.tokens_input, s.tokens_output, s.latency_ms_sum];
-            run(&self.minute, params).await?;
+            let params = params![minute, s.requests, s.errors, s.tokens_input, s.tokens_output, s.latency_ms_sum];
+            conn.run(&self.minute, params).await?;
         }
         for ((minute, kind, bucket), requests) in latency {
-            run(&self.latency_minute, libsql::params![minute, kind, bucket, requests]).await?;
+            conn.run(&self.latency_minute, params![minute, kind, bucket, requests]).await?;
         }
         Ok(())
     }
 
-    async fn add_hourly(&self, records: &[&AuditRecord]) -> Result<()> {
+    async fn add_hourly(&self, conn: &Conn, records: &[&AuditRecord]) -> Result<()> {
         let mut hourly: HashMap<&str, Sums> = HashMap::new();
         let mut by_model: HashMap<(&str, &str), Sums> = HashMap::new();
         let mut by_account: HashMap<(String, &str, &str), Sums> = HashMap::new();
@@ -172,39 +171,31 @@ impl Rollups {
             }
         }
         for (hour, s) in hourly {
-            let params = libsql::params![hour, s.requests, s.errors, s.tokens_input, s.tokens_output, s.latency_ms_sum];
-            run(&self.hourly, params).await?;
+            let params = params![hour, s.requests, s.errors, s.tokens_input, s.tokens_output, s.latency_ms_sum];
+            conn.run(&self.hourly, params).await?;
         }
         for ((hour, model), s) in by_model {
-            run(&self.model, libsql::params![hour, model, s.requests, s.tokens_input, s.tokens_output]).await?;
+            conn.run(&self.model, params![hour, model, s.requests, s.tokens_input, s.tokens_output]).await?;
         }
         for ((account, hour, model), s) in by_account {
-            let params = libsql::params![
-                account,
-                hour,
-                model,
-                s.requests,
-                s.errors,
-                s.tokens_input,
-                s.tokens_output,
-                s.latency_ms_sum
-            ];
-            run(&self.account, params).await?;
+            let params =
+                params![account, hour, model, s.requests, s.errors, s.tokens_input, s.tokens_output, s.latency_ms_sum];
+            conn.run(&self.account, params).await?;
         }
         for ((hour, bucket), requests) in latency {
-            run(&self.latency, libsql::params![hour, bucket, requests]).await?;
+            conn.run(&self.latency, params![hour, bucket, requests]).await?;
         }
         for ((account, hour, bucket), requests) in latency_by_account {
-            run(&self.latency_account, libsql::params![account, hour, bucket, requests]).await?;
+            conn.run(&self.latency_account, params![account, hour, bucket, requests]).await?;
         }
         for ((hour, status, code), requests) in errors {
-            run(&self.errors, libsql::params![hour, status, code, requests]).await?;
+            conn.run(&self.errors, params![hour, status, code, requests]).await?;
         }
         Ok(())
     }
 }
 
-async fn collect<const N: usize>(mut rows: libsql::Rows) -> Result<Vec<(String, [i64; N])>> {
+async fn collect<const N: usize>(mut rows: crate::storage::Rows) -> Result<Vec<(String, [i64; N])>> {
     let mut out = Vec::new();
     while let Some(row) = rows.next().await? {
         let mut values = [0i64; N];
@@ -219,7 +210,7 @@ async fn collect<const N: usize>(mut rows: libsql::Rows) -> Result<Vec<(String, 
 /// Requests, errors, tokens in and out, and latency sum per time bucket in `hours`;
 /// `bucket_len` is 13 (hours) or 10 (days).
 pub async fn series(
-    conn: &Connection,
+    conn: &Conn,
     hours: &Hours,
     account: Option<&str>,
     bucket_len: u32,
@@ -232,7 +223,7 @@ pub async fn series(
                     "SELECT substr(hour, 1, ?2) AS b, {sums} FROM usage_hourly WHERE hour >= ?1 AND hour < ?3 \
                      GROUP BY b ORDER BY b"
                 ),
-                libsql::params![hours.from.as_str(), bucket_len, hours.to.as_str()],
+                params![hours.from.as_str(), bucket_len, hours.to.as_str()],
             )
             .await?
         }
@@ -242,7 +233,7 @@ pub async fn series(
                     "SELECT substr(hour, 1, ?2) AS b, {sums} FROM usage_hourly_account \
                      WHERE account = ?3 AND hour >= ?1 AND hour < ?4 GROUP BY b ORDER BY b"
                 ),
-                libsql::params![hours.from.as_str(), bucket_len, p, hours.to.as_str()],
+                params![hours.from.as_str(), bucket_len, p, hours.to.as_str()],
             )
             .await?
         }
@@ -251,7 +242,7 @@ pub async fn series(
 }
 
 /// Requests and tokens in and out per model in `hours`, busiest first.
-pub async fn per_model(conn: &Connection, hours: &Hours, account: Option<&str>) -> Result<Vec<(String, [i64; 3])>> {
+pub async fn per_model(conn: &Conn, hours: &Hours, account: Option<&str>) -> Result<Vec<(String, [i64; 3])>> {
     let sums = "SUM(requests) AS n, SUM(tokens_input), SUM(tokens_output)";
     let rows = match account {
         None => {
@@ -279,7 +270,7 @@ pub async fn per_model(conn: &Connection, hours: &Hours, account: Option<&str>) 
 }
 
 /// Distinct accounts with inference requests in `hours`.
-pub async fn active_accounts(conn: &Connection, hours: &Hours, account: Option<&str>) -> Result<i64> {
+pub async fn active_accounts(conn: &Conn, hours: &Hours, account: Option<&str>) -> Result<i64> {
     match account {
         None => super::query_i64(
             conn,
@@ -300,7 +291,7 @@ pub async fn active_accounts(conn: &Connection, hours: &Hours, account: Option<&
 }
 
 /// Requests per latency bucket in `hours`.
-pub async fn latency_histogram(conn: &Connection, hours: &Hours, account: Option<&str>) -> Result<Vec<(i64, i64)>> {
+pub async fn latency_histogram(conn: &Conn, hours: &Hours, account: Option<&str>) -> Result<Vec<(i64, i64)>> {
     let mut rows = match account {
         None => {
             conn.query(
@@ -328,7 +319,7 @@ pub async fn latency_histogram(conn: &Connection, hours: &Hours, account: Option
 
 /// Requests, errors and tokens in and out per account in `hours`, busiest first, with the
 /// name of the account's user where it is one.
-pub async fn per_account(conn: &Connection, hours: &Hours) -> Result<Vec<(String, Option<String>, [i64; 4])>> {
+pub async fn per_account(conn: &Conn, hours: &Hours) -> Result<Vec<(String, Option<String>, [i64; 4])>> {
     let mut rows = conn
         .query(
             "SELECT u.account, users.name, u.n, u.e, u.i, u.o FROM (SELECT account, SUM(requests) AS n, \
@@ -348,7 +339,7 @@ pub async fn per_account(conn: &Connection, hours: &Hours) -> Result<Vec<(String
 
 /// Failed requests per status and error code (empty when there was none) in `hours`,
 /// commonest first.
-pub async fn errors(conn: &Connection, hours: &Hours) -> Result<Vec<(u16, String, i64)>> {
+pub async fn errors(conn: &Conn, hours: &Hours) -> Result<Vec<(u16, String, i64)>> {
     let mut rows = conn
         .query(
             "SELECT status, error_code, SUM(requests) AS n FROM usage_hourly_errors WHERE hour >= ?1 AND hour < ?2 \
@@ -369,7 +360,7 @@ pub fn minute_key(at: std::time::SystemTime) -> String {
 }
 
 /// Requests, errors, tokens in and out, and latency sum since `since_minute`.
-pub async fn minutes_total(conn: &Connection, since_minute: &str) -> Result<[i64; 5]> {
+pub async fn minutes_total(conn: &Conn, since_minute: &str) -> Result<[i64; 5]> {
     let rows = conn
         .query(
             "SELECT '', SUM(requests), SUM(errors), SUM(tokens_input), SUM(tokens_output), SUM(latency_ms_sum) \
@@ -381,12 +372,12 @@ pub async fn minutes_total(conn: &Connection, since_minute: &str) -> Result<[i64
 }
 
 /// Requests per bucket of latency `kind` since `since_minute`.
-pub async fn minutes_histogram(conn: &Connection, since_minute: &str, kind: i64) -> Result<Vec<(i64, i64)>> {
+pub async fn minutes_histogram(conn: &Conn, since_minute: &str, kind: i64) -> Result<Vec<(i64, i64)>> {
     let mut rows = conn
         .query(
             "SELECT bucket, SUM(requests) FROM latency_minute WHERE minute >= ?1 AND kind = ?2 \
              GROUP BY bucket ORDER BY bucket",
-            libsql::params![since_minute, kind],
+            params![since_minute, kind],
         )
         .await?;
     let mut out = Vec::new();

@@ -1,6 +1,7 @@
 //! SQL for the `users` table.
 
-use libsql::{Connection, Row};
+use crate::storage::sql::params;
+use crate::storage::{Conn, Row};
 
 use crate::error::Result;
 use crate::model::users::{Role, User};
@@ -27,16 +28,16 @@ fn from_row(row: &Row) -> Result<User> {
     })
 }
 
-pub async fn insert(conn: &Connection, user: &NewUser<'_>) -> Result<()> {
+pub async fn insert(conn: &Conn, user: &NewUser<'_>) -> Result<()> {
     conn.execute(
         "INSERT INTO users (id, name, email, role, is_active, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, 1, ?5, ?5)",
-        libsql::params![user.id, user.name, user.email, user.role.as_str(), user.created_at],
+        params![user.id, user.name, user.email, user.role.as_str(), user.created_at],
     )
     .await?;
     Ok(())
 }
 
-pub async fn get(conn: &Connection, id: &str) -> Result<Option<User>> {
+pub async fn get(conn: &Conn, id: &str) -> Result<Option<User>> {
     let mut rows = conn.query(&format!("SELECT {COLUMNS} FROM users WHERE id = ?1"), [id]).await?;
     match rows.next().await? {
         Some(row) => Ok(Some(from_row(&row)?)),
@@ -44,25 +45,25 @@ pub async fn get(conn: &Connection, id: &str) -> Result<Option<User>> {
     }
 }
 
-pub async fn email_taken(conn: &Connection, email: &str, except_id: &str) -> Result<bool> {
+pub async fn email_taken(conn: &Conn, email: &str, except_id: &str) -> Result<bool> {
     let n = super::query_i64(
         conn,
-        "SELECT COUNT(*) FROM users WHERE email = ?1 COLLATE NOCASE AND id != ?2",
-        libsql::params![email, except_id],
+        "SELECT COUNT(*) FROM users WHERE lower(email) = ?1 AND id != ?2",
+        params![email.to_ascii_lowercase(), except_id],
     )
     .await?;
     Ok(n > 0)
 }
 
-pub async fn list(conn: &Connection) -> Result<Vec<User>> {
+pub async fn list(conn: &Conn) -> Result<Vec<User>> {
     let rows = conn.query(&format!("SELECT {COLUMNS} FROM users ORDER BY created_at, id"), ()).await?;
     super::collect_rows(rows, from_row).await
 }
 
-pub async fn update(conn: &Connection, user: &User) -> Result<()> {
+pub async fn update(conn: &Conn, user: &User) -> Result<()> {
     conn.execute(
         "UPDATE users SET name = ?2, email = ?3, role = ?4, is_active = ?5, updated_at = ?6 WHERE id = ?1",
-        libsql::params![
+        params![
             user.id.as_str(),
             user.name.as_str(),
             user.email.as_str(),
@@ -76,12 +77,9 @@ pub async fn update(conn: &Connection, user: &User) -> Result<()> {
 }
 
 /// Sets a user's active flag; false when no such user exists.
-pub async fn set_active(conn: &Connection, id: &str, active: bool, at: &str) -> Result<bool> {
+pub async fn set_active(conn: &Conn, id: &str, active: bool, at: &str) -> Result<bool> {
     let changed = conn
-        .execute(
-            "UPDATE users SET is_active = ?2, updated_at = ?3 WHERE id = ?1",
-            libsql::params![id, i64::from(active), at],
-        )
+        .execute("UPDATE users SET is_active = ?2, updated_at = ?3 WHERE id = ?1", params![id, i64::from(active), at])
         .await?;
     Ok(changed > 0)
 }

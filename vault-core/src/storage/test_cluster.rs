@@ -1,0 +1,149 @@
+//! A throwaway PostgreSQL server for tests: `initdb` in a temporary folder, the server on
+//! a free loopback port, a fresh database for each test. The server stops and its folder
+//! is removed when the test process ends (it watches its standard input, which closes
+//! with the process). Not used by Vault itself.
+//!
+//! Tests that need it call [`database`]; without PostgreSQL's programs it returns `None`
+//! (the test is skipped with a line saying so), unless `VAULT_TEST_POSTGRES=required`,
+//! which the project's test command sets, so CI cannot skip them silently.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Debian puts the server's programs outside `PATH`.
+const BIN_DIRS: &[&str] = &["/usr/lib/postgresql/17/bin", "/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/15/bin"];
+
+struct Cluster {
+    port: u16,
+    /// Keeps the server's standard input open until the process ends.
+    _server: Mutex<Child>,
+}
+
+static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
+static NEXT_DB: AtomicU32 = AtomicU32::new(0);
+
+/// Whether tests must have PostgreSQL (and fail without it).
+pub fn required() -> bool {
+    std::env::var("VAULT_TEST_POSTGRES").is_ok_and(|v| v == "required")
+}
+
+/// The URL of a new, empty database on the shared test server, or `None` when PostgreSQL
+/// is not installed and not required.
+#[allow(clippy::panic)]
+pub async fn database() -> Option<String> {
+    let cluster = match CLUSTER.get_or_init(start) {
+        Ok(cluster) => cluster,
+        Err(why) if !required() => {
+            eprintln!("skipped: no PostgreSQL for this test ({why})");
+            return None;
+        }
+        Err(why) => panic!("VAULT_TEST_POSTGRES=required, but no test PostgreSQL: {why}"),
+    };
+    let name = format!("vault_test_{}_{}", std::process::id(), NEXT_DB.fetch_add(1, Ordering::Relaxed));
+    let admin = format!("postgres://postgres@127.0.0.1:{}/postgres", cluster.port);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match create_database(&admin, &name).await {
+            Ok(()) => return Some(format!("postgres://postgres@127.0.0.1:{}/{name}", cluster.port)),
+            // The server may still be starting.
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("cannot create a test database: {e}"),
+        }
+    }
+}
+
+async fn create_database(admin: &str, name: &str) -> Result<(), tokio_postgres::Error> {
+    let (client, connection) = tokio_postgres::connect(admin, tokio_postgres::NoTls).await?;
+    let task = tokio::spawn(connection);
+    let created = client.batch_execute(&format!("CREATE DATABASE {name}")).await;
+    drop(client);
+    let _ = task.await;
+    created
+}
+
+fn bin_dir() -> Option<PathBuf> {
+    BIN_DIRS.iter().map(PathBuf::from).find(|d| d.join("initdb").exists()).or_else(|| {
+        let path = std::env::var_os("PATH")?;
+        std::env::split_paths(&path).find(|d| d.join("initdb").exists() && d.join("postgres").exists())
+    })
+}
+
+/// Runs `program` as the `postgres` user when this process is root (the server refuses
+/// to run as root).
+fn command(bin: &Path, program: &str, as_postgres: bool) -> Command {
+    if as_postgres {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(bin.join(program));
+        c
+    } else {
+        Command::new(bin.join(program))
+    }
+}
+
+fn start() -> Result<Cluster, String> {
+    let bin = bin_dir().ok_or("initdb not found")?;
+    let as_postgres = running_as_root();
+    let dir = std::env::temp_dir().join(format!("vault-test-pg-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    if as_postgres {
+        let status = Command::new("chown").arg("postgres").arg(&dir).status().map_err(|e| e.to_string())?;
+        if !status.success() {
+            return Err("cannot give the test folder to the postgres user".into());
+        }
+    }
+    let data = dir.join("data");
+    let init = command(&bin, "initdb", as_postgres)
+        .args(["-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C", "-D"])
+        .arg(&data)
+        .stdout(Stdio::null())
+        .output()
+        .map_err(|e| format!("running initdb: {e}"))?;
+    if !init.status.success() {
+        return Err(format!("initdb failed: {}", String::from_utf8_lossy(&init.stderr)));
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| e.to_string())?;
+    // The shell stops the server (fast shutdown) and removes its folder once standard input
+    // closes, which happens when this process ends, however it ends.
+    let script = r#"
+        "$1/postgres" -D "$2/data" -p "$3" -k "$2" -h 127.0.0.1 -c fsync=off -c synchronous_commit=off \
+            -c full_page_writes=off -c max_connections=200 -c log_min_messages=fatal >"$2/server.log" 2>&1 &
+        pid=$!
+        cat >/dev/null
+        kill -INT "$pid"
+        wait "$pid"
+        rm -rf "$2"
+    "#;
+    let mut shell = if as_postgres {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--", "sh", "-c", script, "sh"]);
+        c
+    } else {
+        let mut c = Command::new("sh");
+        c.args(["-c", script, "sh"]);
+        c
+    };
+    let server = shell
+        .arg(&bin)
+        .arg(&dir)
+        .arg(port.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("starting postgres: {e}"))?;
+    Ok(Cluster { port, _server: Mutex::new(server) })
+}
+
+fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
