@@ -228,12 +228,19 @@ pub const WATCH_INTERVAL: Duration = Duration::from_millis(5);
 /// The functions that make such changes return only after it, so "revoked, then refused on
 /// the very next request" holds across processes.
 pub const CHANGE_PROPAGATION: Duration = Duration::from_millis(25);
+/// The same for gateways sharing a PostgreSQL database.
+pub const CHANGE_PROPAGATION_SHARED: Duration = Duration::from_millis(100);
 
 /// Records that this process changed what decides authentication, and waits until every
 /// gateway on the database has noticed.
 pub(crate) async fn changed(db: &Db) {
     db.auth_changed();
-    tokio::time::sleep(CHANGE_PROPAGATION).await;
+    let wait = match db.dialect() {
+        storage::Dialect::Sqlite => CHANGE_PROPAGATION,
+        // Other boxes hear of it by a notification over the network.
+        storage::Dialect::Postgres => CHANGE_PROPAGATION_SHARED,
+    };
+    tokio::time::sleep(wait).await;
 }
 
 /// Checks keys on every request against an in-memory cache of usable keys, without

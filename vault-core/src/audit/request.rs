@@ -94,7 +94,10 @@ impl RequestAudit {
         self.update(|r| r.key_prefix = prefix);
     }
 
+    /// Records the model asked for, as the client spelled it, but for NUL characters, which
+    /// PostgreSQL cannot store (a row it refused would hold up every later row).
     pub(crate) fn set_model(&self, model: Option<String>) {
+        let model = model.map(|m| if m.contains('\0') { m.replace('\0', "\u{FFFD}") } else { m });
         self.update(|r| r.model = model);
     }
 

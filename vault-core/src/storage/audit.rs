@@ -47,7 +47,12 @@ pub fn journal_id(db: &super::Db) -> Result<i64> {
             getrandom::fill(&mut bytes).map_err(|e| VaultError::internal("naming the audit journal", e))?;
             // Positive and never 1, the embedded database's journal.
             let id = (i64::from_le_bytes(bytes) & i64::MAX).max(2);
-            std::fs::write(&path, format!("{id}\n")).map_err(unreadable)?;
+            // Written whole or not at all: a half-written id would stop the next start.
+            let mut partial = path.clone().into_os_string();
+            partial.push(".new");
+            std::fs::write(&partial, format!("{id}\n"))
+                .and_then(|()| std::fs::rename(&partial, &path))
+                .map_err(unreadable)?;
             Ok(id)
         }
         Err(e) => Err(unreadable(e)),
@@ -169,58 +174,52 @@ impl BatchWriter {
     }
 
     async fn write_rows(&self, records: &[&AuditRecord], last_used: &[(i64, &str)], head: &mut Head) -> Result<()> {
+        let mut runs = Vec::with_capacity(records.len() + last_used.len() + 1);
+        let mut signatures = Vec::new();
         for r in records {
             let id = head.last_id + 1;
             if head.last_hash.is_empty() {
                 // The chain begins here: signed, so that a start is never made up.
-                self.sign(id - 1, START, "").await?;
+                signatures.push((id - 1, START, String::new()));
             }
             let hash = ChainedRow::of(id, r).hash(&head.last_hash);
-            self.conn
-                .run(
-                    &self.insert,
-                    params![
-                        r.timestamp.as_str(),
-                        r.request_id.as_str(),
-                        r.method.as_str(),
-                        r.path.as_str(),
-                        r.key_prefix.as_deref(),
-                        r.user_id.as_deref(),
-                        r.model.as_deref(),
-                        i64::from(r.status),
-                        opt_u64(Some(r.latency_ms)),
-                        opt_u64(r.tokens_input),
-                        opt_u64(r.tokens_output),
-                        i64::from(r.completed),
-                        r.error_code.map(|code| code.as_str()),
-                        i64::from(r.repeat_count.0),
-                        id,
-                        hash.as_str(),
-                        opt_u64(r.queued_ms),
-                    ],
-                )
-                .await?;
+            let params = params![
+                r.timestamp.as_str(),
+                r.request_id.as_str(),
+                r.method.as_str(),
+                r.path.as_str(),
+                r.key_prefix.as_deref(),
+                r.user_id.as_deref(),
+                r.model.as_deref(),
+                i64::from(r.status),
+                opt_u64(Some(r.latency_ms)),
+                opt_u64(r.tokens_input),
+                opt_u64(r.tokens_output),
+                i64::from(r.completed),
+                r.error_code.map(|code| code.as_str()),
+                i64::from(r.repeat_count.0),
+                id,
+                hash.as_str(),
+                opt_u64(r.queued_ms),
+            ];
+            runs.push((&self.insert, params));
             if id % CHECKPOINT_ROWS == 0 {
-                self.sign(id, CHECKPOINT_KIND, &hash).await?;
+                signatures.push((id, CHECKPOINT_KIND, hash.clone()));
             }
             (head.last_id, head.last_hash) = (id, hash);
         }
-        self.rollups.add(&self.conn, records).await?;
-        for (key_id, at) in last_used {
-            self.conn.run(&self.touch_last_used, params![*key_id, *at]).await?;
+        for (row_id, kind, hash) in &signatures {
+            let signature = mac(&self.chain_key, kind, *row_id, hash);
+            runs.push((
+                &self.checkpoint,
+                params![*row_id, *kind, hash.as_str(), signature, crate::time::now_rfc3339()],
+            ));
         }
-        Ok(())
-    }
-}
-
-impl BatchWriter {
-    /// Stores a signed record of the chain's hash at row `row_id`.
-    async fn sign(&self, row_id: i64, kind: &str, hash: &str) -> Result<()> {
-        let signature = mac(&self.chain_key, kind, row_id, hash);
-        self.conn
-            .run(&self.checkpoint, params![row_id, kind, hash, signature, crate::time::now_rfc3339()])
-            .await
-            .map(drop)
+        for (key_id, at) in last_used {
+            runs.push((&self.touch_last_used, params![*key_id, *at]));
+        }
+        self.conn.run_all(runs).await?;
+        self.rollups.add(&self.conn, records).await
     }
 }
 

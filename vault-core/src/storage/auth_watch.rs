@@ -73,10 +73,13 @@ impl AuthWatch {
 }
 
 async fn read_i64(conn: &Conn, statement: &Statement) -> Result<i64> {
-    match conn.query_prepared(statement, ()).await?.next().await? {
+    let value = match conn.query_prepared(statement, ()).await?.next().await? {
         Some(row) => row.get(0),
         None => Err(VaultError::internal("watching keys for changes", "no row")),
-    }
+    };
+    // Not left stepped: that would hold a read transaction open between looks.
+    statement.reset();
+    value
 }
 
 /// A connection that listens on `vault_auth`.
@@ -99,7 +102,11 @@ impl Listener {
     async fn connect(&mut self) -> Result<()> {
         self.next_try = Instant::now() + RECONNECT_EVERY;
         let lost = |e: tokio_postgres::Error| VaultError::internal("watching keys for changes", e);
-        let (client, mut connection) = self.config.connect(tokio_postgres::NoTls).await.map_err(lost)?;
+        let connecting = tokio::time::timeout(EPOCH_TIMEOUT, self.config.connect(tokio_postgres::NoTls));
+        let (client, mut connection) = connecting
+            .await
+            .map_err(|_| VaultError::internal("watching keys for changes", "the database did not answer"))?
+            .map_err(lost)?;
         let (tx, notices) = mpsc::unbounded_channel();
         // The connection delivers notifications as messages; forward each one's epoch, and
         // close the channel when the connection ends.

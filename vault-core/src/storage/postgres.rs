@@ -45,8 +45,19 @@ pub fn describe(config: &tokio_postgres::Config) -> String {
 /// Parses a `postgres://` URL; the error names `VAULT_DB_URL` and never repeats the URL,
 /// which may hold a password.
 pub fn parse_url(url: &str) -> Result<tokio_postgres::Config> {
-    url.parse::<tokio_postgres::Config>()
-        .map_err(|e| VaultError::config(format!("VAULT_DB_URL: not a valid postgres:// URL ({e})")))
+    let config = url
+        .parse::<tokio_postgres::Config>()
+        .map_err(|e| VaultError::config(format!("VAULT_DB_URL: not a valid postgres:// URL ({e})")))?;
+    // An `@` in the password splits the URL in the wrong place: part of the password
+    // would become the host, and be shown wherever the host is.
+    let host_has_at =
+        config.get_hosts().iter().any(|h| matches!(h, tokio_postgres::config::Host::Tcp(host) if host.contains('@')));
+    if host_has_at {
+        return Err(VaultError::config(
+            "VAULT_DB_URL: the host part holds an `@`: percent-encode special characters of the password (`@` as %40)",
+        ));
+    }
+    Ok(config)
 }
 
 /// Opens a pool and proves the database can be reached with these credentials; also gives
@@ -56,6 +67,12 @@ pub async fn open(url: &str) -> Result<(Pool, tokio_postgres::Config)> {
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT);
     }
+    // A gateway that vanished mid-transaction (power, network) must not hold the write lock
+    // for hours, and a writer waits for it no longer than the embedded database's busy
+    // timeout.
+    config.keepalives_idle(Duration::from_secs(30));
+    let options = config.get_options().unwrap_or("").to_owned();
+    config.options(format!("{options} -c idle_in_transaction_session_timeout=60000 -c lock_timeout=10000").trim());
     let target = describe(&config);
     let manager =
         Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
@@ -99,7 +116,7 @@ impl From<tokio_postgres::Error> for VaultError {
 /// Takes a connection from the pool.
 pub async fn connect(pool: &Pool) -> Result<Client> {
     let object = pool.get().await.map_err(|e| VaultError::internal("connecting to the database", pool_error(&e)))?;
-    Ok(Client { object: Some(object), abandoned: AtomicBool::new(false) })
+    Ok(Client { object: Some(object), abandoned: AtomicBool::new(false), in_transaction: AtomicBool::new(false) })
 }
 
 /// A pooled connection.
@@ -107,6 +124,9 @@ pub struct Client {
     object: Option<Object>,
     /// A transaction was dropped unfinished: roll back before the next statement.
     abandoned: AtomicBool,
+    /// A transaction may be open: from before `BEGIN` is sent until `COMMIT` or
+    /// `ROLLBACK` went through, so a begin that failed or was cancelled counts too.
+    in_transaction: AtomicBool,
 }
 
 impl Client {
@@ -118,6 +138,7 @@ impl Client {
         let inner = self.inner()?;
         if self.abandoned.swap(false, Ordering::AcqRel) {
             inner.batch_execute("ROLLBACK").await?;
+            self.in_transaction.store(false, Ordering::Release);
         }
         Ok(inner)
     }
@@ -150,11 +171,20 @@ impl Client {
     }
 
     pub(super) async fn begin(&self, sql: &str) -> Result<()> {
-        self.execute_batch(sql).await
+        let inner = self.ready().await?;
+        self.in_transaction.store(true, Ordering::Release);
+        if let Err(err) = inner.batch_execute(sql).await {
+            // Perhaps inside a transaction now, perhaps an aborted one: end it first.
+            self.abandoned();
+            return Err(err.into());
+        }
+        Ok(())
     }
 
     pub(super) async fn end(&self, sql: &str) -> Result<()> {
-        Ok(self.inner()?.batch_execute(sql).await?)
+        self.inner()?.batch_execute(sql).await?;
+        self.in_transaction.store(false, Ordering::Release);
+        Ok(())
     }
 
     pub(super) fn abandoned(&self) {
@@ -169,8 +199,9 @@ impl Client {
 
 impl Drop for Client {
     fn drop(&mut self) {
-        // A connection left inside a transaction is closed, not given to the next user.
-        if self.abandoned.load(Ordering::Acquire)
+        // A connection perhaps left inside a transaction (dropped unfinished, or a begin
+        // cancelled) is closed, not given to the next user.
+        if (self.abandoned.load(Ordering::Acquire) || self.in_transaction.load(Ordering::Acquire))
             && let Some(object) = self.object.take()
         {
             drop(Object::take(object));
@@ -326,6 +357,8 @@ mod tests {
         assert_eq!(describe(&config), "postgres://vault@db.local:5433/vault");
         let err = parse_url("postgres://vault:secret@db.local:notaport/vault").err().unwrap();
         assert!(err.message.starts_with("VAULT_DB_URL") && !err.message.contains("secret"), "{}", err.message);
+        let err = parse_url("postgres://vault:p@zq9x@db.local/vault").err().unwrap();
+        assert!(err.message.contains("percent-encode") && !err.message.contains("zq9x"), "{}", err.message);
     }
 
     #[test]

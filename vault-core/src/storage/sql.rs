@@ -253,6 +253,16 @@ pub enum Statement {
     Pg(String),
 }
 
+impl Statement {
+    /// Ends the statement's last run. An embedded query left stepped holds a read
+    /// transaction open, which keeps checkpoints from finishing the WAL.
+    pub fn reset(&self) {
+        if let Statement::Lite(statement) = self {
+            statement.reset();
+        }
+    }
+}
+
 /// A connection to the database.
 pub enum Conn {
     Lite(libsql::Connection),
@@ -317,6 +327,23 @@ impl Conn {
             (Conn::Pg(client), Statement::Pg(sql)) => client.execute(sql, params.into_values()).await,
             _ => Err(mismatched_statement()),
         }
+    }
+
+    /// Runs prepared statements in order: one after another on the embedded database,
+    /// pipelined on PostgreSQL (all sent before the first answer is awaited, so a batch
+    /// costs about one round trip instead of one per statement).
+    pub async fn run_all(&self, runs: Vec<(&Statement, Vec<Value>)>) -> Result<()> {
+        match self {
+            Conn::Lite(_) => {
+                for (statement, params) in runs {
+                    self.run(statement, params).await?;
+                }
+            }
+            Conn::Pg(_) => {
+                futures_util::future::try_join_all(runs.into_iter().map(|(s, p)| self.run(s, p))).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Runs a prepared query and returns its rows.

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// Debian puts the server's programs outside `PATH`.
-const BIN_DIRS: &[&str] = &["/usr/lib/postgresql/17/bin", "/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/15/bin"];
+/// Debian puts the server's programs outside `PATH`, in a folder per version.
+const DEBIAN_DIR: &str = "/usr/lib/postgresql";
 
 struct Cluster {
     port: u16,
@@ -68,7 +68,11 @@ async fn create_database(admin: &str, name: &str) -> Result<(), tokio_postgres::
 }
 
 fn bin_dir() -> Option<PathBuf> {
-    BIN_DIRS.iter().map(PathBuf::from).find(|d| d.join("initdb").exists()).or_else(|| {
+    let mut versions: Vec<PathBuf> = std::fs::read_dir(DEBIAN_DIR)
+        .map(|entries| entries.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).collect())
+        .unwrap_or_default();
+    versions.sort();
+    versions.into_iter().rev().find(|d| d.join("initdb").exists()).or_else(|| {
         let path = std::env::var_os("PATH")?;
         std::env::split_paths(&path).find(|d| d.join("initdb").exists() && d.join("postgres").exists())
     })

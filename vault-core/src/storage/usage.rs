@@ -139,14 +139,15 @@ impl Rollups {
                 *latency.entry((minute, TIME_TO_FIRST_TOKEN, latency_bucket(ttft))).or_default() += n;
             }
         }
+        let mut runs = Vec::new();
         for (minute, s) in minutes {
             let params = params![minute, s.requests, s.errors, s.tokens_input, s.tokens_output, s.latency_ms_sum];
-            conn.run(&self.minute, params).await?;
+            runs.push((&self.minute, params));
         }
         for ((minute, kind, bucket), requests) in latency {
-            conn.run(&self.latency_minute, params![minute, kind, bucket, requests]).await?;
+            runs.push((&self.latency_minute, params![minute, kind, bucket, requests]));
         }
-        Ok(())
+        conn.run_all(runs).await
     }
 
     async fn add_hourly(&self, conn: &Conn, records: &[&AuditRecord]) -> Result<()> {
@@ -170,28 +171,29 @@ impl Rollups {
                 *errors.entry((hour, r.status, code)).or_default() += i64::from(r.repeat_count.0);
             }
         }
+        let mut runs = Vec::new();
         for (hour, s) in hourly {
             let params = params![hour, s.requests, s.errors, s.tokens_input, s.tokens_output, s.latency_ms_sum];
-            conn.run(&self.hourly, params).await?;
+            runs.push((&self.hourly, params));
         }
         for ((hour, model), s) in by_model {
-            conn.run(&self.model, params![hour, model, s.requests, s.tokens_input, s.tokens_output]).await?;
+            runs.push((&self.model, params![hour, model, s.requests, s.tokens_input, s.tokens_output]));
         }
         for ((account, hour, model), s) in by_account {
             let params =
                 params![account, hour, model, s.requests, s.errors, s.tokens_input, s.tokens_output, s.latency_ms_sum];
-            conn.run(&self.account, params).await?;
+            runs.push((&self.account, params));
         }
         for ((hour, bucket), requests) in latency {
-            conn.run(&self.latency, params![hour, bucket, requests]).await?;
+            runs.push((&self.latency, params![hour, bucket, requests]));
         }
         for ((account, hour, bucket), requests) in latency_by_account {
-            conn.run(&self.latency_account, params![account, hour, bucket, requests]).await?;
+            runs.push((&self.latency_account, params![account, hour, bucket, requests]));
         }
         for ((hour, status, code), requests) in errors {
-            conn.run(&self.errors, params![hour, status, code, requests]).await?;
+            runs.push((&self.errors, params![hour, status, code, requests]));
         }
-        Ok(())
+        conn.run_all(runs).await
     }
 }
 
