@@ -23,6 +23,12 @@ async fn open(url: &str, dir: &tempfile::TempDir) -> Db {
     Db::open(&DbLocation::Postgres { url: url.into(), local: dir.path().join("vault-postgres") }).await.unwrap()
 }
 
+async fn post(gateway: &ServerProcess, path: &str, key: &str, body: Value) -> Value {
+    let response = client().post(format!("{}{path}", gateway.url)).bearer_auth(key).json(&body).send().await.unwrap();
+    assert!(response.status().is_success(), "{path}: {}", response.status());
+    response.json().await.unwrap()
+}
+
 async fn status(gateway: &ServerProcess, key: &str) -> u16 {
     client().get(format!("{}/v1/models", gateway.url)).bearer_auth(key).send().await.unwrap().status().as_u16()
 }
@@ -40,31 +46,13 @@ async fn two_gateways_share_keys_revocations_audit_and_conversations() {
     let admin = vault_core::keys::create(&cli, "admin", Scope::Admin, None, None).await.unwrap().key;
 
     // A key created through A works on B.
-    let created: Value = client()
-        .post(format!("{}/vault/admin/keys", a.url))
-        .bearer_auth(&admin)
-        .json(&json!({"label": "doctor"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let created = post(&a, "/vault/admin/keys", &admin, json!({"label": "doctor"})).await;
     let key = created["key"].as_str().unwrap().to_string();
     assert_eq!(status(&b, &key).await, 200);
     assert_eq!(status(&a, &key).await, 200);
 
     // A conversation created on A is read on B.
-    let conversation: Value = client()
-        .post(format!("{}/vault/conversations", a.url))
-        .bearer_auth(&key)
-        .json(&json!({"title": "rounds"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let conversation = post(&a, "/vault/conversations", &key, json!({"title": "rounds"})).await;
     let id = conversation["id"].as_str().unwrap();
     let read = client().get(format!("{}/vault/conversations/{id}", b.url)).bearer_auth(&key).send().await.unwrap();
     assert_eq!(read.status(), 200);

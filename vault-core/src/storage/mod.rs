@@ -104,13 +104,13 @@ impl Db {
             Dialect::Sqlite => {
                 // WAL is a property of the file: set once, kept by every later connection.
                 conn.query("PRAGMA journal_mode = WAL", ()).await?;
-                migrate(&conn, MIGRATIONS, "").await?;
+                migrate(&conn, MIGRATIONS, None).await?;
                 // The file exists now (libsql creates it on the first connection).
                 db.identity = file_identity(&db.path);
             }
             Dialect::Postgres => {
                 let lock = format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})");
-                migrate(&conn, POSTGRES_MIGRATIONS, &lock).await?;
+                migrate(&conn, POSTGRES_MIGRATIONS, Some(&lock)).await?;
             }
         }
         Ok(db)
@@ -211,9 +211,9 @@ pub async fn write_transaction(conn: &Conn) -> Result<Tx<'_>> {
 /// Applies the migrations the database has not seen, in one transaction (after `lock`, a
 /// statement that serialises gateways starting at once). A database whose schema is newer
 /// than this build is refused: this build would misread it.
-async fn migrate(conn: &Conn, migrations: &[(i64, &str, &str)], lock: &str) -> Result<()> {
+async fn migrate(conn: &Conn, migrations: &[(i64, &str, &str)], lock: Option<&str>) -> Result<()> {
     let tx = write_transaction(conn).await?;
-    if !lock.is_empty() {
+    if let Some(lock) = lock {
         tx.query(lock, ()).await?;
     }
     tx.execute(

@@ -400,20 +400,20 @@ pub struct Tx<'a> {
 }
 
 impl Tx<'_> {
-    pub async fn commit(mut self) -> Result<()> {
-        self.open = false;
-        match (self.native.take(), self.conn) {
-            (Some(native), _) => Ok(native.commit().await?),
-            (None, Conn::Pg(client)) => client.end("COMMIT").await,
-            (None, Conn::Lite(_)) => Ok(()),
-        }
+    pub async fn commit(self) -> Result<()> {
+        self.finish(true).await
     }
 
-    pub async fn rollback(mut self) -> Result<()> {
+    pub async fn rollback(self) -> Result<()> {
+        self.finish(false).await
+    }
+
+    async fn finish(mut self, commit: bool) -> Result<()> {
         self.open = false;
         match (self.native.take(), self.conn) {
+            (Some(native), _) if commit => Ok(native.commit().await?),
             (Some(native), _) => Ok(native.rollback().await?),
-            (None, Conn::Pg(client)) => client.end("ROLLBACK").await,
+            (None, Conn::Pg(client)) => client.end(if commit { "COMMIT" } else { "ROLLBACK" }).await,
             (None, Conn::Lite(_)) => Ok(()),
         }
     }

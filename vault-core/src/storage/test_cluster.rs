@@ -49,10 +49,7 @@ pub async fn database() -> Option<String> {
         match create_database(&admin, &name).await {
             Ok(()) => return Some(format!("postgres://postgres@127.0.0.1:{}/{name}", cluster.port)),
             // The server may still be starting.
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
             Err(e) => panic!("cannot create a test database: {e}"),
         }
     }
