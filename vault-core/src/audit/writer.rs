@@ -115,8 +115,9 @@ impl AuditLog {
             .map_err(|e| VaultError::internal("starting the audit journal", e))?;
         let journal = Arc::new(journal);
         let (queue, rx) = mpsc::unbounded_channel();
+        // With IO: on PostgreSQL the writer may have to open a new connection.
         let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
+            .enable_all()
             .build()
             .map_err(|e| VaultError::internal("starting the audit writer", e))?;
         let state = shared.clone();
@@ -669,6 +670,36 @@ mod tests {
             storage::audit::journal_committed_seq(&conn, storage::audit::journal_id(&db).unwrap()).await.unwrap(),
             journaled[0].seq
         );
+    }
+
+    #[tokio::test]
+    async fn the_writer_takes_a_new_connection_when_postgres_closes_its_own() {
+        let (_dir, db) = storage::test_db().await;
+        if db.dialect() != storage::Dialect::Postgres {
+            return;
+        }
+        let db = Arc::new(db);
+        let audit = AuditLog::start(db.clone()).await.unwrap();
+        audit.record(test_record(1)).await;
+        audit.flush().await;
+        // What a restart of the server does to every connection but this one.
+        let conn = db.connect().await.unwrap();
+        conn.query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            (),
+        )
+        .await
+        .unwrap();
+        audit.record(test_record(2)).await;
+        for _ in 0..100 {
+            if count(&db).await == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(count(&db).await, 2, "the row after the connection was closed is stored");
+        audit.shutdown().await;
     }
 
     #[tokio::test]

@@ -71,7 +71,10 @@ pub async fn journal_committed_seq(conn: &Conn, journal: i64) -> Result<u64> {
 /// statements prepared once: the audit writer runs them for every request, and preparing
 /// them anew was a large share of its cost.
 pub struct BatchWriter {
-    conn: Conn,
+    /// Replaced by a new connection from the pool when PostgreSQL closed it (a restart, a
+    /// failover); the statements are held by their text there, so they still apply.
+    conn: tokio::sync::RwLock<Conn>,
+    pool: Option<deadpool_postgres::Pool>,
     insert: Statement,
     checkpoint: Statement,
     /// Signs the chain's checkpoints (see `audit::chain`).
@@ -102,7 +105,8 @@ impl BatchWriter {
             touch_last_used: conn.prepare(super::keys::TOUCH_LAST_USED).await?,
             journal_mark: conn.prepare(JOURNAL_MARK).await?,
             journal: journal_id(db)?,
-            conn,
+            conn: tokio::sync::RwLock::new(conn),
+            pool: db.postgres_pool(),
         })
     }
 
@@ -115,20 +119,22 @@ impl BatchWriter {
         last_used: &[(i64, &str)],
         journal_seq: Option<u64>,
     ) -> Result<()> {
-        let tx = super::write_transaction(&self.conn).await?;
+        self.renew_if_closed().await;
+        let conn = self.conn.read().await;
+        let tx = super::write_transaction(&conn).await?;
         let mut written = Ok(());
         let mut head = self.head.lock().map(|h| h.clone()).unwrap_or_default();
-        if self.conn.dialect() == Dialect::Postgres {
+        if conn.dialect() == Dialect::Postgres {
             // Other gateways write too, each in its turn (the write lock): follow the chain
             // as stored.
             written = chain_head(&tx).await.map(|stored| head = stored);
         }
         if written.is_ok() {
-            written = self.write_rows(records, last_used, &mut head).await;
+            written = self.write_rows(&conn, records, last_used, &mut head).await;
         }
         if let (Ok(()), Some(seq)) = (&written, journal_seq) {
             let seq = i64::try_from(seq).unwrap_or(i64::MAX);
-            written = self.conn.run(&self.journal_mark, params![seq, self.journal]).await.map(drop);
+            written = conn.run(&self.journal_mark, params![seq, self.journal]).await.map(drop);
         }
         match written {
             Ok(()) => match tx.commit().await {
@@ -140,14 +146,14 @@ impl BatchWriter {
                     Ok(())
                 }
                 Err(err) => {
-                    self.reload_head().await;
+                    self.reload_head(&conn).await;
                     Err(err)
                 }
             },
             Err(err) => {
                 // Roll back here rather than on drop, where a failure would panic.
                 let _ = tx.rollback().await;
-                self.reload_head().await;
+                self.reload_head(&conn).await;
                 Err(err)
             }
         }
@@ -155,9 +161,22 @@ impl BatchWriter {
 
     /// Takes the chain's head from the database, for the next attempt to follow the chain
     /// as stored (a commit reported failed that went through, a row that took the next id).
-    async fn reload_head(&self) {
-        if let (Ok(stored), Ok(mut head)) = (chain_head(&self.conn).await, self.head.lock()) {
+    async fn reload_head(&self, conn: &Conn) {
+        if let (Ok(stored), Ok(mut head)) = (chain_head(conn).await, self.head.lock()) {
             *head = stored;
+        }
+    }
+
+    /// Takes a new connection when PostgreSQL closed this one; a failure to connect is left
+    /// for the write to report (and the writer to retry).
+    async fn renew_if_closed(&self) {
+        let Some(pool) = &self.pool else { return };
+        if !self.conn.read().await.is_closed() {
+            return;
+        }
+        if let Ok(client) = super::postgres::connect(pool).await {
+            *self.conn.write().await = Conn::Pg(Box::new(client));
+            tracing::warn!("the audit writer's database connection was closed; writing on a new one");
         }
     }
 
@@ -165,7 +184,7 @@ impl BatchWriter {
     /// not waited for). Run by the writer between its commits, so that with no commit
     /// racing it, it finishes the WAL and the next commit starts it over.
     pub async fn checkpoint(&self) -> Result<()> {
-        super::checkpoint(&self.conn).await
+        super::checkpoint(&*self.conn.read().await).await
     }
 
     /// The journal whose mark this writer moves (see [`journal_id`]).
@@ -173,7 +192,13 @@ impl BatchWriter {
         self.journal
     }
 
-    async fn write_rows(&self, records: &[&AuditRecord], last_used: &[(i64, &str)], head: &mut Head) -> Result<()> {
+    async fn write_rows(
+        &self,
+        conn: &Conn,
+        records: &[&AuditRecord],
+        last_used: &[(i64, &str)],
+        head: &mut Head,
+    ) -> Result<()> {
         let mut runs = Vec::with_capacity(records.len() + last_used.len() + 1);
         let mut signatures = Vec::new();
         for r in records {
@@ -218,8 +243,8 @@ impl BatchWriter {
         for (key_id, at) in last_used {
             runs.push((&self.touch_last_used, params![*key_id, *at]));
         }
-        self.conn.run_all(runs).await?;
-        self.rollups.add(&self.conn, records).await
+        conn.run_all(runs).await?;
+        self.rollups.add(conn, records).await
     }
 }
 

@@ -124,6 +124,15 @@ impl Db {
         }
     }
 
+    /// The pool of a PostgreSQL database, for a holder of a long-lived connection that must
+    /// replace it when the server closes it.
+    pub(crate) fn postgres_pool(&self) -> Option<deadpool_postgres::Pool> {
+        match &self.engine {
+            Engine::Pg { pool, .. } => Some(pool.clone()),
+            Engine::Lite(_) => None,
+        }
+    }
+
     /// The database file; with PostgreSQL, the base name of this box's own files (the
     /// audit journal lives beside it).
     pub fn path(&self) -> &std::path::Path {

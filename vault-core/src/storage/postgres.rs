@@ -187,13 +187,12 @@ impl Client {
         Ok(())
     }
 
-    pub(super) fn abandoned(&self) {
-        self.abandoned.store(true, Ordering::Release);
+    pub(super) fn is_closed(&self) -> bool {
+        self.object.as_ref().is_none_or(|object| object.is_closed())
     }
 
-    /// The connection itself, for what only PostgreSQL has (`LISTEN`).
-    pub fn raw(&self) -> Result<&tokio_postgres::Client> {
-        Ok(self.inner()?)
+    pub(super) fn abandoned(&self) {
+        self.abandoned.store(true, Ordering::Release);
     }
 }
 

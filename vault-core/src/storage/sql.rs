@@ -277,6 +277,14 @@ impl Conn {
         }
     }
 
+    /// Whether the server closed the connection (an embedded one never is).
+    pub fn is_closed(&self) -> bool {
+        match self {
+            Conn::Lite(_) => false,
+            Conn::Pg(client) => client.is_closed(),
+        }
+    }
+
     /// Runs a query and returns its rows.
     pub async fn query(&self, sql: &str, params: impl Params) -> Result<Rows> {
         match self {
