@@ -9,6 +9,11 @@ use vault_core::{ErrorCode, Vault, VaultError};
 use vault_server::Server;
 use vault_server::config::ConfigArgs;
 
+/// Each request allocates and frees many small buffers on one thread; mimalloc does that
+/// ~3 µs a request cheaper than the system allocator (chat c=64).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The Vault gateway: an OpenAI-compatible API with per-user keys and an audit trail,
 /// in front of vLLM.
 #[derive(Parser)]
