@@ -1,5 +1,7 @@
 //! SQL for the `audit_log` table.
 
+use std::time::{Duration, Instant};
+
 use crate::storage::sql::params;
 use crate::storage::{Conn, Row, Statement};
 
@@ -23,6 +25,10 @@ const CHECKPOINT: &str = "INSERT INTO audit_checkpoints (row_id, kind, hash, mac
                           VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (row_id, kind) DO NOTHING";
 
 /// Moves a journal's (?2) committed mark forward to ?1.
+/// For how long a batch's statements give way to requests (see `Conn::run_all_yielding`):
+/// long enough for a batch at low load to run entirely between requests, short enough
+/// that under full load the batch soon runs straight on and the writer keeps up.
+const YIELD_FOR: Duration = Duration::from_millis(2);
 const JOURNAL_MARK: &str = "INSERT INTO audit_journal (id, committed_seq) VALUES (?2, ?1) \
                             ON CONFLICT (id) DO UPDATE SET committed_seq = ?1 WHERE audit_journal.committed_seq < ?1";
 
@@ -130,7 +136,8 @@ impl BatchWriter {
             written = chain_head(&tx).await.map(|stored| head = stored);
         }
         if written.is_ok() {
-            written = self.write_rows(&conn, records, last_used, &mut head).await;
+            let yield_until = Instant::now() + YIELD_FOR;
+            written = self.write_rows(&conn, records, last_used, &mut head, yield_until).await;
         }
         if let (Ok(()), Some(seq)) = (&written, journal_seq) {
             let seq = i64::try_from(seq).unwrap_or(i64::MAX);
@@ -198,6 +205,7 @@ impl BatchWriter {
         records: &[&AuditRecord],
         last_used: &[(i64, &str)],
         head: &mut Head,
+        yield_until: Instant,
     ) -> Result<()> {
         let mut runs = Vec::with_capacity(records.len() + last_used.len() + 1);
         let mut signatures = Vec::new();
@@ -243,8 +251,8 @@ impl BatchWriter {
         for (key_id, at) in last_used {
             runs.push((&self.touch_last_used, params![*key_id, *at]));
         }
-        conn.run_all(runs).await?;
-        self.rollups.add(conn, records).await
+        conn.run_all_yielding(runs, Some(yield_until)).await?;
+        self.rollups.add(conn, records, yield_until).await
     }
 }
 

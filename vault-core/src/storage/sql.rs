@@ -3,6 +3,8 @@
 //! once, with SQLite's numbered placeholders (`?1`), and run it through these types;
 //! nothing above the storage layer knows which engine runs.
 
+use std::time::Instant;
+
 use crate::error::{Result, VaultError};
 
 use super::postgres;
@@ -341,9 +343,28 @@ impl Conn {
     /// pipelined on PostgreSQL (all sent before the first answer is awaited, so a batch
     /// costs about one round trip instead of one per statement).
     pub async fn run_all(&self, runs: Vec<(&Statement, Vec<Value>)>) -> Result<()> {
+        self.run_all_yielding(runs, None).await
+    }
+
+    /// [`run_all`](Self::run_all) for a background thread that shares the cores with the
+    /// threads serving requests. On the embedded database each statement is CPU work on this
+    /// thread, and the scheduler lets a running thread finish its time slice (about a
+    /// millisecond) before a request that just arrived gets the core. So until
+    /// `yield_until` the thread gives the CPU back (`sched_yield`) before each statement: a
+    /// request that arrives meanwhile is served first. Past that instant it runs straight
+    /// on, so that under full load, when some request is always ready, it still gets its
+    /// share of the CPU.
+    pub async fn run_all_yielding(
+        &self,
+        runs: Vec<(&Statement, Vec<Value>)>,
+        yield_until: Option<Instant>,
+    ) -> Result<()> {
         match self {
             Conn::Lite(_) => {
                 for (statement, params) in runs {
+                    if yield_until.is_some_and(|until| Instant::now() < until) {
+                        std::thread::yield_now();
+                    }
                     self.run(statement, params).await?;
                 }
             }

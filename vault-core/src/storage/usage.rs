@@ -3,6 +3,7 @@
 
 use crate::storage::sql::params;
 use std::collections::HashMap;
+use std::time::Instant;
 
 use crate::storage::Conn;
 
@@ -109,9 +110,11 @@ impl Rollups {
 
     /// Adds a batch of audit records to the rollups; only inference requests count. Drops
     /// per-minute rollups older than [`MINUTES_KEPT`] (once a minute at most).
-    pub async fn add(&self, conn: &Conn, records: &[&AuditRecord]) -> Result<()> {
-        self.add_hourly(conn, records).await?;
-        self.add_minutes(conn, records).await?;
+    /// Their statements give way to requests until `yield_until` (see
+    /// [`Conn::run_all_yielding`]).
+    pub async fn add(&self, conn: &Conn, records: &[&AuditRecord], yield_until: Instant) -> Result<()> {
+        self.add_hourly(conn, records, yield_until).await?;
+        self.add_minutes(conn, records, yield_until).await?;
         let cutoff = minute_key(std::time::SystemTime::now() - MINUTES_KEPT);
         let due = match self.pruned_before.lock() {
             Ok(mut last) if *last != cutoff => {
@@ -127,7 +130,7 @@ impl Rollups {
         Ok(())
     }
 
-    async fn add_minutes(&self, conn: &Conn, records: &[&AuditRecord]) -> Result<()> {
+    async fn add_minutes(&self, conn: &Conn, records: &[&AuditRecord], yield_until: Instant) -> Result<()> {
         let mut minutes: HashMap<&str, Sums> = HashMap::new();
         let mut latency: HashMap<(&str, i64, i64), i64> = HashMap::new();
         for r in records.iter().filter(|r| r.is_inference() && r.timestamp.len() >= 16) {
@@ -147,10 +150,10 @@ impl Rollups {
         for ((minute, kind, bucket), requests) in latency {
             runs.push((&self.latency_minute, params![minute, kind, bucket, requests]));
         }
-        conn.run_all(runs).await
+        conn.run_all_yielding(runs, Some(yield_until)).await
     }
 
-    async fn add_hourly(&self, conn: &Conn, records: &[&AuditRecord]) -> Result<()> {
+    async fn add_hourly(&self, conn: &Conn, records: &[&AuditRecord], yield_until: Instant) -> Result<()> {
         let mut hourly: HashMap<&str, Sums> = HashMap::new();
         let mut by_model: HashMap<(&str, &str), Sums> = HashMap::new();
         let mut by_account: HashMap<(String, &str, &str), Sums> = HashMap::new();
@@ -193,7 +196,7 @@ impl Rollups {
         for ((hour, status, code), requests) in errors {
             runs.push((&self.errors, params![hour, status, code, requests]));
         }
-        conn.run_all(runs).await
+        conn.run_all_yielding(runs, Some(yield_until)).await
     }
 }
 
