@@ -303,6 +303,7 @@ pub(crate) async fn test_sqlite_db() -> (tempfile::TempDir, Db) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::sql::params;
 
     #[tokio::test]
     async fn opening_twice_applies_migrations_once() {
@@ -314,6 +315,41 @@ mod tests {
         assert_eq!(n, MIGRATIONS.len() as i64);
         let mode = conn.query("PRAGMA journal_mode", ()).await.unwrap().next().await.unwrap().unwrap();
         assert_eq!(mode.get::<String>(0).unwrap(), "wal");
+    }
+
+    #[tokio::test]
+    async fn lists_insert_many_rows_at_once_on_postgres_and_are_refused_by_the_embedded_engine() {
+        let rows = vec![params![1, "one", Option::<i64>::None], params![2, Option::<&str>::None, 20]];
+        let columns = sql::columns(rows);
+        assert_eq!(columns[0], Value::List(vec![Value::Integer(1), Value::Integer(2)]));
+        assert_eq!(columns[1], Value::List(vec![Value::Text("one".into()), Value::Null]));
+
+        let (_dir, db) = test_db().await;
+        let conn = db.connect().await.unwrap();
+        conn.execute_batch("CREATE TABLE listed (id BIGINT PRIMARY KEY, name TEXT, n BIGINT)").await.unwrap();
+        match db.dialect() {
+            Dialect::Sqlite => {
+                let err = conn.execute("INSERT INTO listed (id) VALUES (?1)", [Value::List(vec![])]).await;
+                assert!(err.is_err(), "the embedded engine has no arrays");
+            }
+            Dialect::Postgres => {
+                let insert =
+                    "INSERT INTO listed (id, name, n) SELECT * FROM UNNEST(?1::bigint[], ?2::text[], ?3::bigint[])";
+                assert_eq!(conn.execute(insert, columns).await.unwrap(), 2);
+                let mut stored = conn.query("SELECT id, name, n FROM listed ORDER BY id", ()).await.unwrap();
+                let first = stored.next().await.unwrap().unwrap();
+                assert_eq!(
+                    (first.get::<i64>(0).unwrap(), first.get::<Option<String>>(1).unwrap()),
+                    (1, Some("one".into()))
+                );
+                assert_eq!(first.get::<Option<i64>>(2).unwrap(), None);
+                let second = stored.next().await.unwrap().unwrap();
+                assert_eq!(
+                    (second.get::<Option<String>>(1).unwrap(), second.get::<Option<i64>>(2).unwrap()),
+                    (None, Some(20))
+                );
+            }
+        }
     }
 
     #[tokio::test]

@@ -265,6 +265,8 @@ impl ToSql for Value {
                 Type::BYTEA => b.as_slice().to_sql(ty, out),
                 _ => Err(format!("bytes cannot be sent as {ty}").into()),
             },
+            // Each element is sent as the array's member type, as a single value would be.
+            Value::List(items) => items.to_sql(ty, out),
         }
     }
 

@@ -17,6 +17,9 @@ pub enum Value {
     Real(f64),
     Text(String),
     Blob(Vec<u8>),
+    /// A PostgreSQL array, such as a column of many rows inserted at once with `UNNEST`.
+    /// The embedded engine has no arrays: binding one there is an error.
+    List(Vec<Value>),
 }
 
 macro_rules! from_integer {
@@ -79,15 +82,20 @@ impl<T: Into<Value>> From<Option<T>> for Value {
     }
 }
 
-impl From<Value> for libsql::Value {
-    fn from(v: Value) -> libsql::Value {
-        match v {
+impl TryFrom<Value> for libsql::Value {
+    type Error = VaultError;
+
+    fn try_from(v: Value) -> Result<libsql::Value> {
+        Ok(match v {
             Value::Null => libsql::Value::Null,
             Value::Integer(i) => libsql::Value::Integer(i),
             Value::Real(f) => libsql::Value::Real(f),
             Value::Text(s) => libsql::Value::Text(s),
             Value::Blob(b) => libsql::Value::Blob(b),
-        }
+            Value::List(_) => {
+                return Err(VaultError::internal("binding a parameter", "the embedded database has no arrays"));
+            }
+        })
     }
 }
 
@@ -290,7 +298,7 @@ impl Conn {
     /// Runs a query and returns its rows.
     pub async fn query(&self, sql: &str, params: impl Params) -> Result<Rows> {
         match self {
-            Conn::Lite(conn) => Ok(Rows::Lite(conn.query(sql, lite_params(params)).await?)),
+            Conn::Lite(conn) => Ok(Rows::Lite(conn.query(sql, lite_params(params)?).await?)),
             Conn::Pg(client) => Ok(Rows::Pg(client.query(sql, params.into_values()).await?.into_iter())),
         }
     }
@@ -298,7 +306,7 @@ impl Conn {
     /// Runs a statement and returns the number of rows it changed.
     pub async fn execute(&self, sql: &str, params: impl Params) -> Result<u64> {
         match self {
-            Conn::Lite(conn) => Ok(conn.execute(sql, lite_params(params)).await?),
+            Conn::Lite(conn) => Ok(conn.execute(sql, lite_params(params)?).await?),
             Conn::Pg(client) => client.execute(sql, params.into_values()).await,
         }
     }
@@ -330,7 +338,7 @@ impl Conn {
         match (self, statement) {
             (Conn::Lite(_), Statement::Lite(statement)) => {
                 statement.reset();
-                let outcome = statement.execute(lite_params(params)).await;
+                let outcome = statement.execute(lite_params(params)?).await;
                 statement.reset();
                 Ok(outcome? as u64)
             }
@@ -380,7 +388,7 @@ impl Conn {
         match (self, statement) {
             (Conn::Lite(_), Statement::Lite(statement)) => {
                 statement.reset();
-                Ok(Rows::Lite(statement.query(lite_params(params)).await?))
+                Ok(Rows::Lite(statement.query(lite_params(params)?).await?))
             }
             (Conn::Pg(client), Statement::Pg(sql)) => {
                 Ok(Rows::Pg(client.query(sql, params.into_values()).await?.into_iter()))
@@ -468,8 +476,21 @@ impl Drop for Tx<'_> {
     }
 }
 
-fn lite_params(params: impl Params) -> Vec<libsql::Value> {
-    params.into_values().into_iter().map(libsql::Value::from).collect()
+/// The columns of `rows` (all of one width), each as a [`Value::List`]: the parameters of
+/// an insert of many rows at once through PostgreSQL's `UNNEST`.
+pub fn columns(rows: Vec<Vec<Value>>) -> Vec<Value> {
+    let width = rows.first().map_or(0, Vec::len);
+    let mut columns = vec![Vec::with_capacity(rows.len()); width];
+    for row in rows {
+        for (column, value) in columns.iter_mut().zip(row) {
+            column.push(value);
+        }
+    }
+    columns.into_iter().map(Value::List).collect()
+}
+
+fn lite_params(params: impl Params) -> Result<Vec<libsql::Value>> {
+    params.into_values().into_iter().map(libsql::Value::try_from).collect()
 }
 
 fn mismatched_statement() -> VaultError {
