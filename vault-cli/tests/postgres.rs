@@ -40,6 +40,8 @@ async fn the_cli_manages_keys_and_users_and_verifies_the_audit_chain_on_postgres
     let listed = json_out(&cli(&app, &url, &["list-keys", "--json"]).await);
     assert!(listed.as_array().unwrap().iter().any(|k| k["prefix"] == created["prefix"]), "{listed}");
 
+    // Answered requests are journaled at once and committed within a few milliseconds.
+    assert!(app.vault().audit.flush().await);
     let verified = json_out(&cli(&app, &url, &["audit", "verify", "--json"]).await);
     assert_eq!(verified["intact"], true, "{verified}");
     assert!(verified["rows_checked"].as_u64().unwrap() >= 3, "{verified}");

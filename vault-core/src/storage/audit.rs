@@ -31,9 +31,10 @@ const INSERT_MANY: &str = "INSERT INTO audit_log (timestamp, request_id, method,
                            ?6::text[], ?7::text[], ?8::bigint[], ?9::bigint[], ?10::bigint[], ?11::bigint[], \
                            ?12::bigint[], ?13::text[], ?14::bigint[], ?15::bigint[], ?16::text[], ?17::bigint[])";
 
-/// For how long a batch's statements give way to requests (see `Conn::run_all_yielding`):
-/// long enough for a batch at low load to run entirely between requests, short enough
-/// that under full load the batch soon runs straight on and the writer keeps up.
+/// For how long a batch's statements give way to requests on the embedded database (see
+/// `Conn::run_all`): long enough for a batch at low load to run entirely between requests,
+/// short enough that under full load the batch soon runs straight on and the writer keeps
+/// up. PostgreSQL does the work of a batch in its own process.
 const YIELD_FOR: Duration = Duration::from_millis(2);
 
 const CHECKPOINT: &str = "INSERT INTO audit_checkpoints (row_id, kind, hash, mac, created_at) \
@@ -258,9 +259,10 @@ impl BatchWriter {
             }
             (head.last_id, head.last_hash) = (id, hash);
         }
-        let mut runs = Vec::with_capacity(records.len() + signatures.len() + last_used.len());
+        let mut runs = Vec::with_capacity(rows.len() + signatures.len() + last_used.len());
         match &self.insert_many {
-            Some(insert_many) => runs.push((insert_many, super::sql::columns(rows))),
+            Some(_) if rows.is_empty() => {}
+            Some(insert_many) => runs.push((insert_many, super::sql::columns(rows)?)),
             None => runs.extend(rows.into_iter().map(|params| (&self.insert, params))),
         }
         for (row_id, kind, hash) in &signatures {
@@ -273,7 +275,7 @@ impl BatchWriter {
         for (key_id, at) in last_used {
             runs.push((&self.touch_last_used, params![*key_id, *at]));
         }
-        conn.run_all_yielding(runs, Some(yield_until)).await?;
+        conn.run_all(runs, Some(yield_until)).await?;
         self.rollups.add(conn, records, yield_until).await
     }
 }

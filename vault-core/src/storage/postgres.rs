@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
-use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
+use tokio_postgres::types::{FromSql, IsNull, Kind, ToSql, Type, to_sql_checked};
 
 use super::sql::Value;
 use crate::error::{Result, VaultError};
@@ -266,7 +266,10 @@ impl ToSql for Value {
                 _ => Err(format!("bytes cannot be sent as {ty}").into()),
             },
             // Each element is sent as the array's member type, as a single value would be.
-            Value::List(items) => items.to_sql(ty, out),
+            Value::List(items) => match ty.kind() {
+                Kind::Array(_) => items.to_sql(ty, out),
+                _ => Err(format!("a list cannot be sent as {ty}").into()),
+            },
         }
     }
 

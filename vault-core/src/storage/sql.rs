@@ -350,23 +350,16 @@ impl Conn {
     /// Runs prepared statements in order: one after another on the embedded database,
     /// pipelined on PostgreSQL (all sent before the first answer is awaited, so a batch
     /// costs about one round trip instead of one per statement).
-    pub async fn run_all(&self, runs: Vec<(&Statement, Vec<Value>)>) -> Result<()> {
-        self.run_all_yielding(runs, None).await
-    }
-
-    /// [`run_all`](Self::run_all) for a background thread that shares the cores with the
-    /// threads serving requests. On the embedded database each statement is CPU work on this
+    ///
+    /// With `yield_until`, for a background thread that shares the cores with the threads
+    /// serving requests: on the embedded database each statement is CPU work on this
     /// thread, and the scheduler lets a running thread finish its time slice (about a
-    /// millisecond) before a request that just arrived gets the core. So until
-    /// `yield_until` the thread gives the CPU back (`sched_yield`) before each statement: a
-    /// request that arrives meanwhile is served first. Past that instant it runs straight
-    /// on, so that under full load, when some request is always ready, it still gets its
-    /// share of the CPU.
-    pub async fn run_all_yielding(
-        &self,
-        runs: Vec<(&Statement, Vec<Value>)>,
-        yield_until: Option<Instant>,
-    ) -> Result<()> {
+    /// millisecond) before a request that just arrived gets the core. So until that instant
+    /// the thread gives the CPU back (`sched_yield`) before each statement, and a request
+    /// that arrives meanwhile is served first (one that must write waits for this
+    /// transaction all the same). Past it the thread runs straight on, so that under full
+    /// load, when some request is always ready, it still gets its share of the CPU.
+    pub async fn run_all(&self, runs: Vec<(&Statement, Vec<Value>)>, yield_until: Option<Instant>) -> Result<()> {
         match self {
             Conn::Lite(_) => {
                 for (statement, params) in runs {
@@ -476,17 +469,21 @@ impl Drop for Tx<'_> {
     }
 }
 
-/// The columns of `rows` (all of one width), each as a [`Value::List`]: the parameters of
-/// an insert of many rows at once through PostgreSQL's `UNNEST`.
-pub fn columns(rows: Vec<Vec<Value>>) -> Vec<Value> {
+/// The columns of `rows`, each as a [`Value::List`]: the parameters of an insert of many
+/// rows at once through PostgreSQL's `UNNEST`. Rows of different widths are refused: a
+/// short one would shift the values of the rows after it.
+pub fn columns(rows: Vec<Vec<Value>>) -> Result<Vec<Value>> {
     let width = rows.first().map_or(0, Vec::len);
-    let mut columns = vec![Vec::with_capacity(rows.len()); width];
+    let mut columns: Vec<Vec<Value>> = (0..width).map(|_| Vec::with_capacity(rows.len())).collect();
     for row in rows {
+        if row.len() != width {
+            return Err(VaultError::internal("binding rows as columns", "rows of different widths"));
+        }
         for (column, value) in columns.iter_mut().zip(row) {
             column.push(value);
         }
     }
-    columns.into_iter().map(Value::List).collect()
+    Ok(columns.into_iter().map(Value::List).collect())
 }
 
 fn lite_params(params: impl Params) -> Result<Vec<libsql::Value>> {

@@ -111,7 +111,7 @@ impl Rollups {
     /// Adds a batch of audit records to the rollups; only inference requests count. Drops
     /// per-minute rollups older than [`MINUTES_KEPT`] (once a minute at most).
     /// Their statements give way to requests until `yield_until` (see
-    /// [`Conn::run_all_yielding`]).
+    /// [`Conn::run_all`]).
     pub async fn add(&self, conn: &Conn, records: &[&AuditRecord], yield_until: Instant) -> Result<()> {
         self.add_hourly(conn, records, yield_until).await?;
         self.add_minutes(conn, records, yield_until).await?;
@@ -150,7 +150,7 @@ impl Rollups {
         for ((minute, kind, bucket), requests) in latency {
             runs.push((&self.latency_minute, params![minute, kind, bucket, requests]));
         }
-        conn.run_all_yielding(runs, Some(yield_until)).await
+        conn.run_all(runs, Some(yield_until)).await
     }
 
     async fn add_hourly(&self, conn: &Conn, records: &[&AuditRecord], yield_until: Instant) -> Result<()> {
@@ -196,7 +196,7 @@ impl Rollups {
         for ((hour, status, code), requests) in errors {
             runs.push((&self.errors, params![hour, status, code, requests]));
         }
-        conn.run_all_yielding(runs, Some(yield_until)).await
+        conn.run_all(runs, Some(yield_until)).await
     }
 }
 
