@@ -66,11 +66,7 @@ pub fn journal_id(db: &super::Db) -> Result<i64> {
             // Positive and never 1, the embedded database's journal.
             let id = (i64::from_le_bytes(bytes) & i64::MAX).max(2);
             // Written whole or not at all: a half-written id would stop the next start.
-            let mut partial = path.clone().into_os_string();
-            partial.push(".new");
-            std::fs::write(&partial, format!("{id}\n"))
-                .and_then(|()| std::fs::rename(&partial, &path))
-                .map_err(unreadable)?;
+            crate::models::gpu_config::write_whole(&path, format!("{id}\n").as_bytes()).map_err(unreadable)?;
             Ok(id)
         }
         Err(e) => Err(unreadable(e)),
@@ -93,9 +89,8 @@ pub struct BatchWriter {
     /// failover); the statements are held by their text there, so they still apply.
     conn: tokio::sync::RwLock<Conn>,
     pool: Option<deadpool_postgres::Pool>,
+    /// [`INSERT`] a row at a time on the embedded database, [`INSERT_MANY`] on PostgreSQL.
     insert: Statement,
-    /// On PostgreSQL: the batch's rows in one statement.
-    insert_many: Option<Statement>,
     checkpoint: Statement,
     /// Signs the chain's checkpoints (see `audit::chain`).
     chain_key: Vec<u8>,
@@ -117,11 +112,12 @@ impl BatchWriter {
         super::disable_autocheckpoint(&conn).await?;
         let head = chain_head(&conn).await?;
         Ok(BatchWriter {
-            insert: conn.prepare(INSERT).await?,
-            insert_many: match conn.dialect() {
-                Dialect::Sqlite => None,
-                Dialect::Postgres => Some(conn.prepare(INSERT_MANY).await?),
-            },
+            insert: conn
+                .prepare(match conn.dialect() {
+                    Dialect::Sqlite => INSERT,
+                    Dialect::Postgres => INSERT_MANY,
+                })
+                .await?,
             checkpoint: conn.prepare(CHECKPOINT).await?,
             chain_key,
             head: std::sync::Mutex::new(head),
@@ -154,12 +150,7 @@ impl BatchWriter {
             written = chain_head(&tx).await.map(|stored| head = stored);
         }
         if written.is_ok() {
-            let yield_until = Instant::now() + YIELD_FOR;
-            written = self.write_rows(&conn, records, last_used, &mut head, yield_until).await;
-        }
-        if let (Ok(()), Some(seq)) = (&written, journal_seq) {
-            let seq = i64::try_from(seq).unwrap_or(i64::MAX);
-            written = conn.run(&self.journal_mark, params![seq, self.journal]).await.map(drop);
+            written = self.write_rows(&conn, records, last_used, journal_seq, &mut head).await;
         }
         match written {
             Ok(()) => match tx.commit().await {
@@ -222,8 +213,8 @@ impl BatchWriter {
         conn: &Conn,
         records: &[&AuditRecord],
         last_used: &[(i64, &str)],
+        journal_seq: Option<u64>,
         head: &mut Head,
-        yield_until: Instant,
     ) -> Result<()> {
         let mut rows = Vec::with_capacity(records.len());
         let mut signatures = Vec::new();
@@ -259,11 +250,11 @@ impl BatchWriter {
             }
             (head.last_id, head.last_hash) = (id, hash);
         }
-        let mut runs = Vec::with_capacity(rows.len() + signatures.len() + last_used.len());
-        match &self.insert_many {
-            Some(_) if rows.is_empty() => {}
-            Some(insert_many) => runs.push((insert_many, super::sql::columns(rows)?)),
-            None => runs.extend(rows.into_iter().map(|params| (&self.insert, params))),
+        let mut runs = Vec::new();
+        match conn.dialect() {
+            Dialect::Sqlite => runs.extend(rows.into_iter().map(|params| (&self.insert, params))),
+            Dialect::Postgres if rows.is_empty() => {}
+            Dialect::Postgres => runs.push((&self.insert, super::sql::columns(rows)?)),
         }
         for (row_id, kind, hash) in &signatures {
             let signature = mac(&self.chain_key, kind, *row_id, hash);
@@ -275,8 +266,13 @@ impl BatchWriter {
         for (key_id, at) in last_used {
             runs.push((&self.touch_last_used, params![*key_id, *at]));
         }
-        conn.run_all(runs, Some(yield_until)).await?;
-        self.rollups.add(conn, records, yield_until).await
+        self.rollups.upserts(records, &mut runs);
+        if let Some(seq) = journal_seq {
+            runs.push((&self.journal_mark, params![i64::try_from(seq).unwrap_or(i64::MAX), self.journal]));
+        }
+        // One pipeline on PostgreSQL; on the embedded database, giving way to requests.
+        conn.run_all(runs, Instant::now() + YIELD_FOR).await?;
+        self.rollups.prune(conn).await
     }
 }
 

@@ -17,7 +17,6 @@ use super::{Conn, Db, Engine};
 use crate::error::{Result, VaultError};
 
 const DATA_VERSION: &str = "PRAGMA data_version";
-const EPOCH: &str = "SELECT epoch FROM auth_epoch WHERE id = 1";
 /// How often the listening connection also reads the epoch.
 const EPOCH_EVERY: Duration = Duration::from_secs(1);
 /// How long a read of the epoch may take before the connection counts as lost.
@@ -122,7 +121,7 @@ impl Listener {
         });
         client.batch_execute("LISTEN vault_auth").await.map_err(lost)?;
         // Read after LISTEN: a change between the two is seen either way.
-        let epoch: i64 = client.query_one(EPOCH, &[]).await.map_err(lost)?.get(0);
+        let epoch: i64 = client.query_one(super::keys::AUTH_EPOCH, &[]).await.map_err(lost)?.get(0);
         self.epoch = epoch;
         self.live = Some(Live { client, notices, epoch_read_at: Instant::now() });
         Ok(())
@@ -155,7 +154,7 @@ impl Listener {
             }
         }
         if live.epoch_read_at.elapsed() >= EPOCH_EVERY {
-            let read = tokio::time::timeout(EPOCH_TIMEOUT, live.client.query_one(EPOCH, &[])).await;
+            let read = tokio::time::timeout(EPOCH_TIMEOUT, live.client.query_one(super::keys::AUTH_EPOCH, &[])).await;
             match read {
                 Ok(Ok(row)) => {
                     let epoch: i64 = row.get(0);

@@ -111,7 +111,10 @@ pub async fn any_admin_key_ever(conn: &Conn) -> Result<bool> {
 pub const TOUCH_LAST_USED: &str =
     "UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at < ?2)";
 
+/// Reads the counter that moves whenever a key or a user's standing changes.
+pub(super) const AUTH_EPOCH: &str = "SELECT epoch FROM auth_epoch WHERE id = 1";
+
 /// The counter that moves whenever a key or a user's standing changes.
 pub async fn auth_epoch(conn: &Conn) -> Result<i64> {
-    super::query_i64(conn, "SELECT epoch FROM auth_epoch WHERE id = 1", ()).await
+    super::query_i64(conn, AUTH_EPOCH, ()).await
 }

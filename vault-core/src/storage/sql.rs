@@ -351,7 +351,7 @@ impl Conn {
     /// pipelined on PostgreSQL (all sent before the first answer is awaited, so a batch
     /// costs about one round trip instead of one per statement).
     ///
-    /// With `yield_until`, for a background thread that shares the cores with the threads
+    /// `yield_until` is for a background thread that shares the cores with the threads
     /// serving requests: on the embedded database each statement is CPU work on this
     /// thread, and the scheduler lets a running thread finish its time slice (about a
     /// millisecond) before a request that just arrived gets the core. So until that instant
@@ -359,11 +359,11 @@ impl Conn {
     /// that arrives meanwhile is served first (one that must write waits for this
     /// transaction all the same). Past it the thread runs straight on, so that under full
     /// load, when some request is always ready, it still gets its share of the CPU.
-    pub async fn run_all(&self, runs: Vec<(&Statement, Vec<Value>)>, yield_until: Option<Instant>) -> Result<()> {
+    pub async fn run_all(&self, runs: Vec<(&Statement, Vec<Value>)>, yield_until: Instant) -> Result<()> {
         match self {
             Conn::Lite(_) => {
                 for (statement, params) in runs {
-                    if yield_until.is_some_and(|until| Instant::now() < until) {
+                    if Instant::now() < yield_until {
                         std::thread::yield_now();
                     }
                     self.run(statement, params).await?;

@@ -3,9 +3,8 @@
 
 use crate::storage::sql::params;
 use std::collections::HashMap;
-use std::time::Instant;
 
-use crate::storage::Conn;
+use crate::storage::{Conn, Statement, Value};
 
 use crate::error::Result;
 use crate::model::audit::AuditRecord;
@@ -108,13 +107,15 @@ impl Rollups {
         })
     }
 
-    /// Adds a batch of audit records to the rollups; only inference requests count. Drops
-    /// per-minute rollups older than [`MINUTES_KEPT`] (once a minute at most).
-    /// Their statements give way to requests until `yield_until` (see
-    /// [`Conn::run_all`]).
-    pub async fn add(&self, conn: &Conn, records: &[&AuditRecord], yield_until: Instant) -> Result<()> {
-        self.add_hourly(conn, records, yield_until).await?;
-        self.add_minutes(conn, records, yield_until).await?;
+    /// The statements that add a batch of audit records to the rollups, appended to
+    /// `runs` (to run in the batch's transaction); only inference requests count.
+    pub fn upserts<'a>(&'a self, records: &[&AuditRecord], runs: &mut Vec<(&'a Statement, Vec<Value>)>) {
+        self.add_hourly(records, runs);
+        self.add_minutes(records, runs);
+    }
+
+    /// Drops per-minute rollups older than [`MINUTES_KEPT`] (once a minute at most).
+    pub async fn prune(&self, conn: &Conn) -> Result<()> {
         let cutoff = minute_key(std::time::SystemTime::now() - MINUTES_KEPT);
         let due = match self.pruned_before.lock() {
             Ok(mut last) if *last != cutoff => {
@@ -130,7 +131,7 @@ impl Rollups {
         Ok(())
     }
 
-    async fn add_minutes(&self, conn: &Conn, records: &[&AuditRecord], yield_until: Instant) -> Result<()> {
+    fn add_minutes<'a>(&'a self, records: &[&AuditRecord], runs: &mut Vec<(&'a Statement, Vec<Value>)>) {
         let mut minutes: HashMap<&str, Sums> = HashMap::new();
         let mut latency: HashMap<(&str, i64, i64), i64> = HashMap::new();
         for r in records.iter().filter(|r| r.is_inference() && r.timestamp.len() >= 16) {
@@ -142,7 +143,6 @@ impl Rollups {
                 *latency.entry((minute, TIME_TO_FIRST_TOKEN, latency_bucket(ttft))).or_default() += n;
             }
         }
-        let mut runs = Vec::new();
         for (minute, s) in minutes {
             let params = params![minute, s.requests, s.errors, s.tokens_input, s.tokens_output, s.latency_ms_sum];
             runs.push((&self.minute, params));
@@ -150,10 +150,9 @@ impl Rollups {
         for ((minute, kind, bucket), requests) in latency {
             runs.push((&self.latency_minute, params![minute, kind, bucket, requests]));
         }
-        conn.run_all(runs, Some(yield_until)).await
     }
 
-    async fn add_hourly(&self, conn: &Conn, records: &[&AuditRecord], yield_until: Instant) -> Result<()> {
+    fn add_hourly<'a>(&'a self, records: &[&AuditRecord], runs: &mut Vec<(&'a Statement, Vec<Value>)>) {
         let mut hourly: HashMap<&str, Sums> = HashMap::new();
         let mut by_model: HashMap<(&str, &str), Sums> = HashMap::new();
         let mut by_account: HashMap<(String, &str, &str), Sums> = HashMap::new();
@@ -174,7 +173,6 @@ impl Rollups {
                 *errors.entry((hour, r.status, code)).or_default() += i64::from(r.repeat_count.0);
             }
         }
-        let mut runs = Vec::new();
         for (hour, s) in hourly {
             let params = params![hour, s.requests, s.errors, s.tokens_input, s.tokens_output, s.latency_ms_sum];
             runs.push((&self.hourly, params));
@@ -196,7 +194,6 @@ impl Rollups {
         for ((hour, status, code), requests) in errors {
             runs.push((&self.errors, params![hour, status, code, requests]));
         }
-        conn.run_all(runs, Some(yield_until)).await
     }
 }
 
