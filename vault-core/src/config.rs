@@ -448,7 +448,7 @@ impl Config {
             DbLocation::Local(path) => path.display().to_string(),
             DbLocation::Remote { url, .. } => url.clone(),
             DbLocation::Postgres { url, .. } => crate::storage::postgres::parse_url(url)
-                .map(|c| crate::storage::postgres::describe(&c))
+                .map(|(c, _)| crate::storage::postgres::describe(&c))
                 .unwrap_or_default(),
         };
         serde_json::json!({

@@ -37,9 +37,22 @@ async fn status(gateway: &ServerProcess, key: &str) -> u16 {
 async fn two_gateways_share_keys_revocations_audit_and_conversations() {
     let Some(url) = storage::test_cluster::database().await else { return };
     let fake = start_fake_upstream().await;
-    let env = [("VAULT_DB_URL", url.as_str()), ("VAULT_SECRET_KEY", SECRET)];
-    let a = ServerProcess::start(BINARY, &fake.base_url(), &env).await;
-    let b = ServerProcess::start(BINARY, &fake.base_url(), &env).await;
+    // A reaches the database over TLS with the certificate and host name verified (its key
+    // watcher too), B with the default (TLS as the server offers it).
+    let verified = format!(
+        "{}?hostaddr=127.0.0.1&sslmode=verify-full&sslrootcert={}",
+        url.replace("127.0.0.1", storage::test_cluster::TLS_HOST),
+        storage::test_cluster::tls_root().unwrap().display()
+    );
+    let a =
+        ServerProcess::start(BINARY, &fake.base_url(), &[("VAULT_DB_URL", &verified), ("VAULT_SECRET_KEY", SECRET)])
+            .await;
+    let b =
+        ServerProcess::start(BINARY, &fake.base_url(), &[("VAULT_DB_URL", &url), ("VAULT_SECRET_KEY", SECRET)]).await;
+    // The start-up log says how each reached the database.
+    let said = |gateway: &ServerProcess, what: &str| gateway.log.lock().unwrap().iter().any(|l| l.contains(what));
+    assert!(said(&a, "connected to PostgreSQL over TLS (certificate and host name verified)"));
+    assert!(said(&b, "connected to PostgreSQL over TLS (server not verified)"));
     // Another process on the same database, as vault-cli is.
     let dir = tempfile::tempdir().unwrap();
     let cli = open(&url, &dir).await;
@@ -95,25 +108,28 @@ async fn two_gateways_share_keys_revocations_audit_and_conversations() {
 
 #[tokio::test]
 async fn bad_database_urls_stop_start_up_with_one_line_naming_the_variable() {
-    let newer = match storage::test_cluster::database().await {
-        Some(url) => {
-            let dir = tempfile::tempdir().unwrap();
-            let db = open(&url, &dir).await;
-            let conn = db.connect().await.unwrap();
-            conn.execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES (999, 'future', 'x')", ())
-                .await
-                .unwrap();
-            Some((url, "newer than this build"))
-        }
-        None => None,
-    };
+    let dir = tempfile::tempdir().unwrap();
+    let missing_root = dir.path().join("missing-ca.pem");
+    let mut cases = Vec::new();
+    if let Some(url) = storage::test_cluster::database().await {
+        let db = open(&url, &dir).await;
+        let conn = db.connect().await.unwrap();
+        conn.execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES (999, 'future', 'x')", ())
+            .await
+            .unwrap();
+        // The server's certificate is not for the address in the URL.
+        let root = storage::test_cluster::tls_root().unwrap();
+        let wrong_name = format!("{url}?sslmode=verify-full&sslrootcert={}", root.display());
+        cases.push((wrong_name, "not valid for name"));
+        let no_file = format!("{url}?sslmode=verify-ca&sslrootcert={}", missing_root.display());
+        cases.push((no_file, "missing-ca.pem"));
+        cases.push((url, "newer than this build"));
+    }
     let free_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let unreachable = format!("postgres://vault:secret@127.0.0.1:{free_port}/vault");
-    let mut cases = vec![
-        ("postgres://vault:secret@db.local:notaport/vault".to_string(), "not a valid postgres:// URL"),
-        (unreachable, "cannot connect to postgres://vault@127.0.0.1"),
-    ];
-    cases.extend(newer);
+    cases.push(("postgres://vault:secret@db.local:notaport/vault".to_string(), "not a valid postgres:// URL"));
+    cases.push((unreachable, "cannot connect to postgres://vault@127.0.0.1"));
+    cases.push(("postgres://vault:secret@db.local/vault?sslmode=verify-full".to_string(), "need `sslrootcert"));
     for (url, why) in cases {
         let dir = tempfile::tempdir().unwrap();
         let out = tokio::time::timeout(

@@ -43,9 +43,14 @@ impl AuthWatch {
                 let seen = (read_i64(&conn, &data_version).await?, super::keys::auth_epoch(&conn).await?);
                 Ok(AuthWatch(Inner::Lite { conn, data_version, seen }))
             }
-            Engine::Pg { config, .. } => {
-                let mut listener =
-                    Listener { config: (**config).clone(), live: None, epoch: 0, next_try: Instant::now() };
+            Engine::Pg(pg) => {
+                let mut listener = Listener {
+                    config: pg.config.clone(),
+                    tls: pg.tls.clone(),
+                    live: None,
+                    epoch: 0,
+                    next_try: Instant::now(),
+                };
                 listener.connect().await?;
                 Ok(AuthWatch(Inner::Pg(Box::new(listener))))
             }
@@ -84,6 +89,7 @@ async fn read_i64(conn: &Conn, statement: &Statement) -> Result<i64> {
 /// A connection that listens on `vault_auth`.
 pub(super) struct Listener {
     config: tokio_postgres::Config,
+    tls: super::postgres_tls::Connector,
     live: Option<Live>,
     /// The epoch last read.
     epoch: i64,
@@ -101,7 +107,7 @@ impl Listener {
     async fn connect(&mut self) -> Result<()> {
         self.next_try = Instant::now() + RECONNECT_EVERY;
         let lost = |e: tokio_postgres::Error| VaultError::internal("watching keys for changes", e);
-        let connecting = tokio::time::timeout(EPOCH_TIMEOUT, self.config.connect(tokio_postgres::NoTls));
+        let connecting = tokio::time::timeout(EPOCH_TIMEOUT, self.config.connect(self.tls.clone()));
         let (client, mut connection) = connecting
             .await
             .map_err(|_| VaultError::internal("watching keys for changes", "the database did not answer"))?

@@ -13,6 +13,7 @@ pub mod conversations;
 pub mod keys;
 pub mod limits;
 pub mod postgres;
+pub mod postgres_tls;
 pub mod settings;
 pub mod sql;
 #[doc(hidden)]
@@ -69,7 +70,7 @@ pub struct Db {
 
 enum Engine {
     Lite(Database),
-    Pg { pool: deadpool_postgres::Pool, config: Box<tokio_postgres::Config> },
+    Pg(Box<postgres::Opened>),
 }
 
 impl Db {
@@ -88,10 +89,7 @@ impl Db {
                     .map_err(|e| VaultError::config(format!("VAULT_DB_URL: cannot open {}: {e}", path.display())))?;
                 (Engine::Lite(database), path.clone())
             }
-            DbLocation::Postgres { url, local } => {
-                let (pool, config) = postgres::open(url).await?;
-                (Engine::Pg { pool, config: Box::new(config) }, local.clone())
-            }
+            DbLocation::Postgres { url, local } => (Engine::Pg(Box::new(postgres::open(url).await?)), local.clone()),
             DbLocation::Remote { url, .. } => {
                 return Err(VaultError::config(format!(
                     "VAULT_DB_URL: `{url}` is a remote libsql database; this build supports embedded database files and postgres:// URLs"
@@ -120,7 +118,7 @@ impl Db {
     pub fn dialect(&self) -> Dialect {
         match self.engine {
             Engine::Lite(_) => Dialect::Sqlite,
-            Engine::Pg { .. } => Dialect::Postgres,
+            Engine::Pg(_) => Dialect::Postgres,
         }
     }
 
@@ -128,7 +126,7 @@ impl Db {
     /// replace it when the server closes it.
     pub(crate) fn postgres_pool(&self) -> Option<deadpool_postgres::Pool> {
         match &self.engine {
-            Engine::Pg { pool, .. } => Some(pool.clone()),
+            Engine::Pg(pg) => Some(pg.pool.clone()),
             Engine::Lite(_) => None,
         }
     }
@@ -143,7 +141,7 @@ impl Db {
     /// error says why not (it was deleted or replaced, or made read-only). A PostgreSQL
     /// database has no file here; its failures show as failed requests.
     pub fn check_file(&self) -> std::result::Result<(), &'static str> {
-        if let Engine::Pg { .. } = self.engine {
+        if let Engine::Pg(_) = self.engine {
             return Ok(());
         }
         if file_identity(&self.path) != self.identity {
@@ -169,7 +167,7 @@ impl Db {
     pub async fn connect(&self) -> Result<Conn> {
         let database = match &self.engine {
             Engine::Lite(database) => database,
-            Engine::Pg { pool, .. } => return Ok(Conn::Pg(Box::new(postgres::connect(pool).await?))),
+            Engine::Pg(pg) => return Ok(Conn::Pg(Box::new(postgres::connect(&pg.pool).await?))),
         };
         let conn = database.connect()?;
         conn.busy_timeout(BUSY_TIMEOUT)?;

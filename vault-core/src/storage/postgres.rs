@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
 use tokio_postgres::types::{FromSql, IsNull, Kind, ToSql, Type, to_sql_checked};
 
+use super::postgres_tls::{Check, Connector, TlsOptions, split_url};
 use super::sql::Value;
 use crate::error::{Result, VaultError};
 
@@ -42,9 +42,10 @@ pub fn describe(config: &tokio_postgres::Config) -> String {
     format!("postgres://{user}@{host}:{port}/{db}")
 }
 
-/// Parses a `postgres://` URL; the error names `VAULT_DB_URL` and never repeats the URL,
-/// which may hold a password.
-pub fn parse_url(url: &str) -> Result<tokio_postgres::Config> {
+/// Parses a `postgres://` URL, with libpq's TLS parameters; the error names `VAULT_DB_URL`
+/// and never repeats the URL, which may hold a password.
+pub fn parse_url(url: &str) -> Result<(tokio_postgres::Config, TlsOptions)> {
+    let (url, tls) = split_url(url)?;
     let config = url
         .parse::<tokio_postgres::Config>()
         .map_err(|e| VaultError::config(format!("VAULT_DB_URL: not a valid postgres:// URL ({e})")))?;
@@ -57,13 +58,25 @@ pub fn parse_url(url: &str) -> Result<tokio_postgres::Config> {
             "VAULT_DB_URL: the host part holds an `@`: percent-encode special characters of the password (`@` as %40)",
         ));
     }
-    Ok(config)
+    if tls.check != Check::Nothing && config.get_ssl_mode() == tokio_postgres::config::SslMode::Disable {
+        return Err(VaultError::config("VAULT_DB_URL: `sslrootcert` with `sslmode=disable`: a certificate needs TLS"));
+    }
+    Ok((config, tls))
 }
 
-/// Opens a pool and proves the database can be reached with these credentials; also gives
-/// the parsed URL, for connections of its own (`LISTEN`).
-pub async fn open(url: &str) -> Result<(Pool, tokio_postgres::Config)> {
-    let mut config = parse_url(url)?;
+/// A pool of connections to one database.
+pub struct Opened {
+    pub pool: Pool,
+    /// The parsed URL and the TLS of its connections, for connections of one's own
+    /// (`LISTEN`).
+    pub config: tokio_postgres::Config,
+    pub tls: Connector,
+}
+
+/// Opens a pool and proves the database can be reached with these credentials.
+pub async fn open(url: &str) -> Result<Opened> {
+    let (mut config, tls_options) = parse_url(url)?;
+    let tls = Connector::new(&tls_options)?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT);
     }
@@ -75,7 +88,7 @@ pub async fn open(url: &str) -> Result<(Pool, tokio_postgres::Config)> {
     config.options(format!("{options} -c idle_in_transaction_session_timeout=60000 -c lock_timeout=10000").trim());
     let target = describe(&config);
     let manager =
-        Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        Manager::from_config(config.clone(), tls.clone(), ManagerConfig { recycling_method: RecyclingMethod::Fast });
     let pool = Pool::builder(manager)
         .max_size(POOL_SIZE)
         .runtime(Runtime::Tokio1)
@@ -83,11 +96,29 @@ pub async fn open(url: &str) -> Result<(Pool, tokio_postgres::Config)> {
         .create_timeout(Some(CONNECT + Duration::from_secs(1)))
         .build()
         .map_err(|e| VaultError::config(format!("VAULT_DB_URL: {e}")))?;
-    match pool.get().await {
-        Ok(_) => Ok((pool, config)),
-        Err(e) => Err(VaultError::config(format!("VAULT_DB_URL: cannot connect to {target}: {}", pool_error(&e)))),
+    let first = pool
+        .get()
+        .await
+        .map_err(|e| VaultError::config(format!("VAULT_DB_URL: cannot connect to {target}: {}", pool_error(&e))))?;
+    let encryption = match first.query_opt(ENCRYPTION, &[]).await {
+        Ok(Some(row)) => row.try_get::<_, String>(0).unwrap_or_default(),
+        _ => String::new(),
+    };
+    let checked = match tls_options.check {
+        Check::Nothing => "server not verified",
+        Check::Chain => "certificate chain verified",
+        Check::ChainAndName => "certificate and host name verified",
+    };
+    match encryption.as_str() {
+        "" => tracing::info!(database = %target, "connected to PostgreSQL without TLS"),
+        version => tracing::info!(database = %target, tls = %version, "connected to PostgreSQL over TLS ({checked})"),
     }
+    drop(first);
+    Ok(Opened { pool, config, tls })
 }
+
+/// The TLS version of this connection, or `NULL` without TLS.
+const ENCRYPTION: &str = "SELECT version FROM pg_stat_ssl WHERE pid = pg_backend_pid() AND ssl";
 
 /// A pool error in words, with the database's own message where there is one.
 fn pool_error(err: &deadpool_postgres::PoolError) -> String {
@@ -357,7 +388,7 @@ mod tests {
 
     #[test]
     fn urls_are_described_without_their_password() {
-        let config = parse_url("postgres://vault:secret@db.local:5433/vault").unwrap();
+        let (config, _) = parse_url("postgres://vault:secret@db.local:5433/vault").unwrap();
         assert_eq!(describe(&config), "postgres://vault@db.local:5433/vault");
         let err = parse_url("postgres://vault:secret@db.local:notaport/vault").err().unwrap();
         assert!(err.message.starts_with("VAULT_DB_URL") && !err.message.contains("secret"), "{}", err.message);

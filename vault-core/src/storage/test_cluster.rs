@@ -16,8 +16,16 @@ use std::time::{Duration, Instant};
 /// Debian puts the server's programs outside `PATH`, in a folder per version.
 const DEBIAN_DIR: &str = "/usr/lib/postgresql";
 
+/// The name the test server's certificate is for (not the address it listens on, so a
+/// test can show a name mismatch); reach it with `hostaddr=127.0.0.1`.
+pub const TLS_HOST: &str = "db.vault.test";
+/// A role that must log in with a password (SCRAM) over TLS, for tests of channel binding.
+pub const SCRAM_ROLE: &str = "vault_scram";
+
 struct Cluster {
     port: u16,
+    /// The server's folder, which holds the certificate of the CA that signed its own.
+    dir: PathBuf,
     /// Keeps the server's standard input open until the process ends.
     _server: Mutex<Child>,
 }
@@ -28,6 +36,14 @@ static NEXT_DB: AtomicU32 = AtomicU32::new(0);
 /// Whether tests must have PostgreSQL (and fail without it).
 pub fn required() -> bool {
     std::env::var("VAULT_TEST_POSTGRES").is_ok_and(|v| v == "required")
+}
+
+/// The certificate (PEM) of the CA that signed the test server's certificate.
+pub fn tls_root() -> Option<PathBuf> {
+    match CLUSTER.get() {
+        Some(Ok(cluster)) => Some(cluster.dir.join("ca.crt")),
+        _ => None,
+    }
 }
 
 /// The URL of a new, empty database on the shared test server, or `None` when PostgreSQL
@@ -109,6 +125,12 @@ fn start() -> Result<Cluster, String> {
     if !init.status.success() {
         return Err(format!("initdb failed: {}", String::from_utf8_lossy(&init.stderr)));
     }
+    write_tls_files(&dir, as_postgres)?;
+    // Trust for everyone but one role, which needs a password over TLS (first match wins).
+    let hba = data.join("pg_hba.conf");
+    let trust = std::fs::read_to_string(&hba).map_err(|e| format!("reading pg_hba.conf: {e}"))?;
+    std::fs::write(&hba, format!("hostssl all {SCRAM_ROLE} 127.0.0.1/32 scram-sha-256\n{trust}"))
+        .map_err(|e| format!("writing pg_hba.conf: {e}"))?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -117,7 +139,8 @@ fn start() -> Result<Cluster, String> {
     // closes, which happens when this process ends, however it ends.
     let script = r#"
         "$1/postgres" -D "$2/data" -p "$3" -k "$2" -h 127.0.0.1 -c fsync=off -c synchronous_commit=off \
-            -c full_page_writes=off -c max_connections=200 -c log_min_messages=fatal >"$2/server.log" 2>&1 &
+            -c full_page_writes=off -c max_connections=200 -c log_min_messages=fatal \
+            -c ssl=on -c ssl_cert_file="$2/server.crt" -c ssl_key_file="$2/server.key" >"$2/server.log" 2>&1 &
         pid=$!
         cat >/dev/null
         kill -INT "$pid"
@@ -141,7 +164,36 @@ fn start() -> Result<Cluster, String> {
         .stdout(Stdio::null())
         .spawn()
         .map_err(|e| format!("starting postgres: {e}"))?;
-    Ok(Cluster { port, _server: Mutex::new(server) })
+    Ok(Cluster { port, dir, _server: Mutex::new(server) })
+}
+
+/// A CA, and a server certificate it signed for [`TLS_HOST`]; the server's key readable by
+/// the server alone, as PostgreSQL demands.
+fn write_tls_files(dir: &Path, as_postgres: bool) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let failed = |e: rcgen::Error| format!("making the test certificates: {e}");
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(failed)?;
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(rcgen::DnType::CommonName, "Vault test CA");
+    let ca_key = rcgen::KeyPair::generate().map_err(failed)?;
+    let ca = rcgen::CertifiedIssuer::self_signed(ca, ca_key).map_err(failed)?;
+    let server_key = rcgen::KeyPair::generate().map_err(failed)?;
+    let server = rcgen::CertificateParams::new(vec![TLS_HOST.to_owned()])
+        .and_then(|params| params.signed_by(&server_key, &ca))
+        .map_err(failed)?;
+    let files = [("ca.crt", ca.pem()), ("server.crt", server.pem()), ("server.key", server_key.serialize_pem())];
+    for (name, contents) in &files {
+        std::fs::write(dir.join(name), contents).map_err(|e| format!("writing {name}: {e}"))?;
+    }
+    let key = dir.join("server.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).map_err(|e| e.to_string())?;
+    if as_postgres {
+        let status = Command::new("chown").arg("postgres").arg(&key).status().map_err(|e| e.to_string())?;
+        if !status.success() {
+            return Err("cannot give the server's key to the postgres user".into());
+        }
+    }
+    Ok(())
 }
 
 fn running_as_root() -> bool {
