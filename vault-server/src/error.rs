@@ -148,10 +148,7 @@ impl poem_openapi::types::ParseFromJSON for CodeName {
 
 /// OpenAI's `x-ratelimit-*` headers, from where a request's limits stand.
 pub fn add_rate_headers(response: &mut Response, rate: &RateStatus) {
-    let headers = response.headers_mut();
-    for (name, value) in rate.headers() {
-        headers.insert(name, value);
-    }
+    rate.add_headers(response.headers_mut());
 }
 
 /// The statuses any operation may answer with, documented once.

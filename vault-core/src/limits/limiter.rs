@@ -11,10 +11,12 @@
 //! reservations leave any room, so it overruns by at most itself.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use http::{HeaderName, HeaderValue};
+use bytes::BytesMut;
+use http::{HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 
 use super::LimitSet;
@@ -92,19 +94,33 @@ pub struct RateStatus {
 }
 
 impl RateStatus {
-    /// OpenAI's headers: `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`.
-    pub fn headers(&self) -> Vec<(HeaderName, HeaderValue)> {
-        let mut headers = Vec::with_capacity(6);
-        for (quota, [limit, remaining, reset]) in [(self.requests, REQUEST_HEADERS), (self.tokens, TOKEN_HEADERS)] {
-            if let Some(q) = quota {
-                headers.push((limit, HeaderValue::from(q.limit)));
-                headers.push((remaining, HeaderValue::from(q.remaining)));
-                if let Ok(value) = HeaderValue::from_str(&duration_text(q.reset_seconds)) {
-                    headers.push((reset, value));
-                }
-            }
+    /// Adds OpenAI's headers, `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`.
+    /// Every request of a limited key carries them, so the six values are written into one
+    /// buffer and share it: one allocation instead of one or two per value.
+    pub fn add_headers(&self, headers: &mut HeaderMap) {
+        let mut text = BytesMut::with_capacity(96);
+        let mut values: [(Option<&HeaderName>, usize); 6] = [(None, 0); 6];
+        let mut count = 0;
+        for (quota, names) in [(self.requests, &REQUEST_HEADERS), (self.tokens, &TOKEN_HEADERS)] {
+            let Some(q) = quota else { continue };
+            // Writing to a `BytesMut` cannot fail.
+            let _ = write!(text, "{}", q.limit);
+            values[count] = (Some(&names[0]), text.len());
+            let _ = write!(text, "{}", q.remaining);
+            values[count + 1] = (Some(&names[1]), text.len());
+            let _ = write_duration(&mut text, q.reset_seconds);
+            values[count + 2] = (Some(&names[2]), text.len());
+            count += 3;
         }
-        headers
+        let text = text.freeze();
+        headers.reserve(count);
+        let mut start = 0;
+        for (name, end) in &values[..count] {
+            if let (Some(name), Ok(value)) = (name, HeaderValue::from_maybe_shared(text.slice(start..*end))) {
+                headers.insert((*name).clone(), value);
+            }
+            start = *end;
+        }
     }
 
     /// Keeps, for each kind, the quota with less left.
@@ -118,27 +134,36 @@ impl RateStatus {
     }
 }
 
-const REQUEST_HEADERS: [HeaderName; 3] = [
+static REQUEST_HEADERS: [HeaderName; 3] = [
     HeaderName::from_static("x-ratelimit-limit-requests"),
     HeaderName::from_static("x-ratelimit-remaining-requests"),
     HeaderName::from_static("x-ratelimit-reset-requests"),
 ];
-const TOKEN_HEADERS: [HeaderName; 3] = [
+static TOKEN_HEADERS: [HeaderName; 3] = [
     HeaderName::from_static("x-ratelimit-limit-tokens"),
     HeaderName::from_static("x-ratelimit-remaining-tokens"),
     HeaderName::from_static("x-ratelimit-reset-tokens"),
 ];
 
 /// A duration as OpenAI writes it in these headers: `20ms`, `1.5s`, `6m0s`.
-fn duration_text(seconds: f64) -> String {
+fn write_duration(out: &mut impl std::fmt::Write, seconds: f64) -> std::fmt::Result {
     let seconds = seconds.max(0.0);
     if seconds < 1.0 {
-        format!("{}ms", (seconds * 1000.0).round() as u64)
+        write!(out, "{}ms", (seconds * 1000.0).round() as u64)
     } else if seconds < 60.0 {
-        let text = format!("{seconds:.3}");
-        format!("{}s", text.trim_end_matches('0').trim_end_matches('.'))
+        let millis = (seconds * 1000.0).round() as u64;
+        let (whole, mut fraction) = (millis / 1000, millis % 1000);
+        if fraction == 0 {
+            return write!(out, "{whole}s");
+        }
+        let mut digits = 3;
+        while fraction % 10 == 0 {
+            fraction /= 10;
+            digits -= 1;
+        }
+        write!(out, "{whole}.{fraction:0digits$}s")
     } else {
-        format!("{}m{}s", (seconds / 60.0).floor() as u64, (seconds % 60.0).round() as u64)
+        write!(out, "{}m{}s", (seconds / 60.0).floor() as u64, (seconds % 60.0).round() as u64)
     }
 }
 
@@ -258,7 +283,8 @@ pub struct Permit {
 
 struct Held {
     limiter: Arc<Limiter>,
-    subjects: Vec<Subject>,
+    /// The key's, then the user's; at most two, kept without an allocation.
+    subjects: [Option<Subject>; 2],
     reserved: u64,
     used: u64,
     status: RateStatus,
@@ -291,7 +317,7 @@ impl Drop for Permit {
         let Some(held) = self.held.take() else { return };
         let now = held.limiter.second(Instant::now());
         let mut state = held.limiter.lock();
-        for subject in &held.subjects {
+        for subject in held.subjects.iter().flatten() {
             if let Some(window) = state.windows.get_mut(subject) {
                 window.advance(now);
                 window.running = window.running.saturating_sub(1);
@@ -319,22 +345,18 @@ impl Limiter {
     pub fn admit(self: &Arc<Self>, principal: &Principal, reserve: u64) -> Result<Permit> {
         let key = principal.limits.key.or(self.defaults);
         let user = principal.limits.user;
-        let mut applied = Vec::with_capacity(2);
-        if !key.is_unlimited() {
-            applied.push((Subject::Key(principal.key_id), key));
-        }
-        if let Some(id) = &principal.user_id
-            && !user.is_unlimited()
-        {
-            applied.push((Subject::User(id.clone()), user));
-        }
-        if applied.is_empty() {
+        let user = match &principal.user_id {
+            Some(id) if !user.is_unlimited() => Some((Subject::User(id.clone()), user)),
+            _ => None,
+        };
+        let applied = [(!key.is_unlimited()).then_some((Subject::Key(principal.key_id), key)), user];
+        if applied.iter().all(Option::is_none) {
             return Ok(Permit { held: None });
         }
         let now = Instant::now();
         let second = self.second(now);
         let mut state = self.lock();
-        for (subject, limits) in &applied {
+        for (subject, limits) in applied.iter().flatten() {
             let window = state.windows.entry(subject.clone()).or_insert_with(Window::new);
             window.advance(second);
             if let Some((limit, value, wait)) = self.refusal(window, limits, now) {
@@ -342,7 +364,7 @@ impl Limiter {
             }
         }
         let mut status = RateStatus::default();
-        for (subject, limits) in &applied {
+        for (subject, limits) in applied.iter().flatten() {
             if let Some(window) = state.windows.get_mut(subject) {
                 window.requests[(second % SLOTS as u64) as usize] += 1;
                 window.requests_in += 1;
@@ -358,7 +380,7 @@ impl Limiter {
                 !window.is_idle()
             });
         }
-        let subjects = applied.into_iter().map(|(subject, _)| subject).collect();
+        let subjects = applied.map(|applied| applied.map(|(subject, _)| subject));
         Ok(Permit { held: Some(Held { limiter: self.clone(), subjects, reserved: reserve, used: 0, status }) })
     }
 }
@@ -523,9 +545,16 @@ mod tests {
 
     #[test]
     fn durations_are_written_as_openai_does() {
-        assert_eq!(duration_text(0.02), "20ms");
-        assert_eq!(duration_text(1.5), "1.5s");
-        assert_eq!(duration_text(59.0), "59s");
-        assert_eq!(duration_text(360.0), "6m0s");
+        let text = |seconds| {
+            let mut out = String::new();
+            write_duration(&mut out, seconds).unwrap();
+            out
+        };
+        assert_eq!(text(0.02), "20ms");
+        assert_eq!(text(1.5), "1.5s");
+        assert_eq!(text(1.05), "1.05s");
+        assert_eq!(text(12.345), "12.345s");
+        assert_eq!(text(59.0), "59s");
+        assert_eq!(text(360.0), "6m0s");
     }
 }
