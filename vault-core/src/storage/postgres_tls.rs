@@ -118,12 +118,15 @@ impl Connector {
                 }
             }
         };
-        let config = ClientConfig::builder_with_provider(provider)
+        let mut config = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| VaultError::config(format!("VAULT_DB_URL: {e}")))?
             .dangerous()
             .with_custom_certificate_verifier(verifier)
             .with_no_client_auth();
+        // PostgreSQL 17 and later insist on it for `sslnegotiation=direct`; older servers
+        // ignore it. libpq sends the same.
+        config.alpn_protocols = vec![b"postgresql".to_vec()];
         Ok(Connector { config: Arc::new(config), check: options.check })
     }
 }
