@@ -46,9 +46,16 @@ pub fn describe(config: &tokio_postgres::Config) -> String {
 /// and never repeats the URL, which may hold a password.
 pub fn parse_url(url: &str) -> Result<(tokio_postgres::Config, TlsOptions)> {
     let (url, tls) = split_url(url)?;
-    let config = url
+    let mut config = url
         .parse::<tokio_postgres::Config>()
         .map_err(|e| VaultError::config(format!("VAULT_DB_URL: not a valid postgres:// URL ({e})")))?;
+    // With addresses alone, tokio-postgres has no name to give TLS and fails whenever the
+    // server offers it; libpq checks the certificate against the address then, and so do we.
+    if config.get_hosts().is_empty() {
+        for addr in config.get_hostaddrs().to_vec() {
+            config.host(addr.to_string());
+        }
+    }
     // An `@` in the password splits the URL in the wrong place: part of the password
     // would become the host, and be shown wherever the host is.
     let host_has_at =
@@ -101,17 +108,21 @@ pub async fn open(url: &str) -> Result<Opened> {
         .await
         .map_err(|e| VaultError::config(format!("VAULT_DB_URL: cannot connect to {target}: {}", pool_error(&e))))?;
     let encryption = match first.query_opt(ENCRYPTION, &[]).await {
-        Ok(Some(row)) => row.try_get::<_, String>(0).unwrap_or_default(),
-        _ => String::new(),
+        Ok(Some(row)) => row.try_get::<_, String>(0).ok(),
+        Ok(None) => Some(String::new()),
+        Err(_) => None,
     };
     let checked = match tls_options.check {
         Check::Nothing => "server not verified",
         Check::Chain => "certificate chain verified",
         Check::ChainAndName => "certificate and host name verified",
     };
-    match encryption.as_str() {
-        "" => tracing::info!(database = %target, "connected to PostgreSQL without TLS"),
-        version => tracing::info!(database = %target, tls = %version, "connected to PostgreSQL over TLS ({checked})"),
+    match encryption.as_deref() {
+        Some("") => tracing::info!(database = %target, "connected to PostgreSQL without TLS"),
+        Some(version) => {
+            tracing::info!(database = %target, tls = %version, "connected to PostgreSQL over TLS ({checked})")
+        }
+        None => tracing::info!(database = %target, "connected to PostgreSQL (whether over TLS is not known)"),
     }
     drop(first);
     Ok(Opened { pool, config, tls })

@@ -6,10 +6,15 @@
 //! - `disable`: plain TCP;
 //! - `prefer` (the default) and `require`: TLS when the server offers it (`require`: or no
 //!   connection); the certificate is checked against `sslrootcert` when one is given, and
-//!   not at all otherwise, as libpq does. Without a check, SCRAM's channel binding still
-//!   proves the password exchange went to the holder of the certificate the server shows;
+//!   not at all otherwise, as libpq does: encrypted, but to whoever answers. With
+//!   `channel_binding=require` as well, a password login (SCRAM) fails through anyone in
+//!   the middle; `verify-full` is the sure way;
 //! - `verify-ca`: TLS, and a certificate chain that ends at `sslrootcert`;
 //! - `verify-full`: the same, and a certificate for the host name in the URL.
+//!
+//! Certificates are checked by webpki, which is stricter than OpenSSL: the names must be
+//! in the subject alternative names (the common name is not read), and a CA certificate
+//! cannot be the server's own.
 
 use std::fmt;
 use std::future::Future;
@@ -20,16 +25,16 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{verify_server_cert_signed_by_trust_anchor, verify_server_name};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::server::ParsedCertificate;
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use sha2::{Digest, Sha256, Sha384, Sha512};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect, TlsStream};
-use x509_parser::oid_registry as oid;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::error::{Result, VaultError};
@@ -57,9 +62,13 @@ pub struct TlsOptions {
 /// leaving a URL tokio-postgres parses (`verify-*` become `require`, which they imply).
 pub fn split_url(url: &str) -> Result<(String, TlsOptions)> {
     let bad = |what: &str| VaultError::config(format!("VAULT_DB_URL: {what}"));
-    let Some((base, query)) = url.split_once('?') else {
+    // The query starts after the credentials, which end at the first `@` (as tokio-postgres
+    // reads them): a password may hold a `?`.
+    let after_credentials = url.find('@').map_or(0, |at| at + 1);
+    let Some(start) = url[after_credentials..].find('?').map(|i| after_credentials + i) else {
         return Ok((url.to_owned(), TlsOptions { check: Check::Nothing, root: None }));
     };
+    let (base, query) = (&url[..start], &url[start + 1..]);
     let mut kept = Vec::new();
     let mut verify = None;
     let mut root = None;
@@ -104,25 +113,17 @@ impl Connector {
     /// Reads the trusted roots (a missing or empty file is an error naming it).
     pub fn new(options: &TlsOptions) -> Result<Connector> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier: Arc<dyn ServerCertVerifier> = match (&options.root, options.check) {
-            (_, Check::Nothing) => Arc::new(AnyCertificate(provider.clone())),
+        let roots = match (&options.root, options.check) {
+            (_, Check::Nothing) => None,
+            (Some(path), _) => Some(Arc::new(read_roots(path)?)),
             (None, _) => return Err(VaultError::config("VAULT_DB_URL: checking the certificate needs `sslrootcert`")),
-            (Some(path), check) => {
-                let roots = read_roots(path)?;
-                let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                    .build()
-                    .map_err(|e| VaultError::config(format!("VAULT_DB_URL: sslrootcert {}: {e}", path.display())))?;
-                match check {
-                    Check::ChainAndName => webpki,
-                    _ => Arc::new(AnyName(webpki)),
-                }
-            }
         };
+        let verifier = Verifier { provider: provider.clone(), roots, check_name: options.check == Check::ChainAndName };
         let mut config = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| VaultError::config(format!("VAULT_DB_URL: {e}")))?
             .dangerous()
-            .with_custom_certificate_verifier(verifier)
+            .with_custom_certificate_verifier(Arc::new(verifier))
             .with_no_client_auth();
         // PostgreSQL 17 and later insist on it for `sslnegotiation=direct`; older servers
         // ignore it. libpq sends the same.
@@ -199,25 +200,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream for Stream<S> {
 }
 
 /// RFC 5929's `tls-server-end-point`: the certificate hashed with its signature's hash,
-/// SHA-256 standing in for MD5 and SHA-1. `None` for other signatures (Ed25519), which
-/// PostgreSQL cannot bind either.
+/// SHA-256 standing in for MD5 and SHA-1. `None` for other signatures (Ed25519, RSA-PSS),
+/// which then log in without channel binding.
 fn server_end_point(der: &[u8]) -> Option<Vec<u8>> {
     let (_, cert) = X509Certificate::from_der(der).ok()?;
-    let algorithm = &cert.signature_algorithm.algorithm;
-    let is = |candidates: &[oid::Oid<'_>]| candidates.contains(algorithm);
-    if is(&[
-        oid::OID_PKCS1_MD5WITHRSAENC,
-        oid::OID_PKCS1_SHA1WITHRSA,
-        oid::OID_PKCS1_SHA256WITHRSA,
-        oid::OID_SIG_ECDSA_WITH_SHA256,
-    ]) {
-        Some(Sha256::digest(der).to_vec())
-    } else if is(&[oid::OID_PKCS1_SHA384WITHRSA, oid::OID_SIG_ECDSA_WITH_SHA384]) {
-        Some(Sha384::digest(der).to_vec())
-    } else if is(&[oid::OID_PKCS1_SHA512WITHRSA, oid::OID_SIG_ECDSA_WITH_SHA512]) {
-        Some(Sha512::digest(der).to_vec())
-    } else {
-        None
+    match cert.signature_algorithm.algorithm.to_id_string().as_str() {
+        // RSA with MD5, SHA-1, SHA-256; ECDSA with SHA-1, SHA-256.
+        "1.2.840.113549.1.1.4"
+        | "1.2.840.113549.1.1.5"
+        | "1.2.840.113549.1.1.11"
+        | "1.2.840.10045.4.1"
+        | "1.2.840.10045.4.3.2" => Some(Sha256::digest(der).to_vec()),
+        "1.2.840.113549.1.1.12" | "1.2.840.10045.4.3.3" => Some(Sha384::digest(der).to_vec()),
+        "1.2.840.113549.1.1.13" | "1.2.840.10045.4.3.4" => Some(Sha512::digest(der).to_vec()),
+        _ => None,
     }
 }
 
@@ -253,64 +249,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Stream<S> {
     }
 }
 
-/// `verify-ca`: the chain is checked, the name is not.
+/// Checks the server's certificate as far as the URL asks: its chain up to the trusted
+/// roots, and its name; or, with no roots, nothing. The handshake's signatures are checked
+/// either way, so the session is with the holder of the certificate's key.
 #[derive(Debug)]
-struct AnyName(Arc<WebPkiServerVerifier>);
+struct Verifier {
+    provider: Arc<CryptoProvider>,
+    roots: Option<Arc<RootCertStore>>,
+    check_name: bool,
+}
 
-impl ServerCertVerifier for AnyName {
+impl ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
         server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
+        _ocsp_response: &[u8],
         now: UnixTime,
     ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        match self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
-            other => other,
+        if let Some(roots) = &self.roots {
+            let cert = ParsedCertificate::try_from(end_entity)?;
+            let algorithms = self.provider.signature_verification_algorithms.all;
+            verify_server_cert_signed_by_trust_anchor(&cert, roots, intermediates, now, algorithms)?;
+            if self.check_name {
+                verify_server_name(&cert, server_name)?;
+            }
         }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
-}
-
-/// `prefer`/`require` without `sslrootcert`: any certificate, as libpq; the handshake's
-/// signatures are still checked, so the session is with the certificate's key holder.
-#[derive(Debug)]
-struct AnyCertificate(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
         Ok(ServerCertVerified::assertion())
     }
 
@@ -320,7 +285,7 @@ impl ServerCertVerifier for AnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
@@ -329,11 +294,11 @@ impl ServerCertVerifier for AnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -354,6 +319,12 @@ mod tests {
 
         let (url, options) = split_url("postgres://v@db/vault?sslmode=verify-ca&sslrootcert=/ca.pem").unwrap();
         assert_eq!((url.as_str(), options.check), ("postgres://v@db/vault?sslmode=require", Check::Chain));
+
+        // A `?` in the password is not the start of the query.
+        let (url, options) = split_url("postgres://v:p?w@db/vault?sslmode=verify-ca&sslrootcert=/ca.pem").unwrap();
+        assert_eq!((url.as_str(), options.check), ("postgres://v:p?w@db/vault?sslmode=require", Check::Chain));
+        let (url, options) = split_url("postgres://v:p?w@db/vault").unwrap();
+        assert_eq!((url.as_str(), options.check), ("postgres://v:p?w@db/vault", Check::Nothing));
 
         // A root alone checks the chain, as libpq does; the mode stays what it was.
         let (url, options) = split_url("postgres://v@db/vault?sslmode=require&sslrootcert=/ca.pem").unwrap();
@@ -414,6 +385,10 @@ mod tests {
         assert!(encrypted(&url).await.unwrap(), "prefer");
         assert!(!encrypted(&format!("{url}?sslmode=disable")).await.unwrap(), "disable");
         assert!(encrypted(&format!("{url}?sslmode=require")).await.unwrap(), "require");
+        // An address without a host name still gets TLS (tokio-postgres alone would fail).
+        let (server, name) = url.rsplit_once('/').unwrap();
+        let port = server.rsplit_once(':').unwrap().1;
+        assert!(encrypted(&format!("postgres://postgres@/{name}?hostaddr=127.0.0.1&port={port}")).await.unwrap());
 
         // The full check passes for the certificate's name, and only for it.
         let full = format!("{by_name}&sslmode=verify-full&sslrootcert={root}");
@@ -454,6 +429,7 @@ mod tests {
         // SCRAM-SHA-256-PLUS: the server refuses unless both ends hash the same certificate.
         let bound = url.replace("postgres@", &format!("{role}:pass-word@")) + "?channel_binding=require";
         assert!(encrypted(&bound).await.unwrap());
+        // And the role does log in with its password (SCRAM), not by trust.
         let wrong = url.replace("postgres@", &format!("{role}:wrong@"));
         let err = encrypted(&wrong).await.unwrap_err();
         assert!(err.message.contains("password authentication failed"), "{}", err.message);
