@@ -32,8 +32,8 @@ async fn serve(requests: usize, limiter: Option<Arc<Limiter>>, gate: Option<Arc<
             tokio::spawn(async move {
                 for _ in 0..requests / UNDER_WAY {
                     let mut permit = limiter.as_ref().map(|l| l.admit(&who, 300).unwrap());
-                    // The answer's `x-ratelimit-*` headers, as the gateway adds them.
-                    // The answer's own headers, as every variant has them.
+                    // The answer's own headers, as every variant has them, and with limits its
+                    // `x-ratelimit-*` headers, as the gateway adds them.
                     let mut headers = http::HeaderMap::new();
                     headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
                     headers

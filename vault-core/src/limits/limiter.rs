@@ -99,27 +99,28 @@ impl RateStatus {
     /// buffer and share it: one allocation instead of one or two per value.
     pub fn add_headers(&self, headers: &mut HeaderMap) {
         let mut text = BytesMut::with_capacity(96);
-        let mut values: [(Option<&HeaderName>, usize); 6] = [(None, 0); 6];
+        // Each header's name and where its value ends in `text`.
+        let mut values: [(&HeaderName, usize); 6] = [(&REQUEST_HEADERS[0], 0); 6];
         let mut count = 0;
         for (quota, names) in [(self.requests, &REQUEST_HEADERS), (self.tokens, &TOKEN_HEADERS)] {
             let Some(q) = quota else { continue };
             // Writing to a `BytesMut` cannot fail.
             let _ = write!(text, "{}", q.limit);
-            values[count] = (Some(&names[0]), text.len());
+            values[count] = (&names[0], text.len());
             let _ = write!(text, "{}", q.remaining);
-            values[count + 1] = (Some(&names[1]), text.len());
+            values[count + 1] = (&names[1], text.len());
             let _ = write_duration(&mut text, q.reset_seconds);
-            values[count + 2] = (Some(&names[2]), text.len());
+            values[count + 2] = (&names[2], text.len());
             count += 3;
         }
         let text = text.freeze();
         headers.reserve(count);
         let mut start = 0;
-        for (name, end) in &values[..count] {
-            if let (Some(name), Ok(value)) = (name, HeaderValue::from_maybe_shared(text.slice(start..*end))) {
-                headers.insert((*name).clone(), value);
+        for &(name, end) in &values[..count] {
+            if let Ok(value) = HeaderValue::from_maybe_shared(text.slice(start..end)) {
+                headers.insert(name.clone(), value);
             }
-            start = *end;
+            start = end;
         }
     }
 
@@ -145,26 +146,28 @@ static TOKEN_HEADERS: [HeaderName; 3] = [
     HeaderName::from_static("x-ratelimit-reset-tokens"),
 ];
 
-/// A duration as OpenAI writes it in these headers: `20ms`, `1.5s`, `6m0s`.
+/// A duration as OpenAI writes it in these headers: `20ms`, `1.5s`, `6m0s`; rounded to
+/// the millisecond (to the second from a minute on) before the unit is chosen, so that
+/// 59.9996 s reads `1m0s`.
 fn write_duration(out: &mut impl std::fmt::Write, seconds: f64) -> std::fmt::Result {
-    let seconds = seconds.max(0.0);
-    if seconds < 1.0 {
-        write!(out, "{}ms", (seconds * 1000.0).round() as u64)
-    } else if seconds < 60.0 {
-        let millis = (seconds * 1000.0).round() as u64;
-        let (whole, mut fraction) = (millis / 1000, millis % 1000);
-        if fraction == 0 {
-            return write!(out, "{whole}s");
-        }
-        let mut digits = 3;
-        while fraction % 10 == 0 {
-            fraction /= 10;
-            digits -= 1;
-        }
-        write!(out, "{whole}.{fraction:0digits$}s")
-    } else {
-        write!(out, "{}m{}s", (seconds / 60.0).floor() as u64, (seconds % 60.0).round() as u64)
+    let millis = (seconds.max(0.0) * 1000.0).round() as u64;
+    if millis < 1000 {
+        return write!(out, "{millis}ms");
     }
+    if millis >= 60_000 {
+        let whole = millis.saturating_add(500) / 1000;
+        return write!(out, "{}m{}s", whole / 60, whole % 60);
+    }
+    let (whole, mut fraction) = (millis / 1000, millis % 1000);
+    if fraction == 0 {
+        return write!(out, "{whole}s");
+    }
+    let mut digits = 3;
+    while fraction % 10 == 0 {
+        fraction /= 10;
+        digits -= 1;
+    }
+    write!(out, "{whole}.{fraction:0digits$}s")
 }
 
 impl Window {
@@ -544,6 +547,40 @@ mod tests {
     }
 
     #[test]
+    fn the_headers_carry_each_quota_with_its_own_value() {
+        let quota = |limit, remaining, reset_seconds| Some(Quota { limit, remaining, reset_seconds });
+        let read = |status: RateStatus| {
+            let mut headers = HeaderMap::new();
+            headers.insert("x-request-id", HeaderValue::from_static("r-1"));
+            status.add_headers(&mut headers);
+            let mut pairs: Vec<(String, String)> =
+                headers.iter().map(|(name, value)| (name.to_string(), value.to_str().unwrap().to_owned())).collect();
+            pairs.sort();
+            pairs
+        };
+        let both = read(RateStatus { requests: quota(60, 59, 1.5), tokens: quota(10_000, 9_700, 0.02) });
+        let expected = [
+            ("x-ratelimit-limit-requests", "60"),
+            ("x-ratelimit-limit-tokens", "10000"),
+            ("x-ratelimit-remaining-requests", "59"),
+            ("x-ratelimit-remaining-tokens", "9700"),
+            ("x-ratelimit-reset-requests", "1.5s"),
+            ("x-ratelimit-reset-tokens", "20ms"),
+            ("x-request-id", "r-1"),
+        ];
+        assert_eq!(both, expected.map(|(n, v)| (n.to_owned(), v.to_owned())));
+        let tokens_only = read(RateStatus { requests: None, tokens: quota(500, 0, 61.0) });
+        let expected = [
+            ("x-ratelimit-limit-tokens", "500"),
+            ("x-ratelimit-remaining-tokens", "0"),
+            ("x-ratelimit-reset-tokens", "1m1s"),
+            ("x-request-id", "r-1"),
+        ];
+        assert_eq!(tokens_only, expected.map(|(n, v)| (n.to_owned(), v.to_owned())));
+        assert_eq!(read(RateStatus::default()), [("x-request-id".to_owned(), "r-1".to_owned())]);
+    }
+
+    #[test]
     fn durations_are_written_as_openai_does() {
         let text = |seconds| {
             let mut out = String::new();
@@ -555,6 +592,10 @@ mod tests {
         assert_eq!(text(1.05), "1.05s");
         assert_eq!(text(12.345), "12.345s");
         assert_eq!(text(59.0), "59s");
+        assert_eq!(text(0.9996), "1s");
+        assert_eq!(text(59.9996), "1m0s");
+        assert_eq!(text(119.6), "2m0s");
         assert_eq!(text(360.0), "6m0s");
+        assert_eq!(text(-3.0), "0ms");
     }
 }
