@@ -51,7 +51,7 @@ pub fn error_response(err: &VaultError) -> Response {
             headers.insert("retry-after-ms", poem::http::HeaderValue::from((wait * 1000.0).ceil() as u64));
         }
         if let Some(Ok(rate)) = details.get("rate_limit").map(|v| serde_json::from_value::<RateStatus>(v.clone())) {
-            add_rate_headers(&mut response, &rate);
+            rate.add_headers(response.headers_mut());
         }
     }
     // Kept on the response for the audit row.
@@ -144,11 +144,6 @@ impl poem_openapi::types::ParseFromJSON for CodeName {
             .map(|c| CodeName(*c))
             .ok_or_else(|| poem_openapi::types::ParseError::custom("not an error code"))
     }
-}
-
-/// OpenAI's `x-ratelimit-*` headers, from where a request's limits stand.
-pub fn add_rate_headers(response: &mut Response, rate: &RateStatus) {
-    rate.add_headers(response.headers_mut());
 }
 
 /// The statuses any operation may answer with, documented once.

@@ -11,7 +11,6 @@
 //! reservations leave any room, so it overruns by at most itself.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -41,7 +40,8 @@ pub struct Limiter {
 
 #[derive(Default)]
 struct State {
-    windows: HashMap<Subject, Window>,
+    /// Keyed by ids from the database, never by what a client sends: a fast hash is safe.
+    windows: HashMap<Subject, Window, foldhash::fast::RandomState>,
     admissions: u64,
 }
 
@@ -104,12 +104,11 @@ impl RateStatus {
         let mut count = 0;
         for (quota, names) in [(self.requests, &REQUEST_HEADERS), (self.tokens, &TOKEN_HEADERS)] {
             let Some(q) = quota else { continue };
-            // Writing to a `BytesMut` cannot fail.
-            let _ = write!(text, "{}", q.limit);
+            push_number(&mut text, q.limit);
             values[count] = (&names[0], text.len());
-            let _ = write!(text, "{}", q.remaining);
+            push_number(&mut text, q.remaining);
             values[count + 1] = (&names[1], text.len());
-            let _ = write_duration(&mut text, q.reset_seconds);
+            push_duration(&mut text, q.reset_seconds);
             values[count + 2] = (&names[2], text.len());
             count += 3;
         }
@@ -146,28 +145,39 @@ static TOKEN_HEADERS: [HeaderName; 3] = [
     HeaderName::from_static("x-ratelimit-reset-tokens"),
 ];
 
+/// Writes a number in decimal (without the formatting machinery: this runs on every
+/// limited request).
+fn push_number(out: &mut BytesMut, n: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
 /// A duration as OpenAI writes it in these headers: `20ms`, `1.5s`, `6m0s`; rounded to
 /// the millisecond (to the second from a minute on) before the unit is chosen, so that
 /// 59.9996 s reads `1m0s`.
-fn write_duration(out: &mut impl std::fmt::Write, seconds: f64) -> std::fmt::Result {
+fn push_duration(out: &mut BytesMut, seconds: f64) {
     let millis = (seconds.max(0.0) * 1000.0).round() as u64;
     if millis < 1000 {
-        return write!(out, "{millis}ms");
-    }
-    if millis >= 60_000 {
+        push_number(out, millis);
+        out.extend_from_slice(b"ms");
+    } else if millis >= 60_000 {
         let whole = millis.saturating_add(500) / 1000;
-        return write!(out, "{}m{}s", whole / 60, whole % 60);
+        push_number(out, whole / 60);
+        out.extend_from_slice(b"m");
+        push_number(out, whole % 60);
+        out.extend_from_slice(b"s");
+    } else {
+        push_number(out, millis / 1000);
+        let fraction = millis % 1000;
+        if fraction != 0 {
+            // Three digits, without the zeros at the end: `.5`, `.05`, `.125`.
+            let digits =
+                [b'0' + (fraction / 100) as u8, b'0' + (fraction / 10 % 10) as u8, b'0' + (fraction % 10) as u8];
+            let len = 3 - digits.iter().rev().take_while(|d| **d == b'0').count();
+            out.extend_from_slice(b".");
+            out.extend_from_slice(&digits[..len]);
+        }
+        out.extend_from_slice(b"s");
     }
-    let (whole, mut fraction) = (millis / 1000, millis % 1000);
-    if fraction == 0 {
-        return write!(out, "{whole}s");
-    }
-    let mut digits = 3;
-    while fraction % 10 == 0 {
-        fraction /= 10;
-        digits -= 1;
-    }
-    write!(out, "{whole}.{fraction:0digits$}s")
 }
 
 impl Window {
@@ -583,9 +593,9 @@ mod tests {
     #[test]
     fn durations_are_written_as_openai_does() {
         let text = |seconds| {
-            let mut out = String::new();
-            write_duration(&mut out, seconds).unwrap();
-            out
+            let mut out = BytesMut::new();
+            push_duration(&mut out, seconds);
+            String::from_utf8(out.to_vec()).unwrap()
         };
         assert_eq!(text(0.02), "20ms");
         assert_eq!(text(1.5), "1.5s");

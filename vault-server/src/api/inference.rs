@@ -3,8 +3,9 @@
 use std::sync::Arc;
 
 use futures_util::StreamExt;
+use poem::http::{Extensions, HeaderMap, HeaderValue, StatusCode, Version, header};
 use poem::web::Data;
-use poem::{Body, Request, RequestBody, Response};
+use poem::{Body, Request, RequestBody, Response, ResponseParts};
 use poem_openapi::OpenApi;
 use poem_openapi::auth::{Bearer, BearerAuthorization};
 use poem_openapi::error::ContentTypeError;
@@ -97,21 +98,30 @@ async fn generate(
     body: bytes::Bytes,
 ) -> ApiResult<Response> {
     let served = vault.inference.serve(route, body, audit, principal).await?;
-    let mut response = match served.answer {
-        Answer::Json(body) => Response::builder().content_type("application/json").body(body),
+    // Room for the answer's own headers and, with limits, the six rate-limit headers: a
+    // map that has to grow is rehashed.
+    let mut headers = HeaderMap::with_capacity(if served.rate.is_some() { 12 } else { 4 });
+    let body = match served.answer {
+        Answer::Json(body) => {
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            Body::from(body)
+        }
         Answer::Stream(_) if route == Route::Embeddings => {
             return Err(ApiError(VaultError::internal("creating embeddings", "the upstream answered with a stream")));
         }
-        Answer::Stream(stream) => Response::builder()
-            .content_type("text/event-stream; charset=utf-8")
-            .header("cache-control", "no-cache")
-            .header("x-accel-buffering", "no")
-            .body(Body::from_bytes_stream(stream.map(Ok::<_, std::io::Error>))),
+        Answer::Stream(stream) => {
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+            Body::from_bytes_stream(stream.map(Ok::<_, std::io::Error>))
+        }
     };
     if let Some(rate) = served.rate {
-        crate::error::add_rate_headers(&mut response, &rate);
+        rate.add_headers(&mut headers);
     }
-    Ok(response)
+    let head =
+        ResponseParts { status: StatusCode::OK, version: Version::HTTP_11, headers, extensions: Extensions::new() };
+    Ok(Response::from_parts(head, body))
 }
 
 /// Serves a generation route straight from the edge, past the router and the operation
