@@ -405,6 +405,9 @@ mod tests {
         assert!(err.message.starts_with("VAULT_DB_URL") && !err.message.contains("secret"), "{}", err.message);
         let err = parse_url("postgres://vault:p@zq9x@db.local/vault").err().unwrap();
         assert!(err.message.contains("percent-encode") && !err.message.contains("zq9x"), "{}", err.message);
+        let err =
+            parse_url("postgres://vault:secret@db.local/vault?sslmode=disable&sslrootcert=/ca.pem").err().unwrap();
+        assert!(err.message.contains("sslmode=disable") && !err.message.contains("secret"), "{}", err.message);
     }
 
     #[test]
