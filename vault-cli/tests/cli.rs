@@ -42,6 +42,18 @@ async fn a_key_created_and_revoked_with_the_cli_counts_on_the_next_request() {
 }
 
 #[tokio::test]
+async fn a_key_revoked_with_the_cli_while_the_gateway_idles_is_refused_on_the_next_request() {
+    let app = TestApp::spawn().await;
+    let created = json_out(&cli(&app, &["create-key", "--label", "ops", "--json"]).await);
+    let key = created["key"].as_str().unwrap();
+    assert_eq!(app.send("GET", "/v1/models", Some(key), None).await.status(), 200);
+    // Long enough for the gateway's key watcher to stop looking for changes.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert!(cli(&app, &["revoke-key", &key[..13]]).await.status.success());
+    assert_error(app.send("GET", "/v1/models", Some(key), None).await, 401, "invalid_api_key").await;
+}
+
+#[tokio::test]
 async fn a_user_deactivated_with_the_cli_loses_every_key_on_the_next_request() {
     let app = TestApp::spawn().await;
     let user =

@@ -6,8 +6,8 @@
 //! before the next request is checked.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use crate::error::{ErrorCode, Result, VaultError};
@@ -248,7 +248,8 @@ pub(crate) async fn changed(db: &Db) {
 ///
 /// The cache is emptied when either counter moves: this process's own changes (counted by
 /// [`Db`], at once) or the database's `auth_epoch`, which triggers move on any change by any
-/// process and which a watcher thread reads every [`WATCH_INTERVAL`].
+/// process and which a watcher thread reads every [`WATCH_INTERVAL`] while keys are being
+/// checked.
 pub struct Authenticator {
     db: Arc<Db>,
     watched: Arc<Watched>,
@@ -258,20 +259,33 @@ pub struct Authenticator {
     misses: AtomicU64,
 }
 
-/// What the watcher thread reports.
+/// What the watcher thread reports, and what wakes it.
 struct Watched {
     /// Moves whenever the database's `auth_epoch` moved (or could not be read).
     changes: AtomicU64,
     /// When it last looked, in ms since `since`: a cache the watcher stopped vouching for
-    /// (a starved or stuck thread) is not trusted.
+    /// (a starved, stuck or resting thread) is not trusted.
     polled_ms: AtomicU64,
+    /// When a key was last checked, in ms since `since`.
+    asked_ms: AtomicU64,
+    /// The watcher rests until a key is checked (see [`IDLE_AFTER`]).
+    resting: AtomicBool,
+    /// The watcher's thread, to wake it from its rest.
+    thread: OnceLock<std::thread::Thread>,
     since: std::time::Instant,
 }
 
 impl Watched {
     /// Counting as just polled.
     fn new() -> Watched {
-        Watched { changes: AtomicU64::new(0), polled_ms: AtomicU64::new(0), since: std::time::Instant::now() }
+        Watched {
+            changes: AtomicU64::new(0),
+            polled_ms: AtomicU64::new(0),
+            asked_ms: AtomicU64::new(0),
+            resting: AtomicBool::new(false),
+            thread: OnceLock::new(),
+            since: std::time::Instant::now(),
+        }
     }
 
     fn now_ms(&self) -> u64 {
@@ -282,14 +296,68 @@ impl Watched {
         self.polled_ms.store(self.now_ms(), Ordering::Release);
     }
 
+    /// Whether the watcher vouches for the cache now; notes that a key is being checked,
+    /// which ends the watcher's rest.
     fn is_fresh(&self) -> bool {
-        self.now_ms().saturating_sub(self.polled_ms.load(Ordering::Acquire)) <= STALE_AFTER.as_millis() as u64
+        let now = self.now_ms();
+        // Written at most once a millisecond: requests on many threads share this.
+        if self.asked_ms.load(Ordering::Relaxed) != now {
+            // Sequentially consistent with the watcher's going to rest: either it sees
+            // this key checked, or this sees it resting and wakes it.
+            self.asked_ms.store(now, Ordering::SeqCst);
+            if self.resting.load(Ordering::SeqCst) {
+                self.wake();
+            }
+        }
+        now.saturating_sub(self.polled_ms.load(Ordering::Acquire)) <= STALE_AFTER.as_millis() as u64
+    }
+
+    fn wake(&self) {
+        self.resting.store(false, Ordering::SeqCst);
+        if let Some(thread) = self.thread.get() {
+            thread.unpark();
+        }
+    }
+
+    /// Rests the calling (watcher) thread when no key was checked for [`IDLE_AFTER`]:
+    /// until one is, or [`RESTING_LOOK`] passes, or the authenticator is gone. Whether it
+    /// rested.
+    fn rest_while_idle(self: Arc<Self>) -> bool {
+        // Resting first, then looking: a key checked meanwhile either counts here or sees
+        // the rest and ends it (see `is_fresh`).
+        self.resting.store(true, Ordering::SeqCst);
+        if self.now_ms().saturating_sub(self.asked_ms.load(Ordering::SeqCst)) <= IDLE_AFTER.as_millis() as u64 {
+            self.resting.store(false, Ordering::SeqCst);
+            return false;
+        }
+        let weak = Arc::downgrade(&self);
+        drop(self);
+        // Waits without holding the authenticator's state alive, so that dropping it ends
+        // this thread's rest (and the thread).
+        std::thread::park_timeout(RESTING_LOOK);
+        if let Some(watched) = weak.upgrade() {
+            watched.resting.store(false, Ordering::SeqCst);
+        }
+        true
+    }
+}
+
+impl Drop for Authenticator {
+    fn drop(&mut self) {
+        // The watcher may be resting: let it see that it is no longer needed.
+        self.watched.wake();
     }
 }
 
 /// A watcher that has not looked for this long no longer vouches for the cache: keys are
 /// checked against the database until it is back.
 const STALE_AFTER: Duration = Duration::from_millis(20);
+/// After this long without a key to check, the watcher rests instead of looking every few
+/// milliseconds, so an idle gateway does not wake hundreds of times a second. The next key
+/// checked wakes it; until it has looked, that key is checked against the database.
+const IDLE_AFTER: Duration = Duration::from_secs(1);
+/// How often a resting watcher looks all the same.
+const RESTING_LOOK: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 struct Cache {
@@ -347,15 +415,17 @@ impl Authenticator {
 }
 
 /// Starts a thread that asks [`storage::auth_watch::AuthWatch`] every [`WATCH_INTERVAL`]
-/// whether keys or users changed in any process, and moves `watched` when they did. It
-/// stops when `watched` is dropped with its authenticator. While the database cannot be
-/// watched it moves `watched` every time, so nothing stays cached that might be revoked.
+/// (while keys are being checked; see [`IDLE_AFTER`]) whether keys or users changed in any
+/// process, and moves `watched` when they did. It stops when `watched` is dropped with its
+/// authenticator. While the database cannot be watched it moves `watched` every time, so
+/// nothing stays cached that might be revoked.
 async fn watch_auth_epoch(db: Arc<Db>, watched: std::sync::Weak<Watched>) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| VaultError::internal("starting the key watcher", e))?;
     let (started_tx, started) = tokio::sync::oneshot::channel();
+    let watching = watched.clone();
     let watch = move || {
         // Started on the watcher's own runtime, which its connection (if any) lives on.
         let mut auth_watch = match runtime.block_on(storage::auth_watch::AuthWatch::start(&db)) {
@@ -371,7 +441,6 @@ async fn watch_auth_epoch(db: Arc<Db>, watched: std::sync::Weak<Watched>) -> Res
         drop(db);
         let mut failing = false;
         loop {
-            std::thread::sleep(WATCH_INTERVAL);
             let Some(watched) = watched.upgrade() else { return };
             match runtime.block_on(auth_watch.moved()) {
                 Ok(moved) => {
@@ -389,12 +458,19 @@ async fn watch_auth_epoch(db: Arc<Db>, watched: std::sync::Weak<Watched>) -> Res
                     watched.changes.fetch_add(1, Ordering::Release);
                 }
             }
+            // Woken from a rest by a key to check: look at once.
+            if !watched.rest_while_idle() {
+                std::thread::sleep(WATCH_INTERVAL);
+            }
         }
     };
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name("vault-key-watch".into())
         .spawn(watch)
         .map_err(|e| VaultError::internal("starting the key watcher", e))?;
+    if let Some(watched) = watching.upgrade() {
+        let _ = watched.thread.set(thread.thread().clone());
+    }
     started.await.map_err(|_| VaultError::internal("starting the key watcher", "the watcher stopped"))?
 }
 
@@ -437,6 +513,34 @@ mod tests {
         let listed = list(&db, true).await.unwrap();
         assert!(!listed[0].is_active && listed[0].revoked_at.is_some());
         assert!(list(&db, false).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_watcher_rests_while_no_key_is_checked_and_the_next_key_wakes_it() {
+        let (_dir, db) = storage::test_db().await;
+        let db = Arc::new(db);
+        let auth = Authenticator::new(db.clone()).await.unwrap();
+        let created = create(&db, "x", Scope::User, None, None).await.unwrap();
+        auth.authenticate(&created.key).await.unwrap();
+        let watched = auth.watched.clone();
+        let started = std::time::Instant::now();
+        while !watched.resting.load(Ordering::SeqCst) {
+            assert!(started.elapsed() < IDLE_AFTER * 5, "the watcher never rested");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(started.elapsed() >= IDLE_AFTER - Duration::from_millis(50), "rested while keys were checked");
+        let polled = watched.polled_ms.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(watched.polled_ms.load(Ordering::SeqCst), polled, "a resting watcher looked");
+        // The rest is long past STALE_AFTER: the cache is not trusted, the key is read again.
+        let (_, misses) = auth.cache_lookups();
+        auth.authenticate(&created.key).await.unwrap();
+        assert_eq!(auth.cache_lookups().1, misses + 1);
+        let woken = std::time::Instant::now();
+        while watched.polled_ms.load(Ordering::SeqCst) == polled {
+            assert!(woken.elapsed() < Duration::from_millis(500), "the next key did not wake the watcher");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
     }
 
     #[tokio::test]

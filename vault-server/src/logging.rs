@@ -15,8 +15,9 @@ use vault_core::logs::RotatingFile;
 /// Lines queued beyond this are dropped (and counted) rather than held in memory: the
 /// audit rows keep the record, the log is a copy for operators.
 const QUEUE_LINES: usize = 65_536;
-/// The writer wakes this often and writes what queued meanwhile: waking it for every line
-/// would cost a thread switch per request.
+/// While lines come, the writer wakes this often and writes what queued meanwhile: waking
+/// it for every line would cost a thread switch per request. When none came in a round, it
+/// sleeps until the next one arrives, so an idle gateway does not wake it at all.
 const WRITE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(5);
 
 enum Message {
@@ -72,17 +73,23 @@ impl LogWriter {
 }
 
 fn write_lines(lines: &mpsc::Receiver<Message>, out: &mut impl Write, dropped: &AtomicU64) {
+    let mut quiet = false;
     loop {
+        if quiet {
+            // Nothing came last round: wait for the next line instead of looking again.
+            match lines.recv() {
+                Ok(message) => write_message(message, out),
+                Err(mpsc::RecvError) => return,
+            }
+        }
         std::thread::sleep(WRITE_INTERVAL);
         // Write everything queued, then flush once.
+        quiet = true;
         loop {
             match lines.try_recv() {
-                Ok(Message::Line(line)) => {
-                    let _ = out.write_all(&line);
-                }
-                Ok(Message::Flush(done)) => {
-                    let _ = out.flush();
-                    let _ = done.send(());
+                Ok(message) => {
+                    quiet = false;
+                    write_message(message, out);
                 }
                 Err(mpsc::TryRecvError::Empty) => break,
                 Err(mpsc::TryRecvError::Disconnected) => {
@@ -99,6 +106,18 @@ fn write_lines(lines: &mpsc::Receiver<Message>, out: &mut impl Write, dropped: &
             );
         }
         let _ = out.flush();
+    }
+}
+
+fn write_message(message: Message, out: &mut impl Write) {
+    match message {
+        Message::Line(line) => {
+            let _ = out.write_all(&line);
+        }
+        Message::Flush(done) => {
+            let _ = out.flush();
+            let _ = done.send(());
+        }
     }
 }
 
@@ -226,6 +245,41 @@ mod tests {
             next[t] += 1;
         }
         assert_eq!(next, [1000; 4]);
+    }
+
+    /// Counts the rounds of the writer: each one ends with a flush.
+    #[derive(Clone, Default)]
+    struct Rounds(Captured, Arc<AtomicU64>);
+
+    impl Write for Rounds {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.write(buf)
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.1.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn an_idle_writer_sleeps_until_the_next_line_and_writes_it_promptly() {
+        let out = Rounds::default();
+        let log = LogWriter::start(out.clone());
+        log.send_line(b"first\n".to_vec());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let rounds = out.1.load(Ordering::SeqCst);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert_eq!(out.1.load(Ordering::SeqCst), rounds, "an idle writer kept waking");
+        log.send_line(b"second\n".to_vec());
+        let sent = std::time::Instant::now();
+        while !String::from_utf8_lossy(&out.0.0.lock().unwrap()).contains("second")
+            || out.1.load(Ordering::SeqCst) == rounds
+        {
+            assert!(sent.elapsed() < std::time::Duration::from_millis(500), "a line after a quiet spell was held");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(String::from_utf8_lossy(&out.0.0.lock().unwrap()), "first\nsecond\n");
     }
 
     struct Broken;

@@ -29,7 +29,7 @@ const RECONNECT_EVERY: Duration = Duration::from_millis(500);
 pub struct AuthWatch(Inner);
 
 enum Inner {
-    Lite { conn: Conn, data_version: Statement, seen: (i64, i64) },
+    Lite { conn: Conn, data_version: Statement, epoch: Statement, seen: (i64, i64) },
     Pg(Box<Listener>),
 }
 
@@ -40,8 +40,9 @@ impl AuthWatch {
             Engine::Lite(_) => {
                 let conn = db.connect().await?;
                 let data_version = conn.prepare(DATA_VERSION).await?;
-                let seen = (read_i64(&conn, &data_version).await?, super::keys::auth_epoch(&conn).await?);
-                Ok(AuthWatch(Inner::Lite { conn, data_version, seen }))
+                let epoch = conn.prepare(super::keys::AUTH_EPOCH).await?;
+                let seen = (read_i64(&conn, &data_version).await?, read_i64(&conn, &epoch).await?);
+                Ok(AuthWatch(Inner::Lite { conn, data_version, epoch, seen }))
             }
             Engine::Pg(pg) => {
                 let mut listener = Listener {
@@ -61,12 +62,14 @@ impl AuthWatch {
     /// nothing should be trusted that a change might have revoked).
     pub async fn moved(&mut self) -> Result<bool> {
         match &mut self.0 {
-            Inner::Lite { conn, data_version, seen } => {
+            Inner::Lite { conn, data_version, epoch, seen } => {
                 let version = read_i64(conn, data_version).await?;
                 if version == seen.0 {
                     return Ok(false);
                 }
-                let epoch = super::keys::auth_epoch(conn).await?;
+                // Moved by any commit (the audit writer's, every few ms under load): the
+                // epoch says whether keys or users changed.
+                let epoch = read_i64(conn, epoch).await?;
                 let moved = epoch != seen.1;
                 *seen = (version, epoch);
                 Ok(moved)
