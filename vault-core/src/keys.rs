@@ -263,7 +263,7 @@ pub struct Authenticator {
 struct Watched {
     /// Moves whenever the database's `auth_epoch` moved (or could not be read).
     changes: AtomicU64,
-    /// When it last looked, in ms since `since`: a cache the watcher stopped vouching for
+    /// When its last look began, in ms since `since`: a cache the watcher stopped vouching for
     /// (a starved, stuck or resting thread) is not trusted.
     polled_ms: AtomicU64,
     /// When a key was last checked, in ms since `since`.
@@ -292,8 +292,9 @@ impl Watched {
         u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    fn polled(&self) {
-        self.polled_ms.store(self.now_ms(), Ordering::Release);
+    /// Records a look that began at `looked` (ms since `since`).
+    fn polled(&self, looked: u64) {
+        self.polled_ms.store(looked, Ordering::Release);
     }
 
     /// Whether the watcher vouches for the cache now; notes that a key is being checked,
@@ -389,8 +390,12 @@ impl Authenticator {
             return Err(malformed());
         }
         let hash = hash_key(raw_key);
+        // Freshness first: a look that counts as fresh here moved the counters before it
+        // said so, so the version read next includes whatever that look found (and the
+        // look this very check may wake lands before it, not between the two reads).
+        let fresh = self.watched.is_fresh();
         let version = self.version();
-        if self.watched.is_fresh()
+        if fresh
             && let Ok(cache) = self.cache.read()
             && cache.version == version
             && let Some(principal) = cache.usable.get(&hash)
@@ -425,7 +430,6 @@ async fn watch_auth_epoch(db: Arc<Db>, watched: std::sync::Weak<Watched>) -> Res
         .build()
         .map_err(|e| VaultError::internal("starting the key watcher", e))?;
     let (started_tx, started) = tokio::sync::oneshot::channel();
-    let watching = watched.clone();
     let watch = move || {
         // Started on the watcher's own runtime, which its connection (if any) lives on.
         let mut auth_watch = match runtime.block_on(storage::auth_watch::AuthWatch::start(&db)) {
@@ -440,15 +444,20 @@ async fn watch_auth_epoch(db: Arc<Db>, watched: std::sync::Weak<Watched>) -> Res
         };
         drop(db);
         let mut failing = false;
+        if let Some(watched) = watched.upgrade() {
+            let _ = watched.thread.set(std::thread::current());
+        }
         loop {
             let Some(watched) = watched.upgrade() else { return };
+            // A look vouches for the state as of when it began, not when it ended.
+            let looked = watched.now_ms();
             match runtime.block_on(auth_watch.moved()) {
                 Ok(moved) => {
                     failing = false;
                     if moved {
                         watched.changes.fetch_add(1, Ordering::Release);
                     }
-                    watched.polled();
+                    watched.polled(looked);
                 }
                 Err(err) => {
                     if !failing {
@@ -464,13 +473,10 @@ async fn watch_auth_epoch(db: Arc<Db>, watched: std::sync::Weak<Watched>) -> Res
             }
         }
     };
-    let thread = std::thread::Builder::new()
+    std::thread::Builder::new()
         .name("vault-key-watch".into())
         .spawn(watch)
         .map_err(|e| VaultError::internal("starting the key watcher", e))?;
-    if let Some(watched) = watching.upgrade() {
-        let _ = watched.thread.set(thread.thread().clone());
-    }
     started.await.map_err(|_| VaultError::internal("starting the key watcher", "the watcher stopped"))?
 }
 
@@ -523,15 +529,19 @@ mod tests {
         let created = create(&db, "x", Scope::User, None, None).await.unwrap();
         auth.authenticate(&created.key).await.unwrap();
         let watched = auth.watched.clone();
+        tokio::time::sleep(IDLE_AFTER).await;
+        // Resting: no look for 100 ms (it looks every 5 ms while keys are checked).
         let started = std::time::Instant::now();
-        while !watched.resting.load(Ordering::SeqCst) {
-            assert!(started.elapsed() < IDLE_AFTER * 5, "the watcher never rested");
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut polled = watched.polled_ms.load(Ordering::SeqCst);
+        loop {
+            assert!(started.elapsed() < IDLE_AFTER * 4, "the watcher never rested");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let now = watched.polled_ms.load(Ordering::SeqCst);
+            if now == polled {
+                break;
+            }
+            polled = now;
         }
-        assert!(started.elapsed() >= IDLE_AFTER - Duration::from_millis(50), "rested while keys were checked");
-        let polled = watched.polled_ms.load(Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(watched.polled_ms.load(Ordering::SeqCst), polled, "a resting watcher looked");
         // The rest is long past STALE_AFTER: the cache is not trusted, the key is read again.
         let (_, misses) = auth.cache_lookups();
         auth.authenticate(&created.key).await.unwrap();

@@ -267,7 +267,8 @@ mod tests {
         let out = Rounds::default();
         let log = LogWriter::start(out.clone());
         log.send_line(b"first\n".to_vec());
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        // Its round, and the next one that finds nothing, are over well within this.
+        std::thread::sleep(std::time::Duration::from_millis(200));
         let rounds = out.1.load(Ordering::SeqCst);
         std::thread::sleep(std::time::Duration::from_millis(100));
         assert_eq!(out.1.load(Ordering::SeqCst), rounds, "an idle writer kept waking");

@@ -113,8 +113,3 @@ pub const TOUCH_LAST_USED: &str =
 
 /// Reads the counter that moves whenever a key or a user's standing changes.
 pub(super) const AUTH_EPOCH: &str = "SELECT epoch FROM auth_epoch WHERE id = 1";
-
-/// The counter that moves whenever a key or a user's standing changes.
-pub async fn auth_epoch(conn: &Conn) -> Result<i64> {
-    super::query_i64(conn, AUTH_EPOCH, ()).await
-}
