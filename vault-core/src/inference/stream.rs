@@ -9,13 +9,15 @@
 
 use std::borrow::Cow;
 use std::pin::Pin;
+use std::sync::LazyLock;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use futures_util::future::BoxFuture;
 use futures_util::stream::{BoxStream, Stream};
 use futures_util::{FutureExt, StreamExt};
+use memchr::memmem::Finder;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
@@ -133,56 +135,41 @@ impl ProxyStream {
         self
     }
 
+    /// Reads the complete events in `buffer`, moves those that go on to `ready`, and
+    /// returns the closing frame once `[DONE]` comes.
     fn take_events(&mut self) -> Option<Bytes> {
-        loop {
-            // A separator may straddle the end of what was scanned: look back 3 bytes.
-            let from = self.scanned.saturating_sub(3);
-            let Some(end) = find_event_end(&self.buffer[from..]).map(|end| from + end) else {
-                self.scanned = self.buffer.len();
-                return None;
-            };
-            self.scanned = 0;
-            let event = self.buffer.split_to(end);
-            if let Some(final_frame) = self.handle_event(event) {
-                return Some(final_frame);
+        let ProxyStream { buffer, ready, scanned, usage, upstream_error, client_wants_usage, .. } = self;
+        // Events that go on as they are stay at the front of `buffer`, before `start`, and
+        // move to `ready` in one piece when the scan stops.
+        let mut start = 0;
+        // A separator may straddle the end of what was scanned: look back 3 bytes.
+        let mut from = scanned.saturating_sub(3);
+        let mut final_frame = None;
+        while let Some(end) = find_event_end(&buffer[from..]).map(|end| from + end) {
+            match judge(&buffer[start..end], usage, upstream_error, *client_wants_usage) {
+                Verdict::Pass => start = end,
+                Verdict::Drop => {
+                    ready.unsplit(buffer.split_to(start));
+                    buffer.advance(end - start);
+                    start = 0;
+                }
+                Verdict::Done => {
+                    final_frame = Some(Bytes::from_static(DONE));
+                    break;
+                }
             }
+            from = start;
         }
+        if start > 0 {
+            ready.unsplit(buffer.split_to(start));
+        }
+        *scanned = buffer.len();
+        final_frame
     }
 
     /// Every event ready to go, as one piece.
     fn take_ready(&mut self) -> Option<Bytes> {
         (!self.ready.is_empty()).then(|| self.ready.split().freeze())
-    }
-
-    /// Queues an event for the client, or returns the closing frame when it is `[DONE]`.
-    fn handle_event(&mut self, event: BytesMut) -> Option<Bytes> {
-        let Some(data) = event_data(&event) else {
-            self.ready.unsplit(event); // a comment such as `: keep-alive`
-            return None;
-        };
-        if data.trim() == "[DONE]" {
-            return Some(Bytes::from_static(DONE));
-        }
-        // Most chunks carry neither usage nor an error: only those are parsed.
-        let worth_parsing = data.contains("\"usage\"") || data.contains("\"error\"");
-        if !worth_parsing {
-            self.ready.unsplit(event);
-            return None;
-        }
-        if let Ok(peek) = serde_json::from_str::<ChunkPeek>(&data) {
-            if peek.error.as_ref().is_some_and(|e| !e.is_null()) {
-                self.upstream_error = true;
-            }
-            if let Some(usage) = peek.usage {
-                self.usage = Some(usage);
-                let usage_only = peek.choices.as_ref().is_some_and(|c| c.is_empty());
-                if usage_only && !self.client_wants_usage {
-                    return None;
-                }
-            }
-        }
-        self.ready.unsplit(event);
-        None
     }
 
     /// The upstream part is over: no more is read; the outcome is recorded once the events
@@ -298,6 +285,75 @@ fn find_event_end(buf: &[u8]) -> Option<usize> {
         Some([b'\r', b'\n', ..]) => Some(i + 3),
         _ => None,
     })
+}
+
+/// What becomes of one event from the upstream.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// It goes on to the client as it is.
+    Pass,
+    /// It is kept from the client: the usage chunk Vault asked for on the client's behalf.
+    Drop,
+    /// `[DONE]`: the upstream finished the answer.
+    Done,
+}
+
+static USAGE_FIELD: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\""));
+static ERROR_FIELD: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"error\""));
+
+/// Reads one complete event (with its blank line) for the token usage or an error it
+/// carries, and says what becomes of it. Most chunks carry neither: they are only searched
+/// for the two field names, never parsed.
+fn judge(event: &[u8], usage: &mut Option<Usage>, upstream_error: &mut bool, client_wants_usage: bool) -> Verdict {
+    let data: Cow<'_, [u8]> = match single_line(event) {
+        Some(line) => match line.strip_prefix(b"data:") {
+            Some(rest) => Cow::Borrowed(rest.strip_prefix(b" ").unwrap_or(rest)),
+            None => return Verdict::Pass, // a comment such as `: keep-alive`, or another field
+        },
+        None => match event_data(event) {
+            Some(Cow::Borrowed(data)) => Cow::Borrowed(data.as_bytes()),
+            Some(Cow::Owned(data)) => Cow::Owned(data.into_bytes()),
+            None => return Verdict::Pass,
+        },
+    };
+    if is_done(&data) {
+        return Verdict::Done;
+    }
+    if USAGE_FIELD.find(&data).is_none() && ERROR_FIELD.find(&data).is_none() {
+        return Verdict::Pass;
+    }
+    let Ok(peek) = serde_json::from_slice::<ChunkPeek>(&data) else { return Verdict::Pass };
+    if peek.error.as_ref().is_some_and(|e| !e.is_null()) {
+        *upstream_error = true;
+    }
+    if let Some(read) = peek.usage {
+        *usage = Some(read);
+        let usage_only = peek.choices.as_ref().is_some_and(|c| c.is_empty());
+        if usage_only && !client_wants_usage {
+            return Verdict::Drop;
+        }
+    }
+    Verdict::Pass
+}
+
+/// The one line of an event that has one (the common `data: {…}`), without its line end
+/// and blank line; `None` for an event of several lines.
+fn single_line(event: &[u8]) -> Option<&[u8]> {
+    // `find_event_end` ends an event with `\n\n` or `\n\r\n`.
+    let line = event.strip_suffix(b"\n\r\n").or_else(|| event.strip_suffix(b"\n\n"))?;
+    if memchr::memchr(b'\n', line).is_some() {
+        return None;
+    }
+    Some(line.strip_suffix(b"\r").unwrap_or(line))
+}
+
+/// Whether an event's data is `[DONE]` (around it, any white space). Only data that starts
+/// with `[`, or with a byte of a non-ASCII character, is looked at closely.
+fn is_done(data: &[u8]) -> bool {
+    match data.trim_ascii_start().first() {
+        Some(b'[' | 0x80..) => std::str::from_utf8(data).is_ok_and(|d| d.trim() == "[DONE]"),
+        _ => false,
+    }
 }
 
 /// The data of an event (its `data:` lines joined), or `None` for a comment-only event.
@@ -497,6 +553,49 @@ mod tests {
         let (text, outcome) = run(ProxyStream::new(upstream, false)).await;
         assert_eq!(text, "data: {\"a\":1}\r\n\r\ndata: {\"b\":2}\n\ndata: [DONE]\n\n");
         assert!(outcome.unwrap().completed);
+    }
+
+    #[tokio::test]
+    async fn a_usage_chunk_amid_other_events_is_dropped_and_the_rest_keep_their_order() {
+        let chunk = "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n";
+        let upstream = chunks(&[
+            ": keep-alive\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n",
+            USAGE,
+            "data: {\"choices\":[{\"delta\":{\"content\":\"b\"}}]}\r\n\r\n",
+            "data:[DONE]\r\n\r\n",
+        ]);
+        let (text, outcome) = run(ProxyStream::new(upstream, false)).await;
+        let b = "data: {\"choices\":[{\"delta\":{\"content\":\"b\"}}]}\r\n\r\n";
+        assert_eq!(text, format!(": keep-alive\n\n{chunk}{b}data: [DONE]\n\n"));
+        let outcome = outcome.unwrap();
+        assert!(outcome.completed);
+        assert_eq!(outcome.usage, Some(Usage { prompt_tokens: 9, completion_tokens: 12 }));
+    }
+
+    #[test]
+    fn an_event_is_judged_by_its_data_whatever_its_lines() {
+        let judged = |event: &str, wants_usage: bool| {
+            let (mut usage, mut error) = (None, false);
+            let verdict = judge(event.as_bytes(), &mut usage, &mut error, wants_usage);
+            (verdict, usage.map(|u: Usage| u.completion_tokens), error)
+        };
+        assert_eq!(judged(USAGE, false), (Verdict::Drop, Some(12), false));
+        assert_eq!(judged(USAGE, true), (Verdict::Pass, Some(12), false));
+        // Data over several lines is joined before it is read.
+        let split = "data: {\"choices\":[],\r\ndata: \"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}\r\n\r\n";
+        assert_eq!(judged(split, false), (Verdict::Drop, Some(2), false));
+        let error = "id: 7\ndata: {\"error\":{\"message\":\"boom\"}}\n\n";
+        assert_eq!(judged(error, false), (Verdict::Pass, None, true));
+        assert_eq!(judged("data: {\"error\":null,\"choices\":[{}]}\n\n", false), (Verdict::Pass, None, false));
+        // A chunk whose text merely mentions the field names is not mistaken for them.
+        let mention = "data: {\"choices\":[{\"delta\":{\"content\":\"\\\"usage\\\": 5\"}}]}\n\n";
+        assert_eq!(judged(mention, false), (Verdict::Pass, None, false));
+        for done in ["data: [DONE]\n\n", "data:[DONE]\r\n\r\n", "data:  [DONE] \n\n", "data: \u{3000}[DONE]\n\n"] {
+            assert_eq!(judged(done, false).0, Verdict::Done, "{done:?}");
+        }
+        for other in [": keep-alive\n\n", "event: ping\n\n", "data: [DONE]x\n\n", "data: [\"[DONE]\"]\n\n", "\n\n"] {
+            assert_eq!(judged(other, false).0, Verdict::Pass, "{other:?}");
+        }
     }
 
     #[tokio::test]
