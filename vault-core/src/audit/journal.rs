@@ -16,6 +16,7 @@ use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use super::json::JsonObject;
 use crate::model::audit::AuditRecord;
 
 /// A journal file is closed and a new one started past this size.
@@ -152,9 +153,49 @@ impl Journal {
     }
 }
 
-/// A record as a journal line holds it.
-pub fn serialize(record: &AuditRecord) -> std::io::Result<Vec<u8>> {
-    serde_json::to_vec(record).map_err(std::io::Error::other)
+/// A record as a journal line holds it: the JSON its `Deserialize` reads back, as its
+/// derived `Serialize` would write it.
+pub fn serialize(record: &AuditRecord) -> Vec<u8> {
+    // Taken apart field by field, so that a new field cannot be left out unnoticed.
+    let AuditRecord {
+        timestamp,
+        request_id,
+        method,
+        path,
+        key_id,
+        key_prefix,
+        user_id,
+        model,
+        status,
+        latency_ms,
+        tokens_input,
+        tokens_output,
+        completed,
+        error_code,
+        repeat_count,
+        queued_ms,
+        ttft_ms,
+        upstream: _, // never stored
+    } = record;
+    let mut line = JsonObject::with_capacity(384);
+    line.field("timestamp", timestamp);
+    line.field("request_id", request_id);
+    line.field("method", method);
+    line.field("path", path);
+    line.field("key_id", key_id);
+    line.field("key_prefix", key_prefix);
+    line.field("user_id", user_id);
+    line.field("model", model);
+    line.field("status", status);
+    line.field("latency_ms", latency_ms);
+    line.field("tokens_input", tokens_input);
+    line.field("tokens_output", tokens_output);
+    line.field("completed", completed);
+    line.field("error_code", error_code);
+    line.field("repeat_count", repeat_count);
+    line.field_if_some("queued_ms", queued_ms.as_ref());
+    line.field_if_some("ttft_ms", ttft_ms.as_ref());
+    line.finish()
 }
 
 fn split(db_path: &Path) -> (PathBuf, String) {
@@ -197,7 +238,7 @@ mod tests {
         let journal = Journal::start(&db, 41, Journal::lock(&db).unwrap()).unwrap();
         let mut seqs = Vec::new();
         for i in 0..3 {
-            journal.append(&serialize(&test_record(i)).unwrap(), |seq| seqs.push(seq)).unwrap();
+            journal.append(&serialize(&test_record(i)), |seq| seqs.push(seq)).unwrap();
         }
         assert_eq!(seqs, [42, 43, 44]);
         drop(journal);
@@ -213,5 +254,31 @@ mod tests {
         let journal = Journal::start(&db, 44, held).unwrap();
         journal.remove();
         assert!(Journal::read_existing(&db).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_journal_line_is_what_the_derived_serializer_writes_and_reads_back_whole() {
+        let full = AuditRecord {
+            key_id: Some(-3),
+            key_prefix: Some("vault_sk_AbCd".into()),
+            user_id: Some("user \"q\"\n\u{1}é".into()),
+            model: Some("m/7".into()),
+            status: 502,
+            latency_ms: u64::MAX,
+            completed: false,
+            error_code: Some(crate::error::ErrorCode::UpstreamStreamError),
+            repeat_count: crate::model::audit::RequestCount(9),
+            queued_ms: Some(11),
+            ttft_ms: Some(12),
+            ..test_record(1)
+        };
+        let bare = AuditRecord { tokens_input: None, tokens_output: None, ..AuditRecord::default() };
+        for record in [full, bare, test_record(2)] {
+            let line = serialize(&record);
+            let written: serde_json::Value = serde_json::from_slice(&line).unwrap();
+            assert_eq!(written, serde_json::to_value(&record).unwrap());
+            let back: AuditRecord = serde_json::from_slice(&line).unwrap();
+            assert_eq!(serialize(&back), line);
+        }
     }
 }

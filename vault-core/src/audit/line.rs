@@ -8,8 +8,7 @@
 
 use std::sync::OnceLock;
 
-use serde::Serialize;
-
+use super::json::JsonObject;
 use crate::model::audit::AuditRecord;
 
 /// Where request lines go: one call per line, which must not block.
@@ -24,50 +23,27 @@ pub fn install_line_sink(sink: Box<dyn LineSink>) -> bool {
     SINK.set(sink).is_ok()
 }
 
-/// The line as written: the same keys a tracing JSON event of it would have.
-#[derive(Serialize)]
-struct Line<'a> {
-    timestamp: &'a str,
-    level: &'static str,
-    message: &'static str,
-    target: &'static str,
-    request_id: &'a str,
-    method: &'a str,
-    path: &'a str,
-    user_key_prefix: Option<&'a str>,
-    user_id: Option<&'a str>,
-    model: Option<&'a str>,
-    status: u16,
-    latency_ms: u64,
-    tokens_input: Option<u64>,
-    tokens_output: Option<u64>,
-    completed: bool,
-    error_code: Option<&'static str>,
-}
-
-/// The line of `r` as JSON, ending in a newline.
+/// The line of `r` as JSON, ending in a newline: the keys a tracing JSON event of it
+/// would have.
 pub fn format_line(r: &AuditRecord, timestamp: &str) -> Vec<u8> {
-    let line = Line {
-        timestamp,
-        level: "INFO",
-        message: "request",
-        target: "vault::request",
-        request_id: &r.request_id,
-        method: &r.method,
-        path: &r.path,
-        user_key_prefix: r.key_prefix.as_deref(),
-        user_id: r.user_id.as_deref(),
-        model: r.model.as_deref(),
-        status: r.status,
-        latency_ms: r.latency_ms,
-        tokens_input: r.tokens_input,
-        tokens_output: r.tokens_output,
-        completed: r.completed,
-        error_code: r.error_code.map(|c| c.as_str()),
-    };
-    let mut out = Vec::with_capacity(384);
-    // Serializing plain strings, numbers and options cannot fail.
-    let _ = serde_json::to_writer(&mut out, &line);
+    let mut line = JsonObject::with_capacity(384);
+    line.field("timestamp", timestamp);
+    line.field("level", "INFO");
+    line.field("message", "request");
+    line.field("target", "vault::request");
+    line.field("request_id", &r.request_id);
+    line.field("method", &r.method);
+    line.field("path", &r.path);
+    line.field("user_key_prefix", &r.key_prefix);
+    line.field("user_id", &r.user_id);
+    line.field("model", &r.model);
+    line.field("status", r.status);
+    line.field("latency_ms", r.latency_ms);
+    line.field("tokens_input", r.tokens_input);
+    line.field("tokens_output", r.tokens_output);
+    line.field("completed", r.completed);
+    line.field("error_code", r.error_code.map(|c| c.as_str()));
+    let mut out = line.finish();
     out.push(b'\n');
     out
 }

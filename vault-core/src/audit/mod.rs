@@ -11,6 +11,7 @@ pub mod chain;
 mod export;
 mod flood;
 mod journal;
+mod json;
 mod line;
 pub mod query;
 mod request;
