@@ -5,9 +5,9 @@
 //! wait on a database read, and notices a change made by any process (the CLI included)
 //! before the next request is checked.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use crate::error::{ErrorCode, Result, VaultError};
@@ -204,7 +204,7 @@ pub async fn resolve(db: &Db, raw_key: &str) -> Result<Principal> {
     if !is_well_formed(raw_key) {
         return Err(malformed());
     }
-    lookup(db, &hash_key(raw_key)).await
+    lookup(&db.connect().await?, &hash_key(raw_key)).await?.ok_or_else(refused)
 }
 
 fn malformed() -> VaultError {
@@ -212,14 +212,15 @@ fn malformed() -> VaultError {
         .with_suggestion("Send `Authorization: Bearer vault_sk_…` with a key created by an admin.")
 }
 
-/// The usable key with this hash, as the principal it acts as, or 401.
-async fn lookup(db: &Db, hash: &str) -> Result<Principal> {
-    let conn = db.connect().await?;
-    let Some(key) = storage::keys::find_usable_by_hash(&conn, hash).await? else {
-        return Err(VaultError::unauthorized("The API key is unknown, revoked, or belongs to a deactivated user."));
-    };
-    let limits = crate::limits::of(&conn, key.id, key.user_id.as_deref()).await?;
-    Ok(Principal { key_id: key.id, key_prefix: key.prefix, scope: key.scope, user_id: key.user_id, limits })
+fn refused() -> VaultError {
+    VaultError::unauthorized("The API key is unknown, revoked, or belongs to a deactivated user.")
+}
+
+/// The usable key with this hash, as the principal it acts as; `None` when there is none.
+async fn lookup(conn: &storage::Conn, hash: &str) -> Result<Option<Principal>> {
+    let Some(key) = storage::keys::find_usable_by_hash(conn, hash).await? else { return Ok(None) };
+    let limits = crate::limits::of(conn, key.id, key.user_id.as_deref()).await?;
+    Ok(Some(Principal { key_id: key.id, key_prefix: key.prefix, scope: key.scope, user_id: key.user_id, limits }))
 }
 
 /// How often every gateway looks for changes to keys and users made by another process.
@@ -254,6 +255,10 @@ pub struct Authenticator {
     db: Arc<Db>,
     watched: Arc<Watched>,
     cache: RwLock<Cache>,
+    /// A connection kept from one lookup to the next on the embedded database, where opening
+    /// one costs many times the lookup: keys not cached, and keys that are refused, must not
+    /// make each request that expensive (PostgreSQL connections come from a pool).
+    spare: Mutex<Option<storage::Conn>>,
     /// Lookups answered from the cache, and those that went to the database.
     hits: AtomicU64,
     misses: AtomicU64,
@@ -365,6 +370,20 @@ struct Cache {
     /// The counters the entries were read under.
     version: (u64, u64),
     usable: HashMap<String, Principal>,
+    /// Keys found unusable (unknown, revoked, of a deactivated user): a client that keeps
+    /// sending a revoked key is refused without a lookup each time.
+    refused: HashSet<String>,
+}
+
+/// The most refused keys remembered; past it they are forgotten all at once, so keys made up
+/// by the thousand cannot grow the cache.
+const MAX_REFUSED: usize = 1024;
+
+fn remember_refused(cache: &mut Cache, hash: String) {
+    if cache.refused.len() >= MAX_REFUSED {
+        cache.refused.clear();
+    }
+    cache.refused.insert(hash);
 }
 
 impl Authenticator {
@@ -372,7 +391,7 @@ impl Authenticator {
         let watched = Arc::new(Watched::new());
         watch_auth_epoch(db.clone(), Arc::downgrade(&watched)).await?;
         let (hits, misses) = (AtomicU64::new(0), AtomicU64::new(0));
-        Ok(Authenticator { db, watched, cache: RwLock::new(Cache::default()), hits, misses })
+        Ok(Authenticator { db, watched, cache: RwLock::new(Cache::default()), spare: Mutex::new(None), hits, misses })
     }
 
     /// Lookups answered from the cache, and those that were not, so far.
@@ -398,24 +417,52 @@ impl Authenticator {
         if fresh
             && let Ok(cache) = self.cache.read()
             && cache.version == version
-            && let Some(principal) = cache.usable.get(&hash)
         {
-            self.hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(principal.clone());
+            if let Some(principal) = cache.usable.get(&hash) {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(principal.clone());
+            }
+            if cache.refused.contains(&hash) {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                return Err(refused());
+            }
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
-        let principal = lookup(&self.db, &hash).await?;
+        let found = self.lookup(&hash).await?;
         // Cache what was read only if nothing changed while it was read.
         if let Ok(mut cache) = self.cache.write()
             && self.version() == version
         {
             if cache.version != version {
                 cache.usable.clear();
+                cache.refused.clear();
                 cache.version = version;
             }
-            cache.usable.insert(hash, principal.clone());
+            match &found {
+                Some(principal) => {
+                    cache.usable.insert(hash, principal.clone());
+                }
+                None => remember_refused(&mut cache, hash),
+            }
         }
-        Ok(principal)
+        found.ok_or_else(refused)
+    }
+
+    /// [`lookup`] on the spare connection (or a new one, kept as the spare after it served).
+    async fn lookup(&self, hash: &str) -> Result<Option<Principal>> {
+        let kept = self.spare.lock().ok().and_then(|mut spare| spare.take());
+        let conn = match kept {
+            Some(conn) => conn,
+            None => self.db.connect().await?,
+        };
+        // A connection whose lookup failed is not kept: the failure may be its own.
+        let found = lookup(&conn, hash).await?;
+        if conn.dialect() == storage::Dialect::Sqlite
+            && let Ok(mut spare) = self.spare.lock()
+        {
+            spare.get_or_insert(conn);
+        }
+        Ok(found)
     }
 }
 
@@ -565,6 +612,50 @@ mod tests {
         assert_eq!(auth.authenticate(&key.key).await.unwrap_err().status(), 401);
         let err = create(&db, "b", Scope::User, Some(&user.id), None).await.unwrap_err();
         assert_eq!(err.code, "user_inactive");
+    }
+
+    #[tokio::test]
+    async fn a_refused_key_is_refused_from_the_cache_until_keys_or_users_change() {
+        let (_dir, db) = storage::test_db().await;
+        let db = Arc::new(db);
+        let user = crate::users::create(&db, "A", "a@x.org", Role::User, None).await.unwrap();
+        let key = create(&db, "a", Scope::User, Some(&user.id), None).await.unwrap();
+        let auth = Authenticator::new(db.clone()).await.unwrap();
+        let misses = || auth.cache_lookups().1;
+        let unknown = format!("{KEY_PREFIX}{}", "Z".repeat(KEY_RANDOM_LEN));
+        assert_eq!(auth.authenticate(&unknown).await.unwrap_err().status(), 401);
+        // Refused again without a lookup (once the watcher vouches for the cache: on a busy
+        // machine its thread may lag a moment).
+        let started = std::time::Instant::now();
+        loop {
+            let before = misses();
+            assert_eq!(auth.authenticate(&unknown).await.unwrap_err().status(), 401);
+            if misses() == before {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(5), "a refused key is looked up every time");
+            tokio::time::sleep(WATCH_INTERVAL).await;
+        }
+        // Lookups share one connection rather than opening one each.
+        assert!(auth.spare.lock().unwrap().is_some());
+
+        crate::users::deactivate(&db, &user.id, None).await.unwrap();
+        assert_eq!(auth.authenticate(&key.key).await.unwrap_err().status(), 401);
+        assert_eq!(auth.authenticate(&key.key).await.unwrap_err().status(), 401);
+        // Taking the user back counts at once, refused key or not.
+        let back = crate::users::UserUpdate { is_active: Some(true), ..Default::default() };
+        crate::users::update(&db, &user.id, back, None).await.unwrap();
+        assert_eq!(auth.authenticate(&key.key).await.unwrap().user_id, Some(user.id.clone()));
+    }
+
+    #[test]
+    fn refused_keys_made_up_by_the_thousand_cannot_grow_the_cache() {
+        let mut cache = Cache::default();
+        for i in 0..MAX_REFUSED * 3 {
+            remember_refused(&mut cache, format!("{i:064}"));
+        }
+        assert!(cache.refused.len() <= MAX_REFUSED);
+        assert!(cache.refused.contains(&format!("{:064}", MAX_REFUSED * 3 - 1)));
     }
 
     #[tokio::test]
