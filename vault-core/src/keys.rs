@@ -1,9 +1,9 @@
 //! API keys: minting, hashing, revoking, and checking them on every request.
 //!
 //! A key is `vault_sk_` + 48 random alphanumerics. Only its SHA-256 and a display prefix
-//! are stored. The [`Authenticator`] keeps usable keys in memory so a request does not
-//! wait on a database read, and notices a change made by any process (the CLI included)
-//! before the next request is checked.
+//! are stored. The [`Authenticator`] keeps usable keys, and keys it refused, in memory so a
+//! request does not wait on a database read, and notices a change made by any process (the
+//! CLI included) before the next request is checked.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -244,10 +244,10 @@ pub(crate) async fn changed(db: &Db) {
     tokio::time::sleep(wait).await;
 }
 
-/// Checks keys on every request against an in-memory cache of usable keys, without
-/// touching the database while nothing changed.
+/// Checks keys on every request against an in-memory cache of usable keys (and one of keys
+/// found unusable), without touching the database while nothing changed.
 ///
-/// The cache is emptied when either counter moves: this process's own changes (counted by
+/// The caches are emptied when either counter moves: this process's own changes (counted by
 /// [`Db`], at once) or the database's `auth_epoch`, which triggers move on any change by any
 /// process and which a watcher thread reads every [`WATCH_INTERVAL`] while keys are being
 /// checked.
@@ -255,6 +255,9 @@ pub struct Authenticator {
     db: Arc<Db>,
     watched: Arc<Watched>,
     cache: RwLock<Cache>,
+    /// Apart from `cache`, so that made-up keys sent by the thousand do not hold up the
+    /// requests with usable keys.
+    refused: Mutex<Refused>,
     /// A connection kept from one lookup to the next on the embedded database, where opening
     /// one costs many times the lookup: keys not cached, and keys that are refused, must not
     /// make each request that expensive (PostgreSQL connections come from a pool).
@@ -370,20 +373,29 @@ struct Cache {
     /// The counters the entries were read under.
     version: (u64, u64),
     usable: HashMap<String, Principal>,
-    /// Keys found unusable (unknown, revoked, of a deactivated user): a client that keeps
-    /// sending a revoked key is refused without a lookup each time.
-    refused: HashSet<String>,
+}
+
+/// Keys found unusable (unknown, revoked, of a deactivated user): a client that keeps
+/// sending a revoked key is refused without a lookup each time.
+#[derive(Default)]
+struct Refused {
+    /// The counters the keys were read under.
+    version: (u64, u64),
+    keys: HashSet<String>,
 }
 
 /// The most refused keys remembered; past it they are forgotten all at once, so keys made up
 /// by the thousand cannot grow the cache.
 const MAX_REFUSED: usize = 1024;
 
-fn remember_refused(cache: &mut Cache, hash: String) {
-    if cache.refused.len() >= MAX_REFUSED {
-        cache.refused.clear();
+impl Refused {
+    fn remember(&mut self, version: (u64, u64), hash: String) {
+        if self.version != version || self.keys.len() >= MAX_REFUSED {
+            self.keys.clear();
+            self.version = version;
+        }
+        self.keys.insert(hash);
     }
-    cache.refused.insert(hash);
 }
 
 impl Authenticator {
@@ -391,7 +403,15 @@ impl Authenticator {
         let watched = Arc::new(Watched::new());
         watch_auth_epoch(db.clone(), Arc::downgrade(&watched)).await?;
         let (hits, misses) = (AtomicU64::new(0), AtomicU64::new(0));
-        Ok(Authenticator { db, watched, cache: RwLock::new(Cache::default()), spare: Mutex::new(None), hits, misses })
+        Ok(Authenticator {
+            db,
+            watched,
+            cache: RwLock::new(Cache::default()),
+            refused: Mutex::new(Refused::default()),
+            spare: Mutex::new(None),
+            hits,
+            misses,
+        })
     }
 
     /// Lookups answered from the cache, and those that were not, so far.
@@ -417,32 +437,40 @@ impl Authenticator {
         if fresh
             && let Ok(cache) = self.cache.read()
             && cache.version == version
+            && let Some(principal) = cache.usable.get(&hash)
         {
-            if let Some(principal) = cache.usable.get(&hash) {
-                self.hits.fetch_add(1, Ordering::Relaxed);
-                return Ok(principal.clone());
-            }
-            if cache.refused.contains(&hash) {
-                self.hits.fetch_add(1, Ordering::Relaxed);
-                return Err(refused());
-            }
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(principal.clone());
+        }
+        if fresh
+            && let Ok(refused_keys) = self.refused.lock()
+            && refused_keys.version == version
+            && refused_keys.keys.contains(&hash)
+        {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Err(refused());
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
         let found = self.lookup(&hash).await?;
         // Cache what was read only if nothing changed while it was read.
-        if let Ok(mut cache) = self.cache.write()
-            && self.version() == version
-        {
-            if cache.version != version {
-                cache.usable.clear();
-                cache.refused.clear();
-                cache.version = version;
-            }
-            match &found {
-                Some(principal) => {
+        match &found {
+            Some(principal) => {
+                if let Ok(mut cache) = self.cache.write()
+                    && self.version() == version
+                {
+                    if cache.version != version {
+                        cache.usable.clear();
+                        cache.version = version;
+                    }
                     cache.usable.insert(hash, principal.clone());
                 }
-                None => remember_refused(&mut cache, hash),
+            }
+            None => {
+                if let Ok(mut refused_keys) = self.refused.lock()
+                    && self.version() == version
+                {
+                    refused_keys.remember(version, hash);
+                }
             }
         }
         found.ok_or_else(refused)
@@ -636,26 +664,49 @@ mod tests {
             assert!(started.elapsed() < Duration::from_secs(5), "a refused key is looked up every time");
             tokio::time::sleep(WATCH_INTERVAL).await;
         }
-        // Lookups share one connection rather than opening one each.
-        assert!(auth.spare.lock().unwrap().is_some());
+        // Lookups share one connection rather than opening one each (PostgreSQL's come from
+        // a pool).
+        assert_eq!(auth.spare.lock().unwrap().is_some(), db.dialect() == storage::Dialect::Sqlite);
 
         crate::users::deactivate(&db, &user.id, None).await.unwrap();
         assert_eq!(auth.authenticate(&key.key).await.unwrap_err().status(), 401);
         assert_eq!(auth.authenticate(&key.key).await.unwrap_err().status(), 401);
         // Taking the user back counts at once, refused key or not.
-        let back = crate::users::UserUpdate { is_active: Some(true), ..Default::default() };
-        crate::users::update(&db, &user.id, back, None).await.unwrap();
+        let back = || crate::users::UserUpdate { is_active: Some(true), ..Default::default() };
+        crate::users::update(&db, &user.id, back(), None).await.unwrap();
         assert_eq!(auth.authenticate(&key.key).await.unwrap().user_id, Some(user.id.clone()));
+    }
+
+    #[tokio::test]
+    async fn a_refused_key_made_usable_by_another_process_is_let_in_on_the_next_request() {
+        let (dir, db) = storage::test_sqlite_db().await;
+        let db = Arc::new(db);
+        let user = crate::users::create(&db, "A", "a@x.org", Role::User, None).await.unwrap();
+        let key = create(&db, "a", Scope::User, Some(&user.id), None).await.unwrap();
+        crate::users::deactivate(&db, &user.id, None).await.unwrap();
+        let auth = Authenticator::new(db.clone()).await.unwrap();
+        for _ in 0..3 {
+            assert_eq!(auth.authenticate(&key.key).await.unwrap_err().status(), 401);
+        }
+        // The CLI's own connection to the same file: this process hears of it only through
+        // the database.
+        let cli = Db::open(&crate::config::DbLocation::Local(dir.path().join("vault.db"))).await.unwrap();
+        let back = crate::users::UserUpdate { is_active: Some(true), ..Default::default() };
+        crate::users::update(&cli, &user.id, back, None).await.unwrap();
+        assert_eq!(auth.authenticate(&key.key).await.unwrap().user_id, Some(user.id));
     }
 
     #[test]
     fn refused_keys_made_up_by_the_thousand_cannot_grow_the_cache() {
-        let mut cache = Cache::default();
+        let mut refused = Refused::default();
         for i in 0..MAX_REFUSED * 3 {
-            remember_refused(&mut cache, format!("{i:064}"));
+            refused.remember((0, 0), format!("{i:064}"));
         }
-        assert!(cache.refused.len() <= MAX_REFUSED);
-        assert!(cache.refused.contains(&format!("{:064}", MAX_REFUSED * 3 - 1)));
+        assert!(refused.keys.len() <= MAX_REFUSED);
+        assert!(refused.keys.contains(&format!("{:064}", MAX_REFUSED * 3 - 1)));
+        // Keys read under older counters go.
+        refused.remember((0, 1), "new".into());
+        assert_eq!(refused.keys.len(), 1);
     }
 
     #[tokio::test]

@@ -32,7 +32,8 @@ impl JsonObject {
     pub(super) fn field(&mut self, key: &'static str, value: impl Serialize) {
         self.key(key);
         // Writing a plain value into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut self.out, &value);
+        let written = serde_json::to_writer(&mut self.out, &value);
+        debug_assert!(written.is_ok(), "{key} could not be written");
     }
 
     /// The field only when there is a value (as `skip_serializing_if = "Option::is_none"`).

@@ -1,11 +1,11 @@
 //! A streamed answer on its way from the upstream to the client.
 //!
-//! Events are passed on as they arrive: all that one read from the upstream completed go
-//! out together in one write, and none waits for a later one. Vault reads each for token usage, drops
-//! the usage chunk it asked for on the client's behalf, turns an upstream failure into a
-//! final `error` event, and runs a finisher (the audit record) before the client gets the
-//! closing `[DONE]`. Dropping the stream (the client left) drops the upstream request at
-//! once and still runs the finisher.
+//! Events are passed on as they arrive: those ready together (from one read of the upstream,
+//! or a few back to back) go out together in one write, and none waits for a later one.
+//! Vault reads each for token usage, drops the usage chunk it asked for on the client's
+//! behalf, turns an upstream failure into a final `error` event, and runs a finisher (the
+//! audit record) before the client gets the closing `[DONE]`. Dropping the stream (the
+//! client left) drops the upstream request at once and still runs the finisher.
 
 use std::borrow::Cow;
 use std::pin::Pin;
@@ -140,7 +140,7 @@ impl ProxyStream {
     fn take_events(&mut self) -> Option<Bytes> {
         let ProxyStream { buffer, ready, scanned, usage, upstream_error, client_wants_usage, .. } = self;
         // Events that go on as they are stay at the front of `buffer`, before `start`, and
-        // move to `ready` in one piece when the scan stops.
+        // move to `ready` in one piece when the scan stops (or an event is kept back).
         let mut start = 0;
         // A separator may straddle the end of what was scanned: look back 3 bytes.
         let mut from = scanned.saturating_sub(3);
@@ -348,10 +348,11 @@ fn single_line(event: &[u8]) -> Option<&[u8]> {
 }
 
 /// Whether an event's data is `[DONE]` (around it, any white space). Only data that starts
-/// with `[`, or with a byte of a non-ASCII character, is looked at closely.
+/// with `[`, or with white space that `trim_ascii_start` leaves (a vertical tab, a non-ASCII
+/// character), is looked at closely.
 fn is_done(data: &[u8]) -> bool {
     match data.trim_ascii_start().first() {
-        Some(b'[' | 0x80..) => std::str::from_utf8(data).is_ok_and(|d| d.trim() == "[DONE]"),
+        Some(b'[' | 0x0B | 0x80..) => std::str::from_utf8(data).is_ok_and(|d| d.trim() == "[DONE]"),
         _ => false,
     }
 }
@@ -572,6 +573,26 @@ mod tests {
         assert_eq!(outcome.usage, Some(Usage { prompt_tokens: 9, completion_tokens: 12 }));
     }
 
+    #[tokio::test]
+    async fn a_usage_chunk_between_events_of_one_read_is_dropped_and_the_others_go_on() {
+        const PARTS: &[&str] = &[concat!(
+            "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n",
+            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":12,\"total_tokens\":21}}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"content\":\"b\"}}]}\n\n",
+            "data: [DONE]\n\n",
+        )];
+        let (text, outcome) = run(ProxyStream::new(chunks(PARTS), false)).await;
+        assert_eq!(
+            text,
+            concat!(
+                "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n",
+                "data: {\"choices\":[{\"delta\":{\"content\":\"b\"}}]}\n\n",
+                "data: [DONE]\n\n",
+            )
+        );
+        assert_eq!(outcome.unwrap().usage, Some(Usage { prompt_tokens: 9, completion_tokens: 12 }));
+    }
+
     #[test]
     fn an_event_is_judged_by_its_data_whatever_its_lines() {
         let judged = |event: &str, wants_usage: bool| {
@@ -590,7 +611,14 @@ mod tests {
         // A chunk whose text merely mentions the field names is not mistaken for them.
         let mention = "data: {\"choices\":[{\"delta\":{\"content\":\"\\\"usage\\\": 5\"}}]}\n\n";
         assert_eq!(judged(mention, false), (Verdict::Pass, None, false));
-        for done in ["data: [DONE]\n\n", "data:[DONE]\r\n\r\n", "data:  [DONE] \n\n", "data: \u{3000}[DONE]\n\n"] {
+        let done = [
+            "data: [DONE]\n\n",
+            "data:[DONE]\r\n\r\n",
+            "data:  [DONE] \n\n",
+            "data: \u{3000}[DONE]\n\n",
+            "data:\x0B[DONE]\n\n",
+        ];
+        for done in done {
             assert_eq!(judged(done, false).0, Verdict::Done, "{done:?}");
         }
         for other in [": keep-alive\n\n", "event: ping\n\n", "data: [DONE]x\n\n", "data: [\"[DONE]\"]\n\n", "\n\n"] {
