@@ -305,17 +305,7 @@ static ERROR_FIELD: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\
 /// carries, and says what becomes of it. Most chunks carry neither: they are only searched
 /// for the two field names, never parsed.
 fn judge(event: &[u8], usage: &mut Option<Usage>, upstream_error: &mut bool, client_wants_usage: bool) -> Verdict {
-    let data: Cow<'_, [u8]> = match single_line(event) {
-        Some(line) => match line.strip_prefix(b"data:") {
-            Some(rest) => Cow::Borrowed(rest.strip_prefix(b" ").unwrap_or(rest)),
-            None => return Verdict::Pass, // a comment such as `: keep-alive`, or another field
-        },
-        None => match event_data(event) {
-            Some(Cow::Borrowed(data)) => Cow::Borrowed(data.as_bytes()),
-            Some(Cow::Owned(data)) => Cow::Owned(data.into_bytes()),
-            None => return Verdict::Pass,
-        },
-    };
+    let Some(data) = event_data(event) else { return Verdict::Pass };
     if is_done(&data) {
         return Verdict::Done;
     }
@@ -336,17 +326,6 @@ fn judge(event: &[u8], usage: &mut Option<Usage>, upstream_error: &mut bool, cli
     Verdict::Pass
 }
 
-/// The one line of an event that has one (the common `data: {…}`), without its line end
-/// and blank line; `None` for an event of several lines.
-fn single_line(event: &[u8]) -> Option<&[u8]> {
-    // `find_event_end` ends an event with `\n\n` or `\n\r\n`.
-    let line = event.strip_suffix(b"\n\r\n").or_else(|| event.strip_suffix(b"\n\n"))?;
-    if memchr::memchr(b'\n', line).is_some() {
-        return None;
-    }
-    Some(line.strip_suffix(b"\r").unwrap_or(line))
-}
-
 /// Whether an event's data is `[DONE]` (around it, any white space). Only data that starts
 /// with `[`, or with white space that `trim_ascii_start` leaves (a vertical tab, a non-ASCII
 /// character), is looked at closely.
@@ -357,22 +336,25 @@ fn is_done(data: &[u8]) -> bool {
     }
 }
 
-/// The data of an event (its `data:` lines joined), or `None` for a comment-only event.
-fn event_data(event: &[u8]) -> Option<Cow<'_, str>> {
-    let text = std::str::from_utf8(event).ok()?;
-    let mut data: Option<Cow<'_, str>> = None;
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("data:") {
-            let rest = rest.strip_prefix(' ').unwrap_or(rest);
-            match &mut data {
-                // Several `data:` lines (rare) make one text; one line is taken as it is.
-                Some(d) => {
-                    let d = d.to_mut();
-                    d.push('\n');
-                    d.push_str(rest);
-                }
-                None => data = Some(Cow::Borrowed(rest)),
+/// The data of an event (its `data:` lines joined, borrowed when there is one), or `None`
+/// when it has none (a comment such as `: keep-alive`, or another field).
+fn event_data(event: &[u8]) -> Option<Cow<'_, [u8]>> {
+    let mut data: Option<Cow<'_, [u8]>> = None;
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'\n', event) {
+        let line = &event[start..end];
+        start = end + 1;
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(rest) = line.strip_prefix(b"data:") else { continue };
+        let rest = rest.strip_prefix(b" ").unwrap_or(rest);
+        match &mut data {
+            // Several `data:` lines (rare) make one text.
+            Some(joined) => {
+                let joined = joined.to_mut();
+                joined.push(b'\n');
+                joined.extend_from_slice(rest);
             }
+            None => data = Some(Cow::Borrowed(rest)),
         }
     }
     data
