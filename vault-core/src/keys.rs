@@ -559,6 +559,12 @@ async fn watch_auth_epoch(db: Arc<Db>, watched: std::sync::Weak<Watched>) -> Res
 mod tests {
     use super::*;
 
+    async fn a_user_and_their_key(db: &Db) -> (crate::model::users::User, CreatedKey) {
+        let user = crate::users::create(db, "A", "a@x.org", Role::User, None).await.unwrap();
+        let key = create(db, "a", Scope::User, Some(&user.id), None).await.unwrap();
+        (user, key)
+    }
+
     #[test]
     fn generated_keys_have_the_documented_shape() {
         let raw = format!("{KEY_PREFIX}{}", secrets::random_alphanumeric(KEY_RANDOM_LEN).unwrap());
@@ -632,8 +638,7 @@ mod tests {
     async fn deactivated_users_keys_stop_working() {
         let (_dir, db) = storage::test_db().await;
         let db = Arc::new(db);
-        let user = crate::users::create(&db, "A", "a@x.org", Role::User, None).await.unwrap();
-        let key = create(&db, "a", Scope::User, Some(&user.id), None).await.unwrap();
+        let (user, key) = a_user_and_their_key(&db).await;
         let auth = Authenticator::new(db.clone()).await.unwrap();
         assert_eq!(auth.authenticate(&key.key).await.unwrap().user_id, Some(user.id.clone()));
         crate::users::deactivate(&db, &user.id, None).await.unwrap();
@@ -646,8 +651,7 @@ mod tests {
     async fn a_refused_key_is_refused_from_the_cache_until_keys_or_users_change() {
         let (_dir, db) = storage::test_db().await;
         let db = Arc::new(db);
-        let user = crate::users::create(&db, "A", "a@x.org", Role::User, None).await.unwrap();
-        let key = create(&db, "a", Scope::User, Some(&user.id), None).await.unwrap();
+        let (user, key) = a_user_and_their_key(&db).await;
         let auth = Authenticator::new(db.clone()).await.unwrap();
         let misses = || auth.cache_lookups().1;
         let unknown = format!("{KEY_PREFIX}{}", "Z".repeat(KEY_RANDOM_LEN));
@@ -681,8 +685,7 @@ mod tests {
     async fn a_refused_key_made_usable_by_another_process_is_let_in_on_the_next_request() {
         let (dir, db) = storage::test_sqlite_db().await;
         let db = Arc::new(db);
-        let user = crate::users::create(&db, "A", "a@x.org", Role::User, None).await.unwrap();
-        let key = create(&db, "a", Scope::User, Some(&user.id), None).await.unwrap();
+        let (user, key) = a_user_and_their_key(&db).await;
         crate::users::deactivate(&db, &user.id, None).await.unwrap();
         let auth = Authenticator::new(db.clone()).await.unwrap();
         for _ in 0..3 {
