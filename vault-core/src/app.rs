@@ -268,6 +268,7 @@ impl Vault {
             rows = stats.rows,
             commits = stats.commits,
             checkpoints = stats.checkpoints,
+            journal_writes = stats.journal_writes,
             "audit log flushed"
         );
     }

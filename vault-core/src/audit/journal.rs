@@ -1,9 +1,10 @@
 //! The audit journal: every row is appended to a file beside the database before its
 //! request is answered, and committed to the database moments later in large batches.
 //!
-//! The append is one `write` into the page cache, with no fsync: it survives a crash of the
-//! process, as a SQLite commit with `synchronous=NORMAL` does, at a fraction of the cost
-//! of a commit on every request's path. When the gateway starts, rows of the journal that
+//! The append is one `write` into the page cache, with no fsync, for all the rows of
+//! requests that finish together (see `staging`): it survives a crash of the process, as
+//! a SQLite commit with `synchronous=NORMAL` does, at a fraction of the cost of a commit on
+//! every request's path. When the gateway starts, rows of the journal that
 //! the database does not have yet (their sequence number is above the database's
 //! `audit_journal.committed_seq`, which moves in the same transaction as the rows) are
 //! committed before anything else. Files are rotated at [`FILE_BYTES`] and deleted once
@@ -20,7 +21,7 @@ use super::json::JsonObject;
 use crate::model::audit::AuditRecord;
 
 /// A journal file is closed and a new one started past this size.
-const FILE_BYTES: u64 = 16 * 1024 * 1024;
+pub(super) const FILE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// The journal of one database, shared by every request of the process.
 pub struct Journal {
@@ -35,7 +36,7 @@ struct State {
     file: File,
     index: u64,
     bytes: u64,
-    /// The last sequence number given out (and written).
+    /// The highest sequence number written.
     seq: u64,
     /// Closed files not yet deleted: (index, highest seq in it).
     closed: Vec<(u64, u64)>,
@@ -85,7 +86,7 @@ impl Journal {
     }
 
     /// Deletes the old journal files (after recovery committed them) and starts a new one
-    /// whose sequence numbers follow `last_seq`; `lock` is what [`Journal::lock`] took.
+    /// for the records numbered after `last_seq`; `lock` is what [`Journal::lock`] took.
     pub fn start(db_path: &Path, last_seq: u64, lock: File) -> std::io::Result<Journal> {
         let (dir, stem) = split(db_path);
         for (_, path) in files(&dir, &stem)? {
@@ -96,17 +97,19 @@ impl Journal {
         Ok(Journal { dir, stem, state: Mutex::new(state), _lock: lock })
     }
 
-    /// Appends a record, serialized by [`serialize`], and hands its sequence number to
-    /// `then` — while the journal is locked, so records reach `then` in sequence order.
-    pub fn append(&self, json: &[u8], then: impl FnOnce(u64)) -> std::io::Result<()> {
+    /// Adds the line of record number `seq`, whose JSON [`serialize`] made, to `lines`.
+    pub fn add_line(lines: &mut Vec<u8>, seq: u64, json: &[u8]) {
+        // Writing into a Vec cannot fail.
+        let _ = write!(lines, "{seq} ");
+        lines.extend_from_slice(json);
+        lines.push(b'\n');
+    }
+
+    /// Appends `lines` (made by [`add_line`](Self::add_line), numbered up to `last_seq`)
+    /// in one write. When the write fails, none of them stays in the file.
+    pub fn write(&self, lines: &[u8], last_seq: u64) -> std::io::Result<()> {
         let mut state = self.state.lock().map_err(|_| std::io::Error::other("the audit journal is poisoned"))?;
-        let seq = state.seq + 1;
-        let mut line = Vec::with_capacity(json.len() + 24);
-        line.extend_from_slice(seq.to_string().as_bytes());
-        line.push(b' ');
-        line.extend_from_slice(json);
-        line.push(b'\n');
-        if state.bytes + line.len() as u64 > FILE_BYTES {
+        if state.bytes > 0 && state.bytes + lines.len() as u64 > FILE_BYTES {
             let next = state.index + 1;
             let file = open(&self.dir, &self.stem, next)?;
             let (closed_index, closed_seq) = (state.index, state.seq);
@@ -115,14 +118,13 @@ impl Journal {
             state.index = next;
             state.bytes = 0;
         }
-        if let Err(err) = state.file.write_all(&line) {
-            // Cut off what part of the line got written, so the next line starts clean.
+        if let Err(err) = state.file.write_all(lines) {
+            // Cut off what part got written, so the next lines start clean.
             let _ = state.file.set_len(state.bytes);
             return Err(err);
         }
-        state.bytes += line.len() as u64;
-        state.seq = seq;
-        then(seq);
+        state.bytes += lines.len() as u64;
+        state.seq = last_seq;
         Ok(())
     }
 
@@ -236,11 +238,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("vault.db");
         let journal = Journal::start(&db, 41, Journal::lock(&db).unwrap()).unwrap();
-        let mut seqs = Vec::new();
-        for i in 0..3 {
-            journal.append(&serialize(&test_record(i)), |seq| seqs.push(seq)).unwrap();
+        let mut lines = Vec::new();
+        Journal::add_line(&mut lines, 42, &serialize(&test_record(0)));
+        journal.write(&lines, 42).unwrap();
+        lines.clear();
+        for i in 1..3 {
+            Journal::add_line(&mut lines, 42 + i as u64, &serialize(&test_record(i)));
         }
-        assert_eq!(seqs, [42, 43, 44]);
+        journal.write(&lines, 44).unwrap();
         drop(journal);
         let file = dir.path().join("vault.db-audit.1");
         let mut f = OpenOptions::new().append(true).open(&file).unwrap();

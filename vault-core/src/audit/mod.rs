@@ -16,6 +16,7 @@ mod line;
 pub mod query;
 mod request;
 mod retention;
+mod staging;
 pub mod stats;
 mod writer;
 

@@ -39,6 +39,7 @@ impl RequestAudit {
     ) -> Arc<RequestAudit> {
         let request_id = crate::keys::redact_keys(&request_id).into_owned();
         let path = crate::keys::redact_keys(path).into_owned();
+        log.opened();
         Arc::new(RequestAudit {
             log,
             peer,
@@ -161,13 +162,14 @@ impl RequestAudit {
             if let Some(record) = &record {
                 self.log.metrics().observe_request(record, took, record.upstream.as_ref());
             }
+            self.log.closed();
         }
-        // Journaled now, so the row is kept even if nobody awaits the future.
+        // Staged now; written when the future is awaited, or dropped unawaited.
         let pending = record.and_then(|record| self.log.enqueue_unless_flood(record, self.peer));
         async move {
             match pending {
                 None => true,
-                Some(committed) => committed.await.unwrap_or(false),
+                Some(pending) => pending.safe().await,
             }
         }
     }
@@ -204,5 +206,37 @@ mod tests {
         let row = storage::audit::by_request_id(&conn, "gone-1").await.unwrap().unwrap();
         assert_eq!((row.status, row.completed), (CLIENT_CLOSED_REQUEST, false));
         assert_eq!(row.error_code.as_deref(), Some("client_disconnected"));
+    }
+
+    #[tokio::test]
+    async fn requests_that_finish_together_are_journaled_in_one_write_before_any_is_answered() {
+        let (_dir, db) = storage::test_db().await;
+        let db = Arc::new(db);
+        let audit = AuditLog::start(db.clone()).await.unwrap();
+        let begin =
+            |i: usize| RequestAudit::begin(audit.clone(), "POST", "/v1/chat/completions", format!("r-{i}"), None, None);
+        let requests: Vec<Arc<RequestAudit>> = (0..3).map(begin).collect();
+        // Each finishes in a task of its own, on this one thread, as a server's requests do.
+        let answered: Vec<_> = requests
+            .into_iter()
+            .map(|request| {
+                let (db, id) = (db.clone(), request.request_id());
+                tokio::spawn(async move {
+                    assert!(request.finish(200, true, None).await);
+                    let journal = super::super::journal::Journal::read_existing(db.path()).unwrap();
+                    journal.iter().any(|r| r.record.request_id == id)
+                })
+            })
+            .collect();
+        for journaled in futures_util::future::join_all(answered).await {
+            assert!(journaled.unwrap(), "answered before its row was in the journal");
+        }
+        assert_eq!(audit.stats().journal_writes, 1);
+
+        // A request alone is written at once, by itself.
+        assert!(begin(3).finish(200, true, None).await);
+        assert_eq!(audit.stats().journal_writes, 2);
+        audit.shutdown().await;
+        assert_eq!(audit.stats().rows, 4);
     }
 }

@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::flood::{FloodGuard, this_minute};
 use super::journal::Journal;
+use super::staging::{Safe, Staging};
 use crate::error::{ErrorCode, ErrorKind, Result, VaultError};
 use crate::metrics::Metrics;
 use crate::model::audit::AuditRecord;
@@ -59,7 +60,7 @@ struct Inner {
     queue: mpsc::UnboundedSender<Message>,
     /// The writer's thread, woken early for a message someone waits on.
     writer: std::thread::Thread,
-    journal: Arc<Journal>,
+    staging: Staging,
     shared: Arc<Shared>,
     flood: FloodGuard,
 }
@@ -75,6 +76,8 @@ pub struct WriterStats {
     pub checkpoints: u64,
     /// Rows recovered from the journal at start-up.
     pub recovered: u64,
+    /// Writes to the journal: one for all the rows of requests that finished together.
+    pub journal_writes: u64,
 }
 
 #[derive(Default)]
@@ -131,26 +134,34 @@ impl AuditLog {
         if min_free_bytes > 0 {
             watch_free_space(db.path(), min_free_bytes, Arc::downgrade(&shared))?;
         }
-        let inner = Arc::new(Inner { queue, writer, journal, shared, flood: FloodGuard::default() });
+        let staging = Staging::new(journal, last_seq);
+        let inner = Arc::new(Inner { queue, writer, staging, shared, flood: FloodGuard::default() });
         tokio::spawn(housekeeping(Arc::downgrade(&inner), Arc::downgrade(&db), chain_key));
         Ok(AuditLog { inner })
     }
 
     /// Records a row, unless it belongs to a flood of refused requests from `peer` (see
     /// `flood`): then it is only counted.
-    pub(super) fn enqueue_unless_flood(
-        &self,
-        record: AuditRecord,
-        peer: Option<std::net::IpAddr>,
-    ) -> Option<oneshot::Receiver<bool>> {
+    pub(super) fn enqueue_unless_flood(&self, record: AuditRecord, peer: Option<std::net::IpAddr>) -> Option<Pending> {
         let Some(peer) = peer.filter(|_| record.status == 401) else {
-            return self.enqueue(record);
+            return Some(self.enqueue(record));
         };
         let (keep, finished) = self.inner.flood.admit(peer, this_minute(), &record);
         if let Some(summary) = finished {
             drop(self.enqueue(summary));
         }
-        if keep { self.enqueue(record) } else { None }
+        keep.then(|| self.enqueue(record))
+    }
+
+    /// Counts a request as begun, until [`closed`](Self::closed): rows finished while
+    /// others are in progress wait a moment to be written with theirs.
+    pub(super) fn opened(&self) {
+        self.inner.staging.opened();
+    }
+
+    /// Counts a request as finished (see [`opened`](Self::opened)).
+    pub(super) fn closed(&self) {
+        self.inner.staging.closed();
     }
 
     /// Whether rows can be kept now; an error (503 `audit_unavailable`) says why not.
@@ -185,6 +196,7 @@ impl AuditLog {
             commits: self.inner.shared.commits.load(Ordering::Relaxed),
             checkpoints: self.inner.shared.checkpoints.load(Ordering::Relaxed),
             recovered: self.inner.shared.recovered.load(Ordering::Relaxed),
+            journal_writes: self.inner.staging.writes(),
         }
     }
 
@@ -192,11 +204,7 @@ impl AuditLog {
     /// journal, or, when the journal cannot be written, committed to the database — with
     /// whether it is.
     pub async fn record(&self, record: AuditRecord) -> bool {
-        match self.enqueue(record) {
-            None => true,
-            // An Err means the writer is gone (shut down): the row went to the log instead.
-            Some(committed) => committed.await.unwrap_or(false),
-        }
+        self.enqueue(record).safe().await
     }
 
     /// Logs the request line and records the row without waiting (for a request whose
@@ -205,43 +213,56 @@ impl AuditLog {
         drop(self.enqueue(record));
     }
 
-    /// Journals the row and queues it for the writer. When the journal cannot take it, the
-    /// returned receiver says when the row is committed instead.
-    pub(super) fn enqueue(&self, record: AuditRecord) -> Option<oneshot::Receiver<bool>> {
+    /// Logs the request line and stages the row for the journal; the row is written
+    /// there, and queued for the writer, by [`Pending::safe`] or when the `Pending` is
+    /// dropped.
+    pub(super) fn enqueue(&self, record: AuditRecord) -> Pending {
         super::line::log_request_line(&record);
-        let json = super::journal::serialize(&record);
-        let mut record = Some(record);
-        let appended = self.inner.journal.append(&json, |seq| {
-            if let Some(record) = record.take() {
-                match self.inner.queue.send(Message::Record(Box::new(record), Some(seq), None)) {
-                    Ok(()) => self.counted_in(),
-                    Err(mpsc::error::SendError(Message::Record(record, ..))) => log_unstored(&record),
-                    Err(_) => {}
-                }
-            }
-        });
-        match (appended, record) {
-            (Ok(()), _) | (Err(_), None) => None,
-            (Err(err), Some(record)) => self.wait_for_commit(record, &err),
+        let seq = self.inner.staging.stage(record);
+        Pending { log: self.clone(), state: PendingState::Staged(seq) }
+    }
+
+    /// Makes sure the staged row `seq` is written to the journal (with every row staged
+    /// before it) and queued for the writer.
+    fn write_through(&self, seq: u64) -> Safe {
+        self.inner.staging.write_through(seq, &|record, journaled| self.hand_on(record, journaled))
+    }
+
+    /// Queues a staged row for the writer: with its sequence number once its line is in
+    /// the journal, or else waited on until it is committed.
+    fn hand_on(
+        &self,
+        record: Box<AuditRecord>,
+        journaled: Result<u64, &std::io::Error>,
+    ) -> Option<oneshot::Receiver<bool>> {
+        let seq = match journaled {
+            Ok(seq) => seq,
+            Err(err) => return Some(self.wait_for_commit(record, err)),
+        };
+        match self.inner.queue.send(Message::Record(record, Some(seq), None)) {
+            Ok(()) => self.counted_in(),
+            Err(mpsc::error::SendError(Message::Record(record, ..))) => log_unstored(&record),
+            Err(_) => {}
         }
+        None
     }
 
     /// The fallback when the journal cannot take a row: the caller waits for its commit.
-    fn wait_for_commit(&self, record: AuditRecord, err: &std::io::Error) -> Option<oneshot::Receiver<bool>> {
+    fn wait_for_commit(&self, record: Box<AuditRecord>, err: &std::io::Error) -> oneshot::Receiver<bool> {
         tracing::error!(error = %err, "audit journal not writable; waiting for the database instead");
         let (done, committed) = oneshot::channel::<bool>();
         if self.inner.shared.failing.load(Ordering::Relaxed) {
             // The database refuses rows too: nothing can keep this one.
             log_unstored(&record);
             let _ = done.send(false);
-            return Some(committed);
+            return committed;
         }
-        match self.send_awaited(Message::Record(Box::new(record), None, Some(done))) {
+        match self.send_awaited(Message::Record(record, None, Some(done))) {
             Ok(()) => self.counted_in(),
             Err(mpsc::error::SendError(Message::Record(record, ..))) => log_unstored(&record),
             Err(_) => {}
         }
-        Some(committed)
+        committed
     }
 
     /// Counts a row the writer now holds (and will store or give up, counting it out).
@@ -259,6 +280,7 @@ impl AuditLog {
     /// Returns once every row recorded before the call is committed to the database (or
     /// the database refused them, for now: then false).
     pub async fn flush(&self) -> bool {
+        self.write_staged();
         let (done, flushed) = oneshot::channel();
         self.send_awaited(Message::Flush(done)).is_ok() && flushed.await.unwrap_or(false)
     }
@@ -269,9 +291,56 @@ impl AuditLog {
         for summary in self.inner.flood.take_before(u64::MAX) {
             drop(self.enqueue(summary));
         }
+        self.write_staged();
         let (done, finished) = oneshot::channel();
         if self.send_awaited(Message::Shutdown(done)).is_ok() {
             let _ = finished.await;
+        }
+    }
+
+    /// Writes every staged row to the journal now, and queues it for the writer.
+    fn write_staged(&self) {
+        // Their waiters still find out about rows that could not be written.
+        let _ = self.write_through(u64::MAX);
+    }
+}
+
+/// A row staged for the journal (see `staging`). It is written there, and queued for the
+/// writer, when [`safe`](Self::safe) is awaited, or else when this is dropped.
+pub(super) struct Pending {
+    log: AuditLog,
+    state: PendingState,
+}
+
+enum PendingState {
+    Staged(u64),
+    Done,
+}
+
+impl Pending {
+    /// Returns once the row is safe — in the journal, or, when the journal cannot be
+    /// written, committed to the database — with whether it is.
+    pub async fn safe(mut self) -> bool {
+        let PendingState::Staged(seq) = self.state else { return true };
+        if self.log.inner.staging.others_open() {
+            // One turn for the other tasks of this thread: requests finishing now stage
+            // their rows, and one write takes them all.
+            tokio::task::yield_now().await;
+        }
+        self.state = PendingState::Done;
+        match self.log.write_through(seq) {
+            Safe::Journaled => true,
+            // An Err means the writer is gone (shut down): the row went to the log instead.
+            Safe::Committing(committed) => committed.await.unwrap_or(false),
+        }
+    }
+}
+
+impl Drop for Pending {
+    /// Nobody waits for the row (the client left, or it is a summary): it is written now.
+    fn drop(&mut self) {
+        if let PendingState::Staged(seq) = self.state {
+            drop(self.log.write_through(seq));
         }
     }
 }
@@ -735,9 +804,11 @@ mod tests {
         // A run that journaled rows 1..=5, committed 1..=2, then died.
         let journal = Journal::start(db.path(), 0, Journal::lock(db.path()).unwrap()).unwrap();
         let records: Vec<AuditRecord> = (1..=5).map(test_record).collect();
-        for record in &records {
-            journal.append(&super::super::journal::serialize(record), |_| {}).unwrap();
+        let mut lines = Vec::new();
+        for (seq, record) in (1..).zip(&records) {
+            Journal::add_line(&mut lines, seq, &super::super::journal::serialize(record));
         }
+        journal.write(&lines, 5).unwrap();
         let writer = storage::audit::BatchWriter::new(&db, Vec::new()).await.unwrap();
         writer.write(&[&records[0], &records[1]], &[], Some(2)).await.unwrap();
         drop(journal);
