@@ -166,9 +166,11 @@ impl RequestAudit {
         }
         // Staged now; written when the future is awaited, or dropped unawaited.
         let pending = record.and_then(|record| self.log.enqueue_unless_flood(record, self.peer));
+        let stream = self.is_deferred();
         async move {
             match pending {
                 None => true,
+                Some(pending) if stream => pending.safe_at_once().await,
                 Some(pending) => pending.safe().await,
             }
         }
@@ -238,5 +240,26 @@ mod tests {
         assert_eq!(audit.stats().journal_writes, 2);
         audit.shutdown().await;
         assert_eq!(audit.stats().rows, 4);
+    }
+
+    #[tokio::test]
+    async fn while_others_are_in_progress_an_answer_waits_a_turn_and_a_stream_does_not() {
+        use futures_util::FutureExt;
+        let (_dir, db) = storage::test_db().await;
+        let audit = AuditLog::start(Arc::new(db)).await.unwrap();
+        let begin =
+            |id: &str| RequestAudit::begin(audit.clone(), "POST", "/v1/chat/completions", id.into(), None, None);
+        let _in_progress = begin("other");
+        let stream = begin("stream");
+        stream.defer();
+        // Its closing frame waits for the row: a turn would split it from the events before.
+        assert_eq!(stream.finish(200, true, None).now_or_never(), Some(true));
+        assert_eq!(audit.stats().journal_writes, 1);
+
+        let answer = begin("answer");
+        let mut finished = std::pin::pin!(answer.finish(200, true, None));
+        assert!(futures_util::poll!(&mut finished).is_pending(), "no turn given to the request in progress");
+        assert!(finished.await);
+        assert_eq!(audit.stats().journal_writes, 2);
     }
 }

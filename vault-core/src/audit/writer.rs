@@ -320,9 +320,20 @@ enum PendingState {
 impl Pending {
     /// Returns once the row is safe — in the journal, or, when the journal cannot be
     /// written, committed to the database — with whether it is.
-    pub async fn safe(mut self) -> bool {
+    pub async fn safe(self) -> bool {
+        self.wait(true).await
+    }
+
+    /// [`safe`](Self::safe) without giving other requests a turn first: for the row of a
+    /// stream, which the stream's closing frame waits for. A turn would have the events
+    /// before it flushed, and the closing frame written on its own.
+    pub async fn safe_at_once(self) -> bool {
+        self.wait(false).await
+    }
+
+    async fn wait(mut self, give_way: bool) -> bool {
         let PendingState::Staged(seq) = self.state else { return true };
-        if self.log.inner.staging.others_open() {
+        if give_way && self.log.inner.staging.others_open() {
             // One turn for the other tasks of this thread: requests finishing now stage
             // their rows, and one write takes them all.
             tokio::task::yield_now().await;
