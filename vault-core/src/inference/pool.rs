@@ -217,10 +217,12 @@ impl Inner {
             return;
         }
         let Ok(mut idle) = self.idle.lock() else { return };
-        let expired = idle.partition_point(|i| i.since.elapsed() >= self.idle_timeout);
+        // One reading of the clock, not one for each connection the search looks at.
+        let now = Instant::now();
+        let expired = idle.partition_point(|i| now.saturating_duration_since(i.since) >= self.idle_timeout);
         idle.drain(..expired);
         if idle.len() < MAX_IDLE {
-            idle.push(Idle { connection, since: Instant::now() });
+            idle.push(Idle { connection, since: now });
         }
     }
 
