@@ -2,7 +2,7 @@
 //! reads the per-account tables; without, the everyone tables.
 
 use crate::storage::sql::params;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use crate::storage::{Conn, Statement, Value};
 
@@ -108,7 +108,9 @@ impl Rollups {
     }
 
     /// The statements that add a batch of audit records to the rollups, appended to
-    /// `runs` (to run in the batch's transaction); only inference requests count.
+    /// `runs` (to run in the batch's transaction); only inference requests count. The
+    /// sums are gathered in ordered maps: a batch holds a few keys, which a comparison or
+    /// two finds quicker than a hash of the key.
     pub fn upserts<'a>(&'a self, records: &[&AuditRecord], runs: &mut Vec<(&'a Statement, Vec<Value>)>) {
         self.add_hourly(records, runs);
         self.add_minutes(records, runs);
@@ -132,8 +134,8 @@ impl Rollups {
     }
 
     fn add_minutes<'a>(&'a self, records: &[&AuditRecord], runs: &mut Vec<(&'a Statement, Vec<Value>)>) {
-        let mut minutes: HashMap<&str, Sums> = HashMap::new();
-        let mut latency: HashMap<(&str, i64, i64), i64> = HashMap::new();
+        let mut minutes: BTreeMap<&str, Sums> = BTreeMap::new();
+        let mut latency: BTreeMap<(&str, i64, i64), i64> = BTreeMap::new();
         for r in records.iter().filter(|r| r.is_inference() && r.timestamp.len() >= 16) {
             let minute = &r.timestamp[..16];
             minutes.entry(minute).or_default().add(r);
@@ -153,12 +155,12 @@ impl Rollups {
     }
 
     fn add_hourly<'a>(&'a self, records: &[&AuditRecord], runs: &mut Vec<(&'a Statement, Vec<Value>)>) {
-        let mut hourly: HashMap<&str, Sums> = HashMap::new();
-        let mut by_model: HashMap<(&str, &str), Sums> = HashMap::new();
-        let mut by_account: HashMap<(String, &str, &str), Sums> = HashMap::new();
-        let mut latency: HashMap<(&str, i64), i64> = HashMap::new();
-        let mut latency_by_account: HashMap<(String, &str, i64), i64> = HashMap::new();
-        let mut errors: HashMap<(&str, u16, &str), i64> = HashMap::new();
+        let mut hourly: BTreeMap<&str, Sums> = BTreeMap::new();
+        let mut by_model: BTreeMap<(&str, &str), Sums> = BTreeMap::new();
+        let mut by_account: BTreeMap<(String, &str, &str), Sums> = BTreeMap::new();
+        let mut latency: BTreeMap<(&str, i64), i64> = BTreeMap::new();
+        let mut latency_by_account: BTreeMap<(String, &str, i64), i64> = BTreeMap::new();
+        let mut errors: BTreeMap<(&str, u16, &str), i64> = BTreeMap::new();
         for r in records.iter().filter(|r| r.is_inference() && r.timestamp.len() >= 13) {
             let hour = &r.timestamp[..13];
             let model = r.model.as_deref().unwrap_or("");
