@@ -372,7 +372,8 @@ const RESTING_LOOK: Duration = Duration::from_secs(1);
 struct Cache {
     /// The counters the entries were read under.
     version: (u64, u64),
-    usable: HashMap<String, Principal>,
+    /// By the SHA-256 of the key (its hash as stored, before it is written in hex).
+    usable: HashMap<[u8; 32], Principal>,
 }
 
 /// Keys found unusable (unknown, revoked, of a deactivated user): a client that keeps
@@ -381,7 +382,7 @@ struct Cache {
 struct Refused {
     /// The counters the keys were read under.
     version: (u64, u64),
-    keys: HashSet<String>,
+    keys: HashSet<[u8; 32]>,
 }
 
 /// The most refused keys remembered; past it they are forgotten all at once, so keys made up
@@ -389,7 +390,7 @@ struct Refused {
 const MAX_REFUSED: usize = 1024;
 
 impl Refused {
-    fn remember(&mut self, version: (u64, u64), hash: String) {
+    fn remember(&mut self, version: (u64, u64), hash: [u8; 32]) {
         if self.version != version || self.keys.len() >= MAX_REFUSED {
             self.keys.clear();
             self.version = version;
@@ -428,7 +429,7 @@ impl Authenticator {
         if !is_well_formed(raw_key) {
             return Err(malformed());
         }
-        let hash = hash_key(raw_key);
+        let hash = secrets::sha256(raw_key);
         // Freshness first: a look that counts as fresh here moved the counters before it
         // said so, so the version read next includes whatever that look found (and the
         // look this very check may wake lands before it, not between the two reads).
@@ -451,7 +452,7 @@ impl Authenticator {
             return Err(refused());
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
-        let found = self.lookup(&hash).await?;
+        let found = self.lookup(&secrets::hex(&hash)).await?;
         // Cache what was read only if nothing changed while it was read.
         match &found {
             Some(principal) => {
@@ -703,12 +704,12 @@ mod tests {
     fn refused_keys_made_up_by_the_thousand_cannot_grow_the_cache() {
         let mut refused = Refused::default();
         for i in 0..MAX_REFUSED * 3 {
-            refused.remember((0, 0), format!("{i:064}"));
+            refused.remember((0, 0), secrets::sha256(&i.to_string()));
         }
         assert!(refused.keys.len() <= MAX_REFUSED);
-        assert!(refused.keys.contains(&format!("{:064}", MAX_REFUSED * 3 - 1)));
+        assert!(refused.keys.contains(&secrets::sha256(&(MAX_REFUSED * 3 - 1).to_string())));
         // Keys read under older counters go.
-        refused.remember((0, 1), "new".into());
+        refused.remember((0, 1), secrets::sha256("new"));
         assert_eq!(refused.keys.len(), 1);
     }
 

@@ -27,7 +27,12 @@ pub fn random_alphanumeric(len: usize) -> Result<String> {
 
 /// The SHA-256 of `raw` as lowercase hex.
 pub fn sha256_hex(raw: &str) -> String {
-    hex(&Sha256::digest(raw.as_bytes()))
+    hex(&sha256(raw))
+}
+
+/// The SHA-256 of `raw`.
+pub fn sha256(raw: &str) -> [u8; 32] {
+    Sha256::digest(raw.as_bytes()).into()
 }
 
 /// `bytes` as lowercase hex.
