@@ -116,6 +116,9 @@ impl Staging {
             state.records = records;
             state.handed_on = last;
         }
+        if state.committing.is_empty() {
+            return Safe::Journaled;
+        }
         match state.committing.remove(&seq) {
             Some(committed) => Safe::Committing(committed),
             None => Safe::Journaled,
