@@ -1,11 +1,11 @@
 //! The audit journal: every row is appended to a file beside the database before its
 //! request is answered, and committed to the database moments later in large batches.
 //!
-//! The append is one `write` into the page cache, with no fsync, for all the rows of
+//! The append is a `write` into the page cache, with no fsync, for all the rows of
 //! requests that finish together (see `staging`): it survives a crash of the process, as
 //! a SQLite commit with `synchronous=NORMAL` does, at a fraction of the cost of a commit on
-//! every request's path. When the gateway starts, rows of the journal that
-//! the database does not have yet (their sequence number is above the database's
+//! every request's path. When the gateway starts, rows of the journal that the database
+//! does not have yet (their sequence number is above the database's
 //! `audit_journal.committed_seq`, which moves in the same transaction as the rows) are
 //! committed before anything else. Files are rotated at [`FILE_BYTES`] and deleted once
 //! every row in them is committed.
@@ -23,7 +23,7 @@ use crate::model::audit::AuditRecord;
 /// A journal file is closed and a new one started past this size.
 pub(super) const FILE_BYTES: u64 = 16 * 1024 * 1024;
 
-/// The journal of one database, shared by every request of the process.
+/// The journal of one database, for one process.
 pub struct Journal {
     dir: PathBuf,
     stem: String,
@@ -106,7 +106,8 @@ impl Journal {
     }
 
     /// Appends `lines` (made by [`add_line`](Self::add_line), numbered up to `last_seq`)
-    /// in one write. When the write fails, none of them stays in the file.
+    /// in one write. When the write fails, what part of them got written is cut off again
+    /// (as far as the file lets it be).
     pub fn write(&self, lines: &[u8], last_seq: u64) -> std::io::Result<()> {
         let mut state = self.state.lock().map_err(|_| std::io::Error::other("the audit journal is poisoned"))?;
         if state.bytes > 0 && state.bytes + lines.len() as u64 > FILE_BYTES {

@@ -129,7 +129,10 @@ impl RequestAudit {
 
     /// The response body will finish this record (a stream); the response itself must not.
     pub(crate) fn defer(&self) {
-        self.deferred.store(true, Ordering::SeqCst);
+        if !self.deferred.swap(true, Ordering::SeqCst) {
+            // A stream is not waited for by rows finishing meanwhile (see `staging`).
+            self.log.closed();
+        }
     }
 
     pub fn is_deferred(&self) -> bool {
@@ -162,7 +165,9 @@ impl RequestAudit {
             if let Some(record) = &record {
                 self.log.metrics().observe_request(record, took, record.upstream.as_ref());
             }
-            self.log.closed();
+            if !self.is_deferred() {
+                self.log.closed();
+            }
         }
         // Staged now; written when the future is awaited, or dropped unawaited.
         let pending = record.and_then(|record| self.log.enqueue_unless_flood(record, self.peer));
@@ -261,5 +266,36 @@ mod tests {
         assert!(futures_util::poll!(&mut finished).is_pending(), "no turn given to the request in progress");
         assert!(finished.await);
         assert_eq!(audit.stats().journal_writes, 2);
+    }
+
+    #[tokio::test]
+    async fn a_row_waiting_its_turn_is_kept_when_its_answer_is_dropped_or_the_log_is_flushed() {
+        use futures_util::FutureExt;
+        let (_dir, db) = storage::test_db().await;
+        let db = Arc::new(db);
+        let audit = AuditLog::start(db.clone()).await.unwrap();
+        let begin =
+            |id: &str| RequestAudit::begin(audit.clone(), "POST", "/v1/chat/completions", id.into(), None, None);
+        let journaled = || -> Vec<String> {
+            let journal = super::super::journal::Journal::read_existing(db.path()).unwrap();
+            journal.into_iter().map(|r| r.record.request_id).collect()
+        };
+        // A stream in progress is not waited for: its row comes only at its end.
+        let stream = begin("stream");
+        stream.defer();
+        assert_eq!(begin("alone").finish(200, true, None).now_or_never(), Some(true));
+
+        let _in_progress = begin("other");
+        let mut dropped = Box::pin(begin("dropped").finish(499, false, None));
+        assert!(futures_util::poll!(&mut dropped).is_pending());
+        drop(dropped);
+        assert_eq!(journaled(), ["alone", "dropped"], "kept as the answer was dropped mid-turn");
+
+        let mut flushed = Box::pin(begin("flushed").finish(200, true, None));
+        assert!(futures_util::poll!(&mut flushed).is_pending());
+        assert!(audit.flush().await);
+        let conn = db.connect().await.unwrap();
+        assert!(storage::audit::by_request_id(&conn, "flushed").await.unwrap().is_some(), "a flush takes staged rows");
+        assert!(flushed.await);
     }
 }

@@ -4,14 +4,15 @@
 //!
 //! A finishing request stages its row (it gets its sequence number and its journal line).
 //! When other requests are in progress, it then gives the other tasks of its thread a turn
-//! to stage theirs (see [`Pending::safe`]). Then the first of them to look writes every
-//! staged line at once, and the others find theirs written. The rows are handed on to the
-//! writer in sequence order while the staging is locked, so the writer's committed mark
-//! never passes a row it has not been given.
+//! to stage theirs (see `Pending::safe`; a stream does not, since its closing frame waits
+//! for the row). Then the first of them to look writes every staged line at once, and the
+//! others find theirs written (or, when the write failed, are told when the database has
+//! their rows). The rows are handed on to the writer in sequence order while the staging
+//! is locked, so the writer's committed mark never passes a row it has not been given.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
@@ -24,6 +25,9 @@ pub(super) enum Safe {
     Journaled,
     /// Its line could not be written; the receiver says whether the database took it.
     Committing(oneshot::Receiver<bool>),
+    /// The staging broke (something panicked while rows were handed on): whether the row
+    /// is kept is not known, so it counts as not kept.
+    Unknown,
 }
 
 /// How a staged row is handed on: with its sequence number when its line was written,
@@ -35,10 +39,10 @@ pub(super) type HandOn<'a> =
 pub(super) struct Staging {
     journal: Arc<Journal>,
     state: Mutex<Staged>,
-    /// Requests begun and not finished: while there are any, a finishing request lets
-    /// them stage their rows before it writes.
+    /// Requests begun and not finished, streams aside: while there are any, a finishing
+    /// request lets them stage their rows before it writes.
     open: AtomicUsize,
-    /// Writes to the journal so far.
+    /// Writes to the journal so far (failed ones too).
     writes: AtomicU64,
 }
 
@@ -72,12 +76,12 @@ impl Staging {
         self.open.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts a request as finished.
+    /// Counts a request as finished (or as a stream, which is not waited for).
     pub fn closed(&self) {
-        self.open.fetch_sub(1, Ordering::Relaxed);
+        let _ = self.open.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |open| open.checked_sub(1));
     }
 
-    /// Writes to the journal so far.
+    /// Writes to the journal so far (failed ones too).
     pub fn writes(&self) -> u64 {
         self.writes.load(Ordering::Relaxed)
     }
@@ -87,21 +91,25 @@ impl Staging {
         self.open.load(Ordering::Relaxed) > 0
     }
 
-    /// Gives `record` the next sequence number and stages its line; returns the number.
-    pub fn stage(&self, record: AuditRecord) -> u64 {
+    /// Gives `record` the next sequence number and stages its line; returns the number,
+    /// or the record when the staging broke. Numbering more rows then could let the
+    /// writer's committed mark pass rows that were journaled and never handed on (and the
+    /// journal file that holds them go); without a number the row waits for its commit
+    /// instead, and the next start recovers the others from the journal.
+    pub fn stage(&self, record: Box<AuditRecord>) -> Result<u64, Box<AuditRecord>> {
         let json = journal::serialize(&record);
-        let mut state = self.lock();
+        let Ok(mut state) = self.state.lock() else { return Err(record) };
         state.seq += 1;
         let seq = state.seq;
         Journal::add_line(&mut state.lines, seq, &json);
-        state.records.push((seq, Box::new(record)));
-        seq
+        state.records.push((seq, record));
+        Ok(seq)
     }
 
     /// Makes sure the row numbered `seq` is handed on: when it is not yet, writes every
     /// staged line in one write and hands on every staged row, in order.
     pub fn write_through(&self, seq: u64, hand_on: HandOn<'_>) -> Safe {
-        let mut state = self.lock();
+        let Ok(mut state) = self.state.lock() else { return Safe::Unknown };
         if seq > state.handed_on && !state.records.is_empty() {
             let last = state.seq;
             let written = self.journal.write(&state.lines, last);
@@ -123,11 +131,6 @@ impl Staging {
             Some(committed) => Safe::Committing(committed),
             None => Safe::Journaled,
         }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Staged> {
-        // Nothing panics while it is held; were it poisoned, its state would still be whole.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -166,7 +169,7 @@ mod tests {
     fn rows_staged_together_are_written_in_one_write_and_handed_on_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let (db, staging) = staging(dir.path(), 10);
-        let seqs: Vec<u64> = (0..3).map(|i| staging.stage(test_record(i))).collect();
+        let seqs: Vec<u64> = (0..3).map(|i| staging.stage(Box::new(test_record(i))).unwrap()).collect();
         assert_eq!(seqs, [11, 12, 13]);
         assert!(Journal::read_existing(&db).unwrap().is_empty(), "written before any was due");
 
@@ -185,7 +188,7 @@ mod tests {
         assert_eq!((staging.writes(), handed.lock().unwrap().len()), (1, 3));
 
         // A row staged later is written by a write of its own.
-        let seq = staging.stage(test_record(3));
+        let seq = staging.stage(Box::new(test_record(3))).unwrap();
         assert!(matches!(staging.write_through(seq, &hand_on), Safe::Journaled));
         assert_eq!((seq, staging.writes()), (14, 2));
     }
@@ -193,6 +196,7 @@ mod tests {
     #[test]
     fn rows_whose_lines_cannot_be_written_each_wait_for_their_own_commit() {
         if !Path::new("/dev/full").exists() {
+            eprintln!("skipped: no /dev/full to make the journal's writes fail");
             return;
         }
         let dir = tempfile::tempdir().unwrap();
@@ -200,8 +204,8 @@ mod tests {
         // A full first file, and a second one that refuses every write.
         staging.journal.write(&vec![b'\n'; journal::FILE_BYTES as usize], 0).unwrap();
         std::os::unix::fs::symlink("/dev/full", dir.path().join("vault.db-audit.2")).unwrap();
-        let first = staging.stage(test_record(1));
-        let second = staging.stage(test_record(2));
+        let first = staging.stage(Box::new(test_record(1))).unwrap();
+        let second = staging.stage(Box::new(test_record(2))).unwrap();
 
         let (handed, senders) = (Handed::default(), Mutex::default());
         let hand_on = noting(&handed, &senders);
@@ -220,7 +224,42 @@ mod tests {
         };
         assert!(!second_committed.blocking_recv().unwrap(), "each row gets its own answer");
         assert_eq!(handed.lock().unwrap().len(), 2, "handed on once");
-        let first_file = std::fs::metadata(dir.path().join("vault.db-audit.1")).unwrap().len();
-        assert_eq!(first_file, journal::FILE_BYTES, "nothing half-written");
+    }
+
+    #[test]
+    fn after_a_panic_while_rows_were_handed_on_no_row_is_numbered_or_counted_as_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_db, staging) = staging(dir.path(), 0);
+        let seq = staging.stage(Box::new(test_record(1))).unwrap();
+        let panicking = |_: Box<AuditRecord>, _: Result<u64, &std::io::Error>| -> Option<oneshot::Receiver<bool>> {
+            panic!("handing on failed")
+        };
+        let handing = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| staging.write_through(seq, &panicking)));
+        assert!(handing.is_err());
+        assert!(matches!(staging.write_through(seq, &panicking), Safe::Unknown));
+        assert!(staging.stage(Box::new(test_record(2))).is_err(), "a row was numbered after the break");
+    }
+
+    #[test]
+    fn rows_staged_and_written_from_several_threads_are_handed_on_in_sequence_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, staging) = staging(dir.path(), 0);
+        let (handed, senders) = (Handed::default(), Mutex::default());
+        let hand_on = noting(&handed, &senders);
+        std::thread::scope(|scope| {
+            for thread in 0..4 {
+                let (staging, hand_on) = (&staging, &hand_on);
+                scope.spawn(move || {
+                    for i in 0..250 {
+                        let seq = staging.stage(Box::new(test_record(thread * 1000 + i))).unwrap();
+                        assert!(matches!(staging.write_through(seq, hand_on), Safe::Journaled));
+                    }
+                });
+            }
+        });
+        let seqs: Vec<u64> = handed.lock().unwrap().iter().map(|(_, seq)| seq.unwrap()).collect();
+        assert_eq!(seqs, (1..=1000).collect::<Vec<u64>>());
+        let journaled: Vec<u64> = Journal::read_existing(&db).unwrap().iter().map(|r| r.seq).collect();
+        assert_eq!(journaled, seqs);
     }
 }

@@ -76,7 +76,8 @@ pub struct WriterStats {
     pub checkpoints: u64,
     /// Rows recovered from the journal at start-up.
     pub recovered: u64,
-    /// Writes to the journal: one for all the rows of requests that finished together.
+    /// Writes to the journal (failed ones too): one for all the rows of requests that
+    /// finished together.
     pub journal_writes: u64,
 }
 
@@ -159,7 +160,7 @@ impl AuditLog {
         self.inner.staging.opened();
     }
 
-    /// Counts a request as finished (see [`opened`](Self::opened)).
+    /// Counts a request as finished, or as a stream (see [`opened`](Self::opened)).
     pub(super) fn closed(&self) {
         self.inner.staging.closed();
     }
@@ -218,8 +219,14 @@ impl AuditLog {
     /// dropped.
     pub(super) fn enqueue(&self, record: AuditRecord) -> Pending {
         super::line::log_request_line(&record);
-        let seq = self.inner.staging.stage(record);
-        Pending { log: self.clone(), state: PendingState::Staged(seq) }
+        let state = match self.inner.staging.stage(Box::new(record)) {
+            Ok(seq) => PendingState::Staged(seq),
+            Err(record) => {
+                let broken = std::io::Error::other("the audit staging broke");
+                PendingState::Settled(Safe::Committing(self.wait_for_commit(record, &broken)))
+            }
+        };
+        Pending { log: self.clone(), state }
     }
 
     /// Makes sure the staged row `seq` is written to the journal (with every row staged
@@ -313,8 +320,9 @@ pub(super) struct Pending {
 }
 
 enum PendingState {
+    /// Staged for the journal under this number.
     Staged(u64),
-    Done,
+    Settled(Safe),
 }
 
 impl Pending {
@@ -332,17 +340,24 @@ impl Pending {
     }
 
     async fn wait(mut self, give_way: bool) -> bool {
-        let PendingState::Staged(seq) = self.state else { return true };
-        if give_way && self.log.inner.staging.others_open() {
+        if matches!(self.state, PendingState::Staged(_)) && give_way && self.log.inner.staging.others_open() {
             // One turn for the other tasks of this thread: requests finishing now stage
             // their rows, and one write takes them all.
             tokio::task::yield_now().await;
         }
-        self.state = PendingState::Done;
-        match self.log.write_through(seq) {
+        match self.settle() {
             Safe::Journaled => true,
             // An Err means the writer is gone (shut down): the row went to the log instead.
             Safe::Committing(committed) => committed.await.unwrap_or(false),
+            Safe::Unknown => false,
+        }
+    }
+
+    /// Writes the row through if it is still staged, and takes where it stands.
+    fn settle(&mut self) -> Safe {
+        match std::mem::replace(&mut self.state, PendingState::Settled(Safe::Journaled)) {
+            PendingState::Staged(seq) => self.log.write_through(seq),
+            PendingState::Settled(safe) => safe,
         }
     }
 }
@@ -350,9 +365,7 @@ impl Pending {
 impl Drop for Pending {
     /// Nobody waits for the row (the client left, or it is a summary): it is written now.
     fn drop(&mut self) {
-        if let PendingState::Staged(seq) = self.state {
-            drop(self.log.write_through(seq));
-        }
+        drop(self.settle());
     }
 }
 
