@@ -58,6 +58,7 @@ async fn streamed_chat_arrives_chunk_by_chunk() {
     let response = post_json(format!("{}/v1/chat/completions", gateway.url), &key, &body).await;
     assert_eq!(response.status(), 200);
     assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    assert_eq!(response.headers()["x-accel-buffering"], "no", "a proxy in front is told not to buffer");
     let started = Instant::now();
     let mut arrivals = Vec::new();
     let mut stream = response.bytes_stream();

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use poem::http::uri::Scheme;
-use poem::http::{HeaderValue, Method, StatusCode, Uri, header};
+use poem::http::{HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
 use vault_core::audit::RequestAudit;
 use vault_core::inference::Route;
@@ -18,6 +18,9 @@ use crate::https::Certificates;
 use crate::methods::AllowedMethods;
 use crate::payload::{MAX_BODY_BYTES, is_json};
 use crate::serve::{MetricsPort, RedirectToHttps};
+
+/// Made once: a header name given as text is built anew (and allocated) on every insert.
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The middleware every request passes first and its answer last.
 pub struct Edge {
@@ -133,7 +136,7 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
             self.with_allow(&mut response, &uri);
         }
         if let Ok(value) = HeaderValue::from_str(&audit.request_id()) {
-            response.headers_mut().insert("x-request-id", value);
+            response.headers_mut().insert(X_REQUEST_ID, value);
         }
         if let Some(origin) = cors {
             cors::allow(&mut response, origin);

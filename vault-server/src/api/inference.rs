@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use futures_util::StreamExt;
-use poem::http::{Extensions, HeaderMap, HeaderValue, StatusCode, Version, header};
+use poem::http::{Extensions, HeaderMap, HeaderName, HeaderValue, StatusCode, Version, header};
 use poem::web::Data;
 use poem::{Body, Request, RequestBody, Response, ResponseParts};
 use poem_openapi::OpenApi;
@@ -24,6 +24,10 @@ use crate::schemas::{
     ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Completion, CompletionRequest, EmbeddingList,
     EmbeddingRequest, ModelCard, ModelList,
 };
+
+/// Tells a proxy in front (nginx) to pass a stream on as it comes. Made once: a header
+/// name given as text is built anew (and allocated) on every insert.
+const X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
 
 pub struct InferenceApi;
 
@@ -112,7 +116,7 @@ async fn generate(
         Answer::Stream(stream) => {
             headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));
             headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+            headers.insert(X_ACCEL_BUFFERING, HeaderValue::from_static("no"));
             Body::from_bytes_stream(stream.map(Ok::<_, std::io::Error>))
         }
     };
