@@ -148,6 +148,7 @@ impl RequestAudit {
         error_code: Option<ErrorCode>,
     ) -> impl std::future::Future<Output = bool> + Send + 'static {
         let mut record = None;
+        let stream = self.is_deferred();
         if !self.finished.swap(true, Ordering::SeqCst) {
             let took = self.started.elapsed();
             let latency_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
@@ -165,13 +166,12 @@ impl RequestAudit {
             if let Some(record) = &record {
                 self.log.metrics().observe_request(record, took, record.upstream.as_ref());
             }
-            if !self.is_deferred() {
+            if !stream {
                 self.log.closed();
             }
         }
         // Staged now; written when the future is awaited, or dropped unawaited.
         let pending = record.and_then(|record| self.log.enqueue_unless_flood(record, self.peer));
-        let stream = self.is_deferred();
         async move {
             match pending {
                 None => true,
@@ -215,14 +215,28 @@ mod tests {
         assert_eq!(row.error_code.as_deref(), Some("client_disconnected"));
     }
 
-    #[tokio::test]
-    async fn requests_that_finish_together_are_journaled_in_one_write_before_any_is_answered() {
-        let (_dir, db) = storage::test_db().await;
+    /// A started audit log on a test database.
+    async fn started() -> (tempfile::TempDir, Arc<storage::Db>, AuditLog) {
+        let (dir, db) = storage::test_db().await;
         let db = Arc::new(db);
         let audit = AuditLog::start(db.clone()).await.unwrap();
-        let begin =
-            |i: usize| RequestAudit::begin(audit.clone(), "POST", "/v1/chat/completions", format!("r-{i}"), None, None);
-        let requests: Vec<Arc<RequestAudit>> = (0..3).map(begin).collect();
+        (dir, db, audit)
+    }
+
+    fn begin(audit: &AuditLog, id: &str) -> Arc<RequestAudit> {
+        RequestAudit::begin(audit.clone(), "POST", "/v1/chat/completions", id.into(), None, None)
+    }
+
+    /// The request ids in the journal, in order.
+    fn journaled(db: &storage::Db) -> Vec<String> {
+        let journal = super::super::journal::Journal::read_existing(db.path()).unwrap();
+        journal.into_iter().map(|r| r.record.request_id).collect()
+    }
+
+    #[tokio::test]
+    async fn requests_that_finish_together_are_journaled_in_one_write_before_any_is_answered() {
+        let (_dir, db, audit) = started().await;
+        let requests: Vec<Arc<RequestAudit>> = (0..3).map(|i| begin(&audit, &format!("r-{i}"))).collect();
         // Each finishes in a task of its own, on this one thread, as a server's requests do.
         let answered: Vec<_> = requests
             .into_iter()
@@ -230,8 +244,7 @@ mod tests {
                 let (db, id) = (db.clone(), request.request_id());
                 tokio::spawn(async move {
                     assert!(request.finish(200, true, None).await);
-                    let journal = super::super::journal::Journal::read_existing(db.path()).unwrap();
-                    journal.iter().any(|r| r.record.request_id == id)
+                    journaled(&db).contains(&id)
                 })
             })
             .collect();
@@ -241,7 +254,7 @@ mod tests {
         assert_eq!(audit.stats().journal_writes, 1);
 
         // A request alone is written at once, by itself.
-        assert!(begin(3).finish(200, true, None).await);
+        assert!(begin(&audit, "r-3").finish(200, true, None).await);
         assert_eq!(audit.stats().journal_writes, 2);
         audit.shutdown().await;
         assert_eq!(audit.stats().rows, 4);
@@ -250,10 +263,8 @@ mod tests {
     #[tokio::test]
     async fn while_others_are_in_progress_an_answer_waits_a_turn_and_a_stream_does_not() {
         use futures_util::FutureExt;
-        let (_dir, db) = storage::test_db().await;
-        let audit = AuditLog::start(Arc::new(db)).await.unwrap();
-        let begin =
-            |id: &str| RequestAudit::begin(audit.clone(), "POST", "/v1/chat/completions", id.into(), None, None);
+        let (_dir, _db, audit) = started().await;
+        let begin = |id: &str| begin(&audit, id);
         let _in_progress = begin("other");
         let stream = begin("stream");
         stream.defer();
@@ -271,15 +282,8 @@ mod tests {
     #[tokio::test]
     async fn a_row_waiting_its_turn_is_kept_when_its_answer_is_dropped_or_the_log_is_flushed() {
         use futures_util::FutureExt;
-        let (_dir, db) = storage::test_db().await;
-        let db = Arc::new(db);
-        let audit = AuditLog::start(db.clone()).await.unwrap();
-        let begin =
-            |id: &str| RequestAudit::begin(audit.clone(), "POST", "/v1/chat/completions", id.into(), None, None);
-        let journaled = || -> Vec<String> {
-            let journal = super::super::journal::Journal::read_existing(db.path()).unwrap();
-            journal.into_iter().map(|r| r.record.request_id).collect()
-        };
+        let (_dir, db, audit) = started().await;
+        let begin = |id: &str| begin(&audit, id);
         // A stream in progress is not waited for: its row comes only at its end.
         let stream = begin("stream");
         stream.defer();
@@ -289,7 +293,7 @@ mod tests {
         let mut dropped = Box::pin(begin("dropped").finish(499, false, None));
         assert!(futures_util::poll!(&mut dropped).is_pending());
         drop(dropped);
-        assert_eq!(journaled(), ["alone", "dropped"], "kept as the answer was dropped mid-turn");
+        assert_eq!(journaled(&db), ["alone", "dropped"], "kept as the answer was dropped mid-turn");
 
         let mut flushed = Box::pin(begin("flushed").finish(200, true, None));
         assert!(futures_util::poll!(&mut flushed).is_pending());
