@@ -452,6 +452,14 @@ impl Authenticator {
             return Err(refused());
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
+        // Boxed: the database lookup's future is large, and inline it would be carried
+        // (and moved) by every request, though almost every key is answered from the cache.
+        Box::pin(self.look_up_and_remember(hash, version)).await
+    }
+
+    /// A key the cache could not answer: read from the database, and remembered (usable or
+    /// refused) only if nothing changed while it was read.
+    async fn look_up_and_remember(&self, hash: [u8; 32], version: (u64, u64)) -> Result<Principal> {
         let found = self.lookup(&secrets::hex(&hash)).await?;
         // Cache what was read only if nothing changed while it was read.
         match &found {

@@ -4,6 +4,9 @@
 
 use std::sync::Arc;
 
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+
 use poem::http::uri::Scheme;
 use poem::http::{HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
@@ -11,7 +14,7 @@ use vault_core::audit::RequestAudit;
 use vault_core::inference::Route;
 use vault_core::{ErrorCode, ErrorKind, Vault, VaultError};
 
-use crate::api::inference::serve_direct;
+use crate::api::inference::{DirectRequest, serve_direct};
 use crate::cors;
 use crate::error::{ApiError, error_response, from_poem_error};
 use crate::https::Certificates;
@@ -71,10 +74,63 @@ impl<E> EdgeEndpoint<E> {
     }
 }
 
+/// What the edge does with a request, decided before anything is awaited.
+enum Work<'a> {
+    /// Answered by the edge itself (a redirect, a preflight, a refusal).
+    Answered(poem::Result<Response>),
+    /// A generation route, served from here.
+    Direct(Route, DirectRequest),
+    /// Everything else, through the router, with the URI for the `Allow` of a 405. Boxed:
+    /// the router's future is large, and inline it would be carried by every request.
+    Routed(BoxFuture<'a, poem::Result<Response>>, Uri),
+}
+
+impl<E: Endpoint> EdgeEndpoint<E> {
+    fn work(&self, req: Request, audit: &Arc<RequestAudit>, cors: Option<&Option<HeaderValue>>) -> Work<'_> {
+        let direct = self.direct_route(&req);
+        if req.extensions().get::<MetricsPort>().is_some() {
+            Work::Answered(Ok(metrics_port(&self.vault, &req)))
+        } else if cors.is_some() && cors::is_preflight(&req) {
+            let allowed = self.allowed.for_path(req.uri().path());
+            Work::Answered(Ok(cors::preflight(&req, cors.cloned().flatten(), allowed)))
+        } else if let Some(to) = req.extensions().get::<RedirectToHttps>().copied() {
+            // Without a usable certificate the main port speaks plain HTTP: sent there, so
+            // the wizard stays reachable.
+            let scheme = if self.certificates.is_usable() { "https" } else { "http" };
+            Work::Answered(Ok(redirect(&req, scheme, Some(to.port))))
+        } else if self.vault.setup.is_complete() && req.scheme() == &Scheme::HTTP && self.certificates.is_usable() {
+            // The box is set up and serves HTTPS: nothing is served in plain HTTP.
+            Work::Answered(Ok(redirect(&req, "https", None)))
+        } else if self.vault.setup.is_complete() && is_setup_path(req.uri().path()) {
+            // The wizard is over: its routes no longer exist, in any spelling or method.
+            Work::Answered(Err(ApiError(vault_core::setup::gone()).into()))
+        } else if declared_length(&req).is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+            Work::Answered(Err(ApiError(VaultError::new(
+                ErrorKind::PayloadTooLarge,
+                ErrorCode::PayloadTooLarge,
+                format!("The request body is larger than {MAX_BODY_BYTES} bytes."),
+            ))
+            .into()))
+        } else if let Some(route) = direct {
+            Work::Direct(route, DirectRequest::take(req))
+        } else {
+            let mut req = req;
+            // What the routed handlers and extractors take from the request.
+            req.extensions_mut().insert(audit.clone());
+            req.extensions_mut().insert(self.vault.clone());
+            let uri = req.uri().clone();
+            Work::Routed(self.inner.call(req).map(|answer| answer.map(IntoResponse::into_response)).boxed(), uri)
+        }
+    }
+}
+
 impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
     type Output = Response;
 
-    async fn call(&self, mut req: Request) -> poem::Result<Response> {
+    // Not an `async fn`: everything a request needs is taken from it before the first await,
+    // so the future of every request holds no `Request` (an `async fn` keeps its arguments
+    // for its whole life, and each copy is 472 bytes to move) and no router future.
+    fn call(&self, mut req: Request) -> impl Future<Output = poem::Result<Response>> + Send {
         let request_id = request_id(&req);
         // The path only: a query string may carry a token and is never recorded.
         let peer = req.remote_addr().as_socket_addr().map(|a| a.ip());
@@ -90,72 +146,45 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
         encode_slashes_in_model_id(&mut req);
         let cors = (!self.vault.config.cors_origins.is_empty())
             .then(|| cors::allowed_origin(&self.vault.config, req.headers()));
-        let direct = self.direct_route(&req);
-        if direct.is_none() {
-            // What the routed handlers and extractors take from the request.
-            req.extensions_mut().insert(audit.clone());
-            req.extensions_mut().insert(self.vault.clone());
-        }
-        // Kept for the `Allow` of a 405, which only the router answers.
-        let routed_uri = direct.is_none().then(|| req.uri().clone());
-        let answer = if req.extensions().get::<MetricsPort>().is_some() {
-            Ok(metrics_port(&self.vault, &req))
-        } else if cors.is_some() && cors::is_preflight(&req) {
-            Ok(cors::preflight(&req, cors.clone().flatten(), self.allowed.for_path(req.uri().path())))
-        } else if let Some(to) = req.extensions().get::<RedirectToHttps>().copied() {
-            // Without a usable certificate the main port speaks plain HTTP: sent there, so
-            // the wizard stays reachable.
-            let scheme = if self.certificates.is_usable() { "https" } else { "http" };
-            Ok(redirect(&req, scheme, Some(to.port)))
-        } else if self.vault.setup.is_complete() && req.scheme() == &Scheme::HTTP && self.certificates.is_usable() {
-            // The box is set up and serves HTTPS: nothing is served in plain HTTP.
-            Ok(redirect(&req, "https", None))
-        } else if self.vault.setup.is_complete() && is_setup_path(req.uri().path()) {
-            // The wizard is over: its routes no longer exist, in any spelling or method.
-            Err(ApiError(vault_core::setup::gone()).into())
-        } else if declared_length(&req).is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-            Err(ApiError(VaultError::new(
-                ErrorKind::PayloadTooLarge,
-                ErrorCode::PayloadTooLarge,
-                format!("The request body is larger than {MAX_BODY_BYTES} bytes."),
-            ))
-            .into())
-        } else if let Some(route) = direct {
-            serve_direct(&self.vault, &audit, route, req).await
-        } else {
-            self.inner.call(req).await.map(IntoResponse::into_response)
-        };
-        let mut response = answer.unwrap_or_else(|err| error_response(&from_poem_error(err)));
-        let is_json = response.content_type().is_some_and(is_json);
-        if response.status().as_u16() >= 400 && response.extensions().get::<ErrorCode>().is_none() && !is_json {
-            // An error the framework answered itself: give it the API's shape.
-            let err = from_poem_error(poem::Error::from_status(response.status()));
-            response = error_response(&err);
-        }
-        if let Some(uri) = routed_uri {
-            self.with_allow(&mut response, &uri);
-        }
-        if let Ok(value) = HeaderValue::from_str(&audit.request_id()) {
-            response.headers_mut().insert(X_REQUEST_ID, value);
-        }
-        if let Some(origin) = cors {
-            cors::allow(&mut response, origin);
-        }
-        if !audit.is_deferred() {
-            let status = response.status().as_u16();
-            let code = response.extensions().get::<ErrorCode>().copied();
-            // The row is safe (journaled) before the answer leaves, so an answered request
-            // cannot lose its record in a crash. When it cannot be kept, the answer is not
-            // given either: fail closed.
-            if !audit.finish(status, true, code).await {
-                response = error_response(&VaultError::new(
-                    ErrorKind::Unavailable,
-                    ErrorCode::AuditUnavailable,
-                    "The request was served, but its audit record could not be kept, so its answer is withheld.",
-                ));
+        let work = self.work(req, &audit, cors.as_ref());
+        async move {
+            let (answer, routed_uri) = match work {
+                Work::Answered(answer) => (answer, None),
+                Work::Direct(route, request) => (serve_direct(&self.vault, &audit, route, request).await, None),
+                Work::Routed(answer, uri) => (answer.await, Some(uri)),
+            };
+            let mut response = answer.unwrap_or_else(|err| error_response(&from_poem_error(err)));
+            let is_json = response.content_type().is_some_and(is_json);
+            if response.status().as_u16() >= 400 && response.extensions().get::<ErrorCode>().is_none() && !is_json {
+                // An error the framework answered itself: give it the API's shape.
+                let err = from_poem_error(poem::Error::from_status(response.status()));
+                response = error_response(&err);
             }
+            if let Some(uri) = routed_uri {
+                self.with_allow(&mut response, &uri);
+            }
+            if let Ok(value) = HeaderValue::from_str(&audit.request_id()) {
+                response.headers_mut().insert(X_REQUEST_ID, value);
+            }
+            if let Some(origin) = cors {
+                cors::allow(&mut response, origin);
+            }
+            if !audit.is_deferred() {
+                let status = response.status().as_u16();
+                let code = response.extensions().get::<ErrorCode>().copied();
+                // The row is safe (journaled) before the answer leaves, so an answered request
+                // cannot lose its record in a crash. When it cannot be kept, the answer is not
+                // given either: fail closed.
+                if !audit.finish(status, true, code).await {
+                    response = error_response(&VaultError::new(
+                        ErrorKind::Unavailable,
+                        ErrorCode::AuditUnavailable,
+                        "The request was served, but its audit record could not be kept, so its answer is withheld.",
+                    ));
+                }
+            }
+            Ok(response)
         }
-        Ok(response)
     }
 }
 

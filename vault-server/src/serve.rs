@@ -18,19 +18,22 @@ use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use poem::endpoint::BoxEndpoint;
+use poem::Endpoint;
 use poem::http::uri::Scheme;
 use poem::listener::Acceptor;
 use poem::web::{LocalAddr, RemoteAddr};
-use poem::{Endpoint, Response};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::connections::{GuardedAcceptor, GuardedIo, MAX_HEAD_BYTES};
+use crate::edge::EdgeEndpoint;
 use crate::https::{Certificates, TLS_HANDSHAKE};
 
-/// The application every request goes to.
-pub type App = Arc<BoxEndpoint<'static, Response>>;
+/// The application every request goes to: the edge around the router. Named, not boxed as
+/// a `dyn` endpoint: each boxed layer would allocate and copy the request's future again.
+pub type Gateway = EdgeEndpoint<poem::Route>;
+
+type App = Arc<Gateway>;
 
 /// A response body as hyper writes it.
 type ResponseBody = http_body_util::combinators::BoxBody<Bytes, io::Error>;
@@ -183,7 +186,10 @@ async fn serve_connection<S>(
             }
         }
         let app = app.clone();
-        async move { Ok::<_, Infallible>(hyper::Response::<ResponseBody>::from(app.get_response(request).await)) }
+        async move {
+            let response = Gateway::call(&app, request).await.unwrap_or_else(|err| err.into_response());
+            Ok::<_, Infallible>(hyper::Response::<ResponseBody>::from(response))
+        }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // HTTP/2 heads are binary, past the connection guard: hyper holds them to the same size.

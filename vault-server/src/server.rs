@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use poem::listener::{Acceptor, Listener, TcpListener};
-use poem::{Endpoint, EndpointExt, Route};
+use poem::{EndpointExt, Route};
 use vault_core::tls::TlsStore;
 use vault_core::{Vault, VaultError};
 
@@ -13,7 +13,7 @@ use crate::connections::{GuardedAcceptor, Limits};
 use crate::edge::Edge;
 use crate::https::Certificates;
 use crate::methods::AllowedMethods;
-use crate::serve::{Listeners, serve};
+use crate::serve::{Gateway, Listeners, serve};
 use crate::spec::{openapi_service, spec_json};
 
 /// How long in-flight requests (streams included) may run on after a shutdown signal.
@@ -24,7 +24,7 @@ const STREAM_END_NOTICE: Duration = Duration::from_secs(2);
 
 /// All routes with the gateway layer around them; `certificates` is the box's certificate
 /// as the accept loop serves it (the edge redirects plain HTTP when it is usable).
-pub fn app(vault: Arc<Vault>, certificates: Arc<Certificates>) -> impl Endpoint + 'static {
+pub fn app(vault: Arc<Vault>, certificates: Arc<Certificates>) -> Gateway {
     let service = openapi_service();
     let parsed: serde_json::Value = serde_json::from_str(&spec_json()).unwrap_or_default();
     let allowed = AllowedMethods::from_spec(&parsed);
@@ -109,7 +109,7 @@ impl Server {
             });
         };
         let certificates = Arc::new(Certificates::new(TlsStore::new(&vault.config.tls_cert_dir)));
-        let app = Arc::new(app(vault.clone(), certificates.clone()).map_to_response().boxed());
+        let app = Arc::new(app(vault.clone(), certificates.clone()));
         if certificates.acceptor().is_some() {
             tracing::info!(%addr, "listening (HTTPS; plain HTTP is redirected once setup is complete)");
         } else {

@@ -128,25 +128,40 @@ async fn generate(
     Ok(Response::from_parts(head, body))
 }
 
+/// What a generation route needs from its request, taken from it at once: the future that
+/// serves the route then holds no `Request`.
+pub struct DirectRequest {
+    bearer: poem::Result<Bearer>,
+    content_type: poem::Result<()>,
+    body: Body,
+}
+
+impl DirectRequest {
+    pub fn take(mut req: Request) -> DirectRequest {
+        let bearer = <Bearer as BearerAuthorization>::from_request(&req);
+        let content_type = match req.content_type() {
+            Some(content_type) if is_json(content_type) => Ok(()),
+            Some(content_type) => Err(ContentTypeError::NotSupported { content_type: content_type.into() }.into()),
+            None => Err(ContentTypeError::ExpectContentType.into()),
+        };
+        DirectRequest { bearer, content_type, body: req.take_body() }
+    }
+}
+
 /// Serves a generation route straight from the edge, past the router and the operation
 /// layers, which cost more than the rest of such a request. The checks are the operations'
 /// own, in their order (key, content type, body), so the answers are the same; the
-/// operations above still document these routes and serve them when CORS is on.
+/// operations above document these routes.
 pub async fn serve_direct(
     vault: &Vault,
     audit: &Arc<RequestAudit>,
     route: Route,
-    mut req: Request,
+    request: DirectRequest,
 ) -> poem::Result<Response> {
-    let bearer = <Bearer as BearerAuthorization>::from_request(&req)?;
-    let principal = vault.authenticate(&bearer.token, audit).await.map_err(ApiError)?;
-    match req.content_type() {
-        Some(content_type) if is_json(content_type) => {}
-        Some(content_type) => return Err(ContentTypeError::NotSupported { content_type: content_type.into() }.into()),
-        None => return Err(ContentTypeError::ExpectContentType.into()),
-    }
-    let mut body = RequestBody::new(req.take_body());
-    let bytes = read_limited(&mut body, Some(vault.config.header_timeout)).await?;
+    let DirectRequest { bearer, content_type, body } = request;
+    let principal = vault.authenticate(&bearer?.token, audit).await.map_err(ApiError)?;
+    content_type?;
+    let bytes = read_limited(&mut RequestBody::new(body), Some(vault.config.header_timeout)).await?;
     Ok(generate(vault, audit, &principal, route, bytes).await?)
 }
 
