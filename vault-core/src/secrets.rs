@@ -62,11 +62,12 @@ pub fn request_id() -> String {
     uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
 }
 
-/// Eight hex digits that do not repeat within a process for 2^32 calls, made the way
-/// [`request_id`] is: a suffix that makes an id unique.
-pub fn unique_suffix() -> String {
+/// A number that does not repeat within a process for 2^32 calls, made the way
+/// [`request_id`] is: written as eight hex digits (`{:08x}`), a suffix that makes an id
+/// unique.
+pub fn unique_suffix() -> u32 {
     let (key, n) = (unique_key(), COUNTER.fetch_add(1, Ordering::Relaxed));
-    format!("{:08x}", mix(n.wrapping_add(key[0])) as u32)
+    mix(n.wrapping_add(key[0])) as u32
 }
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);

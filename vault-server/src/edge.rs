@@ -163,7 +163,7 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
             if let Some(uri) = routed_uri {
                 self.with_allow(&mut response, &uri);
             }
-            if let Ok(value) = HeaderValue::from_str(&audit.request_id()) {
+            if let Some(value) = audit.with_request_id(|id| HeaderValue::from_str(id).ok()) {
                 response.headers_mut().insert(X_REQUEST_ID, value);
             }
             if let Some(origin) = cors {

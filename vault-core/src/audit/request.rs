@@ -1,5 +1,6 @@
 //! The audit record of one request while it is served.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -37,7 +38,10 @@ impl RequestAudit {
         peer: Option<std::net::IpAddr>,
         traceparent: Option<&str>,
     ) -> Arc<RequestAudit> {
-        let request_id = crate::keys::redact_keys(&request_id).into_owned();
+        let request_id = match crate::keys::redact_keys(&request_id) {
+            Cow::Borrowed(_) => request_id,
+            Cow::Owned(redacted) => redacted,
+        };
         let path = crate::keys::redact_keys(path).into_owned();
         log.opened();
         Arc::new(RequestAudit {
@@ -70,14 +74,22 @@ impl RequestAudit {
     }
 
     pub fn request_id(&self) -> String {
-        self.record.lock().map(|r| r.request_id.clone()).unwrap_or_default()
+        self.with_request_id(str::to_string)
+    }
+
+    /// `f` of the request's id, which stays borrowed (no copy).
+    pub fn with_request_id<T: Default>(&self, f: impl FnOnce(&str) -> T) -> T {
+        self.record.lock().map(|r| f(&r.request_id)).unwrap_or_default()
     }
 
     /// What the upstream is told of this request. Its id is the request's with a suffix of
     /// its own: vLLM refuses (or worse) two requests of one id at once, and a client may
     /// send the same `X-Request-Id` twice; the audit row's id starts vLLM's.
     pub fn trace(&self) -> crate::inference::Trace {
-        let request_id = format!("{}-{}", self.request_id(), crate::secrets::unique_suffix());
+        let suffix = crate::secrets::unique_suffix();
+        let request_id = self.with_request_id(|id| format!("{id}-{suffix:08x}"));
+        // The edge makes ids that are plain tokens; one that is no header value is not sent.
+        let request_id = http::HeaderValue::from_maybe_shared(bytes::Bytes::from(request_id)).ok();
         crate::inference::Trace { request_id, traceparent: self.traceparent.clone(), model: None }
     }
 

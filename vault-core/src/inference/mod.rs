@@ -75,7 +75,8 @@ pub enum UpstreamReply {
 /// the client's W3C trace context.
 #[derive(Debug, Clone, Default)]
 pub struct Trace {
-    pub request_id: String,
+    /// Made a header value once (no copy), whichever upstream and however many tries.
+    pub request_id: Option<http::HeaderValue>,
     pub traceparent: Option<String>,
     /// The model asked for, which picks the upstream among several (not sent as a header).
     pub model: Option<String>,

@@ -45,8 +45,6 @@ pub enum SendError {
     /// have reached the upstream.
     #[error("cannot connect again to {0}: {1}")]
     Reconnect(String, String),
-    #[error("cannot build the request: {0}")]
-    Request(String),
 }
 
 impl SendError {
@@ -137,7 +135,7 @@ impl Pool {
             Some(connection) => (connection, true),
             None => (self.inner.connect().await?, false),
         };
-        let (mut reply, mut open) = exchange(&mut connection, request()?).await;
+        let (mut reply, mut open) = exchange(&mut connection, request()).await;
         // Whether a first try may have reached the upstream before a second one.
         let mut maybe_read = false;
         if let Err(failed) = &reply
@@ -155,7 +153,7 @@ impl Pool {
                 }
                 Err(err) => return Err(err),
             };
-            (reply, open) = exchange(&mut connection, request()?).await;
+            (reply, open) = exchange(&mut connection, request()).await;
         }
         let response = reply.map_err(|failed| match failed.message() {
             Some(_) if !maybe_read => SendError::NotSent(failed.into_error()),
@@ -185,21 +183,29 @@ async fn exchange(connection: &mut Connection, request: Request<Full<Bytes>>) ->
 }
 
 impl Inner {
+    /// The request as sent: its header map made at its final size, and no header value
+    /// copied (a value given as text is allocated anew each time).
     fn request(
         &self,
         method: &Method,
         uri: &Uri,
         body: Bytes,
         headers: &[(HeaderName, HeaderValue)],
-    ) -> Result<Request<Full<Bytes>>, SendError> {
-        let mut request = Request::builder().method(method).uri(uri).header(header::HOST, &self.host);
-        if !body.is_empty() {
-            request = request.header(header::CONTENT_TYPE, "application/json");
+    ) -> Request<Full<Bytes>> {
+        let json = !body.is_empty();
+        let mut request = Request::new(Full::new(body));
+        *request.method_mut() = method.clone();
+        *request.uri_mut() = uri.clone();
+        let map = request.headers_mut();
+        map.reserve(2 + headers.len());
+        map.insert(header::HOST, self.host.clone());
+        if json {
+            map.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
         for (name, value) in headers {
-            request = request.header(name, value);
+            map.append(name.clone(), value.clone());
         }
-        request.body(Full::new(body)).map_err(|e| SendError::Request(e.to_string()))
+        request
     }
 
     fn take_idle(&self) -> Option<Connection> {

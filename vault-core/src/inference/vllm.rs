@@ -117,8 +117,8 @@ impl VllmBackend {
         }
         if let Some(trace) = trace {
             // Both were checked on the way in (a plain token, a well-formed traceparent).
-            if let Ok(id) = HeaderValue::from_str(&trace.request_id) {
-                headers.push((X_REQUEST_ID, id));
+            if let Some(id) = &trace.request_id {
+                headers.push((X_REQUEST_ID, id.clone()));
             }
             if let Some(Ok(parent)) = trace.traceparent.as_deref().map(HeaderValue::from_str) {
                 headers.push((TRACEPARENT, parent));
