@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
-
 use poem::http::uri::Scheme;
 use poem::http::{HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
@@ -86,7 +85,9 @@ enum Work<'a> {
 }
 
 impl<E: Endpoint> EdgeEndpoint<E> {
-    fn work(&self, req: Request, audit: &Arc<RequestAudit>, cors: Option<&Option<HeaderValue>>) -> Work<'_> {
+    /// Decides what to do with `req`, taking from it what the answer needs. `cors` is `None`
+    /// while CORS is off, else the origin allowed to read the answer, if any.
+    fn work(&self, mut req: Request, audit: &Arc<RequestAudit>, cors: Option<&Option<HeaderValue>>) -> Work<'_> {
         let direct = self.direct_route(&req);
         if req.extensions().get::<MetricsPort>().is_some() {
             Work::Answered(Ok(metrics_port(&self.vault, &req)))
@@ -114,7 +115,6 @@ impl<E: Endpoint> EdgeEndpoint<E> {
         } else if let Some(route) = direct {
             Work::Direct(route, DirectRequest::take(req))
         } else {
-            let mut req = req;
             // What the routed handlers and extractors take from the request.
             req.extensions_mut().insert(audit.clone());
             req.extensions_mut().insert(self.vault.clone());
