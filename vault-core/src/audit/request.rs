@@ -73,10 +73,6 @@ impl RequestAudit {
         &self.log
     }
 
-    pub fn request_id(&self) -> String {
-        self.with_request_id(str::to_string)
-    }
-
     /// `f` of the request's id, which stays borrowed (no copy).
     pub fn with_request_id<T: Default>(&self, f: impl FnOnce(&str) -> T) -> T {
         self.record.lock().map(|r| f(&r.request_id)).unwrap_or_default()
@@ -253,7 +249,7 @@ mod tests {
         let answered: Vec<_> = requests
             .into_iter()
             .map(|request| {
-                let (db, id) = (db.clone(), request.request_id());
+                let (db, id) = (db.clone(), request.with_request_id(str::to_string));
                 tokio::spawn(async move {
                     assert!(request.finish(200, true, None).await);
                     journaled(&db).contains(&id)
