@@ -1,7 +1,5 @@
 //! SQL for the `audit_log` table.
 
-use std::time::{Duration, Instant};
-
 use crate::storage::sql::params;
 use crate::storage::{Conn, Row, Statement};
 
@@ -30,12 +28,6 @@ const INSERT_MANY: &str = "INSERT INTO audit_log (timestamp, request_id, method,
                            SELECT * FROM UNNEST(?1::text[], ?2::text[], ?3::text[], ?4::text[], ?5::text[], \
                            ?6::text[], ?7::text[], ?8::bigint[], ?9::bigint[], ?10::bigint[], ?11::bigint[], \
                            ?12::bigint[], ?13::text[], ?14::bigint[], ?15::bigint[], ?16::text[], ?17::bigint[])";
-
-/// For how long a batch's statements give way to requests on the embedded database (see
-/// `Conn::run_all`): long enough for a batch at low load to run entirely between requests,
-/// short enough that under full load the batch soon runs straight on and the writer keeps
-/// up. PostgreSQL does the work of a batch in its own process.
-const YIELD_FOR: Duration = Duration::from_millis(2);
 
 const CHECKPOINT: &str = "INSERT INTO audit_checkpoints (row_id, kind, hash, mac, created_at) \
                           VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (row_id, kind) DO NOTHING";
@@ -139,6 +131,19 @@ impl BatchWriter {
         last_used: &[(i64, &str)],
         journal_seq: Option<u64>,
     ) -> Result<()> {
+        self.write_giving_way(records, last_used, journal_seq, &|| false).await
+    }
+
+    /// [`write`](Self::write) from a thread that shares the cores with requests: on the
+    /// embedded database it gives way to them while `give_way` says so (see
+    /// `Conn::run_all`).
+    pub async fn write_giving_way(
+        &self,
+        records: &[&AuditRecord],
+        last_used: &[(i64, &str)],
+        journal_seq: Option<u64>,
+        give_way: &(dyn Fn() -> bool + Sync),
+    ) -> Result<()> {
         self.renew_if_closed().await;
         let conn = self.conn.read().await;
         let tx = super::write_transaction(&conn).await?;
@@ -150,7 +155,7 @@ impl BatchWriter {
             written = chain_head(&tx).await.map(|stored| head = stored);
         }
         if written.is_ok() {
-            written = self.write_rows(&conn, records, last_used, journal_seq, &mut head).await;
+            written = self.write_rows(&conn, records, last_used, journal_seq, &mut head, give_way).await;
         }
         match written {
             Ok(()) => match tx.commit().await {
@@ -215,6 +220,7 @@ impl BatchWriter {
         last_used: &[(i64, &str)],
         journal_seq: Option<u64>,
         head: &mut Head,
+        give_way: &(dyn Fn() -> bool + Sync),
     ) -> Result<()> {
         let mut rows = Vec::with_capacity(records.len());
         let mut signatures = Vec::new();
@@ -271,7 +277,7 @@ impl BatchWriter {
             runs.push((&self.journal_mark, params![i64::try_from(seq).unwrap_or(i64::MAX), self.journal]));
         }
         // One pipeline on PostgreSQL; on the embedded database, giving way to requests.
-        conn.run_all(runs, Instant::now() + YIELD_FOR).await?;
+        conn.run_all(runs, give_way).await?;
         self.rollups.prune(conn).await
     }
 }

@@ -3,11 +3,15 @@
 //! once, with SQLite's numbered placeholders (`?1`), and run it through these types;
 //! nothing above the storage layer knows which engine runs.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::error::{Result, VaultError};
 
 use super::postgres;
+
+/// How long a background batch on the embedded database works before it may give way to
+/// requests (see [`Conn::run_all`]): about the time a request waits behind it at most.
+const GIVE_WAY_EVERY: Duration = Duration::from_micros(50);
 
 /// A value bound to a placeholder or read from a column.
 #[derive(Debug, Clone, PartialEq)]
@@ -351,20 +355,27 @@ impl Conn {
     /// pipelined on PostgreSQL (all sent before the first answer is awaited, so a batch
     /// costs about one round trip instead of one per statement).
     ///
-    /// `yield_until` is for a background thread that shares the cores with the threads
-    /// serving requests: on the embedded database each statement is CPU work on this
-    /// thread, and the scheduler lets a running thread finish its time slice (about a
-    /// millisecond) before a request that just arrived gets the core. So until that instant
-    /// the thread gives the CPU back (`sched_yield`) before each statement, and a request
-    /// that arrives meanwhile is served first (one that must write waits for this
-    /// transaction all the same). Past it the thread runs straight on, so that under full
-    /// load, when some request is always ready, it still gets its share of the CPU.
-    pub async fn run_all(&self, runs: Vec<(&Statement, Vec<Value>)>, yield_until: Instant) -> Result<()> {
+    /// `give_way` is for a background thread that shares the cores with the threads
+    /// serving requests. On the embedded database each statement is CPU work on this
+    /// thread, and the scheduler lets a running thread finish its time slice (a millisecond
+    /// or more) before a request that just arrived gets the core. So between statements,
+    /// after every `GIVE_WAY_EVERY` of work, when `give_way` says so, the thread gives the
+    /// CPU back (`sched_yield`), and a request that arrived meanwhile is served first (one
+    /// that must write waits for this transaction all the same). When it says no, the
+    /// thread runs straight on: under full load, when some request is always ready, it must
+    /// still get its share of the CPU.
+    pub async fn run_all(
+        &self,
+        runs: Vec<(&Statement, Vec<Value>)>,
+        give_way: &(dyn Fn() -> bool + Sync),
+    ) -> Result<()> {
         match self {
             Conn::Lite(_) => {
-                for (statement, params) in runs {
-                    if Instant::now() < yield_until {
+                let mut working_since = Instant::now();
+                for (i, (statement, params)) in runs.into_iter().enumerate() {
+                    if i > 0 && working_since.elapsed() >= GIVE_WAY_EVERY && give_way() {
                         std::thread::yield_now();
+                        working_since = Instant::now();
                     }
                     self.run(statement, params).await?;
                 }
