@@ -87,8 +87,10 @@ enum Command {
     },
     /// Create a user (then give them a key with `create-key --user ID`).
     CreateUser {
+        /// The user's name as people will see it, e.g. "Dr. Jane Smith".
         #[arg(long)]
         name: String,
+        /// Their email address: one user per address.
         #[arg(long)]
         email: String,
         /// `user` or `admin`.
@@ -376,4 +378,32 @@ fn key_table(keys: &[ApiKeyInfo]) -> String {
         }))
         .collect();
     table(&rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// `--help` is the manual at the console: every command and option says what it is for.
+    #[test]
+    fn every_command_and_option_says_what_it_is_for() {
+        fn undocumented(command: &clap::Command, path: &str, found: &mut Vec<String>) {
+            let path = format!("{path} {}", command.get_name());
+            if command.get_about().is_none() {
+                found.push(path.clone());
+            }
+            for arg in command.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                if !builtin && arg.get_help().is_none() {
+                    found.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            for sub in command.get_subcommands() {
+                undocumented(sub, &path, found);
+            }
+        }
+        let mut found = Vec::new();
+        undocumented(&super::Cli::command(), "", &mut found);
+        assert!(found.is_empty(), "without help: {found:?}");
+    }
 }
