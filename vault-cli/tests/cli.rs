@@ -36,7 +36,15 @@ async fn a_key_created_and_revoked_with_the_cli_counts_on_the_next_request() {
     let revoked = json_out(&cli(&app, &["revoke-key", &key[..13], "--json"]).await);
     assert_eq!(revoked["is_active"], false);
     assert_error(app.send("GET", "/v1/models", Some(key), None).await, 401, "invalid_api_key").await;
-    let listed = json_out(&cli(&app, &["list-keys", "--all", "--json"]).await);
+    // The use reaches the database with the audit writer's next commit, moments later.
+    let mut listed = json_out(&cli(&app, &["list-keys", "--all", "--json"]).await);
+    for _ in 0..50 {
+        if listed[0]["last_used_at"].is_string() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        listed = json_out(&cli(&app, &["list-keys", "--all", "--json"]).await);
+    }
     assert!(listed[0]["revoked_at"].is_string());
     assert!(listed[0]["last_used_at"].is_string(), "use before revocation was recorded");
 }

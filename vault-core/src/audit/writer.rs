@@ -33,18 +33,21 @@ enum Message {
 
 /// The most rows committed in one transaction.
 const MAX_BATCH: usize = 1024;
-/// How long a journaled row may wait for its commit: the longer, the fewer (and larger)
-/// transactions. A transaction writes every page it changes to the WAL once, and the
+/// How long the writer gathers rows after the first before it commits them: the longer,
+/// the fewer (and larger) transactions. A transaction writes every page it changes to the WAL once, and the
 /// indexes by user and by key change a page for each user and key in the batch, so with
 /// many users a row costs far less in a large batch (with 50 users at full load, commits
-/// of about 60 rows wrote 7 KB to disk per request, of about 600 rows 3 KB). Reads of the
-/// audit trail through this process flush first.
+/// of about 60 rows wrote 7 KB to files per request, of about 600 rows 3 KB). Reads of
+/// the audit trail through this process flush first.
 pub const COMMIT_DELAY: Duration = Duration::from_millis(50);
-/// While fewer rows than this wait behind the batch being stored, the writer gives way to
-/// requests as it stores it (see `Conn::run_all`), so that at low load a batch never
-/// holds a request up for long. Under full load the rows pile up past it, and the writer
-/// runs straight on and keeps up.
+/// While it stores a batch, the writer gives way to requests (see `Conn::run_all`), so
+/// that a batch never holds a request up for long, as long as fewer rows than this wait
+/// behind the batch: when more do, it is falling behind and runs straight on.
 const GIVE_WAY_BELOW: i64 = MAX_BATCH as i64;
+/// ... and for at most this long in one transaction, which holds the database's write
+/// lock: a write from elsewhere (a conversation, the CLI) waits for it, and under full load
+/// each turn given to requests can last a scheduler slice.
+const GIVE_WAY_FOR: Duration = Duration::from_millis(20);
 /// The WAL is checkpointed after this many commits, or after this long with any commit.
 const CHECKPOINT_COMMITS: u64 = 100;
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
@@ -680,9 +683,8 @@ async fn store_once(
     }
     let refs: Vec<&AuditRecord> = records.iter().collect();
     let last_used: Vec<(i64, &str)> = last_used.iter().map(|(id, at)| (*id, at.as_str())).collect();
-    let batch = records.len() as i64;
-    let give_way = || shared.pending.load(Ordering::Relaxed) - batch < GIVE_WAY_BELOW;
     let started = Instant::now();
+    let give_way = || gives_way(shared.pending.load(Ordering::Relaxed), records.len(), started.elapsed());
     match writer.write_giving_way(&refs, &last_used, journal_seq, &give_way).await {
         Ok(()) => {
             shared.metrics.observe_commit(started.elapsed());
@@ -695,6 +697,13 @@ async fn store_once(
             false
         }
     }
+}
+
+/// Whether the writer, storing a batch of `batch` rows for `storing` so far, with `pending`
+/// rows not yet stored (the batch's among them), gives way to requests now.
+fn gives_way(pending: i64, batch: usize, storing: Duration) -> bool {
+    let waiting = pending - i64::try_from(batch).unwrap_or(i64::MAX);
+    waiting < GIVE_WAY_BELOW && storing < GIVE_WAY_FOR
 }
 
 /// Looks at the free space of the disk that holds `db_path` every
@@ -779,6 +788,15 @@ mod tests {
             storage::audit::journal_committed_seq(&conn, storage::audit::journal_id(&db).unwrap()).await.unwrap(),
             journaled[0].seq
         );
+    }
+
+    #[test]
+    fn the_writer_gives_way_to_requests_only_while_it_keeps_up_and_for_a_while() {
+        let moment = Duration::from_micros(100);
+        assert!(gives_way(600, 600, moment), "nothing waits behind the batch");
+        assert!(gives_way(600 + GIVE_WAY_BELOW - 1, 600, moment));
+        assert!(!gives_way(600 + GIVE_WAY_BELOW, 600, moment), "falling behind");
+        assert!(!gives_way(600, 600, GIVE_WAY_FOR), "the transaction has held the write lock long enough");
     }
 
     #[tokio::test]

@@ -10,7 +10,7 @@ use crate::error::{Result, VaultError};
 use super::postgres;
 
 /// How long a background batch on the embedded database works before it may give way to
-/// requests (see [`Conn::run_all`]): about the time a request waits behind it at most.
+/// requests, between its statements (see [`Conn::run_all`]).
 const GIVE_WAY_EVERY: Duration = Duration::from_micros(50);
 
 /// A value bound to a placeholder or read from a column.
