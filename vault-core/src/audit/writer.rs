@@ -34,19 +34,19 @@ enum Message {
 /// The most rows committed in one transaction.
 const MAX_BATCH: usize = 1024;
 /// How long the writer gathers rows after the first before it commits them: the longer,
-/// the fewer (and larger) transactions. A transaction writes every page it changes to the WAL once, and the
-/// indexes by user and by key change a page for each user and key in the batch, so with
-/// many users a row costs far less in a large batch (with 50 users at full load, commits
-/// of about 60 rows wrote 7 KB to files per request, of about 600 rows 3 KB). Reads of
-/// the audit trail through this process flush first.
+/// the fewer (and larger) transactions. A transaction writes every page it changes to the
+/// WAL once, and the indexes by user and by key change a page for each user and key in
+/// the batch, so with many users a row costs far less in a large batch (with 50 users at
+/// full load, commits of about 60 rows wrote 7 KB to files per request, of about 600 rows
+/// 3 KB). Reads of the audit trail through this process flush first.
 pub const COMMIT_DELAY: Duration = Duration::from_millis(50);
-/// While it stores a batch, the writer gives way to requests (see `Conn::run_all`), so
-/// that a batch never holds a request up for long, as long as fewer rows than this wait
-/// behind the batch: when more do, it is falling behind and runs straight on.
+/// While it stores a batch, the writer gives way to requests between statements (see
+/// `Conn::run_all`), so that a batch never holds a request up for long; but only while
+/// fewer rows than this wait behind the batch (with more it is falling behind) ...
 const GIVE_WAY_BELOW: i64 = MAX_BATCH as i64;
-/// ... and for at most this long in one transaction, which holds the database's write
-/// lock: a write from elsewhere (a conversation, the CLI) waits for it, and under full load
-/// each turn given to requests can last a scheduler slice.
+/// ... and only this long into a transaction. The transaction holds the database's write
+/// lock, which a write from elsewhere (a conversation, the CLI) waits for, and under full
+/// load each turn given to requests can last a scheduler slice.
 const GIVE_WAY_FOR: Duration = Duration::from_millis(20);
 /// The WAL is checkpointed after this many commits, or after this long with any commit.
 const CHECKPOINT_COMMITS: u64 = 100;
