@@ -50,11 +50,6 @@ impl Default for RequestCount {
 }
 
 impl AuditRecord {
-    /// The account the request counts for in usage insights (see `Principal`).
-    pub fn account(&self) -> String {
-        super::keys::account(self.user_id.as_deref(), self.key_id)
-    }
-
     /// Whether the request failed: an error status, or an answer cut short.
     pub fn is_error(&self) -> bool {
         self.status >= 400 || !self.completed

@@ -30,6 +30,26 @@ impl Sums {
     }
 }
 
+/// The account a record counts to, as the record holds it: sums are gathered by it, and
+/// its name (see `model::keys::account`) is written once per sum, not made for every row.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct Account<'a> {
+    user_id: Option<&'a str>,
+    /// Only without a user: a user's keys all count to the user.
+    key_id: Option<i64>,
+}
+
+impl<'a> Account<'a> {
+    fn of(r: &'a AuditRecord) -> Account<'a> {
+        let user_id = r.user_id.as_deref();
+        Account { user_id, key_id: r.key_id.filter(|_| user_id.is_none()) }
+    }
+
+    fn name(&self) -> String {
+        crate::model::keys::account(self.user_id, self.key_id)
+    }
+}
+
 fn clamp(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -157,9 +177,9 @@ impl Rollups {
     fn add_hourly<'a>(&'a self, records: &[&AuditRecord], runs: &mut Vec<(&'a Statement, Vec<Value>)>) {
         let mut hourly: BTreeMap<&str, Sums> = BTreeMap::new();
         let mut by_model: BTreeMap<(&str, &str), Sums> = BTreeMap::new();
-        let mut by_account: BTreeMap<(String, &str, &str), Sums> = BTreeMap::new();
+        let mut by_account: BTreeMap<(Account<'_>, &str, &str), Sums> = BTreeMap::new();
         let mut latency: BTreeMap<(&str, i64), i64> = BTreeMap::new();
-        let mut latency_by_account: BTreeMap<(String, &str, i64), i64> = BTreeMap::new();
+        let mut latency_by_account: BTreeMap<(Account<'_>, &str, i64), i64> = BTreeMap::new();
         let mut errors: BTreeMap<(&str, u16, &str), i64> = BTreeMap::new();
         for r in records.iter().filter(|r| r.is_inference() && r.timestamp.len() >= 13) {
             let hour = &r.timestamp[..13];
@@ -167,9 +187,9 @@ impl Rollups {
             let bucket = latency_bucket(r.latency_ms);
             hourly.entry(hour).or_default().add(r);
             by_model.entry((hour, model)).or_default().add(r);
-            by_account.entry((r.account(), hour, model)).or_default().add(r);
+            by_account.entry((Account::of(r), hour, model)).or_default().add(r);
             *latency.entry((hour, bucket)).or_default() += i64::from(r.repeat_count.0);
-            *latency_by_account.entry((r.account(), hour, bucket)).or_default() += i64::from(r.repeat_count.0);
+            *latency_by_account.entry((Account::of(r), hour, bucket)).or_default() += i64::from(r.repeat_count.0);
             if r.is_error() {
                 let code = r.error_code.map(|c| c.as_str()).unwrap_or("");
                 *errors.entry((hour, r.status, code)).or_default() += i64::from(r.repeat_count.0);
@@ -183,6 +203,7 @@ impl Rollups {
             runs.push((&self.model, params![hour, model, s.requests, s.tokens_input, s.tokens_output]));
         }
         for ((account, hour, model), s) in by_account {
+            let account = account.name();
             let params =
                 params![account, hour, model, s.requests, s.errors, s.tokens_input, s.tokens_output, s.latency_ms_sum];
             runs.push((&self.account, params));
@@ -191,7 +212,7 @@ impl Rollups {
             runs.push((&self.latency, params![hour, bucket, requests]));
         }
         for ((account, hour, bucket), requests) in latency_by_account {
-            runs.push((&self.latency_account, params![account, hour, bucket, requests]));
+            runs.push((&self.latency_account, params![account.name(), hour, bucket, requests]));
         }
         for ((hour, status, code), requests) in errors {
             runs.push((&self.errors, params![hour, status, code, requests]));
@@ -389,4 +410,47 @@ pub async fn minutes_histogram(conn: &Conn, since_minute: &str, kind: i64) -> Re
         out.push((row.get(0)?, row.get(1)?));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::test_db;
+
+    fn record(user_id: Option<&str>, key_id: Option<i64>, tokens_input: u64) -> AuditRecord {
+        AuditRecord {
+            timestamp: "2026-05-01T08:15:00.000Z".into(),
+            path: "/v1/chat/completions".into(),
+            user_id: user_id.map(str::to_string),
+            key_id,
+            status: 200,
+            latency_ms: 5,
+            tokens_input: Some(tokens_input),
+            ..AuditRecord::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_users_keys_count_to_the_user_a_key_without_one_to_itself() {
+        let (_dir, db) = test_db().await;
+        let first = [record(Some("alice"), Some(1), 1), record(None, Some(3), 10), record(Some("alice"), Some(2), 100)];
+        crate::audit::store_for_test(&db, &first).await;
+        let second = [record(None, Some(3), 1_000), record(None, None, 10_000), record(Some("bob"), Some(3), 100_000)];
+        crate::audit::store_for_test(&db, &second).await;
+
+        let hours = Hours { from: "2026-05-01T08".into(), to: "2026-05-01T09".into() };
+        let conn = db.connect().await.unwrap();
+        let accounts: Vec<(String, i64, i64)> =
+            per_account(&conn, &hours).await.unwrap().into_iter().map(|(a, _, [n, _, i, _])| (a, n, i)).collect();
+        let expected = [("alice", 2, 101), ("key:3", 2, 1_010), ("", 1, 10_000), ("bob", 1, 100_000)];
+        assert_eq!(accounts, expected.map(|(a, n, i)| (a.to_string(), n, i)));
+        let latency_rows = crate::storage::query_i64(
+            &conn,
+            "SELECT COUNT(*) FROM latency_hourly_account WHERE account IN ('alice', 'bob', 'key:3', '')",
+            (),
+        )
+        .await
+        .unwrap();
+        assert_eq!(latency_rows, 4, "one latency bucket per account");
+    }
 }
