@@ -132,18 +132,20 @@ impl Journal {
     /// Every row up to `seq` is in the database: deletes the closed files that hold only
     /// such rows.
     pub fn committed(&self, seq: u64) {
-        let Ok(mut state) = self.state.lock() else { return };
-        let dir = &self.dir;
-        let stem = &self.stem;
-        state.closed.retain(|(index, max_seq)| {
-            if *max_seq > seq {
-                return true;
-            }
-            if let Err(err) = std::fs::remove_file(path(dir, stem, *index)) {
+        let done: Vec<u64> = {
+            let Ok(mut state) = self.state.lock() else { return };
+            let (done, open): (Vec<_>, Vec<_>) =
+                std::mem::take(&mut state.closed).into_iter().partition(|(_, max_seq)| *max_seq <= seq);
+            state.closed = open;
+            done.into_iter().map(|(index, _)| index).collect()
+        };
+        // Outside the lock: deleting a full file takes milliseconds, and every request that
+        // finishes meanwhile waits for the lock to write its line.
+        for index in done {
+            if let Err(err) = std::fs::remove_file(path(&self.dir, &self.stem, index)) {
                 tracing::warn!(error = %err, "could not delete a committed audit journal file");
             }
-            false
-        });
+        }
     }
 
     /// Deletes every journal file: on a clean shutdown, once everything is committed.
@@ -260,6 +262,33 @@ mod tests {
         let journal = Journal::start(&db, 44, held).unwrap();
         journal.remove();
         assert!(Journal::read_existing(&db).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_full_file_is_closed_and_deleted_once_every_row_in_it_is_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("vault.db");
+        let journal = Journal::start(&db, 0, Journal::lock(&db).unwrap()).unwrap();
+        let line = |seq: u64| {
+            let mut lines = Vec::new();
+            Journal::add_line(&mut lines, seq, &serialize(&test_record(seq as usize)));
+            lines
+        };
+        journal.write(&line(1), 1).unwrap();
+        journal.write(&vec![b'\n'; FILE_BYTES as usize - line(1).len()], 1).unwrap();
+        journal.write(&line(2), 2).unwrap();
+        let (first, second) = (dir.path().join("vault.db-audit.1"), dir.path().join("vault.db-audit.2"));
+        assert!(first.exists() && second.exists(), "a write past the size starts a new file");
+
+        journal.committed(0);
+        assert!(first.exists(), "deleted before its row was committed");
+        journal.committed(1);
+        assert!(!first.exists(), "a file of committed rows was kept");
+        assert!(second.exists(), "the open file was deleted");
+        journal.committed(2);
+        assert!(second.exists(), "the open file was deleted");
+        let left: Vec<u64> = Journal::read_existing(&db).unwrap().iter().map(|r| r.seq).collect();
+        assert_eq!(left, [2]);
     }
 
     #[test]
