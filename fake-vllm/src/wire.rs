@@ -470,6 +470,10 @@ fn stream_response(
     prompt_tokens: u64,
 ) -> Response {
     let delay = p.token_delay(state);
+    // As vLLM paces them: each chunk comes one delay after the one before, but the finish
+    // chunk comes with the last token, and the usage chunk and `[DONE]` right after it
+    // (vLLM sends them once the engine's last output is handled).
+    let paced = chunks.len().saturating_sub(1);
     let (final_usage, continuous) = stream_usage_wanted(&p.body);
     if continuous {
         for (i, chunk) in chunks.iter_mut().enumerate() {
@@ -507,7 +511,7 @@ fn stream_response(
         .then(move |(i, item)| {
             let _guard = &guard;
             async move {
-                if i > 0 && !delay.is_zero() {
+                if i > 0 && i < paced && !delay.is_zero() {
                     tokio::time::sleep(delay).await;
                 }
                 item
@@ -635,6 +639,40 @@ mod tests {
         assert_eq!(base64(b"Man"), "TWFu");
         assert_eq!(base64(b"Ma"), "TWE=");
         assert_eq!(base64(b"M"), "TQ==");
+    }
+
+    /// The virtual time (ms since the response began) of each event of a streamed answer.
+    async fn event_times(options: crate::Options, body: Value) -> Vec<(u128, String)> {
+        use poem::{Endpoint, IntoResponse};
+        let request = poem::Request::builder()
+            .method(poem::http::Method::POST)
+            .uri(poem::http::Uri::from_static("/v1/chat/completions"))
+            .content_type("application/json")
+            .body(body.to_string());
+        let response = crate::app(options).call(request).await.unwrap().into_response();
+        let started = tokio::time::Instant::now();
+        let mut events = Vec::new();
+        let mut frames = response.into_body().into_bytes_stream();
+        while let Some(frame) = frames.next().await {
+            let at = started.elapsed().as_millis();
+            let text = String::from_utf8(frame.unwrap().to_vec()).unwrap();
+            events.extend(text.split("\n\n").filter(|e| !e.is_empty()).map(|e| (at, e.to_string())));
+        }
+        events
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tokens_come_a_delay_apart_and_the_end_of_the_stream_with_the_last_one() {
+        let options = crate::Options { token_delay: Duration::from_millis(100), ..Default::default() };
+        let body = json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "stream": true,
+            "stream_options": {"include_usage": true}});
+        let events = event_times(options, body).await;
+        let times: Vec<u128> = events.iter().map(|(at, _)| *at).collect();
+        // The role, three tokens, the finish, the usage, and [DONE].
+        assert_eq!(times, [0, 100, 200, 300, 300, 300, 300], "{events:?}");
+        assert!(events[4].1.contains("\"finish_reason\":\"length\""), "{events:?}");
+        assert!(events[5].1.contains("\"usage\""), "{events:?}");
+        assert_eq!(events[6].1, "data: [DONE]");
     }
 
     #[test]
