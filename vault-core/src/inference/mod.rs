@@ -5,6 +5,7 @@
 //! and drops that extra chunk again when the client did not ask for it.
 
 pub mod admission;
+mod http1;
 mod pool;
 pub mod router;
 mod stream;

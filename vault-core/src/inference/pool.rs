@@ -1,33 +1,37 @@
-//! Kept-alive HTTP/1.1 connections to the upstream, each driven by the request that uses
-//! it instead of by a task of its own.
+//! Kept-alive HTTP/1.1 connections to the upstream, each read and written by the request
+//! that uses it.
 //!
-//! A pooled client that gives every connection its own task hands each request, answer
-//! and body chunk from one task to another: a stream of a few hundred tokens costs as many
-//! task switches. Here the request's own task polls the connection's I/O while it waits for
-//! the answer and while it reads the body, and puts the connection back when the body is
-//! done. An idle connection is polled by nobody; one the upstream closed meanwhile is seen
-//! as closed when it is taken, and left. Dropping a body before its end drops its
-//! connection, which is how the upstream learns that the client went away.
+//! A request's own task writes it, reads the answer and decodes the body (`http1`): no
+//! task per connection and no channel between tasks, so a stream of a few hundred tokens
+//! costs no task switches of its own. A connection goes back to the pool once its
+//! answer's body is read to the end. An idle connection is read by nobody; one the
+//! upstream closed meanwhile is readable when it is taken, and is left. Dropping a body
+//! before its end drops its connection, which is how the upstream learns that the client
+//! went away.
 
-use std::future::{Future, poll_fn};
+use std::future::poll_fn;
+use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 use futures_util::Stream;
-use http::{HeaderName, HeaderValue, Method, Request, Response, Uri, header};
-use http_body_util::Full;
-use hyper::body::{Body, Incoming};
-use hyper::client::conn::{TrySendError, http1};
-use hyper_util::rt::TokioIo;
+use http::{HeaderName, HeaderValue, Method, StatusCode, Uri};
 use tokio::net::TcpStream;
+use tokio_util::io::{poll_read_buf, poll_write_buf};
 
-type Driver = http1::Connection<TokioIo<TcpStream>, Full<Bytes>>;
+use super::http1::{self, Decoded, Decoder, WireError};
 
 /// Idle connections kept at most; more are closed when they are put back.
 const MAX_IDLE: usize = 256;
+/// A read has room for at least this much; one that fills its room doubles the next
+/// one's, up to `MAX_READ`, so that a large answer takes few reads.
+const FIRST_READ: usize = 8 * 1024;
+const MAX_READ: usize = 256 * 1024;
+/// Below this much room left in the input buffer, a new one is made for the next read.
+const MIN_ROOM: usize = 2 * 1024;
 
 /// Why a request got no answer.
 #[derive(Debug, thiserror::Error)]
@@ -36,11 +40,12 @@ pub enum SendError {
     Connect(String, String),
     #[error("no answer within the connect timeout from {0}")]
     ConnectTimeout(String),
+    /// The exchange failed after some of the request went out.
     #[error("{0}")]
-    Http(#[from] hyper::Error),
-    /// The connection failed with the request handed back unsent.
+    Broken(WireError),
+    /// The exchange failed before any of the request went out.
     #[error("{0}")]
-    NotSent(hyper::Error),
+    NotSent(WireError),
     /// A new connection for a second try could not be made, after a first try that may
     /// have reached the upstream.
     #[error("cannot connect again to {0}: {1}")]
@@ -51,36 +56,58 @@ impl SendError {
     /// Whether the upstream may have received the request: then it must not be sent to
     /// another (it may be generating).
     pub fn may_have_been_sent(&self) -> bool {
-        matches!(self, SendError::Http(_) | SendError::Reconnect(..))
+        matches!(self, SendError::Broken(_) | SendError::Reconnect(..))
     }
 }
 
-/// One connection: the handle requests are sent through, and its I/O.
+/// An answer's status, and its body to read or drop. Its other header fields are read
+/// for its framing only: nothing in Vault passes them on.
+pub struct Answer {
+    pub status: StatusCode,
+    pub body: PooledBody,
+}
+
+/// One connection, and what was read from it and not yet taken.
 struct Connection {
-    sender: http1::SendRequest<Full<Bytes>>,
-    /// `None` once the connection has ended.
-    driver: Option<Driver>,
+    io: TcpStream,
+    input: BytesMut,
+    /// The room the next read gets.
+    read_size: usize,
 }
 
 impl Connection {
-    /// Moves the connection's I/O along; ready once the connection has ended. An ended
-    /// connection is dropped at once, which fails a request still queued on it (as not
-    /// sent, so it can be sent again elsewhere) instead of leaving it waiting.
-    fn drive(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let Some(driver) = self.driver.as_mut() else { return Poll::Ready(()) };
-        match Pin::new(driver).poll(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(_) => {
-                self.driver = None;
-                Poll::Ready(())
-            }
-        }
+    fn new(io: TcpStream) -> Connection {
+        Connection { io, input: BytesMut::new(), read_size: FIRST_READ }
     }
 
-    /// Whether a new request can go out on it now: still open and between messages.
+    /// Reads what has arrived into `input`: 0 once the upstream closed the connection.
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.input.capacity() - self.input.len() < MIN_ROOM {
+            self.input.reserve(self.read_size);
+        }
+        let room = self.input.capacity() - self.input.len();
+        let read = ready!(poll_read_buf(Pin::new(&mut self.io), cx, &mut self.input))?;
+        if read == room {
+            self.read_size = (self.read_size * 2).min(MAX_READ);
+        }
+        Poll::Ready(Ok(read))
+    }
+
+    /// Whether a request can go out on it now. Nothing may arrive on an idle connection,
+    /// so one with something to read was closed by the upstream (or broke the protocol).
     fn is_reusable(&mut self) -> bool {
-        let mut cx = Context::from_waker(Waker::noop());
-        self.drive(&mut cx).is_pending() && self.sender.is_ready()
+        if !self.input.is_empty() {
+            return false;
+        }
+        match self.io.poll_read_ready(&mut Context::from_waker(Waker::noop())) {
+            Poll::Pending => true,
+            // The socket stays marked readable after a read that filled its room, even
+            // when that read emptied it: ask the socket itself.
+            Poll::Ready(Ok(())) => {
+                matches!(self.io.try_read(&mut [0u8; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+            Poll::Ready(Err(_)) => false,
+        }
     }
 }
 
@@ -103,6 +130,15 @@ struct Inner {
     idle: Mutex<Vec<Idle>>,
 }
 
+/// How one try of a request failed.
+struct Failed {
+    error: WireError,
+    /// Whether any of the request went out.
+    sent: bool,
+    /// Whether any of an answer came back.
+    answered: bool,
+}
+
 impl Pool {
     pub fn new(
         authority: &str,
@@ -121,93 +157,94 @@ impl Pool {
     }
 
     /// Sends a request (`uri` in origin form, `/path`; a JSON `body` unless empty; `headers`
-    /// besides `Host` and `Content-Type`) and waits for the answer's head. The body is the
-    /// caller's to read, or drop; reading it drives the connection.
+    /// besides `Host`, `Content-Type` and `Content-Length`) and waits for the answer's head.
+    /// The body is the caller's to read, or drop.
     pub async fn send(
         &self,
         method: &Method,
         uri: &Uri,
         body: Bytes,
         headers: &[(HeaderName, HeaderValue)],
-    ) -> Result<Response<PooledBody>, SendError> {
-        let request = || self.inner.request(method, uri, body.clone(), headers);
-        let (mut connection, reused) = match self.inner.take_idle() {
-            Some(connection) => (connection, true),
-            None => (self.inner.connect().await?, false),
-        };
-        let (mut reply, mut open) = exchange(&mut connection, request()).await;
+    ) -> Result<Answer, SendError> {
+        let head = http1::request_head(method, uri, &self.inner.host, body.len(), headers);
+        let body_allowed = *method != Method::HEAD;
         // Whether a first try may have reached the upstream before a second one.
         let mut maybe_read = false;
-        if let Err(failed) = &reply
-            && (failed.message().is_some() || (reused && failed.error().is_incomplete_message()))
-        {
-            // The connection closed as it was taken: the request never went out, or the
-            // upstream closed the kept-alive connection without reading it. Once more, on
-            // a new connection.
-            maybe_read = failed.message().is_none();
-            connection = match self.inner.connect().await {
-                Ok(connection) => connection,
-                Err(SendError::Connect(to, why)) if maybe_read => return Err(SendError::Reconnect(to, why)),
-                Err(SendError::ConnectTimeout(to)) if maybe_read => {
-                    return Err(SendError::Reconnect(to, "no answer within the connect timeout".into()));
-                }
-                Err(err) => return Err(err),
-            };
-            (reply, open) = exchange(&mut connection, request()).await;
+        if let Some(mut connection) = self.inner.take_idle() {
+            match exchange(&mut connection, &head, &body, body_allowed).await {
+                Ok(head) => return Ok(self.answer(connection, head)),
+                // The upstream closed the kept-alive connection as it was taken, or without
+                // answering the request: once more, on a new connection.
+                Err(failed) if !failed.answered => maybe_read = failed.sent,
+                Err(failed) => return Err(SendError::Broken(failed.error)),
+            }
         }
-        let response = reply.map_err(|failed| match failed.message() {
-            Some(_) if !maybe_read => SendError::NotSent(failed.into_error()),
-            _ => SendError::Http(failed.into_error()),
-        })?;
-        let pool = self.inner.clone();
-        Ok(response.map(|body| PooledBody { body, connection: open.then_some(connection), pool }))
+        let mut connection = match self.inner.connect().await {
+            Ok(connection) => connection,
+            Err(SendError::Connect(to, why)) if maybe_read => return Err(SendError::Reconnect(to, why)),
+            Err(SendError::ConnectTimeout(to)) if maybe_read => {
+                return Err(SendError::Reconnect(to, "no answer within the connect timeout".into()));
+            }
+            Err(err) => return Err(err),
+        };
+        match exchange(&mut connection, &head, &body, body_allowed).await {
+            Ok(head) => Ok(self.answer(connection, head)),
+            Err(failed) if failed.sent || maybe_read => Err(SendError::Broken(failed.error)),
+            Err(failed) => Err(SendError::NotSent(failed.error)),
+        }
+    }
+
+    fn answer(&self, connection: Connection, head: http1::Head) -> Answer {
+        let body = PooledBody {
+            connection: Some(connection),
+            decoder: Decoder::new(head.framing),
+            keep_alive: head.keep_alive,
+            pool: self.inner.clone(),
+        };
+        Answer { status: head.status, body }
     }
 }
 
-type Reply = Result<Response<Incoming>, TrySendError<Request<Full<Bytes>>>>;
-
-/// Sends `request` on `connection`, driving the connection until the answer's head is in;
-/// says also whether the connection is still open.
-async fn exchange(connection: &mut Connection, request: Request<Full<Bytes>>) -> (Reply, bool) {
-    let mut answer = std::pin::pin!(connection.sender.try_send_request(request));
-    let mut open = true;
-    let reply = poll_fn(|cx| {
-        // The connection ending (an error, or closed by the upstream) ends `answer` too.
-        if open && connection.drive(cx).is_ready() {
-            open = false;
+/// Writes a request on `connection` and reads until the head of its (final) answer is in.
+async fn exchange(
+    connection: &mut Connection,
+    head: &[u8],
+    body: &[u8],
+    body_allowed: bool,
+) -> Result<http1::Head, Failed> {
+    let mut request = head.chain(body);
+    let mut sent = false;
+    while request.has_remaining() {
+        let failed = |error: WireError| Failed { error, sent, answered: false };
+        match poll_fn(|cx| poll_write_buf(Pin::new(&mut connection.io), cx, &mut request)).await {
+            Ok(0) => return Err(failed(io::Error::from(io::ErrorKind::WriteZero).into())),
+            Ok(_) => sent = true,
+            Err(err) => return Err(failed(err.into())),
         }
-        answer.as_mut().poll(cx)
-    })
-    .await;
-    (reply, open)
+    }
+    let mut answered = false;
+    loop {
+        match http1::parse_head(&connection.input, body_allowed) {
+            Ok(Some((head, len))) => {
+                connection.input.advance(len);
+                // An interim answer (100 Continue, 103 Early Hints) is followed by the final one.
+                if !head.status.is_informational() {
+                    return Ok(head);
+                }
+                continue;
+            }
+            Ok(None) => {}
+            Err(error) => return Err(Failed { error, sent, answered: true }),
+        }
+        match poll_fn(|cx| connection.poll_read(cx)).await {
+            Ok(0) => return Err(Failed { error: WireError::Incomplete, sent, answered }),
+            Ok(_) => answered = true,
+            Err(err) => return Err(Failed { error: err.into(), sent, answered }),
+        }
+    }
 }
 
 impl Inner {
-    /// The request as sent: its header map made at its final size, and no header value
-    /// copied (a value given as text is allocated anew each time).
-    fn request(
-        &self,
-        method: &Method,
-        uri: &Uri,
-        body: Bytes,
-        headers: &[(HeaderName, HeaderValue)],
-    ) -> Request<Full<Bytes>> {
-        let json = !body.is_empty();
-        let mut request = Request::new(Full::new(body));
-        *request.method_mut() = method.clone();
-        *request.uri_mut() = uri.clone();
-        let map = request.headers_mut();
-        map.reserve(2 + headers.len());
-        map.insert(header::HOST, self.host.clone());
-        if json {
-            map.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        }
-        for (name, value) in headers {
-            map.append(name.clone(), value.clone());
-        }
-        request
-    }
-
     fn take_idle(&self) -> Option<Connection> {
         let mut idle = self.idle.lock().ok()?;
         while let Some(Idle { mut connection, since }) = idle.pop() {
@@ -239,68 +276,72 @@ impl Inner {
             .map_err(|e| SendError::Connect(self.authority.clone(), e.to_string()))?;
         // Each token of a stream is a small write: none may wait for an acknowledgement.
         stream.set_nodelay(true).map_err(|e| SendError::Connect(self.authority.clone(), e.to_string()))?;
-        let (sender, driver) = http1::handshake(TokioIo::new(stream)).await?;
-        Ok(Connection { sender, driver: Some(driver) })
+        Ok(Connection::new(stream))
     }
 }
 
-/// The body of an answer: reading it drives its connection, which goes back to the pool
+/// The body of an answer: reading it reads its connection, which goes back to the pool
 /// once the body is complete.
 pub struct PooledBody {
-    body: Incoming,
-    /// None once the connection has ended (the body may still hold what it read).
+    /// None once the body has ended or failed.
     connection: Option<Connection>,
+    decoder: Decoder,
+    /// Whether the connection may carry another request after this body.
+    keep_alive: bool,
     pool: Arc<Inner>,
 }
 
-impl Stream for PooledBody {
-    type Item = hyper::Result<Bytes>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
-        if let Some(connection) = this.connection.as_mut()
-            && connection.drive(cx).is_ready()
-        {
-            this.connection = None;
-        }
-        loop {
-            match Pin::new(&mut this.body).poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => {
-                    if let Ok(data) = frame.into_data() {
-                        return Poll::Ready(Some(Ok(data)));
-                    }
-                    // Trailers: not passed on.
-                }
-                Poll::Ready(Some(Err(err))) => {
-                    this.connection = None;
-                    return Poll::Ready(Some(Err(err)));
-                }
-                Poll::Ready(None) => {
-                    if let Some(connection) = this.connection.take() {
-                        this.pool.put(connection);
-                    }
-                    return Poll::Ready(None);
-                }
-                Poll::Pending => return Poll::Pending,
+impl PooledBody {
+    /// The next piece of the body, `None` at its end; the connection is released (to the
+    /// pool, or closed) as soon as the body has ended or failed.
+    fn poll_piece(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, WireError>>> {
+        let Some(connection) = self.connection.as_mut() else { return Poll::Ready(None) };
+        let outcome = loop {
+            match self.decoder.decode(&mut connection.input) {
+                Ok(Decoded::Data(data)) => return Poll::Ready(Some(Ok(data))),
+                Ok(Decoded::End) => break None,
+                Ok(Decoded::NeedMore) => {}
+                Err(err) => break Some(Err(err)),
             }
+            match ready!(connection.poll_read(cx)) {
+                Ok(0) => match self.decoder.finish() {
+                    // A body that ends with its connection.
+                    Ok(()) => break None,
+                    Err(err) => break Some(Err(err)),
+                },
+                Ok(_) => {}
+                Err(err) => break Some(Err(err.into())),
+            }
+        };
+        if let Some(connection) = self.connection.take()
+            && outcome.is_none()
+            && self.keep_alive
+        {
+            self.pool.put(connection);
         }
+        Poll::Ready(outcome)
     }
 }
 
-/// How many frames a body dropped before its end may still read, looking for the end.
-const MAX_FRAMES_AFTER_DROP: usize = 64;
+impl Stream for PooledBody {
+    type Item = Result<Bytes, WireError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.poll_piece(cx)
+    }
+}
+
+/// How many pieces a body dropped before its end may still take, looking for the end.
+const MAX_PIECES_AFTER_DROP: usize = 64;
 
 impl Drop for PooledBody {
     /// A body dropped before its end (an event stream ends with `[DONE]` before the
     /// chunked body does) keeps its connection when the rest is already here; otherwise
     /// the connection closes, which tells the upstream that nobody reads the answer.
     fn drop(&mut self) {
-        if self.connection.is_none() {
-            return;
-        }
         let mut cx = Context::from_waker(Waker::noop());
-        for _ in 0..MAX_FRAMES_AFTER_DROP {
-            match Pin::new(&mut *self).poll_next(&mut cx) {
+        for _ in 0..MAX_PIECES_AFTER_DROP {
+            match self.poll_piece(&mut cx) {
                 Poll::Ready(Some(Ok(_))) => {}
                 Poll::Ready(None) | Poll::Ready(Some(Err(_))) | Poll::Pending => return,
             }
@@ -329,6 +370,9 @@ mod tests {
         Events { ends: bool },
         /// Closes every connection as soon as it is accepted.
         CloseAtOnce,
+        /// Answers every request with these bytes, written in pieces of 1000 (as sent on a
+        /// connection it leaves open).
+        Raw(&'static [u8]),
     }
 
     struct Server {
@@ -374,7 +418,15 @@ mod tests {
                             }
                             _ => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}",
                         };
-                        socket.write_all(answer).await.unwrap();
+                        let answer = match behaviour {
+                            Upstream::Raw(bytes) => bytes,
+                            _ => answer,
+                        };
+                        for piece in answer.chunks(1000) {
+                            if socket.write_all(piece).await.is_err() {
+                                return;
+                            }
+                        }
                         match behaviour {
                             Upstream::CloseAfterOne => return,
                             Upstream::Events { ends: false } => {
@@ -399,11 +451,10 @@ mod tests {
     }
 
     async fn get(pool: &Pool) -> Result<String, SendError> {
-        let response = pool.send(&Method::GET, &Uri::from_static("/v1/models"), Bytes::new(), &[]).await?;
-        let mut body = response.into_body();
+        let mut body = pool.send(&Method::GET, &Uri::from_static("/v1/models"), Bytes::new(), &[]).await?.body;
         let mut text = String::new();
         while let Some(chunk) = body.next().await {
-            text.push_str(std::str::from_utf8(&chunk?).unwrap());
+            text.push_str(std::str::from_utf8(&chunk.map_err(SendError::Broken)?).unwrap());
         }
         Ok(text)
     }
@@ -442,8 +493,7 @@ mod tests {
         let server = start(Upstream::Events { ends: true }).await;
         let pool = pool(&server);
         for _ in 0..2 {
-            let response = pool.send(&Method::GET, &Uri::from_static("/"), Bytes::new(), &[]).await.unwrap();
-            let mut body = response.into_body();
+            let mut body = pool.send(&Method::GET, &Uri::from_static("/"), Bytes::new(), &[]).await.unwrap().body;
             assert_eq!(body.next().await.unwrap().unwrap(), "data: [DONE]\n\n");
             drop(body);
         }
@@ -454,8 +504,7 @@ mod tests {
     async fn a_body_dropped_in_the_middle_closes_its_connection() {
         let server = start(Upstream::Events { ends: false }).await;
         let pool = pool(&server);
-        let response = pool.send(&Method::GET, &Uri::from_static("/"), Bytes::new(), &[]).await.unwrap();
-        let mut body = response.into_body();
+        let mut body = pool.send(&Method::GET, &Uri::from_static("/"), Bytes::new(), &[]).await.unwrap().body;
         assert_eq!(body.next().await.unwrap().unwrap(), "data: {\"a\"}\n\n");
         drop(body);
         for _ in 0..100 {
@@ -475,7 +524,7 @@ mod tests {
         let server = start(Upstream::CloseAtOnce).await;
         let pool = pool(&server);
         let outcome = tokio::time::timeout(Duration::from_secs(5), get(&pool)).await;
-        assert!(matches!(outcome, Ok(Err(SendError::Http(_)))), "{outcome:?}");
+        assert!(matches!(outcome, Ok(Err(SendError::Broken(_)))), "{outcome:?}");
     }
 
     #[tokio::test]
@@ -485,5 +534,61 @@ mod tests {
         drop(listener);
         let pool = Pool::new(&authority, Duration::from_secs(2), Duration::from_secs(4)).unwrap();
         assert!(matches!(get(&pool).await, Err(SendError::Connect(..))));
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_closes_its_connection_leaves_it_out_of_the_pool() {
+        let server = start(Upstream::Raw(b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\n{}")).await;
+        let pool = pool(&server);
+        for _ in 0..2 {
+            assert_eq!(get(&pool).await.unwrap(), "{}");
+        }
+        assert_eq!(server.accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn bytes_after_an_answer_leave_its_connection_out_of_the_pool() {
+        let server = start(Upstream::Raw(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}HTTP/1.1 200 OK\r\n")).await;
+        let pool = pool(&server);
+        for _ in 0..2 {
+            assert_eq!(get(&pool).await.unwrap(), "{}");
+        }
+        assert_eq!(server.accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn an_interim_answer_is_passed_over_for_the_final_one() {
+        let server =
+            start(Upstream::Raw(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")).await;
+        let pool = pool(&server);
+        for _ in 0..2 {
+            assert_eq!(get(&pool).await.unwrap(), "{}");
+        }
+        assert_eq!(server.accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_large_answer_arriving_in_pieces_is_read_whole_and_its_connection_kept() {
+        static ANSWER: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+        let answer = ANSWER.get_or_init(|| {
+            let body = "x".repeat(1 << 20);
+            format!("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n", body.len())
+                .into_bytes()
+        });
+        let server = start(Upstream::Raw(answer)).await;
+        let pool = pool(&server);
+        for _ in 0..2 {
+            assert_eq!(get(&pool).await.unwrap().len(), 1 << 20);
+        }
+        assert_eq!(server.accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_malformed_answer_is_an_error_and_not_sent_again() {
+        let server = start(Upstream::Raw(b"HTTP/1.1 200 OK\r\ncontent-length: two\r\n\r\n{}")).await;
+        let pool = pool(&server);
+        let outcome = get(&pool).await;
+        assert!(matches!(&outcome, Err(SendError::Broken(WireError::Invalid(_)))), "{outcome:?}");
+        assert_eq!(server.accepted.load(Ordering::SeqCst), 1);
     }
 }

@@ -8,7 +8,7 @@ use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt, TryStreamExt};
 use http::{HeaderName, HeaderValue, Method, Uri, header};
 
-use super::pool::{Pool, PooledBody};
+use super::pool::{Answer, Pool, PooledBody};
 use super::{EngineLoad, InferenceBackend, Route, Trace, UpstreamReply, upstream_error, upstream_invalid};
 use crate::error::{ErrorCode, ErrorKind, Result, VaultError};
 
@@ -134,17 +134,17 @@ impl VllmBackend {
         uri: &Uri,
         body: Bytes,
         trace: Option<&Trace>,
-    ) -> std::result::Result<http::Response<PooledBody>, Failure> {
+    ) -> std::result::Result<Answer, Failure> {
         let headers = self.headers(trace);
-        let response = tokio::time::timeout(self.first_byte_timeout, self.pool.send(&method, uri, body, &headers))
+        let answer = tokio::time::timeout(self.first_byte_timeout, self.pool.send(&method, uri, body, &headers))
             .await
             .map_err(|_| Failure::sent(self.timed_out()))?
             .map_err(|e| Failure { error: self.unavailable(&e), sent: e.may_have_been_sent() })?;
-        let status = response.status().as_u16();
+        let status = answer.status.as_u16();
         if (300..400).contains(&status) {
             return Err(Failure::sent(upstream_invalid(format!("it answered with a redirect ({status})"))));
         }
-        Ok(response)
+        Ok(answer)
     }
 
     /// Forwards a request as [`InferenceBackend::forward`] does, saying on failure whether
@@ -161,22 +161,21 @@ impl VllmBackend {
             Route::Completions => &self.routes[1],
             Route::Embeddings => &self.routes[2],
         };
-        let response = self.send(Method::POST, uri, body, Some(trace)).await?;
-        let status = response.status().as_u16();
+        let answer = self.send(Method::POST, uri, body, Some(trace)).await?;
+        let status = answer.status.as_u16();
         if status >= 400 || !stream {
-            let body = self.read_body(response).await.map_err(Failure::sent)?;
+            let body = self.read_body(answer.body).await.map_err(Failure::sent)?;
             if status >= 400 {
                 return Err(Failure::sent(upstream_error(status, &body)));
             }
             return Ok(UpstreamReply::Complete(body));
         }
-        let events = response.into_body().map_err(|e| e.to_string());
+        let events = answer.body.map_err(|e| e.to_string());
         Ok(UpstreamReply::Stream(events.boxed()))
     }
 
     /// The whole body of an answer, within the timeout and the size limit.
-    async fn read_body(&self, response: http::Response<PooledBody>) -> Result<Bytes> {
-        let mut body = response.into_body();
+    async fn read_body(&self, mut body: PooledBody) -> Result<Bytes> {
         let collect = async {
             let (mut chunks, mut size) = (Vec::new(), 0);
             while let Some(chunk) = body.next().await {
@@ -197,9 +196,9 @@ impl VllmBackend {
     }
 
     async fn get_json(&self, uri: &Uri) -> Result<serde_json::Value> {
-        let response = self.send(Method::GET, uri, Bytes::new(), None).await.map_err(|f| f.error)?;
-        let status = response.status().as_u16();
-        let body = self.read_body(response).await?;
+        let answer = self.send(Method::GET, uri, Bytes::new(), None).await.map_err(|f| f.error)?;
+        let status = answer.status.as_u16();
+        let body = self.read_body(answer.body).await?;
         if status >= 400 {
             return Err(upstream_error(status, &body));
         }
@@ -228,19 +227,20 @@ impl InferenceBackend for VllmBackend {
             let asked = self.pool.send(&Method::GET, &self.metrics, Bytes::new(), &headers);
             // Not logged: it is read several times a second, and requests report the outage.
             let unreachable = || VaultError::new(ErrorKind::UpstreamUnavailable, ErrorCode::InferenceUnavailable, "");
-            let response = tokio::time::timeout(HEALTH_TIMEOUT, asked)
+            let answer = tokio::time::timeout(HEALTH_TIMEOUT, asked)
                 .await
                 .map_err(|_| unreachable())?
                 .map_err(|_| unreachable())?;
             // No such page: not vLLM's, or an older one. Any other failure is passing.
-            if response.status() == http::StatusCode::NOT_FOUND {
+            if answer.status == http::StatusCode::NOT_FOUND {
                 return Ok(None);
             }
-            if !response.status().is_success() {
+            if !answer.status.is_success() {
                 return Err(unreachable());
             }
-            let body =
-                tokio::time::timeout(HEALTH_TIMEOUT, self.read_body(response)).await.map_err(|_| unreachable())??;
+            let body = tokio::time::timeout(HEALTH_TIMEOUT, self.read_body(answer.body))
+                .await
+                .map_err(|_| unreachable())??;
             Ok(super::parse_engine_load(&String::from_utf8_lossy(&body)))
         }
         .boxed()
@@ -254,7 +254,7 @@ impl InferenceBackend for VllmBackend {
                 self.pool.send(&Method::GET, &self.health, Bytes::new(), &headers),
             )
             .await;
-            matches!(answered, Ok(Ok(response)) if response.status().is_success())
+            matches!(answered, Ok(Ok(answer)) if answer.status.is_success())
         }
         .boxed()
     }
