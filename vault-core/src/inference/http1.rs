@@ -260,7 +260,7 @@ impl Decoder {
                     self.state = State::ChunkSize;
                 }
                 State::Trailers(taken) => {
-                    let room = MAX_TRAILERS - taken;
+                    let room = MAX_TRAILERS.saturating_sub(taken);
                     let Some(line) = take_line(input, room, "the trailer fields are too large")? else {
                         return Ok(Decoded::NeedMore);
                     };
@@ -285,14 +285,15 @@ impl Decoder {
 /// Takes a CRLF-ended line from the start of `input`, without its CRLF: `None` while it is
 /// incomplete, an error once it is longer than `max` bytes.
 fn take_line(input: &mut BytesMut, max: usize, too_long: &'static str) -> Result<Option<BytesMut>, WireError> {
-    let window = &input[..input.len().min(max + 2)];
+    let with_end = max.saturating_add(2);
+    let window = &input[..input.len().min(with_end)];
     match window.windows(2).position(|pair| pair == b"\r\n") {
         Some(end) => {
             let line = input.split_to(end);
             input.advance(2);
             Ok(Some(line))
         }
-        None if window.len() > max => Err(WireError::Invalid(too_long)),
+        None if window.len() == with_end => Err(WireError::Invalid(too_long)),
         None => Ok(None),
     }
 }
@@ -479,5 +480,22 @@ mod tests {
         assert!(matches!(decode_in_pieces(Framing::Chunked, long_line.as_bytes(), 100), Err(WireError::Invalid(_))));
         let trailers = format!("0\r\n{}", "x-t: 1\r\n".repeat(MAX_TRAILERS / 8 + 1));
         assert!(matches!(decode_in_pieces(Framing::Chunked, trailers.as_bytes(), 512), Err(WireError::Invalid(_))));
+        // Trailer lines that fill the allowance to its last byte, or one short, then more.
+        for filler in [MAX_TRAILERS - 3, MAX_TRAILERS - 4] {
+            let trailers = format!("0\r\nx: {}\r\nz: 1\r\n\r\n", "a".repeat(filler));
+            let outcome = decode_in_pieces(Framing::Chunked, trailers.as_bytes(), 1000);
+            assert!(matches!(outcome, Err(WireError::Invalid(_))), "{filler}: {outcome:?}");
+        }
+    }
+
+    #[test]
+    fn lines_of_the_longest_length_allowed_are_taken_whatever_pieces_they_come_in() {
+        let extension = "e".repeat(MAX_CHUNK_LINE - 2);
+        let wire = format!("1;{extension}\r\nx\r\n0\r\nt: {}\r\n\r\n", "a".repeat(MAX_TRAILERS - 3));
+        // Pieces that end before, inside and after each line's CRLF.
+        for step in [4096, 4097, 4098, 20_488, 20_489, 20_490] {
+            let (body, rest) = decode_in_pieces(Framing::Chunked, wire.as_bytes(), step).unwrap();
+            assert_eq!((body.as_slice(), rest.as_slice()), (&b"x"[..], &b""[..]), "step {step}");
+        }
     }
 }

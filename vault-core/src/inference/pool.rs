@@ -259,6 +259,12 @@ impl Inner {
         if !connection.is_reusable() {
             return;
         }
+        // An idle connection holds no more than a first read's room: the room a large
+        // answer was given is not kept for as long as the connection is.
+        connection.read_size = FIRST_READ;
+        if connection.input.capacity() > FIRST_READ {
+            connection.input = BytesMut::new();
+        }
         let Ok(mut idle) = self.idle.lock() else { return };
         // One reading of the clock, not one for each connection the search looks at.
         let now = Instant::now();
