@@ -379,6 +379,8 @@ mod tests {
         /// Answers every request with these bytes, written in pieces of 1000 (as sent on a
         /// connection it leaves open).
         Raw(&'static [u8]),
+        /// As `Raw`, in one write.
+        Whole(&'static [u8]),
     }
 
     struct Server {
@@ -424,11 +426,12 @@ mod tests {
                             }
                             _ => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}",
                         };
-                        let answer = match behaviour {
-                            Upstream::Raw(bytes) => bytes,
-                            _ => answer,
+                        let (answer, piece) = match behaviour {
+                            Upstream::Raw(bytes) => (bytes, 1000),
+                            Upstream::Whole(bytes) => (bytes, bytes.len()),
+                            _ => (answer, answer.len()),
                         };
-                        for piece in answer.chunks(1000) {
+                        for piece in answer.chunks(piece) {
                             if socket.write_all(piece).await.is_err() {
                                 return;
                             }
@@ -595,6 +598,25 @@ mod tests {
         let pool = pool(&server);
         let outcome = get(&pool).await;
         assert!(matches!(&outcome, Err(SendError::Broken(WireError::Invalid(_)))), "{outcome:?}");
+        assert_eq!(server.accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_connection_whose_answer_filled_a_read_to_the_last_byte_is_kept() {
+        // The first read has room for `FIRST_READ` bytes. An answer of that size fills it,
+        // and leaves the socket marked readable though nothing is left to read.
+        static ANSWER: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+        let answer = ANSWER.get_or_init(|| {
+            let head = "HTTP/1.1 200 OK\r\ncontent-length: ";
+            let body = FIRST_READ - head.len() - "8000\r\n\r\n".len();
+            format!("{head}{body}\r\n\r\n{}", "x".repeat(body)).into_bytes()
+        });
+        assert_eq!(answer.len(), FIRST_READ);
+        let server = start(Upstream::Whole(answer)).await;
+        let pool = pool(&server);
+        for _ in 0..3 {
+            assert!(get(&pool).await.unwrap().starts_with("xxx"));
+        }
         assert_eq!(server.accepted.load(Ordering::SeqCst), 1);
     }
 }
