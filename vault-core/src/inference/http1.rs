@@ -12,7 +12,7 @@ use http::{HeaderName, HeaderValue, Method, StatusCode, Uri};
 /// The most header fields an answer head may have.
 const MAX_HEADERS: usize = 64;
 /// The largest answer head taken, in bytes.
-pub const MAX_HEAD: usize = 64 * 1024;
+const MAX_HEAD: usize = 64 * 1024;
 /// The longest chunk-size line (with its extensions) taken.
 const MAX_CHUNK_LINE: usize = 4096;
 /// The most bytes of trailer fields taken after the last chunk (they are dropped).

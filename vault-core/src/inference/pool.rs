@@ -545,35 +545,39 @@ mod tests {
         assert!(matches!(get(&pool).await, Err(SendError::Connect(..))));
     }
 
-    #[tokio::test]
-    async fn an_answer_that_closes_its_connection_leaves_it_out_of_the_pool() {
-        let server = start(Upstream::Raw(b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\n{}")).await;
+    /// How many connections two requests took, each answered with `raw` (and `{}` as body).
+    async fn connections_for_two_answers(raw: &'static [u8]) -> usize {
+        let server = start(Upstream::Raw(raw)).await;
         let pool = pool(&server);
         for _ in 0..2 {
             assert_eq!(get(&pool).await.unwrap(), "{}");
         }
-        assert_eq!(server.accepted.load(Ordering::SeqCst), 2);
+        server.accepted.load(Ordering::SeqCst)
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_closes_its_connection_leaves_it_out_of_the_pool() {
+        assert_eq!(
+            connections_for_two_answers(b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\n{}").await,
+            2
+        );
     }
 
     #[tokio::test]
     async fn bytes_after_an_answer_leave_its_connection_out_of_the_pool() {
-        let server = start(Upstream::Raw(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}HTTP/1.1 200 OK\r\n")).await;
-        let pool = pool(&server);
-        for _ in 0..2 {
-            assert_eq!(get(&pool).await.unwrap(), "{}");
-        }
-        assert_eq!(server.accepted.load(Ordering::SeqCst), 2);
+        assert_eq!(
+            connections_for_two_answers(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}HTTP/1.1 200 OK\r\n").await,
+            2
+        );
     }
 
     #[tokio::test]
     async fn an_interim_answer_is_passed_over_for_the_final_one() {
-        let server =
-            start(Upstream::Raw(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")).await;
-        let pool = pool(&server);
-        for _ in 0..2 {
-            assert_eq!(get(&pool).await.unwrap(), "{}");
-        }
-        assert_eq!(server.accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            connections_for_two_answers(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+                .await,
+            1
+        );
     }
 
     #[tokio::test]
