@@ -41,14 +41,28 @@ mod tests {
         let (_dir, db) = storage::test_db().await;
         let now = SystemTime::now();
         let at = |days: u64| crate::time::format_rfc3339(now - Duration::from_secs(days * 86_400));
-        let records: Vec<AuditRecord> = (0..2500)
-            .map(|i| AuditRecord { timestamp: at(if i < 2100 { 400 } else { 10 }), ..crate::audit::test_record(i) })
+        // Enough rows in one batch for the indexes by user and by key to take them all.
+        let (total, old) = (storage::audit::INDEX_EVERY + 400, storage::audit::INDEX_EVERY);
+        let records: Vec<AuditRecord> = (0..total as usize)
+            .map(|i| AuditRecord {
+                timestamp: at(if (i as i64) < old { 400 } else { 10 }),
+                user_id: Some("someone".into()),
+                key_prefix: Some("vk-someone".into()),
+                ..crate::audit::test_record(i)
+            })
             .collect();
         crate::audit::store_for_test(&db, &records).await;
         // The default retention is 365 days.
-        assert_eq!(prune(&db, now, b"").await.unwrap(), 2100);
+        assert_eq!(prune(&db, now, b"").await.unwrap(), old as u64);
         assert_eq!(storage::audit::count(&db.connect().await.unwrap()).await.unwrap(), 400);
         assert_eq!(prune(&db, now, b"").await.unwrap(), 0);
+        // The indexes by user and by key keep entries for the rows kept, and only those.
+        let conn = db.connect().await.unwrap();
+        for index in ["audit_rows_by_user", "audit_rows_by_key"] {
+            let kept = format!("SELECT COUNT(*) FROM {index} WHERE row_id > {old}");
+            assert_eq!(storage::query_i64(&conn, &format!("SELECT COUNT(*) FROM {index}"), ()).await.unwrap(), 400);
+            assert_eq!(storage::query_i64(&conn, &kept, ()).await.unwrap(), 400);
+        }
         // What is left still verifies, from the checkpoint pruning signed.
         let verified = crate::audit::chain::verify(&db, b"", None, &mut |_, _| {}).await.unwrap();
         assert!(verified.intact && verified.rows_checked == 400, "{verified:?}");

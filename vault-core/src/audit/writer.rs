@@ -35,10 +35,9 @@ enum Message {
 const MAX_BATCH: usize = 1024;
 /// How long the writer gathers rows after the first before it commits them: the longer,
 /// the fewer (and larger) transactions. A transaction writes every page it changes to the
-/// WAL once, and the indexes by user and by key change a page for each user and key in
-/// the batch, so with many users a row costs far less in a large batch (with 50 users at
-/// full load, commits of about 60 rows wrote 7 KB to files per request, of about 600 rows
-/// 3 KB). Reads of the audit trail through this process flush first.
+/// WAL once (the table's last pages, its index by time, the rollups, and every 8,192 rows
+/// the indexes by user and by key), so a row costs less in a large batch.
+/// Reads of the audit trail through this process flush first.
 pub const COMMIT_DELAY: Duration = Duration::from_millis(50);
 /// While it stores a batch, the writer gives way to requests between statements (see
 /// `Conn::run_all`), so that a batch never holds a request up for long; but only while

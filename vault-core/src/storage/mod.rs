@@ -48,11 +48,14 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (9, "rate_limits", include_str!("../../migrations/0009_rate_limits.sql")),
     (10, "audit_chain", include_str!("../../migrations/0010_audit_chain.sql")),
     (11, "fair_admission", include_str!("../../migrations/0011_fair_admission.sql")),
+    (12, "audit_account_index", include_str!("../../migrations/0012_audit_account_index.sql")),
 ];
 
 /// The same schema for PostgreSQL, in its own dialect and numbering.
-const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "initial", include_str!("../../migrations/postgres/0001_initial.sql"))];
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "initial", include_str!("../../migrations/postgres/0001_initial.sql")),
+    (2, "audit_account_index", include_str!("../../migrations/postgres/0002_audit_account_index.sql")),
+];
 
 /// Serialises migrations of gateways starting at once on one PostgreSQL database.
 const MIGRATION_LOCK: i64 = 0x7661_756c_7400;
@@ -313,6 +316,44 @@ mod tests {
         assert_eq!(n, MIGRATIONS.len() as i64);
         let mode = conn.query("PRAGMA journal_mode", ()).await.unwrap().next().await.unwrap().unwrap();
         assert_eq!(mode.get::<String>(0).unwrap(), "wal");
+    }
+
+    #[tokio::test]
+    async fn a_database_from_before_the_account_indexes_gets_its_audit_rows_into_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vault.db");
+        let database = libsql::Builder::new_local(&path).build().await.unwrap();
+        let conn = Conn::Lite(database.connect().unwrap());
+        let before = MIGRATIONS.iter().position(|(_, name, _)| *name == "audit_account_index").unwrap();
+        migrate(&conn, &MIGRATIONS[..before], None).await.unwrap();
+        conn.execute_batch(
+            "INSERT INTO audit_log (id, timestamp, request_id, method, path, key_prefix, user_id, status, latency_ms) VALUES \
+             (1, '2026-01-01T00:00:00.000Z', 'a', 'GET', '/v1/models', 'k1', 'u1', 200, 1), \
+             (2, '2026-01-01T00:00:01.000Z', 'b', 'GET', '/v1/models', 'k2', NULL, 200, 1), \
+             (3, '2026-01-01T00:00:02.000Z', 'c', 'GET', '/v1/models', NULL, 'u1', 401, 1);",
+        )
+        .await
+        .unwrap();
+        drop((conn, database));
+
+        let db = Db::open(&DbLocation::Local(path)).await.unwrap();
+        let conn = db.connect().await.unwrap();
+        assert_eq!(query_i64(&conn, "SELECT through FROM audit_indexed", ()).await.unwrap(), 3);
+        let ids = |user: Option<&str>, key: Option<&str>| {
+            let filter = crate::model::audit::AuditFilter {
+                user_id: user.map(Into::into),
+                key_prefix: key.map(Into::into),
+                ..Default::default()
+            };
+            let conn = &conn;
+            async move {
+                let rows = audit::query(conn, &filter, 0, 10, false).await.unwrap();
+                rows.iter().map(|e| e.id).collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(ids(Some("u1"), None).await, [1, 3]);
+        assert_eq!(ids(None, Some("k2")).await, [2]);
+        assert_eq!(ids(None, Some("k1")).await, [1]);
     }
 
     #[tokio::test]
