@@ -3,7 +3,7 @@
 use std::sync::atomic::Ordering;
 
 use crate::storage::sql::params;
-use crate::storage::{Conn, Row, Statement};
+use crate::storage::{Conn, Row, Statement, Value};
 
 use crate::audit::chain::{CHECKPOINT_KIND, CHECKPOINT_ROWS, ChainedRow, Head, START, mac};
 use crate::error::{Result, VaultError};
@@ -51,10 +51,6 @@ pub(crate) const INDEX_EVERY: i64 = 8192;
 /// writer can give way to requests, and a page the pieces share is still written once, at
 /// the commit. (8,192 rows in one statement took 15–20 ms.)
 const INDEX_PIECE: i64 = 1024;
-
-/// The mark up to which the indexes by user and by key hold the rows (0 when it is lost,
-/// which makes readers look at every row).
-const INDEXED_THROUGH: &str = "COALESCE((SELECT through FROM audit_indexed), 0)";
 
 /// Adds the rows after ?1 up to ?2 to the index by user.
 const INDEX_USERS: &str = "INSERT INTO audit_rows_by_user (owner, row_id) \
@@ -352,9 +348,10 @@ impl BatchWriter {
     }
 }
 
-/// The indexes' mark as stored.
+/// The mark up to which the indexes by user and by key hold the rows (0 when it is lost,
+/// which makes readers look at every row).
 async fn indexed_through(conn: &Conn) -> Result<i64> {
-    super::query_i64(conn, &format!("SELECT {INDEXED_THROUGH}"), ()).await
+    super::query_i64(conn, "SELECT COALESCE((SELECT through FROM audit_indexed), 0)", ()).await
 }
 
 /// The indexes' mark, first lowered to the chain's head if it is past it: rows after the
@@ -464,9 +461,9 @@ fn from_row(row: &Row) -> Result<AuditEntry> {
 
 /// The conditions of a filter and their bound values. Values are always bound, never
 /// formatted in.
-fn clause(filter: &AuditFilter) -> (Vec<String>, Vec<crate::storage::Value>) {
-    let mut values: Vec<crate::storage::Value> = Vec::new();
-    let mut bind = |value: crate::storage::Value| {
+fn clause(filter: &AuditFilter) -> (Vec<String>, Vec<Value>) {
+    let mut values: Vec<Value> = Vec::new();
+    let mut bind = |value: Value| {
         values.push(value);
         format!("?{}", values.len())
     };
@@ -502,54 +499,94 @@ fn clause(filter: &AuditFilter) -> (Vec<String>, Vec<crate::storage::Value>) {
     (conditions, values)
 }
 
-/// A SELECT of the id and `columns` (each after a comma) of the rows that match `filter`
-/// and, with a cursor, whose id is before or after it (`<` or `>` the value), in no order;
-/// and its bound values. A filter on a user or a key finds the rows up to the mark through
-/// that account's index, and the rows after it in the table (see [`INDEX_EVERY`]); the
-/// filter's own conditions apply to both.
-fn matching(filter: &AuditFilter, columns: &str, cursor: Option<(&str, i64)>) -> (String, Vec<crate::storage::Value>) {
-    let (conditions, mut values) = clause(filter);
-    let mut bind = |value: crate::storage::Value| {
-        values.push(value);
-        format!("?{}", values.len())
-    };
-    let cursor = cursor.map(|(op, at)| (op, bind(at.into())));
-    let on_id = |column: &str| cursor.as_ref().map(|(op, at)| format!("{column} {op} {at}"));
-    let all = |parts: Vec<String>| if parts.is_empty() { "1 = 1".to_string() } else { parts.join(" AND ") };
-    let index = match (&filter.user_id, &filter.key_prefix) {
-        (Some(user), _) => Some(("audit_rows_by_user", "owner", user)),
-        (None, Some(key)) => Some(("audit_rows_by_key", "prefix", key)),
-        (None, None) => None,
-    };
-    let sql = match index {
-        None => {
-            let table: Vec<String> = conditions.into_iter().chain(on_id("id")).collect();
-            format!("SELECT id{columns} FROM audit_log WHERE {}", all(table))
-        }
-        Some((index, account_column, account)) => {
-            let account = bind(account.clone().into());
-            let indexed: Vec<String> =
-                [format!("i.{account_column} = {account}"), format!("i.row_id <= {INDEXED_THROUGH}")]
-                    .into_iter()
-                    .chain(on_id("i.row_id"))
-                    .chain(conditions.iter().cloned())
-                    .collect();
-            let recent: Vec<String> =
-                std::iter::once(format!("id > {INDEXED_THROUGH}")).chain(on_id("id")).chain(conditions).collect();
-            // The id is taken from the index so that the merge of the two parts in id
-            // order reads each part in order, with no sort.
-            format!(
-                "SELECT i.row_id AS id{columns} FROM {index} AS i JOIN audit_log ON audit_log.id = i.row_id WHERE {} \
-                 UNION ALL SELECT id{columns} FROM audit_log WHERE {}",
-                all(indexed),
-                all(recent)
-            )
-        }
-    };
-    (sql, values)
+/// Where a read of the audit trail looks: the whole table; or, for a filter on a user or a
+/// key, that account's index for the rows up to the mark, and the table for the rows after
+/// it (see [`INDEX_EVERY`]). The two parts are read with one mark, taken before either, so
+/// that a fold in between neither hides a row nor shows one twice.
+enum Source<'a> {
+    Table,
+    Indexed { by: Account, account: &'a str, through: i64 },
+    After(i64),
 }
 
-/// Rows matching `filter`, oldest first from `after_id` (exclusive), at most `limit`.
+/// What an index of the audit trail is by.
+#[derive(Clone, Copy)]
+enum Account {
+    User,
+    Key,
+}
+
+impl Account {
+    /// The index's table and the column of its account.
+    fn index(self) -> (&'static str, &'static str) {
+        match self {
+            Account::User => ("audit_rows_by_user", "owner"),
+            Account::Key => ("audit_rows_by_key", "prefix"),
+        }
+    }
+}
+
+impl Source<'_> {
+    /// The parts to read for `filter`.
+    async fn for_filter<'a>(conn: &Conn, filter: &'a AuditFilter) -> Result<Vec<Source<'a>>> {
+        let (by, account) = match (&filter.user_id, &filter.key_prefix) {
+            (Some(user), _) => (Account::User, user),
+            (None, Some(key)) => (Account::Key, key),
+            (None, None) => return Ok(vec![Source::Table]),
+        };
+        let through = indexed_through(conn).await?;
+        Ok(vec![Source::Indexed { by, account, through }, Source::After(through)])
+    }
+
+    /// The column that holds a row's id.
+    fn id(&self) -> &'static str {
+        match self {
+            Source::Indexed { .. } => "i.row_id",
+            Source::Table | Source::After(_) => "id",
+        }
+    }
+
+    /// A SELECT of the id and `columns` (each after a comma) of the rows here that match
+    /// `filter` and, with a cursor, whose id is before or after it (`<` or `>` the value);
+    /// and its bound values.
+    fn select(&self, filter: &AuditFilter, columns: &str, cursor: Option<(&str, i64)>) -> (String, Vec<Value>) {
+        // The index answers for its account: an entry is made from the row's own column.
+        let filter = match self {
+            Source::Indexed { by: Account::User, .. } => &AuditFilter { user_id: None, ..filter.clone() },
+            Source::Indexed { by: Account::Key, .. } => &AuditFilter { key_prefix: None, ..filter.clone() },
+            Source::Table | Source::After(_) => filter,
+        };
+        let (conditions, mut values) = clause(filter);
+        let mut bind = |value: Value| {
+            values.push(value);
+            format!("?{}", values.len())
+        };
+        let mut own = Vec::new();
+        let from = match self {
+            Source::Table => "audit_log".to_string(),
+            Source::After(through) => {
+                own.push(format!("id > {}", bind((*through).into())));
+                "audit_log".to_string()
+            }
+            Source::Indexed { by, account, through } => {
+                let (index, column) = by.index();
+                own.push(format!("i.{column} = {}", bind((*account).into())));
+                own.push(format!("i.row_id <= {}", bind((*through).into())));
+                format!("{index} AS i JOIN audit_log ON audit_log.id = i.row_id")
+            }
+        };
+        let id = self.id();
+        if let Some((op, at)) = cursor {
+            own.push(format!("{id} {op} {}", bind(at.into())));
+        }
+        let all: Vec<String> = own.into_iter().chain(conditions).collect();
+        let clause = if all.is_empty() { "1 = 1".to_string() } else { all.join(" AND ") };
+        (format!("SELECT {id} AS id{columns} FROM {from} WHERE {clause}"), values)
+    }
+}
+
+/// Rows matching `filter` after `after_id` (exclusive), oldest first, or before it, newest
+/// first; at most `limit`.
 pub async fn query(
     conn: &Conn,
     filter: &AuditFilter,
@@ -558,17 +595,30 @@ pub async fn query(
     newest_first: bool,
 ) -> Result<Vec<AuditEntry>> {
     let (cursor, order) = if newest_first { ("<", "DESC") } else { (">", "ASC") };
-    let (rows, mut values) = matching(filter, concat!(", ", fields!()), Some((cursor, after_id)));
-    values.push(i64::from(limit).into());
-    let sql = format!("{rows} ORDER BY id {order} LIMIT ?{}", values.len());
-    let rows = conn.query(&sql, values).await?;
-    super::collect_rows(rows, from_row).await
+    let sources = Source::for_filter(conn, filter).await?;
+    let mut entries = Vec::new();
+    // Each part in id order, from its own index, stopping at the limit.
+    for source in &sources {
+        let (rows, mut values) = source.select(filter, concat!(", ", fields!()), Some((cursor, after_id)));
+        values.push(i64::from(limit).into());
+        let sql = format!("{rows} ORDER BY {} {order} LIMIT ?{}", source.id(), values.len());
+        entries.extend(super::collect_rows(conn.query(&sql, values).await?, from_row).await?);
+    }
+    if sources.len() > 1 {
+        entries.sort_unstable_by(|a, b| if newest_first { b.id.cmp(&a.id) } else { a.id.cmp(&b.id) });
+        entries.truncate(limit as usize);
+    }
+    Ok(entries)
 }
 
 /// How many rows match `filter`.
 pub async fn count_matching(conn: &Conn, filter: &AuditFilter) -> Result<i64> {
-    let (rows, values) = matching(filter, "", None);
-    super::query_i64(conn, &format!("SELECT COUNT(*) FROM ({rows}) AS matching"), values).await
+    let mut total = 0;
+    for source in Source::for_filter(conn, filter).await? {
+        let (rows, values) = source.select(filter, "", None);
+        total += super::query_i64(conn, &format!("SELECT COUNT(*) FROM ({rows}) AS matching"), values).await?;
+    }
+    Ok(total)
 }
 
 /// The newest entries first, at most `limit` of them.
@@ -663,6 +713,7 @@ mod tests {
             let (mut newest_first, mut before) = (Vec::new(), i64::MAX);
             loop {
                 let page = query(&conn, filter, before, 397, true).await.unwrap();
+                assert!(page.len() <= 397, "{filter:?}");
                 let Some(last) = page.last() else { break };
                 before = last.id;
                 newest_first.extend(page.iter().map(|e| e.id));
