@@ -52,14 +52,14 @@ pub(crate) const INDEX_EVERY: i64 = 8192;
 /// the commit. (8,192 rows in one statement took 15–20 ms.)
 const INDEX_PIECE: i64 = 1024;
 
-/// Adds the rows after ?1 up to ?2 to the index by user.
-const INDEX_USERS: &str = "INSERT INTO audit_rows_by_user (owner, row_id) \
-                           SELECT user_id, id FROM audit_log WHERE id > ?1 AND id <= ?2 AND user_id IS NOT NULL \
-                           ORDER BY user_id, id ON CONFLICT DO NOTHING";
-/// Adds the rows after ?1 up to ?2 to the index by key.
-const INDEX_KEYS: &str = "INSERT INTO audit_rows_by_key (prefix, row_id) \
-                          SELECT key_prefix, id FROM audit_log WHERE id > ?1 AND id <= ?2 AND key_prefix IS NOT NULL \
-                          ORDER BY key_prefix, id ON CONFLICT DO NOTHING";
+/// Adds the rows after ?1 up to ?2 to the index `by`, sorted by account.
+fn index_rows(by: Account) -> String {
+    let ((index, entry), row) = (by.index(), by.row_column());
+    format!(
+        "INSERT INTO {index} ({entry}, row_id) SELECT {row}, id FROM audit_log \
+         WHERE id > ?1 AND id <= ?2 AND {row} IS NOT NULL ORDER BY {row}, id ON CONFLICT DO NOTHING"
+    )
+}
 /// Moves the mark to ?1.
 const MARK_INDEXED: &str = "INSERT INTO audit_indexed (only_row, through) VALUES (1, ?1) \
                             ON CONFLICT (only_row) DO UPDATE SET through = ?1 WHERE audit_indexed.through < ?1";
@@ -159,8 +159,8 @@ impl BatchWriter {
             touch_last_used: conn.prepare(super::keys::TOUCH_LAST_USED).await?,
             journal_mark: conn.prepare(JOURNAL_MARK).await?,
             journal: journal_id(db)?,
-            index_users: conn.prepare(INDEX_USERS).await?,
-            index_keys: conn.prepare(INDEX_KEYS).await?,
+            index_users: conn.prepare(&index_rows(Account::User)).await?,
+            index_keys: conn.prepare(&index_rows(Account::Key)).await?,
             mark_indexed: conn.prepare(MARK_INDEXED).await?,
             indexed_through: indexed_through.into(),
             conn: tokio::sync::RwLock::new(conn),
@@ -411,9 +411,8 @@ pub async fn prune_through(conn: &Conn, last: i64, chain_key: &[u8], limit: u32)
     }
     drop(rows);
     let pruned = "SELECT id FROM audit_log WHERE id <= ?1 ORDER BY id LIMIT ?2";
-    for (index, entry, row) in
-        [("audit_rows_by_user", "owner", "user_id"), ("audit_rows_by_key", "prefix", "key_prefix")]
-    {
+    for by in [Account::User, Account::Key] {
+        let ((index, entry), row) = (by.index(), by.row_column());
         let sql = format!(
             "DELETE FROM {index} WHERE ({entry}, row_id) IN (SELECT {row}, id FROM audit_log WHERE id IN ({pruned}))"
         );
@@ -526,6 +525,14 @@ impl Account {
         match self {
             Account::User => ("audit_rows_by_user", "owner"),
             Account::Key => ("audit_rows_by_key", "prefix"),
+        }
+    }
+
+    /// The column of `audit_log` the index is made from.
+    fn row_column(self) -> &'static str {
+        match self {
+            Account::User => "user_id",
+            Account::Key => "key_prefix",
         }
     }
 }
