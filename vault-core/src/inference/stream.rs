@@ -44,7 +44,7 @@ type Finisher = Box<dyn FnOnce(StreamOutcome) -> BoxFuture<'static, bool> + Send
 
 const DONE: &[u8] = b"data: [DONE]\n\n";
 /// How many times a stream with events ready lets other tasks run, waiting for the
-/// upstream's next chunk, before it writes what it has.
+/// upstream's next chunk, before it writes what it has (while that waiting pays off).
 const YIELDS: u8 = 3;
 /// The largest single event taken from the upstream: one that grows past this without
 /// ending is cut off with an error event.
@@ -59,6 +59,11 @@ pub struct ProxyStream {
     scanned: usize,
     /// How often the stream let other tasks run since the upstream last gave data.
     yielded: u8,
+    /// Whether waiting for the rest of a burst pays off: false for good once the upstream
+    /// let all the [`YIELDS`] pass without sending more. An engine's tokens come
+    /// milliseconds apart, and waiting for the next one would only cost polls: after the
+    /// first, they are written as they come.
+    waiting_pays: bool,
     /// The events ready for the client, in one piece: events taken one after another from
     /// `buffer` are joined without a copy.
     ready: BytesMut,
@@ -95,6 +100,7 @@ impl ProxyStream {
             buffer: BytesMut::new(),
             scanned: 0,
             yielded: 0,
+            waiting_pays: true,
             ready: BytesMut::new(),
             client_wants_usage,
             usage: None,
@@ -380,7 +386,7 @@ impl Stream for ProxyStream {
                         }
                         return Poll::Pending;
                     }
-                    Poll::Pending if this.yielded < YIELDS => {
+                    Poll::Pending if this.yielded < YIELDS && this.waiting_pays => {
                         // The upstream writes each event on its own, so a burst may arrive
                         // in several reads: let every other ready task run a few times
                         // before writing, so that the rest of it can come and the burst goes
@@ -395,6 +401,9 @@ impl Stream for ProxyStream {
                         continue;
                     }
                     Poll::Pending => {
+                        if this.yielded == YIELDS {
+                            this.waiting_pays = false;
+                        }
                         this.yielded = 0;
                         return Poll::Ready(this.take_ready());
                     }
@@ -658,6 +667,52 @@ mod tests {
         assert_eq!(text(stream.next().await), "data: {\"choices\":[3]}\n\n");
         assert_eq!(text(stream.next().await), "data: [DONE]\n\n");
         assert!(stream.next().await.is_none());
+    }
+
+    /// An upstream fed through `tx`, and how often it has been polled.
+    fn fed_upstream() -> (
+        tokio::sync::mpsc::UnboundedSender<&'static str>,
+        BoxStream<'static, Result<Bytes, String>>,
+        Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<&'static str>();
+        let polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = polls.clone();
+        let upstream = futures_util::stream::poll_fn(move |cx| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            rx.poll_recv(cx).map(|part| part.map(|p| Ok(Bytes::from_static(p.as_bytes()))))
+        })
+        .boxed();
+        (tx, upstream, polls)
+    }
+
+    #[tokio::test]
+    async fn the_rest_of_a_burst_that_comes_while_the_stream_waits_goes_out_with_it() {
+        let (tx, upstream, _) = fed_upstream();
+        let mut stream = ProxyStream::new(upstream, false);
+        tx.send("data: {\"choices\":[1]}\n\n").unwrap();
+        // Sent while the stream lets other tasks run, before it writes the first event.
+        let later = tx.clone();
+        tokio::spawn(async move { later.send("data: {\"choices\":[2]}\n\n").unwrap() });
+        let piece = stream.next().await.unwrap();
+        assert_eq!(piece, "data: {\"choices\":[1]}\n\ndata: {\"choices\":[2]}\n\n");
+    }
+
+    #[tokio::test]
+    async fn once_waiting_for_more_did_not_pay_off_events_go_out_as_they_come() {
+        let (tx, upstream, polls) = fed_upstream();
+        let mut stream = ProxyStream::new(upstream, false);
+        let polls_since = || polls.swap(0, std::sync::atomic::Ordering::Relaxed);
+        tx.send("data: {\"choices\":[1]}\n\n").unwrap();
+        assert_eq!(stream.next().await.unwrap(), "data: {\"choices\":[1]}\n\n");
+        // The chunk, a look for more, and one more after each pause that brought nothing.
+        assert_eq!(polls_since(), 2 + usize::from(YIELDS));
+        for event in ["data: {\"choices\":[2]}\n\n", "data: {\"choices\":[3]}\n\n"] {
+            tx.send(event).unwrap();
+            assert_eq!(stream.next().await.unwrap(), event);
+            // Tokens that come apart go out at once: the chunk, and one look for more.
+            assert_eq!(polls_since(), 2);
+        }
     }
 
     #[tokio::test]
