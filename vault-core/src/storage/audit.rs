@@ -365,13 +365,11 @@ async fn index_mark_at_most_head(conn: &Conn) -> Result<i64> {
     let mark = indexed_through(&tx).await?;
     if mark > head {
         tracing::warn!(mark, head, "audit rows the indexes by user and key hold are gone; indexing them again");
-        for sql in [
-            "DELETE FROM audit_rows_by_user WHERE row_id > ?1",
-            "DELETE FROM audit_rows_by_key WHERE row_id > ?1",
-            "UPDATE audit_indexed SET through = ?1",
-        ] {
-            tx.execute(sql, [head]).await?;
+        for by in [Account::User, Account::Key] {
+            let (index, _) = by.index();
+            tx.execute(&format!("DELETE FROM {index} WHERE row_id > ?1"), [head]).await?;
         }
+        tx.execute("UPDATE audit_indexed SET through = ?1", [head]).await?;
     }
     tx.commit().await?;
     Ok(mark.min(head))
