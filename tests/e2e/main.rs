@@ -18,5 +18,6 @@ mod models;
 mod operations;
 mod rate_limits;
 mod routing;
+mod scheduling;
 mod setup;
 mod workspace;

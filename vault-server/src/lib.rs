@@ -20,6 +20,7 @@ mod methods;
 mod passthrough;
 mod payload;
 mod schemas;
+mod self_wake;
 pub(crate) mod serve;
 mod server;
 mod spec;

@@ -28,6 +28,7 @@ use tokio_util::task::TaskTracker;
 use crate::connections::{GuardedAcceptor, GuardedIo, MAX_HEAD_BYTES};
 use crate::edge::EdgeEndpoint;
 use crate::https::{Certificates, TLS_HANDSHAKE};
+use crate::self_wake::RepollOnSelfWake;
 
 /// The application every request goes to: the edge around the router. Named, not boxed as
 /// a `dyn` endpoint: each boxed layer would allocate and copy the request's future again.
@@ -80,6 +81,7 @@ pub async fn serve(
     let connections = TaskTracker::new();
     let Listeners { main: mut acceptor, mut redirect, mut metrics } = listeners;
     let mut shutdown = pin!(shutdown);
+    let several_workers = tokio::runtime::Handle::current().metrics().num_workers() > 1;
     loop {
         let redirected = async {
             match redirect.as_mut() {
@@ -109,12 +111,14 @@ pub async fn serve(
                     role => Box::pin(serve_connection(io, local, remote, app, Scheme::HTTP, role, draining.clone())),
                 };
                 let out_of_time = out_of_time.clone();
-                connections.spawn(async move {
+                // Each request with a body wakes its own connection task (see `self_wake`).
+                let connection = async move {
                     tokio::select! {
                         () = connection => {}
                         () = out_of_time.cancelled() => {}
                     }
-                });
+                };
+                connections.spawn(RepollOnSelfWake::new(connection, several_workers));
             }
             Err(err) => {
                 // A connection reset before it was accepted, or no file descriptor left for
