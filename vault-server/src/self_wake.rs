@@ -18,10 +18,10 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 
-/// The most times a poll is repeated before the task goes back to the runtime, so that a
-/// future that keeps waking itself (hyper does after serving 16 pipelined requests in one
-/// go) cannot keep its worker from other tasks for long.
-const MAX_REPOLLS: u32 = 4;
+/// The most times the future is polled in one turn of its task before the task goes back
+/// to the runtime, so that a future that keeps waking itself (hyper does after serving 16
+/// pipelined requests in one go) cannot keep its worker from other tasks for long.
+const MAX_POLLS: u32 = 4;
 
 /// Not being polled: a wake-up goes to the runtime.
 const IDLE: u8 = 0;
@@ -30,7 +30,7 @@ const POLLING: u8 = 1;
 /// Being polled, and woken meanwhile.
 const WOKEN: u8 = 2;
 
-/// `F`, polled again at once (up to [`MAX_REPOLLS`] times) when it wakes itself while
+/// `F`, polled again at once (up to [`MAX_POLLS`] polls in all) when it wakes itself while
 /// being polled, on a runtime with several workers; a wake-up from elsewhere reaches the
 /// runtime as before.
 pub struct RepollOnSelfWake<F> {
@@ -56,13 +56,14 @@ impl Wake for Signal {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        match self.state.compare_exchange(POLLING, WOKEN, Ordering::AcqRel, Ordering::Acquire) {
-            Ok(_) | Err(WOKEN) => {}
-            Err(_) => {
-                let task = self.task.lock().ok().and_then(|task| task.clone());
-                if let Some(task) = task {
-                    task.wake();
-                }
+        // Written even when already woken, so that what the waker did before it is seen by
+        // the next poll (which starts with a read-modify-write of the state too).
+        let noted =
+            self.state.fetch_update(Ordering::AcqRel, Ordering::Acquire, |state| (state != IDLE).then_some(WOKEN));
+        if noted.is_err() {
+            let task = self.task.lock().ok().and_then(|task| task.clone());
+            if let Some(task) = task {
+                task.wake();
             }
         }
     }
@@ -91,8 +92,8 @@ impl<F: Future> Future for RepollOnSelfWake<F> {
             *task = Some(cx.waker().clone());
         }
         let mut inner_cx = Context::from_waker(waker);
-        for _ in 0..MAX_REPOLLS {
-            signal.state.store(POLLING, Ordering::Release);
+        for _ in 0..MAX_POLLS {
+            signal.state.swap(POLLING, Ordering::AcqRel);
             if let Poll::Ready(output) = this.inner.as_mut().poll(&mut inner_cx) {
                 signal.state.store(IDLE, Ordering::Release);
                 return Poll::Ready(output);
@@ -154,12 +155,32 @@ mod tests {
     }
 
     #[test]
+    fn a_wake_up_from_another_thread_during_the_poll_is_not_lost() {
+        let polls = Arc::new(AtomicUsize::new(0));
+        let counted = polls.clone();
+        let mut future = pin!(RepollOnSelfWake::new(
+            std::future::poll_fn(move |cx| {
+                if counted.fetch_add(1, Ordering::SeqCst) > 0 {
+                    return Poll::Ready(());
+                }
+                let waker = cx.waker().clone();
+                std::thread::spawn(move || waker.wake()).join().unwrap();
+                Poll::Pending
+            }),
+            true
+        ));
+        let (runtime, waker) = counting();
+        assert_eq!(future.as_mut().poll(&mut Context::from_waker(&waker)), Poll::Ready(()));
+        assert_eq!((polls.load(Ordering::SeqCst), runtime.0.load(Ordering::SeqCst)), (2, 0));
+    }
+
+    #[test]
     fn one_that_keeps_waking_itself_goes_back_to_the_runtime_after_a_few_polls() {
         let polls = Arc::new(AtomicUsize::new(0));
         let mut future = pin!(RepollOnSelfWake::new(waking_itself(usize::MAX, polls.clone()), true));
         let (runtime, waker) = counting();
         assert!(future.as_mut().poll(&mut Context::from_waker(&waker)).is_pending());
-        assert_eq!(polls.load(Ordering::SeqCst), MAX_REPOLLS as usize);
+        assert_eq!(polls.load(Ordering::SeqCst), MAX_POLLS as usize);
         assert_eq!(runtime.0.load(Ordering::SeqCst), 1, "woken once, to be polled again later");
     }
 
