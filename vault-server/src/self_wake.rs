@@ -34,7 +34,7 @@ const WOKEN: u8 = 2;
 /// being polled, on a runtime with several workers; a wake-up from elsewhere reaches the
 /// runtime as before.
 pub struct RepollOnSelfWake<F> {
-    inner: Pin<Box<F>>,
+    inner: F,
     /// `None`: polled as it is.
     repoll: Option<Repoll>,
 }
@@ -69,23 +69,23 @@ impl Wake for Signal {
     }
 }
 
-impl<F: Future> RepollOnSelfWake<F> {
+impl<F: Future + Unpin> RepollOnSelfWake<F> {
     /// `inner`, polled again at once when it wakes itself, if `several_workers`.
     pub fn new(inner: F, several_workers: bool) -> Self {
         let repoll = several_workers.then(|| {
             let signal = Arc::new(Signal { state: AtomicU8::new(IDLE), task: Mutex::new(None) });
             Repoll { waker: Waker::from(signal.clone()), signal }
         });
-        RepollOnSelfWake { inner: Box::pin(inner), repoll }
+        RepollOnSelfWake { inner, repoll }
     }
 }
 
-impl<F: Future> Future for RepollOnSelfWake<F> {
+impl<F: Future + Unpin> Future for RepollOnSelfWake<F> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.get_mut();
-        let Some(Repoll { signal, waker }) = &this.repoll else { return this.inner.as_mut().poll(cx) };
+        let Some(Repoll { signal, waker }) = &this.repoll else { return Pin::new(&mut this.inner).poll(cx) };
         if let Ok(mut task) = signal.task.lock()
             && !task.as_ref().is_some_and(|task| task.will_wake(cx.waker()))
         {
@@ -94,7 +94,7 @@ impl<F: Future> Future for RepollOnSelfWake<F> {
         let mut inner_cx = Context::from_waker(waker);
         for _ in 0..MAX_POLLS {
             signal.state.swap(POLLING, Ordering::AcqRel);
-            if let Poll::Ready(output) = this.inner.as_mut().poll(&mut inner_cx) {
+            if let Poll::Ready(output) = Pin::new(&mut this.inner).poll(&mut inner_cx) {
                 signal.state.store(IDLE, Ordering::Release);
                 return Poll::Ready(output);
             }
@@ -132,7 +132,7 @@ mod tests {
 
     /// Polled `polls` times in all; wakes itself in each of its first `self_wakes` polls,
     /// and is ready at the poll after them (never, with `usize::MAX`).
-    fn waking_itself(self_wakes: usize, polls: Arc<AtomicUsize>) -> impl Future<Output = usize> {
+    fn waking_itself(self_wakes: usize, polls: Arc<AtomicUsize>) -> impl Future<Output = usize> + Unpin {
         std::future::poll_fn(move |cx| {
             let n = polls.fetch_add(1, Ordering::SeqCst);
             if n < self_wakes {

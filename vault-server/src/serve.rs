@@ -112,13 +112,13 @@ pub async fn serve(
                 };
                 let out_of_time = out_of_time.clone();
                 // Each request with a body wakes its own connection task (see `self_wake`).
-                let connection = async move {
+                let connection = RepollOnSelfWake::new(connection, several_workers);
+                connections.spawn(async move {
                     tokio::select! {
                         () = connection => {}
                         () = out_of_time.cancelled() => {}
                     }
-                };
-                connections.spawn(RepollOnSelfWake::new(connection, several_workers));
+                });
             }
             Err(err) => {
                 // A connection reset before it was accepted, or no file descriptor left for
