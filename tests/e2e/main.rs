@@ -20,4 +20,5 @@ mod rate_limits;
 mod routing;
 mod scheduling;
 mod setup;
+mod workload;
 mod workspace;
