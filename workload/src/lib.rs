@@ -101,10 +101,10 @@ pub struct Phase {
     pub requests: usize,
 }
 
-impl Default for Plan {
-    /// About ten seconds of an instrumented build: one connection, then 64.
-    fn default() -> Plan {
-        Plan { phases: vec![Phase { connections: 1, requests: 4_000 }, Phase { connections: 64, requests: 40_000 }] }
+impl Plan {
+    /// `requests` on one connection, then ten times as many over 64 connections at once.
+    pub fn standard(requests: usize) -> Plan {
+        Plan { phases: vec![Phase { connections: 1, requests }, Phase { connections: 64, requests: requests * 10 }] }
     }
 }
 
@@ -117,10 +117,16 @@ pub struct Tally {
     pub first_unexpected: Option<String>,
 }
 
-/// What a run got, kind by kind (in the order of [`Kind::ALL`]).
-#[derive(Debug, Clone, Default)]
+/// What a run got, kind by kind, in the order of [`Kind::ALL`].
+#[derive(Debug, Clone)]
 pub struct Report {
     pub tallies: Vec<(Kind, Tally)>,
+}
+
+impl Default for Report {
+    fn default() -> Report {
+        Report { tallies: Kind::ALL.iter().map(|kind| (*kind, Tally::default())).collect() }
+    }
 }
 
 impl Report {
@@ -133,25 +139,18 @@ impl Report {
     }
 
     fn add(&mut self, other: Report) {
-        for (kind, tally) in other.tallies {
-            let mine = self.tally(kind);
-            mine.expected += tally.expected;
-            mine.unexpected += tally.unexpected;
+        for ((_, mine), (_, theirs)) in self.tallies.iter_mut().zip(other.tallies) {
+            mine.expected += theirs.expected;
+            mine.unexpected += theirs.unexpected;
             if mine.first_unexpected.is_none() {
-                mine.first_unexpected = tally.first_unexpected;
+                mine.first_unexpected = theirs.first_unexpected;
             }
         }
     }
 
     fn tally(&mut self, kind: Kind) -> &mut Tally {
-        let at = match self.tallies.iter().position(|(k, _)| *k == kind) {
-            Some(at) => at,
-            None => {
-                self.tallies.push((kind, Tally::default()));
-                self.tallies.len() - 1
-            }
-        };
-        &mut self.tallies[at].1
+        // The kinds are declared in the order of `Kind::ALL`.
+        &mut self.tallies[kind as usize].1
     }
 }
 
@@ -272,9 +271,6 @@ pub async fn first_model(addr: SocketAddr, key: &str) -> Result<String, Error> {
 pub async fn run(addr: SocketAddr, key: &str, model: &str, plan: &Plan) -> Result<Report, Error> {
     let bodies = Arc::new(Bodies::new(key, model));
     let mut report = Report::default();
-    for kind in Kind::ALL {
-        report.tally(kind);
-    }
     for phase in &plan.phases {
         let connections = phase.connections.max(1);
         let mut tasks = tokio::task::JoinSet::new();
@@ -324,5 +320,18 @@ fn complete(kind: Kind, body: &[u8]) -> bool {
     match kind {
         Kind::ChatStream | Kind::CompletionStream => body.ends_with(b"data: [DONE]\n\n"),
         _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kinds_are_listed_in_the_order_they_are_declared() {
+        // `Report::tally` finds a kind's count by its declared position.
+        for (at, kind) in Kind::ALL.iter().enumerate() {
+            assert_eq!(*kind as usize, at, "{}", kind.name());
+        }
     }
 }

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use vault_workload::{Phase, Plan};
+use vault_workload::Plan;
 
 const USAGE: &str = "usage: vault-workload --addr HOST:PORT --key USER_KEY [--model ID] [--requests N]\n\
   Sends the request mix a profile-guided build is trained on: N requests on one connection,\n\
@@ -58,12 +58,7 @@ async fn main() -> ExitCode {
             }
         },
     };
-    let plan = Plan {
-        phases: vec![
-            Phase { connections: 1, requests: args.requests },
-            Phase { connections: 64, requests: args.requests * 10 },
-        ],
-    };
+    let plan = Plan::standard(args.requests);
     let started = std::time::Instant::now();
     let report = match vault_workload::run(args.addr, &args.key, &model, &plan).await {
         Ok(report) => report,
