@@ -13,6 +13,7 @@ mod flood;
 mod journal;
 mod json;
 mod line;
+mod priority;
 pub mod query;
 mod request;
 mod retention;

@@ -7,6 +7,9 @@
 //! The writer also checkpoints the WAL itself, between its commits: with no commit racing
 //! it, the checkpoint finishes the WAL and the next commit starts it over, so it does not
 //! grow without bound under continuous load.
+//!
+//! While it keeps up, its thread runs at the lowest priority (see `priority`), so that
+//! storing a batch never keeps a request waiting for the CPU.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -16,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::flood::{FloodGuard, this_minute};
 use super::journal::Journal;
+use super::priority::Priority;
 use super::staging::{Safe, Staging};
 use crate::error::{ErrorCode, ErrorKind, Result, VaultError};
 use crate::metrics::Metrics;
@@ -41,7 +45,8 @@ const MAX_BATCH: usize = 1024;
 pub const COMMIT_DELAY: Duration = Duration::from_millis(50);
 /// While it stores a batch, the writer gives way to requests between statements (see
 /// `Conn::run_all`), so that a batch never holds a request up for long; but only while
-/// fewer rows than this wait behind the batch (with more it is falling behind) ...
+/// fewer rows than this wait behind the batch (with more it is falling behind, and takes
+/// back its priority: see `priority`) ...
 const GIVE_WAY_BELOW: i64 = MAX_BATCH as i64;
 /// ... and only this long into a transaction. The transaction holds the database's write
 /// lock, which a write from elsewhere (a conversation, the CLI) waits for, and under full
@@ -139,7 +144,7 @@ impl AuditLog {
         let journaled = journal.clone();
         let writer = std::thread::Builder::new()
             .name("vault-audit".into())
-            .spawn(move || write_loop(&runtime, writer, rx, &journaled, &state))
+            .spawn(move || write_loop(&runtime, writer, rx, &journaled, &state, &Priority::of_this_thread()))
             .map_err(|e| VaultError::internal("starting the audit writer", e))?
             .thread()
             .clone();
@@ -501,6 +506,7 @@ fn write_loop(
     mut rx: mpsc::UnboundedReceiver<Message>,
     journal: &Journal,
     shared: &Shared,
+    priority: &Priority,
 ) {
     let mut last_used = LastUsed::default();
     let mut checkpoints = Checkpoints::new();
@@ -521,8 +527,15 @@ fn write_loop(
         let limit = if failures > 0 { usize::MAX } else { MAX_BATCH };
         batch.drain(&mut rx, limit);
         batch.gather(&mut rx, COMMIT_DELAY);
+        if is_behind(shared.pending.load(Ordering::Relaxed), batch.records.len()) {
+            priority.falling_behind();
+        } else if batch.records.len() < MAX_BATCH {
+            // Everything queued fits in this batch.
+            priority.keeping_up();
+        }
         let due = last_used.due(&batch.records);
-        let stored = runtime.block_on(store_once(&writer, &batch.records, &due, batch.journal_seq, shared));
+        let stored =
+            runtime.block_on(store_once(&writer, &batch.records, &due, batch.journal_seq, shared, Some(priority)));
         if stored {
             if failures > 0 {
                 tracing::warn!("audit rows are stored again");
@@ -556,6 +569,8 @@ fn write_loop(
         }
         if let Some(done) = batch.shutdown.take() {
             if stored || failures >= WRITE_ATTEMPTS {
+                // Nothing waits for the CPU any more, but the gateway's exit waits for this.
+                priority.falling_behind();
                 finish_shutdown(runtime, &writer, &mut rx, journal, shared, &mut checkpoints, stored);
                 let _ = done.send(());
                 return;
@@ -592,7 +607,7 @@ fn finish_shutdown(
         rest.push(message);
     }
     if all_stored && !rest.records.is_empty() {
-        all_stored = runtime.block_on(store_once(writer, &rest.records, &[], rest.journal_seq, shared));
+        all_stored = runtime.block_on(store_once(writer, &rest.records, &[], rest.journal_seq, shared, None));
     }
     for waiter in rest.waiters {
         let _ = waiter.send(all_stored);
@@ -669,13 +684,15 @@ impl LastUsed {
     }
 }
 
-/// One attempt to store a batch; whether it worked.
+/// One attempt to store a batch; whether it worked. The writer's `priority` is taken back
+/// when it falls behind meanwhile.
 async fn store_once(
     writer: &storage::audit::BatchWriter,
     records: &[AuditRecord],
     last_used: &[(i64, String)],
     journal_seq: Option<u64>,
     shared: &Shared,
+    priority: Option<&Priority>,
 ) -> bool {
     if records.is_empty() {
         return true;
@@ -683,7 +700,13 @@ async fn store_once(
     let refs: Vec<&AuditRecord> = records.iter().collect();
     let last_used: Vec<(i64, &str)> = last_used.iter().map(|(id, at)| (*id, at.as_str())).collect();
     let started = Instant::now();
-    let give_way = || gives_way(shared.pending.load(Ordering::Relaxed), records.len(), started.elapsed());
+    let give_way = || {
+        let pending = shared.pending.load(Ordering::Relaxed);
+        if let Some(priority) = priority.filter(|_| is_behind(pending, records.len())) {
+            priority.falling_behind();
+        }
+        gives_way(pending, records.len(), started.elapsed())
+    };
     match writer.write_giving_way(&refs, &last_used, journal_seq, &give_way).await {
         Ok(()) => {
             shared.metrics.observe_commit(started.elapsed());
@@ -701,8 +724,13 @@ async fn store_once(
 /// Whether the writer, storing a batch of `batch` rows for `storing` so far, with `pending`
 /// rows not yet stored (the batch's among them), gives way to requests now.
 fn gives_way(pending: i64, batch: usize, storing: Duration) -> bool {
-    let waiting = pending - i64::try_from(batch).unwrap_or(i64::MAX);
-    waiting < GIVE_WAY_BELOW && storing < GIVE_WAY_FOR
+    !is_behind(pending, batch) && storing < GIVE_WAY_FOR
+}
+
+/// Whether the writer, storing a batch of `batch` rows with `pending` rows not yet stored
+/// (the batch's among them), falls behind: a batch's worth of rows waits for the next.
+fn is_behind(pending: i64, batch: usize) -> bool {
+    pending - i64::try_from(batch).unwrap_or(i64::MAX) >= GIVE_WAY_BELOW
 }
 
 /// Looks at the free space of the disk that holds `db_path` every
@@ -796,6 +824,9 @@ mod tests {
         assert!(gives_way(600 + GIVE_WAY_BELOW - 1, 600, moment));
         assert!(!gives_way(600 + GIVE_WAY_BELOW, 600, moment), "falling behind");
         assert!(!gives_way(600, 600, GIVE_WAY_FOR), "the transaction has held the write lock long enough");
+        // Falling behind is what takes the writer's priority back (see `priority`).
+        assert!(!is_behind(600 + GIVE_WAY_BELOW - 1, 600));
+        assert!(is_behind(600 + GIVE_WAY_BELOW, 600));
     }
 
     #[tokio::test]
