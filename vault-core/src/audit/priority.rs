@@ -20,12 +20,16 @@ pub(super) struct Priority {
     /// when the priority is left alone.
     normal: Option<i32>,
     lowered: AtomicBool,
+    /// A change was refused after all: the priority is left as it is from then on, rather
+    /// than tried (and warned about) between every two statements.
+    refused: AtomicBool,
 }
 
 impl Priority {
     /// For the calling thread (the writer's), at the lowest priority from now on.
     pub(super) fn of_this_thread() -> Priority {
-        let priority = Priority { normal: adjustable_from(), lowered: AtomicBool::new(false) };
+        let priority =
+            Priority { normal: adjustable_from(), lowered: AtomicBool::new(false), refused: AtomicBool::new(false) };
         priority.keeping_up();
         priority
     }
@@ -48,12 +52,15 @@ impl Priority {
 
     fn lower(&self, lowered: bool) {
         let Some(normal) = self.normal else { return };
-        if self.lowered.load(Ordering::Relaxed) == lowered {
+        if self.lowered.load(Ordering::Relaxed) == lowered || self.refused.load(Ordering::Relaxed) {
             return;
         }
         match set_nice(if lowered { LOWEST } else { normal }) {
             Ok(()) => self.lowered.store(lowered, Ordering::Relaxed),
-            Err(err) => tracing::warn!(error = %err, "could not change the audit writer's priority"),
+            Err(err) => {
+                self.refused.store(true, Ordering::Relaxed);
+                tracing::warn!(error = %err, "could not change the audit writer's priority; leaving it as it is");
+            }
         }
     }
 }
