@@ -36,12 +36,12 @@ impl Priority {
 
     /// The writer stores everything queued in one batch: the lowest priority.
     pub(super) fn keeping_up(&self) {
-        self.lower(true);
+        self.set_lowered(true);
     }
 
     /// Rows pile up behind the batch being stored: the priority it started with.
     pub(super) fn falling_behind(&self) {
-        self.lower(false);
+        self.set_lowered(false);
     }
 
     /// Whether the thread runs at the lowest priority now.
@@ -50,7 +50,7 @@ impl Priority {
         self.lowered.load(Ordering::Relaxed)
     }
 
-    fn lower(&self, lowered: bool) {
+    fn set_lowered(&self, lowered: bool) {
         let Some(normal) = self.normal else { return };
         if self.lowered.load(Ordering::Relaxed) == lowered || self.refused.load(Ordering::Relaxed) {
             return;
