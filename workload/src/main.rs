@@ -40,11 +40,13 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
 async fn main() -> ExitCode {
     let args = match parse(std::env::args().skip(1)) {
         Ok(args) => args,
+        // Asked for help: the usage, and success.
+        Err(why) if why.is_empty() => {
+            let _ = writeln!(std::io::stdout(), "{USAGE}");
+            return ExitCode::SUCCESS;
+        }
         Err(why) => {
-            if !why.is_empty() {
-                eprintln!("vault-workload: {why}");
-            }
-            eprintln!("{USAGE}");
+            eprintln!("vault-workload: {why}\n{USAGE}");
             return ExitCode::from(2);
         }
     };
