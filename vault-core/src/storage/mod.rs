@@ -408,14 +408,13 @@ mod tests {
         let asked = std::sync::atomic::AtomicUsize::new(0);
         for answer in [true, false] {
             let runs = (0..3).map(|_| (&insert, params![20_000])).collect();
-            conn.run_all(runs, &|| {
+            let ask = || {
                 asked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 answer
-            })
-            .await
-            .unwrap();
+            };
+            conn.run_all(runs, &mut sql::GiveWay::new(&ask)).await.unwrap();
         }
-        assert_eq!(asked.into_inner(), 4, "asked between the statements of each batch, never before the first");
+        assert_eq!(asked.into_inner(), 4, "asked between the statements of each batch, not before the first");
         assert_eq!(query_i64(&conn, "SELECT SUM(n) FROM counted", ()).await.unwrap(), 6 * 20_000);
     }
 

@@ -10,8 +10,40 @@ use crate::error::{Result, VaultError};
 use super::postgres;
 
 /// How long a background batch on the embedded database works before it may give way to
-/// requests, between its statements (see [`Conn::run_all`]).
+/// requests (see [`GiveWay`]).
 const GIVE_WAY_EVERY: Duration = Duration::from_micros(50);
+
+/// Where a background batch gives the CPU back to requests.
+///
+/// Its work is CPU work on a thread that may share a core with the threads serving
+/// requests, and the scheduler does not preempt a running thread for a request that just
+/// arrived: that request waits for the thread to yield, block, or finish its time slice
+/// (a millisecond or more), even when the thread runs at the lowest priority. So at each of
+/// its pause points (between the rows it prepares, between statements), after every
+/// `GIVE_WAY_EVERY` of work, when `ask` says so, the thread gives the CPU back
+/// (`sched_yield`), and a request that arrived meanwhile is served first (one that must
+/// write waits for this transaction all the same). When `ask` says no, the thread runs
+/// straight on: under full load, when some request is always ready, it must still get its
+/// share of the CPU.
+pub struct GiveWay<'a> {
+    ask: &'a (dyn Fn() -> bool + Sync),
+    working_since: Instant,
+}
+
+impl<'a> GiveWay<'a> {
+    /// Work starts now.
+    pub fn new(ask: &'a (dyn Fn() -> bool + Sync)) -> GiveWay<'a> {
+        GiveWay { ask, working_since: Instant::now() }
+    }
+
+    /// Gives way if the work since the last time was long enough and `ask` says so.
+    pub fn pause_point(&mut self) {
+        if self.working_since.elapsed() >= GIVE_WAY_EVERY && (self.ask)() {
+            std::thread::yield_now();
+            self.working_since = Instant::now();
+        }
+    }
+}
 
 /// A value bound to a placeholder or read from a column.
 #[derive(Debug, Clone, PartialEq)]
@@ -352,31 +384,14 @@ impl Conn {
     }
 
     /// Runs prepared statements in order: one after another on the embedded database,
-    /// pipelined on PostgreSQL (all sent before the first answer is awaited, so a batch
-    /// costs about one round trip instead of one per statement).
-    ///
-    /// `give_way` is for a background thread that shares the cores with the threads
-    /// serving requests. On the embedded database each statement is CPU work on this
-    /// thread, and the scheduler lets a running thread finish its time slice (a millisecond
-    /// or more) before a request that just arrived gets the core. So between statements,
-    /// after every `GIVE_WAY_EVERY` of work, when `give_way` says so, the thread gives the
-    /// CPU back (`sched_yield`), and a request that arrived meanwhile is served first (one
-    /// that must write waits for this transaction all the same). When it says no, the
-    /// thread runs straight on: under full load, when some request is always ready, it must
-    /// still get its share of the CPU.
-    pub async fn run_all(
-        &self,
-        runs: Vec<(&Statement, Vec<Value>)>,
-        give_way: &(dyn Fn() -> bool + Sync),
-    ) -> Result<()> {
+    /// with a pause point of `give_way` before each; pipelined on PostgreSQL (all sent
+    /// before the first answer is awaited, so a batch costs about one round trip instead of
+    /// one per statement).
+    pub async fn run_all(&self, runs: Vec<(&Statement, Vec<Value>)>, give_way: &mut GiveWay<'_>) -> Result<()> {
         match self {
             Conn::Lite(_) => {
-                let mut working_since = Instant::now();
-                for (i, (statement, params)) in runs.into_iter().enumerate() {
-                    if i > 0 && working_since.elapsed() >= GIVE_WAY_EVERY && give_way() {
-                        std::thread::yield_now();
-                        working_since = Instant::now();
-                    }
+                for (statement, params) in runs {
+                    give_way.pause_point();
                     self.run(statement, params).await?;
                 }
             }
@@ -503,4 +518,33 @@ fn lite_params(params: impl Params) -> Result<Vec<libsql::Value>> {
 
 fn mismatched_statement() -> VaultError {
     VaultError::internal("running a prepared statement", "prepared on another engine")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pause_point_asks_only_after_enough_work_and_starts_over_when_it_gave_way() {
+        let asked = std::sync::atomic::AtomicUsize::new(0);
+        let answer = std::sync::atomic::AtomicBool::new(true);
+        let ask = || {
+            asked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            answer.load(std::sync::atomic::Ordering::Relaxed)
+        };
+        let asked_so_far = || asked.load(std::sync::atomic::Ordering::Relaxed);
+        let mut give_way = GiveWay::new(&ask);
+        give_way.pause_point();
+        assert_eq!(asked_so_far(), 0, "no work yet");
+        std::thread::sleep(GIVE_WAY_EVERY);
+        give_way.pause_point();
+        assert_eq!(asked_so_far(), 1);
+        give_way.pause_point();
+        assert_eq!(asked_so_far(), 1, "it gave way: the work starts over");
+        answer.store(false, std::sync::atomic::Ordering::Relaxed);
+        std::thread::sleep(GIVE_WAY_EVERY);
+        give_way.pause_point();
+        give_way.pause_point();
+        assert_eq!(asked_so_far(), 3, "told to run on, it asks again at the next point");
+    }
 }
