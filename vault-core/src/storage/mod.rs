@@ -397,11 +397,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_long_batch_asks_whether_to_give_way_between_its_statements_and_runs_them_all() {
+    async fn a_batch_asks_whether_to_give_way_between_its_statements_and_runs_them_all() {
         let (_dir, db) = test_sqlite_db().await;
         let conn = db.connect().await.unwrap();
         conn.execute_batch("CREATE TABLE counted (n INTEGER)").await.unwrap();
-        // Each statement works far longer than GIVE_WAY_EVERY.
         let count = "INSERT INTO counted SELECT COUNT(*) FROM \
                      (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < ?1) SELECT x FROM c)";
         let insert = conn.prepare(count).await.unwrap();
@@ -412,9 +411,9 @@ mod tests {
                 asked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 answer
             };
-            conn.run_all(runs, &mut sql::GiveWay::new(&ask)).await.unwrap();
+            conn.run_all(runs, &mut sql::GiveWay::at_every_point(&ask)).await.unwrap();
         }
-        assert_eq!(asked.into_inner(), 4, "asked between the statements of each batch, not before the first");
+        assert_eq!(asked.into_inner(), 4, "asked between the statements of each batch, never before the first");
         assert_eq!(query_i64(&conn, "SELECT SUM(n) FROM counted", ()).await.unwrap(), 6 * 20_000);
     }
 

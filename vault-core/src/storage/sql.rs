@@ -28,17 +28,24 @@ const GIVE_WAY_EVERY: Duration = Duration::from_micros(50);
 pub struct GiveWay<'a> {
     ask: &'a (dyn Fn() -> bool + Sync),
     working_since: Instant,
+    every: Duration,
 }
 
 impl<'a> GiveWay<'a> {
     /// Work starts now.
     pub fn new(ask: &'a (dyn Fn() -> bool + Sync)) -> GiveWay<'a> {
-        GiveWay { ask, working_since: Instant::now() }
+        GiveWay { ask, working_since: Instant::now(), every: GIVE_WAY_EVERY }
+    }
+
+    /// One that asks at every pause point, however short the work.
+    #[cfg(test)]
+    pub(crate) fn at_every_point(ask: &'a (dyn Fn() -> bool + Sync)) -> GiveWay<'a> {
+        GiveWay { every: Duration::ZERO, ..GiveWay::new(ask) }
     }
 
     /// Gives way if the work since the last time was long enough and `ask` says so.
     pub fn pause_point(&mut self) {
-        if self.working_since.elapsed() >= GIVE_WAY_EVERY && (self.ask)() {
+        if self.working_since.elapsed() >= self.every && (self.ask)() {
             std::thread::yield_now();
             self.working_since = Instant::now();
         }
@@ -384,14 +391,16 @@ impl Conn {
     }
 
     /// Runs prepared statements in order: one after another on the embedded database,
-    /// with a pause point of `give_way` before each; pipelined on PostgreSQL (all sent
+    /// with a pause point of `give_way` between each two; pipelined on PostgreSQL (all sent
     /// before the first answer is awaited, so a batch costs about one round trip instead of
     /// one per statement).
     pub async fn run_all(&self, runs: Vec<(&Statement, Vec<Value>)>, give_way: &mut GiveWay<'_>) -> Result<()> {
         match self {
             Conn::Lite(_) => {
-                for (statement, params) in runs {
-                    give_way.pause_point();
+                for (i, (statement, params)) in runs.into_iter().enumerate() {
+                    if i > 0 {
+                        give_way.pause_point();
+                    }
                     self.run(statement, params).await?;
                 }
             }
@@ -533,18 +542,21 @@ mod tests {
             answer.load(std::sync::atomic::Ordering::Relaxed)
         };
         let asked_so_far = || asked.load(std::sync::atomic::Ordering::Relaxed);
-        let mut give_way = GiveWay::new(&ask);
-        give_way.pause_point();
-        assert_eq!(asked_so_far(), 0, "no work yet");
-        std::thread::sleep(GIVE_WAY_EVERY);
+
+        let mut not_yet = GiveWay { every: Duration::from_secs(3600), ..GiveWay::new(&ask) };
+        not_yet.pause_point();
+        assert_eq!(asked_so_far(), 0, "not enough work yet");
+
+        let mut give_way = GiveWay::at_every_point(&ask);
+        let before = Instant::now();
         give_way.pause_point();
         assert_eq!(asked_so_far(), 1);
-        give_way.pause_point();
-        assert_eq!(asked_so_far(), 1, "it gave way: the work starts over");
+        assert!(give_way.working_since >= before, "it gave way: the work starts over");
         answer.store(false, std::sync::atomic::Ordering::Relaxed);
-        std::thread::sleep(GIVE_WAY_EVERY);
+        let since = give_way.working_since;
         give_way.pause_point();
         give_way.pause_point();
         assert_eq!(asked_so_far(), 3, "told to run on, it asks again at the next point");
+        assert_eq!(give_way.working_since, since, "and the work goes on");
     }
 }
