@@ -1,8 +1,9 @@
 //! The audit writer's scheduling priority. While it keeps up, the writer's thread runs at
-//! the lowest priority there is (nice 19): a request that arrives while it stores a batch
-//! then gets the CPU at once, instead of after the writer's time slice. When it falls
-//! behind, it goes back to the priority it started with, to get its share of a busy CPU;
-//! at the lowest, requests that keep every CPU busy would starve it.
+//! the lowest priority there is (nice 19), which leaves requests nearly all of a CPU they
+//! share with it. (A request that arrives while the writer runs still waits for it to yield:
+//! see `storage::sql::GiveWay`.) When it falls behind, it goes back to the priority it
+//! started with, to get its share of a busy CPU; at the lowest, requests that keep every
+//! CPU busy would starve it.
 //!
 //! Raising a thread's priority again takes `CAP_SYS_NICE` (the appliance's unit runs as
 //! root) or a `RLIMIT_NICE` that allows it. Where neither is given, the writer keeps the

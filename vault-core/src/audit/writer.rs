@@ -8,8 +8,9 @@
 //! it, the checkpoint finishes the WAL and the next commit starts it over, so it does not
 //! grow without bound under continuous load.
 //!
-//! While it keeps up, its thread runs at the lowest priority (see `priority`), so that
-//! storing a batch never keeps a request waiting for the CPU.
+//! While it keeps up, it makes way for requests: its thread runs at the lowest priority
+//! (see `priority`), and it yields the CPU every few tens of microseconds of work (see
+//! `storage::sql::GiveWay`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -43,8 +44,9 @@ const MAX_BATCH: usize = 1024;
 /// the indexes by user and by key), so a row costs less in a large batch.
 /// Reads of the audit trail through this process flush first.
 pub const COMMIT_DELAY: Duration = Duration::from_millis(50);
-/// While it stores a batch, the writer gives way to requests between statements (see
-/// `Conn::run_all`), so that a batch never holds a request up for long; but only while
+/// While it stores a batch, the writer gives way to requests between the rows it prepares
+/// and between statements (see `storage::sql::GiveWay`), so that a batch never holds a
+/// request up for long; but only while
 /// fewer rows than this wait behind the batch (with more it is falling behind, and takes
 /// back its priority: see `priority`) ...
 const GIVE_WAY_BELOW: i64 = MAX_BATCH as i64;
